@@ -1,0 +1,147 @@
+//! Bootstrap: state from configuration, the background tasks, bind, serve, graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::clients::ClientRegistry;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::http::{AppState, router};
+use crate::oauth::{Bridge, Settings, endpoints};
+use crate::storage::{MemoryStorage, Storage};
+use crate::tokens::KeySet;
+use crate::tokens::keys::KeyOrigin;
+use crate::upstream::OidcUpstream;
+use crate::upstream::oidc::OidcSettings;
+
+/// The running service's parts, before it is bound to a socket.
+pub struct Service {
+    pub router: axum::Router,
+    pub bridge: Arc<Bridge>,
+}
+
+pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Service> {
+    let public_url = config.public_url()?;
+    let issuer = public_url.as_str().trim_end_matches('/').to_owned();
+    let base_path = public_url.path().trim_end_matches('/').to_owned();
+    let upstream_config = config.oauth.upstream.as_ref().context("oauth.upstream is required")?;
+
+    let (keys, origin) = KeySet::from_config(&config.oauth)?;
+    if origin == KeyOrigin::GeneratedEphemeral {
+        tracing::warn!(
+            "no signing key configured: generated an ES256 key for this process; tokens will not survive a restart"
+        );
+    }
+
+    let client_configs = config.oauth.clients.clone();
+    let clients = tokio::task::spawn_blocking(move || ClientRegistry::from_config(&client_configs, bcrypt::DEFAULT_COST))
+        .await
+        .context("client loading was interrupted")??;
+
+    let upstream = Arc::new(
+        OidcUpstream::new(
+            OidcSettings {
+                issuer: upstream_config.issuer.clone(),
+                client_id: upstream_config.client_id.clone(),
+                client_secret: upstream_config.client_secret.clone(),
+                redirect_uri: upstream_config
+                    .redirect_uri
+                    .clone()
+                    .unwrap_or_else(|| format!("{issuer}{}", endpoints::CALLBACK)),
+                scopes: upstream_config.scopes.clone(),
+            },
+            upstream_config.timeout.0,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    // The provider may still be starting: serve anyway and keep trying in the background.
+    if let Err(error) = upstream.discover().await {
+        tracing::warn!(issuer = %upstream_config.issuer, %error, "upstream discovery failed; retrying in the background");
+        upstream.discover_in_background();
+    }
+
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    spawn_sweeper(Arc::clone(&storage), clock.clone(), config.storage.sweep_interval.0);
+
+    let settings = Settings {
+        issuer,
+        default_audience: config.oauth.audience.clone().unwrap_or_else(|| public_url.as_str().trim_end_matches('/').to_owned()),
+        allowed_resources: config.oauth.resources.clone(),
+        scopes_supported: config.oauth.scopes_supported.clone(),
+        access_token_ttl: config.oauth.access_token_ttl.0,
+        refresh_token_ttl: config.oauth.refresh_token_ttl.0,
+        refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
+        claims: upstream_config.claims.clone(),
+        allowed_groups: upstream_config.allowed_groups.clone(),
+        allowed_email_domains: upstream_config.allowed_email_domains.clone(),
+    };
+    let bridge = Arc::new(Bridge { settings, clients, storage, upstream, keys: Arc::new(keys) });
+    let state = AppState {
+        bridge: Arc::clone(&bridge),
+        clock,
+        base_path,
+        secure_cookies: public_url.scheme() == "https",
+    };
+    Ok(Service { router: router(state), bridge })
+}
+
+fn spawn_sweeper(storage: Arc<dyn Storage>, clock: SharedClock, every: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            match storage.sweep_expired(clock.now()).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "expired entries swept"),
+                Err(error) => tracing::warn!(%error, "sweep of expired entries failed"),
+            }
+        }
+    });
+}
+
+pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("server failed")
+}
+
+/// `mcp-oauth-bridge serve`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let service = build(&config, Arc::new(SystemClock)).await?;
+    let listener = TcpListener::bind(&config.server.address)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.address))?;
+    tracing::info!(address = %config.server.address, issuer = %service.bridge.settings.issuer, "mcp-oauth-bridge listening");
+    serve(listener, service.router, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,326 @@
+//! The client registry: pre-registered clients from YAML and their authentication (RFC 6749 §2.3).
+//!
+//! Secrets are bcrypt hashes only. bcrypt runs off the async runtime; an unknown client is checked
+//! against a dummy hash of the same cost so timing does not reveal which client ids exist; a
+//! successful check is remembered under an HMAC of the secret so repeated calls skip bcrypt.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+use crate::clock::UnixTime;
+use crate::config::ClientConfig;
+use crate::oauth::{GrantType, OAuthError, redirect_uri};
+use crate::secret::SecretString;
+
+/// bcrypt only reads 72 bytes; longer secrets would silently share a prefix.
+const BCRYPT_MAX_BYTES: usize = 72;
+const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(600);
+const VERIFIED_CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: String,
+    pub name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    secret_hash: Option<String>,
+    /// None: every scope the server supports.
+    pub scopes: Option<Vec<String>>,
+    pub grant_types: Vec<GrantType>,
+    pub skip_consent: bool,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+
+    /// The registered URI the requested one matches (exact, or loopback with another port).
+    pub fn matching_redirect_uri(&self, requested: &str) -> bool {
+        self.redirect_uris.iter().any(|registered| redirect_uri::matches(registered, requested))
+    }
+
+    /// The redirect URI to use when the request names none: only when exactly one is registered
+    /// and it needs no port chosen at run time (RFC 6749 §3.1.2.3).
+    pub fn default_redirect_uri(&self) -> Option<&str> {
+        match self.redirect_uris.as_slice() {
+            [only] if !only.starts_with("http://") => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {
+        self.scopes.clone().unwrap_or_else(|| supported.to_vec())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ClientLoadError {
+    field: String,
+    problem: String,
+}
+
+pub struct ClientRegistry {
+    clients: HashMap<String, Arc<Client>>,
+    dummy_hash: Arc<str>,
+    verified: VerifiedSecrets,
+}
+
+impl ClientRegistry {
+    /// Builds the registry, bcrypt-hashing plain secrets; slow by design, so call it off the runtime.
+    pub fn from_config(configs: &[ClientConfig], cost: u32) -> Result<Self, ClientLoadError> {
+        let mut clients = HashMap::new();
+        let mut max_cost = cost;
+        for (i, config) in configs.iter().enumerate() {
+            let field = format!("oauth.clients[{i}].secret");
+            let secret_hash = match &config.secret {
+                None => None,
+                Some(secret) => match bcrypt::HashParts::from_str(secret.expose()) {
+                    Ok(parts) => {
+                        max_cost = max_cost.max(parts.get_cost());
+                        Some(secret.expose().to_owned())
+                    }
+                    Err(_) => Some(hash_secret(secret, cost).map_err(|problem| ClientLoadError { field, problem })?),
+                },
+            };
+            let grant_types = match &config.grant_types {
+                Some(names) => names.iter().filter_map(|name| GrantType::parse(name)).collect(),
+                None => vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            };
+            let client = Client {
+                id: config.id.clone(),
+                name: config.name.clone(),
+                redirect_uris: config.redirect_uris.clone(),
+                secret_hash,
+                scopes: config.scopes.clone(),
+                grant_types,
+                skip_consent: config.skip_consent,
+            };
+            clients.insert(client.id.clone(), Arc::new(client));
+        }
+        let dummy_hash = hash_secret(&SecretString::new(crate::tokens::opaque::random_string(32)), max_cost)
+            .map_err(|problem| ClientLoadError { field: "oauth.clients".into(), problem })?;
+        Ok(ClientRegistry { clients, dummy_hash: dummy_hash.into(), verified: VerifiedSecrets::new() })
+    }
+
+    pub fn find(&self, client_id: &str) -> Option<Arc<Client>> {
+        self.clients.get(client_id).cloned()
+    }
+
+    /// Authenticates a client at the token endpoint: a confidential client by its secret, a public
+    /// client by presenting no secret. Every failure is `invalid_client`.
+    pub async fn authenticate(
+        &self,
+        client_id: &str,
+        secret: Option<&SecretString>,
+        now: UnixTime,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let client = self.find(client_id);
+        let Some(secret) = secret else {
+            return match client {
+                Some(client) if client.is_public() => Ok(client),
+                Some(_) => {
+                    tracing::info!(client_id, "confidential client presented no secret");
+                    Err(OAuthError::invalid_client("client authentication is required"))
+                }
+                None => {
+                    tracing::info!(client_id, "unknown client");
+                    Err(OAuthError::invalid_client("unknown client"))
+                }
+            };
+        };
+        let stored_hash = client.as_ref().and_then(|c| c.secret_hash.clone());
+        let cache_key = self.verified.key(client_id, secret);
+        if stored_hash.is_some() && self.verified.contains(&cache_key, now) {
+            return client.ok_or(OAuthError::ServerError);
+        }
+        // Unknown and public clients pay the same bcrypt as a real check, so timing says nothing.
+        let hash = stored_hash.clone().map(Arc::from).unwrap_or_else(|| Arc::clone(&self.dummy_hash));
+        let matches = verify_secret(secret.clone(), hash).await;
+        match (client, stored_hash, matches) {
+            (Some(client), Some(_), true) => {
+                self.verified.insert(cache_key, now);
+                Ok(client)
+            }
+            (Some(_), None, _) => {
+                tracing::info!(client_id, "public client presented a secret");
+                Err(OAuthError::invalid_client("client is public and must not send a secret"))
+            }
+            (Some(_), Some(_), false) => {
+                tracing::info!(client_id, "wrong client secret");
+                Err(OAuthError::invalid_client("client authentication failed"))
+            }
+            (None, _, _) => {
+                tracing::info!(client_id, "unknown client");
+                Err(OAuthError::invalid_client("client authentication failed"))
+            }
+        }
+    }
+}
+
+/// bcrypt-hashes a client secret for storage or for `hash-secret`.
+pub fn hash_secret(secret: &SecretString, cost: u32) -> Result<String, String> {
+    if secret.expose().len() > BCRYPT_MAX_BYTES {
+        return Err(format!("secrets longer than {BCRYPT_MAX_BYTES} bytes cannot be bcrypt-hashed safely"));
+    }
+    bcrypt::non_truncating_hash(secret.expose(), cost).map_err(|e| format!("cannot hash the secret: {e}"))
+}
+
+async fn verify_secret(secret: SecretString, hash: Arc<str>) -> bool {
+    let check = tokio::task::spawn_blocking(move || {
+        if secret.expose().len() > BCRYPT_MAX_BYTES {
+            // Still spend the time, then fail: such a secret can never have been stored.
+            let _ = bcrypt::verify("x", &hash);
+            return false;
+        }
+        bcrypt::non_truncating_verify(secret.expose(), &hash).unwrap_or(false)
+    });
+    check.await.unwrap_or(false)
+}
+
+/// Successful secret checks, keyed by HMAC(process key, client id, secret): the secret itself is
+/// never kept, and the key dies with the process.
+struct VerifiedSecrets {
+    key: [u8; 32],
+    entries: Mutex<HashMap<[u8; 32], UnixTime>>,
+}
+
+impl VerifiedSecrets {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        VerifiedSecrets { key, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn key(&self, client_id: &str, secret: &SecretString) -> [u8; 32] {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return [0u8; 32];
+        };
+        mac.update(client_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(secret.expose().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn contains(&self, key: &[u8; 32], now: UnixTime) -> bool {
+        self.entries.lock().map(|entries| entries.get(key).is_some_and(|until| *until > now)).unwrap_or(false)
+    }
+
+    fn insert(&self, key: [u8; 32], now: UnixTime) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= VERIFIED_CACHE_CAPACITY {
+                entries.retain(|_, until| *until > now);
+                if entries.len() >= VERIFIED_CACHE_CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(key, now.plus(VERIFIED_CACHE_TTL));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixTime = UnixTime(1_700_000_000);
+    const TEST_COST: u32 = 4;
+
+    fn config(id: &str, secret: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            id: id.into(),
+            secret: secret.map(SecretString::new),
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            name: None,
+            scopes: None,
+            grant_types: None,
+            skip_consent: false,
+        }
+    }
+
+    fn registry() -> ClientRegistry {
+        let prehashed = bcrypt::hash("hashed-secret", TEST_COST).unwrap();
+        ClientRegistry::from_config(
+            &[config("public", None), config("plain", Some("plain-secret")), config("hashed", Some(&prehashed))],
+            TEST_COST,
+        )
+        .unwrap()
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::new(s)
+    }
+
+    #[tokio::test]
+    async fn confidential_clients_authenticate_with_plain_or_prehashed_secrets() {
+        let registry = registry();
+        assert_eq!(registry.authenticate("plain", Some(&secret("plain-secret")), NOW).await.unwrap().id, "plain");
+        assert_eq!(registry.authenticate("hashed", Some(&secret("hashed-secret")), NOW).await.unwrap().id, "hashed");
+    }
+
+    #[tokio::test]
+    async fn plain_secrets_are_not_kept_in_plain() {
+        let registry = registry();
+        let hash = registry.find("plain").unwrap().secret_hash.clone().unwrap();
+        assert!(hash.starts_with("$2b$"));
+        assert!(!hash.contains("plain-secret"));
+    }
+
+    #[tokio::test]
+    async fn every_authentication_failure_is_invalid_client() {
+        let registry = registry();
+        let cases = [
+            ("plain", Some(secret("wrong"))),
+            ("plain", None),
+            ("public", Some(secret("anything"))),
+            ("nobody", Some(secret("anything"))),
+            ("nobody", None),
+            ("plain", Some(secret(&"x".repeat(100)))),
+        ];
+        for (client_id, presented) in cases {
+            let err = registry.authenticate(client_id, presented.as_ref(), NOW).await.unwrap_err();
+            assert_eq!(err.code(), "invalid_client", "{client_id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn public_client_authenticates_without_secret() {
+        assert!(registry().authenticate("public", None, NOW).await.unwrap().is_public());
+    }
+
+    #[tokio::test]
+    async fn a_verified_secret_is_remembered_but_a_wrong_one_never_is() {
+        let registry = registry();
+        registry.authenticate("plain", Some(&secret("plain-secret")), NOW).await.unwrap();
+        let key = registry.verified.key("plain", &secret("plain-secret"));
+        assert!(registry.verified.contains(&key, NOW));
+        assert!(!registry.verified.contains(&key, NOW.plus(VERIFIED_CACHE_TTL)));
+        let _ = registry.authenticate("plain", Some(&secret("wrong")), NOW).await;
+        assert!(!registry.verified.contains(&registry.verified.key("plain", &secret("wrong")), NOW));
+        // The remembered key is bound to the client id: another client cannot ride on it.
+        assert!(!registry.verified.contains(&registry.verified.key("hashed", &secret("plain-secret")), NOW));
+    }
+
+    #[tokio::test]
+    async fn unknown_client_costs_a_bcrypt_like_a_known_one() {
+        let registry = ClientRegistry::from_config(&[config("plain", Some("plain-secret"))], 10).unwrap();
+        let started = std::time::Instant::now();
+        let _ = registry.authenticate("plain", Some(&secret("wrong")), NOW).await;
+        let known = started.elapsed();
+        let started = std::time::Instant::now();
+        let _ = registry.authenticate("nobody", Some(&secret("wrong")), NOW).await;
+        let unknown = started.elapsed();
+        // Both pay one cost-10 bcrypt; a skipped check would be orders of magnitude faster.
+        assert!(unknown * 4 > known, "unknown {unknown:?} vs known {known:?}");
+    }
+}

@@ -1,0 +1,682 @@
+//! Configuration: YAML with `${VAR}` / `${VAR:-default}` from the environment, human durations,
+//! unknown fields refused, and validation errors that name the field and the problem (SPEC §9).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+use crate::oauth::redirect_uri;
+use crate::secret::SecretString;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{field}: environment variable {variable} is not set (use ${{{variable}:-default}} for a fallback)")]
+    MissingEnv { field: String, variable: String },
+    #[error("{field}: {problem}")]
+    BadSubstitution { field: String, problem: String },
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// The issuer identifier; every endpoint lives under it.
+    pub public_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// HS256 shared secret, for single-secret setups; exclusive with `signing`.
+    pub signing_key: Option<SecretString>,
+    pub signing: Option<SigningConfig>,
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl: ConfigDuration,
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl: ConfigDuration,
+    /// Absolute lifetime of a refresh-token family, however often it is used.
+    #[serde(default = "default_refresh_max")]
+    pub refresh_token_max_lifetime: ConfigDuration,
+    /// `aud` of tokens whose request named no `resource`; defaults to `server.public_url`.
+    pub audience: Option<String>,
+    /// When non-empty, the only `resource` values (RFC 8707) clients may ask for.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes_supported: Vec<String>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    pub upstream: Option<UpstreamConfig>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            signing_key: None,
+            signing: None,
+            access_token_ttl: default_access_ttl(),
+            refresh_token_ttl: default_refresh_ttl(),
+            refresh_token_max_lifetime: default_refresh_max(),
+            audience: None,
+            resources: Vec::new(),
+            scopes_supported: default_scopes(),
+            clients: Vec::new(),
+            upstream: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    pub algorithm: SigningAlgorithm,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlgorithm {
+    ES256,
+    RS256,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    /// A bcrypt hash (`$2b$…`) or a plain value that is hashed at load. None: a public client.
+    pub secret: Option<SecretString>,
+    pub redirect_uris: Vec<String>,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub skip_consent: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Defaults to `<public_url>/oauth/callback`.
+    pub redirect_uri: Option<String>,
+    #[serde(default = "default_upstream_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: ClaimsConfig,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+    /// Timeout of each call to the provider (discovery, JWKS, token exchange).
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: ConfigDuration,
+}
+
+/// Where each identity attribute is found in the ID token; dotted paths reach nested objects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsConfig {
+    #[serde(default = "claim_sub")]
+    pub subject: String,
+    #[serde(default = "claim_email")]
+    pub email: String,
+    #[serde(default = "claim_name")]
+    pub name: String,
+    #[serde(default = "claim_groups")]
+    pub groups: String,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        ClaimsConfig { subject: claim_sub(), email: claim_email(), name: claim_name(), groups: claim_groups() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub backend: StorageBackend,
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: ConfigDuration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: StorageBackend::default(), sweep_interval: default_sweep_interval() }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Memory,
+}
+
+fn default_address() -> String {
+    "0.0.0.0:8080".to_owned()
+}
+fn default_access_ttl() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(3600))
+}
+fn default_refresh_ttl() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30 * 86400))
+}
+fn default_refresh_max() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(90 * 86400))
+}
+fn default_upstream_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_sweep_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"].map(String::from).to_vec()
+}
+fn default_upstream_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+fn claim_sub() -> String {
+    "sub".to_owned()
+}
+fn claim_email() -> String {
+    "email".to_owned()
+}
+fn claim_name() -> String {
+    "name".to_owned()
+}
+fn claim_groups() -> String {
+    "groups".to_owned()
+}
+
+/// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare integer is seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("empty duration".to_owned());
+        }
+        let mut total: u64 = 0;
+        let mut digits = String::new();
+        for ch in text.chars() {
+            if ch.is_ascii_digit() {
+                digits.push(ch);
+                continue;
+            }
+            let unit = match ch {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                _ => return Err(format!("invalid duration {text:?}: unknown unit {ch:?} (use s, m, h or d)")),
+            };
+            let amount: u64 =
+                digits.parse().map_err(|_| format!("invalid duration {text:?}: a number must precede {ch:?}"))?;
+            total = amount
+                .checked_mul(unit)
+                .and_then(|secs| total.checked_add(secs))
+                .ok_or_else(|| format!("duration {text:?} is too large"))?;
+            digits.clear();
+        }
+        if !digits.is_empty() {
+            return Err(format!("invalid duration {text:?}: the last number has no unit (use s, m, h or d)"));
+        }
+        Ok(Duration::from_secs(total))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(secs) => Ok(ConfigDuration(Duration::from_secs(secs))),
+            Raw::Text(text) => ConfigDuration::parse(&text).map(ConfigDuration).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses, substitutes the environment, deserializes and validates.
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(format!("YAML syntax: {e}")))?;
+        // Substituting after parsing means a variable's value can never change the YAML structure.
+        substitute_env(&mut value, "", env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Syntax(format!("{}: {}", if path == "." { "(top level)" } else { &path }, e.inner()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn public_url(&self) -> Result<Url, ConfigError> {
+        Url::parse(self.server.public_url.trim_end_matches('/'))
+            .map_err(|e| ConfigError::Invalid(vec![format!("server.public_url: {e}")]))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.server.address.parse::<SocketAddr>().is_err() {
+            problems.push(format!("server.address: {:?} is not an address like 0.0.0.0:8080", self.server.address));
+        }
+        if let Err(problem) = validate_base_url(&self.server.public_url) {
+            problems.push(format!("server.public_url: {problem}"));
+        }
+        self.oauth.validate(&mut problems);
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+impl OAuthConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        match (&self.signing_key, &self.signing) {
+            (Some(_), Some(_)) => {
+                problems.push("oauth.signing_key: set either signing_key (HS256) or signing, not both".to_owned())
+            }
+            (Some(key), None) if key.expose().len() < 32 => problems.push(
+                "oauth.signing_key: must be at least 32 bytes (generate one with: openssl rand -base64 32)".to_owned(),
+            ),
+            (None, Some(signing)) if !signing.key_file.is_file() => {
+                problems.push(format!("oauth.signing.key_file: {} is not a readable file", signing.key_file.display()))
+            }
+            _ => {}
+        }
+        let ttl = |name: &str, value: &ConfigDuration, problems: &mut Vec<String>| {
+            if value.0.is_zero() {
+                problems.push(format!("oauth.{name}: must be longer than zero"));
+            }
+        };
+        ttl("access_token_ttl", &self.access_token_ttl, problems);
+        ttl("refresh_token_ttl", &self.refresh_token_ttl, problems);
+        if self.refresh_token_max_lifetime.0 < self.refresh_token_ttl.0 {
+            problems.push("oauth.refresh_token_max_lifetime: must not be shorter than refresh_token_ttl".to_owned());
+        }
+        if let Some(audience) = &self.audience
+            && let Err(problem) = validate_resource_uri(audience)
+        {
+            problems.push(format!("oauth.audience: {problem}"));
+        }
+        for (i, resource) in self.resources.iter().enumerate() {
+            if let Err(problem) = validate_resource_uri(resource) {
+                problems.push(format!("oauth.resources[{i}]: {problem}"));
+            }
+        }
+        for (i, scope) in self.scopes_supported.iter().enumerate() {
+            if !crate::oauth::scope::is_valid_scope_token(scope) {
+                problems.push(format!("oauth.scopes_supported[{i}]: {scope:?} is not a valid scope token"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            client.validate(&format!("oauth.clients[{i}]"), &self.scopes_supported, problems);
+            if !seen.insert(client.id.as_str()) {
+                problems.push(format!("oauth.clients[{i}].id: {:?} is listed twice", client.id));
+            }
+        }
+        match &self.upstream {
+            None => problems.push("oauth.upstream: required (the OpenID Connect provider users log in with)".to_owned()),
+            Some(upstream) => upstream.validate(problems),
+        }
+    }
+}
+
+impl ClientConfig {
+    fn validate(&self, field: &str, scopes_supported: &[String], problems: &mut Vec<String>) {
+        if self.id.trim().is_empty() || self.id.chars().any(|c| c.is_control()) {
+            problems.push(format!("{field}.id: must be a non-empty printable string"));
+        }
+        if let Some(secret) = &self.secret
+            && secret.is_empty()
+        {
+            problems.push(format!(
+                "{field}.secret: is empty (an unset environment variable?); remove it for a public client"
+            ));
+        }
+        if self.redirect_uris.is_empty() {
+            problems.push(format!("{field}.redirect_uris: at least one redirect URI is required"));
+        }
+        for (j, uri) in self.redirect_uris.iter().enumerate() {
+            if let Err(problem) = redirect_uri::validate_registered(uri) {
+                problems.push(format!("{field}.redirect_uris[{j}]: {problem}"));
+            }
+        }
+        for (j, scope) in self.scopes.iter().flatten().enumerate() {
+            if !scopes_supported.contains(scope) {
+                problems.push(format!("{field}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"));
+            }
+        }
+        for (j, grant) in self.grant_types.iter().flatten().enumerate() {
+            if crate::oauth::GrantType::parse(grant).is_none() {
+                problems.push(format!(
+                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token)"
+                ));
+            }
+        }
+    }
+}
+
+impl UpstreamConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Err(problem) = validate_base_url(&self.issuer) {
+            problems.push(format!("oauth.upstream.issuer: {problem}"));
+        }
+        if self.client_id.trim().is_empty() {
+            problems.push("oauth.upstream.client_id: must not be empty".to_owned());
+        }
+        if self.client_secret.is_empty() {
+            problems.push("oauth.upstream.client_secret: must not be empty".to_owned());
+        }
+        if let Some(uri) = &self.redirect_uri
+            && let Err(problem) = validate_base_url(uri)
+        {
+            problems.push(format!("oauth.upstream.redirect_uri: {problem}"));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            problems.push("oauth.upstream.scopes: must include \"openid\"".to_owned());
+        }
+        if self.timeout.0.is_zero() {
+            problems.push("oauth.upstream.timeout: must be longer than zero".to_owned());
+        }
+        for (name, path) in [
+            ("subject", &self.claims.subject),
+            ("email", &self.claims.email),
+            ("name", &self.claims.name),
+            ("groups", &self.claims.groups),
+        ] {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                problems.push(format!("oauth.upstream.claims.{name}: {path:?} is not a claim name or dotted path"));
+            }
+        }
+        for (i, domain) in self.allowed_email_domains.iter().enumerate() {
+            if domain.is_empty() || domain.contains('@') {
+                problems.push(format!("oauth.upstream.allowed_email_domains[{i}]: {domain:?} is not a domain"));
+            }
+        }
+    }
+}
+
+/// An https URL (http only for loopback hosts) without query or fragment.
+fn validate_base_url(text: &str) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if redirect_uri::is_loopback_host(&url) => {}
+        "http" => return Err(format!("{text:?} must use https (http is allowed only for localhost)")),
+        other => return Err(format!("{text:?} has scheme {other:?}; use https")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?} must not carry credentials"));
+    }
+    Ok(())
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+pub fn validate_resource_uri(text: &str) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|_| format!("{text:?} is not an absolute URI"))?;
+    if url.fragment().is_some() || text.contains('#') {
+        return Err(format!("{text:?} must not contain a fragment"));
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string scalar; `$${` stays a literal `${`.
+fn substitute_env(
+    value: &mut serde_yaml::Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        serde_yaml::Value::String(text) => {
+            if text.contains('$') {
+                *text = expand(text, path, env)?;
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let key = key.as_str().map(str::to_owned).unwrap_or_else(|| format!("{key:?}"));
+                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                substitute_env(item, &child, env)?;
+            }
+        }
+        serde_yaml::Value::Tagged(tagged) => substitute_env(&mut tagged.value, path, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(text: &str, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        if let Some(stripped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = stripped;
+            continue;
+        }
+        let Some(body_start) = after.strip_prefix("${") else {
+            out.push('$');
+            rest = &after[1..];
+            continue;
+        };
+        let Some(end) = body_start.find('}') else {
+            return Err(ConfigError::BadSubstitution {
+                field: field.to_owned(),
+                problem: "an opening ${ has no closing }".to_owned(),
+            });
+        };
+        let body = &body_start[..end];
+        let (name, default) = match body.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (body, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::BadSubstitution {
+                field: field.to_owned(),
+                problem: format!("${{{body}}} is not a valid variable reference"),
+            });
+        }
+        // As in the shell, `:-` also applies when the variable is set but empty.
+        match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(ConfigError::MissingEnv { field: field.to_owned(), variable: name.to_owned() });
+            }
+        }
+        rest = &body_start[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+server:
+  public_url: "https://mcp.example.com"
+oauth:
+  upstream:
+    issuer: "https://idp.example.com/realms/mcp"
+    client_id: bridge
+    client_secret: "${UPSTREAM_SECRET}"
+"#;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    fn error_text(yaml: &str, vars: &'static [(&'static str, &'static str)]) -> String {
+        match Config::from_yaml(yaml, &env(vars)) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "s3cret")])).unwrap();
+        assert_eq!(config.server.address, "0.0.0.0:8080");
+        assert_eq!(config.oauth.access_token_ttl.0, Duration::from_secs(3600));
+        assert_eq!(config.oauth.refresh_token_ttl.0, Duration::from_secs(30 * 86400));
+        let upstream = config.oauth.upstream.unwrap();
+        assert_eq!(upstream.client_secret.expose(), "s3cret");
+        assert_eq!(upstream.claims.subject, "sub");
+        assert_eq!(upstream.scopes, vec!["openid", "email", "profile"]);
+    }
+
+    #[test]
+    fn missing_environment_variable_names_field_and_variable() {
+        let text = error_text(MINIMAL, &[]);
+        assert!(text.contains("oauth.upstream.client_secret"), "{text}");
+        assert!(text.contains("UPSTREAM_SECRET"), "{text}");
+    }
+
+    #[test]
+    fn default_applies_when_unset_or_empty() {
+        let yaml = MINIMAL.replace("${UPSTREAM_SECRET}", "${UPSTREAM_SECRET:-fallback}");
+        let unset = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        assert_eq!(unset.oauth.upstream.unwrap().client_secret.expose(), "fallback");
+        let empty = Config::from_yaml(&yaml, &env(&[("UPSTREAM_SECRET", "")])).unwrap();
+        assert_eq!(empty.oauth.upstream.unwrap().client_secret.expose(), "fallback");
+    }
+
+    #[test]
+    fn variable_values_cannot_inject_yaml_structure() {
+        let config = Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "x\nserver: {}\n")])).unwrap();
+        assert_eq!(config.oauth.upstream.unwrap().client_secret.expose(), "x\nserver: {}\n");
+    }
+
+    #[test]
+    fn double_dollar_escapes_a_literal_reference() {
+        assert_eq!(expand("a$${B}c", "f", &env(&[])).unwrap(), "a${B}c");
+        assert_eq!(expand("cost $5", "f", &env(&[])).unwrap(), "cost $5");
+        assert!(matches!(expand("${UNCLOSED", "f", &env(&[])), Err(ConfigError::BadSubstitution { .. })));
+    }
+
+    #[test]
+    fn durations_accept_units_and_combinations() {
+        assert_eq!(ConfigDuration::parse("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(ConfigDuration::parse("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(ConfigDuration::parse("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(ConfigDuration::parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(ConfigDuration::parse("10").is_err());
+        assert!(ConfigDuration::parse("10w").is_err());
+        assert!(ConfigDuration::parse("h").is_err());
+        assert!(ConfigDuration::parse("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let yaml = format!("{MINIMAL}  access_token_ttl: 1x\n");
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(text.contains("oauth.access_token_ttl"), "{text}");
+        assert!(text.contains("unknown unit"), "{text}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_path() {
+        let yaml = MINIMAL.replace("client_id: bridge", "client_id: bridge\n    clientsecret: typo");
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(text.contains("oauth.upstream"), "{text}");
+        assert!(text.contains("unknown field `clientsecret`"), "{text}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem_by_field() {
+        let yaml = r#"
+server:
+  address: "nonsense"
+  public_url: "http://mcp.example.com"
+oauth:
+  signing_key: short
+  refresh_token_ttl: 10d
+  refresh_token_max_lifetime: 1d
+  clients:
+    - id: a
+      redirect_uris: ["http://evil.example.com/cb", "https://ok.example.com/cb#frag"]
+      grant_types: [password]
+      scopes: [admin]
+    - id: a
+      redirect_uris: ["https://ok.example.com/cb"]
+  upstream:
+    issuer: "not a url"
+    client_id: ""
+    client_secret: "x"
+    scopes: [email]
+"#;
+        let text = error_text(yaml, &[]);
+        for expected in [
+            "server.address",
+            "server.public_url",
+            "oauth.signing_key",
+            "oauth.refresh_token_max_lifetime",
+            "oauth.clients[0].redirect_uris[0]",
+            "oauth.clients[0].redirect_uris[1]",
+            "oauth.clients[0].grant_types[0]",
+            "oauth.clients[0].scopes[0]",
+            "oauth.clients[1].id",
+            "oauth.upstream.issuer",
+            "oauth.upstream.client_id",
+            "oauth.upstream.scopes",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn upstream_is_required_for_now() {
+        let text = error_text("server:\n  public_url: https://mcp.example.com\n", &[]);
+        assert!(text.contains("oauth.upstream: required"), "{text}");
+    }
+}

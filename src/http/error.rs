@@ -1,0 +1,81 @@
+//! The single mapping from `OAuthError` to an HTTP response (RFC 6749 §5.2, RFC 6750 §3).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::oauth::OAuthError;
+
+pub fn status_of(error: &OAuthError) -> StatusCode {
+    match error {
+        OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+        OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        OAuthError::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// JSON error body with the right status, `WWW-Authenticate` for client authentication
+/// failures, and no caching.
+pub fn oauth_error_response(error: &OAuthError) -> Response {
+    let body = json!({ "error": error.code(), "error_description": error.description() });
+    let mut response = (status_of(error), Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    match error {
+        // MCP clients re-register exactly on this answer, so it must be a 401 with the challenge.
+        OAuthError::InvalidClient(_) => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mcp-oauth-bridge\""));
+        }
+        OAuthError::TemporarilyUnavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
+    }
+    response
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        oauth_error_response(&self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn invalid_client_is_401_with_a_basic_challenge() {
+        let response = oauth_error_response(&OAuthError::invalid_client("unknown client"));
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"mcp-oauth-bridge\"");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(body_json(response).await, json!({"error": "invalid_client", "error_description": "unknown client"}));
+    }
+
+    #[tokio::test]
+    async fn statuses_follow_the_error_code() {
+        assert_eq!(status_of(&OAuthError::invalid_grant("x")), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(&OAuthError::invalid_request("x")), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(&OAuthError::ServerError), StatusCode::INTERNAL_SERVER_ERROR);
+        let unavailable = oauth_error_response(&OAuthError::TemporarilyUnavailable);
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[tokio::test]
+    async fn server_error_body_carries_no_internal_detail() {
+        let body = body_json(oauth_error_response(&OAuthError::ServerError)).await;
+        assert_eq!(body["error"], "server_error");
+        assert_eq!(body["error_description"], "the server could not complete the request");
+    }
+}

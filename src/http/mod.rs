@@ -1,0 +1,79 @@
+//! HTTP: routes, request parsing, and rendering of what `oauth` decides. No protocol rules here.
+
+mod authorize;
+mod callback;
+pub mod error;
+pub mod pages;
+pub mod params;
+mod token;
+mod well_known;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, Request, header};
+use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::clock::SharedClock;
+use crate::oauth::{Bridge, endpoints};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bridge: Arc<Bridge>,
+    pub clock: SharedClock,
+    /// Path of the issuer URL ("" or "/prefix"): every route lives below it.
+    pub base_path: String,
+    /// Cookies get `Secure` when the issuer is https.
+    pub secure_cookies: bool,
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    // Browser-based clients (MCP Inspector, web apps) call discovery and the token endpoint
+    // cross-origin; no credentials are involved, so any origin may.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600));
+    let protocol = Router::new()
+        .route(endpoints::AUTHORIZE, get(authorize::authorize_get))
+        .route(endpoints::CALLBACK, get(callback::callback_get))
+        .route(endpoints::TOKEN, post(token::token_post).layer(cors.clone()))
+        .route(endpoints::JWKS, get(well_known::jwks_get).layer(cors.clone()))
+        .route(endpoints::AS_METADATA, get(well_known::authorization_server_get).layer(cors.clone()))
+        .route(endpoints::OPENID_CONFIGURATION, get(well_known::openid_configuration_get).layer(cors.clone()));
+    let base = state.base_path.clone();
+    let app = if base.is_empty() {
+        protocol
+    } else {
+        // RFC 8414 §3.1: for an issuer with a path, metadata sits at the path-inserted location.
+        Router::new()
+            .nest(&base, protocol)
+            .route(
+                &format!("{}{base}", endpoints::AS_METADATA),
+                get(well_known::authorization_server_get).layer(cors.clone()),
+            )
+            .route(
+                &format!("{}{base}", endpoints::OPENID_CONFIGURATION),
+                get(well_known::openid_configuration_get).layer(cors),
+            )
+    };
+    app.route(endpoints::HEALTH, get(well_known::healthz_get))
+        .fallback(well_known::not_found)
+        .with_state(state)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // The path only: query strings of this service carry codes and state.
+                let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}

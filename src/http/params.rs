@@ -1,0 +1,57 @@
+//! Request parameters from a query string or a form body, with repeated parameters refused
+//! (RFC 6749 §3.1, §3.2) and empty values treated as absent.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+
+use crate::oauth::{OAuthError, Params};
+
+/// Form bodies at the token endpoint are small; anything larger is not a real client.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
+    let mut params = Params::default();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in url::form_urlencoded::parse(encoded.as_bytes()) {
+        if !seen.insert(name.clone().into_owned()) {
+            return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+        }
+        if !value.is_empty() {
+            params.0.insert(name.into_owned(), value.into_owned());
+        }
+    }
+    Ok(params)
+}
+
+/// Reads an `application/x-www-form-urlencoded` body within the size limit.
+pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<Params, OAuthError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| OAuthError::invalid_request("the request body is too large or unreadable"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| OAuthError::invalid_request("the body is not UTF-8"))?;
+    parse_unique(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let err = parse_unique("a=1&b=2&a=3").unwrap_err();
+        assert_eq!(err, OAuthError::invalid_request("parameter a is repeated"));
+    }
+
+    #[test]
+    fn empty_values_count_as_absent_and_encoding_is_decoded() {
+        let params = parse_unique("a=&b=x%20y&c=1+2").unwrap();
+        assert_eq!(params.get("a"), None);
+        assert_eq!(params.get("b"), Some("x y"));
+        assert_eq!(params.get("c"), Some("1 2"));
+    }
+}

@@ -1,0 +1,40 @@
+//! Discovery documents, JWKS, health.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::oauth::metadata;
+
+fn cacheable(body: serde_json::Value, max_age: &'static str) -> Response {
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
+    response
+}
+
+pub async fn authorization_server_get(State(state): State<AppState>) -> Response {
+    cacheable(metadata::authorization_server_metadata(&state.bridge.settings), "public, max-age=3600")
+}
+
+pub async fn openid_configuration_get(State(state): State<AppState>) -> Response {
+    cacheable(metadata::openid_configuration(&state.bridge.settings), "public, max-age=3600")
+}
+
+pub async fn jwks_get(State(state): State<AppState>) -> Response {
+    // Short: a rotated key must reach resource servers well before its first token does.
+    match serde_json::to_value(state.bridge.keys.jwks()) {
+        Ok(body) => cacheable(body, "public, max-age=300"),
+        Err(_) => crate::oauth::OAuthError::ServerError.into_response(),
+    }
+}
+
+pub async fn healthz_get() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "error_description": "no such endpoint"}))).into_response()
+}

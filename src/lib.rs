@@ -1,0 +1,25 @@
+//! mcp-oauth-bridge: an OAuth 2.1 authorization server for MCP clients that delegates the
+//! user's login to an upstream OpenID Connect provider and issues its own tokens.
+
+/// Build the service from configuration, bind, serve, shut down gracefully.
+pub mod app;
+/// Client registry: YAML clients and their authentication.
+pub mod clients;
+/// The one place that reads the system time.
+pub mod clock;
+/// YAML configuration with environment substitution and validation.
+pub mod config;
+/// HTTP routes, parsing and rendering; no protocol rules.
+pub mod http;
+/// The signed-in user as the bridge records it.
+pub mod identity;
+/// The OAuth 2.1 protocol rules, free of HTTP.
+pub mod oauth;
+/// Secret newtypes and constant-time comparison.
+pub mod secret;
+/// Storage trait and its backends.
+pub mod storage;
+/// Access tokens, signing keys, opaque codes and refresh-token families.
+pub mod tokens;
+/// The upstream OpenID Connect provider.
+pub mod upstream;

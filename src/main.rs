@@ -1,0 +1,94 @@
+//! Command line: `serve` (default), `check-config`, `hash-secret`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mcp_oauth_bridge::config::Config;
+use mcp_oauth_bridge::secret::SecretString;
+use mcp_oauth_bridge::{app, clients, tokens};
+
+#[derive(Parser)]
+#[command(name = "mcp-oauth-bridge", version, about = "OAuth 2.1 for MCP clients, backed by your OpenID Connect provider")]
+struct Cli {
+    /// The YAML configuration file.
+    #[arg(long, short, global = true, default_value = "config.yaml", env = "MCP_OAUTH_BRIDGE_CONFIG")]
+    config: PathBuf,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load and validate the configuration, then exit.
+    CheckConfig,
+    /// Read a client secret from standard input and print its bcrypt hash for the YAML.
+    HashSecret {
+        #[arg(long, default_value_t = bcrypt::DEFAULT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.config),
+        Command::CheckConfig => check_config(&cli.config),
+        Command::HashSecret { cost } => hash_secret(cost),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(app::run(config))
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    // Key files are parsed too: a bad PEM should fail here, not at the first token.
+    tokens::KeySet::from_config(&config.oauth)?;
+    println!("{}: configuration is valid", path.display());
+    Ok(())
+}
+
+fn hash_secret(cost: u32) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        anyhow::bail!("no secret on standard input (usage: echo -n \"$SECRET\" | mcp-oauth-bridge hash-secret)");
+    }
+    let hash = clients::hash_secret(&SecretString::new(secret), cost).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(())
+}

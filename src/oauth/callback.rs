@@ -1,0 +1,247 @@
+//! The upstream's return (OIDC Core §3.1.2.5): consume our state, exchange the upstream code,
+//! validate the ID token, apply the access policy, and mint our own authorization code.
+
+use url::Url;
+
+use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
+use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params};
+use crate::clock::UnixTime;
+use crate::secret::constant_time_eq;
+use crate::storage::{AuthorizationCodeRecord, PendingAuthorization};
+use crate::tokens::opaque::random_string;
+use crate::tokens::{TokenHash, generate_token};
+use crate::upstream::UpstreamError;
+use crate::upstream::claims::{check_access, map_identity};
+
+/// Completes the login; on success the URL sends the user back to the client with our code.
+/// `binding` is the value of the browser cookie named after `state`.
+pub async fn complete_authorization(
+    bridge: &Bridge,
+    params: &Params,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<Url, AuthorizeError> {
+    let page = AuthorizeError::Page;
+    let state = params.get("state").ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
+    let pending = bridge
+        .storage
+        .take_pending(&TokenHash::of(state), now)
+        .await
+        .map_err(|e| page(e.into()))?
+        .ok_or_else(|| {
+            tracing::info!("callback with an unknown, expired or already used state");
+            page(OAuthError::invalid_request("this sign-in has expired or was already completed; start again"))
+        })?;
+    let client_id = pending.client_id.as_str();
+    let bound = binding.is_some_and(|b| constant_time_eq(&TokenHash::of(b).0, &pending.browser_binding.0));
+    if !bound {
+        tracing::warn!(client_id, "callback reached a browser that did not start the sign-in");
+        return Err(page(OAuthError::invalid_request("this sign-in was started in another browser; start again")));
+    }
+    let redirect = |error: OAuthError| {
+        AuthorizeError::Redirect(ClientRedirect {
+            redirect_uri: pending.redirect_uri.clone(),
+            state: pending.client_state.clone(),
+            error,
+        })
+    };
+
+    if let Some(upstream_error) = params.get("error") {
+        tracing::info!(client_id, upstream_error, "the upstream provider returned an error");
+        return Err(redirect(map_upstream_error(upstream_error)));
+    }
+    let code = params.get("code").ok_or_else(|| {
+        tracing::error!(client_id, "the upstream provider returned neither code nor error");
+        redirect(OAuthError::ServerError)
+    })?;
+    let claims = bridge
+        .upstream
+        .exchange_code(code, &pending.upstream_pkce_verifier, &pending.upstream_nonce, now)
+        .await
+        .map_err(|error| {
+            tracing::warn!(client_id, %error, "upstream login could not be completed");
+            redirect(match error {
+                UpstreamError::NotReady | UpstreamError::Unreachable(_) => OAuthError::TemporarilyUnavailable,
+                UpstreamError::Rejected(_) => OAuthError::ServerError,
+                UpstreamError::InvalidIdToken(_) => {
+                    OAuthError::AccessDenied("the identity provider's answer could not be verified".into())
+                }
+            })
+        })?;
+    let identity = map_identity(&claims, &bridge.settings.claims).map_err(|reason| {
+        tracing::error!(client_id, %reason, "cannot map the upstream identity");
+        redirect(OAuthError::ServerError)
+    })?;
+    check_access(&identity, &bridge.settings.allowed_groups, &bridge.settings.allowed_email_domains).map_err(
+        |reason| {
+            tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
+            redirect(OAuthError::AccessDenied("you are not allowed to use this service".into()))
+        },
+    )?;
+
+    let (code, code_hash) = generate_token();
+    let record = code_record(&pending, identity, now);
+    bridge.storage.put_code(code_hash, record).await.map_err(|e| redirect(e.into()))?;
+    tracing::info!(client_id, "user signed in; authorization code issued");
+    let mut response = vec![("code", code.as_str())];
+    if let Some(state) = &pending.client_state {
+        response.push(("state", state));
+    }
+    authorization_response(&pending.redirect_uri, &response, &bridge.settings.issuer).map_err(page)
+}
+
+fn code_record(pending: &PendingAuthorization, identity: crate::identity::Identity, now: UnixTime) -> AuthorizationCodeRecord {
+    AuthorizationCodeRecord {
+        client_id: pending.client_id.clone(),
+        redirect_uri: pending.redirect_uri.clone(),
+        redirect_uri_given: pending.redirect_uri_given,
+        code_challenge: pending.code_challenge.clone(),
+        scope: pending.scope.clone(),
+        audience: pending.audience.clone(),
+        identity,
+        family_id: random_string(16),
+        expires_at: now.plus(AUTHORIZATION_CODE_TTL),
+    }
+}
+
+/// Passes the upstream's refusal on in RFC 6749 terms; the upstream's description is not
+/// forwarded (it may reveal details of the provider's configuration).
+fn map_upstream_error(code: &str) -> OAuthError {
+    match code {
+        "access_denied" | "login_required" | "consent_required" | "interaction_required"
+        | "account_selection_required" => OAuthError::AccessDenied("the identity provider denied the sign-in".into()),
+        "temporarily_unavailable" => OAuthError::TemporarilyUnavailable,
+        _ => OAuthError::ServerError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::test_support::*;
+    use std::collections::HashMap;
+
+    fn query(url: &Url) -> HashMap<String, String> {
+        url.query_pairs().into_owned().collect()
+    }
+
+    fn redirect_error(result: Result<Url, AuthorizeError>) -> ClientRedirect {
+        match result {
+            Err(AuthorizeError::Redirect(redirect)) => redirect,
+            other => panic!("expected an error redirect, got {other:?}"),
+        }
+    }
+
+    fn page_error(result: Result<Url, AuthorizeError>) -> OAuthError {
+        match result {
+            Err(AuthorizeError::Page(error)) => error,
+            other => panic!("expected an error page, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn successful_login_redirects_with_code_state_and_iss() {
+        let harness = Harness::new();
+        let login = harness.authorize_public().await;
+        let url = harness.callback(&login, &[("code", "upstream-code")]).await.unwrap();
+        let query = query(&url);
+        assert!(url.as_str().starts_with("http://127.0.0.1:4321/callback?"));
+        assert_eq!(query["state"], "client-state");
+        assert_eq!(query["iss"], ISSUER);
+        assert_eq!(query["code"].len(), 43);
+        let exchange = harness.upstream.last_exchange().unwrap();
+        assert_eq!(exchange.code, "upstream-code");
+        assert_eq!(exchange.nonce, login.nonce);
+        assert_eq!(crate::oauth::pkce::s256(&exchange.verifier), login.upstream_challenge);
+    }
+
+    #[tokio::test]
+    async fn state_is_single_use() {
+        let harness = Harness::new();
+        let login = harness.authorize_public().await;
+        harness.callback(&login, &[("code", "c")]).await.unwrap();
+        let err = page_error(harness.callback(&login, &[("code", "c")]).await);
+        assert_eq!(err.code(), "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn unknown_missing_or_expired_state_is_an_error_page() {
+        let harness = Harness::new();
+        let login = harness.authorize_public().await;
+        let params = Params::from([("state", "forged"), ("code", "c")]);
+        let err = page_error(complete_authorization(&harness.bridge, &params, Some(&login.binding), harness.now()).await);
+        assert_eq!(err.code(), "invalid_request");
+        let params = Params::from([("code", "c")]);
+        let err = page_error(complete_authorization(&harness.bridge, &params, Some(&login.binding), harness.now()).await);
+        assert_eq!(err, OAuthError::invalid_request("state is missing"));
+        harness.clock.advance(crate::oauth::PENDING_AUTHORIZATION_TTL);
+        assert_eq!(page_error(harness.callback(&login, &[("code", "c")]).await).code(), "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn callback_in_another_browser_is_refused() {
+        let harness = Harness::new();
+        let login = harness.authorize_public().await;
+        let params = Params::from([("state", login.state.as_str()), ("code", "c")]);
+        let err = page_error(complete_authorization(&harness.bridge, &params, Some("other"), harness.now()).await);
+        assert_eq!(err, OAuthError::invalid_request("this sign-in was started in another browser; start again"));
+        assert!(harness.upstream.last_exchange().is_none(), "no upstream exchange for an unbound callback");
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_reach_the_client() {
+        for (upstream, expected) in
+            [("access_denied", "access_denied"), ("login_required", "access_denied"), ("server_error", "server_error")]
+        {
+            let harness = Harness::new();
+            let login = harness.authorize_public().await;
+            let redirect = redirect_error(harness.callback(&login, &[("error", upstream)]).await);
+            assert_eq!(redirect.error.code(), expected);
+            assert_eq!(redirect.state.as_deref(), Some("client-state"));
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_id_token_is_access_denied_and_no_code_is_issued() {
+        let harness = Harness::new();
+        harness.upstream.fail_with(UpstreamError::InvalidIdToken("Invalid nonce".into()));
+        let login = harness.authorize_public().await;
+        let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
+        assert_eq!(redirect.error.code(), "access_denied");
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_temporarily_unavailable() {
+        let harness = Harness::new();
+        harness.upstream.fail_with(UpstreamError::Unreachable("connection refused".into()));
+        let login = harness.authorize_public().await;
+        let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
+        assert_eq!(redirect.error, OAuthError::TemporarilyUnavailable);
+    }
+
+    #[tokio::test]
+    async fn policy_refusal_is_access_denied() {
+        let mut harness = Harness::new();
+        harness.bridge.settings.allowed_groups = vec!["admins".into()];
+        let login = harness.authorize_public().await;
+        let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
+        assert_eq!(redirect.error, OAuthError::AccessDenied("you are not allowed to use this service".into()));
+    }
+
+    #[tokio::test]
+    async fn mapped_claims_follow_dotted_paths() {
+        let mut harness = Harness::new();
+        harness.bridge.settings.claims.groups = "realm_access.roles".into();
+        harness.bridge.settings.allowed_groups = vec!["mcp-user".into()];
+        harness.upstream.set_claims(serde_json::json!({
+            "sub": "kc-1", "email": "k@corp.com", "realm_access": {"roles": ["mcp-user"]}
+        }));
+        let login = harness.authorize_public().await;
+        let url = harness.callback(&login, &[("code", "c")]).await.unwrap();
+        let code = query(&url)["code"].clone();
+        let tokens = harness.redeem(&code).await.unwrap();
+        let claims = harness.verify_access_token(&tokens.access_token);
+        assert_eq!(claims.sub, "kc-1");
+        assert_eq!(claims.groups, vec!["mcp-user"]);
+    }
+}

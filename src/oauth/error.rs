@@ -1,0 +1,96 @@
+//! The one protocol error: RFC 6749 error codes (plus RFC 8707's `invalid_target`) with a
+//! description that is safe to show to the client. Precise reasons are logged where they arise.
+
+use std::borrow::Cow;
+
+pub type Description = Cow<'static, str>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    /// RFC 6749 §4.1.2.1, §5.2: missing, repeated or malformed parameter.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(Description),
+    /// RFC 6749 §5.2: client authentication failed (unknown client, bad secret, wrong method).
+    #[error("invalid_client: {0}")]
+    InvalidClient(Description),
+    /// RFC 6749 §5.2: the code or refresh token is invalid, expired, revoked, or bound elsewhere.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(Description),
+    /// RFC 6749 §4.1.2.1, §5.2: the client may not use this grant or response type.
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(Description),
+    /// RFC 6749 §5.2.
+    #[error("unsupported_grant_type: {0}")]
+    UnsupportedGrantType(Description),
+    /// RFC 6749 §4.1.2.1.
+    #[error("unsupported_response_type: {0}")]
+    UnsupportedResponseType(Description),
+    /// RFC 6749 §3.3, §4.1.2.1, §5.2.
+    #[error("invalid_scope: {0}")]
+    InvalidScope(Description),
+    /// RFC 6749 §4.1.2.1: the user or the policy refused.
+    #[error("access_denied: {0}")]
+    AccessDenied(Description),
+    /// RFC 8707 §2: the requested resource is not acceptable.
+    #[error("invalid_target: {0}")]
+    InvalidTarget(Description),
+    /// RFC 6749 §4.1.2.1: an unexpected condition; the detail is in the log, not here.
+    #[error("server_error")]
+    ServerError,
+    /// RFC 6749 §4.1.2.1: storage or the upstream provider is unreachable for now.
+    #[error("temporarily_unavailable")]
+    TemporarilyUnavailable,
+}
+
+impl OAuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::AccessDenied(_) => "access_denied",
+            OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::ServerError => "server_error",
+            OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        match self {
+            OAuthError::InvalidRequest(d)
+            | OAuthError::InvalidClient(d)
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::UnauthorizedClient(d)
+            | OAuthError::UnsupportedGrantType(d)
+            | OAuthError::UnsupportedResponseType(d)
+            | OAuthError::InvalidScope(d)
+            | OAuthError::AccessDenied(d)
+            | OAuthError::InvalidTarget(d) => d,
+            OAuthError::ServerError => "the server could not complete the request",
+            OAuthError::TemporarilyUnavailable => "the service is temporarily unavailable; try again shortly",
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<Description>) -> Self {
+        OAuthError::InvalidRequest(description.into())
+    }
+
+    pub fn invalid_grant(description: impl Into<Description>) -> Self {
+        OAuthError::InvalidGrant(description.into())
+    }
+
+    pub fn invalid_client(description: impl Into<Description>) -> Self {
+        OAuthError::InvalidClient(description.into())
+    }
+}
+
+impl From<crate::storage::StorageError> for OAuthError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        tracing::error!(%error, "storage failure");
+        OAuthError::TemporarilyUnavailable
+    }
+}

@@ -1,0 +1,117 @@
+//! The OAuth 2.1 protocol: every rule the bridge enforces, with no HTTP types. Functions take
+//! the current time as an argument; `http` parses and renders, this module decides.
+
+pub mod authorize;
+pub mod callback;
+pub mod error;
+pub mod metadata;
+pub mod pkce;
+pub mod redirect_uri;
+pub mod resource;
+pub mod scope;
+pub mod token;
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::OAuthError;
+
+use crate::clients::ClientRegistry;
+use crate::config::ClaimsConfig;
+use crate::storage::Storage;
+use crate::tokens::KeySet;
+use crate::upstream::Upstream;
+
+/// Endpoint paths below the issuer, shared by the router and the discovery documents.
+pub mod endpoints {
+    pub const AUTHORIZE: &str = "/oauth/authorize";
+    pub const CALLBACK: &str = "/oauth/callback";
+    pub const TOKEN: &str = "/oauth/token";
+    pub const JWKS: &str = "/oauth/jwks";
+    pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    pub const HEALTH: &str = "/healthz";
+}
+
+/// How long an authorization code and a pending upstream login live (SPEC §4).
+pub const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(600);
+pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
+
+/// Request parameters after the HTTP layer refused repeats; empty values count as absent
+/// (RFC 6749 §3.1).
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for Params {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        Params(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "authorization_code" => Some(GrantType::AuthorizationCode),
+            "refresh_token" => Some(GrantType::RefreshToken),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// The protocol's settings, derived once from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `public_url` without a trailing slash: the issuer identifier (RFC 8414 §2).
+    pub issuer: String,
+    pub default_audience: String,
+    pub allowed_resources: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub refresh_token_max_lifetime: Duration,
+    pub claims: ClaimsConfig,
+    pub allowed_groups: Vec<String>,
+    pub allowed_email_domains: Vec<String>,
+}
+
+impl Settings {
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+/// Everything the protocol needs, with no HTTP in it.
+pub struct Bridge {
+    pub settings: Settings,
+    pub clients: ClientRegistry,
+    pub storage: Arc<dyn Storage>,
+    pub upstream: Arc<dyn Upstream>,
+    pub keys: Arc<KeySet>,
+}

@@ -1,0 +1,99 @@
+//! Redirect URI rules: exact string match, except that a loopback redirect may use any port
+//! (RFC 8252 §7.3); fragments never; plain http only on loopback (RFC 9700 §2.1).
+
+use url::{Host, Url};
+
+const FORBIDDEN_SCHEMES: [&str; 5] = ["javascript", "data", "file", "vbscript", "blob"];
+
+/// Whether the URL's host is a loopback address or `localhost`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Checks a redirect URI before it is registered.
+pub fn validate_registered(uri: &str) -> Result<(), String> {
+    let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not an absolute URI ({e})"))?;
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err(format!("{uri:?} must not contain a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{uri:?} must not carry credentials"));
+    }
+    let scheme = url.scheme();
+    if FORBIDDEN_SCHEMES.contains(&scheme) {
+        return Err(format!("{uri:?} uses the forbidden scheme {scheme:?}"));
+    }
+    if scheme == "http" && !is_loopback_host(&url) {
+        return Err(format!("{uri:?} uses http on a non-loopback host; use https"));
+    }
+    Ok(())
+}
+
+/// Whether `requested` (from an authorization request) matches the registered URI.
+pub fn matches(registered: &str, requested: &str) -> bool {
+    if requested.contains('#') {
+        return false;
+    }
+    if registered == requested {
+        return true;
+    }
+    let (Ok(registered), Ok(requested)) = (Url::parse(registered), Url::parse(requested)) else {
+        return false;
+    };
+    // Only the port may differ, and only for http on loopback: native apps pick a free port at run time.
+    registered.scheme() == "http"
+        && requested.scheme() == "http"
+        && is_loopback_host(&registered)
+        && registered.host() == requested.host()
+        && registered.path() == requested.path()
+        && registered.query() == requested.query()
+        && requested.username().is_empty()
+        && requested.password().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_match_is_required_for_https() {
+        assert!(matches("https://claude.ai/api/mcp/auth_callback", "https://claude.ai/api/mcp/auth_callback"));
+        assert!(!matches("https://claude.ai/api/mcp/auth_callback", "https://claude.ai/api/mcp/auth_callback/"));
+        assert!(!matches("https://claude.ai/api/mcp/auth_callback", "https://claude.ai:444/api/mcp/auth_callback"));
+        assert!(!matches("https://claude.ai/cb", "https://claude.ai/cb?x=1"));
+    }
+
+    #[test]
+    fn loopback_accepts_any_port_but_nothing_else_varies() {
+        assert!(matches("http://127.0.0.1/callback", "http://127.0.0.1:53682/callback"));
+        assert!(matches("http://localhost/callback", "http://localhost:1234/callback"));
+        assert!(matches("http://[::1]/cb", "http://[::1]:9999/cb"));
+        assert!(matches("http://127.0.0.1", "http://127.0.0.1:8080/"));
+        assert!(!matches("http://127.0.0.1/callback", "http://127.0.0.1:53682/other"));
+        assert!(!matches("http://127.0.0.1/callback", "http://localhost:53682/callback"));
+        assert!(!matches("http://127.0.0.1/callback", "http://user@127.0.0.1:1/callback"));
+        assert!(!matches("http://127.0.0.1/callback", "https://127.0.0.1:53682/callback"));
+    }
+
+    #[test]
+    fn fragments_are_refused() {
+        assert!(!matches("https://app.example.com/cb", "https://app.example.com/cb#x"));
+        assert!(validate_registered("https://app.example.com/cb#x").is_err());
+    }
+
+    #[test]
+    fn registration_rules() {
+        assert!(validate_registered("https://app.example.com/cb").is_ok());
+        assert!(validate_registered("http://localhost").is_ok());
+        assert!(validate_registered("cursor://anysphere.cursor-mcp/oauth/callback").is_ok());
+        assert!(validate_registered("http://app.example.com/cb").is_err());
+        assert!(validate_registered("javascript:alert(1)").is_err());
+        assert!(validate_registered("/relative").is_err());
+        assert!(validate_registered("https://user:pw@app.example.com/cb").is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! A bridge wired to in-memory storage, a fixed clock and a scripted upstream, for protocol tests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use url::Url;
+
+use super::authorize::{AuthorizeError, start_authorization};
+use super::callback::complete_authorization;
+use super::token::{ClientCredentials, TokenResponse, exchange};
+use super::{Bridge, OAuthError, Params, Settings};
+use crate::clients::ClientRegistry;
+use crate::clock::{Clock, FixedClock, UnixTime};
+use crate::config::{ClaimsConfig, ClientConfig};
+use crate::secret::SecretString;
+use crate::storage::{MemoryStorage, PendingAuthorization};
+use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
+use crate::tokens::keys::SigningKey;
+use crate::tokens::{KeySet, TokenHash};
+use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
+
+pub const ISSUER: &str = "https://bridge.example.com";
+pub const PUBLIC_CLIENT: &str = "public-client";
+pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:4321/callback";
+pub const CONFIDENTIAL_CLIENT: &str = "web-client";
+pub const CONFIDENTIAL_SECRET: &str = "web-client-secret";
+// RFC 7636 Appendix B.
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+pub fn settings() -> Settings {
+    Settings {
+        issuer: ISSUER.into(),
+        default_audience: ISSUER.into(),
+        allowed_resources: vec![],
+        scopes_supported: ["openid", "profile", "email", "offline_access"].map(String::from).to_vec(),
+        access_token_ttl: Duration::from_secs(3600),
+        refresh_token_ttl: Duration::from_secs(30 * 86400),
+        refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
+        claims: ClaimsConfig::default(),
+        allowed_groups: vec![],
+        allowed_email_domains: vec![],
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub code: String,
+    pub verifier: String,
+    pub nonce: String,
+}
+
+/// An upstream that logs the configured user in, or fails as told.
+pub struct ScriptedUpstream {
+    ready: AtomicBool,
+    claims: Mutex<serde_json::Value>,
+    failure: Mutex<Option<UpstreamError>>,
+    exchanges: Mutex<Vec<Exchange>>,
+}
+
+impl ScriptedUpstream {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn set_claims(&self, claims: serde_json::Value) {
+        *self.claims.lock().unwrap() = claims;
+    }
+    pub fn fail_with(&self, error: UpstreamError) {
+        *self.failure.lock().unwrap() = Some(error);
+    }
+    pub fn last_exchange(&self) -> Option<Exchange> {
+        self.exchanges.lock().unwrap().last().cloned()
+    }
+}
+
+#[async_trait]
+impl Upstream for ScriptedUpstream {
+    fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
+        if !self.is_ready() {
+            return Err(UpstreamError::NotReady);
+        }
+        let mut url = Url::parse("https://idp.example.com/authorize").unwrap();
+        url.query_pairs_mut()
+            .append_pair("state", request.state)
+            .append_pair("nonce", request.nonce)
+            .append_pair("code_challenge", &super::pkce::s256(request.pkce_verifier))
+            .append_pair("code_challenge_method", "S256");
+        Ok(url)
+    }
+
+    async fn exchange_code(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        _now: UnixTime,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        self.exchanges.lock().unwrap().push(Exchange {
+            code: code.into(),
+            verifier: pkce_verifier.into(),
+            nonce: nonce.into(),
+        });
+        if let Some(error) = self.failure.lock().unwrap().take() {
+            return Err(error);
+        }
+        Ok(self.claims.lock().unwrap().clone())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// A login parked upstream: what the upstream received, and the browser's binding cookie.
+pub struct Login {
+    pub state: String,
+    pub nonce: String,
+    pub upstream_challenge: String,
+    pub binding: String,
+}
+
+pub struct Harness {
+    pub bridge: Bridge,
+    pub clock: Arc<FixedClock>,
+    pub upstream: Arc<ScriptedUpstream>,
+}
+
+pub fn public_credentials() -> ClientCredentials {
+    ClientCredentials { client_id: PUBLIC_CLIENT.into(), secret: None }
+}
+
+pub fn confidential_credentials() -> ClientCredentials {
+    ClientCredentials { client_id: CONFIDENTIAL_CLIENT.into(), secret: Some(SecretString::new(CONFIDENTIAL_SECRET)) }
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let clients = ClientRegistry::from_config(
+            &[
+                ClientConfig {
+                    id: PUBLIC_CLIENT.into(),
+                    secret: None,
+                    redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                    name: None,
+                    scopes: None,
+                    grant_types: None,
+                    skip_consent: false,
+                },
+                ClientConfig {
+                    id: CONFIDENTIAL_CLIENT.into(),
+                    secret: Some(SecretString::new(CONFIDENTIAL_SECRET)),
+                    redirect_uris: vec!["https://app.example.com/callback".into()],
+                    name: Some("Web app".into()),
+                    scopes: Some(vec!["openid".into(), "profile".into()]),
+                    grant_types: None,
+                    skip_consent: false,
+                },
+            ],
+            4,
+        )
+        .unwrap();
+        let upstream = Arc::new(ScriptedUpstream {
+            ready: AtomicBool::new(true),
+            claims: Mutex::new(serde_json::json!({"sub": "user-1", "email": "user@corp.com", "name": "User One"})),
+            failure: Mutex::new(None),
+            exchanges: Mutex::new(vec![]),
+        });
+        let bridge = Bridge {
+            settings: settings(),
+            clients,
+            storage: Arc::new(MemoryStorage::new()),
+            upstream: upstream.clone(),
+            keys: Arc::new(KeySet::new(SigningKey::generate_es256().unwrap())),
+        };
+        Harness { bridge, clock: Arc::new(FixedClock::at(1_700_000_000)), upstream }
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    pub async fn take_pending(&self, state: &str) -> Option<PendingAuthorization> {
+        self.bridge.storage.take_pending(&TokenHash::of(state), self.now()).await.unwrap()
+    }
+
+    pub async fn authorize_public(&self) -> Login {
+        let params = Params::from([
+            ("client_id", PUBLIC_CLIENT),
+            ("redirect_uri", PUBLIC_REDIRECT),
+            ("response_type", "code"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("state", "client-state"),
+            ("scope", "openid email"),
+            ("resource", "https://mcp.example.com/mcp"),
+        ]);
+        let started = start_authorization(&self.bridge, &params, self.now()).await.unwrap();
+        let query: HashMap<_, _> = started.url.query_pairs().into_owned().collect();
+        Login {
+            state: query["state"].clone(),
+            nonce: query["nonce"].clone(),
+            upstream_challenge: query["code_challenge"].clone(),
+            binding: started.binding_cookie.value,
+        }
+    }
+
+    pub async fn callback(&self, login: &Login, extra: &[(&str, &str)]) -> Result<Url, AuthorizeError> {
+        let mut params = Params::from([("state", login.state.as_str())]);
+        for (k, v) in extra {
+            params.0.insert((*k).into(), (*v).into());
+        }
+        complete_authorization(&self.bridge, &params, Some(&login.binding), self.now()).await
+    }
+
+    pub async fn code_for_public_client(&self) -> String {
+        let login = self.authorize_public().await;
+        let url = self.callback(&login, &[("code", "upstream-code")]).await.unwrap();
+        url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
+    }
+
+    pub async fn redeem_with(&self, code: &str, overrides: &[(&str, &str)]) -> Result<TokenResponse, OAuthError> {
+        let mut params = Params::from([
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", PUBLIC_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ]);
+        for (k, v) in overrides {
+            params.0.insert((*k).into(), (*v).into());
+        }
+        exchange(&self.bridge, &public_credentials(), &params, self.now()).await
+    }
+
+    pub async fn redeem(&self, code: &str) -> Result<TokenResponse, OAuthError> {
+        self.redeem_with(code, &[]).await
+    }
+
+    pub async fn tokens_for_public_client(&self) -> TokenResponse {
+        let code = self.code_for_public_client().await;
+        self.redeem(&code).await.unwrap()
+    }
+
+    pub async fn refresh_as(
+        &self,
+        credentials: &ClientCredentials,
+        refresh_token: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut params = Params::from([("grant_type", "refresh_token"), ("refresh_token", refresh_token)]);
+        for (k, v) in extra {
+            params.0.insert((*k).into(), (*v).into());
+        }
+        exchange(&self.bridge, credentials, &params, self.now()).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OAuthError> {
+        self.refresh_as(&public_credentials(), refresh_token, &[]).await
+    }
+
+    pub fn verify_access_token(&self, token: &str) -> AccessTokenClaims {
+        verify_access_token(&self.bridge.keys, token, ISSUER, "https://mcp.example.com/mcp", self.now()).unwrap()
+    }
+}

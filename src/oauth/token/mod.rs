@@ -1,0 +1,100 @@
+//! The token endpoint (RFC 6749 §3.2, §5): client authentication, grant dispatch, and the token
+//! response. One file per grant.
+
+mod authorization_code;
+mod refresh_token;
+
+use serde::Serialize;
+
+use super::{Bridge, GrantType, OAuthError, Params, scope};
+use crate::clock::UnixTime;
+use crate::identity::Identity;
+use crate::secret::SecretString;
+use crate::tokens::jwt::{AccessTokenClaims, sign_access_token};
+use crate::tokens::refresh::IssuedAccessToken;
+
+/// The client as it identified itself: by HTTP Basic, by body parameters, or (public) by id only.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Option<SecretString>,
+}
+
+/// RFC 6749 §5.1.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+#[tracing::instrument(skip_all, fields(client_id = %credentials.client_id, grant_type = params.get("grant_type").unwrap_or("")))]
+pub async fn exchange(
+    bridge: &Bridge,
+    credentials: &ClientCredentials,
+    params: &Params,
+    now: UnixTime,
+) -> Result<TokenResponse, OAuthError> {
+    let client = bridge.clients.authenticate(&credentials.client_id, credentials.secret.as_ref(), now).await?;
+    let grant_name = params.require("grant_type")?;
+    let grant = GrantType::parse(grant_name)
+        .ok_or_else(|| OAuthError::UnsupportedGrantType(format!("grant_type {grant_name:?} is not supported").into()))?;
+    if !client.allows_grant(grant) {
+        return Err(OAuthError::UnauthorizedClient(format!("this client may not use {}", grant.as_str()).into()));
+    }
+    match grant {
+        GrantType::AuthorizationCode => authorization_code::exchange(bridge, &client, params, now).await,
+        GrantType::RefreshToken => refresh_token::exchange(bridge, &client, params, now).await,
+    }
+}
+
+/// What an access token is issued for.
+struct Grant<'a> {
+    client_id: &'a str,
+    identity: &'a Identity,
+    scope: &'a [String],
+    audience: &'a str,
+}
+
+/// Signs an access token (RFC 9068) and returns it with the record that lets it be revoked.
+fn issue_access_token(
+    bridge: &Bridge,
+    grant: &Grant<'_>,
+    jti: String,
+    now: UnixTime,
+) -> Result<(String, IssuedAccessToken), OAuthError> {
+    let ttl = bridge.settings.access_token_ttl;
+    let expires_at = now.plus(ttl);
+    let claims = AccessTokenClaims {
+        iss: bridge.settings.issuer.clone(),
+        sub: grant.identity.subject.clone(),
+        aud: grant.audience.to_owned(),
+        client_id: grant.client_id.to_owned(),
+        scope: scope::join(grant.scope),
+        exp: expires_at.seconds(),
+        iat: now.seconds(),
+        nbf: now.seconds(),
+        jti,
+        email: grant.identity.email.clone(),
+        name: grant.identity.name.clone(),
+        groups: grant.identity.groups.clone(),
+    };
+    let token = sign_access_token(&bridge.keys, &claims).map_err(|error| {
+        tracing::error!(%error, "cannot sign an access token");
+        OAuthError::ServerError
+    })?;
+    Ok((token, IssuedAccessToken { jti: claims.jti, expires_at }))
+}
+
+/// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.
+fn check_resource(params: &Params, audience: &str) -> Result<(), OAuthError> {
+    match params.get("resource") {
+        Some(resource) if resource != audience => {
+            Err(OAuthError::InvalidTarget("resource differs from the one this grant was issued for".into()))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,158 @@
+//! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (SPEC §4).
+
+use super::{Grant, TokenResponse, check_resource, issue_access_token};
+use crate::clients::Client;
+use crate::clock::UnixTime;
+use crate::oauth::{Bridge, OAuthError, Params, scope};
+use crate::tokens::refresh::{IssuedAccessToken, Presentation, Replacement};
+use crate::tokens::{TokenHash, generate_token};
+
+pub(super) async fn exchange(
+    bridge: &Bridge,
+    client: &Client,
+    params: &Params,
+    now: UnixTime,
+) -> Result<TokenResponse, OAuthError> {
+    let presented = TokenHash::of(params.require("refresh_token")?);
+    let requested_scope = params.get("scope").map(scope::parse).transpose()?;
+
+    // The access token's id and expiry are fixed before rotation so the family records it atomically.
+    let (new_refresh, new_hash) = generate_token();
+    let jti = crate::tokens::opaque::random_string(16);
+    let access_expires_at = now.plus(bridge.settings.access_token_ttl);
+    let replacement = Replacement {
+        hash: new_hash,
+        access_token: IssuedAccessToken { jti: jti.clone(), expires_at: access_expires_at },
+        ttl: bridge.settings.refresh_token_ttl,
+    };
+    let Some((outcome, family)) = bridge.storage.rotate_refresh(&presented, &client.id, replacement, now).await? else {
+        return Err(OAuthError::invalid_grant("refresh token is invalid"));
+    };
+    match outcome {
+        Presentation::Rotated => {}
+        Presentation::RetriedLostResponse => {
+            tracing::info!(family = %family.id, "refresh retried with the previous token; unused successor replaced");
+        }
+        Presentation::Reused => {
+            tracing::warn!(family = %family.id, subject = %family.identity.subject, "refresh token reuse detected; family revoked");
+            return Err(OAuthError::invalid_grant("refresh token was already used; the grant has been revoked"));
+        }
+        Presentation::Expired => return Err(OAuthError::invalid_grant("refresh token has expired")),
+        Presentation::Revoked => return Err(OAuthError::invalid_grant("refresh token has been revoked")),
+        Presentation::WrongClient => {
+            tracing::warn!(family = %family.id, "refresh token presented by another client");
+            return Err(OAuthError::invalid_grant("refresh token was issued to another client"));
+        }
+    }
+    // Narrowing comes after rotation; a refused narrowing leaves the client able to retry with
+    // the same token, since its successor is unused (the retry rule).
+    let scope = match requested_scope {
+        Some(requested) => {
+            if let Some(extra) = requested.iter().find(|s| !family.scope.contains(s)) {
+                return Err(OAuthError::InvalidScope(format!("scope {extra:?} exceeds the original grant").into()));
+            }
+            requested
+        }
+        None => family.scope.clone(),
+    };
+    check_resource(params, &family.audience)?;
+    let grant = Grant { client_id: &client.id, identity: &family.identity, scope: &scope, audience: &family.audience };
+    let (access_token, _) = issue_access_token(bridge, &grant, jti, now)?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: bridge.settings.access_token_ttl.as_secs(),
+        refresh_token: Some(new_refresh),
+        scope: scope::join(&scope),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::oauth::OAuthError;
+    use crate::oauth::test_support::*;
+
+    #[tokio::test]
+    async fn refresh_rotates_and_the_new_access_token_is_recorded() {
+        let harness = Harness::new();
+        let first = harness.tokens_for_public_client().await;
+        let refresh = first.refresh_token.unwrap();
+        let second = harness.refresh(&refresh).await.unwrap();
+        let next = second.refresh_token.clone().unwrap();
+        assert_ne!(next, refresh);
+        let claims = harness.verify_access_token(&second.access_token);
+        assert_eq!(claims.sub, "user-1");
+        assert_eq!(claims.aud, "https://mcp.example.com/mcp");
+        assert_eq!(second.scope, "openid email");
+        assert!(harness.refresh(&next).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn retry_with_the_previous_token_works_until_the_successor_is_used() {
+        let harness = Harness::new();
+        let original = harness.tokens_for_public_client().await.refresh_token.unwrap();
+        let lost = harness.refresh(&original).await.unwrap().refresh_token.unwrap();
+        // The response carrying `lost` never reached the client: it retries with the original.
+        let retried = harness.refresh(&original).await.unwrap().refresh_token.unwrap();
+        assert_eq!(harness.refresh(&lost).await.unwrap_err().code(), "invalid_grant", "replaced successor is dead");
+        // That presentation was reuse: the whole family, including the retried token, is revoked.
+        assert_eq!(
+            harness.refresh(&retried).await.unwrap_err(),
+            OAuthError::invalid_grant("refresh token has been revoked")
+        );
+    }
+
+    #[tokio::test]
+    async fn reuse_after_the_successor_was_used_revokes_the_family() {
+        let harness = Harness::new();
+        let first = harness.tokens_for_public_client().await;
+        let original = first.refresh_token.unwrap();
+        let second = harness.refresh(&original).await.unwrap();
+        let next = second.refresh_token.unwrap();
+        let third = harness.refresh(&next).await.unwrap();
+        let err = harness.refresh(&original).await.unwrap_err();
+        assert_eq!(err, OAuthError::invalid_grant("refresh token was already used; the grant has been revoked"));
+        assert_eq!(
+            harness.refresh(&third.refresh_token.unwrap()).await.unwrap_err(),
+            OAuthError::invalid_grant("refresh token has been revoked")
+        );
+        for access in [first.access_token, second.access_token, third.access_token] {
+            let jti = harness.verify_access_token(&access).jti;
+            assert!(harness.bridge.storage.is_access_token_revoked(&jti, harness.now()).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_token_of_another_client_is_invalid_grant() {
+        let harness = Harness::new();
+        let refresh = harness.tokens_for_public_client().await.refresh_token.unwrap();
+        let err = harness.refresh_as(&confidential_credentials(), &refresh, &[]).await.unwrap_err();
+        assert_eq!(err, OAuthError::invalid_grant("refresh token was issued to another client"));
+        assert!(harness.refresh(&refresh).await.is_ok(), "the rightful client is unaffected");
+    }
+
+    #[tokio::test]
+    async fn expired_refresh_token_is_invalid_grant() {
+        let harness = Harness::new();
+        let refresh = harness.tokens_for_public_client().await.refresh_token.unwrap();
+        harness.clock.advance(std::time::Duration::from_secs(30 * 86400));
+        assert_eq!(harness.refresh(&refresh).await.unwrap_err(), OAuthError::invalid_grant("refresh token has expired"));
+    }
+
+    #[tokio::test]
+    async fn scope_can_narrow_but_not_widen() {
+        let harness = Harness::new();
+        let refresh = harness.tokens_for_public_client().await.refresh_token.unwrap();
+        let narrowed = harness.refresh_as(&public_credentials(), &refresh, &[("scope", "email")]).await.unwrap();
+        assert_eq!(narrowed.scope, "email");
+        let next = narrowed.refresh_token.unwrap();
+        let err = harness.refresh_as(&public_credentials(), &next, &[("scope", "openid profile")]).await.unwrap_err();
+        assert_eq!(err.code(), "invalid_scope");
+    }
+
+    #[tokio::test]
+    async fn unknown_refresh_token_is_invalid_grant() {
+        let harness = Harness::new();
+        assert_eq!(harness.refresh("nonsense").await.unwrap_err(), OAuthError::invalid_grant("refresh token is invalid"));
+    }
+}

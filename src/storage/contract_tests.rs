@@ -1,0 +1,187 @@
+//! The storage contract: one suite that every backend must pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::tokens::refresh::IssuedAccessToken;
+
+const NOW: UnixTime = UnixTime(1_700_000_000);
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86400);
+
+pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
+    pending_authorization_is_taken_once(&make()).await;
+    expired_pending_authorization_is_gone(&make()).await;
+    code_is_redeemed_once_and_replay_names_the_family(&make()).await;
+    expired_code_is_refused(&make()).await;
+    concurrent_redemptions_succeed_exactly_once(Arc::new(make())).await;
+    refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make()).await;
+    family_revoked_before_creation_is_never_created(&make()).await;
+    sweep_removes_only_expired_entries(&make()).await;
+}
+
+fn identity() -> Identity {
+    Identity {
+        subject: "user-1".into(),
+        email: Some("u@example.com".into()),
+        email_verified: Some(true),
+        name: None,
+        groups: vec![],
+    }
+}
+
+fn pending(expires_at: UnixTime) -> PendingAuthorization {
+    PendingAuthorization {
+        client_id: "client".into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        redirect_uri_given: true,
+        client_state: Some("xyz".into()),
+        code_challenge: "c".repeat(43),
+        scope: vec!["openid".into()],
+        audience: "https://mcp.example.com".into(),
+        upstream_nonce: "n".into(),
+        upstream_pkce_verifier: "v".into(),
+        browser_binding: TokenHash::of("binding"),
+        expires_at,
+    }
+}
+
+fn code(family_id: &str, expires_at: UnixTime) -> AuthorizationCodeRecord {
+    AuthorizationCodeRecord {
+        client_id: "client".into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        redirect_uri_given: true,
+        code_challenge: "c".repeat(43),
+        scope: vec!["openid".into()],
+        audience: "https://mcp.example.com".into(),
+        identity: identity(),
+        family_id: family_id.into(),
+        expires_at,
+    }
+}
+
+fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
+    RefreshFamily {
+        id: id.into(),
+        client_id: "client".into(),
+        identity: identity(),
+        scope: vec!["openid".into()],
+        audience: "https://mcp.example.com".into(),
+        created_at: NOW,
+        absolute_expires_at: NOW.plus(DAY * 90),
+        current: first_token,
+        current_expires_at: NOW.plus(DAY * 30),
+        previous: None,
+        revoked: false,
+        access_tokens: vec![IssuedAccessToken { jti: format!("{id}-at-0"), expires_at: NOW.plus(MINUTE * 60) }],
+    }
+}
+
+fn replacement(token: &str) -> Replacement {
+    Replacement {
+        hash: TokenHash::of(token),
+        access_token: IssuedAccessToken { jti: format!("{token}-at"), expires_at: NOW.plus(MINUTE * 60) },
+        ttl: DAY * 30,
+    }
+}
+
+async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
+    let state = TokenHash::of("state");
+    storage.put_pending(state, pending(NOW.plus(MINUTE * 10))).await.unwrap();
+    let taken = storage.take_pending(&state, NOW).await.unwrap().expect("first take succeeds");
+    assert_eq!(taken.client_state.as_deref(), Some("xyz"));
+    assert!(storage.take_pending(&state, NOW).await.unwrap().is_none(), "second take must fail");
+}
+
+async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
+    let state = TokenHash::of("state");
+    storage.put_pending(state, pending(NOW.plus(MINUTE * 10))).await.unwrap();
+    assert!(storage.take_pending(&state, NOW.plus(MINUTE * 10)).await.unwrap().is_none());
+}
+
+async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage) {
+    let hash = TokenHash::of("code");
+    storage.put_code(hash, code("fam-1", NOW.plus(MINUTE * 10))).await.unwrap();
+    assert!(matches!(storage.redeem_code(&hash, NOW).await.unwrap(), CodeRedemption::Redeemed(_)));
+    match storage.redeem_code(&hash, NOW).await.unwrap() {
+        CodeRedemption::Replayed { family_id, client_id } => {
+            assert_eq!(family_id, "fam-1");
+            assert_eq!(client_id, "client");
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    assert!(matches!(storage.redeem_code(&TokenHash::of("nope"), NOW).await.unwrap(), CodeRedemption::Unknown));
+}
+
+async fn expired_code_is_refused(storage: &dyn Storage) {
+    let hash = TokenHash::of("code");
+    storage.put_code(hash, code("fam-1", NOW.plus(MINUTE * 10))).await.unwrap();
+    assert!(matches!(storage.redeem_code(&hash, NOW.plus(MINUTE * 10)).await.unwrap(), CodeRedemption::Expired));
+}
+
+async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>) {
+    let hash = TokenHash::of("contended");
+    storage.put_code(hash, code("fam-c", NOW.plus(MINUTE))).await.unwrap();
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            let storage = Arc::clone(&storage);
+            tokio::spawn(async move { storage.redeem_code(&hash, NOW).await.unwrap() })
+        })
+        .collect();
+    let mut redeemed = 0;
+    for attempt in attempts {
+        if matches!(attempt.await.unwrap(), CodeRedemption::Redeemed(_)) {
+            redeemed += 1;
+        }
+    }
+    assert_eq!(redeemed, 1);
+}
+
+async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage: &dyn Storage) {
+    let first = TokenHash::of("rt-0");
+    assert!(storage.create_family(family("fam-r", first)).await.unwrap());
+    let (outcome, fam) = storage.rotate_refresh(&first, "client", replacement("rt-1"), NOW).await.unwrap().unwrap();
+    assert_eq!(outcome, Presentation::Rotated);
+    assert_eq!(fam.current, TokenHash::of("rt-1"));
+    let (outcome, _) =
+        storage.rotate_refresh(&TokenHash::of("rt-1"), "client", replacement("rt-2"), NOW).await.unwrap().unwrap();
+    assert_eq!(outcome, Presentation::Rotated);
+    assert!(!storage.is_access_token_revoked("fam-r-at-0", NOW).await.unwrap());
+    let (outcome, _) = storage.rotate_refresh(&first, "client", replacement("rt-x"), NOW).await.unwrap().unwrap();
+    assert_eq!(outcome, Presentation::Reused);
+    for jti in ["fam-r-at-0", "rt-1-at", "rt-2-at"] {
+        assert!(storage.is_access_token_revoked(jti, NOW).await.unwrap(), "{jti} must be revoked");
+    }
+    let (outcome, _) =
+        storage.rotate_refresh(&TokenHash::of("rt-2"), "client", replacement("rt-3"), NOW).await.unwrap().unwrap();
+    assert_eq!(outcome, Presentation::Revoked);
+    assert!(storage.rotate_refresh(&TokenHash::of("rt-x"), "client", replacement("rt-4"), NOW).await.unwrap().is_none());
+}
+
+async fn family_revoked_before_creation_is_never_created(storage: &dyn Storage) {
+    storage.revoke_family("fam-late", NOW).await.unwrap();
+    assert!(!storage.create_family(family("fam-late", TokenHash::of("late"))).await.unwrap());
+    assert!(storage.rotate_refresh(&TokenHash::of("late"), "client", replacement("l2"), NOW).await.unwrap().is_none());
+}
+
+async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
+    storage.put_pending(TokenHash::of("p-old"), pending(NOW.plus(MINUTE))).await.unwrap();
+    storage.put_pending(TokenHash::of("p-new"), pending(NOW.plus(MINUTE * 20))).await.unwrap();
+    storage.put_code(TokenHash::of("c-old"), code("f", NOW.plus(MINUTE))).await.unwrap();
+    storage.create_family(family("fam-s", TokenHash::of("s-0"))).await.unwrap();
+    let removed = storage.sweep_expired(NOW.plus(MINUTE * 5)).await.unwrap();
+    assert_eq!(removed, 2);
+    let later = NOW.plus(MINUTE * 5);
+    assert!(storage.take_pending(&TokenHash::of("p-new"), later).await.unwrap().is_some());
+    assert!(matches!(storage.redeem_code(&TokenHash::of("c-old"), later).await.unwrap(), CodeRedemption::Unknown));
+    // Past the refresh token's expiry the family goes, and its token is unknown.
+    storage.sweep_expired(NOW.plus(DAY * 31)).await.unwrap();
+    assert!(
+        storage
+            .rotate_refresh(&TokenHash::of("s-0"), "client", replacement("s-1"), NOW.plus(DAY * 31))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

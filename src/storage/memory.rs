@@ -1,0 +1,177 @@
+//! In-memory storage for a single instance: one mutex over plain maps, never held across `.await`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{AuthorizationCodeRecord, CodeRedemption, PendingAuthorization, Storage, StorageError};
+use crate::clock::UnixTime;
+use crate::tokens::TokenHash;
+use crate::tokens::refresh::{Presentation, RefreshFamily, Replacement};
+
+/// How long a revocation of a family that does not exist yet is remembered.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Default)]
+pub struct MemoryStorage {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: HashMap<TokenHash, PendingAuthorization>,
+    codes: HashMap<TokenHash, CodeEntry>,
+    families: HashMap<String, RefreshFamily>,
+    /// Every refresh token a family ever had, current or retired, so reuse can be recognised.
+    refresh_index: HashMap<TokenHash, String>,
+    family_tombstones: HashMap<String, UnixTime>,
+    revoked_access_tokens: HashMap<String, UnixTime>,
+}
+
+struct CodeEntry {
+    record: AuthorizationCodeRecord,
+    redeemed: bool,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StorageError> {
+        self.inner.lock().map_err(|_| StorageError::Unavailable("memory storage lock poisoned".to_owned()))
+    }
+}
+
+impl Inner {
+    fn revoke_family(&mut self, family_id: &str, now: UnixTime) {
+        self.family_tombstones.insert(family_id.to_owned(), now.plus(TOMBSTONE_TTL));
+        if let Some(family) = self.families.get_mut(family_id) {
+            family.revoked = true;
+            for token in family.access_tokens.drain(..) {
+                self.revoked_access_tokens.insert(token.jti, token.expires_at);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn put_pending(&self, state: TokenHash, pending: PendingAuthorization) -> Result<(), StorageError> {
+        self.lock()?.pending.insert(state, pending);
+        Ok(())
+    }
+
+    async fn take_pending(
+        &self,
+        state: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<PendingAuthorization>, StorageError> {
+        Ok(self.lock()?.pending.remove(state).filter(|p| p.expires_at > now))
+    }
+
+    async fn put_code(&self, code: TokenHash, record: AuthorizationCodeRecord) -> Result<(), StorageError> {
+        self.lock()?.codes.insert(code, CodeEntry { record, redeemed: false });
+        Ok(())
+    }
+
+    async fn redeem_code(&self, code: &TokenHash, now: UnixTime) -> Result<CodeRedemption, StorageError> {
+        let mut inner = self.lock()?;
+        let Some(entry) = inner.codes.get_mut(code) else {
+            return Ok(CodeRedemption::Unknown);
+        };
+        if entry.redeemed {
+            return Ok(CodeRedemption::Replayed {
+                family_id: entry.record.family_id.clone(),
+                client_id: entry.record.client_id.clone(),
+            });
+        }
+        if entry.record.expires_at <= now {
+            return Ok(CodeRedemption::Expired);
+        }
+        entry.redeemed = true;
+        Ok(CodeRedemption::Redeemed(entry.record.clone()))
+    }
+
+    async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError> {
+        let mut inner = self.lock()?;
+        if inner.family_tombstones.contains_key(&family.id) {
+            return Ok(false);
+        }
+        inner.refresh_index.insert(family.current, family.id.clone());
+        inner.families.insert(family.id.clone(), family);
+        Ok(true)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        client_id: &str,
+        replacement: Replacement,
+        now: UnixTime,
+    ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
+        let mut inner = self.lock()?;
+        let Some(family_id) = inner.refresh_index.get(presented).cloned() else {
+            return Ok(None);
+        };
+        let Some(family) = inner.families.get_mut(&family_id) else {
+            return Ok(None);
+        };
+        let new_hash = replacement.hash;
+        let outcome = family.present(presented, client_id, replacement, now);
+        let snapshot = family.clone();
+        match outcome {
+            Presentation::Rotated | Presentation::RetriedLostResponse => {
+                inner.refresh_index.insert(new_hash, family_id);
+            }
+            Presentation::Reused => inner.revoke_family(&family_id, now),
+            Presentation::Expired | Presentation::Revoked | Presentation::WrongClient => {}
+        }
+        Ok(Some((outcome, snapshot)))
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError> {
+        self.lock()?.revoke_family(family_id, now);
+        Ok(())
+    }
+
+    async fn is_access_token_revoked(&self, jti: &str, now: UnixTime) -> Result<bool, StorageError> {
+        Ok(self.lock()?.revoked_access_tokens.get(jti).is_some_and(|expires_at| *expires_at > now))
+    }
+
+    async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
+        let mut inner = self.lock()?;
+        let before = inner.pending.len()
+            + inner.codes.len()
+            + inner.families.len()
+            + inner.family_tombstones.len()
+            + inner.revoked_access_tokens.len();
+        inner.pending.retain(|_, p| p.expires_at > now);
+        inner.codes.retain(|_, c| c.record.expires_at > now);
+        // A revoked family is kept to its absolute end so that its tokens keep failing as revoked.
+        inner.families.retain(|_, f| f.absolute_expires_at > now && (f.revoked || f.current_expires_at > now));
+        let Inner { families, refresh_index, .. } = &mut *inner;
+        refresh_index.retain(|_, family_id| families.contains_key(family_id));
+        inner.family_tombstones.retain(|_, until| *until > now);
+        inner.revoked_access_tokens.retain(|_, expires_at| *expires_at > now);
+        let after = inner.pending.len()
+            + inner.codes.len()
+            + inner.families.len()
+            + inner.family_tombstones.len()
+            + inner.revoked_access_tokens.len();
+        Ok(before - after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::contract_tests;
+
+    #[tokio::test]
+    async fn memory_storage_honours_the_storage_contract() {
+        contract_tests::run_all(|| MemoryStorage::new()).await;
+    }
+}

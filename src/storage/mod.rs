@@ -1,0 +1,97 @@
+//! Persistence behind one trait: in-memory now, PostgreSQL later. Every single-use operation
+//! (state, code, refresh rotation) is one atomic call, so it stays single-use across instances.
+
+pub mod memory;
+
+#[cfg(test)]
+pub mod contract_tests;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::identity::Identity;
+use crate::tokens::TokenHash;
+use crate::tokens::refresh::{Presentation, RefreshFamily, Replacement};
+
+pub use memory::MemoryStorage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An authorization request waiting for the user to come back from the upstream login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Whether the client sent `redirect_uri`; if so the token request must repeat it (RFC 6749 §4.1.3).
+    pub redirect_uri_given: bool,
+    pub client_state: Option<String>,
+    pub code_challenge: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    pub upstream_nonce: String,
+    pub upstream_pkce_verifier: String,
+    /// Hash of the cookie value that ties the flow to the browser that started it.
+    pub browser_binding: TokenHash,
+    pub expires_at: UnixTime,
+}
+
+/// Our authorization code, bound to everything the token request must prove.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationCodeRecord {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_given: bool,
+    pub code_challenge: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    pub identity: Identity,
+    /// Chosen when the code is minted, so a replay can revoke the family even mid-issue.
+    pub family_id: String,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub enum CodeRedemption {
+    Redeemed(AuthorizationCodeRecord),
+    /// Already redeemed once; the family it produced must be revoked.
+    Replayed { family_id: String, client_id: String },
+    Expired,
+    Unknown,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    async fn put_pending(&self, state: TokenHash, pending: PendingAuthorization) -> Result<(), StorageError>;
+    /// Removes and returns the pending authorization; `None` when unknown, used or expired.
+    async fn take_pending(
+        &self,
+        state: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<PendingAuthorization>, StorageError>;
+
+    async fn put_code(&self, code: TokenHash, record: AuthorizationCodeRecord) -> Result<(), StorageError>;
+    /// Marks the code used and returns it; a used code is kept until it expires so replays are seen.
+    async fn redeem_code(&self, code: &TokenHash, now: UnixTime) -> Result<CodeRedemption, StorageError>;
+
+    /// Stores a new family; `false` when the family was revoked before it was created (code replay race).
+    async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError>;
+    /// Looks up the family of `presented` and applies the rotation rule to it atomically.
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        client_id: &str,
+        replacement: Replacement,
+        now: UnixTime,
+    ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError>;
+    /// Revokes the family's refresh tokens and every access token it issued.
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError>;
+    async fn is_access_token_revoked(&self, jti: &str, now: UnixTime) -> Result<bool, StorageError>;
+
+    /// Deletes what has expired; returns how many entries went.
+    async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;
+}

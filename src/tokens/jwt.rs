@@ -1,0 +1,147 @@
+//! JWT access tokens in the RFC 9068 profile: `typ: at+jwt`, `kid`, the required claims, plus
+//! the mapped identity. Time checks use our clock, not the library's.
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeySet;
+use crate::clock::UnixTime;
+
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Tolerance for clocks of resource servers that run slightly ahead or behind.
+const LEEWAY_SECONDS: i64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwtError {
+    #[error("cannot sign the access token: {0}")]
+    Signing(String),
+    #[error("malformed or wrongly signed token: {0}")]
+    Invalid(String),
+    #[error("token is not an access token (typ)")]
+    WrongType,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+}
+
+pub fn sign_access_token(keys: &KeySet, claims: &AccessTokenClaims) -> Result<String, JwtError> {
+    let key = keys.active();
+    let mut header = Header::new(key.algorithm);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+    jsonwebtoken::encode(&header, claims, key.encoding_key()).map_err(|e| JwtError::Signing(e.to_string()))
+}
+
+/// Verifies signature, `typ`, `iss`, `aud`, `exp` and `nbf` (RFC 9068 §4).
+pub fn verify_access_token(
+    keys: &KeySet,
+    token: &str,
+    issuer: &str,
+    audience: &str,
+    now: UnixTime,
+) -> Result<AccessTokenClaims, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return Err(JwtError::WrongType);
+    }
+    let key = header.kid.as_deref().and_then(|kid| keys.find(kid)).ok_or(JwtError::UnknownKey)?;
+    let mut validation = Validation::new(key.algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    // The library would read the system clock; expiry is checked below against ours.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    let data = jsonwebtoken::decode::<AccessTokenClaims>(token, key.decoding_key(), &validation)
+        .map_err(|e| JwtError::Invalid(e.to_string()))?;
+    let claims = data.claims;
+    if now.seconds() >= claims.exp.saturating_add(LEEWAY_SECONDS) {
+        return Err(JwtError::Expired);
+    }
+    if now.seconds().saturating_add(LEEWAY_SECONDS) < claims.nbf {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::keys::SigningKey;
+
+    fn claims(now: i64) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://bridge.example.com".into(),
+            sub: "user-1".into(),
+            aud: "https://mcp.example.com/mcp".into(),
+            client_id: "client".into(),
+            scope: "openid".into(),
+            exp: now + 3600,
+            iat: now,
+            nbf: now,
+            jti: "jti-1".into(),
+            email: Some("a@example.com".into()),
+            name: None,
+            groups: vec!["admins".into()],
+        }
+    }
+
+    fn verify(keys: &KeySet, token: &str, audience: &str, now: i64) -> Result<AccessTokenClaims, JwtError> {
+        verify_access_token(keys, token, "https://bridge.example.com", audience, UnixTime(now))
+    }
+
+    #[test]
+    fn es256_token_round_trips_with_at_jwt_header() {
+        let keys = KeySet::new(SigningKey::generate_es256().unwrap());
+        let token = sign_access_token(&keys, &claims(1000)).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(keys.active().kid.as_str()));
+        assert_eq!(verify(&keys, &token, "https://mcp.example.com/mcp", 1000).unwrap(), claims(1000));
+    }
+
+    #[test]
+    fn hs256_token_round_trips() {
+        let keys = KeySet::new(SigningKey::from_shared_secret(b"0123456789abcdef0123456789abcdef"));
+        let token = sign_access_token(&keys, &claims(1000)).unwrap();
+        assert!(verify(&keys, &token, "https://mcp.example.com/mcp", 1000).is_ok());
+    }
+
+    #[test]
+    fn expiry_wrong_audience_foreign_key_and_tampering_are_refused() {
+        let keys = KeySet::new(SigningKey::generate_es256().unwrap());
+        let token = sign_access_token(&keys, &claims(1000)).unwrap();
+        assert_eq!(verify(&keys, &token, "https://mcp.example.com/mcp", 1000 + 3600 + 30), Err(JwtError::Expired));
+        assert!(matches!(verify(&keys, &token, "https://other.example.com", 1000), Err(JwtError::Invalid(_))));
+        let other = KeySet::new(SigningKey::generate_es256().unwrap());
+        assert_eq!(verify(&other, &token, "https://mcp.example.com/mcp", 1000), Err(JwtError::UnknownKey));
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = sign_access_token(&other, &AccessTokenClaims { sub: "admin".into(), ..claims(1000) }).unwrap();
+        parts[1] = forged.split('.').nth(1).unwrap();
+        let tampered = parts.join(".");
+        assert!(matches!(verify(&keys, &tampered, "https://mcp.example.com/mcp", 1000), Err(JwtError::Invalid(_))));
+    }
+}

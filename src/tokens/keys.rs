@@ -1,0 +1,165 @@
+//! Signing keys for access tokens: ES256 (generated or from PEM), RS256 from PEM, HS256 from a
+//! shared secret; the JWKS that publishes the public halves.
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use sha2::{Digest, Sha256};
+
+use crate::config::{OAuthConfig, SigningAlgorithm};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// None for HS256: a shared secret is never published.
+    public_jwk: Option<Jwk>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish()
+    }
+}
+
+impl SigningKey {
+    pub fn generate_es256() -> Result<Self, KeyError> {
+        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Invalid(format!("cannot encode generated key: {e}")))?;
+        Self::from_asymmetric(EncodingKey::from_ec_pem(pem.as_bytes()), Algorithm::ES256)
+    }
+
+    pub fn from_pem_file(path: &Path, algorithm: SigningAlgorithm) -> Result<Self, KeyError> {
+        let pem = std::fs::read(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })?;
+        match algorithm {
+            SigningAlgorithm::ES256 => Self::from_asymmetric(EncodingKey::from_ec_pem(&pem), Algorithm::ES256),
+            SigningAlgorithm::RS256 => Self::from_asymmetric(EncodingKey::from_rsa_pem(&pem), Algorithm::RS256),
+        }
+        .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_shared_secret(secret: &[u8]) -> Self {
+        // The kid identifies the key without revealing it: a truncated hash of a >= 256-bit secret.
+        let digest = Sha256::digest([b"mcp-oauth-bridge kid:".as_slice(), secret].concat());
+        let kid = format!("hs256-{}", hex_prefix(&digest, 8));
+        SigningKey {
+            kid,
+            algorithm: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            public_jwk: None,
+        }
+    }
+
+    fn from_asymmetric(
+        encoding: Result<EncodingKey, jsonwebtoken::errors::Error>,
+        algorithm: Algorithm,
+    ) -> Result<Self, KeyError> {
+        let encoding = encoding.map_err(|e| KeyError::Invalid(format!("not a valid {algorithm:?} private key: {e}")))?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, algorithm)
+            .map_err(|e| KeyError::Invalid(format!("cannot derive the public key: {e}")))?;
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| KeyError::Invalid(format!("cannot compute the key thumbprint: {e}")))?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        jwk.common.key_algorithm = Some(match algorithm {
+            Algorithm::RS256 => KeyAlgorithm::RS256,
+            _ => KeyAlgorithm::ES256,
+        });
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError::Invalid(format!("unusable public key: {e}")))?;
+        Ok(SigningKey { kid, algorithm, encoding, decoding, public_jwk: Some(jwk) })
+    }
+
+    pub fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+}
+
+/// The key that signs new tokens plus every key that still verifies live ones.
+#[derive(Debug)]
+pub struct KeySet {
+    active: SigningKey,
+}
+
+/// Whether the keys came from configuration or were generated for this process only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    Configured,
+    GeneratedEphemeral,
+}
+
+impl KeySet {
+    pub fn new(active: SigningKey) -> Self {
+        KeySet { active }
+    }
+
+    pub fn from_config(config: &OAuthConfig) -> Result<(Self, KeyOrigin), KeyError> {
+        if let Some(secret) = &config.signing_key {
+            return Ok((KeySet::new(SigningKey::from_shared_secret(secret.expose().as_bytes())), KeyOrigin::Configured));
+        }
+        if let Some(signing) = &config.signing {
+            let key = SigningKey::from_pem_file(&signing.key_file, signing.algorithm)?;
+            return Ok((KeySet::new(key), KeyOrigin::Configured));
+        }
+        Ok((KeySet::new(SigningKey::generate_es256()?), KeyOrigin::GeneratedEphemeral))
+    }
+
+    pub fn active(&self) -> &SigningKey {
+        &self.active
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        (self.active.kid == kid).then_some(&self.active)
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet { keys: self.active.public_jwk.iter().cloned().collect() }
+    }
+}
+
+fn hex_prefix(bytes: &[u8], len: usize) -> String {
+    bytes.iter().take(len).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_es256_key_publishes_a_p256_jwk_with_its_thumbprint_as_kid() {
+        let key = SigningKey::generate_es256().unwrap();
+        let jwks = serde_json::to_value(KeySet::new(key).jwks()).unwrap();
+        let jwk = &jwks["keys"][0];
+        assert_eq!(jwk["kty"], "EC");
+        assert_eq!(jwk["crv"], "P-256");
+        assert_eq!(jwk["alg"], "ES256");
+        assert_eq!(jwk["use"], "sig");
+        assert!(jwk.get("d").is_none(), "private part must never be published");
+        assert_eq!(jwk["kid"].as_str().unwrap().len(), 43);
+    }
+
+    #[test]
+    fn shared_secret_is_never_published() {
+        let keys = KeySet::new(SigningKey::from_shared_secret(b"0123456789abcdef0123456789abcdef"));
+        assert!(keys.jwks().keys.is_empty());
+        assert!(keys.active().kid.starts_with("hs256-"));
+    }
+}

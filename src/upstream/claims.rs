@@ -1,0 +1,119 @@
+//! From verified ID token claims to our `Identity`, and the access policy on it.
+
+use serde_json::Value;
+
+use crate::config::ClaimsConfig;
+use crate::identity::Identity;
+
+/// Follows a dotted path (`realm_access.roles`) through nested objects.
+fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    // A claim whose own name contains dots (`https://example.com/groups`) wins over traversal.
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    path.split('.').try_fold(claims, |value, segment| value.get(segment))
+}
+
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, String> {
+    let subject = lookup(claims, &mapping.subject)
+        .and_then(as_text)
+        .ok_or_else(|| format!("the ID token has no usable subject claim {:?}", mapping.subject))?;
+    let groups = match lookup(claims, &mapping.groups) {
+        Some(Value::Array(items)) => items.iter().filter_map(as_text).collect(),
+        Some(value) => as_text(value).into_iter().collect(),
+        None => Vec::new(),
+    };
+    Ok(Identity {
+        subject,
+        email: lookup(claims, &mapping.email).and_then(as_text),
+        email_verified: claims.get("email_verified").and_then(Value::as_bool),
+        name: lookup(claims, &mapping.name).and_then(as_text),
+        groups,
+    })
+}
+
+/// `allowed_groups` and `allowed_email_domains`: each, when set, must be satisfied.
+pub fn check_access(
+    identity: &Identity,
+    allowed_groups: &[String],
+    allowed_email_domains: &[String],
+) -> Result<(), String> {
+    if !allowed_groups.is_empty() && !identity.groups.iter().any(|g| allowed_groups.contains(g)) {
+        return Err("the user is in none of the allowed groups".to_owned());
+    }
+    if !allowed_email_domains.is_empty() {
+        let email = identity.email.as_deref().ok_or("the user has no email address")?;
+        // An address the provider says it has not verified proves nothing about its domain.
+        if identity.email_verified == Some(false) {
+            return Err("the user's email address is not verified".to_owned());
+        }
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if !allowed_email_domains.iter().any(|allowed| allowed.eq_ignore_ascii_case(domain)) {
+            return Err("the user's email domain is not allowed".to_owned());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keycloak_mapping() -> ClaimsConfig {
+        ClaimsConfig { groups: "realm_access.roles".into(), ..ClaimsConfig::default() }
+    }
+
+    #[test]
+    fn dotted_paths_reach_nested_claims() {
+        let claims = json!({"sub": "u1", "email": "a@corp.com", "realm_access": {"roles": ["admin", "dev"]}});
+        let identity = map_identity(&claims, &keycloak_mapping()).unwrap();
+        assert_eq!(identity.subject, "u1");
+        assert_eq!(identity.groups, vec!["admin", "dev"]);
+        assert_eq!(identity.email.as_deref(), Some("a@corp.com"));
+    }
+
+    #[test]
+    fn claim_names_with_dots_are_found_directly() {
+        let mapping = ClaimsConfig { groups: "https://corp.com/groups".into(), ..ClaimsConfig::default() };
+        let claims = json!({"sub": "u1", "https://corp.com/groups": "ops"});
+        assert_eq!(map_identity(&claims, &mapping).unwrap().groups, vec!["ops"]);
+    }
+
+    #[test]
+    fn missing_subject_is_an_error() {
+        assert!(map_identity(&json!({"email": "a@b.c"}), &ClaimsConfig::default()).is_err());
+        assert!(map_identity(&json!({"sub": ""}), &ClaimsConfig::default()).is_err());
+    }
+
+    fn identity(email: Option<&str>, verified: Option<bool>, groups: &[&str]) -> Identity {
+        Identity {
+            subject: "u".into(),
+            email: email.map(String::from),
+            email_verified: verified,
+            name: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn group_and_domain_policies() {
+        let groups = vec!["mcp-users".to_string()];
+        let domains = vec!["corp.com".to_string()];
+        assert!(check_access(&identity(None, None, &["mcp-users"]), &groups, &[]).is_ok());
+        assert!(check_access(&identity(None, None, &["other"]), &groups, &[]).is_err());
+        assert!(check_access(&identity(Some("a@CORP.com"), Some(true), &[]), &[], &domains).is_ok());
+        assert!(check_access(&identity(Some("a@corp.com.evil.io"), Some(true), &[]), &[], &domains).is_err());
+        assert!(check_access(&identity(Some("a@corp.com"), Some(false), &[]), &[], &domains).is_err());
+        assert!(check_access(&identity(None, None, &[]), &[], &domains).is_err());
+        assert!(check_access(&identity(None, None, &[]), &[], &[]).is_ok());
+    }
+}

@@ -1,0 +1,51 @@
+//! The upstream OpenID Connect provider the user logs in with; a trait so tests can swap it.
+
+pub mod claims;
+pub mod oidc;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::clock::UnixTime;
+
+pub use oidc::OidcUpstream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Discovery has not succeeded yet (the provider may still be starting).
+    #[error("the identity provider is not discovered yet")]
+    NotReady,
+    #[error("the identity provider could not be reached: {0}")]
+    Unreachable(String),
+    /// The provider answered the code exchange with an error or something unusable.
+    #[error("the identity provider refused the code exchange: {0}")]
+    Rejected(String),
+    #[error("the ID token failed validation: {0}")]
+    InvalidIdToken(String),
+}
+
+/// What the bridge sends along with the user: its own state, nonce and PKCE challenge.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    /// The verifier stays with us; the implementation sends its S256 challenge.
+    pub pkce_verifier: &'a str,
+}
+
+#[async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError>;
+
+    /// Exchanges the upstream code and returns the ID token's claims once fully validated
+    /// (signature, `iss`, `aud`, `exp`, `nonce`).
+    async fn exchange_code(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Result<serde_json::Value, UpstreamError>;
+
+    fn is_ready(&self) -> bool;
+}

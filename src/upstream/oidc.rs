@@ -1,0 +1,384 @@
+//! The OpenID Connect client for the upstream provider, built on `openidconnect`: discovery with
+//! retry, authorization URL with our state/nonce/PKCE, code exchange, full ID token validation.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdToken, CoreIdTokenVerifier,
+    CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+};
+use url::Url;
+
+use super::{Upstream, UpstreamError, UpstreamRequest};
+use crate::clock::UnixTime;
+use crate::secret::SecretString;
+
+/// Re-discovery to pick up rotated keys happens at most this often, whatever an attacker sends.
+const MIN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Asymmetric algorithms only: an HMAC-signed ID token would be forgeable by anyone holding our
+/// upstream client secret, which is a weaker guarantee than the provider's key.
+const ALLOWED_ID_TOKEN_ALGS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+}
+
+pub struct OidcUpstream {
+    settings: OidcSettings,
+    issuer: IssuerUrl,
+    redirect_uri: RedirectUrl,
+    http: reqwest::Client,
+    metadata: RwLock<Option<Arc<CoreProviderMetadata>>>,
+    last_discovery: Mutex<Option<Instant>>,
+}
+
+impl OidcUpstream {
+    pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, String> {
+        let issuer = IssuerUrl::new(settings.issuer.clone()).map_err(|e| format!("upstream issuer: {e}"))?;
+        let redirect_uri =
+            RedirectUrl::new(settings.redirect_uri.clone()).map_err(|e| format!("upstream redirect_uri: {e}"))?;
+        // Redirects off: a provider's endpoints must not bounce us to other hosts.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(OidcUpstream {
+            settings,
+            issuer,
+            redirect_uri,
+            http,
+            metadata: RwLock::new(None),
+            last_discovery: Mutex::new(None),
+        })
+    }
+
+    /// Fetches the discovery document and JWKS once.
+    pub async fn discover(&self) -> Result<(), String> {
+        if let Ok(mut last) = self.last_discovery.lock() {
+            *last = Some(Instant::now());
+        }
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if let Ok(mut slot) = self.metadata.write() {
+            *slot = Some(Arc::new(metadata));
+        }
+        Ok(())
+    }
+
+    /// Keeps trying discovery in the background until it succeeds, so the bridge can start before
+    /// its provider does.
+    pub fn discover_in_background(self: &Arc<Self>) {
+        let upstream = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match upstream.discover().await {
+                    Ok(()) => {
+                        tracing::info!(issuer = %upstream.settings.issuer, "upstream provider discovered");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(issuer = %upstream.settings.issuer, %error, retry_in = ?delay, "upstream discovery failed");
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        });
+    }
+
+    fn current_metadata(&self) -> Result<Arc<CoreProviderMetadata>, UpstreamError> {
+        self.metadata.read().ok().and_then(|slot| slot.clone()).ok_or(UpstreamError::NotReady)
+    }
+
+    fn may_rediscover(&self) -> bool {
+        self.last_discovery
+            .lock()
+            .map(|last| last.is_none_or(|at| at.elapsed() >= MIN_REDISCOVERY_INTERVAL))
+            .unwrap_or(false)
+    }
+
+    fn verify(&self, id_token: &CoreIdToken, nonce: &str, now: UnixTime) -> Result<serde_json::Value, UpstreamError> {
+        let metadata = self.current_metadata()?;
+        verify_id_token(id_token, metadata.jwks(), &self.settings, &self.issuer, nonce, now)
+    }
+}
+
+#[async_trait]
+impl Upstream for OidcUpstream {
+    fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
+        let metadata = self.current_metadata()?;
+        let client = CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            None,
+        )
+        .set_redirect_uri(self.redirect_uri.clone());
+        let state = request.state.to_owned();
+        let nonce = request.nonce.to_owned();
+        let mut authorize = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || Nonce::new(nonce),
+        );
+        // openidconnect adds `openid` itself.
+        for scope in self.settings.scopes.iter().filter(|s| s.as_str() != "openid") {
+            authorize = authorize.add_scope(Scope::new(scope.clone()));
+        }
+        let verifier = openidconnect::PkceCodeVerifier::new(request.pkce_verifier.to_owned());
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+        let (url, _, _) = authorize.set_pkce_challenge(challenge).url();
+        Ok(url)
+    }
+
+    async fn exchange_code(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let metadata = self.current_metadata()?;
+        let auth_type = match metadata.token_endpoint_auth_methods_supported() {
+            Some(methods)
+                if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && methods.contains(&CoreClientAuthMethod::ClientSecretPost) =>
+            {
+                AuthType::RequestBody
+            }
+            _ => AuthType::BasicAuth,
+        };
+        let client = CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(self.settings.client_secret.expose().to_owned())),
+        )
+        .set_redirect_uri(self.redirect_uri.clone())
+        .set_auth_type(auth_type);
+        let request = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| UpstreamError::Rejected(format!("the provider has no token endpoint: {e}")))?
+            .set_pkce_verifier(openidconnect::PkceCodeVerifier::new(pkce_verifier.to_owned()));
+        let response = request.request_async(&self.http).await.map_err(|e| match e {
+            RequestTokenError::ServerResponse(body) => UpstreamError::Rejected(format!("error {}", body.error())),
+            RequestTokenError::Request(e) => UpstreamError::Unreachable(error_chain(&e)),
+            RequestTokenError::Parse(e, _) => UpstreamError::Rejected(format!("unparseable token response: {e}")),
+            RequestTokenError::Other(e) => UpstreamError::Rejected(e),
+        })?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| UpstreamError::Rejected("the token response has no id_token".to_owned()))?;
+        match self.verify(id_token, nonce, now) {
+            // The provider may have rotated its keys since discovery: refresh once and retry.
+            Err(UpstreamError::InvalidIdToken(reason)) if reason.starts_with(SIGNATURE_PREFIX) && self.may_rediscover() => {
+                tracing::info!("ID token signature did not verify; refreshing the provider's keys");
+                self.discover().await.map_err(UpstreamError::Unreachable)?;
+                self.verify(id_token, nonce, now)
+            }
+            other => other,
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.metadata.read().map(|slot| slot.is_some()).unwrap_or(false)
+    }
+}
+
+const SIGNATURE_PREFIX: &str = "signature:";
+
+/// Validates an ID token (signature against `jwks`, `iss`, `aud`, `exp`, `nonce`) at time `now`
+/// and returns its claims as JSON for mapping.
+pub fn verify_id_token(
+    id_token: &CoreIdToken,
+    jwks: &CoreJsonWebKeySet,
+    settings: &OidcSettings,
+    issuer: &IssuerUrl,
+    nonce: &str,
+    now: UnixTime,
+) -> Result<serde_json::Value, UpstreamError> {
+    let at = chrono::DateTime::from_timestamp(now.seconds(), 0).unwrap_or_default();
+    let verifier = CoreIdTokenVerifier::new_confidential_client(
+        ClientId::new(settings.client_id.clone()),
+        ClientSecret::new(settings.client_secret.expose().to_owned()),
+        issuer.clone(),
+        jwks.clone(),
+    )
+    .set_allowed_algs(ALLOWED_ID_TOKEN_ALGS)
+    .set_time_fn(move || at);
+    id_token.claims(&verifier, &Nonce::new(nonce.to_owned())).map_err(|e| {
+        UpstreamError::InvalidIdToken(match e {
+            ClaimsVerificationError::SignatureVerification(e) => format!("{SIGNATURE_PREFIX} {e}"),
+            other => other.to_string(),
+        })
+    })?;
+    // The signature is verified; read the payload as plain JSON so any claim path can be mapped.
+    let compact = id_token.to_string();
+    let payload = compact
+        .split('.')
+        .nth(1)
+        .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| UpstreamError::InvalidIdToken("unreadable payload".to_owned()))?;
+    Ok(payload)
+}
+
+pub fn parse_id_token(compact: &str) -> Result<CoreIdToken, UpstreamError> {
+    CoreIdToken::from_str(compact).map_err(|e| UpstreamError::InvalidIdToken(format!("malformed: {e}")))
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    const ISSUER: &str = "https://idp.example.com/realms/test";
+    const NOW: i64 = 1_700_000_000;
+    const UPSTREAM_KEY: &str = include_str!("../../tests/fixtures/upstream_rsa.pem");
+    const OTHER_KEY: &str = include_str!("../../tests/fixtures/other_rsa.pem");
+
+    fn settings() -> OidcSettings {
+        OidcSettings {
+            issuer: ISSUER.into(),
+            client_id: "bridge".into(),
+            client_secret: SecretString::new("upstream-secret"),
+            redirect_uri: "https://bridge.example.com/oauth/callback".into(),
+            scopes: vec!["openid".into()],
+        }
+    }
+
+    fn jwks() -> CoreJsonWebKeySet {
+        let key = EncodingKey::from_rsa_pem(UPSTREAM_KEY.as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        serde_json::from_value(serde_json::to_value(JwkSet { keys: vec![jwk] }).unwrap()).unwrap()
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({
+            "iss": ISSUER, "sub": "user-1", "aud": "bridge", "iat": NOW, "exp": NOW + 300,
+            "nonce": "n-123", "email": "a@corp.com", "realm_access": {"roles": ["dev"]}
+        })
+    }
+
+    fn sign(claims: &serde_json::Value, pem: &str) -> CoreIdToken {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("k1".into());
+        let token = jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap();
+        parse_id_token(&token).unwrap()
+    }
+
+    fn verify(token: &CoreIdToken, nonce: &str, now: i64) -> Result<serde_json::Value, UpstreamError> {
+        verify_id_token(token, &jwks(), &settings(), &IssuerUrl::new(ISSUER.into()).unwrap(), nonce, UnixTime(now))
+    }
+
+    fn rejection(result: Result<serde_json::Value, UpstreamError>) -> String {
+        match result {
+            Err(UpstreamError::InvalidIdToken(reason)) => reason,
+            other => panic!("expected an invalid ID token, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_id_token_yields_all_claims() {
+        let payload = verify(&sign(&claims(), UPSTREAM_KEY), "n-123", NOW).unwrap();
+        assert_eq!(payload["realm_access"]["roles"][0], "dev");
+        assert_eq!(payload["sub"], "user-1");
+    }
+
+    #[test]
+    fn wrong_nonce_is_refused() {
+        let reason = rejection(verify(&sign(&claims(), UPSTREAM_KEY), "other-nonce", NOW));
+        assert!(reason.contains("nonce"), "{reason}");
+    }
+
+    #[test]
+    fn expired_id_token_is_refused() {
+        let reason = rejection(verify(&sign(&claims(), UPSTREAM_KEY), "n-123", NOW + 301));
+        assert!(reason.starts_with("Expired"), "{reason}");
+    }
+
+    #[test]
+    fn wrong_audience_is_refused() {
+        let mut claims = claims();
+        claims["aud"] = json!("someone-else");
+        let reason = rejection(verify(&sign(&claims, UPSTREAM_KEY), "n-123", NOW));
+        assert!(reason.contains("audiences"), "{reason}");
+    }
+
+    #[test]
+    fn wrong_issuer_is_refused() {
+        let mut claims = claims();
+        claims["iss"] = json!("https://evil.example.com");
+        let reason = rejection(verify(&sign(&claims, UPSTREAM_KEY), "n-123", NOW));
+        assert!(reason.contains("issuer"), "{reason}");
+    }
+
+    #[test]
+    fn foreign_signature_is_refused() {
+        let reason = rejection(verify(&sign(&claims(), OTHER_KEY), "n-123", NOW));
+        assert!(reason.starts_with(SIGNATURE_PREFIX), "{reason}");
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let genuine = sign(&claims(), UPSTREAM_KEY).to_string();
+        let mut forged_claims = claims();
+        forged_claims["sub"] = json!("admin");
+        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap());
+        let parts: Vec<&str> = genuine.split('.').collect();
+        let tampered = parse_id_token(&format!("{}.{}.{}", parts[0], forged_payload, parts[2])).unwrap();
+        let reason = rejection(verify(&tampered, "n-123", NOW));
+        assert!(reason.starts_with(SIGNATURE_PREFIX), "{reason}");
+    }
+
+    #[test]
+    fn unsigned_id_token_is_refused() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
+        let result = parse_id_token(&format!("{header}.{payload}.")).and_then(|t| verify(&t, "n-123", NOW));
+        assert!(matches!(result, Err(UpstreamError::InvalidIdToken(_))));
+    }
+}
