@@ -28,7 +28,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let public_url = config.public_url()?;
     let issuer = public_url.as_str().trim_end_matches('/').to_owned();
     let base_path = public_url.path().trim_end_matches('/').to_owned();
-    let upstream_config = config.oauth.upstream.as_ref().context("oauth.upstream is required")?;
+    let upstream_config = config
+        .oauth
+        .upstream
+        .as_ref()
+        .context("oauth.upstream is required")?;
 
     let (keys, origin) = KeySet::from_config(&config.oauth)?;
     if origin == KeyOrigin::GeneratedEphemeral {
@@ -38,9 +42,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     }
 
     let client_configs = config.oauth.clients.clone();
-    let clients = tokio::task::spawn_blocking(move || ClientRegistry::from_config(&client_configs, bcrypt::DEFAULT_COST))
-        .await
-        .context("client loading was interrupted")??;
+    let clients = tokio::task::spawn_blocking(move || {
+        ClientRegistry::from_config(&client_configs, bcrypt::DEFAULT_COST)
+    })
+    .await
+    .context("client loading was interrupted")??;
 
     let upstream = Arc::new(
         OidcUpstream::new(
@@ -65,11 +71,19 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     }
 
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    spawn_sweeper(Arc::clone(&storage), clock.clone(), config.storage.sweep_interval.0);
+    spawn_sweeper(
+        Arc::clone(&storage),
+        clock.clone(),
+        config.storage.sweep_interval.0,
+    );
 
     let settings = Settings {
         issuer,
-        default_audience: config.oauth.audience.clone().unwrap_or_else(|| public_url.as_str().trim_end_matches('/').to_owned()),
+        default_audience: config
+            .oauth
+            .audience
+            .clone()
+            .unwrap_or_else(|| public_url.as_str().trim_end_matches('/').to_owned()),
         allowed_resources: config.oauth.resources.clone(),
         scopes_supported: config.oauth.scopes_supported.clone(),
         access_token_ttl: config.oauth.access_token_ttl.0,
@@ -79,14 +93,23 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         allowed_groups: upstream_config.allowed_groups.clone(),
         allowed_email_domains: upstream_config.allowed_email_domains.clone(),
     };
-    let bridge = Arc::new(Bridge { settings, clients, storage, upstream, keys: Arc::new(keys) });
+    let bridge = Arc::new(Bridge {
+        settings,
+        clients,
+        storage,
+        upstream,
+        keys: Arc::new(keys),
+    });
     let state = AppState {
         bridge: Arc::clone(&bridge),
         clock,
         base_path,
         secure_cookies: public_url.scheme() == "https",
     };
-    Ok(Service { router: router(state), bridge })
+    Ok(Service {
+        router: router(state),
+        bridge,
+    })
 }
 
 fn spawn_sweeper(storage: Arc<dyn Storage>, clock: SharedClock, every: Duration) {
@@ -104,8 +127,15 @@ fn spawn_sweeper(storage: Arc<dyn Storage>, clock: SharedClock, every: Duration)
     });
 }
 
-pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("server failed")
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")
 }
 
 /// `mcp-oauth-bridge serve`.

@@ -46,7 +46,9 @@ impl Client {
 
     /// The registered URI the requested one matches (exact, or loopback with another port).
     pub fn matching_redirect_uri(&self, requested: &str) -> bool {
-        self.redirect_uris.iter().any(|registered| redirect_uri::matches(registered, requested))
+        self.redirect_uris
+            .iter()
+            .any(|registered| redirect_uri::matches(registered, requested))
     }
 
     /// The redirect URI to use when the request names none: only when exactly one is registered
@@ -90,11 +92,17 @@ impl ClientRegistry {
                         max_cost = max_cost.max(parts.get_cost());
                         Some(secret.expose().to_owned())
                     }
-                    Err(_) => Some(hash_secret(secret, cost).map_err(|problem| ClientLoadError { field, problem })?),
+                    Err(_) => Some(
+                        hash_secret(secret, cost)
+                            .map_err(|problem| ClientLoadError { field, problem })?,
+                    ),
                 },
             };
             let grant_types = match &config.grant_types {
-                Some(names) => names.iter().filter_map(|name| GrantType::parse(name)).collect(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|name| GrantType::parse(name))
+                    .collect(),
                 None => vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             };
             let client = Client {
@@ -108,9 +116,19 @@ impl ClientRegistry {
             };
             clients.insert(client.id.clone(), Arc::new(client));
         }
-        let dummy_hash = hash_secret(&SecretString::new(crate::tokens::opaque::random_string(32)), max_cost)
-            .map_err(|problem| ClientLoadError { field: "oauth.clients".into(), problem })?;
-        Ok(ClientRegistry { clients, dummy_hash: dummy_hash.into(), verified: VerifiedSecrets::new() })
+        let dummy_hash = hash_secret(
+            &SecretString::new(crate::tokens::opaque::random_string(32)),
+            max_cost,
+        )
+        .map_err(|problem| ClientLoadError {
+            field: "oauth.clients".into(),
+            problem,
+        })?;
+        Ok(ClientRegistry {
+            clients,
+            dummy_hash: dummy_hash.into(),
+            verified: VerifiedSecrets::new(),
+        })
     }
 
     pub fn find(&self, client_id: &str) -> Option<Arc<Client>> {
@@ -131,7 +149,9 @@ impl ClientRegistry {
                 Some(client) if client.is_public() => Ok(client),
                 Some(_) => {
                     tracing::info!(client_id, "confidential client presented no secret");
-                    Err(OAuthError::invalid_client("client authentication is required"))
+                    Err(OAuthError::invalid_client(
+                        "client authentication is required",
+                    ))
                 }
                 None => {
                     tracing::info!(client_id, "unknown client");
@@ -145,7 +165,10 @@ impl ClientRegistry {
             return client.ok_or(OAuthError::ServerError);
         }
         // Unknown and public clients pay the same bcrypt as a real check, so timing says nothing.
-        let hash = stored_hash.clone().map(Arc::from).unwrap_or_else(|| Arc::clone(&self.dummy_hash));
+        let hash = stored_hash
+            .clone()
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::clone(&self.dummy_hash));
         let matches = verify_secret(secret.clone(), hash).await;
         match (client, stored_hash, matches) {
             (Some(client), Some(_), true) => {
@@ -154,7 +177,9 @@ impl ClientRegistry {
             }
             (Some(_), None, _) => {
                 tracing::info!(client_id, "public client presented a secret");
-                Err(OAuthError::invalid_client("client is public and must not send a secret"))
+                Err(OAuthError::invalid_client(
+                    "client is public and must not send a secret",
+                ))
             }
             (Some(_), Some(_), false) => {
                 tracing::info!(client_id, "wrong client secret");
@@ -171,9 +196,12 @@ impl ClientRegistry {
 /// bcrypt-hashes a client secret for storage or for `hash-secret`.
 pub fn hash_secret(secret: &SecretString, cost: u32) -> Result<String, String> {
     if secret.expose().len() > BCRYPT_MAX_BYTES {
-        return Err(format!("secrets longer than {BCRYPT_MAX_BYTES} bytes cannot be bcrypt-hashed safely"));
+        return Err(format!(
+            "secrets longer than {BCRYPT_MAX_BYTES} bytes cannot be bcrypt-hashed safely"
+        ));
     }
-    bcrypt::non_truncating_hash(secret.expose(), cost).map_err(|e| format!("cannot hash the secret: {e}"))
+    bcrypt::non_truncating_hash(secret.expose(), cost)
+        .map_err(|e| format!("cannot hash the secret: {e}"))
 }
 
 async fn verify_secret(secret: SecretString, hash: Arc<str>) -> bool {
@@ -199,7 +227,10 @@ impl VerifiedSecrets {
     fn new() -> Self {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        VerifiedSecrets { key, entries: Mutex::new(HashMap::new()) }
+        VerifiedSecrets {
+            key,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     fn key(&self, client_id: &str, secret: &SecretString) -> [u8; 32] {
@@ -213,7 +244,10 @@ impl VerifiedSecrets {
     }
 
     fn contains(&self, key: &[u8; 32], now: UnixTime) -> bool {
-        self.entries.lock().map(|entries| entries.get(key).is_some_and(|until| *until > now)).unwrap_or(false)
+        self.entries
+            .lock()
+            .map(|entries| entries.get(key).is_some_and(|until| *until > now))
+            .unwrap_or(false)
     }
 
     fn insert(&self, key: [u8; 32], now: UnixTime) {
@@ -251,7 +285,11 @@ mod tests {
     fn registry() -> ClientRegistry {
         let prehashed = bcrypt::hash("hashed-secret", TEST_COST).unwrap();
         ClientRegistry::from_config(
-            &[config("public", None), config("plain", Some("plain-secret")), config("hashed", Some(&prehashed))],
+            &[
+                config("public", None),
+                config("plain", Some("plain-secret")),
+                config("hashed", Some(&prehashed)),
+            ],
             TEST_COST,
         )
         .unwrap()
@@ -264,8 +302,22 @@ mod tests {
     #[tokio::test]
     async fn confidential_clients_authenticate_with_plain_or_prehashed_secrets() {
         let registry = registry();
-        assert_eq!(registry.authenticate("plain", Some(&secret("plain-secret")), NOW).await.unwrap().id, "plain");
-        assert_eq!(registry.authenticate("hashed", Some(&secret("hashed-secret")), NOW).await.unwrap().id, "hashed");
+        assert_eq!(
+            registry
+                .authenticate("plain", Some(&secret("plain-secret")), NOW)
+                .await
+                .unwrap()
+                .id,
+            "plain"
+        );
+        assert_eq!(
+            registry
+                .authenticate("hashed", Some(&secret("hashed-secret")), NOW)
+                .await
+                .unwrap()
+                .id,
+            "hashed"
+        );
     }
 
     #[tokio::test]
@@ -288,39 +340,72 @@ mod tests {
             ("plain", Some(secret(&"x".repeat(100)))),
         ];
         for (client_id, presented) in cases {
-            let err = registry.authenticate(client_id, presented.as_ref(), NOW).await.unwrap_err();
+            let err = registry
+                .authenticate(client_id, presented.as_ref(), NOW)
+                .await
+                .unwrap_err();
             assert_eq!(err.code(), "invalid_client", "{client_id}");
         }
     }
 
     #[tokio::test]
     async fn public_client_authenticates_without_secret() {
-        assert!(registry().authenticate("public", None, NOW).await.unwrap().is_public());
+        assert!(
+            registry()
+                .authenticate("public", None, NOW)
+                .await
+                .unwrap()
+                .is_public()
+        );
     }
 
     #[tokio::test]
     async fn a_verified_secret_is_remembered_but_a_wrong_one_never_is() {
         let registry = registry();
-        registry.authenticate("plain", Some(&secret("plain-secret")), NOW).await.unwrap();
+        registry
+            .authenticate("plain", Some(&secret("plain-secret")), NOW)
+            .await
+            .unwrap();
         let key = registry.verified.key("plain", &secret("plain-secret"));
         assert!(registry.verified.contains(&key, NOW));
-        assert!(!registry.verified.contains(&key, NOW.plus(VERIFIED_CACHE_TTL)));
-        let _ = registry.authenticate("plain", Some(&secret("wrong")), NOW).await;
-        assert!(!registry.verified.contains(&registry.verified.key("plain", &secret("wrong")), NOW));
+        assert!(
+            !registry
+                .verified
+                .contains(&key, NOW.plus(VERIFIED_CACHE_TTL))
+        );
+        let _ = registry
+            .authenticate("plain", Some(&secret("wrong")), NOW)
+            .await;
+        assert!(
+            !registry
+                .verified
+                .contains(&registry.verified.key("plain", &secret("wrong")), NOW)
+        );
         // The remembered key is bound to the client id: another client cannot ride on it.
-        assert!(!registry.verified.contains(&registry.verified.key("hashed", &secret("plain-secret")), NOW));
+        assert!(!registry.verified.contains(
+            &registry.verified.key("hashed", &secret("plain-secret")),
+            NOW
+        ));
     }
 
     #[tokio::test]
     async fn unknown_client_costs_a_bcrypt_like_a_known_one() {
-        let registry = ClientRegistry::from_config(&[config("plain", Some("plain-secret"))], 10).unwrap();
+        let registry =
+            ClientRegistry::from_config(&[config("plain", Some("plain-secret"))], 10).unwrap();
         let started = std::time::Instant::now();
-        let _ = registry.authenticate("plain", Some(&secret("wrong")), NOW).await;
+        let _ = registry
+            .authenticate("plain", Some(&secret("wrong")), NOW)
+            .await;
         let known = started.elapsed();
         let started = std::time::Instant::now();
-        let _ = registry.authenticate("nobody", Some(&secret("wrong")), NOW).await;
+        let _ = registry
+            .authenticate("nobody", Some(&secret("wrong")), NOW)
+            .await;
         let unknown = started.elapsed();
         // Both pay one cost-10 bcrypt; a skipped check would be orders of magnitude faster.
-        assert!(unknown * 4 > known, "unknown {unknown:?} vs known {known:?}");
+        assert!(
+            unknown * 4 > known,
+            "unknown {unknown:?} vs known {known:?}"
+        );
     }
 }

@@ -14,10 +14,15 @@ use crate::secret::SecretString;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Syntax(String),
-    #[error("{field}: environment variable {variable} is not set (use ${{{variable}:-default}} for a fallback)")]
+    #[error(
+        "{field}: environment variable {variable} is not set (use ${{{variable}:-default}} for a fallback)"
+    )]
     MissingEnv { field: String, variable: String },
     #[error("{field}: {problem}")]
     BadSubstitution { field: String, problem: String },
@@ -150,7 +155,12 @@ pub struct ClaimsConfig {
 
 impl Default for ClaimsConfig {
     fn default() -> Self {
-        ClaimsConfig { subject: claim_sub(), email: claim_email(), name: claim_name(), groups: claim_groups() }
+        ClaimsConfig {
+            subject: claim_sub(),
+            email: claim_email(),
+            name: claim_name(),
+            groups: claim_groups(),
+        }
     }
 }
 
@@ -165,7 +175,10 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { backend: StorageBackend::default(), sweep_interval: default_sweep_interval() }
+        StorageConfig {
+            backend: StorageBackend::default(),
+            sweep_interval: default_sweep_interval(),
+        }
     }
 }
 
@@ -195,7 +208,9 @@ fn default_sweep_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(60))
 }
 fn default_scopes() -> Vec<String> {
-    ["openid", "profile", "email", "offline_access"].map(String::from).to_vec()
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_upstream_scopes() -> Vec<String> {
     ["openid", "email", "profile"].map(String::from).to_vec()
@@ -235,10 +250,15 @@ impl ConfigDuration {
                 'm' => 60,
                 'h' => 3600,
                 'd' => 86400,
-                _ => return Err(format!("invalid duration {text:?}: unknown unit {ch:?} (use s, m, h or d)")),
+                _ => {
+                    return Err(format!(
+                        "invalid duration {text:?}: unknown unit {ch:?} (use s, m, h or d)"
+                    ));
+                }
             };
-            let amount: u64 =
-                digits.parse().map_err(|_| format!("invalid duration {text:?}: a number must precede {ch:?}"))?;
+            let amount: u64 = digits
+                .parse()
+                .map_err(|_| format!("invalid duration {text:?}: a number must precede {ch:?}"))?;
             total = amount
                 .checked_mul(unit)
                 .and_then(|secs| total.checked_add(secs))
@@ -246,7 +266,9 @@ impl ConfigDuration {
             digits.clear();
         }
         if !digits.is_empty() {
-            return Err(format!("invalid duration {text:?}: the last number has no unit (use s, m, h or d)"));
+            return Err(format!(
+                "invalid duration {text:?}: the last number has no unit (use s, m, h or d)"
+            ));
         }
         Ok(Duration::from_secs(total))
     }
@@ -262,27 +284,38 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Seconds(secs) => Ok(ConfigDuration(Duration::from_secs(secs))),
-            Raw::Text(text) => ConfigDuration::parse(&text).map(ConfigDuration).map_err(serde::de::Error::custom),
+            Raw::Text(text) => ConfigDuration::parse(&text)
+                .map(ConfigDuration)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::from_yaml(&text, &|name| std::env::var(name).ok())
     }
 
     /// Parses, substitutes the environment, deserializes and validates.
-    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut value: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(format!("YAML syntax: {e}")))?;
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::Syntax(format!("YAML syntax: {e}")))?;
         // Substituting after parsing means a variable's value can never change the YAML structure.
         substitute_env(&mut value, "", env)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::Syntax(format!("{}: {}", if path == "." { "(top level)" } else { &path }, e.inner()))
+            ConfigError::Syntax(format!(
+                "{}: {}",
+                if path == "." { "(top level)" } else { &path },
+                e.inner()
+            ))
         })?;
         config.validate()?;
         Ok(config)
@@ -296,13 +329,20 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.server.address.parse::<SocketAddr>().is_err() {
-            problems.push(format!("server.address: {:?} is not an address like 0.0.0.0:8080", self.server.address));
+            problems.push(format!(
+                "server.address: {:?} is not an address like 0.0.0.0:8080",
+                self.server.address
+            ));
         }
         if let Err(problem) = validate_base_url(&self.server.public_url) {
             problems.push(format!("server.public_url: {problem}"));
         }
         self.oauth.validate(&mut problems);
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 
@@ -328,7 +368,10 @@ impl OAuthConfig {
         ttl("access_token_ttl", &self.access_token_ttl, problems);
         ttl("refresh_token_ttl", &self.refresh_token_ttl, problems);
         if self.refresh_token_max_lifetime.0 < self.refresh_token_ttl.0 {
-            problems.push("oauth.refresh_token_max_lifetime: must not be shorter than refresh_token_ttl".to_owned());
+            problems.push(
+                "oauth.refresh_token_max_lifetime: must not be shorter than refresh_token_ttl"
+                    .to_owned(),
+            );
         }
         if let Some(audience) = &self.audience
             && let Err(problem) = validate_resource_uri(audience)
@@ -342,18 +385,30 @@ impl OAuthConfig {
         }
         for (i, scope) in self.scopes_supported.iter().enumerate() {
             if !crate::oauth::scope::is_valid_scope_token(scope) {
-                problems.push(format!("oauth.scopes_supported[{i}]: {scope:?} is not a valid scope token"));
+                problems.push(format!(
+                    "oauth.scopes_supported[{i}]: {scope:?} is not a valid scope token"
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, client) in self.clients.iter().enumerate() {
-            client.validate(&format!("oauth.clients[{i}]"), &self.scopes_supported, problems);
+            client.validate(
+                &format!("oauth.clients[{i}]"),
+                &self.scopes_supported,
+                problems,
+            );
             if !seen.insert(client.id.as_str()) {
-                problems.push(format!("oauth.clients[{i}].id: {:?} is listed twice", client.id));
+                problems.push(format!(
+                    "oauth.clients[{i}].id: {:?} is listed twice",
+                    client.id
+                ));
             }
         }
         match &self.upstream {
-            None => problems.push("oauth.upstream: required (the OpenID Connect provider users log in with)".to_owned()),
+            None => problems.push(
+                "oauth.upstream: required (the OpenID Connect provider users log in with)"
+                    .to_owned(),
+            ),
             Some(upstream) => upstream.validate(problems),
         }
     }
@@ -372,7 +427,9 @@ impl ClientConfig {
             ));
         }
         if self.redirect_uris.is_empty() {
-            problems.push(format!("{field}.redirect_uris: at least one redirect URI is required"));
+            problems.push(format!(
+                "{field}.redirect_uris: at least one redirect URI is required"
+            ));
         }
         for (j, uri) in self.redirect_uris.iter().enumerate() {
             if let Err(problem) = redirect_uri::validate_registered(uri) {
@@ -381,7 +438,9 @@ impl ClientConfig {
         }
         for (j, scope) in self.scopes.iter().flatten().enumerate() {
             if !scopes_supported.contains(scope) {
-                problems.push(format!("{field}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"));
+                problems.push(format!(
+                    "{field}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"
+                ));
             }
         }
         for (j, grant) in self.grant_types.iter().flatten().enumerate() {
@@ -423,12 +482,16 @@ impl UpstreamConfig {
             ("groups", &self.claims.groups),
         ] {
             if path.is_empty() || path.split('.').any(str::is_empty) {
-                problems.push(format!("oauth.upstream.claims.{name}: {path:?} is not a claim name or dotted path"));
+                problems.push(format!(
+                    "oauth.upstream.claims.{name}: {path:?} is not a claim name or dotted path"
+                ));
             }
         }
         for (i, domain) in self.allowed_email_domains.iter().enumerate() {
             if domain.is_empty() || domain.contains('@') {
-                problems.push(format!("oauth.upstream.allowed_email_domains[{i}]: {domain:?} is not a domain"));
+                problems.push(format!(
+                    "oauth.upstream.allowed_email_domains[{i}]: {domain:?} is not a domain"
+                ));
             }
         }
     }
@@ -440,7 +503,11 @@ fn validate_base_url(text: &str) -> Result<(), String> {
     match url.scheme() {
         "https" => {}
         "http" if redirect_uri::is_loopback_host(&url) => {}
-        "http" => return Err(format!("{text:?} must use https (http is allowed only for localhost)")),
+        "http" => {
+            return Err(format!(
+                "{text:?} must use https (http is allowed only for localhost)"
+            ));
+        }
         other => return Err(format!("{text:?} has scheme {other:?}; use https")),
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -468,11 +535,7 @@ fn substitute_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
     match value {
-        serde_yaml::Value::String(text) => {
-            if text.contains('$') {
-                *text = expand(text, path, env)?;
-            }
-        }
+        serde_yaml::Value::String(text) if text.contains('$') => *text = expand(text, path, env)?,
         serde_yaml::Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 substitute_env(item, &format!("{path}[{i}]"), env)?;
@@ -480,8 +543,15 @@ fn substitute_env(
         }
         serde_yaml::Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
-                let key = key.as_str().map(str::to_owned).unwrap_or_else(|| format!("{key:?}"));
-                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                let key = key
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{key:?}"));
+                let child = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
                 substitute_env(item, &child, env)?;
             }
         }
@@ -491,7 +561,11 @@ fn substitute_env(
     Ok(())
 }
 
-fn expand(text: &str, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+fn expand(
+    text: &str,
+    field: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('$') {
@@ -525,11 +599,17 @@ fn expand(text: &str, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Resu
             });
         }
         // As in the shell, `:-` also applies when the variable is set but empty.
-        match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+        match (
+            env(name).filter(|v| !v.is_empty() || default.is_none()),
+            default,
+        ) {
             (Some(value), _) => out.push_str(&value),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
-                return Err(ConfigError::MissingEnv { field: field.to_owned(), variable: name.to_owned() });
+                return Err(ConfigError::MissingEnv {
+                    field: field.to_owned(),
+                    variable: name.to_owned(),
+                });
             }
         }
         rest = &body_start[end + 1..];
@@ -553,7 +633,11 @@ oauth:
 "#;
 
     fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     fn error_text(yaml: &str, vars: &'static [(&'static str, &'static str)]) -> String {
@@ -568,7 +652,10 @@ oauth:
         let config = Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "s3cret")])).unwrap();
         assert_eq!(config.server.address, "0.0.0.0:8080");
         assert_eq!(config.oauth.access_token_ttl.0, Duration::from_secs(3600));
-        assert_eq!(config.oauth.refresh_token_ttl.0, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            config.oauth.refresh_token_ttl.0,
+            Duration::from_secs(30 * 86400)
+        );
         let upstream = config.oauth.upstream.unwrap();
         assert_eq!(upstream.client_secret.expose(), "s3cret");
         assert_eq!(upstream.claims.subject, "sub");
@@ -586,30 +673,55 @@ oauth:
     fn default_applies_when_unset_or_empty() {
         let yaml = MINIMAL.replace("${UPSTREAM_SECRET}", "${UPSTREAM_SECRET:-fallback}");
         let unset = Config::from_yaml(&yaml, &env(&[])).unwrap();
-        assert_eq!(unset.oauth.upstream.unwrap().client_secret.expose(), "fallback");
+        assert_eq!(
+            unset.oauth.upstream.unwrap().client_secret.expose(),
+            "fallback"
+        );
         let empty = Config::from_yaml(&yaml, &env(&[("UPSTREAM_SECRET", "")])).unwrap();
-        assert_eq!(empty.oauth.upstream.unwrap().client_secret.expose(), "fallback");
+        assert_eq!(
+            empty.oauth.upstream.unwrap().client_secret.expose(),
+            "fallback"
+        );
     }
 
     #[test]
     fn variable_values_cannot_inject_yaml_structure() {
-        let config = Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "x\nserver: {}\n")])).unwrap();
-        assert_eq!(config.oauth.upstream.unwrap().client_secret.expose(), "x\nserver: {}\n");
+        let config =
+            Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "x\nserver: {}\n")])).unwrap();
+        assert_eq!(
+            config.oauth.upstream.unwrap().client_secret.expose(),
+            "x\nserver: {}\n"
+        );
     }
 
     #[test]
     fn double_dollar_escapes_a_literal_reference() {
         assert_eq!(expand("a$${B}c", "f", &env(&[])).unwrap(), "a${B}c");
         assert_eq!(expand("cost $5", "f", &env(&[])).unwrap(), "cost $5");
-        assert!(matches!(expand("${UNCLOSED", "f", &env(&[])), Err(ConfigError::BadSubstitution { .. })));
+        assert!(matches!(
+            expand("${UNCLOSED", "f", &env(&[])),
+            Err(ConfigError::BadSubstitution { .. })
+        ));
     }
 
     #[test]
     fn durations_accept_units_and_combinations() {
-        assert_eq!(ConfigDuration::parse("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(ConfigDuration::parse("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(ConfigDuration::parse("30d").unwrap(), Duration::from_secs(30 * 86400));
-        assert_eq!(ConfigDuration::parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            ConfigDuration::parse("10m").unwrap(),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1h").unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            ConfigDuration::parse("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert!(ConfigDuration::parse("10").is_err());
         assert!(ConfigDuration::parse("10w").is_err());
         assert!(ConfigDuration::parse("h").is_err());
@@ -626,7 +738,10 @@ oauth:
 
     #[test]
     fn unknown_fields_are_refused_with_their_path() {
-        let yaml = MINIMAL.replace("client_id: bridge", "client_id: bridge\n    clientsecret: typo");
+        let yaml = MINIMAL.replace(
+            "client_id: bridge",
+            "client_id: bridge\n    clientsecret: typo",
+        );
         let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
         assert!(text.contains("oauth.upstream"), "{text}");
         assert!(text.contains("unknown field `clientsecret`"), "{text}");

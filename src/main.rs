@@ -10,10 +10,20 @@ use mcp_oauth_bridge::secret::SecretString;
 use mcp_oauth_bridge::{app, clients, tokens};
 
 #[derive(Parser)]
-#[command(name = "mcp-oauth-bridge", version, about = "OAuth 2.1 for MCP clients, backed by your OpenID Connect provider")]
+#[command(
+    name = "mcp-oauth-bridge",
+    version,
+    about = "OAuth 2.1 for MCP clients, backed by your OpenID Connect provider"
+)]
 struct Cli {
     /// The YAML configuration file.
-    #[arg(long, short, global = true, default_value = "config.yaml", env = "MCP_OAUTH_BRIDGE_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.yaml",
+        env = "MCP_OAUTH_BRIDGE_CONFIG"
+    )]
     config: PathBuf,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -60,7 +70,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -86,9 +98,12 @@ fn hash_secret(cost: u32) -> anyhow::Result<()> {
     std::io::stdin().lock().read_line(&mut line)?;
     let secret = line.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
-        anyhow::bail!("no secret on standard input (usage: echo -n \"$SECRET\" | mcp-oauth-bridge hash-secret)");
+        anyhow::bail!(
+            "no secret on standard input (usage: echo -n \"$SECRET\" | mcp-oauth-bridge hash-secret)"
+        );
     }
-    let hash = clients::hash_secret(&SecretString::new(secret), cost).map_err(anyhow::Error::msg)?;
+    let hash =
+        clients::hash_secret(&SecretString::new(secret), cost).map_err(anyhow::Error::msg)?;
     println!("{hash}");
     Ok(())
 }

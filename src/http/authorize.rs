@@ -34,9 +34,11 @@ pub async fn authorize_get(State(state): State<AppState>, RawQuery(query): RawQu
             response
         }
         Err(AuthorizeError::Page(error)) => error_page(&error),
-        Err(AuthorizeError::Redirect(to_client)) => match to_client.url(&state.bridge.settings.issuer) {
-            Ok(url) => redirect(&url),
-            Err(error) => error_page(&error),
-        },
+        Err(AuthorizeError::Redirect(to_client)) => {
+            match to_client.url(&state.bridge.settings.issuer) {
+                Ok(url) => redirect(&url),
+                Err(error) => error_page(&error),
+            }
+        }
     }
 }

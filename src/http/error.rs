@@ -27,7 +27,10 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
     match error {
         // MCP clients re-register exactly on this answer, so it must be a 401 with the challenge.
         OAuthError::InvalidClient(_) => {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mcp-oauth-bridge\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mcp-oauth-bridge\""),
+            );
         }
         OAuthError::TemporarilyUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -57,16 +60,31 @@ mod tests {
     async fn invalid_client_is_401_with_a_basic_challenge() {
         let response = oauth_error_response(&OAuthError::invalid_client("unknown client"));
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"mcp-oauth-bridge\"");
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Basic realm=\"mcp-oauth-bridge\""
+        );
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-        assert_eq!(body_json(response).await, json!({"error": "invalid_client", "error_description": "unknown client"}));
+        assert_eq!(
+            body_json(response).await,
+            json!({"error": "invalid_client", "error_description": "unknown client"})
+        );
     }
 
     #[tokio::test]
     async fn statuses_follow_the_error_code() {
-        assert_eq!(status_of(&OAuthError::invalid_grant("x")), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of(&OAuthError::invalid_request("x")), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of(&OAuthError::ServerError), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status_of(&OAuthError::invalid_grant("x")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(&OAuthError::invalid_request("x")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(&OAuthError::ServerError),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         let unavailable = oauth_error_response(&OAuthError::TemporarilyUnavailable);
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "5");
@@ -76,6 +94,9 @@ mod tests {
     async fn server_error_body_carries_no_internal_detail() {
         let body = body_json(oauth_error_response(&OAuthError::ServerError)).await;
         assert_eq!(body["error"], "server_error");
-        assert_eq!(body["error_description"], "the server could not complete the request");
+        assert_eq!(
+            body["error_description"],
+            "the server could not complete the request"
+        );
     }
 }

@@ -44,10 +44,22 @@ pub fn router(state: AppState) -> Router {
     let protocol = Router::new()
         .route(endpoints::AUTHORIZE, get(authorize::authorize_get))
         .route(endpoints::CALLBACK, get(callback::callback_get))
-        .route(endpoints::TOKEN, post(token::token_post).layer(cors.clone()))
-        .route(endpoints::JWKS, get(well_known::jwks_get).layer(cors.clone()))
-        .route(endpoints::AS_METADATA, get(well_known::authorization_server_get).layer(cors.clone()))
-        .route(endpoints::OPENID_CONFIGURATION, get(well_known::openid_configuration_get).layer(cors.clone()));
+        .route(
+            endpoints::TOKEN,
+            post(token::token_post).layer(cors.clone()),
+        )
+        .route(
+            endpoints::JWKS,
+            get(well_known::jwks_get).layer(cors.clone()),
+        )
+        .route(
+            endpoints::AS_METADATA,
+            get(well_known::authorization_server_get).layer(cors.clone()),
+        )
+        .route(
+            endpoints::OPENID_CONFIGURATION,
+            get(well_known::openid_configuration_get).layer(cors.clone()),
+        );
     let base = state.base_path.clone();
     let app = if base.is_empty() {
         protocol

@@ -14,7 +14,9 @@ pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
     let mut seen = std::collections::HashSet::new();
     for (name, value) in url::form_urlencoded::parse(encoded.as_bytes()) {
         if !seen.insert(name.clone().into_owned()) {
-            return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {name} is repeated"
+            )));
         }
         if !value.is_empty() {
             params.0.insert(name.into_owned(), value.into_owned());
@@ -25,15 +27,21 @@ pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
 
 /// Reads an `application/x-www-form-urlencoded` body within the size limit.
 pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<Params, OAuthError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
         .map_err(|_| OAuthError::invalid_request("the request body is too large or unreadable"))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| OAuthError::invalid_request("the body is not UTF-8"))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| OAuthError::invalid_request("the body is not UTF-8"))?;
     parse_unique(text)
 }
 

@@ -34,7 +34,10 @@ pub async fn token_post(State(state): State<AppState>, headers: HeaderMap, body:
 }
 
 /// Exactly one way of identifying the client: Basic, body secret, or (public) body id only.
-fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {
+fn client_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(value) => Some(parse_basic(value)?),
         None => None,
@@ -42,10 +45,17 @@ fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<ClientCred
     match basic {
         Some(credentials) => {
             if params.get("client_secret").is_some() {
-                return Err(OAuthError::invalid_request("use only one client authentication method"));
+                return Err(OAuthError::invalid_request(
+                    "use only one client authentication method",
+                ));
             }
-            if params.get("client_id").is_some_and(|id| id != credentials.client_id) {
-                return Err(OAuthError::invalid_request("client_id differs from the authenticated client"));
+            if params
+                .get("client_id")
+                .is_some_and(|id| id != credentials.client_id)
+            {
+                return Err(OAuthError::invalid_request(
+                    "client_id differs from the authenticated client",
+                ));
             }
             Ok(credentials)
         }
@@ -67,7 +77,9 @@ fn parse_basic(value: &HeaderValue) -> Result<ClientCredentials, OAuthError> {
     let text = value.to_str().map_err(|_| malformed())?;
     let (scheme, encoded) = text.split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client("only Basic client authentication is supported here"));
+        return Err(OAuthError::invalid_client(
+            "only Basic client authentication is supported here",
+        ));
     }
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
@@ -83,7 +95,10 @@ fn parse_basic(value: &HeaderValue) -> Result<ClientCredentials, OAuthError> {
     if client_id.is_empty() {
         return Err(malformed());
     }
-    Ok(ClientCredentials { client_id, secret: Some(SecretString::new(unescape(secret)?)) })
+    Ok(ClientCredentials {
+        client_id,
+        secret: Some(SecretString::new(unescape(secret)?)),
+    })
 }
 
 #[cfg(test)]
@@ -91,7 +106,11 @@ mod tests {
     use super::*;
 
     fn basic(id: &str, secret: &str) -> HeaderValue {
-        HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))).unwrap()
+        HeaderValue::from_str(&format!(
+            "Basic {}",
+            STANDARD.encode(format!("{id}:{secret}"))
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -103,7 +122,12 @@ mod tests {
 
     #[test]
     fn malformed_basic_header_is_invalid_client() {
-        for bad in ["Basic !!!", "Basic", "Bearer abc", &format!("Basic {}", STANDARD.encode("no-colon"))] {
+        for bad in [
+            "Basic !!!",
+            "Basic",
+            "Bearer abc",
+            &format!("Basic {}", STANDARD.encode("no-colon")),
+        ] {
             let err = parse_basic(&HeaderValue::from_str(bad).unwrap()).unwrap_err();
             assert_eq!(err.code(), "invalid_client", "{bad}");
         }
@@ -114,9 +138,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, basic("a", "b"));
         let params = Params::from([("client_secret", "b")]);
-        assert_eq!(client_credentials(&headers, &params).unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            client_credentials(&headers, &params).unwrap_err().code(),
+            "invalid_request"
+        );
         let params = Params::from([("client_id", "other")]);
-        assert_eq!(client_credentials(&headers, &params).unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            client_credentials(&headers, &params).unwrap_err().code(),
+            "invalid_request"
+        );
     }
 
     #[test]

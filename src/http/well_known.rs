@@ -11,16 +11,24 @@ use crate::oauth::metadata;
 
 fn cacheable(body: serde_json::Value, max_age: &'static str) -> Response {
     let mut response = Json(body).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
     response
 }
 
 pub async fn authorization_server_get(State(state): State<AppState>) -> Response {
-    cacheable(metadata::authorization_server_metadata(&state.bridge.settings), "public, max-age=3600")
+    cacheable(
+        metadata::authorization_server_metadata(&state.bridge.settings),
+        "public, max-age=3600",
+    )
 }
 
 pub async fn openid_configuration_get(State(state): State<AppState>) -> Response {
-    cacheable(metadata::openid_configuration(&state.bridge.settings), "public, max-age=3600")
+    cacheable(
+        metadata::openid_configuration(&state.bridge.settings),
+        "public, max-age=3600",
+    )
 }
 
 pub async fn jwks_get(State(state): State<AppState>) -> Response {
@@ -36,5 +44,9 @@ pub async fn healthz_get() -> Response {
 }
 
 pub async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "error_description": "no such endpoint"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "error_description": "no such endpoint"})),
+    )
+        .into_response()
 }

@@ -3,7 +3,9 @@
 
 use url::Url;
 
-use super::{Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, pkce, resource, scope};
+use super::{
+    Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, pkce, resource, scope,
+};
 use crate::clock::UnixTime;
 use crate::storage::PendingAuthorization;
 use crate::tokens::opaque::random_string;
@@ -31,7 +33,10 @@ pub struct ClientRedirect {
 
 impl ClientRedirect {
     pub fn url(&self, issuer: &str) -> Result<Url, OAuthError> {
-        let mut params = vec![("error", self.error.code()), ("error_description", self.error.description())];
+        let mut params = vec![
+            ("error", self.error.code()),
+            ("error_description", self.error.description()),
+        ];
         if let Some(state) = &self.state {
             params.push(("state", state));
         }
@@ -40,7 +45,11 @@ impl ClientRedirect {
 }
 
 /// Appends the response parameters and `iss` (RFC 9207) to the client's redirect URI.
-pub fn authorization_response(redirect_uri: &str, params: &[(&str, &str)], issuer: &str) -> Result<Url, OAuthError> {
+pub fn authorization_response(
+    redirect_uri: &str,
+    params: &[(&str, &str)],
+    issuer: &str,
+) -> Result<Url, OAuthError> {
     // Unreachable for a URI that matched a registered one; refused rather than redirected blindly.
     let mut url = Url::parse(redirect_uri).map_err(|_| OAuthError::ServerError)?;
     {
@@ -80,7 +89,9 @@ pub async fn start_authorization(
     now: UnixTime,
 ) -> Result<UpstreamRedirect, AuthorizeError> {
     let page = AuthorizeError::Page;
-    let client_id = params.get("client_id").ok_or_else(|| page(OAuthError::invalid_request("client_id is required")))?;
+    let client_id = params
+        .get("client_id")
+        .ok_or_else(|| page(OAuthError::invalid_request("client_id is required")))?;
     let client = bridge.clients.find(client_id).ok_or_else(|| {
         tracing::info!(client_id, "authorization request from an unknown client");
         page(OAuthError::invalid_request("unknown client_id"))
@@ -89,20 +100,33 @@ pub async fn start_authorization(
         Some(requested) if client.matching_redirect_uri(requested) => (requested.to_owned(), true),
         Some(_) => {
             tracing::info!(client_id, "redirect_uri does not match a registered one");
-            return Err(page(OAuthError::invalid_request("redirect_uri is not registered for this client")));
+            return Err(page(OAuthError::invalid_request(
+                "redirect_uri is not registered for this client",
+            )));
         }
         None => match client.default_redirect_uri() {
             Some(only) => (only.to_owned(), false),
-            None => return Err(page(OAuthError::invalid_request("redirect_uri is required"))),
+            None => {
+                return Err(page(OAuthError::invalid_request(
+                    "redirect_uri is required",
+                )));
+            }
         },
     };
 
     // From here on the client and its redirect URI are proven: errors go back to the client.
     let client_state = params.get("state").map(str::to_owned);
     let redirect = |error: OAuthError| {
-        AuthorizeError::Redirect(ClientRedirect { redirect_uri: redirect_uri.clone(), state: client_state.clone(), error })
+        AuthorizeError::Redirect(ClientRedirect {
+            redirect_uri: redirect_uri.clone(),
+            state: client_state.clone(),
+            error,
+        })
     };
-    if client_state.as_ref().is_some_and(|s| s.len() > MAX_STATE_LEN) {
+    if client_state
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_STATE_LEN)
+    {
         return Err(AuthorizeError::Redirect(ClientRedirect {
             redirect_uri: redirect_uri.clone(),
             state: None,
@@ -111,20 +135,39 @@ pub async fn start_authorization(
     }
     match params.get("response_type") {
         Some("code") => {}
-        Some(_) => return Err(redirect(OAuthError::UnsupportedResponseType("only response_type=code is supported".into()))),
-        None => return Err(redirect(OAuthError::invalid_request("response_type is required"))),
+        Some(_) => {
+            return Err(redirect(OAuthError::UnsupportedResponseType(
+                "only response_type=code is supported".into(),
+            )));
+        }
+        None => {
+            return Err(redirect(OAuthError::invalid_request(
+                "response_type is required",
+            )));
+        }
     }
-    if params.get("response_mode").is_some_and(|mode| mode != "query") {
-        return Err(redirect(OAuthError::invalid_request("only response_mode=query is supported")));
+    if params
+        .get("response_mode")
+        .is_some_and(|mode| mode != "query")
+    {
+        return Err(redirect(OAuthError::invalid_request(
+            "only response_mode=query is supported",
+        )));
     }
     if !client.allows_grant(GrantType::AuthorizationCode) {
-        return Err(redirect(OAuthError::UnauthorizedClient("this client may not use the authorization code grant".into())));
+        return Err(redirect(OAuthError::UnauthorizedClient(
+            "this client may not use the authorization code grant".into(),
+        )));
     }
-    let code_challenge =
-        pkce::validate_challenge(params.get("code_challenge"), params.get("code_challenge_method")).map_err(redirect)?;
+    let code_challenge = pkce::validate_challenge(
+        params.get("code_challenge"),
+        params.get("code_challenge_method"),
+    )
+    .map_err(redirect)?;
     let allowed_scopes = client.allowed_scopes(&bridge.settings.scopes_supported);
     let scope = scope::resolve(params.get("scope"), &allowed_scopes).map_err(redirect)?;
-    let audience = resource::resolve_audience(&bridge.settings, params.get("resource")).map_err(redirect)?;
+    let audience =
+        resource::resolve_audience(&bridge.settings, params.get("resource")).map_err(redirect)?;
 
     let (upstream_state, state_hash) = generate_token();
     let nonce = random_string(32);
@@ -157,11 +200,21 @@ pub async fn start_authorization(
         browser_binding: binding_hash,
         expires_at: now.plus(PENDING_AUTHORIZATION_TTL),
     };
-    bridge.storage.put_pending(state_hash, pending).await.map_err(|e| redirect(e.into()))?;
-    tracing::info!(client_id, "authorization started; user sent to the upstream provider");
+    bridge
+        .storage
+        .put_pending(state_hash, pending)
+        .await
+        .map_err(|e| redirect(e.into()))?;
+    tracing::info!(
+        client_id,
+        "authorization started; user sent to the upstream provider"
+    );
     Ok(UpstreamRedirect {
         url: upstream_url,
-        binding_cookie: BindingCookie { name: binding_cookie_name(&upstream_state), value: binding },
+        binding_cookie: BindingCookie {
+            name: binding_cookie_name(&upstream_state),
+            value: binding,
+        },
     })
 }
 
@@ -207,64 +260,116 @@ mod tests {
     #[tokio::test]
     async fn valid_request_redirects_upstream_and_parks_the_request() {
         let harness = Harness::new();
-        let started = start_authorization(&harness.bridge, &request(&[]), harness.now()).await.unwrap();
-        let query: std::collections::HashMap<_, _> = started.url.query_pairs().into_owned().collect();
+        let started = start_authorization(&harness.bridge, &request(&[]), harness.now())
+            .await
+            .unwrap();
+        let query: std::collections::HashMap<_, _> =
+            started.url.query_pairs().into_owned().collect();
         assert_eq!(query["code_challenge_method"], "S256");
         assert_eq!(query["state"].len(), 43);
         assert!(query.contains_key("nonce"));
-        let pending = harness.take_pending(&query["state"]).await.expect("pending stored");
+        let pending = harness
+            .take_pending(&query["state"])
+            .await
+            .expect("pending stored");
         assert_eq!(pending.client_state.as_deref(), Some("client-state"));
         assert_eq!(pending.audience, "https://mcp.example.com/mcp");
         assert_eq!(pending.scope, vec!["openid", "email"]);
         assert_eq!(pending.redirect_uri, "http://127.0.0.1:4321/callback");
-        assert_eq!(pending.expires_at, harness.now().plus(PENDING_AUTHORIZATION_TTL));
-        assert_eq!(pkce::s256(&pending.upstream_pkce_verifier), query["code_challenge"]);
-        assert_eq!(pending.browser_binding, TokenHash::of(&started.binding_cookie.value));
+        assert_eq!(
+            pending.expires_at,
+            harness.now().plus(PENDING_AUTHORIZATION_TTL)
+        );
+        assert_eq!(
+            pkce::s256(&pending.upstream_pkce_verifier),
+            query["code_challenge"]
+        );
+        assert_eq!(
+            pending.browser_binding,
+            TokenHash::of(&started.binding_cookie.value)
+        );
     }
 
     #[tokio::test]
     async fn unknown_client_and_unregistered_redirect_get_a_page_not_a_redirect() {
         let harness = Harness::new();
         let now = harness.now();
-        let err = page_error(start_authorization(&harness.bridge, &request(&[("client_id", Some("nobody"))]), now).await);
+        let err = page_error(
+            start_authorization(
+                &harness.bridge,
+                &request(&[("client_id", Some("nobody"))]),
+                now,
+            )
+            .await,
+        );
         assert_eq!(err, OAuthError::invalid_request("unknown client_id"));
-        let err = page_error(start_authorization(&harness.bridge, &request(&[("client_id", None)]), now).await);
+        let err = page_error(
+            start_authorization(&harness.bridge, &request(&[("client_id", None)]), now).await,
+        );
         assert_eq!(err, OAuthError::invalid_request("client_id is required"));
         let evil = request(&[("redirect_uri", Some("https://evil.example.com/callback"))]);
         let err = page_error(start_authorization(&harness.bridge, &evil, now).await);
-        assert_eq!(err, OAuthError::invalid_request("redirect_uri is not registered for this client"));
+        assert_eq!(
+            err,
+            OAuthError::invalid_request("redirect_uri is not registered for this client")
+        );
         let other_path = request(&[("redirect_uri", Some("http://127.0.0.1:4321/other"))]);
-        assert_eq!(page_error(start_authorization(&harness.bridge, &other_path, now).await).code(), "invalid_request");
+        assert_eq!(
+            page_error(start_authorization(&harness.bridge, &other_path, now).await).code(),
+            "invalid_request"
+        );
         let fragment = request(&[("redirect_uri", Some("http://127.0.0.1:4321/callback#x"))]);
-        assert_eq!(page_error(start_authorization(&harness.bridge, &fragment, now).await).code(), "invalid_request");
+        assert_eq!(
+            page_error(start_authorization(&harness.bridge, &fragment, now).await).code(),
+            "invalid_request"
+        );
     }
 
     #[tokio::test]
     async fn missing_redirect_uri_needs_a_single_non_loopback_registration() {
         let harness = Harness::new();
         let now = harness.now();
-        let err = page_error(start_authorization(&harness.bridge, &request(&[("redirect_uri", None)]), now).await);
+        let err = page_error(
+            start_authorization(&harness.bridge, &request(&[("redirect_uri", None)]), now).await,
+        );
         assert_eq!(err, OAuthError::invalid_request("redirect_uri is required"));
-        let web = request(&[("client_id", Some(CONFIDENTIAL_CLIENT)), ("redirect_uri", None), ("scope", Some("openid"))]);
-        assert!(start_authorization(&harness.bridge, &web, now).await.is_ok());
+        let web = request(&[
+            ("client_id", Some(CONFIDENTIAL_CLIENT)),
+            ("redirect_uri", None),
+            ("scope", Some("openid")),
+        ]);
+        assert!(
+            start_authorization(&harness.bridge, &web, now)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn errors_after_the_redirect_is_proven_go_back_to_the_client_with_state() {
         let harness = Harness::new();
         let now = harness.now();
-        let cases: Vec<(Vec<(&str, Option<&str>)>, &str)> = vec![
-            (vec![("response_type", Some("token"))], "unsupported_response_type"),
+        type Case = (Vec<(&'static str, Option<&'static str>)>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("response_type", Some("token"))],
+                "unsupported_response_type",
+            ),
             (vec![("response_type", None)], "invalid_request"),
             (vec![("code_challenge", None)], "invalid_request"),
-            (vec![("code_challenge_method", Some("plain"))], "invalid_request"),
+            (
+                vec![("code_challenge_method", Some("plain"))],
+                "invalid_request",
+            ),
             (vec![("code_challenge_method", None)], "invalid_request"),
             (vec![("scope", Some("openid admin"))], "invalid_scope"),
             (vec![("resource", Some("not a uri"))], "invalid_target"),
             (vec![("response_mode", Some("fragment"))], "invalid_request"),
         ];
         for (overrides, expected) in cases {
-            let redirect = redirect_error(start_authorization(&harness.bridge, &request(&overrides), now).await);
+            let redirect = redirect_error(
+                start_authorization(&harness.bridge, &request(&overrides), now).await,
+            );
             assert_eq!(redirect.error.code(), expected, "{overrides:?}");
             assert_eq!(redirect.state.as_deref(), Some("client-state"));
             let url = redirect.url(ISSUER).unwrap();
@@ -279,8 +384,13 @@ mod tests {
     #[tokio::test]
     async fn scope_outside_the_clients_own_list_is_invalid_scope() {
         let harness = Harness::new();
-        let params = request(&[("client_id", Some(CONFIDENTIAL_CLIENT)), ("redirect_uri", None), ("scope", Some("email"))]);
-        let redirect = redirect_error(start_authorization(&harness.bridge, &params, harness.now()).await);
+        let params = request(&[
+            ("client_id", Some(CONFIDENTIAL_CLIENT)),
+            ("redirect_uri", None),
+            ("scope", Some("email")),
+        ]);
+        let redirect =
+            redirect_error(start_authorization(&harness.bridge, &params, harness.now()).await);
         assert_eq!(redirect.error.code(), "invalid_scope");
     }
 
@@ -288,13 +398,23 @@ mod tests {
     async fn upstream_not_ready_is_temporarily_unavailable() {
         let harness = Harness::new();
         harness.upstream.set_ready(false);
-        let redirect = redirect_error(start_authorization(&harness.bridge, &request(&[]), harness.now()).await);
+        let redirect = redirect_error(
+            start_authorization(&harness.bridge, &request(&[]), harness.now()).await,
+        );
         assert_eq!(redirect.error, OAuthError::TemporarilyUnavailable);
     }
 
     #[test]
     fn response_parameters_are_appended_to_an_existing_query() {
-        let url = authorization_response("https://app.example.com/cb?tenant=a", &[("code", "c&d")], ISSUER).unwrap();
-        assert_eq!(url.as_str(), "https://app.example.com/cb?tenant=a&code=c%26d&iss=https%3A%2F%2Fbridge.example.com");
+        let url = authorization_response(
+            "https://app.example.com/cb?tenant=a",
+            &[("code", "c&d")],
+            ISSUER,
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://app.example.com/cb?tenant=a&code=c%26d&iss=https%3A%2F%2Fbridge.example.com"
+        );
     }
 }

@@ -22,7 +22,9 @@ pub async fn complete_authorization(
     now: UnixTime,
 ) -> Result<Url, AuthorizeError> {
     let page = AuthorizeError::Page;
-    let state = params.get("state").ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
+    let state = params
+        .get("state")
+        .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
     let pending = bridge
         .storage
         .take_pending(&TokenHash::of(state), now)
@@ -30,13 +32,21 @@ pub async fn complete_authorization(
         .map_err(|e| page(e.into()))?
         .ok_or_else(|| {
             tracing::info!("callback with an unknown, expired or already used state");
-            page(OAuthError::invalid_request("this sign-in has expired or was already completed; start again"))
+            page(OAuthError::invalid_request(
+                "this sign-in has expired or was already completed; start again",
+            ))
         })?;
     let client_id = pending.client_id.as_str();
-    let bound = binding.is_some_and(|b| constant_time_eq(&TokenHash::of(b).0, &pending.browser_binding.0));
+    let bound =
+        binding.is_some_and(|b| constant_time_eq(&TokenHash::of(b).0, &pending.browser_binding.0));
     if !bound {
-        tracing::warn!(client_id, "callback reached a browser that did not start the sign-in");
-        return Err(page(OAuthError::invalid_request("this sign-in was started in another browser; start again")));
+        tracing::warn!(
+            client_id,
+            "callback reached a browser that did not start the sign-in"
+        );
+        return Err(page(OAuthError::invalid_request(
+            "this sign-in was started in another browser; start again",
+        )));
     }
     let redirect = |error: OAuthError| {
         AuthorizeError::Redirect(ClientRedirect {
@@ -47,41 +57,64 @@ pub async fn complete_authorization(
     };
 
     if let Some(upstream_error) = params.get("error") {
-        tracing::info!(client_id, upstream_error, "the upstream provider returned an error");
+        tracing::info!(
+            client_id,
+            upstream_error,
+            "the upstream provider returned an error"
+        );
         return Err(redirect(map_upstream_error(upstream_error)));
     }
     let code = params.get("code").ok_or_else(|| {
-        tracing::error!(client_id, "the upstream provider returned neither code nor error");
+        tracing::error!(
+            client_id,
+            "the upstream provider returned neither code nor error"
+        );
         redirect(OAuthError::ServerError)
     })?;
     let claims = bridge
         .upstream
-        .exchange_code(code, &pending.upstream_pkce_verifier, &pending.upstream_nonce, now)
+        .exchange_code(
+            code,
+            &pending.upstream_pkce_verifier,
+            &pending.upstream_nonce,
+            now,
+        )
         .await
         .map_err(|error| {
             tracing::warn!(client_id, %error, "upstream login could not be completed");
             redirect(match error {
-                UpstreamError::NotReady | UpstreamError::Unreachable(_) => OAuthError::TemporarilyUnavailable,
-                UpstreamError::Rejected(_) => OAuthError::ServerError,
-                UpstreamError::InvalidIdToken(_) => {
-                    OAuthError::AccessDenied("the identity provider's answer could not be verified".into())
+                UpstreamError::NotReady | UpstreamError::Unreachable(_) => {
+                    OAuthError::TemporarilyUnavailable
                 }
+                UpstreamError::Rejected(_) => OAuthError::ServerError,
+                UpstreamError::InvalidIdToken(_) => OAuthError::AccessDenied(
+                    "the identity provider's answer could not be verified".into(),
+                ),
             })
         })?;
     let identity = map_identity(&claims, &bridge.settings.claims).map_err(|reason| {
         tracing::error!(client_id, %reason, "cannot map the upstream identity");
         redirect(OAuthError::ServerError)
     })?;
-    check_access(&identity, &bridge.settings.allowed_groups, &bridge.settings.allowed_email_domains).map_err(
-        |reason| {
-            tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
-            redirect(OAuthError::AccessDenied("you are not allowed to use this service".into()))
-        },
-    )?;
+    check_access(
+        &identity,
+        &bridge.settings.allowed_groups,
+        &bridge.settings.allowed_email_domains,
+    )
+    .map_err(|reason| {
+        tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
+        redirect(OAuthError::AccessDenied(
+            "you are not allowed to use this service".into(),
+        ))
+    })?;
 
     let (code, code_hash) = generate_token();
     let record = code_record(&pending, identity, now);
-    bridge.storage.put_code(code_hash, record).await.map_err(|e| redirect(e.into()))?;
+    bridge
+        .storage
+        .put_code(code_hash, record)
+        .await
+        .map_err(|e| redirect(e.into()))?;
     tracing::info!(client_id, "user signed in; authorization code issued");
     let mut response = vec![("code", code.as_str())];
     if let Some(state) = &pending.client_state {
@@ -90,7 +123,11 @@ pub async fn complete_authorization(
     authorization_response(&pending.redirect_uri, &response, &bridge.settings.issuer).map_err(page)
 }
 
-fn code_record(pending: &PendingAuthorization, identity: crate::identity::Identity, now: UnixTime) -> AuthorizationCodeRecord {
+fn code_record(
+    pending: &PendingAuthorization,
+    identity: crate::identity::Identity,
+    now: UnixTime,
+) -> AuthorizationCodeRecord {
     AuthorizationCodeRecord {
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
@@ -108,8 +145,13 @@ fn code_record(pending: &PendingAuthorization, identity: crate::identity::Identi
 /// forwarded (it may reveal details of the provider's configuration).
 fn map_upstream_error(code: &str) -> OAuthError {
     match code {
-        "access_denied" | "login_required" | "consent_required" | "interaction_required"
-        | "account_selection_required" => OAuthError::AccessDenied("the identity provider denied the sign-in".into()),
+        "access_denied"
+        | "login_required"
+        | "consent_required"
+        | "interaction_required"
+        | "account_selection_required" => {
+            OAuthError::AccessDenied("the identity provider denied the sign-in".into())
+        }
         "temporarily_unavailable" => OAuthError::TemporarilyUnavailable,
         _ => OAuthError::ServerError,
     }
@@ -143,7 +185,10 @@ mod tests {
     async fn successful_login_redirects_with_code_state_and_iss() {
         let harness = Harness::new();
         let login = harness.authorize_public().await;
-        let url = harness.callback(&login, &[("code", "upstream-code")]).await.unwrap();
+        let url = harness
+            .callback(&login, &[("code", "upstream-code")])
+            .await
+            .unwrap();
         let query = query(&url);
         assert!(url.as_str().starts_with("http://127.0.0.1:4321/callback?"));
         assert_eq!(query["state"], "client-state");
@@ -152,7 +197,10 @@ mod tests {
         let exchange = harness.upstream.last_exchange().unwrap();
         assert_eq!(exchange.code, "upstream-code");
         assert_eq!(exchange.nonce, login.nonce);
-        assert_eq!(crate::oauth::pkce::s256(&exchange.verifier), login.upstream_challenge);
+        assert_eq!(
+            crate::oauth::pkce::s256(&exchange.verifier),
+            login.upstream_challenge
+        );
     }
 
     #[tokio::test]
@@ -169,13 +217,34 @@ mod tests {
         let harness = Harness::new();
         let login = harness.authorize_public().await;
         let params = Params::from([("state", "forged"), ("code", "c")]);
-        let err = page_error(complete_authorization(&harness.bridge, &params, Some(&login.binding), harness.now()).await);
+        let err = page_error(
+            complete_authorization(
+                &harness.bridge,
+                &params,
+                Some(&login.binding),
+                harness.now(),
+            )
+            .await,
+        );
         assert_eq!(err.code(), "invalid_request");
         let params = Params::from([("code", "c")]);
-        let err = page_error(complete_authorization(&harness.bridge, &params, Some(&login.binding), harness.now()).await);
+        let err = page_error(
+            complete_authorization(
+                &harness.bridge,
+                &params,
+                Some(&login.binding),
+                harness.now(),
+            )
+            .await,
+        );
         assert_eq!(err, OAuthError::invalid_request("state is missing"));
-        harness.clock.advance(crate::oauth::PENDING_AUTHORIZATION_TTL);
-        assert_eq!(page_error(harness.callback(&login, &[("code", "c")]).await).code(), "invalid_request");
+        harness
+            .clock
+            .advance(crate::oauth::PENDING_AUTHORIZATION_TTL);
+        assert_eq!(
+            page_error(harness.callback(&login, &[("code", "c")]).await).code(),
+            "invalid_request"
+        );
     }
 
     #[tokio::test]
@@ -183,16 +252,26 @@ mod tests {
         let harness = Harness::new();
         let login = harness.authorize_public().await;
         let params = Params::from([("state", login.state.as_str()), ("code", "c")]);
-        let err = page_error(complete_authorization(&harness.bridge, &params, Some("other"), harness.now()).await);
-        assert_eq!(err, OAuthError::invalid_request("this sign-in was started in another browser; start again"));
-        assert!(harness.upstream.last_exchange().is_none(), "no upstream exchange for an unbound callback");
+        let err = page_error(
+            complete_authorization(&harness.bridge, &params, Some("other"), harness.now()).await,
+        );
+        assert_eq!(
+            err,
+            OAuthError::invalid_request("this sign-in was started in another browser; start again")
+        );
+        assert!(
+            harness.upstream.last_exchange().is_none(),
+            "no upstream exchange for an unbound callback"
+        );
     }
 
     #[tokio::test]
     async fn upstream_errors_reach_the_client() {
-        for (upstream, expected) in
-            [("access_denied", "access_denied"), ("login_required", "access_denied"), ("server_error", "server_error")]
-        {
+        for (upstream, expected) in [
+            ("access_denied", "access_denied"),
+            ("login_required", "access_denied"),
+            ("server_error", "server_error"),
+        ] {
             let harness = Harness::new();
             let login = harness.authorize_public().await;
             let redirect = redirect_error(harness.callback(&login, &[("error", upstream)]).await);
@@ -204,7 +283,9 @@ mod tests {
     #[tokio::test]
     async fn invalid_id_token_is_access_denied_and_no_code_is_issued() {
         let harness = Harness::new();
-        harness.upstream.fail_with(UpstreamError::InvalidIdToken("Invalid nonce".into()));
+        harness
+            .upstream
+            .fail_with(UpstreamError::InvalidIdToken("Invalid nonce".into()));
         let login = harness.authorize_public().await;
         let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
         assert_eq!(redirect.error.code(), "access_denied");
@@ -213,7 +294,9 @@ mod tests {
     #[tokio::test]
     async fn unreachable_upstream_is_temporarily_unavailable() {
         let harness = Harness::new();
-        harness.upstream.fail_with(UpstreamError::Unreachable("connection refused".into()));
+        harness
+            .upstream
+            .fail_with(UpstreamError::Unreachable("connection refused".into()));
         let login = harness.authorize_public().await;
         let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
         assert_eq!(redirect.error, OAuthError::TemporarilyUnavailable);
@@ -225,7 +308,10 @@ mod tests {
         harness.bridge.settings.allowed_groups = vec!["admins".into()];
         let login = harness.authorize_public().await;
         let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
-        assert_eq!(redirect.error, OAuthError::AccessDenied("you are not allowed to use this service".into()));
+        assert_eq!(
+            redirect.error,
+            OAuthError::AccessDenied("you are not allowed to use this service".into())
+        );
     }
 
     #[tokio::test]

@@ -71,7 +71,9 @@ impl OAuthError {
             | OAuthError::AccessDenied(d)
             | OAuthError::InvalidTarget(d) => d,
             OAuthError::ServerError => "the server could not complete the request",
-            OAuthError::TemporarilyUnavailable => "the service is temporarily unavailable; try again shortly",
+            OAuthError::TemporarilyUnavailable => {
+                "the service is temporarily unavailable; try again shortly"
+            }
         }
     }
 

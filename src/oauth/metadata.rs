@@ -40,12 +40,23 @@ mod tests {
     fn metadata_advertises_s256_only_and_iss_in_responses() {
         let doc = authorization_server_metadata(&settings());
         assert_eq!(doc["issuer"], "https://bridge.example.com");
-        assert_eq!(doc["authorization_endpoint"], "https://bridge.example.com/oauth/authorize");
+        assert_eq!(
+            doc["authorization_endpoint"],
+            "https://bridge.example.com/oauth/authorize"
+        );
         assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
         assert_eq!(doc["response_types_supported"], json!(["code"]));
-        for absent in ["registration_endpoint", "revocation_endpoint", "introspection_endpoint", "userinfo_endpoint"] {
-            assert!(doc.get(absent).is_none(), "{absent} is not implemented and must not be advertised");
+        for absent in [
+            "registration_endpoint",
+            "revocation_endpoint",
+            "introspection_endpoint",
+            "userinfo_endpoint",
+        ] {
+            assert!(
+                doc.get(absent).is_none(),
+                "{absent} is not implemented and must not be advertised"
+            );
         }
     }
 

@@ -29,7 +29,9 @@ pub fn validate_registered(uri: &str) -> Result<(), String> {
         return Err(format!("{uri:?} uses the forbidden scheme {scheme:?}"));
     }
     if scheme == "http" && !is_loopback_host(&url) {
-        return Err(format!("{uri:?} uses http on a non-loopback host; use https"));
+        return Err(format!(
+            "{uri:?} uses http on a non-loopback host; use https"
+        ));
     }
     Ok(())
 }
@@ -62,27 +64,57 @@ mod tests {
 
     #[test]
     fn exact_match_is_required_for_https() {
-        assert!(matches("https://claude.ai/api/mcp/auth_callback", "https://claude.ai/api/mcp/auth_callback"));
-        assert!(!matches("https://claude.ai/api/mcp/auth_callback", "https://claude.ai/api/mcp/auth_callback/"));
-        assert!(!matches("https://claude.ai/api/mcp/auth_callback", "https://claude.ai:444/api/mcp/auth_callback"));
+        assert!(matches(
+            "https://claude.ai/api/mcp/auth_callback",
+            "https://claude.ai/api/mcp/auth_callback"
+        ));
+        assert!(!matches(
+            "https://claude.ai/api/mcp/auth_callback",
+            "https://claude.ai/api/mcp/auth_callback/"
+        ));
+        assert!(!matches(
+            "https://claude.ai/api/mcp/auth_callback",
+            "https://claude.ai:444/api/mcp/auth_callback"
+        ));
         assert!(!matches("https://claude.ai/cb", "https://claude.ai/cb?x=1"));
     }
 
     #[test]
     fn loopback_accepts_any_port_but_nothing_else_varies() {
-        assert!(matches("http://127.0.0.1/callback", "http://127.0.0.1:53682/callback"));
-        assert!(matches("http://localhost/callback", "http://localhost:1234/callback"));
+        assert!(matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:53682/callback"
+        ));
+        assert!(matches(
+            "http://localhost/callback",
+            "http://localhost:1234/callback"
+        ));
         assert!(matches("http://[::1]/cb", "http://[::1]:9999/cb"));
         assert!(matches("http://127.0.0.1", "http://127.0.0.1:8080/"));
-        assert!(!matches("http://127.0.0.1/callback", "http://127.0.0.1:53682/other"));
-        assert!(!matches("http://127.0.0.1/callback", "http://localhost:53682/callback"));
-        assert!(!matches("http://127.0.0.1/callback", "http://user@127.0.0.1:1/callback"));
-        assert!(!matches("http://127.0.0.1/callback", "https://127.0.0.1:53682/callback"));
+        assert!(!matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:53682/other"
+        ));
+        assert!(!matches(
+            "http://127.0.0.1/callback",
+            "http://localhost:53682/callback"
+        ));
+        assert!(!matches(
+            "http://127.0.0.1/callback",
+            "http://user@127.0.0.1:1/callback"
+        ));
+        assert!(!matches(
+            "http://127.0.0.1/callback",
+            "https://127.0.0.1:53682/callback"
+        ));
     }
 
     #[test]
     fn fragments_are_refused() {
-        assert!(!matches("https://app.example.com/cb", "https://app.example.com/cb#x"));
+        assert!(!matches(
+            "https://app.example.com/cb",
+            "https://app.example.com/cb#x"
+        ));
         assert!(validate_registered("https://app.example.com/cb#x").is_err());
     }
 

@@ -8,13 +8,16 @@ pub fn resolve_audience(settings: &Settings, resource: Option<&str>) -> Result<S
     let Some(resource) = resource else {
         return Ok(settings.default_audience.clone());
     };
-    validate_resource_uri(resource)
-        .map_err(|_| OAuthError::InvalidTarget("resource must be an absolute URI without a fragment".into()))?;
+    validate_resource_uri(resource).map_err(|_| {
+        OAuthError::InvalidTarget("resource must be an absolute URI without a fragment".into())
+    })?;
     let allowed = settings.allowed_resources.is_empty()
         || resource == settings.default_audience
         || settings.allowed_resources.iter().any(|r| r == resource);
     if !allowed {
-        return Err(OAuthError::InvalidTarget("this resource is not served by this authorization server".into()));
+        return Err(OAuthError::InvalidTarget(
+            "this resource is not served by this authorization server".into(),
+        ));
     }
     Ok(resource.to_owned())
 }
@@ -27,14 +30,27 @@ mod tests {
     #[test]
     fn missing_resource_gets_the_default_audience() {
         let settings = settings();
-        assert_eq!(resolve_audience(&settings, None).unwrap(), settings.default_audience);
+        assert_eq!(
+            resolve_audience(&settings, None).unwrap(),
+            settings.default_audience
+        );
     }
 
     #[test]
     fn relative_or_fragment_resources_are_invalid_target() {
         let settings = settings();
-        assert_eq!(resolve_audience(&settings, Some("/mcp")).unwrap_err().code(), "invalid_target");
-        assert_eq!(resolve_audience(&settings, Some("https://mcp.example.com/#x")).unwrap_err().code(), "invalid_target");
+        assert_eq!(
+            resolve_audience(&settings, Some("/mcp"))
+                .unwrap_err()
+                .code(),
+            "invalid_target"
+        );
+        assert_eq!(
+            resolve_audience(&settings, Some("https://mcp.example.com/#x"))
+                .unwrap_err()
+                .code(),
+            "invalid_target"
+        );
     }
 
     #[test]
@@ -42,6 +58,11 @@ mod tests {
         let mut settings = settings();
         settings.allowed_resources = vec!["https://mcp.example.com/mcp".into()];
         assert!(resolve_audience(&settings, Some("https://mcp.example.com/mcp")).is_ok());
-        assert_eq!(resolve_audience(&settings, Some("https://other.example.com/mcp")).unwrap_err().code(), "invalid_target");
+        assert_eq!(
+            resolve_audience(&settings, Some("https://other.example.com/mcp"))
+                .unwrap_err()
+                .code(),
+            "invalid_target"
+        );
     }
 }

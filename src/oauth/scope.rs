@@ -4,7 +4,10 @@ use super::OAuthError;
 
 /// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`
 pub fn is_valid_scope_token(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// Splits a scope parameter into distinct tokens, keeping the client's order.
@@ -12,7 +15,9 @@ pub fn parse(scope: &str) -> Result<Vec<String>, OAuthError> {
     let mut tokens: Vec<String> = Vec::new();
     for token in scope.split(' ').filter(|t| !t.is_empty()) {
         if !is_valid_scope_token(token) {
-            return Err(OAuthError::InvalidScope("scope contains an invalid character".into()));
+            return Err(OAuthError::InvalidScope(
+                "scope contains an invalid character".into(),
+            ));
         }
         if !tokens.iter().any(|t| t == token) {
             tokens.push(token.to_owned());
@@ -28,7 +33,9 @@ pub fn resolve(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String
     };
     let tokens = parse(requested)?;
     if let Some(unknown) = tokens.iter().find(|t| !allowed.contains(t)) {
-        return Err(OAuthError::InvalidScope(format!("scope {unknown:?} is not allowed for this client").into()));
+        return Err(OAuthError::InvalidScope(
+            format!("scope {unknown:?} is not allowed for this client").into(),
+        ));
     }
     Ok(tokens)
 }
@@ -52,7 +59,10 @@ mod tests {
 
     #[test]
     fn requested_subset_is_kept_in_order_without_duplicates() {
-        assert_eq!(resolve(Some("mcp:tools  openid mcp:tools"), &allowed()).unwrap(), vec!["mcp:tools", "openid"]);
+        assert_eq!(
+            resolve(Some("mcp:tools  openid mcp:tools"), &allowed()).unwrap(),
+            vec!["mcp:tools", "openid"]
+        );
     }
 
     #[test]
@@ -64,7 +74,10 @@ mod tests {
 
     #[test]
     fn invalid_characters_are_refused() {
-        assert_eq!(resolve(Some("open\"id"), &allowed()).unwrap_err().code(), "invalid_scope");
+        assert_eq!(
+            resolve(Some("open\"id"), &allowed()).unwrap_err().code(),
+            "invalid_scope"
+        );
         assert!(!is_valid_scope_token("a\\b"));
         assert!(is_valid_scope_token("mcp:tools"));
     }

@@ -36,7 +36,9 @@ pub fn settings() -> Settings {
         issuer: ISSUER.into(),
         default_audience: ISSUER.into(),
         allowed_resources: vec![],
-        scopes_supported: ["openid", "profile", "email", "offline_access"].map(String::from).to_vec(),
+        scopes_supported: ["openid", "profile", "email", "offline_access"]
+            .map(String::from)
+            .to_vec(),
         access_token_ttl: Duration::from_secs(3600),
         refresh_token_ttl: Duration::from_secs(30 * 86400),
         refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
@@ -129,11 +131,17 @@ pub struct Harness {
 }
 
 pub fn public_credentials() -> ClientCredentials {
-    ClientCredentials { client_id: PUBLIC_CLIENT.into(), secret: None }
+    ClientCredentials {
+        client_id: PUBLIC_CLIENT.into(),
+        secret: None,
+    }
 }
 
 pub fn confidential_credentials() -> ClientCredentials {
-    ClientCredentials { client_id: CONFIDENTIAL_CLIENT.into(), secret: Some(SecretString::new(CONFIDENTIAL_SECRET)) }
+    ClientCredentials {
+        client_id: CONFIDENTIAL_CLIENT.into(),
+        secret: Some(SecretString::new(CONFIDENTIAL_SECRET)),
+    }
 }
 
 impl Harness {
@@ -164,7 +172,9 @@ impl Harness {
         .unwrap();
         let upstream = Arc::new(ScriptedUpstream {
             ready: AtomicBool::new(true),
-            claims: Mutex::new(serde_json::json!({"sub": "user-1", "email": "user@corp.com", "name": "User One"})),
+            claims: Mutex::new(
+                serde_json::json!({"sub": "user-1", "email": "user@corp.com", "name": "User One"}),
+            ),
             failure: Mutex::new(None),
             exchanges: Mutex::new(vec![]),
         });
@@ -175,7 +185,11 @@ impl Harness {
             upstream: upstream.clone(),
             keys: Arc::new(KeySet::new(SigningKey::generate_es256().unwrap())),
         };
-        Harness { bridge, clock: Arc::new(FixedClock::at(1_700_000_000)), upstream }
+        Harness {
+            bridge,
+            clock: Arc::new(FixedClock::at(1_700_000_000)),
+            upstream,
+        }
     }
 
     pub fn now(&self) -> UnixTime {
@@ -183,7 +197,11 @@ impl Harness {
     }
 
     pub async fn take_pending(&self, state: &str) -> Option<PendingAuthorization> {
-        self.bridge.storage.take_pending(&TokenHash::of(state), self.now()).await.unwrap()
+        self.bridge
+            .storage
+            .take_pending(&TokenHash::of(state), self.now())
+            .await
+            .unwrap()
     }
 
     pub async fn authorize_public(&self) -> Login {
@@ -197,7 +215,9 @@ impl Harness {
             ("scope", "openid email"),
             ("resource", "https://mcp.example.com/mcp"),
         ]);
-        let started = start_authorization(&self.bridge, &params, self.now()).await.unwrap();
+        let started = start_authorization(&self.bridge, &params, self.now())
+            .await
+            .unwrap();
         let query: HashMap<_, _> = started.url.query_pairs().into_owned().collect();
         Login {
             state: query["state"].clone(),
@@ -207,7 +227,11 @@ impl Harness {
         }
     }
 
-    pub async fn callback(&self, login: &Login, extra: &[(&str, &str)]) -> Result<Url, AuthorizeError> {
+    pub async fn callback(
+        &self,
+        login: &Login,
+        extra: &[(&str, &str)],
+    ) -> Result<Url, AuthorizeError> {
         let mut params = Params::from([("state", login.state.as_str())]);
         for (k, v) in extra {
             params.0.insert((*k).into(), (*v).into());
@@ -217,11 +241,22 @@ impl Harness {
 
     pub async fn code_for_public_client(&self) -> String {
         let login = self.authorize_public().await;
-        let url = self.callback(&login, &[("code", "upstream-code")]).await.unwrap();
-        url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
+        let url = self
+            .callback(&login, &[("code", "upstream-code")])
+            .await
+            .unwrap();
+        url.query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
     }
 
-    pub async fn redeem_with(&self, code: &str, overrides: &[(&str, &str)]) -> Result<TokenResponse, OAuthError> {
+    pub async fn redeem_with(
+        &self,
+        code: &str,
+        overrides: &[(&str, &str)],
+    ) -> Result<TokenResponse, OAuthError> {
         let mut params = Params::from([
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -249,7 +284,10 @@ impl Harness {
         refresh_token: &str,
         extra: &[(&str, &str)],
     ) -> Result<TokenResponse, OAuthError> {
-        let mut params = Params::from([("grant_type", "refresh_token"), ("refresh_token", refresh_token)]);
+        let mut params = Params::from([
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ]);
         for (k, v) in extra {
             params.0.insert((*k).into(), (*v).into());
         }
@@ -257,10 +295,18 @@ impl Harness {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OAuthError> {
-        self.refresh_as(&public_credentials(), refresh_token, &[]).await
+        self.refresh_as(&public_credentials(), refresh_token, &[])
+            .await
     }
 
     pub fn verify_access_token(&self, token: &str) -> AccessTokenClaims {
-        verify_access_token(&self.bridge.keys, token, ISSUER, "https://mcp.example.com/mcp", self.now()).unwrap()
+        verify_access_token(
+            &self.bridge.keys,
+            token,
+            ISSUER,
+            "https://mcp.example.com/mcp",
+            self.now(),
+        )
+        .unwrap()
     }
 }

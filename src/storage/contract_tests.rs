@@ -74,55 +74,107 @@ fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
         current_expires_at: NOW.plus(DAY * 30),
         previous: None,
         revoked: false,
-        access_tokens: vec![IssuedAccessToken { jti: format!("{id}-at-0"), expires_at: NOW.plus(MINUTE * 60) }],
+        access_tokens: vec![IssuedAccessToken {
+            jti: format!("{id}-at-0"),
+            expires_at: NOW.plus(MINUTE * 60),
+        }],
     }
 }
 
 fn replacement(token: &str) -> Replacement {
     Replacement {
         hash: TokenHash::of(token),
-        access_token: IssuedAccessToken { jti: format!("{token}-at"), expires_at: NOW.plus(MINUTE * 60) },
+        access_token: IssuedAccessToken {
+            jti: format!("{token}-at"),
+            expires_at: NOW.plus(MINUTE * 60),
+        },
         ttl: DAY * 30,
     }
 }
 
 async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
     let state = TokenHash::of("state");
-    storage.put_pending(state, pending(NOW.plus(MINUTE * 10))).await.unwrap();
-    let taken = storage.take_pending(&state, NOW).await.unwrap().expect("first take succeeds");
+    storage
+        .put_pending(state, pending(NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    let taken = storage
+        .take_pending(&state, NOW)
+        .await
+        .unwrap()
+        .expect("first take succeeds");
     assert_eq!(taken.client_state.as_deref(), Some("xyz"));
-    assert!(storage.take_pending(&state, NOW).await.unwrap().is_none(), "second take must fail");
+    assert!(
+        storage.take_pending(&state, NOW).await.unwrap().is_none(),
+        "second take must fail"
+    );
 }
 
 async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
     let state = TokenHash::of("state");
-    storage.put_pending(state, pending(NOW.plus(MINUTE * 10))).await.unwrap();
-    assert!(storage.take_pending(&state, NOW.plus(MINUTE * 10)).await.unwrap().is_none());
+    storage
+        .put_pending(state, pending(NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    assert!(
+        storage
+            .take_pending(&state, NOW.plus(MINUTE * 10))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
-    storage.put_code(hash, code("fam-1", NOW.plus(MINUTE * 10))).await.unwrap();
-    assert!(matches!(storage.redeem_code(&hash, NOW).await.unwrap(), CodeRedemption::Redeemed(_)));
+    storage
+        .put_code(hash, code("fam-1", NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        storage.redeem_code(&hash, NOW).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
     match storage.redeem_code(&hash, NOW).await.unwrap() {
-        CodeRedemption::Replayed { family_id, client_id } => {
+        CodeRedemption::Replayed {
+            family_id,
+            client_id,
+        } => {
             assert_eq!(family_id, "fam-1");
             assert_eq!(client_id, "client");
         }
         other => panic!("expected a replay, got {other:?}"),
     }
-    assert!(matches!(storage.redeem_code(&TokenHash::of("nope"), NOW).await.unwrap(), CodeRedemption::Unknown));
+    assert!(matches!(
+        storage
+            .redeem_code(&TokenHash::of("nope"), NOW)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    ));
 }
 
 async fn expired_code_is_refused(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
-    storage.put_code(hash, code("fam-1", NOW.plus(MINUTE * 10))).await.unwrap();
-    assert!(matches!(storage.redeem_code(&hash, NOW.plus(MINUTE * 10)).await.unwrap(), CodeRedemption::Expired));
+    storage
+        .put_code(hash, code("fam-1", NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        storage
+            .redeem_code(&hash, NOW.plus(MINUTE * 10))
+            .await
+            .unwrap(),
+        CodeRedemption::Expired
+    ));
 }
 
 async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>) {
     let hash = TokenHash::of("contended");
-    storage.put_code(hash, code("fam-c", NOW.plus(MINUTE))).await.unwrap();
+    storage
+        .put_code(hash, code("fam-c", NOW.plus(MINUTE)))
+        .await
+        .unwrap();
     let attempts: Vec<_> = (0..16)
         .map(|_| {
             let storage = Arc::clone(&storage);
@@ -141,45 +193,113 @@ async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>
 async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage: &dyn Storage) {
     let first = TokenHash::of("rt-0");
     assert!(storage.create_family(family("fam-r", first)).await.unwrap());
-    let (outcome, fam) = storage.rotate_refresh(&first, "client", replacement("rt-1"), NOW).await.unwrap().unwrap();
+    let (outcome, fam) = storage
+        .rotate_refresh(&first, "client", replacement("rt-1"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome, Presentation::Rotated);
     assert_eq!(fam.current, TokenHash::of("rt-1"));
-    let (outcome, _) =
-        storage.rotate_refresh(&TokenHash::of("rt-1"), "client", replacement("rt-2"), NOW).await.unwrap().unwrap();
+    let (outcome, _) = storage
+        .rotate_refresh(&TokenHash::of("rt-1"), "client", replacement("rt-2"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome, Presentation::Rotated);
-    assert!(!storage.is_access_token_revoked("fam-r-at-0", NOW).await.unwrap());
-    let (outcome, _) = storage.rotate_refresh(&first, "client", replacement("rt-x"), NOW).await.unwrap().unwrap();
+    assert!(
+        !storage
+            .is_access_token_revoked("fam-r-at-0", NOW)
+            .await
+            .unwrap()
+    );
+    let (outcome, _) = storage
+        .rotate_refresh(&first, "client", replacement("rt-x"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome, Presentation::Reused);
     for jti in ["fam-r-at-0", "rt-1-at", "rt-2-at"] {
-        assert!(storage.is_access_token_revoked(jti, NOW).await.unwrap(), "{jti} must be revoked");
+        assert!(
+            storage.is_access_token_revoked(jti, NOW).await.unwrap(),
+            "{jti} must be revoked"
+        );
     }
-    let (outcome, _) =
-        storage.rotate_refresh(&TokenHash::of("rt-2"), "client", replacement("rt-3"), NOW).await.unwrap().unwrap();
+    let (outcome, _) = storage
+        .rotate_refresh(&TokenHash::of("rt-2"), "client", replacement("rt-3"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome, Presentation::Revoked);
-    assert!(storage.rotate_refresh(&TokenHash::of("rt-x"), "client", replacement("rt-4"), NOW).await.unwrap().is_none());
+    assert!(
+        storage
+            .rotate_refresh(&TokenHash::of("rt-x"), "client", replacement("rt-4"), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn family_revoked_before_creation_is_never_created(storage: &dyn Storage) {
     storage.revoke_family("fam-late", NOW).await.unwrap();
-    assert!(!storage.create_family(family("fam-late", TokenHash::of("late"))).await.unwrap());
-    assert!(storage.rotate_refresh(&TokenHash::of("late"), "client", replacement("l2"), NOW).await.unwrap().is_none());
+    assert!(
+        !storage
+            .create_family(family("fam-late", TokenHash::of("late")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .rotate_refresh(&TokenHash::of("late"), "client", replacement("l2"), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
-    storage.put_pending(TokenHash::of("p-old"), pending(NOW.plus(MINUTE))).await.unwrap();
-    storage.put_pending(TokenHash::of("p-new"), pending(NOW.plus(MINUTE * 20))).await.unwrap();
-    storage.put_code(TokenHash::of("c-old"), code("f", NOW.plus(MINUTE))).await.unwrap();
-    storage.create_family(family("fam-s", TokenHash::of("s-0"))).await.unwrap();
+    storage
+        .put_pending(TokenHash::of("p-old"), pending(NOW.plus(MINUTE)))
+        .await
+        .unwrap();
+    storage
+        .put_pending(TokenHash::of("p-new"), pending(NOW.plus(MINUTE * 20)))
+        .await
+        .unwrap();
+    storage
+        .put_code(TokenHash::of("c-old"), code("f", NOW.plus(MINUTE)))
+        .await
+        .unwrap();
+    storage
+        .create_family(family("fam-s", TokenHash::of("s-0")))
+        .await
+        .unwrap();
     let removed = storage.sweep_expired(NOW.plus(MINUTE * 5)).await.unwrap();
     assert_eq!(removed, 2);
     let later = NOW.plus(MINUTE * 5);
-    assert!(storage.take_pending(&TokenHash::of("p-new"), later).await.unwrap().is_some());
-    assert!(matches!(storage.redeem_code(&TokenHash::of("c-old"), later).await.unwrap(), CodeRedemption::Unknown));
+    assert!(
+        storage
+            .take_pending(&TokenHash::of("p-new"), later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(matches!(
+        storage
+            .redeem_code(&TokenHash::of("c-old"), later)
+            .await
+            .unwrap(),
+        CodeRedemption::Unknown
+    ));
     // Past the refresh token's expiry the family goes, and its token is unknown.
     storage.sweep_expired(NOW.plus(DAY * 31)).await.unwrap();
     assert!(
         storage
-            .rotate_refresh(&TokenHash::of("s-0"), "client", replacement("s-1"), NOW.plus(DAY * 31))
+            .rotate_refresh(
+                &TokenHash::of("s-0"),
+                "client",
+                replacement("s-1"),
+                NOW.plus(DAY * 31)
+            )
             .await
             .unwrap()
             .is_none()

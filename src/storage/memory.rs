@@ -41,17 +41,21 @@ impl MemoryStorage {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StorageError> {
-        self.inner.lock().map_err(|_| StorageError::Unavailable("memory storage lock poisoned".to_owned()))
+        self.inner
+            .lock()
+            .map_err(|_| StorageError::Unavailable("memory storage lock poisoned".to_owned()))
     }
 }
 
 impl Inner {
     fn revoke_family(&mut self, family_id: &str, now: UnixTime) {
-        self.family_tombstones.insert(family_id.to_owned(), now.plus(TOMBSTONE_TTL));
+        self.family_tombstones
+            .insert(family_id.to_owned(), now.plus(TOMBSTONE_TTL));
         if let Some(family) = self.families.get_mut(family_id) {
             family.revoked = true;
             for token in family.access_tokens.drain(..) {
-                self.revoked_access_tokens.insert(token.jti, token.expires_at);
+                self.revoked_access_tokens
+                    .insert(token.jti, token.expires_at);
             }
         }
     }
@@ -59,7 +63,11 @@ impl Inner {
 
 #[async_trait]
 impl Storage for MemoryStorage {
-    async fn put_pending(&self, state: TokenHash, pending: PendingAuthorization) -> Result<(), StorageError> {
+    async fn put_pending(
+        &self,
+        state: TokenHash,
+        pending: PendingAuthorization,
+    ) -> Result<(), StorageError> {
         self.lock()?.pending.insert(state, pending);
         Ok(())
     }
@@ -69,15 +77,33 @@ impl Storage for MemoryStorage {
         state: &TokenHash,
         now: UnixTime,
     ) -> Result<Option<PendingAuthorization>, StorageError> {
-        Ok(self.lock()?.pending.remove(state).filter(|p| p.expires_at > now))
+        Ok(self
+            .lock()?
+            .pending
+            .remove(state)
+            .filter(|p| p.expires_at > now))
     }
 
-    async fn put_code(&self, code: TokenHash, record: AuthorizationCodeRecord) -> Result<(), StorageError> {
-        self.lock()?.codes.insert(code, CodeEntry { record, redeemed: false });
+    async fn put_code(
+        &self,
+        code: TokenHash,
+        record: AuthorizationCodeRecord,
+    ) -> Result<(), StorageError> {
+        self.lock()?.codes.insert(
+            code,
+            CodeEntry {
+                record,
+                redeemed: false,
+            },
+        );
         Ok(())
     }
 
-    async fn redeem_code(&self, code: &TokenHash, now: UnixTime) -> Result<CodeRedemption, StorageError> {
+    async fn redeem_code(
+        &self,
+        code: &TokenHash,
+        now: UnixTime,
+    ) -> Result<CodeRedemption, StorageError> {
         let mut inner = self.lock()?;
         let Some(entry) = inner.codes.get_mut(code) else {
             return Ok(CodeRedemption::Unknown);
@@ -92,7 +118,7 @@ impl Storage for MemoryStorage {
             return Ok(CodeRedemption::Expired);
         }
         entry.redeemed = true;
-        Ok(CodeRedemption::Redeemed(entry.record.clone()))
+        Ok(CodeRedemption::Redeemed(Box::new(entry.record.clone())))
     }
 
     async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError> {
@@ -100,7 +126,9 @@ impl Storage for MemoryStorage {
         if inner.family_tombstones.contains_key(&family.id) {
             return Ok(false);
         }
-        inner.refresh_index.insert(family.current, family.id.clone());
+        inner
+            .refresh_index
+            .insert(family.current, family.id.clone());
         inner.families.insert(family.id.clone(), family);
         Ok(true)
     }
@@ -137,8 +165,16 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn is_access_token_revoked(&self, jti: &str, now: UnixTime) -> Result<bool, StorageError> {
-        Ok(self.lock()?.revoked_access_tokens.get(jti).is_some_and(|expires_at| *expires_at > now))
+    async fn is_access_token_revoked(
+        &self,
+        jti: &str,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        Ok(self
+            .lock()?
+            .revoked_access_tokens
+            .get(jti)
+            .is_some_and(|expires_at| *expires_at > now))
     }
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
@@ -151,11 +187,19 @@ impl Storage for MemoryStorage {
         inner.pending.retain(|_, p| p.expires_at > now);
         inner.codes.retain(|_, c| c.record.expires_at > now);
         // A revoked family is kept to its absolute end so that its tokens keep failing as revoked.
-        inner.families.retain(|_, f| f.absolute_expires_at > now && (f.revoked || f.current_expires_at > now));
-        let Inner { families, refresh_index, .. } = &mut *inner;
+        inner.families.retain(|_, f| {
+            f.absolute_expires_at > now && (f.revoked || f.current_expires_at > now)
+        });
+        let Inner {
+            families,
+            refresh_index,
+            ..
+        } = &mut *inner;
         refresh_index.retain(|_, family_id| families.contains_key(family_id));
         inner.family_tombstones.retain(|_, until| *until > now);
-        inner.revoked_access_tokens.retain(|_, expires_at| *expires_at > now);
+        inner
+            .revoked_access_tokens
+            .retain(|_, expires_at| *expires_at > now);
         let after = inner.pending.len()
             + inner.codes.len()
             + inner.families.len()
@@ -172,6 +216,6 @@ mod tests {
 
     #[tokio::test]
     async fn memory_storage_honours_the_storage_contract() {
-        contract_tests::run_all(|| MemoryStorage::new()).await;
+        contract_tests::run_all(MemoryStorage::new).await;
     }
 }

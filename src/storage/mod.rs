@@ -57,16 +57,23 @@ pub struct AuthorizationCodeRecord {
 
 #[derive(Debug, Clone)]
 pub enum CodeRedemption {
-    Redeemed(AuthorizationCodeRecord),
+    Redeemed(Box<AuthorizationCodeRecord>),
     /// Already redeemed once; the family it produced must be revoked.
-    Replayed { family_id: String, client_id: String },
+    Replayed {
+        family_id: String,
+        client_id: String,
+    },
     Expired,
     Unknown,
 }
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    async fn put_pending(&self, state: TokenHash, pending: PendingAuthorization) -> Result<(), StorageError>;
+    async fn put_pending(
+        &self,
+        state: TokenHash,
+        pending: PendingAuthorization,
+    ) -> Result<(), StorageError>;
     /// Removes and returns the pending authorization; `None` when unknown, used or expired.
     async fn take_pending(
         &self,
@@ -74,9 +81,17 @@ pub trait Storage: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<Option<PendingAuthorization>, StorageError>;
 
-    async fn put_code(&self, code: TokenHash, record: AuthorizationCodeRecord) -> Result<(), StorageError>;
+    async fn put_code(
+        &self,
+        code: TokenHash,
+        record: AuthorizationCodeRecord,
+    ) -> Result<(), StorageError>;
     /// Marks the code used and returns it; a used code is kept until it expires so replays are seen.
-    async fn redeem_code(&self, code: &TokenHash, now: UnixTime) -> Result<CodeRedemption, StorageError>;
+    async fn redeem_code(
+        &self,
+        code: &TokenHash,
+        now: UnixTime,
+    ) -> Result<CodeRedemption, StorageError>;
 
     /// Stores a new family; `false` when the family was revoked before it was created (code replay race).
     async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError>;
@@ -90,7 +105,8 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError>;
     /// Revokes the family's refresh tokens and every access token it issued.
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError>;
-    async fn is_access_token_revoked(&self, jti: &str, now: UnixTime) -> Result<bool, StorageError>;
+    async fn is_access_token_revoked(&self, jti: &str, now: UnixTime)
+    -> Result<bool, StorageError>;
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;

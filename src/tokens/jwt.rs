@@ -52,7 +52,8 @@ pub fn sign_access_token(keys: &KeySet, claims: &AccessTokenClaims) -> Result<St
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
     header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-    jsonwebtoken::encode(&header, claims, key.encoding_key()).map_err(|e| JwtError::Signing(e.to_string()))
+    jsonwebtoken::encode(&header, claims, key.encoding_key())
+        .map_err(|e| JwtError::Signing(e.to_string()))
 }
 
 /// Verifies signature, `typ`, `iss`, `aud`, `exp` and `nbf` (RFC 9068 §4).
@@ -63,11 +64,16 @@ pub fn verify_access_token(
     audience: &str,
     now: UnixTime,
 ) -> Result<AccessTokenClaims, JwtError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
         return Err(JwtError::WrongType);
     }
-    let key = header.kid.as_deref().and_then(|kid| keys.find(kid)).ok_or(JwtError::UnknownKey)?;
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.find(kid))
+        .ok_or(JwtError::UnknownKey)?;
     let mut validation = Validation::new(key.algorithm);
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
@@ -109,8 +115,19 @@ mod tests {
         }
     }
 
-    fn verify(keys: &KeySet, token: &str, audience: &str, now: i64) -> Result<AccessTokenClaims, JwtError> {
-        verify_access_token(keys, token, "https://bridge.example.com", audience, UnixTime(now))
+    fn verify(
+        keys: &KeySet,
+        token: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<AccessTokenClaims, JwtError> {
+        verify_access_token(
+            keys,
+            token,
+            "https://bridge.example.com",
+            audience,
+            UnixTime(now),
+        )
     }
 
     #[test]
@@ -120,12 +137,17 @@ mod tests {
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some(keys.active().kid.as_str()));
-        assert_eq!(verify(&keys, &token, "https://mcp.example.com/mcp", 1000).unwrap(), claims(1000));
+        assert_eq!(
+            verify(&keys, &token, "https://mcp.example.com/mcp", 1000).unwrap(),
+            claims(1000)
+        );
     }
 
     #[test]
     fn hs256_token_round_trips() {
-        let keys = KeySet::new(SigningKey::from_shared_secret(b"0123456789abcdef0123456789abcdef"));
+        let keys = KeySet::new(SigningKey::from_shared_secret(
+            b"0123456789abcdef0123456789abcdef",
+        ));
         let token = sign_access_token(&keys, &claims(1000)).unwrap();
         assert!(verify(&keys, &token, "https://mcp.example.com/mcp", 1000).is_ok());
     }
@@ -134,14 +156,38 @@ mod tests {
     fn expiry_wrong_audience_foreign_key_and_tampering_are_refused() {
         let keys = KeySet::new(SigningKey::generate_es256().unwrap());
         let token = sign_access_token(&keys, &claims(1000)).unwrap();
-        assert_eq!(verify(&keys, &token, "https://mcp.example.com/mcp", 1000 + 3600 + 30), Err(JwtError::Expired));
-        assert!(matches!(verify(&keys, &token, "https://other.example.com", 1000), Err(JwtError::Invalid(_))));
+        assert_eq!(
+            verify(
+                &keys,
+                &token,
+                "https://mcp.example.com/mcp",
+                1000 + 3600 + 30
+            ),
+            Err(JwtError::Expired)
+        );
+        assert!(matches!(
+            verify(&keys, &token, "https://other.example.com", 1000),
+            Err(JwtError::Invalid(_))
+        ));
         let other = KeySet::new(SigningKey::generate_es256().unwrap());
-        assert_eq!(verify(&other, &token, "https://mcp.example.com/mcp", 1000), Err(JwtError::UnknownKey));
+        assert_eq!(
+            verify(&other, &token, "https://mcp.example.com/mcp", 1000),
+            Err(JwtError::UnknownKey)
+        );
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = sign_access_token(&other, &AccessTokenClaims { sub: "admin".into(), ..claims(1000) }).unwrap();
+        let forged = sign_access_token(
+            &other,
+            &AccessTokenClaims {
+                sub: "admin".into(),
+                ..claims(1000)
+            },
+        )
+        .unwrap();
         parts[1] = forged.split('.').nth(1).unwrap();
         let tampered = parts.join(".");
-        assert!(matches!(verify(&keys, &tampered, "https://mcp.example.com/mcp", 1000), Err(JwtError::Invalid(_))));
+        assert!(matches!(
+            verify(&keys, &tampered, "https://mcp.example.com/mcp", 1000),
+            Err(JwtError::Invalid(_))
+        ));
     }
 }

@@ -13,7 +13,10 @@ use crate::config::{OAuthConfig, SigningAlgorithm};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -29,7 +32,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
     }
 }
 
@@ -43,10 +49,17 @@ impl SigningKey {
     }
 
     pub fn from_pem_file(path: &Path, algorithm: SigningAlgorithm) -> Result<Self, KeyError> {
-        let pem = std::fs::read(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })?;
+        let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         match algorithm {
-            SigningAlgorithm::ES256 => Self::from_asymmetric(EncodingKey::from_ec_pem(&pem), Algorithm::ES256),
-            SigningAlgorithm::RS256 => Self::from_asymmetric(EncodingKey::from_rsa_pem(&pem), Algorithm::RS256),
+            SigningAlgorithm::ES256 => {
+                Self::from_asymmetric(EncodingKey::from_ec_pem(&pem), Algorithm::ES256)
+            }
+            SigningAlgorithm::RS256 => {
+                Self::from_asymmetric(EncodingKey::from_rsa_pem(&pem), Algorithm::RS256)
+            }
         }
         .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
     }
@@ -68,7 +81,9 @@ impl SigningKey {
         encoding: Result<EncodingKey, jsonwebtoken::errors::Error>,
         algorithm: Algorithm,
     ) -> Result<Self, KeyError> {
-        let encoding = encoding.map_err(|e| KeyError::Invalid(format!("not a valid {algorithm:?} private key: {e}")))?;
+        let encoding = encoding.map_err(|e| {
+            KeyError::Invalid(format!("not a valid {algorithm:?} private key: {e}"))
+        })?;
         let mut jwk = Jwk::from_encoding_key(&encoding, algorithm)
             .map_err(|e| KeyError::Invalid(format!("cannot derive the public key: {e}")))?;
         let kid = jwk
@@ -80,8 +95,15 @@ impl SigningKey {
             Algorithm::RS256 => KeyAlgorithm::RS256,
             _ => KeyAlgorithm::ES256,
         });
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError::Invalid(format!("unusable public key: {e}")))?;
-        Ok(SigningKey { kid, algorithm, encoding, decoding, public_jwk: Some(jwk) })
+        let decoding = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| KeyError::Invalid(format!("unusable public key: {e}")))?;
+        Ok(SigningKey {
+            kid,
+            algorithm,
+            encoding,
+            decoding,
+            public_jwk: Some(jwk),
+        })
     }
 
     pub fn encoding_key(&self) -> &EncodingKey {
@@ -113,13 +135,19 @@ impl KeySet {
 
     pub fn from_config(config: &OAuthConfig) -> Result<(Self, KeyOrigin), KeyError> {
         if let Some(secret) = &config.signing_key {
-            return Ok((KeySet::new(SigningKey::from_shared_secret(secret.expose().as_bytes())), KeyOrigin::Configured));
+            return Ok((
+                KeySet::new(SigningKey::from_shared_secret(secret.expose().as_bytes())),
+                KeyOrigin::Configured,
+            ));
         }
         if let Some(signing) = &config.signing {
             let key = SigningKey::from_pem_file(&signing.key_file, signing.algorithm)?;
             return Ok((KeySet::new(key), KeyOrigin::Configured));
         }
-        Ok((KeySet::new(SigningKey::generate_es256()?), KeyOrigin::GeneratedEphemeral))
+        Ok((
+            KeySet::new(SigningKey::generate_es256()?),
+            KeyOrigin::GeneratedEphemeral,
+        ))
     }
 
     pub fn active(&self) -> &SigningKey {
@@ -131,7 +159,9 @@ impl KeySet {
     }
 
     pub fn jwks(&self) -> JwkSet {
-        JwkSet { keys: self.active.public_jwk.iter().cloned().collect() }
+        JwkSet {
+            keys: self.active.public_jwk.iter().cloned().collect(),
+        }
     }
 }
 
@@ -152,13 +182,18 @@ mod tests {
         assert_eq!(jwk["crv"], "P-256");
         assert_eq!(jwk["alg"], "ES256");
         assert_eq!(jwk["use"], "sig");
-        assert!(jwk.get("d").is_none(), "private part must never be published");
+        assert!(
+            jwk.get("d").is_none(),
+            "private part must never be published"
+        );
         assert_eq!(jwk["kid"].as_str().unwrap().len(), 43);
     }
 
     #[test]
     fn shared_secret_is_never_published() {
-        let keys = KeySet::new(SigningKey::from_shared_secret(b"0123456789abcdef0123456789abcdef"));
+        let keys = KeySet::new(SigningKey::from_shared_secret(
+            b"0123456789abcdef0123456789abcdef",
+        ));
         assert!(keys.jwks().keys.is_empty());
         assert!(keys.active().kid.starts_with("hs256-"));
     }

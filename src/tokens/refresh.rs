@@ -145,7 +145,10 @@ mod tests {
     fn replacement(n: u8, now: UnixTime) -> Replacement {
         Replacement {
             hash: hash(n),
-            access_token: IssuedAccessToken { jti: format!("jti-{n}"), expires_at: now.plus(Duration::from_secs(3600)) },
+            access_token: IssuedAccessToken {
+                jti: format!("jti-{n}"),
+                expires_at: now.plus(Duration::from_secs(3600)),
+            },
             ttl: DAY * 30,
         }
     }
@@ -154,7 +157,10 @@ mod tests {
     fn current_token_rotates() {
         let now = UnixTime(1_000);
         let mut fam = family(now);
-        assert_eq!(fam.present(&hash(0), "client", replacement(1, now), now), Presentation::Rotated);
+        assert_eq!(
+            fam.present(&hash(0), "client", replacement(1, now), now),
+            Presentation::Rotated
+        );
         assert_eq!(fam.current, hash(1));
         assert_eq!(fam.previous.map(|p| p.0), Some(hash(0)));
         assert_eq!(fam.access_tokens.len(), 1);
@@ -165,10 +171,16 @@ mod tests {
         let now = UnixTime(1_000);
         let mut fam = family(now);
         fam.present(&hash(0), "client", replacement(1, now), now);
-        assert_eq!(fam.present(&hash(0), "client", replacement(2, now), now), Presentation::RetriedLostResponse);
+        assert_eq!(
+            fam.present(&hash(0), "client", replacement(2, now), now),
+            Presentation::RetriedLostResponse
+        );
         assert_eq!(fam.current, hash(2));
         // The replaced successor is dead: presenting it is reuse.
-        assert_eq!(fam.present(&hash(1), "client", replacement(3, now), now), Presentation::Reused);
+        assert_eq!(
+            fam.present(&hash(1), "client", replacement(3, now), now),
+            Presentation::Reused
+        );
         assert!(fam.revoked);
     }
 
@@ -177,10 +189,19 @@ mod tests {
         let now = UnixTime(1_000);
         let mut fam = family(now);
         fam.present(&hash(0), "client", replacement(1, now), now);
-        assert_eq!(fam.present(&hash(1), "client", replacement(2, now), now), Presentation::Rotated);
-        assert_eq!(fam.present(&hash(0), "client", replacement(3, now), now), Presentation::Reused);
+        assert_eq!(
+            fam.present(&hash(1), "client", replacement(2, now), now),
+            Presentation::Rotated
+        );
+        assert_eq!(
+            fam.present(&hash(0), "client", replacement(3, now), now),
+            Presentation::Reused
+        );
         assert!(fam.revoked);
-        assert_eq!(fam.present(&hash(2), "client", replacement(4, now), now), Presentation::Revoked);
+        assert_eq!(
+            fam.present(&hash(2), "client", replacement(4, now), now),
+            Presentation::Revoked
+        );
     }
 
     #[test]
@@ -188,11 +209,17 @@ mod tests {
         let now = UnixTime(1_000);
         let mut fam = family(now);
         let later = now.plus(DAY * 31);
-        assert_eq!(fam.present(&hash(0), "client", replacement(1, later), later), Presentation::Expired);
+        assert_eq!(
+            fam.present(&hash(0), "client", replacement(1, later), later),
+            Presentation::Expired
+        );
         assert!(!fam.revoked);
         let mut fam = family(now);
         let much_later = now.plus(DAY * 91);
-        assert_eq!(fam.present(&hash(0), "client", replacement(1, much_later), much_later), Presentation::Expired);
+        assert_eq!(
+            fam.present(&hash(0), "client", replacement(1, much_later), much_later),
+            Presentation::Expired
+        );
     }
 
     #[test]
@@ -201,7 +228,10 @@ mod tests {
         let mut fam = family(now);
         let late = now.plus(DAY * 80);
         fam.current_expires_at = late.plus(DAY);
-        assert_eq!(fam.present(&hash(0), "client", replacement(1, late), late), Presentation::Rotated);
+        assert_eq!(
+            fam.present(&hash(0), "client", replacement(1, late), late),
+            Presentation::Rotated
+        );
         assert_eq!(fam.current_expires_at, fam.absolute_expires_at);
     }
 
@@ -209,7 +239,10 @@ mod tests {
     fn another_clients_presentation_changes_nothing() {
         let now = UnixTime(1_000);
         let mut fam = family(now);
-        assert_eq!(fam.present(&hash(0), "intruder", replacement(1, now), now), Presentation::WrongClient);
+        assert_eq!(
+            fam.present(&hash(0), "intruder", replacement(1, now), now),
+            Presentation::WrongClient
+        );
         assert_eq!(fam.current, hash(0));
         assert!(!fam.revoked);
     }

@@ -11,7 +11,8 @@ fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     if let Some(value) = claims.get(path) {
         return Some(value);
     }
-    path.split('.').try_fold(claims, |value, segment| value.get(segment))
+    path.split('.')
+        .try_fold(claims, |value, segment| value.get(segment))
 }
 
 fn as_text(value: &Value) -> Option<String> {
@@ -25,7 +26,12 @@ fn as_text(value: &Value) -> Option<String> {
 pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, String> {
     let subject = lookup(claims, &mapping.subject)
         .and_then(as_text)
-        .ok_or_else(|| format!("the ID token has no usable subject claim {:?}", mapping.subject))?;
+        .ok_or_else(|| {
+            format!(
+                "the ID token has no usable subject claim {:?}",
+                mapping.subject
+            )
+        })?;
     let groups = match lookup(claims, &mapping.groups) {
         Some(Value::Array(items)) => items.iter().filter_map(as_text).collect(),
         Some(value) => as_text(value).into_iter().collect(),
@@ -50,13 +56,19 @@ pub fn check_access(
         return Err("the user is in none of the allowed groups".to_owned());
     }
     if !allowed_email_domains.is_empty() {
-        let email = identity.email.as_deref().ok_or("the user has no email address")?;
+        let email = identity
+            .email
+            .as_deref()
+            .ok_or("the user has no email address")?;
         // An address the provider says it has not verified proves nothing about its domain.
         if identity.email_verified == Some(false) {
             return Err("the user's email address is not verified".to_owned());
         }
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        if !allowed_email_domains.iter().any(|allowed| allowed.eq_ignore_ascii_case(domain)) {
+        if !allowed_email_domains
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(domain))
+        {
             return Err("the user's email domain is not allowed".to_owned());
         }
     }
@@ -69,7 +81,10 @@ mod tests {
     use serde_json::json;
 
     fn keycloak_mapping() -> ClaimsConfig {
-        ClaimsConfig { groups: "realm_access.roles".into(), ..ClaimsConfig::default() }
+        ClaimsConfig {
+            groups: "realm_access.roles".into(),
+            ..ClaimsConfig::default()
+        }
     }
 
     #[test]
@@ -83,7 +98,10 @@ mod tests {
 
     #[test]
     fn claim_names_with_dots_are_found_directly() {
-        let mapping = ClaimsConfig { groups: "https://corp.com/groups".into(), ..ClaimsConfig::default() };
+        let mapping = ClaimsConfig {
+            groups: "https://corp.com/groups".into(),
+            ..ClaimsConfig::default()
+        };
         let claims = json!({"sub": "u1", "https://corp.com/groups": "ops"});
         assert_eq!(map_identity(&claims, &mapping).unwrap().groups, vec!["ops"]);
     }
@@ -110,9 +128,30 @@ mod tests {
         let domains = vec!["corp.com".to_string()];
         assert!(check_access(&identity(None, None, &["mcp-users"]), &groups, &[]).is_ok());
         assert!(check_access(&identity(None, None, &["other"]), &groups, &[]).is_err());
-        assert!(check_access(&identity(Some("a@CORP.com"), Some(true), &[]), &[], &domains).is_ok());
-        assert!(check_access(&identity(Some("a@corp.com.evil.io"), Some(true), &[]), &[], &domains).is_err());
-        assert!(check_access(&identity(Some("a@corp.com"), Some(false), &[]), &[], &domains).is_err());
+        assert!(
+            check_access(
+                &identity(Some("a@CORP.com"), Some(true), &[]),
+                &[],
+                &domains
+            )
+            .is_ok()
+        );
+        assert!(
+            check_access(
+                &identity(Some("a@corp.com.evil.io"), Some(true), &[]),
+                &[],
+                &domains
+            )
+            .is_err()
+        );
+        assert!(
+            check_access(
+                &identity(Some("a@corp.com"), Some(false), &[]),
+                &[],
+                &domains
+            )
+            .is_err()
+        );
         assert!(check_access(&identity(None, None, &[]), &[], &domains).is_err());
         assert!(check_access(&identity(None, None, &[]), &[], &[]).is_ok());
     }

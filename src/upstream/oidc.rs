@@ -13,8 +13,9 @@ use openidconnect::core::{
     CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    PkceCodeChallenge, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
+    RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use url::Url;
 
@@ -22,7 +23,7 @@ use super::{Upstream, UpstreamError, UpstreamRequest};
 use crate::clock::UnixTime;
 use crate::secret::SecretString;
 
-/// Re-discovery to pick up rotated keys happens at most this often, whatever an attacker sends.
+/// A signature failure re-fetches the provider's keys at most this often, whatever an attacker sends.
 const MIN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -50,20 +51,39 @@ pub struct OidcSettings {
     pub scopes: Vec<String>,
 }
 
+/// The client as `from_provider_metadata` builds it: authorization endpoint known, token and
+/// user-info endpoints as the provider's metadata says.
+type DiscoveredClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// What discovery produced, built once and shared by every login until the next discovery.
+struct Discovered {
+    client: DiscoveredClient,
+    jwks: CoreJsonWebKeySet,
+}
+
 pub struct OidcUpstream {
     settings: OidcSettings,
     issuer: IssuerUrl,
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
-    metadata: RwLock<Option<Arc<CoreProviderMetadata>>>,
-    last_discovery: Mutex<Option<Instant>>,
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    /// When an ID token's signature last forced a re-discovery.
+    last_forced_refresh: Mutex<Option<Instant>>,
 }
 
 impl OidcUpstream {
     pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, String> {
-        let issuer = IssuerUrl::new(settings.issuer.clone()).map_err(|e| format!("upstream issuer: {e}"))?;
-        let redirect_uri =
-            RedirectUrl::new(settings.redirect_uri.clone()).map_err(|e| format!("upstream redirect_uri: {e}"))?;
+        let issuer =
+            IssuerUrl::new(settings.issuer.clone()).map_err(|e| format!("upstream issuer: {e}"))?;
+        let redirect_uri = RedirectUrl::new(settings.redirect_uri.clone())
+            .map_err(|e| format!("upstream redirect_uri: {e}"))?;
         // Redirects off: a provider's endpoints must not bounce us to other hosts.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -76,21 +96,41 @@ impl OidcUpstream {
             issuer,
             redirect_uri,
             http,
-            metadata: RwLock::new(None),
-            last_discovery: Mutex::new(None),
+            discovered: RwLock::new(None),
+            last_forced_refresh: Mutex::new(None),
         })
     }
 
-    /// Fetches the discovery document and JWKS once.
+    /// Fetches the discovery document and JWKS (the library checks the issuer matches) and
+    /// builds the client every login then shares.
     pub async fn discover(&self) -> Result<(), String> {
-        if let Ok(mut last) = self.last_discovery.lock() {
-            *last = Some(Instant::now());
-        }
         let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
             .await
             .map_err(|e| error_chain(&e))?;
-        if let Ok(mut slot) = self.metadata.write() {
-            *slot = Some(Arc::new(metadata));
+        if metadata.token_endpoint().is_none() {
+            return Err("the provider's discovery document has no token_endpoint".to_owned());
+        }
+        let auth_type = match metadata.token_endpoint_auth_methods_supported() {
+            Some(methods)
+                if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && methods.contains(&CoreClientAuthMethod::ClientSecretPost) =>
+            {
+                AuthType::RequestBody
+            }
+            _ => AuthType::BasicAuth,
+        };
+        let jwks = metadata.jwks().clone();
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(
+                self.settings.client_secret.expose().to_owned(),
+            )),
+        )
+        .set_redirect_uri(self.redirect_uri.clone())
+        .set_auth_type(auth_type);
+        if let Ok(mut slot) = self.discovered.write() {
+            *slot = Some(Arc::new(Discovered { client, jwks }));
         }
         Ok(())
     }
@@ -117,42 +157,62 @@ impl OidcUpstream {
         });
     }
 
-    fn current_metadata(&self) -> Result<Arc<CoreProviderMetadata>, UpstreamError> {
-        self.metadata.read().ok().and_then(|slot| slot.clone()).ok_or(UpstreamError::NotReady)
+    fn current(&self) -> Result<Arc<Discovered>, UpstreamError> {
+        self.discovered
+            .read()
+            .ok()
+            .and_then(|slot| slot.clone())
+            .ok_or(UpstreamError::NotReady)
     }
 
-    fn may_rediscover(&self) -> bool {
-        self.last_discovery
-            .lock()
-            .map(|last| last.is_none_or(|at| at.elapsed() >= MIN_REDISCOVERY_INTERVAL))
-            .unwrap_or(false)
+    /// Claims the right to re-discover because of a failed signature; at most once a minute.
+    fn claim_forced_refresh(&self) -> bool {
+        let Ok(mut last) = self.last_forced_refresh.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| at.elapsed() < MIN_REDISCOVERY_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
-    fn verify(&self, id_token: &CoreIdToken, nonce: &str, now: UnixTime) -> Result<serde_json::Value, UpstreamError> {
-        let metadata = self.current_metadata()?;
-        verify_id_token(id_token, metadata.jwks(), &self.settings, &self.issuer, nonce, now)
+    fn verify(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let discovered = self.current()?;
+        verify_id_token(
+            id_token,
+            &discovered.jwks,
+            &self.settings,
+            &self.issuer,
+            nonce,
+            now,
+        )
     }
 }
 
 #[async_trait]
 impl Upstream for OidcUpstream {
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
-        let metadata = self.current_metadata()?;
-        let client = CoreClient::from_provider_metadata(
-            (*metadata).clone(),
-            ClientId::new(self.settings.client_id.clone()),
-            None,
-        )
-        .set_redirect_uri(self.redirect_uri.clone());
+        let discovered = self.current()?;
         let state = request.state.to_owned();
         let nonce = request.nonce.to_owned();
-        let mut authorize = client.authorize_url(
+        let mut authorize = discovered.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             move || CsrfToken::new(state),
             move || Nonce::new(nonce),
         );
         // openidconnect adds `openid` itself.
-        for scope in self.settings.scopes.iter().filter(|s| s.as_str() != "openid") {
+        for scope in self
+            .settings
+            .scopes
+            .iter()
+            .filter(|s| s.as_str() != "openid")
+        {
             authorize = authorize.add_scope(Scope::new(scope.clone()));
         }
         let verifier = openidconnect::PkceCodeVerifier::new(request.pkce_verifier.to_owned());
@@ -168,39 +228,37 @@ impl Upstream for OidcUpstream {
         nonce: &str,
         now: UnixTime,
     ) -> Result<serde_json::Value, UpstreamError> {
-        let metadata = self.current_metadata()?;
-        let auth_type = match metadata.token_endpoint_auth_methods_supported() {
-            Some(methods)
-                if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
-                    && methods.contains(&CoreClientAuthMethod::ClientSecretPost) =>
-            {
-                AuthType::RequestBody
-            }
-            _ => AuthType::BasicAuth,
-        };
-        let client = CoreClient::from_provider_metadata(
-            (*metadata).clone(),
-            ClientId::new(self.settings.client_id.clone()),
-            Some(ClientSecret::new(self.settings.client_secret.expose().to_owned())),
-        )
-        .set_redirect_uri(self.redirect_uri.clone())
-        .set_auth_type(auth_type);
-        let request = client
+        let discovered = self.current()?;
+        let request = discovered
+            .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|e| UpstreamError::Rejected(format!("the provider has no token endpoint: {e}")))?
-            .set_pkce_verifier(openidconnect::PkceCodeVerifier::new(pkce_verifier.to_owned()));
-        let response = request.request_async(&self.http).await.map_err(|e| match e {
-            RequestTokenError::ServerResponse(body) => UpstreamError::Rejected(format!("error {}", body.error())),
-            RequestTokenError::Request(e) => UpstreamError::Unreachable(error_chain(&e)),
-            RequestTokenError::Parse(e, _) => UpstreamError::Rejected(format!("unparseable token response: {e}")),
-            RequestTokenError::Other(e) => UpstreamError::Rejected(e),
+            .map_err(|e| {
+                UpstreamError::Rejected(format!("the provider has no token endpoint: {e}"))
+            })?
+            .set_pkce_verifier(openidconnect::PkceCodeVerifier::new(
+                pkce_verifier.to_owned(),
+            ));
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(body) => {
+                    UpstreamError::Rejected(format!("error {}", body.error()))
+                }
+                RequestTokenError::Request(e) => UpstreamError::Unreachable(error_chain(&e)),
+                RequestTokenError::Parse(e, _) => {
+                    UpstreamError::Rejected(format!("unparseable token response: {e}"))
+                }
+                RequestTokenError::Other(e) => UpstreamError::Rejected(e),
+            })?;
+        let id_token = response.id_token().ok_or_else(|| {
+            UpstreamError::Rejected("the token response has no id_token".to_owned())
         })?;
-        let id_token = response
-            .id_token()
-            .ok_or_else(|| UpstreamError::Rejected("the token response has no id_token".to_owned()))?;
         match self.verify(id_token, nonce, now) {
             // The provider may have rotated its keys since discovery: refresh once and retry.
-            Err(UpstreamError::InvalidIdToken(reason)) if reason.starts_with(SIGNATURE_PREFIX) && self.may_rediscover() => {
+            Err(UpstreamError::InvalidIdToken(reason))
+                if reason.starts_with(SIGNATURE_PREFIX) && self.claim_forced_refresh() =>
+            {
                 tracing::info!("ID token signature did not verify; refreshing the provider's keys");
                 self.discover().await.map_err(UpstreamError::Unreachable)?;
                 self.verify(id_token, nonce, now)
@@ -210,7 +268,10 @@ impl Upstream for OidcUpstream {
     }
 
     fn is_ready(&self) -> bool {
-        self.metadata.read().map(|slot| slot.is_some()).unwrap_or(false)
+        self.discovered
+            .read()
+            .map(|slot| slot.is_some())
+            .unwrap_or(false)
     }
 }
 
@@ -235,12 +296,16 @@ pub fn verify_id_token(
     )
     .set_allowed_algs(ALLOWED_ID_TOKEN_ALGS)
     .set_time_fn(move || at);
-    id_token.claims(&verifier, &Nonce::new(nonce.to_owned())).map_err(|e| {
-        UpstreamError::InvalidIdToken(match e {
-            ClaimsVerificationError::SignatureVerification(e) => format!("{SIGNATURE_PREFIX} {e}"),
-            other => other.to_string(),
-        })
-    })?;
+    id_token
+        .claims(&verifier, &Nonce::new(nonce.to_owned()))
+        .map_err(|e| {
+            UpstreamError::InvalidIdToken(match e {
+                ClaimsVerificationError::SignatureVerification(e) => {
+                    format!("{SIGNATURE_PREFIX} {e}")
+                }
+                other => other.to_string(),
+            })
+        })?;
     // The signature is verified; read the payload as plain JSON so any claim path can be mapped.
     let compact = id_token.to_string();
     let payload = compact
@@ -253,7 +318,8 @@ pub fn verify_id_token(
 }
 
 pub fn parse_id_token(compact: &str) -> Result<CoreIdToken, UpstreamError> {
-    CoreIdToken::from_str(compact).map_err(|e| UpstreamError::InvalidIdToken(format!("malformed: {e}")))
+    CoreIdToken::from_str(compact)
+        .map_err(|e| UpstreamError::InvalidIdToken(format!("malformed: {e}")))
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -306,12 +372,28 @@ mod tests {
     fn sign(claims: &serde_json::Value, pem: &str) -> CoreIdToken {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some("k1".into());
-        let token = jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap();
+        let token = jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
         parse_id_token(&token).unwrap()
     }
 
-    fn verify(token: &CoreIdToken, nonce: &str, now: i64) -> Result<serde_json::Value, UpstreamError> {
-        verify_id_token(token, &jwks(), &settings(), &IssuerUrl::new(ISSUER.into()).unwrap(), nonce, UnixTime(now))
+    fn verify(
+        token: &CoreIdToken,
+        nonce: &str,
+        now: i64,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        verify_id_token(
+            token,
+            &jwks(),
+            &settings(),
+            &IssuerUrl::new(ISSUER.into()).unwrap(),
+            nonce,
+            UnixTime(now),
+        )
     }
 
     fn rejection(result: Result<serde_json::Value, UpstreamError>) -> String {
@@ -369,7 +451,8 @@ mod tests {
         forged_claims["sub"] = json!("admin");
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap());
         let parts: Vec<&str> = genuine.split('.').collect();
-        let tampered = parse_id_token(&format!("{}.{}.{}", parts[0], forged_payload, parts[2])).unwrap();
+        let tampered =
+            parse_id_token(&format!("{}.{}.{}", parts[0], forged_payload, parts[2])).unwrap();
         let reason = rejection(verify(&tampered, "n-123", NOW));
         assert!(reason.starts_with(SIGNATURE_PREFIX), "{reason}");
     }
@@ -378,7 +461,8 @@ mod tests {
     fn unsigned_id_token_is_refused() {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
-        let result = parse_id_token(&format!("{header}.{payload}.")).and_then(|t| verify(&t, "n-123", NOW));
+        let result =
+            parse_id_token(&format!("{header}.{payload}.")).and_then(|t| verify(&t, "n-123", NOW));
         assert!(matches!(result, Err(UpstreamError::InvalidIdToken(_))));
     }
 }

@@ -7,10 +7,10 @@ use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::{Bridge, GrantType, OAuthError, Params, pkce, scope};
 use crate::storage::CodeRedemption;
+use crate::tokens::TokenHash;
 use crate::tokens::generate_token;
 use crate::tokens::opaque::random_string;
 use crate::tokens::refresh::RefreshFamily;
-use crate::tokens::TokenHash;
 
 pub(super) async fn exchange(
     bridge: &Bridge,
@@ -19,30 +19,54 @@ pub(super) async fn exchange(
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
     let code = params.require("code")?;
-    let record = match bridge.storage.redeem_code(&TokenHash::of(code), now).await? {
+    let record = match bridge
+        .storage
+        .redeem_code(&TokenHash::of(code), now)
+        .await?
+    {
         CodeRedemption::Redeemed(record) => record,
-        CodeRedemption::Replayed { family_id, client_id } => {
+        CodeRedemption::Replayed {
+            family_id,
+            client_id,
+        } => {
             tracing::warn!(client_id = %client_id, presented_by = %client.id, "authorization code replayed; revoking its tokens");
             bridge.storage.revoke_family(&family_id, now).await?;
-            return Err(OAuthError::invalid_grant("authorization code was already used"));
+            return Err(OAuthError::invalid_grant(
+                "authorization code was already used",
+            ));
         }
-        CodeRedemption::Expired => return Err(OAuthError::invalid_grant("authorization code has expired")),
-        CodeRedemption::Unknown => return Err(OAuthError::invalid_grant("authorization code is invalid")),
+        CodeRedemption::Expired => {
+            return Err(OAuthError::invalid_grant("authorization code has expired"));
+        }
+        CodeRedemption::Unknown => {
+            return Err(OAuthError::invalid_grant("authorization code is invalid"));
+        }
     };
     if record.client_id != client.id {
         tracing::warn!(code_client = %record.client_id, "authorization code presented by another client");
-        return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
+        return Err(OAuthError::invalid_grant(
+            "authorization code was issued to another client",
+        ));
     }
     match params.get("redirect_uri") {
         Some(given) if given == record.redirect_uri => {}
         None if !record.redirect_uri_given => {}
-        Some(_) => return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request")),
+        Some(_) => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
         None => return Err(OAuthError::invalid_request("redirect_uri is required")),
     }
     pkce::verify(params.get("code_verifier"), &record.code_challenge)?;
     check_resource(params, &record.audience)?;
 
-    let grant = Grant { client_id: &client.id, identity: &record.identity, scope: &record.scope, audience: &record.audience };
+    let grant = Grant {
+        client_id: &client.id,
+        identity: &record.identity,
+        scope: &record.scope,
+        audience: &record.audience,
+    };
     let (access_token, issued) = issue_access_token(bridge, &grant, random_string(16), now)?;
     let refresh_token = if client.allows_grant(GrantType::RefreshToken) {
         let (token, hash) = generate_token();
@@ -55,14 +79,21 @@ pub(super) async fn exchange(
             created_at: now,
             absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
             current: hash,
-            current_expires_at: now.plus(bridge.settings.refresh_token_ttl.min(bridge.settings.refresh_token_max_lifetime)),
+            current_expires_at: now.plus(
+                bridge
+                    .settings
+                    .refresh_token_ttl
+                    .min(bridge.settings.refresh_token_max_lifetime),
+            ),
             previous: None,
             revoked: false,
             access_tokens: vec![issued],
         };
         if !bridge.storage.create_family(family).await? {
             // The code was replayed while we were issuing: the replay already revoked this grant.
-            return Err(OAuthError::invalid_grant("authorization code was already used"));
+            return Err(OAuthError::invalid_grant(
+                "authorization code was already used",
+            ));
         }
         Some(token)
     } else {
@@ -81,8 +112,8 @@ pub(super) async fn exchange(
 #[cfg(test)]
 mod tests {
     use crate::oauth::test_support::*;
-    use crate::oauth::{OAuthError, Params};
     use crate::oauth::token::exchange;
+    use crate::oauth::{OAuthError, Params};
 
     #[tokio::test]
     async fn code_exchange_issues_bound_tokens() {
@@ -106,9 +137,18 @@ mod tests {
         let harness = Harness::new();
         let code = harness.code_for_public_client().await;
         let wrong = "x".repeat(43);
-        let err = harness.redeem_with(&code, &[("code_verifier", &wrong)]).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
-        assert_eq!(harness.redeem(&code).await.unwrap_err(), OAuthError::invalid_grant("authorization code was already used"));
+        let err = harness
+            .redeem_with(&code, &[("code_verifier", &wrong)])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            OAuthError::invalid_grant("code_verifier does not match the code_challenge")
+        );
+        assert_eq!(
+            harness.redeem(&code).await.unwrap_err(),
+            OAuthError::invalid_grant("authorization code was already used")
+        );
     }
 
     #[tokio::test]
@@ -120,19 +160,46 @@ mod tests {
             ("code", code.as_str()),
             ("redirect_uri", PUBLIC_REDIRECT),
         ]);
-        let err = exchange(&harness.bridge, &public_credentials(), &params, harness.now()).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_request("code_verifier is required"));
+        let err = exchange(
+            &harness.bridge,
+            &public_credentials(),
+            &params,
+            harness.now(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            OAuthError::invalid_request("code_verifier is required")
+        );
     }
 
     #[tokio::test]
     async fn redirect_uri_must_repeat_the_authorization_request() {
         let harness = Harness::new();
         let code = harness.code_for_public_client().await;
-        let err = harness.redeem_with(&code, &[("redirect_uri", "http://127.0.0.1:9999/callback")]).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        let err = harness
+            .redeem_with(&code, &[("redirect_uri", "http://127.0.0.1:9999/callback")])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            OAuthError::invalid_grant("redirect_uri does not match the authorization request")
+        );
         let code = harness.code_for_public_client().await;
-        let params = Params::from([("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER)]);
-        let err = exchange(&harness.bridge, &public_credentials(), &params, harness.now()).await.unwrap_err();
+        let params = Params::from([
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", VERIFIER),
+        ]);
+        let err = exchange(
+            &harness.bridge,
+            &public_credentials(),
+            &params,
+            harness.now(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err, OAuthError::invalid_request("redirect_uri is required"));
     }
 
@@ -142,11 +209,24 @@ mod tests {
         let code = harness.code_for_public_client().await;
         let first = harness.redeem(&code).await.unwrap();
         let err = harness.redeem(&code).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_grant("authorization code was already used"));
+        assert_eq!(
+            err,
+            OAuthError::invalid_grant("authorization code was already used")
+        );
         let refresh = first.refresh_token.unwrap();
-        assert_eq!(harness.refresh(&refresh).await.unwrap_err().code(), "invalid_grant");
+        assert_eq!(
+            harness.refresh(&refresh).await.unwrap_err().code(),
+            "invalid_grant"
+        );
         let jti = harness.verify_access_token(&first.access_token).jti;
-        assert!(harness.bridge.storage.is_access_token_revoked(&jti, harness.now()).await.unwrap());
+        assert!(
+            harness
+                .bridge
+                .storage
+                .is_access_token_revoked(&jti, harness.now())
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -154,13 +234,19 @@ mod tests {
         let harness = Harness::new();
         let code = harness.code_for_public_client().await;
         harness.clock.advance(crate::oauth::AUTHORIZATION_CODE_TTL);
-        assert_eq!(harness.redeem(&code).await.unwrap_err(), OAuthError::invalid_grant("authorization code has expired"));
+        assert_eq!(
+            harness.redeem(&code).await.unwrap_err(),
+            OAuthError::invalid_grant("authorization code has expired")
+        );
     }
 
     #[tokio::test]
     async fn unknown_code_is_invalid_grant() {
         let harness = Harness::new();
-        assert_eq!(harness.redeem("made-up").await.unwrap_err(), OAuthError::invalid_grant("authorization code is invalid"));
+        assert_eq!(
+            harness.redeem("made-up").await.unwrap_err(),
+            OAuthError::invalid_grant("authorization code is invalid")
+        );
     }
 
     #[tokio::test]
@@ -173,24 +259,42 @@ mod tests {
             ("redirect_uri", PUBLIC_REDIRECT),
             ("code_verifier", VERIFIER),
         ]);
-        let err = exchange(&harness.bridge, &confidential_credentials(), &params, harness.now()).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_grant("authorization code was issued to another client"));
+        let err = exchange(
+            &harness.bridge,
+            &confidential_credentials(),
+            &params,
+            harness.now(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            OAuthError::invalid_grant("authorization code was issued to another client")
+        );
     }
 
     #[tokio::test]
     async fn different_resource_at_the_token_endpoint_is_invalid_target() {
         let harness = Harness::new();
         let code = harness.code_for_public_client().await;
-        let err = harness.redeem_with(&code, &[("resource", "https://other.example.com/mcp")]).await.unwrap_err();
+        let err = harness
+            .redeem_with(&code, &[("resource", "https://other.example.com/mcp")])
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_target");
     }
 
     #[tokio::test]
     async fn unknown_client_is_invalid_client() {
         let harness = Harness::new();
-        let credentials = crate::oauth::token::ClientCredentials { client_id: "deleted".into(), secret: None };
+        let credentials = crate::oauth::token::ClientCredentials {
+            client_id: "deleted".into(),
+            secret: None,
+        };
         let params = Params::from([("grant_type", "authorization_code"), ("code", "x")]);
-        let err = exchange(&harness.bridge, &credentials, &params, harness.now()).await.unwrap_err();
+        let err = exchange(&harness.bridge, &credentials, &params, harness.now())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_client");
     }
 
@@ -198,9 +302,23 @@ mod tests {
     async fn unsupported_or_missing_grant_type() {
         let harness = Harness::new();
         let params = Params::from([("grant_type", "password")]);
-        let err = exchange(&harness.bridge, &public_credentials(), &params, harness.now()).await.unwrap_err();
+        let err = exchange(
+            &harness.bridge,
+            &public_credentials(),
+            &params,
+            harness.now(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), "unsupported_grant_type");
-        let err = exchange(&harness.bridge, &public_credentials(), &Params::default(), harness.now()).await.unwrap_err();
+        let err = exchange(
+            &harness.bridge,
+            &public_credentials(),
+            &Params::default(),
+            harness.now(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err, OAuthError::invalid_request("grant_type is required"));
     }
 }

@@ -38,15 +38,25 @@ pub async fn exchange(
     params: &Params,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let client = bridge.clients.authenticate(&credentials.client_id, credentials.secret.as_ref(), now).await?;
+    let client = bridge
+        .clients
+        .authenticate(&credentials.client_id, credentials.secret.as_ref(), now)
+        .await?;
     let grant_name = params.require("grant_type")?;
-    let grant = GrantType::parse(grant_name)
-        .ok_or_else(|| OAuthError::UnsupportedGrantType(format!("grant_type {grant_name:?} is not supported").into()))?;
+    let grant = GrantType::parse(grant_name).ok_or_else(|| {
+        OAuthError::UnsupportedGrantType(
+            format!("grant_type {grant_name:?} is not supported").into(),
+        )
+    })?;
     if !client.allows_grant(grant) {
-        return Err(OAuthError::UnauthorizedClient(format!("this client may not use {}", grant.as_str()).into()));
+        return Err(OAuthError::UnauthorizedClient(
+            format!("this client may not use {}", grant.as_str()).into(),
+        ));
     }
     match grant {
-        GrantType::AuthorizationCode => authorization_code::exchange(bridge, &client, params, now).await,
+        GrantType::AuthorizationCode => {
+            authorization_code::exchange(bridge, &client, params, now).await
+        }
         GrantType::RefreshToken => refresh_token::exchange(bridge, &client, params, now).await,
     }
 }
@@ -86,15 +96,21 @@ fn issue_access_token(
         tracing::error!(%error, "cannot sign an access token");
         OAuthError::ServerError
     })?;
-    Ok((token, IssuedAccessToken { jti: claims.jti, expires_at }))
+    Ok((
+        token,
+        IssuedAccessToken {
+            jti: claims.jti,
+            expires_at,
+        },
+    ))
 }
 
 /// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.
 fn check_resource(params: &Params, audience: &str) -> Result<(), OAuthError> {
     match params.get("resource") {
-        Some(resource) if resource != audience => {
-            Err(OAuthError::InvalidTarget("resource differs from the one this grant was issued for".into()))
-        }
+        Some(resource) if resource != audience => Err(OAuthError::InvalidTarget(
+            "resource differs from the one this grant was issued for".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -22,10 +22,17 @@ pub(super) async fn exchange(
     let access_expires_at = now.plus(bridge.settings.access_token_ttl);
     let replacement = Replacement {
         hash: new_hash,
-        access_token: IssuedAccessToken { jti: jti.clone(), expires_at: access_expires_at },
+        access_token: IssuedAccessToken {
+            jti: jti.clone(),
+            expires_at: access_expires_at,
+        },
         ttl: bridge.settings.refresh_token_ttl,
     };
-    let Some((outcome, family)) = bridge.storage.rotate_refresh(&presented, &client.id, replacement, now).await? else {
+    let Some((outcome, family)) = bridge
+        .storage
+        .rotate_refresh(&presented, &client.id, replacement, now)
+        .await?
+    else {
         return Err(OAuthError::invalid_grant("refresh token is invalid"));
     };
     match outcome {
@@ -35,13 +42,21 @@ pub(super) async fn exchange(
         }
         Presentation::Reused => {
             tracing::warn!(family = %family.id, subject = %family.identity.subject, "refresh token reuse detected; family revoked");
-            return Err(OAuthError::invalid_grant("refresh token was already used; the grant has been revoked"));
+            return Err(OAuthError::invalid_grant(
+                "refresh token was already used; the grant has been revoked",
+            ));
         }
-        Presentation::Expired => return Err(OAuthError::invalid_grant("refresh token has expired")),
-        Presentation::Revoked => return Err(OAuthError::invalid_grant("refresh token has been revoked")),
+        Presentation::Expired => {
+            return Err(OAuthError::invalid_grant("refresh token has expired"));
+        }
+        Presentation::Revoked => {
+            return Err(OAuthError::invalid_grant("refresh token has been revoked"));
+        }
         Presentation::WrongClient => {
             tracing::warn!(family = %family.id, "refresh token presented by another client");
-            return Err(OAuthError::invalid_grant("refresh token was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "refresh token was issued to another client",
+            ));
         }
     }
     // Narrowing comes after rotation; a refused narrowing leaves the client able to retry with
@@ -49,14 +64,21 @@ pub(super) async fn exchange(
     let scope = match requested_scope {
         Some(requested) => {
             if let Some(extra) = requested.iter().find(|s| !family.scope.contains(s)) {
-                return Err(OAuthError::InvalidScope(format!("scope {extra:?} exceeds the original grant").into()));
+                return Err(OAuthError::InvalidScope(
+                    format!("scope {extra:?} exceeds the original grant").into(),
+                ));
             }
             requested
         }
         None => family.scope.clone(),
     };
     check_resource(params, &family.audience)?;
-    let grant = Grant { client_id: &client.id, identity: &family.identity, scope: &scope, audience: &family.audience };
+    let grant = Grant {
+        client_id: &client.id,
+        identity: &family.identity,
+        scope: &scope,
+        audience: &family.audience,
+    };
     let (access_token, _) = issue_access_token(bridge, &grant, jti, now)?;
     Ok(TokenResponse {
         access_token,
@@ -90,11 +112,29 @@ mod tests {
     #[tokio::test]
     async fn retry_with_the_previous_token_works_until_the_successor_is_used() {
         let harness = Harness::new();
-        let original = harness.tokens_for_public_client().await.refresh_token.unwrap();
-        let lost = harness.refresh(&original).await.unwrap().refresh_token.unwrap();
+        let original = harness
+            .tokens_for_public_client()
+            .await
+            .refresh_token
+            .unwrap();
+        let lost = harness
+            .refresh(&original)
+            .await
+            .unwrap()
+            .refresh_token
+            .unwrap();
         // The response carrying `lost` never reached the client: it retries with the original.
-        let retried = harness.refresh(&original).await.unwrap().refresh_token.unwrap();
-        assert_eq!(harness.refresh(&lost).await.unwrap_err().code(), "invalid_grant", "replaced successor is dead");
+        let retried = harness
+            .refresh(&original)
+            .await
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        assert_eq!(
+            harness.refresh(&lost).await.unwrap_err().code(),
+            "invalid_grant",
+            "replaced successor is dead"
+        );
         // That presentation was reuse: the whole family, including the retried token, is revoked.
         assert_eq!(
             harness.refresh(&retried).await.unwrap_err(),
@@ -111,48 +151,96 @@ mod tests {
         let next = second.refresh_token.unwrap();
         let third = harness.refresh(&next).await.unwrap();
         let err = harness.refresh(&original).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_grant("refresh token was already used; the grant has been revoked"));
         assert_eq!(
-            harness.refresh(&third.refresh_token.unwrap()).await.unwrap_err(),
+            err,
+            OAuthError::invalid_grant("refresh token was already used; the grant has been revoked")
+        );
+        assert_eq!(
+            harness
+                .refresh(&third.refresh_token.unwrap())
+                .await
+                .unwrap_err(),
             OAuthError::invalid_grant("refresh token has been revoked")
         );
         for access in [first.access_token, second.access_token, third.access_token] {
             let jti = harness.verify_access_token(&access).jti;
-            assert!(harness.bridge.storage.is_access_token_revoked(&jti, harness.now()).await.unwrap());
+            assert!(
+                harness
+                    .bridge
+                    .storage
+                    .is_access_token_revoked(&jti, harness.now())
+                    .await
+                    .unwrap()
+            );
         }
     }
 
     #[tokio::test]
     async fn refresh_token_of_another_client_is_invalid_grant() {
         let harness = Harness::new();
-        let refresh = harness.tokens_for_public_client().await.refresh_token.unwrap();
-        let err = harness.refresh_as(&confidential_credentials(), &refresh, &[]).await.unwrap_err();
-        assert_eq!(err, OAuthError::invalid_grant("refresh token was issued to another client"));
-        assert!(harness.refresh(&refresh).await.is_ok(), "the rightful client is unaffected");
+        let refresh = harness
+            .tokens_for_public_client()
+            .await
+            .refresh_token
+            .unwrap();
+        let err = harness
+            .refresh_as(&confidential_credentials(), &refresh, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            OAuthError::invalid_grant("refresh token was issued to another client")
+        );
+        assert!(
+            harness.refresh(&refresh).await.is_ok(),
+            "the rightful client is unaffected"
+        );
     }
 
     #[tokio::test]
     async fn expired_refresh_token_is_invalid_grant() {
         let harness = Harness::new();
-        let refresh = harness.tokens_for_public_client().await.refresh_token.unwrap();
-        harness.clock.advance(std::time::Duration::from_secs(30 * 86400));
-        assert_eq!(harness.refresh(&refresh).await.unwrap_err(), OAuthError::invalid_grant("refresh token has expired"));
+        let refresh = harness
+            .tokens_for_public_client()
+            .await
+            .refresh_token
+            .unwrap();
+        harness
+            .clock
+            .advance(std::time::Duration::from_secs(30 * 86400));
+        assert_eq!(
+            harness.refresh(&refresh).await.unwrap_err(),
+            OAuthError::invalid_grant("refresh token has expired")
+        );
     }
 
     #[tokio::test]
     async fn scope_can_narrow_but_not_widen() {
         let harness = Harness::new();
-        let refresh = harness.tokens_for_public_client().await.refresh_token.unwrap();
-        let narrowed = harness.refresh_as(&public_credentials(), &refresh, &[("scope", "email")]).await.unwrap();
+        let refresh = harness
+            .tokens_for_public_client()
+            .await
+            .refresh_token
+            .unwrap();
+        let narrowed = harness
+            .refresh_as(&public_credentials(), &refresh, &[("scope", "email")])
+            .await
+            .unwrap();
         assert_eq!(narrowed.scope, "email");
         let next = narrowed.refresh_token.unwrap();
-        let err = harness.refresh_as(&public_credentials(), &next, &[("scope", "openid profile")]).await.unwrap_err();
+        let err = harness
+            .refresh_as(&public_credentials(), &next, &[("scope", "openid profile")])
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_scope");
     }
 
     #[tokio::test]
     async fn unknown_refresh_token_is_invalid_grant() {
         let harness = Harness::new();
-        assert_eq!(harness.refresh("nonsense").await.unwrap_err(), OAuthError::invalid_grant("refresh token is invalid"));
+        assert_eq!(
+            harness.refresh("nonsense").await.unwrap_err(),
+            OAuthError::invalid_grant("refresh token is invalid")
+        );
     }
 }

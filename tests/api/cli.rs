@@ -1,0 +1,83 @@
+//! The command line: check-config on the example configuration, hash-secret, errors.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-bridge");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+
+fn example_env(command: &mut Command) -> &mut Command {
+    command
+        .env("PUBLIC_URL", "https://mcp.example.com")
+        .env("KEYCLOAK_ISSUER", "https://keycloak.example.com/realms/mcp")
+        .env("KEYCLOAK_CLIENT_SECRET", "keycloak-secret")
+        .env("CLAUDE_CLIENT_SECRET", "claude-secret")
+}
+
+#[test]
+fn example_configuration_passes_check_config_once_its_variables_are_set() {
+    let output = example_env(Command::new(BINARY).args(["--config", EXAMPLE, "check-config"]))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
+}
+
+#[test]
+fn check_config_names_the_missing_variable_and_its_field() {
+    let output = Command::new(BINARY)
+        .args(["--config", EXAMPLE, "check-config"])
+        .env_remove("KEYCLOAK_CLIENT_SECRET")
+        .env("CLAUDE_CLIENT_SECRET", "claude-secret")
+        .env("PUBLIC_URL", "https://mcp.example.com")
+        .env("KEYCLOAK_ISSUER", "https://keycloak.example.com/realms/mcp")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KEYCLOAK_CLIENT_SECRET"), "{stderr}");
+    assert!(stderr.contains("oauth.upstream.client_secret"), "{stderr}");
+}
+
+#[test]
+fn check_config_reports_a_missing_file() {
+    let output = Command::new(BINARY)
+        .args(["--config", "/nonexistent/config.yaml", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot read /nonexistent/config.yaml")
+    );
+}
+
+#[test]
+fn hash_secret_reads_stdin_and_prints_a_bcrypt_hash() {
+    let mut child = Command::new(BINARY)
+        .args(["hash-secret", "--cost", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"my client secret\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    assert!(hash.starts_with("$2b$04$"), "{hash}");
+    assert!(bcrypt::verify("my client secret", hash.trim()).unwrap());
+}
+
+#[test]
+fn version_is_printed() {
+    let output = Command::new(BINARY).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("mcp-oauth-bridge "));
+}

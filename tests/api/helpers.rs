@@ -1,0 +1,246 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0 against the test provider, and a helper per step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcp_oauth_bridge::app;
+use mcp_oauth_bridge::clock::SystemClock;
+use mcp_oauth_bridge::config::Config;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::oidc_provider::{self, TestProvider};
+
+pub const PUBLIC_CLIENT: &str = "mcp-cli";
+pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:33418/callback";
+pub const WEB_CLIENT: &str = "web-app";
+pub const WEB_SECRET: &str = "web-app-secret-0123456789";
+pub const WEB_REDIRECT: &str = "https://app.example.com/oauth/callback";
+pub const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+pub struct TestApp {
+    /// The issuer: `http://127.0.0.1:<port>[/base]`.
+    pub issuer: String,
+    /// Scheme, host and port only.
+    pub origin: String,
+    pub provider: TestProvider,
+    /// The user's browser: redirects off, cookies kept.
+    pub browser: reqwest::Client,
+    /// A client application making back-channel calls.
+    pub api: reqwest::Client,
+}
+
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn new() -> Self {
+        let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Pkce {
+            verifier,
+            challenge,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub base_path: &'static str,
+    pub extra_upstream: &'static str,
+    pub provider: Option<TestProvider>,
+    pub upstream_issuer: Option<String>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let provider = match options.provider {
+        Some(provider) => provider,
+        None => TestProvider::start().await,
+    };
+    let upstream_issuer = options
+        .upstream_issuer
+        .unwrap_or_else(|| provider.issuer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("{origin}{}", options.base_path);
+    let yaml = format!(
+        r#"
+server:
+  address: "127.0.0.1:0"
+  public_url: "{issuer}"
+oauth:
+  clients:
+    - id: {PUBLIC_CLIENT}
+      redirect_uris: ["http://127.0.0.1/callback"]
+    - id: {WEB_CLIENT}
+      name: "Web app"
+      secret: "{WEB_SECRET}"
+      redirect_uris: ["{WEB_REDIRECT}"]
+  upstream:
+    issuer: "{upstream_issuer}"
+    client_id: {client_id}
+    client_secret: "{client_secret}"
+    timeout: 2s
+    claims:
+      groups: realm_access.roles
+{extra}
+"#,
+        client_id = oidc_provider::CLIENT_ID,
+        client_secret = oidc_provider::CLIENT_SECRET,
+        extra = options.extra_upstream,
+    );
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let service = app::build(&config, Arc::new(SystemClock)).await.unwrap();
+    let router = service.router;
+    tokio::spawn(async move {
+        let _ = app::serve(listener, router, std::future::pending()).await;
+    });
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let api = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        issuer,
+        origin,
+        provider,
+        browser,
+        api,
+    }
+}
+
+pub fn query_of(url: &str) -> HashMap<String, String> {
+    Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    let status = response.status();
+    assert!(
+        status == StatusCode::FOUND || status == StatusCode::SEE_OTHER,
+        "expected a redirect from {}, got {status}",
+        response.url()
+    );
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub fn authorize_params(&self, pkce: &Pkce) -> Vec<(&'static str, String)> {
+        vec![
+            ("client_id", PUBLIC_CLIENT.to_owned()),
+            ("redirect_uri", PUBLIC_REDIRECT.to_owned()),
+            ("response_type", "code".to_owned()),
+            ("code_challenge", pkce.challenge.clone()),
+            ("code_challenge_method", "S256".to_owned()),
+            ("state", "client-state-1".to_owned()),
+            ("scope", "openid email".to_owned()),
+            ("resource", RESOURCE.to_owned()),
+        ]
+    }
+
+    pub async fn get_authorize(&self, params: &[(&str, String)]) -> reqwest::Response {
+        self.browser
+            .get(self.url("/oauth/authorize"))
+            .query(params)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Authorize → upstream login → callback; returns where the bridge finally sends the browser.
+    pub async fn sign_in(&self, params: &[(&str, String)]) -> reqwest::Response {
+        let to_upstream = location(&self.get_authorize(params).await);
+        assert!(
+            to_upstream.starts_with(&self.provider.issuer),
+            "{to_upstream}"
+        );
+        let upstream = self.browser.get(&to_upstream).send().await.unwrap();
+        let to_callback = location(&upstream);
+        assert!(
+            to_callback.starts_with(&self.url("/oauth/callback")),
+            "{to_callback}"
+        );
+        self.browser.get(&to_callback).send().await.unwrap()
+    }
+
+    /// The whole front channel for the public client; returns our authorization code.
+    pub async fn authorization_code(&self, pkce: &Pkce) -> String {
+        let back = location(&self.sign_in(&self.authorize_params(pkce)).await);
+        let query = query_of(&back);
+        assert!(
+            back.starts_with("http://127.0.0.1:33418/callback?"),
+            "{back}"
+        );
+        assert_eq!(query["state"], "client-state-1");
+        assert_eq!(query["iss"], self.issuer);
+        query["code"].clone()
+    }
+
+    pub async fn post_token(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.api
+            .post(self.url("/oauth/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn redeem_code(&self, code: &str, pkce: &Pkce) -> reqwest::Response {
+        self.post_token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT),
+            ("code", code),
+            ("redirect_uri", PUBLIC_REDIRECT),
+            ("code_verifier", &pkce.verifier),
+        ])
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", PUBLIC_CLIENT),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
+    /// Signs in and redeems the code: the token response body.
+    pub async fn tokens(&self) -> Value {
+        let pkce = Pkce::new();
+        let code = self.authorization_code(&pkce).await;
+        let response = self.redeem_code(&code, &pkce).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+}
+
+pub async fn oauth_error(response: reqwest::Response, status: StatusCode, error: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string());
+    body
+}

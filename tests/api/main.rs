@@ -1,0 +1,12 @@
+//! Integration tests: the real server over loopback HTTP against a real (test) OIDC provider.
+
+// Helpers outside #[test] functions fail the test by panicking, which is what a test helper is for.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod discovery;
+mod flow;
+mod helpers;
+mod malformed;
+mod oidc_provider;
+mod token_endpoint;

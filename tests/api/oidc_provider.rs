@@ -1,0 +1,264 @@
+//! A small OpenID Connect provider for the tests: discovery, JWKS, an authorize endpoint that logs
+//! a configured user in, and a token endpoint that checks PKCE and returns RS256 ID tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mcp_oauth_bridge::clock::{Clock, SystemClock};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const CLIENT_ID: &str = "bridge";
+pub const CLIENT_SECRET: &str = "upstream-client-secret";
+pub const REALM_PATH: &str = "/realms/test";
+const SIGNING_KEY: &str = include_str!("../fixtures/upstream_rsa.pem");
+const FOREIGN_KEY: &str = include_str!("../fixtures/other_rsa.pem");
+
+/// How the provider answers the next logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    LogIn,
+    DenyLogin,
+    ForeignSignature,
+    ExpiredIdToken,
+    WrongAudience,
+    WrongNonce,
+    /// The provider has replaced its signing key since the bridge discovered it.
+    RotatedKey,
+}
+
+struct IssuedCode {
+    nonce: String,
+    challenge: String,
+    redirect_uri: String,
+}
+
+pub struct ProviderState {
+    issuer: String,
+    pub redirect_uri: Mutex<String>,
+    pub user: Mutex<Value>,
+    pub behaviour: Mutex<Behaviour>,
+    codes: Mutex<HashMap<String, IssuedCode>>,
+    pub token_requests: Mutex<u32>,
+}
+
+pub struct TestProvider {
+    pub issuer: String,
+    pub state: Arc<ProviderState>,
+}
+
+impl TestProvider {
+    pub async fn start() -> TestProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener)
+    }
+
+    pub fn serve_on(listener: tokio::net::TcpListener) -> TestProvider {
+        let issuer = format!("http://{}{REALM_PATH}", listener.local_addr().unwrap());
+        let state = Arc::new(ProviderState {
+            issuer: issuer.clone(),
+            redirect_uri: Mutex::new(String::new()),
+            user: Mutex::new(json!({
+                "sub": "upstream-user-42",
+                "email": "ada@corp.example",
+                "email_verified": true,
+                "name": "Ada Lovelace",
+                "realm_access": {"roles": ["mcp-users", "analysts"]},
+            })),
+            behaviour: Mutex::new(Behaviour::LogIn),
+            codes: Mutex::new(HashMap::new()),
+            token_requests: Mutex::new(0),
+        });
+        let routes = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/protocol/openid-connect/certs", get(jwks))
+            .route("/protocol/openid-connect/auth", get(authorize))
+            .route("/protocol/openid-connect/token", post(token));
+        let app = Router::new()
+            .nest(REALM_PATH, routes)
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestProvider { issuer, state }
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+async fn discovery(State(state): State<Arc<ProviderState>>) -> Json<Value> {
+    let base = &state.issuer;
+    Json(json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/protocol/openid-connect/auth"),
+        "token_endpoint": format!("{base}/protocol/openid-connect/token"),
+        "jwks_uri": format!("{base}/protocol/openid-connect/certs"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+    }))
+}
+
+/// The key the provider signs with now, and its id.
+fn active_key(behaviour: Behaviour) -> (&'static str, &'static str) {
+    match behaviour {
+        Behaviour::RotatedKey => (FOREIGN_KEY, "rotated-key"),
+        _ => (SIGNING_KEY, "test-key"),
+    }
+}
+
+async fn jwks(State(state): State<Arc<ProviderState>>) -> Json<JwkSet> {
+    let (pem, kid) = active_key(*state.behaviour.lock().unwrap());
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    Json(JwkSet { keys: vec![jwk] })
+}
+
+fn bad_request(reason: &str) -> Response {
+    (StatusCode::BAD_REQUEST, reason.to_owned()).into_response()
+}
+
+async fn authorize(
+    State(state): State<Arc<ProviderState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    if param("client_id") != CLIENT_ID {
+        return bad_request("unknown client");
+    }
+    if param("response_type") != "code" || !param("scope").split(' ').any(|s| s == "openid") {
+        return bad_request("not an OpenID Connect code request");
+    }
+    if param("code_challenge_method") != "S256" || param("code_challenge").len() != 43 {
+        return bad_request("PKCE S256 required");
+    }
+    if param("nonce").is_empty() || param("state").is_empty() {
+        return bad_request("state and nonce required");
+    }
+    let redirect_uri = param("redirect_uri");
+    *state.redirect_uri.lock().unwrap() = redirect_uri.clone();
+    let mut target = url::Url::parse(&redirect_uri).unwrap();
+    if *state.behaviour.lock().unwrap() == Behaviour::DenyLogin {
+        target
+            .query_pairs_mut()
+            .append_pair("error", "access_denied")
+            .append_pair("state", &param("state"));
+        return Redirect::to(target.as_str()).into_response();
+    }
+    let code = URL_SAFE_NO_PAD.encode(rand_bytes());
+    state.codes.lock().unwrap().insert(
+        code.clone(),
+        IssuedCode {
+            nonce: param("nonce"),
+            challenge: param("code_challenge"),
+            redirect_uri: redirect_uri.clone(),
+        },
+    );
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &param("state"));
+    Redirect::to(target.as_str()).into_response()
+}
+
+fn rand_bytes() -> [u8; 32] {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+fn token_error(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({"error": error}))).into_response()
+}
+
+async fn token(
+    State(state): State<Arc<ProviderState>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    *state.token_requests.lock().unwrap() += 1;
+    let expected = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    let by_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(expected.as_str());
+    let by_body = form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET);
+    if !by_header && !by_body {
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    let Some(issued) = form
+        .get("code")
+        .and_then(|code| state.codes.lock().unwrap().remove(code))
+    else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    if form.get("redirect_uri") != Some(&issued.redirect_uri) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != issued.challenge {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let now = SystemClock.now().seconds();
+    let behaviour = *state.behaviour.lock().unwrap();
+    let mut claims = state.user.lock().unwrap().clone();
+    claims["iss"] = json!(state.issuer);
+    claims["aud"] = json!(if behaviour == Behaviour::WrongAudience {
+        "someone-else"
+    } else {
+        CLIENT_ID
+    });
+    claims["iat"] = json!(now);
+    claims["exp"] = json!(if behaviour == Behaviour::ExpiredIdToken {
+        now - 600
+    } else {
+        now + 300
+    });
+    claims["nonce"] = json!(if behaviour == Behaviour::WrongNonce {
+        "not-the-nonce".to_owned()
+    } else {
+        issued.nonce
+    });
+    let (pem, kid) = match behaviour {
+        // Signed with a key the JWKS does not hold, under the published key id.
+        Behaviour::ForeignSignature => (FOREIGN_KEY, "test-key"),
+        other => active_key(other),
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let id_token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    Json(json!({
+        "access_token": "upstream-access-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": id_token,
+    }))
+    .into_response()
+}
