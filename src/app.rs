@@ -89,6 +89,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         access_token_ttl: config.oauth.access_token_ttl.0,
         refresh_token_ttl: config.oauth.refresh_token_ttl.0,
         refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
+        refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
         claims: upstream_config.claims.clone(),
         allowed_groups: upstream_config.allowed_groups.clone(),
         allowed_email_domains: upstream_config.allowed_email_domains.clone(),

@@ -62,6 +62,9 @@ pub struct OAuthConfig {
     /// Absolute lifetime of a refresh-token family, however often it is used.
     #[serde(default = "default_refresh_max")]
     pub refresh_token_max_lifetime: ConfigDuration,
+    /// How long after rotation the previous refresh token may be retried (lost response).
+    #[serde(default = "default_refresh_retry_window")]
+    pub refresh_token_retry_window: ConfigDuration,
     /// `aud` of tokens whose request named no `resource`; defaults to `server.public_url`.
     pub audience: Option<String>,
     /// When non-empty, the only `resource` values (RFC 8707) clients may ask for.
@@ -82,6 +85,7 @@ impl Default for OAuthConfig {
             access_token_ttl: default_access_ttl(),
             refresh_token_ttl: default_refresh_ttl(),
             refresh_token_max_lifetime: default_refresh_max(),
+            refresh_token_retry_window: default_refresh_retry_window(),
             audience: None,
             resources: Vec::new(),
             scopes_supported: default_scopes(),
@@ -200,6 +204,9 @@ fn default_refresh_ttl() -> ConfigDuration {
 }
 fn default_refresh_max() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(90 * 86400))
+}
+fn default_refresh_retry_window() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
 }
 fn default_upstream_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(10))

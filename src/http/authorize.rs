@@ -6,13 +6,13 @@ use axum::response::Response;
 
 use super::AppState;
 use super::pages::{error_page, redirect};
-use super::params::parse_unique;
+use super::params::parse_query;
 use crate::oauth::authorize::{AuthorizeError, start_authorization};
 use crate::oauth::{PENDING_AUTHORIZATION_TTL, endpoints};
 
 pub async fn authorize_get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     // Repeated parameters are refused before the client is known, so this is a page.
-    let params = match parse_unique(query.as_deref().unwrap_or("")) {
+    let params = match parse_query(query.as_deref()) {
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };

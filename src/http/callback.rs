@@ -6,7 +6,7 @@ use axum::response::Response;
 
 use super::AppState;
 use super::pages::{error_page, redirect};
-use super::params::parse_unique;
+use super::params::parse_query;
 use crate::oauth::authorize::{AuthorizeError, binding_cookie_name};
 use crate::oauth::callback::complete_authorization;
 use crate::oauth::endpoints;
@@ -16,7 +16,7 @@ pub async fn callback_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match parse_unique(query.as_deref().unwrap_or("")) {
+    let params = match parse_query(query.as_deref()) {
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };

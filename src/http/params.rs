@@ -9,6 +9,17 @@ use crate::oauth::{OAuthError, Params};
 /// Form bodies at the token endpoint are small; anything larger is not a real client.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
+/// Query strings of the browser-facing endpoints; real requests are far below this.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+pub fn parse_query(query: Option<&str>) -> Result<Params, OAuthError> {
+    let query = query.unwrap_or("");
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(OAuthError::invalid_request("the request is too large"));
+    }
+    parse_unique(query)
+}
+
 pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
     let mut params = Params::default();
     let mut seen = std::collections::HashSet::new();
@@ -53,6 +64,13 @@ mod tests {
     fn repeated_parameters_are_refused() {
         let err = parse_unique("a=1&b=2&a=3").unwrap_err();
         assert_eq!(err, OAuthError::invalid_request("parameter a is repeated"));
+    }
+
+    #[test]
+    fn oversized_query_is_refused() {
+        let err = parse_query(Some(&"a".repeat(MAX_QUERY_BYTES + 1))).unwrap_err();
+        assert_eq!(err, OAuthError::invalid_request("the request is too large"));
+        assert!(parse_query(None).unwrap().0.is_empty());
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct Settings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub refresh_token_max_lifetime: Duration,
+    /// How long a rotated-out refresh token may still be retried while its successor is unused.
+    pub refresh_token_retry_window: Duration,
     pub claims: ClaimsConfig,
     pub allowed_groups: Vec<String>,
     pub allowed_email_domains: Vec<String>,

@@ -26,6 +26,8 @@ pub const ISSUER: &str = "https://bridge.example.com";
 pub const PUBLIC_CLIENT: &str = "public-client";
 pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:4321/callback";
 pub const CONFIDENTIAL_CLIENT: &str = "web-client";
+/// A public client that may not use refresh tokens.
+pub const NO_REFRESH_CLIENT: &str = "no-refresh-client";
 pub const CONFIDENTIAL_SECRET: &str = "web-client-secret";
 // RFC 7636 Appendix B.
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -42,6 +44,7 @@ pub fn settings() -> Settings {
         access_token_ttl: Duration::from_secs(3600),
         refresh_token_ttl: Duration::from_secs(30 * 86400),
         refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
+        refresh_token_retry_window: Duration::from_secs(300),
         claims: ClaimsConfig::default(),
         allowed_groups: vec![],
         allowed_email_domains: vec![],
@@ -158,6 +161,15 @@ impl Harness {
                     skip_consent: false,
                 },
                 ClientConfig {
+                    id: NO_REFRESH_CLIENT.into(),
+                    secret: None,
+                    redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                    name: None,
+                    scopes: None,
+                    grant_types: Some(vec!["authorization_code".into()]),
+                    skip_consent: false,
+                },
+                ClientConfig {
                     id: CONFIDENTIAL_CLIENT.into(),
                     secret: Some(SecretString::new(CONFIDENTIAL_SECRET)),
                     redirect_uris: vec!["https://app.example.com/callback".into()],
@@ -205,8 +217,13 @@ impl Harness {
     }
 
     pub async fn authorize_public(&self) -> Login {
+        self.authorize_as(PUBLIC_CLIENT).await
+    }
+
+    /// Starts an authorization for one of the public loopback clients.
+    pub async fn authorize_as(&self, client_id: &str) -> Login {
         let params = Params::from([
-            ("client_id", PUBLIC_CLIENT),
+            ("client_id", client_id),
             ("redirect_uri", PUBLIC_REDIRECT),
             ("response_type", "code"),
             ("code_challenge", CHALLENGE),
@@ -240,7 +257,11 @@ impl Harness {
     }
 
     pub async fn code_for_public_client(&self) -> String {
-        let login = self.authorize_public().await;
+        self.code_for(PUBLIC_CLIENT).await
+    }
+
+    pub async fn code_for(&self, client_id: &str) -> String {
+        let login = self.authorize_as(client_id).await;
         let url = self
             .callback(&login, &[("code", "upstream-code")])
             .await
@@ -257,6 +278,15 @@ impl Harness {
         code: &str,
         overrides: &[(&str, &str)],
     ) -> Result<TokenResponse, OAuthError> {
+        self.redeem_as(PUBLIC_CLIENT, code, overrides).await
+    }
+
+    pub async fn redeem_as(
+        &self,
+        client_id: &str,
+        code: &str,
+        overrides: &[(&str, &str)],
+    ) -> Result<TokenResponse, OAuthError> {
         let mut params = Params::from([
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -266,7 +296,11 @@ impl Harness {
         for (k, v) in overrides {
             params.0.insert((*k).into(), (*v).into());
         }
-        exchange(&self.bridge, &public_credentials(), &params, self.now()).await
+        let credentials = ClientCredentials {
+            client_id: client_id.into(),
+            secret: None,
+        };
+        exchange(&self.bridge, &credentials, &params, self.now()).await
     }
 
     pub async fn redeem(&self, code: &str) -> Result<TokenResponse, OAuthError> {

@@ -5,10 +5,16 @@ use std::time::Duration;
 
 use super::*;
 use crate::tokens::refresh::IssuedAccessToken;
+use tokio::sync::Barrier;
 
 const NOW: UnixTime = UnixTime(1_700_000_000);
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86400);
+const CLIENT: RefreshRequest<'static> = RefreshRequest {
+    client_id: "client",
+    scope: None,
+    resource: None,
+};
 
 pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     pending_authorization_is_taken_once(&make()).await;
@@ -16,6 +22,8 @@ pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     code_is_redeemed_once_and_replay_names_the_family(&make()).await;
     expired_code_is_refused(&make()).await;
     concurrent_redemptions_succeed_exactly_once(Arc::new(make())).await;
+    concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make())).await;
+    grant_without_refresh_token_still_revokes_its_access_tokens(&make()).await;
     refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make()).await;
     family_revoked_before_creation_is_never_created(&make()).await;
     sweep_removes_only_expired_entries(&make()).await;
@@ -70,7 +78,7 @@ fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
         audience: "https://mcp.example.com".into(),
         created_at: NOW,
         absolute_expires_at: NOW.plus(DAY * 90),
-        current: first_token,
+        current: Some(first_token),
         current_expires_at: NOW.plus(DAY * 30),
         previous: None,
         revoked: false,
@@ -89,6 +97,7 @@ fn replacement(token: &str) -> Replacement {
             expires_at: NOW.plus(MINUTE * 60),
         },
         ttl: DAY * 30,
+        retry_window: MINUTE * 5,
     }
 }
 
@@ -175,10 +184,16 @@ async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>
         .put_code(hash, code("fam-c", NOW.plus(MINUTE)))
         .await
         .unwrap();
-    let attempts: Vec<_> = (0..16)
+    let contenders = 16;
+    let start = Arc::new(Barrier::new(contenders));
+    let attempts: Vec<_> = (0..contenders)
         .map(|_| {
             let storage = Arc::clone(&storage);
-            tokio::spawn(async move { storage.redeem_code(&hash, NOW).await.unwrap() })
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                storage.redeem_code(&hash, NOW).await.unwrap()
+            })
         })
         .collect();
     let mut redeemed = 0;
@@ -190,18 +205,79 @@ async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>
     assert_eq!(redeemed, 1);
 }
 
+async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(storage: Arc<S>) {
+    let first = TokenHash::of("race-0");
+    assert!(
+        storage
+            .create_family(family("fam-race", first))
+            .await
+            .unwrap()
+    );
+    let contenders = 8;
+    let start = Arc::new(Barrier::new(contenders));
+    let attempts: Vec<_> = (0..contenders)
+        .map(|i| {
+            let storage = Arc::clone(&storage);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                let replacement = replacement(&format!("race-{}", i + 1));
+                let (outcome, _) = storage
+                    .rotate_refresh(&first, &CLIENT, replacement, NOW)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                outcome
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Presentation::Rotated => rotated += 1,
+            Presentation::RetriedLostResponse => {}
+            other => panic!("a retry inside the window must not be {other:?}"),
+        }
+    }
+    // A non-atomic read-modify-write would let several presentations see the token as current.
+    assert_eq!(
+        rotated, 1,
+        "exactly one presentation rotates; the others are retries"
+    );
+}
+
+async fn grant_without_refresh_token_still_revokes_its_access_tokens(storage: &dyn Storage) {
+    let mut grant = family("fam-no-refresh", TokenHash::of("unused"));
+    grant.current = None;
+    assert!(storage.create_family(grant).await.unwrap());
+    storage.revoke_family("fam-no-refresh", NOW).await.unwrap();
+    assert!(
+        storage
+            .is_access_token_revoked("fam-no-refresh-at-0", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .rotate_refresh(&TokenHash::of("unused"), &CLIENT, replacement("x"), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage: &dyn Storage) {
     let first = TokenHash::of("rt-0");
     assert!(storage.create_family(family("fam-r", first)).await.unwrap());
     let (outcome, fam) = storage
-        .rotate_refresh(&first, "client", replacement("rt-1"), NOW)
+        .rotate_refresh(&first, &CLIENT, replacement("rt-1"), NOW)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(outcome, Presentation::Rotated);
-    assert_eq!(fam.current, TokenHash::of("rt-1"));
+    assert_eq!(fam.current, Some(TokenHash::of("rt-1")));
     let (outcome, _) = storage
-        .rotate_refresh(&TokenHash::of("rt-1"), "client", replacement("rt-2"), NOW)
+        .rotate_refresh(&TokenHash::of("rt-1"), &CLIENT, replacement("rt-2"), NOW)
         .await
         .unwrap()
         .unwrap();
@@ -213,7 +289,7 @@ async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage
             .unwrap()
     );
     let (outcome, _) = storage
-        .rotate_refresh(&first, "client", replacement("rt-x"), NOW)
+        .rotate_refresh(&first, &CLIENT, replacement("rt-x"), NOW)
         .await
         .unwrap()
         .unwrap();
@@ -225,14 +301,14 @@ async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage
         );
     }
     let (outcome, _) = storage
-        .rotate_refresh(&TokenHash::of("rt-2"), "client", replacement("rt-3"), NOW)
+        .rotate_refresh(&TokenHash::of("rt-2"), &CLIENT, replacement("rt-3"), NOW)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(outcome, Presentation::Revoked);
     assert!(
         storage
-            .rotate_refresh(&TokenHash::of("rt-x"), "client", replacement("rt-4"), NOW)
+            .rotate_refresh(&TokenHash::of("rt-x"), &CLIENT, replacement("rt-4"), NOW)
             .await
             .unwrap()
             .is_none()
@@ -249,7 +325,7 @@ async fn family_revoked_before_creation_is_never_created(storage: &dyn Storage) 
     );
     assert!(
         storage
-            .rotate_refresh(&TokenHash::of("late"), "client", replacement("l2"), NOW)
+            .rotate_refresh(&TokenHash::of("late"), &CLIENT, replacement("l2"), NOW)
             .await
             .unwrap()
             .is_none()
@@ -296,7 +372,7 @@ async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
         storage
             .rotate_refresh(
                 &TokenHash::of("s-0"),
-                "client",
+                &CLIENT,
                 replacement("s-1"),
                 NOW.plus(DAY * 31)
             )

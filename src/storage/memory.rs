@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{AuthorizationCodeRecord, CodeRedemption, PendingAuthorization, Storage, StorageError};
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
-use crate::tokens::refresh::{Presentation, RefreshFamily, Replacement};
+use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
 /// How long a revocation of a family that does not exist yet is remembered.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
@@ -126,9 +126,9 @@ impl Storage for MemoryStorage {
         if inner.family_tombstones.contains_key(&family.id) {
             return Ok(false);
         }
-        inner
-            .refresh_index
-            .insert(family.current, family.id.clone());
+        if let Some(current) = family.current {
+            inner.refresh_index.insert(current, family.id.clone());
+        }
         inner.families.insert(family.id.clone(), family);
         Ok(true)
     }
@@ -136,7 +136,7 @@ impl Storage for MemoryStorage {
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
-        client_id: &str,
+        request: &RefreshRequest<'_>,
         replacement: Replacement,
         now: UnixTime,
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
@@ -148,14 +148,18 @@ impl Storage for MemoryStorage {
             return Ok(None);
         };
         let new_hash = replacement.hash;
-        let outcome = family.present(presented, client_id, replacement, now);
+        let outcome = family.present(presented, request, replacement, now);
         let snapshot = family.clone();
         match outcome {
             Presentation::Rotated | Presentation::RetriedLostResponse => {
                 inner.refresh_index.insert(new_hash, family_id);
             }
             Presentation::Reused => inner.revoke_family(&family_id, now),
-            Presentation::Expired | Presentation::Revoked | Presentation::WrongClient => {}
+            Presentation::Expired
+            | Presentation::Revoked
+            | Presentation::WrongClient
+            | Presentation::ScopeExceeded
+            | Presentation::WrongResource => {}
         }
         Ok(Some((outcome, snapshot)))
     }
@@ -214,7 +218,7 @@ mod tests {
     use super::*;
     use crate::storage::contract_tests;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn memory_storage_honours_the_storage_contract() {
         contract_tests::run_all(MemoryStorage::new).await;
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::tokens::TokenHash;
-use crate::tokens::refresh::{Presentation, RefreshFamily, Replacement};
+use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
 pub use memory::MemoryStorage;
 
@@ -99,7 +99,7 @@ pub trait Storage: Send + Sync + 'static {
     async fn rotate_refresh(
         &self,
         presented: &TokenHash,
-        client_id: &str,
+        request: &RefreshRequest<'_>,
         replacement: Replacement,
         now: UnixTime,
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError>;

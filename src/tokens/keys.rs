@@ -189,6 +189,59 @@ mod tests {
         assert_eq!(jwk["kid"].as_str().unwrap().len(), 43);
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn es256_and_rs256_keys_load_from_pem_files_and_sign_verifiable_tokens() {
+        for (file, algorithm, kty) in [
+            ("signing_es256.pem", SigningAlgorithm::ES256, "EC"),
+            ("upstream_rsa.pem", SigningAlgorithm::RS256, "RSA"),
+        ] {
+            let key = SigningKey::from_pem_file(&fixture(file), algorithm).unwrap();
+            let keys = KeySet::new(key);
+            let jwk = serde_json::to_value(&keys.jwks().keys[0]).unwrap();
+            assert_eq!(jwk["kty"], kty);
+            assert!(jwk.get("d").is_none());
+            let claims = crate::tokens::jwt::AccessTokenClaims {
+                iss: "https://i".into(),
+                sub: "s".into(),
+                aud: "https://a".into(),
+                client_id: "c".into(),
+                scope: String::new(),
+                exp: 2000,
+                iat: 1000,
+                nbf: 1000,
+                jti: "j".into(),
+                email: None,
+                name: None,
+                groups: vec![],
+            };
+            let token = crate::tokens::jwt::sign_access_token(&keys, &claims).unwrap();
+            let verified = crate::tokens::jwt::verify_access_token(
+                &keys,
+                &token,
+                "https://i",
+                "https://a",
+                crate::clock::UnixTime(1500),
+            );
+            assert_eq!(verified.unwrap(), claims, "{file}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_of_the_wrong_kind_or_missing_is_refused_clearly() {
+        let err = SigningKey::from_pem_file(&fixture("upstream_rsa.pem"), SigningAlgorithm::ES256)
+            .unwrap_err();
+        assert!(err.to_string().contains("upstream_rsa.pem"), "{err}");
+        let err = SigningKey::from_pem_file(&fixture("missing.pem"), SigningAlgorithm::RS256)
+            .unwrap_err();
+        assert!(matches!(err, KeyError::Read { .. }));
+    }
+
     #[test]
     fn shared_secret_is_never_published() {
         let keys = KeySet::new(SigningKey::from_shared_secret(

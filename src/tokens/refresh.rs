@@ -1,9 +1,9 @@
-//! Refresh-token families and the rotation rule (SPEC §4, RFC 9700 §4.14.2).
+//! Grants and their refresh-token families, and the rotation rule (SPEC §4, RFC 9700 §4.14.2).
 //!
-//! Every use rotates the token. The token just rotated out may be presented once more for as long
-//! as its successor has not been used: that is a client retrying after losing the response, and
-//! the unused successor is replaced. Any other presentation of a retired token is reuse, and the
-//! whole family is revoked.
+//! Every use rotates the token. The token just rotated out may be presented again for as long as
+//! its successor has not been used, and at most `retry_window` after it was rotated out: that is a
+//! client retrying after losing the response, and the unused successor is replaced. Any other
+//! presentation of a retired token is reuse, and the whole family is revoked.
 
 use std::time::Duration;
 
@@ -19,6 +19,15 @@ pub struct IssuedAccessToken {
     pub expires_at: UnixTime,
 }
 
+/// A token rotated out, kept so that a lost response can be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredToken {
+    pub hash: TokenHash,
+    pub rotated_at: UnixTime,
+}
+
+/// Everything one authorization code produced. A grant whose client may not refresh has no
+/// refresh token, but still records its access tokens so that a code replay can revoke them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefreshFamily {
     pub id: String,
@@ -29,9 +38,9 @@ pub struct RefreshFamily {
     pub audience: String,
     pub created_at: UnixTime,
     pub absolute_expires_at: UnixTime,
-    pub current: TokenHash,
+    pub current: Option<TokenHash>,
     pub current_expires_at: UnixTime,
-    pub previous: Option<(TokenHash, UnixTime)>,
+    pub previous: Option<RetiredToken>,
     pub revoked: bool,
     /// Access tokens issued from this family that may still be live; revoked with it.
     pub access_tokens: Vec<IssuedAccessToken>,
@@ -49,14 +58,27 @@ pub enum Presentation {
     Revoked,
     /// Presented by a client the family does not belong to; nothing changes.
     WrongClient,
+    /// The request asked for scope beyond the grant's; nothing changes (RFC 6749 §6).
+    ScopeExceeded,
+    /// The request named another resource than the grant's; nothing changes (RFC 8707 §2.2).
+    WrongResource,
 }
 
-/// The token that replaces the presented one, and the access token issued with it.
+/// What the refresh request asks for, checked before anything changes.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRequest<'a> {
+    pub client_id: &'a str,
+    pub scope: Option<&'a [String]>,
+    pub resource: Option<&'a str>,
+}
+
+/// The token that replaces the presented one, the access token issued with it, and the policy.
 #[derive(Debug, Clone)]
 pub struct Replacement {
     pub hash: TokenHash,
     pub access_token: IssuedAccessToken,
     pub ttl: Duration,
+    pub retry_window: Duration,
 }
 
 impl RefreshFamily {
@@ -68,40 +90,55 @@ impl RefreshFamily {
     pub fn present(
         &mut self,
         presented: &TokenHash,
-        client_id: &str,
+        request: &RefreshRequest<'_>,
         replacement: Replacement,
         now: UnixTime,
     ) -> Presentation {
         if self.revoked {
             return Presentation::Revoked;
         }
-        if self.client_id != client_id {
+        if self.client_id != request.client_id {
             return Presentation::WrongClient;
         }
         if now >= self.absolute_expires_at {
             return Presentation::Expired;
         }
-        let outcome = if *presented == self.current {
+        let is_current = self.current == Some(*presented);
+        if is_current {
             if now >= self.current_expires_at {
                 return Presentation::Expired;
             }
-            self.previous = Some((self.current, self.current_expires_at));
+        } else {
+            let retry_allowed = self.previous.is_some_and(|retired| {
+                retired.hash == *presented
+                    && now < retired.rotated_at.plus(replacement.retry_window)
+            });
+            if !retry_allowed {
+                self.revoked = true;
+                return Presentation::Reused;
+            }
+        }
+        if let Some(scope) = request.scope
+            && scope.iter().any(|s| !self.scope.contains(s))
+        {
+            return Presentation::ScopeExceeded;
+        }
+        if request
+            .resource
+            .is_some_and(|resource| resource != self.audience)
+        {
+            return Presentation::WrongResource;
+        }
+        let outcome = if is_current {
+            self.previous = self.current.map(|hash| RetiredToken {
+                hash,
+                rotated_at: now,
+            });
             Presentation::Rotated
         } else {
-            match self.previous {
-                Some((previous, expires_at)) if previous == *presented => {
-                    if now >= expires_at {
-                        return Presentation::Expired;
-                    }
-                    Presentation::RetriedLostResponse
-                }
-                _ => {
-                    self.revoked = true;
-                    return Presentation::Reused;
-                }
-            }
+            Presentation::RetriedLostResponse
         };
-        self.current = replacement.hash;
+        self.current = Some(replacement.hash);
         self.current_expires_at = self.sliding_expiry(now, replacement.ttl);
         self.access_tokens.retain(|t| t.expires_at > now);
         self.access_tokens.push(replacement.access_token);
@@ -114,6 +151,12 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86400);
+    const RETRY_WINDOW: Duration = Duration::from_secs(300);
+    const CLIENT: RefreshRequest<'static> = RefreshRequest {
+        client_id: "client",
+        scope: None,
+        resource: None,
+    };
 
     fn hash(n: u8) -> TokenHash {
         TokenHash([n; 32])
@@ -130,11 +173,11 @@ mod tests {
                 name: None,
                 groups: vec![],
             },
-            scope: vec!["openid".into()],
+            scope: vec!["openid".into(), "email".into()],
             audience: "https://mcp.example.com".into(),
             created_at: now,
             absolute_expires_at: now.plus(DAY * 90),
-            current: hash(0),
+            current: Some(hash(0)),
             current_expires_at: now.plus(DAY * 30),
             previous: None,
             revoked: false,
@@ -150,6 +193,7 @@ mod tests {
                 expires_at: now.plus(Duration::from_secs(3600)),
             },
             ttl: DAY * 30,
+            retry_window: RETRY_WINDOW,
         }
     }
 
@@ -158,11 +202,17 @@ mod tests {
         let now = UnixTime(1_000);
         let mut fam = family(now);
         assert_eq!(
-            fam.present(&hash(0), "client", replacement(1, now), now),
+            fam.present(&hash(0), &CLIENT, replacement(1, now), now),
             Presentation::Rotated
         );
-        assert_eq!(fam.current, hash(1));
-        assert_eq!(fam.previous.map(|p| p.0), Some(hash(0)));
+        assert_eq!(fam.current, Some(hash(1)));
+        assert_eq!(
+            fam.previous,
+            Some(RetiredToken {
+                hash: hash(0),
+                rotated_at: now
+            })
+        );
         assert_eq!(fam.access_tokens.len(), 1);
     }
 
@@ -170,15 +220,29 @@ mod tests {
     fn previous_token_may_retry_while_successor_is_unused_and_replaces_it() {
         let now = UnixTime(1_000);
         let mut fam = family(now);
-        fam.present(&hash(0), "client", replacement(1, now), now);
+        fam.present(&hash(0), &CLIENT, replacement(1, now), now);
+        let retry = now.plus(RETRY_WINDOW - Duration::from_secs(1));
         assert_eq!(
-            fam.present(&hash(0), "client", replacement(2, now), now),
+            fam.present(&hash(0), &CLIENT, replacement(2, retry), retry),
             Presentation::RetriedLostResponse
         );
-        assert_eq!(fam.current, hash(2));
+        assert_eq!(fam.current, Some(hash(2)));
         // The replaced successor is dead: presenting it is reuse.
         assert_eq!(
-            fam.present(&hash(1), "client", replacement(3, now), now),
+            fam.present(&hash(1), &CLIENT, replacement(3, now), now),
+            Presentation::Reused
+        );
+        assert!(fam.revoked);
+    }
+
+    #[test]
+    fn previous_token_after_the_retry_window_revokes_the_family() {
+        let now = UnixTime(1_000);
+        let mut fam = family(now);
+        fam.present(&hash(0), &CLIENT, replacement(1, now), now);
+        let late = now.plus(RETRY_WINDOW);
+        assert_eq!(
+            fam.present(&hash(0), &CLIENT, replacement(2, late), late),
             Presentation::Reused
         );
         assert!(fam.revoked);
@@ -188,18 +252,18 @@ mod tests {
     fn previous_token_after_successor_was_used_revokes_the_family() {
         let now = UnixTime(1_000);
         let mut fam = family(now);
-        fam.present(&hash(0), "client", replacement(1, now), now);
+        fam.present(&hash(0), &CLIENT, replacement(1, now), now);
         assert_eq!(
-            fam.present(&hash(1), "client", replacement(2, now), now),
+            fam.present(&hash(1), &CLIENT, replacement(2, now), now),
             Presentation::Rotated
         );
         assert_eq!(
-            fam.present(&hash(0), "client", replacement(3, now), now),
+            fam.present(&hash(0), &CLIENT, replacement(3, now), now),
             Presentation::Reused
         );
         assert!(fam.revoked);
         assert_eq!(
-            fam.present(&hash(2), "client", replacement(4, now), now),
+            fam.present(&hash(2), &CLIENT, replacement(4, now), now),
             Presentation::Revoked
         );
     }
@@ -210,14 +274,14 @@ mod tests {
         let mut fam = family(now);
         let later = now.plus(DAY * 31);
         assert_eq!(
-            fam.present(&hash(0), "client", replacement(1, later), later),
+            fam.present(&hash(0), &CLIENT, replacement(1, later), later),
             Presentation::Expired
         );
         assert!(!fam.revoked);
         let mut fam = family(now);
         let much_later = now.plus(DAY * 91);
         assert_eq!(
-            fam.present(&hash(0), "client", replacement(1, much_later), much_later),
+            fam.present(&hash(0), &CLIENT, replacement(1, much_later), much_later),
             Presentation::Expired
         );
     }
@@ -229,7 +293,7 @@ mod tests {
         let late = now.plus(DAY * 80);
         fam.current_expires_at = late.plus(DAY);
         assert_eq!(
-            fam.present(&hash(0), "client", replacement(1, late), late),
+            fam.present(&hash(0), &CLIENT, replacement(1, late), late),
             Presentation::Rotated
         );
         assert_eq!(fam.current_expires_at, fam.absolute_expires_at);
@@ -239,11 +303,69 @@ mod tests {
     fn another_clients_presentation_changes_nothing() {
         let now = UnixTime(1_000);
         let mut fam = family(now);
+        let intruder = RefreshRequest {
+            client_id: "intruder",
+            ..CLIENT
+        };
         assert_eq!(
-            fam.present(&hash(0), "intruder", replacement(1, now), now),
+            fam.present(&hash(0), &intruder, replacement(1, now), now),
             Presentation::WrongClient
         );
-        assert_eq!(fam.current, hash(0));
+        assert_eq!(fam.current, Some(hash(0)));
         assert!(!fam.revoked);
+    }
+
+    #[test]
+    fn wider_scope_or_another_resource_is_refused_before_anything_changes() {
+        let now = UnixTime(1_000);
+        let mut fam = family(now);
+        let wider = vec!["openid".to_owned(), "admin".to_owned()];
+        let request = RefreshRequest {
+            scope: Some(&wider),
+            ..CLIENT
+        };
+        assert_eq!(
+            fam.present(&hash(0), &request, replacement(1, now), now),
+            Presentation::ScopeExceeded
+        );
+        let request = RefreshRequest {
+            resource: Some("https://other.example.com"),
+            ..CLIENT
+        };
+        assert_eq!(
+            fam.present(&hash(0), &request, replacement(1, now), now),
+            Presentation::WrongResource
+        );
+        assert_eq!(
+            fam.current,
+            Some(hash(0)),
+            "the presented token is still the current one"
+        );
+        let narrower = vec!["email".to_owned()];
+        let request = RefreshRequest {
+            scope: Some(&narrower),
+            resource: Some("https://mcp.example.com"),
+            ..CLIENT
+        };
+        assert_eq!(
+            fam.present(&hash(0), &request, replacement(1, now), now),
+            Presentation::Rotated
+        );
+    }
+
+    #[test]
+    fn reuse_is_detected_even_when_the_request_is_also_malformed() {
+        let now = UnixTime(1_000);
+        let mut fam = family(now);
+        fam.present(&hash(0), &CLIENT, replacement(1, now), now);
+        fam.present(&hash(1), &CLIENT, replacement(2, now), now);
+        let request = RefreshRequest {
+            resource: Some("https://other.example.com"),
+            ..CLIENT
+        };
+        assert_eq!(
+            fam.present(&hash(0), &request, replacement(3, now), now),
+            Presentation::Reused
+        );
     }
 }

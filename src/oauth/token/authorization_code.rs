@@ -68,37 +68,41 @@ pub(super) async fn exchange(
         audience: &record.audience,
     };
     let (access_token, issued) = issue_access_token(bridge, &grant, random_string(16), now)?;
-    let refresh_token = if client.allows_grant(GrantType::RefreshToken) {
-        let (token, hash) = generate_token();
-        let family = RefreshFamily {
-            id: record.family_id.clone(),
-            client_id: client.id.clone(),
-            identity: record.identity.clone(),
-            scope: record.scope.clone(),
-            audience: record.audience.clone(),
-            created_at: now,
-            absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
-            current: hash,
-            current_expires_at: now.plus(
-                bridge
-                    .settings
-                    .refresh_token_ttl
-                    .min(bridge.settings.refresh_token_max_lifetime),
-            ),
-            previous: None,
-            revoked: false,
-            access_tokens: vec![issued],
-        };
-        if !bridge.storage.create_family(family).await? {
-            // The code was replayed while we were issuing: the replay already revoked this grant.
-            return Err(OAuthError::invalid_grant(
-                "authorization code was already used",
-            ));
-        }
-        Some(token)
-    } else {
-        None
+    let refresh = client
+        .allows_grant(GrantType::RefreshToken)
+        .then(generate_token);
+    // Without a refresh token the grant is still recorded, so that a replay of this code can
+    // revoke the access token; it then lives only as long as that token.
+    let current_expires_at = match refresh {
+        Some(_) => now.plus(
+            bridge
+                .settings
+                .refresh_token_ttl
+                .min(bridge.settings.refresh_token_max_lifetime),
+        ),
+        None => issued.expires_at,
     };
+    let family = RefreshFamily {
+        id: record.family_id.clone(),
+        client_id: client.id.clone(),
+        identity: record.identity.clone(),
+        scope: record.scope.clone(),
+        audience: record.audience.clone(),
+        created_at: now,
+        absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
+        current: refresh.as_ref().map(|(_, hash)| *hash),
+        current_expires_at,
+        previous: None,
+        revoked: false,
+        access_tokens: vec![issued],
+    };
+    if !bridge.storage.create_family(family).await? {
+        // The code was replayed while we were issuing: the replay already revoked this grant.
+        return Err(OAuthError::invalid_grant(
+            "authorization code was already used",
+        ));
+    }
+    let refresh_token = refresh.map(|(token, _)| token);
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token,
@@ -217,6 +221,34 @@ mod tests {
         assert_eq!(
             harness.refresh(&refresh).await.unwrap_err().code(),
             "invalid_grant"
+        );
+        let jti = harness.verify_access_token(&first.access_token).jti;
+        assert!(
+            harness
+                .bridge
+                .storage
+                .is_access_token_revoked(&jti, harness.now())
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn replayed_code_revokes_the_access_token_of_a_client_without_refresh_tokens() {
+        let harness = Harness::new();
+        let code = harness.code_for(NO_REFRESH_CLIENT).await;
+        let first = harness
+            .redeem_as(NO_REFRESH_CLIENT, &code, &[])
+            .await
+            .unwrap();
+        assert!(first.refresh_token.is_none());
+        let err = harness
+            .redeem_as(NO_REFRESH_CLIENT, &code, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            OAuthError::invalid_grant("authorization code was already used")
         );
         let jti = harness.verify_access_token(&first.access_token).jti;
         assert!(

@@ -31,7 +31,7 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
-#[tracing::instrument(skip_all, fields(client_id = %credentials.client_id, grant_type = params.get("grant_type").unwrap_or("")))]
+#[tracing::instrument(skip_all, fields(client_id = credentials.client_id.as_str(), grant_type = params.get("grant_type").unwrap_or("")))]
 pub async fn exchange(
     bridge: &Bridge,
     credentials: &ClientCredentials,
@@ -108,9 +108,11 @@ fn issue_access_token(
 /// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.
 fn check_resource(params: &Params, audience: &str) -> Result<(), OAuthError> {
     match params.get("resource") {
-        Some(resource) if resource != audience => Err(OAuthError::InvalidTarget(
-            "resource differs from the one this grant was issued for".into(),
-        )),
+        Some(resource) if resource != audience => Err(wrong_resource()),
         _ => Ok(()),
     }
+}
+
+fn wrong_resource() -> OAuthError {
+    OAuthError::InvalidTarget("resource differs from the one this grant was issued for".into())
 }

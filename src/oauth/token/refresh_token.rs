@@ -1,10 +1,11 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (SPEC §4).
 
-use super::{Grant, TokenResponse, check_resource, issue_access_token};
+use super::{Grant, TokenResponse, issue_access_token, wrong_resource};
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::{Bridge, OAuthError, Params, scope};
-use crate::tokens::refresh::{IssuedAccessToken, Presentation, Replacement};
+use crate::tokens::opaque::random_string;
+use crate::tokens::refresh::{IssuedAccessToken, Presentation, RefreshRequest, Replacement};
 use crate::tokens::{TokenHash, generate_token};
 
 pub(super) async fn exchange(
@@ -15,22 +16,27 @@ pub(super) async fn exchange(
 ) -> Result<TokenResponse, OAuthError> {
     let presented = TokenHash::of(params.require("refresh_token")?);
     let requested_scope = params.get("scope").map(scope::parse).transpose()?;
+    let request = RefreshRequest {
+        client_id: &client.id,
+        scope: requested_scope.as_deref(),
+        resource: params.get("resource"),
+    };
 
     // The access token's id and expiry are fixed before rotation so the family records it atomically.
     let (new_refresh, new_hash) = generate_token();
-    let jti = crate::tokens::opaque::random_string(16);
-    let access_expires_at = now.plus(bridge.settings.access_token_ttl);
+    let jti = random_string(16);
     let replacement = Replacement {
         hash: new_hash,
         access_token: IssuedAccessToken {
             jti: jti.clone(),
-            expires_at: access_expires_at,
+            expires_at: now.plus(bridge.settings.access_token_ttl),
         },
         ttl: bridge.settings.refresh_token_ttl,
+        retry_window: bridge.settings.refresh_token_retry_window,
     };
     let Some((outcome, family)) = bridge
         .storage
-        .rotate_refresh(&presented, &client.id, replacement, now)
+        .rotate_refresh(&presented, &request, replacement, now)
         .await?
     else {
         return Err(OAuthError::invalid_grant("refresh token is invalid"));
@@ -58,21 +64,14 @@ pub(super) async fn exchange(
                 "refresh token was issued to another client",
             ));
         }
-    }
-    // Narrowing comes after rotation; a refused narrowing leaves the client able to retry with
-    // the same token, since its successor is unused (the retry rule).
-    let scope = match requested_scope {
-        Some(requested) => {
-            if let Some(extra) = requested.iter().find(|s| !family.scope.contains(s)) {
-                return Err(OAuthError::InvalidScope(
-                    format!("scope {extra:?} exceeds the original grant").into(),
-                ));
-            }
-            requested
+        Presentation::ScopeExceeded => {
+            return Err(OAuthError::InvalidScope(
+                "scope exceeds what was originally granted".into(),
+            ));
         }
-        None => family.scope.clone(),
-    };
-    check_resource(params, &family.audience)?;
+        Presentation::WrongResource => return Err(wrong_resource()),
+    }
+    let scope = requested_scope.unwrap_or_else(|| family.scope.clone());
     let grant = Grant {
         client_id: &client.id,
         identity: &family.identity,
@@ -215,24 +214,88 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn scope_can_narrow_but_not_widen() {
+    async fn scope_can_narrow_but_not_widen_and_a_refused_request_changes_nothing() {
         let harness = Harness::new();
         let refresh = harness
             .tokens_for_public_client()
             .await
             .refresh_token
             .unwrap();
+        let err = harness
+            .refresh_as(
+                &public_credentials(),
+                &refresh,
+                &[("scope", "openid profile")],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_scope");
         let narrowed = harness
             .refresh_as(&public_credentials(), &refresh, &[("scope", "email")])
             .await
             .unwrap();
         assert_eq!(narrowed.scope, "email");
-        let next = narrowed.refresh_token.unwrap();
+        // The family keeps its original scope: a later refresh without `scope` gets all of it.
+        let next = harness
+            .refresh(&narrowed.refresh_token.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(next.scope, "openid email");
+    }
+
+    #[tokio::test]
+    async fn another_resource_is_invalid_target_and_changes_nothing() {
+        let harness = Harness::new();
+        let refresh = harness
+            .tokens_for_public_client()
+            .await
+            .refresh_token
+            .unwrap();
         let err = harness
-            .refresh_as(&public_credentials(), &next, &[("scope", "openid profile")])
+            .refresh_as(
+                &public_credentials(),
+                &refresh,
+                &[("resource", "https://other.example.com")],
+            )
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "invalid_scope");
+        assert_eq!(err.code(), "invalid_target");
+        let same = harness
+            .refresh_as(
+                &public_credentials(),
+                &refresh,
+                &[("resource", "https://mcp.example.com/mcp")],
+            )
+            .await
+            .unwrap();
+        assert!(same.refresh_token.is_some());
+    }
+
+    #[tokio::test]
+    async fn retry_after_the_retry_window_revokes_the_family() {
+        let harness = Harness::new();
+        let original = harness
+            .tokens_for_public_client()
+            .await
+            .refresh_token
+            .unwrap();
+        let successor = harness
+            .refresh(&original)
+            .await
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        harness
+            .clock
+            .advance(harness.bridge.settings.refresh_token_retry_window);
+        assert_eq!(
+            harness.refresh(&original).await.unwrap_err(),
+            OAuthError::invalid_grant("refresh token was already used; the grant has been revoked")
+        );
+        assert_eq!(
+            harness.refresh(&successor).await.unwrap_err(),
+            OAuthError::invalid_grant("refresh token has been revoked")
+        );
     }
 
     #[tokio::test]
