@@ -345,6 +345,23 @@ impl Config {
             problems.push(format!("server.public_url: {problem}"));
         }
         self.oauth.validate(&mut problems);
+        if let Some(uri) = self
+            .oauth
+            .upstream
+            .as_ref()
+            .and_then(|u| u.redirect_uri.as_ref())
+        {
+            let callback = format!(
+                "{}/oauth/callback",
+                self.server.public_url.trim_end_matches('/')
+            );
+            if *uri != callback {
+                // The sign-in cookie is scoped to this host: a callback elsewhere would never see it.
+                problems.push(format!(
+                    "oauth.upstream.redirect_uri: must be {callback:?}, the bridge's own callback"
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -794,6 +811,21 @@ oauth:
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn upstream_redirect_uri_must_be_the_bridges_callback() {
+        let yaml = MINIMAL.replace(
+            "client_id: bridge",
+            "client_id: bridge\n    redirect_uri: https://elsewhere.example.com/cb",
+        );
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(text.contains("oauth.upstream.redirect_uri"), "{text}");
+        let yaml = MINIMAL.replace(
+            "client_id: bridge",
+            "client_id: bridge\n    redirect_uri: https://mcp.example.com/oauth/callback",
+        );
+        assert!(Config::from_yaml(&yaml, &env(&[("UPSTREAM_SECRET", "s")])).is_ok());
     }
 
     #[test]

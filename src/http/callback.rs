@@ -1,15 +1,14 @@
 //! GET /oauth/callback
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::AppState;
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
+use super::{AppState, cookies};
 use crate::oauth::authorize::{AuthorizeError, binding_cookie_name};
 use crate::oauth::callback::complete_authorization;
-use crate::oauth::endpoints;
 
 pub async fn callback_get(
     State(state): State<AppState>,
@@ -20,41 +19,26 @@ pub async fn callback_get(
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };
-    let cookie_name = params.get("state").map(binding_cookie_name);
+    let cookie_name = params
+        .get("state")
+        .map(|upstream_state| cookies::binding_name(&state, &binding_cookie_name(upstream_state)));
     let binding = cookie_name
         .as_deref()
-        .and_then(|name| cookie_value(&headers, name));
-    let mut response =
-        match complete_authorization(&state.bridge, &params, binding, state.clock.now()).await {
-            Ok(url) => redirect(&url),
-            Err(AuthorizeError::Page(error)) => error_page(&error),
-            Err(AuthorizeError::Redirect(to_client)) => {
-                match to_client.url(&state.bridge.settings.issuer) {
-                    Ok(url) => redirect(&url),
-                    Err(error) => error_page(&error),
-                }
+        .and_then(|name| cookies::read(&headers, name));
+    let outcome = complete_authorization(&state.bridge, &params, binding, state.clock.now()).await;
+    let mut response = match outcome {
+        Ok(url) => redirect(&url),
+        Err(AuthorizeError::Page(error)) => error_page(&error),
+        Err(AuthorizeError::Redirect(to_client)) => {
+            match to_client.url(&state.bridge.settings.issuer) {
+                Ok(url) => redirect(&url),
+                Err(error) => error_page(&error),
             }
-        };
-    if let Some(name) = cookie_name {
-        let expired = format!(
-            "{name}=; Path={}{}; Max-Age=0; HttpOnly; SameSite=Lax",
-            state.base_path,
-            endpoints::CALLBACK
-        );
-        if let Ok(value) = HeaderValue::from_str(&expired) {
-            response.headers_mut().append(header::SET_COOKIE, value);
         }
+    };
+    // A browser that did not start this sign-in has no cookie to clear, and must not clear one.
+    if let Some(name) = cookie_name.filter(|_| binding.is_some()) {
+        cookies::clear(&mut response, &state, &name);
     }
     response
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|line| line.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }

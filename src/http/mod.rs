@@ -2,6 +2,7 @@
 
 mod authorize;
 mod callback;
+mod cookies;
 pub mod error;
 pub mod pages;
 pub mod params;
@@ -27,7 +28,7 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Path of the issuer URL ("" or "/prefix"): every route lives below it.
     pub base_path: String,
-    /// Cookies get `Secure` when the issuer is https.
+    /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
 }
 
@@ -88,4 +89,86 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use super::{AppState, router};
+    use crate::oauth::test_support::*;
+
+    fn https_router() -> axum::Router {
+        let harness = Harness::new();
+        router(AppState {
+            bridge: Arc::new(harness.bridge),
+            clock: harness.clock,
+            base_path: String::new(),
+            secure_cookies: true,
+        })
+    }
+
+    fn authorize_uri() -> String {
+        format!(
+            "/oauth/authorize?client_id={PUBLIC_CLIENT}&redirect_uri={PUBLIC_REDIRECT}&response_type=code\
+             &code_challenge={CHALLENGE}&code_challenge_method=S256&state=s1"
+        )
+    }
+
+    #[tokio::test]
+    async fn over_https_the_binding_cookie_is_host_only_secure_and_http_only_and_the_callback_reads_it()
+     {
+        let app = https_router();
+        let request = Request::get(authorize_uri()).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let cookie = response.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cookie.starts_with("__Host-mob_login_"), "{cookie}");
+        for attribute in ["; Path=/;", "; HttpOnly", "; SameSite=Lax", "; Secure"] {
+            assert!(
+                cookie.contains(attribute),
+                "{attribute} missing in {cookie}"
+            );
+        }
+        let location = response.headers()[header::LOCATION].to_str().unwrap();
+        let state = url::Url::parse(location)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        let pair = cookie.split(';').next().unwrap();
+        let callback = Request::get(format!("/oauth/callback?state={state}&code=upstream-code"))
+            .header(header::COOKIE, pair)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(callback).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert!(
+            response.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .starts_with(PUBLIC_REDIRECT)
+        );
+        let cleared = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_json_404s() {
+        let response = https_router()
+            .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 }

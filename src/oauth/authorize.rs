@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(query["state"].len(), 43);
         assert!(query.contains_key("nonce"));
         let pending = harness
-            .take_pending(&query["state"])
+            .take_pending(&query["state"], &started.binding_cookie.value)
             .await
             .expect("pending stored");
         assert_eq!(pending.client_state.as_deref(), Some("client-state"));

@@ -6,8 +6,7 @@ use url::Url;
 use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
 use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params};
 use crate::clock::UnixTime;
-use crate::secret::constant_time_eq;
-use crate::storage::{AuthorizationCodeRecord, PendingAuthorization};
+use crate::storage::{AuthorizationCodeRecord, PendingAuthorization, PendingTake};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
 use crate::upstream::UpstreamError;
@@ -25,29 +24,28 @@ pub async fn complete_authorization(
     let state = params
         .get("state")
         .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
-    let pending = bridge
+    let binding = binding.map(TokenHash::of);
+    let pending = match bridge
         .storage
-        .take_pending(&TokenHash::of(state), now)
+        .take_pending(&TokenHash::of(state), binding.as_ref(), now)
         .await
         .map_err(|e| page(e.into()))?
-        .ok_or_else(|| {
+    {
+        PendingTake::Taken(pending) => pending,
+        PendingTake::OtherBrowser => {
+            tracing::warn!("callback reached a browser that did not start the sign-in");
+            return Err(page(OAuthError::invalid_request(
+                "this sign-in was started in another browser; start again",
+            )));
+        }
+        PendingTake::Missing => {
             tracing::info!("callback with an unknown, expired or already used state");
-            page(OAuthError::invalid_request(
+            return Err(page(OAuthError::invalid_request(
                 "this sign-in has expired or was already completed; start again",
-            ))
-        })?;
+            )));
+        }
+    };
     let client_id = pending.client_id.as_str();
-    let bound =
-        binding.is_some_and(|b| constant_time_eq(&TokenHash::of(b).0, &pending.browser_binding.0));
-    if !bound {
-        tracing::warn!(
-            client_id,
-            "callback reached a browser that did not start the sign-in"
-        );
-        return Err(page(OAuthError::invalid_request(
-            "this sign-in was started in another browser; start again",
-        )));
-    }
     let redirect = |error: OAuthError| {
         AuthorizeError::Redirect(ClientRedirect {
             redirect_uri: pending.redirect_uri.clone(),
@@ -263,6 +261,8 @@ mod tests {
             harness.upstream.last_exchange().is_none(),
             "no upstream exchange for an unbound callback"
         );
+        // The stranger did not cancel the sign-in: the right browser still completes it.
+        assert!(harness.callback(&login, &[("code", "c")]).await.is_ok());
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::{Clock, FixedClock, UnixTime};
 use crate::config::{ClaimsConfig, ClientConfig};
 use crate::secret::SecretString;
-use crate::storage::{MemoryStorage, PendingAuthorization};
+use crate::storage::{MemoryStorage, PendingAuthorization, PendingTake};
 use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
 use crate::tokens::keys::SigningKey;
 use crate::tokens::{KeySet, TokenHash};
@@ -208,12 +208,21 @@ impl Harness {
         self.clock.now()
     }
 
-    pub async fn take_pending(&self, state: &str) -> Option<PendingAuthorization> {
-        self.bridge
+    pub async fn take_pending(&self, state: &str, binding: &str) -> Option<PendingAuthorization> {
+        match self
+            .bridge
             .storage
-            .take_pending(&TokenHash::of(state), self.now())
+            .take_pending(
+                &TokenHash::of(state),
+                Some(&TokenHash::of(binding)),
+                self.now(),
+            )
             .await
             .unwrap()
+        {
+            PendingTake::Taken(pending) => Some(*pending),
+            _ => None,
+        }
     }
 
     pub async fn authorize_public(&self) -> Login {

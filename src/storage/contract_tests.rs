@@ -18,6 +18,7 @@ const CLIENT: RefreshRequest<'static> = RefreshRequest {
 
 pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     pending_authorization_is_taken_once(&make()).await;
+    pending_authorization_survives_another_browser(&make()).await;
     expired_pending_authorization_is_gone(&make()).await;
     code_is_redeemed_once_and_replay_names_the_family(&make()).await;
     expired_code_is_refused(&make()).await;
@@ -101,22 +102,55 @@ fn replacement(token: &str) -> Replacement {
     }
 }
 
+async fn take(
+    storage: &dyn Storage,
+    state: &TokenHash,
+    binding: &str,
+    now: UnixTime,
+) -> PendingTake {
+    storage
+        .take_pending(state, Some(&TokenHash::of(binding)), now)
+        .await
+        .unwrap()
+}
+
 async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
     let state = TokenHash::of("state");
     storage
         .put_pending(state, pending(NOW.plus(MINUTE * 10)))
         .await
         .unwrap();
-    let taken = storage
-        .take_pending(&state, NOW)
-        .await
-        .unwrap()
-        .expect("first take succeeds");
-    assert_eq!(taken.client_state.as_deref(), Some("xyz"));
+    match take(storage, &state, "binding", NOW).await {
+        PendingTake::Taken(taken) => assert_eq!(taken.client_state.as_deref(), Some("xyz")),
+        other => panic!("first take must succeed, got {other:?}"),
+    }
     assert!(
-        storage.take_pending(&state, NOW).await.unwrap().is_none(),
+        matches!(
+            take(storage, &state, "binding", NOW).await,
+            PendingTake::Missing
+        ),
         "second take must fail"
     );
+}
+
+async fn pending_authorization_survives_another_browser(storage: &dyn Storage) {
+    let state = TokenHash::of("state");
+    storage
+        .put_pending(state, pending(NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        take(storage, &state, "stranger", NOW).await,
+        PendingTake::OtherBrowser
+    ));
+    assert!(matches!(
+        storage.take_pending(&state, None, NOW).await.unwrap(),
+        PendingTake::OtherBrowser
+    ));
+    assert!(matches!(
+        take(storage, &state, "binding", NOW).await,
+        PendingTake::Taken(_)
+    ));
 }
 
 async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
@@ -125,13 +159,10 @@ async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
         .put_pending(state, pending(NOW.plus(MINUTE * 10)))
         .await
         .unwrap();
-    assert!(
-        storage
-            .take_pending(&state, NOW.plus(MINUTE * 10))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(matches!(
+        take(storage, &state, "binding", NOW.plus(MINUTE * 10)).await,
+        PendingTake::Missing
+    ));
 }
 
 async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage) {
@@ -352,13 +383,10 @@ async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
     let removed = storage.sweep_expired(NOW.plus(MINUTE * 5)).await.unwrap();
     assert_eq!(removed, 2);
     let later = NOW.plus(MINUTE * 5);
-    assert!(
-        storage
-            .take_pending(&TokenHash::of("p-new"), later)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(matches!(
+        take(storage, &TokenHash::of("p-new"), "binding", later).await,
+        PendingTake::Taken(_)
+    ));
     assert!(matches!(
         storage
             .redeem_code(&TokenHash::of("c-old"), later)

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{AuthorizationCodeRecord, CodeRedemption, PendingAuthorization, Storage, StorageError};
+use super::{
+    AuthorizationCodeRecord, CodeRedemption, PendingAuthorization, PendingTake, Storage,
+    StorageError,
+};
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
@@ -75,13 +78,24 @@ impl Storage for MemoryStorage {
     async fn take_pending(
         &self,
         state: &TokenHash,
+        binding: Option<&TokenHash>,
         now: UnixTime,
-    ) -> Result<Option<PendingAuthorization>, StorageError> {
-        Ok(self
-            .lock()?
+    ) -> Result<PendingTake, StorageError> {
+        let mut inner = self.lock()?;
+        let Some(pending) = inner.pending.get(state) else {
+            return Ok(PendingTake::Missing);
+        };
+        if pending.expires_at <= now {
+            inner.pending.remove(state);
+            return Ok(PendingTake::Missing);
+        }
+        if binding != Some(&pending.browser_binding) {
+            return Ok(PendingTake::OtherBrowser);
+        }
+        Ok(inner
             .pending
             .remove(state)
-            .filter(|p| p.expires_at > now))
+            .map_or(PendingTake::Missing, |p| PendingTake::Taken(Box::new(p))))
     }
 
     async fn put_code(

@@ -56,6 +56,15 @@ pub struct AuthorizationCodeRecord {
 }
 
 #[derive(Debug, Clone)]
+pub enum PendingTake {
+    Taken(Box<PendingAuthorization>),
+    /// The state exists, but the request did not come from the browser that started it.
+    OtherBrowser,
+    /// Unknown, already used, or expired.
+    Missing,
+}
+
+#[derive(Debug, Clone)]
 pub enum CodeRedemption {
     Redeemed(Box<AuthorizationCodeRecord>),
     /// Already redeemed once; the family it produced must be revoked.
@@ -74,12 +83,15 @@ pub trait Storage: Send + Sync + 'static {
         state: TokenHash,
         pending: PendingAuthorization,
     ) -> Result<(), StorageError>;
-    /// Removes and returns the pending authorization; `None` when unknown, used or expired.
+    /// Removes and returns the pending authorization if `binding` is the one it was stored
+    /// with; with another binding it is left in place, so a stranger who learnt the state
+    /// cannot cancel the user's sign-in.
     async fn take_pending(
         &self,
         state: &TokenHash,
+        binding: Option<&TokenHash>,
         now: UnixTime,
-    ) -> Result<Option<PendingAuthorization>, StorageError>;
+    ) -> Result<PendingTake, StorageError>;
 
     async fn put_code(
         &self,

@@ -183,7 +183,10 @@ async fn callback_in_another_browser_or_replayed_is_an_error_page() {
     assert!(response.headers().get("location").is_none());
     assert!(response.text().await.unwrap().contains("another browser"));
 
-    // The state was consumed by that attempt: the rightful browser cannot reuse it either.
+    // The stranger could not cancel the sign-in: the browser that started it completes it…
+    let back = location(&app.browser.get(&to_callback).send().await.unwrap());
+    assert!(query_of(&back).contains_key("code"), "{back}");
+    // …once: the state is single use.
     let response = app.browser.get(&to_callback).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
