@@ -16,6 +16,7 @@ use crate::storage::{MemoryStorage, Storage};
 use crate::tokens::KeySet;
 use crate::tokens::keys::KeyOrigin;
 use crate::upstream::OidcUpstream;
+use crate::upstream::claims::AccessPolicy;
 use crate::upstream::oidc::OidcSettings;
 
 /// The running service's parts, before it is bound to a socket.
@@ -91,8 +92,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
         refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
         claims: upstream_config.claims.clone(),
-        allowed_groups: upstream_config.allowed_groups.clone(),
-        allowed_email_domains: upstream_config.allowed_email_domains.clone(),
+        access_policy: AccessPolicy {
+            allowed_groups: upstream_config.allowed_groups.clone(),
+            allowed_email_domains: upstream_config.allowed_email_domains.clone(),
+            require_verified_email: upstream_config.require_verified_email,
+        },
     };
     let bridge = Arc::new(Bridge {
         settings,

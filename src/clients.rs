@@ -76,6 +76,9 @@ pub struct ClientRegistry {
     clients: HashMap<String, Arc<Client>>,
     dummy_hash: Arc<str>,
     verified: VerifiedSecrets,
+    /// One bcrypt per core at a time: a flood of bad secrets queues instead of spawning a
+    /// blocking thread each.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ClientRegistry {
@@ -124,10 +127,12 @@ impl ClientRegistry {
             field: "oauth.clients".into(),
             problem,
         })?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(ClientRegistry {
             clients,
             dummy_hash: dummy_hash.into(),
             verified: VerifiedSecrets::new(),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
         })
     }
 
@@ -169,7 +174,10 @@ impl ClientRegistry {
             .clone()
             .map(Arc::from)
             .unwrap_or_else(|| Arc::clone(&self.dummy_hash));
-        let matches = verify_secret(secret.clone(), hash).await;
+        let matches = match self.bcrypt_slots.acquire().await {
+            Ok(_slot) => verify_secret(secret.clone(), hash).await,
+            Err(_) => false,
+        };
         match (client, stored_hash, matches) {
             (Some(client), Some(_), true) => {
                 self.verified.insert(cache_key, now);

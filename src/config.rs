@@ -138,6 +138,10 @@ pub struct UpstreamConfig {
     pub allowed_groups: Vec<String>,
     #[serde(default)]
     pub allowed_email_domains: Vec<String>,
+    /// With `allowed_email_domains`, accept only addresses the provider marks `email_verified:
+    /// true`. Turn off only for providers that never send the claim and verify every address.
+    #[serde(default = "enabled")]
+    pub require_verified_email: bool,
     /// Timeout of each call to the provider (discovery, JWKS, token exchange).
     #[serde(default = "default_upstream_timeout")]
     pub timeout: ConfigDuration,
@@ -193,6 +197,9 @@ pub enum StorageBackend {
     Memory,
 }
 
+fn enabled() -> bool {
+    true
+}
 fn default_address() -> String {
     "0.0.0.0:8080".to_owned()
 }

@@ -26,7 +26,10 @@ pub async fn authorization_server_get(State(state): State<AppState>) -> Response
 
 pub async fn openid_configuration_get(State(state): State<AppState>) -> Response {
     cacheable(
-        metadata::openid_configuration(&state.bridge.settings),
+        metadata::openid_configuration(
+            &state.bridge.settings,
+            state.bridge.keys.active().algorithm,
+        ),
         "public, max-age=3600",
     )
 }

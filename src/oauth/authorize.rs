@@ -133,6 +133,13 @@ pub async fn start_authorization(
             error: OAuthError::invalid_request("state is too long"),
         }));
     }
+    let client_nonce = params.get("nonce").map(str::to_owned);
+    if client_nonce
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_STATE_LEN)
+    {
+        return Err(redirect(OAuthError::invalid_request("nonce is too long")));
+    }
     match params.get("response_type") {
         Some("code") => {}
         Some(_) => {
@@ -192,6 +199,7 @@ pub async fn start_authorization(
         redirect_uri: redirect_uri.clone(),
         redirect_uri_given,
         client_state: client_state.clone(),
+        client_nonce,
         code_challenge,
         scope,
         audience,

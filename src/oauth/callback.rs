@@ -94,12 +94,7 @@ pub async fn complete_authorization(
         tracing::error!(client_id, %reason, "cannot map the upstream identity");
         redirect(OAuthError::ServerError)
     })?;
-    check_access(
-        &identity,
-        &bridge.settings.allowed_groups,
-        &bridge.settings.allowed_email_domains,
-    )
-    .map_err(|reason| {
+    check_access(&identity, &bridge.settings.access_policy).map_err(|reason| {
         tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
         redirect(OAuthError::AccessDenied(
             "you are not allowed to use this service".into(),
@@ -134,6 +129,8 @@ fn code_record(
         scope: pending.scope.clone(),
         audience: pending.audience.clone(),
         identity,
+        auth_time: now,
+        client_nonce: pending.client_nonce.clone(),
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),
     }
@@ -305,7 +302,7 @@ mod tests {
     #[tokio::test]
     async fn policy_refusal_is_access_denied() {
         let mut harness = Harness::new();
-        harness.bridge.settings.allowed_groups = vec!["admins".into()];
+        harness.bridge.settings.access_policy.allowed_groups = vec!["admins".into()];
         let login = harness.authorize_public().await;
         let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
         assert_eq!(
@@ -318,7 +315,7 @@ mod tests {
     async fn mapped_claims_follow_dotted_paths() {
         let mut harness = Harness::new();
         harness.bridge.settings.claims.groups = "realm_access.roles".into();
-        harness.bridge.settings.allowed_groups = vec!["mcp-user".into()];
+        harness.bridge.settings.access_policy.allowed_groups = vec!["mcp-user".into()];
         harness.upstream.set_claims(serde_json::json!({
             "sub": "kc-1", "email": "k@corp.com", "realm_access": {"roles": ["mcp-user"]}
         }));

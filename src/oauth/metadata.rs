@@ -1,6 +1,7 @@
 //! Discovery documents: RFC 8414 authorization server metadata and OpenID Connect Discovery.
 //! They advertise exactly what is implemented.
 
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use super::{Settings, endpoints};
@@ -21,12 +22,31 @@ pub fn authorization_server_metadata(settings: &Settings) -> Value {
     })
 }
 
-/// The same metadata for clients that only try OpenID discovery. The bridge issues no ID tokens,
-/// so ID-token fields are left out rather than advertised falsely.
-pub fn openid_configuration(settings: &Settings) -> Value {
+/// The same metadata plus the OpenID Connect Discovery fields (§3): ID tokens are signed with
+/// the access-token key.
+pub fn openid_configuration(settings: &Settings, signing_algorithm: Algorithm) -> Value {
     let mut document = authorization_server_metadata(settings);
     if let Value::Object(fields) = &mut document {
         fields.insert("subject_types_supported".into(), json!(["public"]));
+        fields.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!([signing_algorithm]),
+        );
+        fields.insert(
+            "claims_supported".into(),
+            json!([
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "email",
+                "email_verified",
+                "name"
+            ]),
+        );
     }
     document
 }
@@ -61,9 +81,16 @@ mod tests {
     }
 
     #[test]
-    fn openid_configuration_adds_only_what_holds() {
-        let doc = openid_configuration(&settings());
+    fn openid_configuration_adds_the_oidc_fields() {
+        let doc = openid_configuration(&settings(), Algorithm::ES256);
         assert_eq!(doc["subject_types_supported"], json!(["public"]));
-        assert!(doc.get("id_token_signing_alg_values_supported").is_none());
+        assert_eq!(
+            doc["id_token_signing_alg_values_supported"],
+            json!(["ES256"])
+        );
+        assert!(
+            doc.get("userinfo_endpoint").is_none(),
+            "not implemented, not advertised"
+        );
     }
 }

@@ -25,6 +25,7 @@ use crate::config::ClaimsConfig;
 use crate::storage::Storage;
 use crate::tokens::KeySet;
 use crate::upstream::Upstream;
+use crate::upstream::claims::AccessPolicy;
 
 /// Endpoint paths below the issuer, shared by the router and the discovery documents.
 pub mod endpoints {
@@ -105,8 +106,7 @@ pub struct Settings {
     /// How long a rotated-out refresh token may still be retried while its successor is unused.
     pub refresh_token_retry_window: Duration,
     pub claims: ClaimsConfig,
-    pub allowed_groups: Vec<String>,
-    pub allowed_email_domains: Vec<String>,
+    pub access_policy: AccessPolicy,
 }
 
 impl Settings {

@@ -20,6 +20,7 @@ use crate::storage::{MemoryStorage, PendingAuthorization, PendingTake};
 use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
 use crate::tokens::keys::SigningKey;
 use crate::tokens::{KeySet, TokenHash};
+use crate::upstream::claims::AccessPolicy;
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
 
 pub const ISSUER: &str = "https://bridge.example.com";
@@ -46,8 +47,7 @@ pub fn settings() -> Settings {
         refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
         refresh_token_retry_window: Duration::from_secs(300),
         claims: ClaimsConfig::default(),
-        allowed_groups: vec![],
-        allowed_email_domains: vec![],
+        access_policy: AccessPolicy::default(),
     }
 }
 
@@ -231,6 +231,10 @@ impl Harness {
 
     /// Starts an authorization for one of the public loopback clients.
     pub async fn authorize_as(&self, client_id: &str) -> Login {
+        self.authorize_with(client_id, "openid email").await
+    }
+
+    pub async fn authorize_with(&self, client_id: &str, scope: &str) -> Login {
         let params = Params::from([
             ("client_id", client_id),
             ("redirect_uri", PUBLIC_REDIRECT),
@@ -238,7 +242,8 @@ impl Harness {
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "S256"),
             ("state", "client-state"),
-            ("scope", "openid email"),
+            ("nonce", "client-nonce"),
+            ("scope", scope),
             ("resource", "https://mcp.example.com/mcp"),
         ]);
         let started = start_authorization(&self.bridge, &params, self.now())

@@ -46,6 +46,7 @@ fn pending(expires_at: UnixTime) -> PendingAuthorization {
         redirect_uri: "http://127.0.0.1/cb".into(),
         redirect_uri_given: true,
         client_state: Some("xyz".into()),
+        client_nonce: None,
         code_challenge: "c".repeat(43),
         scope: vec!["openid".into()],
         audience: "https://mcp.example.com".into(),
@@ -65,6 +66,8 @@ fn code(family_id: &str, expires_at: UnixTime) -> AuthorizationCodeRecord {
         scope: vec!["openid".into()],
         audience: "https://mcp.example.com".into(),
         identity: identity(),
+        auth_time: NOW,
+        client_nonce: None,
         family_id: family_id.into(),
         expires_at,
     }

@@ -30,6 +30,8 @@ pub struct PendingAuthorization {
     /// Whether the client sent `redirect_uri`; if so the token request must repeat it (RFC 6749 §4.1.3).
     pub redirect_uri_given: bool,
     pub client_state: Option<String>,
+    /// The client's OpenID Connect `nonce`, echoed in the ID token we issue.
+    pub client_nonce: Option<String>,
     pub code_challenge: String,
     pub scope: Vec<String>,
     pub audience: String,
@@ -50,6 +52,9 @@ pub struct AuthorizationCodeRecord {
     pub scope: Vec<String>,
     pub audience: String,
     pub identity: Identity,
+    /// When the user authenticated upstream (OIDC `auth_time`).
+    pub auth_time: UnixTime,
+    pub client_nonce: Option<String>,
     /// Chosen when the code is minted, so a replay can revoke the family even mid-issue.
     pub family_id: String,
     pub expires_at: UnixTime,

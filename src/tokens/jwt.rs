@@ -31,6 +31,26 @@ pub struct AccessTokenClaims {
     pub groups: Vec<String>,
 }
 
+/// An OpenID Connect ID token (OIDC Core §2), issued when the grant includes `openid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The client the ID token is for.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     #[error("cannot sign the access token: {0}")]
@@ -52,6 +72,14 @@ pub fn sign_access_token(keys: &KeySet, claims: &AccessTokenClaims) -> Result<St
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
     header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+    jsonwebtoken::encode(&header, claims, key.encoding_key())
+        .map_err(|e| JwtError::Signing(e.to_string()))
+}
+
+pub fn sign_id_token(keys: &KeySet, claims: &IdTokenClaims) -> Result<String, JwtError> {
+    let key = keys.active();
+    let mut header = Header::new(key.algorithm);
+    header.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&header, claims, key.encoding_key())
         .map_err(|e| JwtError::Signing(e.to_string()))
 }

@@ -46,26 +46,40 @@ pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, 
     })
 }
 
+/// Who may sign in: the upstream policy of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    pub allowed_groups: Vec<String>,
+    pub allowed_email_domains: Vec<String>,
+    pub require_verified_email: bool,
+}
+
 /// `allowed_groups` and `allowed_email_domains`: each, when set, must be satisfied.
-pub fn check_access(
-    identity: &Identity,
-    allowed_groups: &[String],
-    allowed_email_domains: &[String],
-) -> Result<(), String> {
-    if !allowed_groups.is_empty() && !identity.groups.iter().any(|g| allowed_groups.contains(g)) {
+pub fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), String> {
+    if !policy.allowed_groups.is_empty()
+        && !identity
+            .groups
+            .iter()
+            .any(|g| policy.allowed_groups.contains(g))
+    {
         return Err("the user is in none of the allowed groups".to_owned());
     }
-    if !allowed_email_domains.is_empty() {
+    if !policy.allowed_email_domains.is_empty() {
         let email = identity
             .email
             .as_deref()
             .ok_or("the user has no email address")?;
-        // An address the provider says it has not verified proves nothing about its domain.
-        if identity.email_verified == Some(false) {
+        // An address nobody verified proves nothing about its domain (the "nOAuth" attack).
+        let verified = match identity.email_verified {
+            Some(verified) => verified,
+            None => !policy.require_verified_email,
+        };
+        if !verified {
             return Err("the user's email address is not verified".to_owned());
         }
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        if !allowed_email_domains
+        if !policy
+            .allowed_email_domains
             .iter()
             .any(|allowed| allowed.eq_ignore_ascii_case(domain))
         {
@@ -124,35 +138,47 @@ mod tests {
 
     #[test]
     fn group_and_domain_policies() {
-        let groups = vec!["mcp-users".to_string()];
-        let domains = vec!["corp.com".to_string()];
-        assert!(check_access(&identity(None, None, &["mcp-users"]), &groups, &[]).is_ok());
-        assert!(check_access(&identity(None, None, &["other"]), &groups, &[]).is_err());
-        assert!(
-            check_access(
-                &identity(Some("a@CORP.com"), Some(true), &[]),
-                &[],
-                &domains
-            )
-            .is_ok()
-        );
+        let groups = AccessPolicy {
+            allowed_groups: vec!["mcp-users".to_string()],
+            ..AccessPolicy::default()
+        };
+        let domains = AccessPolicy {
+            allowed_email_domains: vec!["corp.com".to_string()],
+            require_verified_email: true,
+            ..AccessPolicy::default()
+        };
+        assert!(check_access(&identity(None, None, &["mcp-users"]), &groups).is_ok());
+        assert!(check_access(&identity(None, None, &["other"]), &groups).is_err());
+        assert!(check_access(&identity(Some("a@CORP.com"), Some(true), &[]), &domains).is_ok());
         assert!(
             check_access(
                 &identity(Some("a@corp.com.evil.io"), Some(true), &[]),
-                &[],
                 &domains
             )
             .is_err()
         );
-        assert!(
-            check_access(
-                &identity(Some("a@corp.com"), Some(false), &[]),
-                &[],
-                &domains
-            )
-            .is_err()
+        assert!(check_access(&identity(Some("a@corp.com"), Some(false), &[]), &domains).is_err());
+        assert!(check_access(&identity(None, None, &[]), &domains).is_err());
+        assert!(check_access(&identity(None, None, &[]), &AccessPolicy::default()).is_ok());
+    }
+
+    #[test]
+    fn an_email_nobody_verified_passes_the_domain_check_only_when_allowed() {
+        let strict = AccessPolicy {
+            allowed_email_domains: vec!["corp.com".to_string()],
+            require_verified_email: true,
+            ..AccessPolicy::default()
+        };
+        let unverified = identity(Some("a@corp.com"), None, &[]);
+        assert_eq!(
+            check_access(&unverified, &strict),
+            Err("the user's email address is not verified".to_owned())
         );
-        assert!(check_access(&identity(None, None, &[]), &[], &domains).is_err());
-        assert!(check_access(&identity(None, None, &[]), &[], &[]).is_ok());
+        let lenient = AccessPolicy {
+            require_verified_email: false,
+            ..strict
+        };
+        assert!(check_access(&unverified, &lenient).is_ok());
+        assert!(check_access(&identity(Some("a@corp.com"), Some(false), &[]), &lenient).is_err());
     }
 }

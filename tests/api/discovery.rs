@@ -29,6 +29,10 @@ async fn metadata_advertises_exactly_what_is_implemented() {
     let oidc = get_json(&app, &app.url("/.well-known/openid-configuration")).await;
     assert_eq!(oidc["issuer"], app.issuer);
     assert_eq!(oidc["token_endpoint"], doc["token_endpoint"]);
+    assert_eq!(
+        oidc["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
 }
 
 #[tokio::test]

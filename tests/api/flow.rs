@@ -56,6 +56,27 @@ async fn whole_flow_issues_tokens_that_verify_against_our_jwks_then_refresh_rota
         assert!(claims.get(claim).is_some(), "{claim} missing");
     }
 
+    let id_token = tokens["id_token"].as_str().expect("openid was granted");
+    let jwks: JwkSet = app
+        .api
+        .get(app.url("/oauth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[PUBLIC_CLIENT]);
+    validation.set_issuer(&[&app.issuer]);
+    let key = DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let id_claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(id_claims["sub"], "upstream-user-42");
+    assert_eq!(id_claims["email"], "ada@corp.example");
+
     let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let response = app.refresh(&first_refresh).await;
     assert_eq!(response.status(), StatusCode::OK);

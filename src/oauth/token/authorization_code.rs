@@ -2,7 +2,7 @@
 //! client, redirect URI, PKCE challenge, resource and scope. A replayed code revokes what the
 //! first redemption issued (RFC 6749 §4.1.2, RFC 9700 §4.5).
 
-use super::{Grant, TokenResponse, check_resource, issue_access_token};
+use super::{Grant, TokenResponse, check_resource, issue_access_token, issue_id_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::{Bridge, GrantType, OAuthError, Params, pkce, scope};
@@ -103,6 +103,7 @@ pub(super) async fn exchange(
         ));
     }
     let refresh_token = refresh.map(|(token, _)| token);
+    let id_token = issue_id_token(bridge, &record, now)?;
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token,
@@ -110,6 +111,7 @@ pub(super) async fn exchange(
         expires_in: bridge.settings.access_token_ttl.as_secs(),
         refresh_token,
         scope: scope::join(&record.scope),
+        id_token,
     })
 }
 
@@ -134,6 +136,53 @@ mod tests {
         assert_eq!(claims.sub, "user-1");
         assert_eq!(claims.email.as_deref(), Some("user@corp.com"));
         assert_eq!(claims.exp, harness.now().seconds() + 3600);
+    }
+
+    #[tokio::test]
+    async fn openid_scope_brings_an_id_token_for_the_client_with_its_nonce() {
+        let harness = Harness::new();
+        let code = harness.code_for_public_client().await;
+        let tokens = harness.redeem(&code).await.unwrap();
+        let id_token = tokens.id_token.expect("openid was granted");
+        let key = harness.bridge.keys.active();
+        let mut validation = jsonwebtoken::Validation::new(key.algorithm);
+        validation.set_audience(&[PUBLIC_CLIENT]);
+        validation.set_issuer(&[ISSUER]);
+        validation.validate_exp = false;
+        let claims =
+            jsonwebtoken::decode::<serde_json::Value>(&id_token, key.decoding_key(), &validation)
+                .unwrap()
+                .claims;
+        assert_eq!(claims["sub"], "user-1");
+        assert_eq!(claims["nonce"], "client-nonce");
+        assert_eq!(claims["email"], "user@corp.com");
+        assert_eq!(claims["auth_time"], harness.now().seconds());
+        assert!(claims.get("name").is_none(), "name needs the profile scope");
+    }
+
+    #[tokio::test]
+    async fn without_openid_scope_there_is_no_id_token_and_refresh_never_brings_one() {
+        let harness = Harness::new();
+        let login = harness.authorize_with(PUBLIC_CLIENT, "email").await;
+        let url = harness.callback(&login, &[("code", "c")]).await.unwrap();
+        let code = url
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned();
+        let tokens = harness.redeem(&code).await.unwrap();
+        assert!(tokens.id_token.is_none());
+        let with_openid = harness.tokens_for_public_client().await;
+        assert!(with_openid.id_token.is_some());
+        let refreshed = harness
+            .refresh(&with_openid.refresh_token.unwrap())
+            .await
+            .unwrap();
+        assert!(
+            refreshed.id_token.is_none(),
+            "refresh responses carry no ID token"
+        );
     }
 
     #[tokio::test]

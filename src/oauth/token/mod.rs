@@ -10,7 +10,7 @@ use super::{Bridge, GrantType, OAuthError, Params, scope};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::secret::SecretString;
-use crate::tokens::jwt::{AccessTokenClaims, sign_access_token};
+use crate::tokens::jwt::{AccessTokenClaims, IdTokenClaims, sign_access_token, sign_id_token};
 use crate::tokens::refresh::IssuedAccessToken;
 
 /// The client as it identified itself: by HTTP Basic, by body parameters, or (public) by id only.
@@ -29,6 +29,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 #[tracing::instrument(skip_all, fields(client_id = credentials.client_id.as_str(), grant_type = params.get("grant_type").unwrap_or("")))]
@@ -103,6 +106,38 @@ fn issue_access_token(
             expires_at,
         },
     ))
+}
+
+/// An ID token for a grant that includes `openid`; identity claims follow the `email` and
+/// `profile` scopes (OIDC Core §5.4).
+fn issue_id_token(
+    bridge: &Bridge,
+    record: &crate::storage::AuthorizationCodeRecord,
+    now: UnixTime,
+) -> Result<Option<String>, OAuthError> {
+    let has = |scope: &str| record.scope.iter().any(|s| s == scope);
+    if !has("openid") {
+        return Ok(None);
+    }
+    let identity = &record.identity;
+    let claims = IdTokenClaims {
+        iss: bridge.settings.issuer.clone(),
+        sub: identity.subject.clone(),
+        aud: record.client_id.clone(),
+        exp: now.plus(bridge.settings.access_token_ttl).seconds(),
+        iat: now.seconds(),
+        auth_time: record.auth_time.seconds(),
+        nonce: record.client_nonce.clone(),
+        email: identity.email.clone().filter(|_| has("email")),
+        email_verified: identity.email_verified.filter(|_| has("email")),
+        name: identity.name.clone().filter(|_| has("profile")),
+    };
+    sign_id_token(&bridge.keys, &claims)
+        .map(Some)
+        .map_err(|error| {
+            tracing::error!(%error, "cannot sign an ID token");
+            OAuthError::ServerError
+        })
 }
 
 /// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.

@@ -85,6 +85,7 @@ pub(super) async fn exchange(
         expires_in: bridge.settings.access_token_ttl.as_secs(),
         refresh_token: Some(new_refresh),
         scope: scope::join(&scope),
+        id_token: None,
     })
 }
 
