@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::oidc_provider::{Behaviour, TestProvider};
 
-async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
+/// Verifies a JWT of ours the way a relying party would: key from the published JWKS.
+async fn verify_with_jwks(app: &TestApp, token: &str, audience: &str) -> Value {
     let jwks: JwkSet = app
         .api
         .get(app.url("/oauth/jwks"))
@@ -19,17 +20,23 @@ async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
         .await
         .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
-    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     let jwk = jwks
         .find(header.kid.as_deref().unwrap())
         .expect("token kid is published");
     let mut validation = Validation::new(header.alg);
-    validation.set_audience(&[RESOURCE]);
+    validation.set_audience(&[audience]);
     validation.set_issuer(&[&app.issuer]);
     jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
         .unwrap()
         .claims
+}
+
+/// An access token (RFC 9068: `typ` at+jwt) for the MCP resource.
+async fn verify_access_token(app: &TestApp, token: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    verify_with_jwks(app, token, RESOURCE).await
 }
 
 #[tokio::test]
@@ -41,7 +48,7 @@ async fn whole_flow_issues_tokens_that_verify_against_our_jwks_then_refresh_rota
     assert_eq!(tokens["expires_in"], 3600);
     assert_eq!(tokens["scope"], "openid email");
 
-    let claims = verify_with_jwks(&app, tokens["access_token"].as_str().unwrap()).await;
+    let claims = verify_access_token(&app, tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["sub"], "upstream-user-42");
     assert_eq!(claims["aud"], RESOURCE);
     assert_eq!(claims["client_id"], PUBLIC_CLIENT);
@@ -57,23 +64,7 @@ async fn whole_flow_issues_tokens_that_verify_against_our_jwks_then_refresh_rota
     }
 
     let id_token = tokens["id_token"].as_str().expect("openid was granted");
-    let jwks: JwkSet = app
-        .api
-        .get(app.url("/oauth/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let header = jsonwebtoken::decode_header(id_token).unwrap();
-    let mut validation = Validation::new(header.alg);
-    validation.set_audience(&[PUBLIC_CLIENT]);
-    validation.set_issuer(&[&app.issuer]);
-    let key = DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
-    let id_claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation)
-        .unwrap()
-        .claims;
+    let id_claims = verify_with_jwks(&app, id_token, PUBLIC_CLIENT).await;
     assert_eq!(id_claims["sub"], "upstream-user-42");
     assert_eq!(id_claims["email"], "ada@corp.example");
 
@@ -84,7 +75,7 @@ async fn whole_flow_issues_tokens_that_verify_against_our_jwks_then_refresh_rota
     let refreshed: Value = response.json().await.unwrap();
     let second_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second_refresh, first_refresh);
-    let claims = verify_with_jwks(&app, refreshed["access_token"].as_str().unwrap()).await;
+    let claims = verify_access_token(&app, refreshed["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["sub"], "upstream-user-42");
     assert_eq!(claims["aud"], RESOURCE);
 
@@ -220,7 +211,7 @@ async fn whole_flow_works_under_an_issuer_with_a_path() {
     })
     .await;
     let tokens = app.tokens().await;
-    let claims = verify_with_jwks(&app, tokens["access_token"].as_str().unwrap()).await;
+    let claims = verify_access_token(&app, tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["iss"], app.issuer);
 }
 
