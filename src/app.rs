@@ -11,7 +11,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::http::{AppState, router};
-use crate::oauth::{Bridge, Settings, endpoints};
+use crate::oauth::{Bridge, Settings};
 use crate::storage::{MemoryStorage, Storage};
 use crate::tokens::KeySet;
 use crate::tokens::keys::KeyOrigin;
@@ -55,10 +55,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
                 issuer: upstream_config.issuer.clone(),
                 client_id: upstream_config.client_id.clone(),
                 client_secret: upstream_config.client_secret.clone(),
-                redirect_uri: upstream_config
-                    .redirect_uri
-                    .clone()
-                    .unwrap_or_else(|| format!("{issuer}{}", endpoints::CALLBACK)),
+                redirect_uri: config
+                    .callback_url()
+                    .context("server.public_url is not a URL")?,
                 scopes: upstream_config.scopes.clone(),
             },
             upstream_config.timeout.0,

@@ -12,10 +12,11 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::clock::UnixTime;
 use crate::config::ClientConfig;
-use crate::oauth::{GrantType, OAuthError, redirect_uri};
+use crate::oauth::{GrantType, OAuthError, for_log, redirect_uri};
 use crate::secret::SecretString;
 
 /// bcrypt only reads 72 bytes; longer secrets would silently share a prefix.
@@ -159,7 +160,7 @@ impl ClientRegistry {
                     ))
                 }
                 None => {
-                    tracing::info!(client_id, "unknown client");
+                    tracing::info!(client_id = for_log(client_id), "unknown client");
                     Err(OAuthError::invalid_client("unknown client"))
                 }
             };
@@ -174,8 +175,8 @@ impl ClientRegistry {
             .clone()
             .map(Arc::from)
             .unwrap_or_else(|| Arc::clone(&self.dummy_hash));
-        let matches = match self.bcrypt_slots.acquire().await {
-            Ok(_slot) => verify_secret(secret.clone(), hash).await,
+        let matches = match Arc::clone(&self.bcrypt_slots).acquire_owned().await {
+            Ok(slot) => verify_secret(secret.clone(), hash, slot).await,
             Err(_) => false,
         };
         match (client, stored_hash, matches) {
@@ -194,7 +195,7 @@ impl ClientRegistry {
                 Err(OAuthError::invalid_client("client authentication failed"))
             }
             (None, _, _) => {
-                tracing::info!(client_id, "unknown client");
+                tracing::info!(client_id = for_log(client_id), "unknown client");
                 Err(OAuthError::invalid_client("client authentication failed"))
             }
         }
@@ -212,8 +213,11 @@ pub fn hash_secret(secret: &SecretString, cost: u32) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the secret: {e}"))
 }
 
-async fn verify_secret(secret: SecretString, hash: Arc<str>) -> bool {
+/// The slot travels into the blocking task: it is released when bcrypt ends, not when a
+/// client that hung up drops its request.
+async fn verify_secret(secret: SecretString, hash: Arc<str>, slot: OwnedSemaphorePermit) -> bool {
     let check = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         if secret.expose().len() > BCRYPT_MAX_BYTES {
             // Still spend the time, then fail: such a secret can never have been stored.
             let _ = bcrypt::verify("x", &hash);

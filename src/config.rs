@@ -242,7 +242,8 @@ fn claim_groups() -> String {
     "groups".to_owned()
 }
 
-/// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare integer is seconds.
+/// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare number
+/// (integer or all-digit string) is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
@@ -251,6 +252,13 @@ impl ConfigDuration {
         let text = text.trim();
         if text.is_empty() {
             return Err("empty duration".to_owned());
+        }
+        // A bare number is seconds, also as a string (`"600"`, or `${TTL}` from the environment).
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            return text
+                .parse()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("duration {text:?} is too large"));
         }
         let mut total: u64 = 0;
         let mut digits = String::new();
@@ -335,6 +343,16 @@ impl Config {
         Ok(config)
     }
 
+    /// `<public_url>/oauth/callback` exactly as the running service builds it (normalised URL).
+    pub fn callback_url(&self) -> Option<String> {
+        let url = Url::parse(&self.server.public_url).ok()?;
+        Some(format!(
+            "{}{}",
+            url.as_str().trim_end_matches('/'),
+            crate::oauth::endpoints::CALLBACK
+        ))
+    }
+
     pub fn public_url(&self) -> Result<Url, ConfigError> {
         Url::parse(self.server.public_url.trim_end_matches('/'))
             .map_err(|e| ConfigError::Invalid(vec![format!("server.public_url: {e}")]))
@@ -352,22 +370,18 @@ impl Config {
             problems.push(format!("server.public_url: {problem}"));
         }
         self.oauth.validate(&mut problems);
-        if let Some(uri) = self
-            .oauth
-            .upstream
-            .as_ref()
-            .and_then(|u| u.redirect_uri.as_ref())
+        if let (Some(uri), Some(callback)) = (
+            self.oauth
+                .upstream
+                .as_ref()
+                .and_then(|u| u.redirect_uri.as_ref()),
+            self.callback_url(),
+        ) && Url::parse(uri).map(String::from).ok() != Some(callback.clone())
         {
-            let callback = format!(
-                "{}/oauth/callback",
-                self.server.public_url.trim_end_matches('/')
-            );
-            if *uri != callback {
-                // The sign-in cookie is scoped to this host: a callback elsewhere would never see it.
-                problems.push(format!(
-                    "oauth.upstream.redirect_uri: must be {callback:?}, the bridge's own callback"
-                ));
-            }
+            // The sign-in cookie is scoped to this host: a callback elsewhere would never see it.
+            problems.push(format!(
+                "oauth.upstream.redirect_uri: must be {callback:?}, the bridge's own callback"
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -753,7 +767,11 @@ oauth:
             ConfigDuration::parse("1h30m").unwrap(),
             Duration::from_secs(5400)
         );
-        assert!(ConfigDuration::parse("10").is_err());
+        assert_eq!(
+            ConfigDuration::parse("600").unwrap(),
+            Duration::from_secs(600)
+        );
+        assert!(ConfigDuration::parse("10m5").is_err());
         assert!(ConfigDuration::parse("10w").is_err());
         assert!(ConfigDuration::parse("h").is_err());
         assert!(ConfigDuration::parse("99999999999999999999d").is_err());

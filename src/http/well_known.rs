@@ -28,7 +28,11 @@ pub async fn openid_configuration_get(State(state): State<AppState>) -> Response
     cacheable(
         metadata::openid_configuration(
             &state.bridge.settings,
-            state.bridge.keys.active().algorithm,
+            state
+                .bridge
+                .keys
+                .is_publicly_verifiable()
+                .then(|| state.bridge.keys.active().algorithm),
         ),
         "public, max-age=3600",
     )

@@ -4,7 +4,8 @@
 use url::Url;
 
 use super::{
-    Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, pkce, resource, scope,
+    Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, for_log, pkce, resource,
+    scope,
 };
 use crate::clock::UnixTime;
 use crate::storage::PendingAuthorization;
@@ -93,7 +94,10 @@ pub async fn start_authorization(
         .get("client_id")
         .ok_or_else(|| page(OAuthError::invalid_request("client_id is required")))?;
     let client = bridge.clients.find(client_id).ok_or_else(|| {
-        tracing::info!(client_id, "authorization request from an unknown client");
+        tracing::info!(
+            client_id = for_log(client_id),
+            "authorization request from an unknown client"
+        );
         page(OAuthError::invalid_request("unknown client_id"))
     })?;
     let (redirect_uri, redirect_uri_given) = match params.get("redirect_uri") {

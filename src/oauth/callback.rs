@@ -55,12 +55,14 @@ pub async fn complete_authorization(
     };
 
     if let Some(upstream_error) = params.get("error") {
+        let error = map_upstream_error(upstream_error);
+        // The mapped code only: the raw value is whatever arrived in the query string.
         tracing::info!(
             client_id,
-            upstream_error,
+            error = error.code(),
             "the upstream provider returned an error"
         );
-        return Err(redirect(map_upstream_error(upstream_error)));
+        return Err(redirect(error));
     }
     let code = params.get("code").ok_or_else(|| {
         tracing::error!(
@@ -102,7 +104,12 @@ pub async fn complete_authorization(
     })?;
 
     let (code, code_hash) = generate_token();
-    let record = code_record(&pending, identity, now);
+    // OIDC `auth_time` when the provider sent it (a reused upstream session), else now.
+    let auth_time = claims
+        .get("auth_time")
+        .and_then(serde_json::Value::as_i64)
+        .map_or(now, UnixTime);
+    let record = code_record(&pending, identity, auth_time, now);
     bridge
         .storage
         .put_code(code_hash, record)
@@ -119,6 +126,7 @@ pub async fn complete_authorization(
 fn code_record(
     pending: &PendingAuthorization,
     identity: crate::identity::Identity,
+    auth_time: UnixTime,
     now: UnixTime,
 ) -> AuthorizationCodeRecord {
     AuthorizationCodeRecord {
@@ -129,7 +137,7 @@ fn code_record(
         scope: pending.scope.clone(),
         audience: pending.audience.clone(),
         identity,
-        auth_time: now,
+        auth_time,
         client_nonce: pending.client_nonce.clone(),
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),

@@ -22,16 +22,19 @@ pub fn authorization_server_metadata(settings: &Settings) -> Value {
     })
 }
 
-/// The same metadata plus the OpenID Connect Discovery fields (§3): ID tokens are signed with
-/// the access-token key.
-pub fn openid_configuration(settings: &Settings, signing_algorithm: Algorithm) -> Value {
+/// The same metadata plus the OpenID Connect Discovery fields (§3). ID tokens are signed with
+/// the access-token key; with a shared HS256 key none are issued (`id_token_algorithm` None),
+/// so none is advertised.
+pub fn openid_configuration(settings: &Settings, id_token_algorithm: Option<Algorithm>) -> Value {
     let mut document = authorization_server_metadata(settings);
     if let Value::Object(fields) = &mut document {
         fields.insert("subject_types_supported".into(), json!(["public"]));
-        fields.insert(
-            "id_token_signing_alg_values_supported".into(),
-            json!([signing_algorithm]),
-        );
+        if let Some(algorithm) = id_token_algorithm {
+            fields.insert(
+                "id_token_signing_alg_values_supported".into(),
+                json!([algorithm]),
+            );
+        }
         fields.insert(
             "claims_supported".into(),
             json!([
@@ -82,7 +85,7 @@ mod tests {
 
     #[test]
     fn openid_configuration_adds_the_oidc_fields() {
-        let doc = openid_configuration(&settings(), Algorithm::ES256);
+        let doc = openid_configuration(&settings(), Some(Algorithm::ES256));
         assert_eq!(doc["subject_types_supported"], json!(["public"]));
         assert_eq!(
             doc["id_token_signing_alg_values_supported"],
@@ -91,6 +94,12 @@ mod tests {
         assert!(
             doc.get("userinfo_endpoint").is_none(),
             "not implemented, not advertised"
+        );
+        let shared_key = openid_configuration(&settings(), None);
+        assert!(
+            shared_key
+                .get("id_token_signing_alg_values_supported")
+                .is_none()
         );
     }
 }

@@ -38,6 +38,19 @@ pub mod endpoints {
     pub const HEALTH: &str = "/healthz";
 }
 
+/// A request value as it may appear in a log line: attacker-chosen text is cut short.
+pub fn for_log(value: &str) -> &str {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return value;
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
 /// How long an authorization code and a pending upstream login live (SPEC §4).
 pub const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(600);
 pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::from_secs(600);

@@ -84,7 +84,7 @@ impl ScriptedUpstream {
 #[async_trait]
 impl Upstream for ScriptedUpstream {
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
-        if !self.is_ready() {
+        if !self.ready.load(Ordering::SeqCst) {
             return Err(UpstreamError::NotReady);
         }
         let mut url = Url::parse("https://idp.example.com/authorize").unwrap();
@@ -112,10 +112,6 @@ impl Upstream for ScriptedUpstream {
             return Err(error);
         }
         Ok(self.claims.lock().unwrap().clone())
-    }
-
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
     }
 }
 

@@ -25,6 +25,7 @@ pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     concurrent_redemptions_succeed_exactly_once(Arc::new(make())).await;
     concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make())).await;
     grant_without_refresh_token_still_revokes_its_access_tokens(&make()).await;
+    rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(&make()).await;
     refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make()).await;
     family_revoked_before_creation_is_never_created(&make()).await;
     sweep_removes_only_expired_entries(&make()).await;
@@ -80,7 +81,6 @@ fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
         identity: identity(),
         scope: vec!["openid".into()],
         audience: "https://mcp.example.com".into(),
-        created_at: NOW,
         absolute_expires_at: NOW.plus(DAY * 90),
         current: Some(first_token),
         current_expires_at: NOW.plus(DAY * 30),
@@ -277,6 +277,41 @@ async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(stora
     assert_eq!(
         rotated, 1,
         "exactly one presentation rotates; the others are retries"
+    );
+}
+
+async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(
+    storage: &dyn Storage,
+) {
+    let mut current = TokenHash::of("fast-0");
+    assert!(
+        storage
+            .create_family(family("fam-fast", current))
+            .await
+            .unwrap()
+    );
+    for n in 1..=crate::tokens::refresh::MAX_TRACKED_ACCESS_TOKENS {
+        let next = replacement(&format!("fast-{n}"));
+        let hash = next.hash;
+        let (_, fam) = storage
+            .rotate_refresh(&current, &CLIENT, next, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(fam.access_tokens.len() <= crate::tokens::refresh::MAX_TRACKED_ACCESS_TOKENS);
+        current = hash;
+    }
+    assert!(
+        storage
+            .is_access_token_revoked("fam-fast-at-0", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .is_access_token_revoked("fast-1-at", NOW)
+            .await
+            .unwrap()
     );
 }
 

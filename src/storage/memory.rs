@@ -163,7 +163,13 @@ impl Storage for MemoryStorage {
         };
         let new_hash = replacement.hash;
         let outcome = family.present(presented, request, replacement, now);
+        let evicted = family.evict_excess_access_tokens();
         let snapshot = family.clone();
+        for token in evicted {
+            inner
+                .revoked_access_tokens
+                .insert(token.jti, token.expires_at);
+        }
         match outcome {
             Presentation::Rotated | Presentation::RetriedLostResponse => {
                 inner.refresh_index.insert(new_hash, family_id);

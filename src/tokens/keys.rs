@@ -158,6 +158,11 @@ impl KeySet {
         (self.active.kid == kid).then_some(&self.active)
     }
 
+    /// Whether clients can verify what this key signs: not a shared secret they do not hold.
+    pub fn is_publicly_verifiable(&self) -> bool {
+        self.active.public_jwk.is_some()
+    }
+
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
             keys: self.active.public_jwk.iter().cloned().collect(),

@@ -36,7 +36,6 @@ pub struct RefreshFamily {
     pub scope: Vec<String>,
     /// The audience (RFC 8707 resource) the family's tokens are bound to.
     pub audience: String,
-    pub created_at: UnixTime,
     pub absolute_expires_at: UnixTime,
     pub current: Option<TokenHash>,
     pub current_expires_at: UnixTime,
@@ -81,7 +80,20 @@ pub struct Replacement {
     pub retry_window: Duration,
 }
 
+/// Live access tokens one family keeps track of. A client that refreshes faster than its access
+/// tokens expire gets its oldest ones revoked early rather than growing the family without bound.
+pub const MAX_TRACKED_ACCESS_TOKENS: usize = 32;
+
 impl RefreshFamily {
+    /// Removes the oldest tracked access tokens beyond the limit; the caller revokes them.
+    pub fn evict_excess_access_tokens(&mut self) -> Vec<IssuedAccessToken> {
+        let excess = self
+            .access_tokens
+            .len()
+            .saturating_sub(MAX_TRACKED_ACCESS_TOKENS);
+        self.access_tokens.drain(..excess).collect()
+    }
+
     pub fn sliding_expiry(&self, now: UnixTime, ttl: Duration) -> UnixTime {
         now.plus(ttl).min(self.absolute_expires_at)
     }
@@ -175,7 +187,6 @@ mod tests {
             },
             scope: vec!["openid".into(), "email".into()],
             audience: "https://mcp.example.com".into(),
-            created_at: now,
             absolute_expires_at: now.plus(DAY * 90),
             current: Some(hash(0)),
             current_expires_at: now.plus(DAY * 30),
@@ -351,6 +362,23 @@ mod tests {
             fam.present(&hash(0), &request, replacement(1, now), now),
             Presentation::Rotated
         );
+    }
+
+    #[test]
+    fn a_family_tracks_a_bounded_number_of_access_tokens_oldest_out_first() {
+        let now = UnixTime(1_000);
+        let mut fam = family(now);
+        for n in 1..=(MAX_TRACKED_ACCESS_TOKENS as u8 + 3) {
+            let current = fam.current.unwrap();
+            fam.present(&current, &CLIENT, replacement(n, now), now);
+        }
+        let evicted = fam.evict_excess_access_tokens();
+        assert_eq!(
+            evicted.iter().map(|t| t.jti.as_str()).collect::<Vec<_>>(),
+            ["jti-1", "jti-2", "jti-3"]
+        );
+        assert_eq!(fam.access_tokens.len(), MAX_TRACKED_ACCESS_TOKENS);
+        assert!(fam.evict_excess_access_tokens().is_empty());
     }
 
     #[test]

@@ -40,18 +40,33 @@ pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, 
     Ok(Identity {
         subject,
         email: lookup(claims, &mapping.email).and_then(as_text),
-        email_verified: claims.get("email_verified").and_then(Value::as_bool),
+        // `email_verified` speaks of the standard `email` claim only; a mapped substitute
+        // (`upn`, `preferred_username`) was verified by nobody we know of.
+        email_verified: (mapping.email == "email")
+            .then(|| claims.get("email_verified").and_then(Value::as_bool))
+            .flatten(),
         name: lookup(claims, &mapping.name).and_then(as_text),
         groups,
     })
 }
 
 /// Who may sign in: the upstream policy of the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AccessPolicy {
     pub allowed_groups: Vec<String>,
     pub allowed_email_domains: Vec<String>,
     pub require_verified_email: bool,
+}
+
+impl Default for AccessPolicy {
+    /// Anyone may sign in; a domain list, once set, trusts verified addresses only.
+    fn default() -> Self {
+        AccessPolicy {
+            allowed_groups: Vec::new(),
+            allowed_email_domains: Vec::new(),
+            require_verified_email: true,
+        }
+    }
 }
 
 /// `allowed_groups` and `allowed_email_domains`: each, when set, must be satisfied.
@@ -121,6 +136,24 @@ mod tests {
     }
 
     #[test]
+    fn email_verified_applies_only_to_the_standard_email_claim() {
+        let claims = json!({"sub": "u1", "email": "a@corp.com", "upn": "b@corp.com", "email_verified": true});
+        assert_eq!(
+            map_identity(&claims, &ClaimsConfig::default())
+                .unwrap()
+                .email_verified,
+            Some(true)
+        );
+        let upn = ClaimsConfig {
+            email: "upn".into(),
+            ..ClaimsConfig::default()
+        };
+        let identity = map_identity(&claims, &upn).unwrap();
+        assert_eq!(identity.email.as_deref(), Some("b@corp.com"));
+        assert_eq!(identity.email_verified, None);
+    }
+
+    #[test]
     fn missing_subject_is_an_error() {
         assert!(map_identity(&json!({"email": "a@b.c"}), &ClaimsConfig::default()).is_err());
         assert!(map_identity(&json!({"sub": ""}), &ClaimsConfig::default()).is_err());
@@ -144,7 +177,6 @@ mod tests {
         };
         let domains = AccessPolicy {
             allowed_email_domains: vec!["corp.com".to_string()],
-            require_verified_email: true,
             ..AccessPolicy::default()
         };
         assert!(check_access(&identity(None, None, &["mcp-users"]), &groups).is_ok());
@@ -166,7 +198,6 @@ mod tests {
     fn an_email_nobody_verified_passes_the_domain_check_only_when_allowed() {
         let strict = AccessPolicy {
             allowed_email_domains: vec!["corp.com".to_string()],
-            require_verified_email: true,
             ..AccessPolicy::default()
         };
         let unverified = identity(Some("a@corp.com"), None, &[]);

@@ -46,6 +46,4 @@ pub trait Upstream: Send + Sync + 'static {
         nonce: &str,
         now: UnixTime,
     ) -> Result<serde_json::Value, UpstreamError>;
-
-    fn is_ready(&self) -> bool;
 }

@@ -1,7 +1,6 @@
 //! The OpenID Connect client for the upstream provider, built on `openidconnect`: discovery with
 //! retry, authorization URL with our state/nonce/PKCE, code exchange, full ID token validation.
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -246,8 +245,9 @@ impl Upstream for OidcUpstream {
                     UpstreamError::Rejected(format!("error {}", body.error()))
                 }
                 RequestTokenError::Request(e) => UpstreamError::Unreachable(error_chain(&e)),
+                // The path only: the parser's message may quote values from the response.
                 RequestTokenError::Parse(e, _) => {
-                    UpstreamError::Rejected(format!("unparseable token response: {e}"))
+                    UpstreamError::Rejected(format!("unparseable token response at {}", e.path()))
                 }
                 RequestTokenError::Other(e) => UpstreamError::Rejected(e),
             })?;
@@ -265,13 +265,6 @@ impl Upstream for OidcUpstream {
             }
             other => other,
         }
-    }
-
-    fn is_ready(&self) -> bool {
-        self.discovered
-            .read()
-            .map(|slot| slot.is_some())
-            .unwrap_or(false)
     }
 }
 
@@ -317,11 +310,6 @@ pub fn verify_id_token(
     Ok(payload)
 }
 
-pub fn parse_id_token(compact: &str) -> Result<CoreIdToken, UpstreamError> {
-    CoreIdToken::from_str(compact)
-        .map_err(|e| UpstreamError::InvalidIdToken(format!("malformed: {e}")))
-}
-
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -339,8 +327,13 @@ mod tests {
     use jsonwebtoken::jwk::{Jwk, JwkSet};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
+    use std::str::FromStr;
 
     const ISSUER: &str = "https://idp.example.com/realms/test";
+
+    fn parse_id_token(compact: &str) -> Result<CoreIdToken, UpstreamError> {
+        CoreIdToken::from_str(compact).map_err(|e| UpstreamError::InvalidIdToken(e.to_string()))
+    }
     const NOW: i64 = 1_700_000_000;
     const UPSTREAM_KEY: &str = include_str!("../../tests/fixtures/upstream_rsa.pem");
     const OTHER_KEY: &str = include_str!("../../tests/fixtures/other_rsa.pem");

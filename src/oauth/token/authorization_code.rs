@@ -68,34 +68,29 @@ pub(super) async fn exchange(
         audience: &record.audience,
     };
     let (access_token, issued) = issue_access_token(bridge, &grant, random_string(16), now)?;
+    // Signed before the grant is stored: a failure here must not burn a code for nothing.
+    let id_token = issue_id_token(bridge, &record, now)?;
     let refresh = client
         .allows_grant(GrantType::RefreshToken)
         .then(generate_token);
-    // Without a refresh token the grant is still recorded, so that a replay of this code can
-    // revoke the access token; it then lives only as long as that token.
-    let current_expires_at = match refresh {
-        Some(_) => now.plus(
-            bridge
-                .settings
-                .refresh_token_ttl
-                .min(bridge.settings.refresh_token_max_lifetime),
-        ),
-        None => issued.expires_at,
-    };
-    let family = RefreshFamily {
+    let mut family = RefreshFamily {
         id: record.family_id.clone(),
         client_id: client.id.clone(),
         identity: record.identity.clone(),
         scope: record.scope.clone(),
         audience: record.audience.clone(),
-        created_at: now,
         absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
         current: refresh.as_ref().map(|(_, hash)| *hash),
-        current_expires_at,
+        // Without a refresh token the grant is still recorded, so that a replay of this code
+        // can revoke the access token; it then lives only as long as that token.
+        current_expires_at: issued.expires_at,
         previous: None,
         revoked: false,
         access_tokens: vec![issued],
     };
+    if refresh.is_some() {
+        family.current_expires_at = family.sliding_expiry(now, bridge.settings.refresh_token_ttl);
+    }
     if !bridge.storage.create_family(family).await? {
         // The code was replayed while we were issuing: the replay already revoked this grant.
         return Err(OAuthError::invalid_grant(
@@ -103,7 +98,6 @@ pub(super) async fn exchange(
         ));
     }
     let refresh_token = refresh.map(|(token, _)| token);
-    let id_token = issue_id_token(bridge, &record, now)?;
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token,

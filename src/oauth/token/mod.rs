@@ -6,7 +6,7 @@ mod refresh_token;
 
 use serde::Serialize;
 
-use super::{Bridge, GrantType, OAuthError, Params, scope};
+use super::{Bridge, GrantType, OAuthError, Params, for_log, scope};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::secret::SecretString;
@@ -34,7 +34,10 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(client_id = credentials.client_id.as_str(), grant_type = params.get("grant_type").unwrap_or("")))]
+#[tracing::instrument(skip_all, fields(
+    client_id = for_log(&credentials.client_id),
+    grant_type = params.get("grant_type").and_then(GrantType::parse).map(GrantType::as_str),
+))]
 pub async fn exchange(
     bridge: &Bridge,
     credentials: &ClientCredentials,
@@ -116,7 +119,9 @@ fn issue_id_token(
     now: UnixTime,
 ) -> Result<Option<String>, OAuthError> {
     let has = |scope: &str| record.scope.iter().any(|s| s == scope);
-    if !has("openid") {
+    // An HS256 ID token would need the client's own secret to verify (OIDC Core §10.1); ours is
+    // the server's, so under a shared key no ID token is issued at all.
+    if !has("openid") || !bridge.keys.is_publicly_verifiable() {
         return Ok(None);
     }
     let identity = &record.identity;
