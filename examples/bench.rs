@@ -13,6 +13,7 @@ use mcp_oauth_bridge::oauth::token::{ClientCredentials, exchange};
 use mcp_oauth_bridge::oauth::{Bridge, Params, Settings};
 use mcp_oauth_bridge::secret::SecretString;
 use mcp_oauth_bridge::storage::{MemoryStorage, Storage};
+use mcp_oauth_bridge::tokens::jwt::{AccessTokenClaims, sign_access_token};
 use mcp_oauth_bridge::tokens::keys::SigningKey;
 use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use mcp_oauth_bridge::tokens::{KeySet, generate_token};
@@ -112,6 +113,27 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     report("client auth, remembered secret", rounds, started.elapsed());
+
+    let claims = AccessTokenClaims {
+        iss: "https://bridge.example.com".into(),
+        sub: "u".into(),
+        aud: "https://mcp.example.com/mcp".into(),
+        client_id: "public".into(),
+        scope: "openid".into(),
+        exp: now.seconds() + 3600,
+        iat: now.seconds(),
+        nbf: now.seconds(),
+        jti: "j".into(),
+        email: None,
+        name: None,
+        groups: vec![],
+    };
+    let rounds = 5_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        sign_access_token(&bridge.keys, &claims)?;
+    }
+    report("sign ES256 access token", rounds, started.elapsed());
 
     let (mut refresh, hash) = generate_token();
     storage
