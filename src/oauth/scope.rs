@@ -34,7 +34,11 @@ pub fn resolve(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String
     let tokens = parse(requested)?;
     if let Some(unknown) = tokens.iter().find(|t| !allowed.contains(t)) {
         return Err(OAuthError::InvalidScope(
-            format!("scope {unknown:?} is not allowed for this client").into(),
+            format!(
+                "scope {:?} is not allowed for this client",
+                super::for_log(unknown)
+            )
+            .into(),
         ));
     }
     Ok(tokens)

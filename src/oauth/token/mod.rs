@@ -51,7 +51,7 @@ pub async fn exchange(
     let grant_name = params.require("grant_type")?;
     let grant = GrantType::parse(grant_name).ok_or_else(|| {
         OAuthError::UnsupportedGrantType(
-            format!("grant_type {grant_name:?} is not supported").into(),
+            format!("grant_type {:?} is not supported", for_log(grant_name)).into(),
         )
     })?;
     if !client.allows_grant(grant) {
