@@ -109,6 +109,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         clock,
         base_path,
         secure_cookies: public_url.scheme() == "https",
+        cookie_signer: Arc::new(crate::http::cookies::CookieSigner::generate()),
     };
     Ok(Service {
         router: router(state),

@@ -1,32 +1,101 @@
 //! GET /oauth/authorize
 
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
+use url::Url;
 
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
-use crate::oauth::authorize::{AuthorizeError, start_authorization};
+use crate::oauth::authorize::{
+    AuthorizationStep, AuthorizeError, UpstreamRedirect, start_authorization,
+};
+use crate::oauth::{PENDING_AUTHORIZATION_TTL, endpoints};
 
-pub async fn authorize_get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub const CONSENT_PURPOSE: &str = "consent";
+pub const REMEMBER_PURPOSE: &str = "remember";
+
+/// The cookie remembering who approved this client in this browser.
+pub fn remember_cookie_name(state: &AppState, client_id: &str) -> String {
+    cookies::host_only_name(state, &format!("mob_remember_{}", cookies::tag(client_id)))
+}
+
+/// The cookie binding a consent page to the browser it was shown in.
+pub fn consent_cookie_name(state: &AppState, token: &str) -> String {
+    cookies::host_only_name(state, &format!("mob_consent_{}", cookies::tag(token)))
+}
+
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     // Repeated parameters are refused before the client is known, so this is a page.
     let params = match parse_query(query.as_deref()) {
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };
-    match start_authorization(&state.bridge, &params, state.clock.now()).await {
-        Ok(started) => {
-            let mut response = redirect(&started.url);
-            let name = cookies::binding_name(&state, &started.binding_cookie.name);
-            cookies::set(&mut response, &state, &name, &started.binding_cookie.value);
+    let now = state.clock.now();
+    let remembered = params.get("client_id").and_then(|client_id| {
+        let cookie = cookies::read(&headers, &remember_cookie_name(&state, client_id))?;
+        state
+            .cookie_signer
+            .verify(cookie, REMEMBER_PURPOSE, client_id, now)
+    });
+    match start_authorization(&state.bridge, &params, remembered.as_deref(), now).await {
+        Ok(AuthorizationStep::Upstream(started)) => to_upstream(&state, &started),
+        Ok(AuthorizationStep::Consent { token, client_id }) => {
+            let mut page = match Url::parse(&format!(
+                "{}{}",
+                state.bridge.settings.issuer,
+                endpoints::CONSENT
+            )) {
+                Ok(page) => page,
+                Err(_) => return error_page(&crate::oauth::OAuthError::ServerError),
+            };
+            page.query_pairs_mut().append_pair("request", &token);
+            let mut response = redirect(&page);
+            let signed = state.cookie_signer.sign(
+                CONSENT_PURPOSE,
+                &client_id,
+                &cookies::tag(&token),
+                now.plus(PENDING_AUTHORIZATION_TTL),
+            );
+            let name = consent_cookie_name(&state, &token);
+            cookies::set(
+                &mut response,
+                &state,
+                &name,
+                &signed,
+                PENDING_AUTHORIZATION_TTL,
+            );
             response
         }
-        Err(AuthorizeError::Page(error)) => error_page(&error),
-        Err(AuthorizeError::Redirect(to_client)) => {
-            match to_client.url(&state.bridge.settings.issuer) {
-                Ok(url) => redirect(&url),
-                Err(error) => error_page(&error),
-            }
-        }
+        Err(error) => authorize_error(&state, error),
+    }
+}
+
+/// The redirect to the upstream login, with the cookie that binds it to this browser.
+pub fn to_upstream(state: &AppState, started: &UpstreamRedirect) -> Response {
+    let mut response = redirect(&started.url);
+    let name = cookies::host_only_name(state, &started.binding_cookie.name);
+    cookies::set(
+        &mut response,
+        state,
+        &name,
+        &started.binding_cookie.value,
+        PENDING_AUTHORIZATION_TTL,
+    );
+    response
+}
+
+pub fn authorize_error(state: &AppState, error: AuthorizeError) -> Response {
+    match error {
+        AuthorizeError::Page(error) => error_page(&error),
+        AuthorizeError::Redirect(to_client) => match to_client.url(&state.bridge.settings.issuer) {
+            Ok(url) => redirect(&url),
+            Err(error) => error_page(&error),
+        },
     }
 }

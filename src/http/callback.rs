@@ -4,10 +4,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::authorize::{REMEMBER_PURPOSE, authorize_error, remember_cookie_name};
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
-use crate::oauth::authorize::{AuthorizeError, binding_cookie_name};
+use crate::oauth::REMEMBERED_CONSENT_TTL;
+use crate::oauth::authorize::binding_cookie_name;
 use crate::oauth::callback::complete_authorization;
 
 pub async fn callback_get(
@@ -19,22 +21,29 @@ pub async fn callback_get(
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };
-    let cookie_name = params
-        .get("state")
-        .map(|upstream_state| cookies::binding_name(&state, &binding_cookie_name(upstream_state)));
+    let cookie_name = params.get("state").map(|upstream_state| {
+        cookies::host_only_name(&state, &binding_cookie_name(upstream_state))
+    });
     let binding = cookie_name
         .as_deref()
         .and_then(|name| cookies::read(&headers, name));
-    let outcome = complete_authorization(&state.bridge, &params, binding, state.clock.now()).await;
-    let mut response = match outcome {
-        Ok(url) => redirect(&url),
-        Err(AuthorizeError::Page(error)) => error_page(&error),
-        Err(AuthorizeError::Redirect(to_client)) => {
-            match to_client.url(&state.bridge.settings.issuer) {
-                Ok(url) => redirect(&url),
-                Err(error) => error_page(&error),
+    let now = state.clock.now();
+    let mut response = match complete_authorization(&state.bridge, &params, binding, now).await {
+        Ok(signed_in) => {
+            let mut response = redirect(&signed_in.url);
+            if let Some(subject) = signed_in.remember_consent_of {
+                let value = state.cookie_signer.sign(
+                    REMEMBER_PURPOSE,
+                    &signed_in.client_id,
+                    &subject,
+                    now.plus(REMEMBERED_CONSENT_TTL),
+                );
+                let name = remember_cookie_name(&state, &signed_in.client_id);
+                cookies::set(&mut response, &state, &name, &value, REMEMBERED_CONSENT_TTL);
             }
+            response
         }
+        Err(error) => authorize_error(&state, error),
     };
     // A browser that did not start this sign-in has no cookie to clear, and must not clear one.
     if let Some(name) = cookie_name.filter(|_| binding.is_some()) {

@@ -1,27 +1,44 @@
-//! The per-flow cookie that binds a sign-in to the browser that started it.
+//! Cookies: the per-flow binding of a sign-in to its browser, and signed cookies for consent.
+
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::oauth::PENDING_AUTHORIZATION_TTL;
+use crate::clock::UnixTime;
+use crate::secret::constant_time_eq;
 
 /// Over https the `__Host-` prefix pins the cookie to this exact host (no `Domain`, `Path=/`,
-/// `Secure`), so a sibling subdomain cannot plant a binding of its own.
-pub fn binding_name(state: &AppState, flow_name: &str) -> String {
+/// `Secure`), so a sibling subdomain cannot plant one of its own.
+pub fn host_only_name(state: &AppState, name: &str) -> String {
     if state.secure_cookies {
-        format!("__Host-{flow_name}")
+        format!("__Host-{name}")
     } else {
-        flow_name.to_owned()
+        name.to_owned()
     }
 }
 
-pub fn set(response: &mut Response, state: &AppState, name: &str, value: &str) {
-    let max_age = PENDING_AUTHORIZATION_TTL.as_secs();
+/// A short, stable tag of a value for a cookie name (not a secret).
+pub fn tag(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn set(response: &mut Response, state: &AppState, name: &str, value: &str, max_age: Duration) {
     append(
         response,
         state,
-        &format!("{name}={value}; Max-Age={max_age}"),
+        &format!("{name}={value}; Max-Age={}", max_age.as_secs()),
     );
 }
 
@@ -47,4 +64,119 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
+}
+
+/// What a signed cookie asserts: for `purpose`, about `client_id`, the `value`, until `expires`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Signed {
+    purpose: String,
+    client_id: String,
+    value: String,
+    expires: i64,
+}
+
+/// HMAC-SHA256 signatures for cookies, under a key that lives as long as the process.
+pub struct CookieSigner {
+    key: [u8; 32],
+}
+
+impl CookieSigner {
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        CookieSigner { key }
+    }
+
+    fn mac(&self, payload: &str) -> Vec<u8> {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return Vec::new();
+        };
+        mac.update(payload.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    pub fn sign(&self, purpose: &str, client_id: &str, value: &str, expires: UnixTime) -> String {
+        let signed = Signed {
+            purpose: purpose.to_owned(),
+            client_id: client_id.to_owned(),
+            value: value.to_owned(),
+            expires: expires.seconds(),
+        };
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&signed).unwrap_or_default());
+        let mac = URL_SAFE_NO_PAD.encode(self.mac(&payload));
+        format!("{payload}.{mac}")
+    }
+
+    /// The value of a cookie signed by us, for this purpose and client, not yet expired.
+    pub fn verify(
+        &self,
+        cookie: &str,
+        purpose: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Option<String> {
+        let (payload, mac) = cookie.split_once('.')?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        if !constant_time_eq(&mac, &self.mac(payload)) {
+            return None;
+        }
+        let signed: Signed = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        (signed.purpose == purpose
+            && signed.client_id == client_id
+            && signed.expires > now.seconds())
+        .then_some(signed.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_cookies_verify_only_for_their_purpose_client_and_lifetime() {
+        let signer = CookieSigner::generate();
+        let cookie = signer.sign("remember", "client-a", "user-1", UnixTime(200));
+        assert_eq!(
+            signer
+                .verify(&cookie, "remember", "client-a", UnixTime(100))
+                .as_deref(),
+            Some("user-1")
+        );
+        assert_eq!(
+            signer.verify(&cookie, "consent", "client-a", UnixTime(100)),
+            None
+        );
+        assert_eq!(
+            signer.verify(&cookie, "remember", "client-b", UnixTime(100)),
+            None
+        );
+        assert_eq!(
+            signer.verify(&cookie, "remember", "client-a", UnixTime(200)),
+            None
+        );
+        assert_eq!(
+            CookieSigner::generate().verify(&cookie, "remember", "client-a", UnixTime(100)),
+            None
+        );
+        let (payload, mac) = cookie.split_once('.').unwrap();
+        let forged = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&Signed {
+                purpose: "remember".into(),
+                client_id: "client-a".into(),
+                value: "admin".into(),
+                expires: 999,
+            })
+            .unwrap(),
+        );
+        assert_ne!(payload, forged);
+        assert_eq!(
+            signer.verify(
+                &format!("{forged}.{mac}"),
+                "remember",
+                "client-a",
+                UnixTime(100)
+            ),
+            None
+        );
+    }
 }

@@ -2,7 +2,8 @@
 
 mod authorize;
 mod callback;
-mod cookies;
+mod consent;
+pub mod cookies;
 pub mod error;
 pub mod pages;
 pub mod params;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub base_path: String,
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
+    pub cookie_signer: Arc<cookies::CookieSigner>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,6 +47,10 @@ pub fn router(state: AppState) -> Router {
     let protocol = Router::new()
         .route(endpoints::AUTHORIZE, get(authorize::authorize_get))
         .route(endpoints::CALLBACK, get(callback::callback_get))
+        .route(
+            endpoints::CONSENT,
+            get(consent::consent_get).post(consent::consent_post),
+        )
         .route(
             endpoints::TOKEN,
             post(token::token_post).layer(cors.clone()),
@@ -109,6 +115,7 @@ mod tests {
             clock: harness.clock,
             base_path: String::new(),
             secure_cookies: true,
+            cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
         })
     }
 

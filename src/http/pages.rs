@@ -6,6 +6,7 @@ use url::Url;
 
 use super::error::status_of;
 use crate::oauth::OAuthError;
+use crate::oauth::consent::ConsentPage;
 
 fn escape(text: &str) -> String {
     text.chars()
@@ -56,6 +57,53 @@ pub fn error_page(error: &OAuthError) -> Response {
         other => other,
     };
     let mut response = (status, Html(body)).into_response();
+    harden(&mut response);
+    response
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;\
+color:#1b1b1b;line-height:1.5}h1{font-size:1.4rem}ul{padding-left:1.2rem}code{background:#f3f3f3;padding:.1rem .3rem}\
+.warning{border-left:4px solid #b35900;background:#fff4e5;padding:.6rem .8rem}\
+.actions{display:flex;gap:.8rem;margin-top:1.5rem}button{font-size:1rem;padding:.55rem 1.4rem;border-radius:.3rem;\
+border:1px solid #555;background:#fff;cursor:pointer}button.allow{background:#1f5fbf;border-color:#1f5fbf;color:#fff}\
+button:focus-visible{outline:3px solid #7aa7ff;outline-offset:2px}";
+
+/// The consent page: who asks, where the result goes, which scopes; Allow or Deny.
+pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
+    let name = escape(page.client_name.as_deref().unwrap_or(&page.client_id));
+    let scopes: String = page
+        .scope
+        .iter()
+        .map(|scope| format!("<li><code>{}</code></li>", escape(scope)))
+        .collect();
+    let scopes = if scopes.is_empty() {
+        "<p>No particular permissions are requested.</p>".to_owned()
+    } else {
+        format!("<p>It asks for:</p><ul>{scopes}</ul>")
+    };
+    let warning = page
+        .warning
+        .as_deref()
+        .map(|w| format!("<p class=\"warning\" role=\"alert\">{}</p>", escape(w)))
+        .unwrap_or_default();
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Allow {name}?</title><style>{STYLE}</style></head><body><main>\
+         <h1>Allow <strong>{name}</strong> to access your account?</h1>\
+         <p>Client ID: <code>{client_id}</code></p>\
+         <p>After you sign in, the result is sent to <strong>{destination}</strong>.</p>{warning}{scopes}\
+         <p>Allow only if you started this from an application you know.</p>\
+         <form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"request\" value=\"{token}\">\
+         <div class=\"actions\"><button class=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form></main></body></html>",
+        client_id = escape(&page.client_id),
+        destination = escape(&page.destination),
+        action = escape(action),
+        token = escape(token),
+    );
+    let mut response = Html(body).into_response();
     harden(&mut response);
     response
 }

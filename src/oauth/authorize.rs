@@ -1,5 +1,6 @@
-//! The authorization endpoint (RFC 6749 §4.1.1, RFC 7636, RFC 8707): validate the request, park
-//! it as a pending authorization, and send the user to the upstream login.
+//! The authorization endpoint (RFC 6749 §4.1.1, RFC 7636, RFC 8707): validate the request, ask
+//! for the user's consent when the client needs it, park it as a pending authorization, and send
+//! the user to the upstream login.
 
 use url::Url;
 
@@ -8,7 +9,7 @@ use super::{
     scope,
 };
 use crate::clock::UnixTime;
-use crate::storage::PendingAuthorization;
+use crate::storage::{AuthorizationRequest, Consent, ConsentRequest, PendingAuthorization};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
 use crate::upstream::{UpstreamError, UpstreamRequest};
@@ -33,6 +34,15 @@ pub struct ClientRedirect {
 }
 
 impl ClientRedirect {
+    /// An error for the client of an already validated request.
+    pub fn error(request: &AuthorizationRequest, error: OAuthError) -> AuthorizeError {
+        AuthorizeError::Redirect(ClientRedirect {
+            redirect_uri: request.redirect_uri.clone(),
+            state: request.client_state.clone(),
+            error,
+        })
+    }
+
     pub fn url(&self, issuer: &str) -> Result<Url, OAuthError> {
         let mut params = vec![
             ("error", self.error.code()),
@@ -84,11 +94,24 @@ pub fn binding_cookie_name(upstream_state: &str) -> String {
     format!("mob_login_{id}")
 }
 
+/// What the browser does next after a valid authorization request.
+#[derive(Debug)]
+pub enum AuthorizationStep {
+    /// The user must approve the client first; the token names the consent request.
+    Consent {
+        token: String,
+        client_id: String,
+    },
+    Upstream(UpstreamRedirect),
+}
+
+/// `remembered_subject`: who this browser's remembered consent for the client says the user is.
 pub async fn start_authorization(
     bridge: &Bridge,
     params: &Params,
+    remembered_subject: Option<&str>,
     now: UnixTime,
-) -> Result<UpstreamRedirect, AuthorizeError> {
+) -> Result<AuthorizationStep, AuthorizeError> {
     let page = AuthorizeError::Page;
     let client_id = params
         .get("client_id")
@@ -180,47 +203,105 @@ pub async fn start_authorization(
     let audience =
         resource::resolve_audience(&bridge.settings, params.get("resource")).map_err(redirect)?;
 
-    let (upstream_state, state_hash) = generate_token();
-    let nonce = random_string(32);
-    let upstream_verifier = random_string(32);
-    let upstream_url = bridge
-        .upstream
-        .authorization_url(&UpstreamRequest {
-            state: &upstream_state,
-            nonce: &nonce,
-            pkce_verifier: &upstream_verifier,
-        })
-        .map_err(|error| {
-            match &error {
-                UpstreamError::NotReady => tracing::warn!(client_id, "upstream provider not discovered yet"),
-                other => tracing::error!(client_id, error = %other, "cannot build the upstream authorization URL"),
-            }
-            redirect(OAuthError::TemporarilyUnavailable)
-        })?;
-    let (binding, binding_hash) = generate_token();
-    let pending = PendingAuthorization {
+    let request = AuthorizationRequest {
         client_id: client.id.clone(),
-        redirect_uri: redirect_uri.clone(),
+        redirect_uri,
         redirect_uri_given,
-        client_state: client_state.clone(),
+        client_state,
         client_nonce,
         code_challenge,
         scope,
         audience,
+    };
+    let consent = if client.skip_consent {
+        Consent::NotNeeded
+    } else {
+        let remembered = match remembered_subject {
+            Some(subject) => bridge
+                .storage
+                .has_consent(subject, &request, now)
+                .await
+                .map_err(|e| ClientRedirect::error(&request, e.into()))?
+                .then(|| subject.to_owned()),
+            None => None,
+        };
+        match remembered {
+            Some(subject) => Consent::Remembered { subject },
+            None => {
+                let (token, token_hash) = generate_token();
+                let client_id = request.client_id.clone();
+                let pending_consent = ConsentRequest {
+                    request,
+                    expires_at: now.plus(PENDING_AUTHORIZATION_TTL),
+                };
+                if let Err(e) = bridge
+                    .storage
+                    .put_consent_request(token_hash, pending_consent.clone())
+                    .await
+                {
+                    return Err(ClientRedirect::error(&pending_consent.request, e.into()));
+                }
+                return Ok(AuthorizationStep::Consent { token, client_id });
+            }
+        }
+    };
+    continue_upstream(bridge, request, consent, now)
+        .await
+        .map(AuthorizationStep::Upstream)
+}
+
+/// Parks the request and builds the upstream login URL with our own state, nonce and PKCE.
+pub async fn continue_upstream(
+    bridge: &Bridge,
+    request: AuthorizationRequest,
+    consent: Consent,
+    now: UnixTime,
+) -> Result<UpstreamRedirect, AuthorizeError> {
+    let client_id = request.client_id.as_str();
+    let (upstream_state, state_hash) = generate_token();
+    let nonce = random_string(32);
+    let upstream_verifier = random_string(32);
+    let upstream_url = match bridge.upstream.authorization_url(&UpstreamRequest {
+        state: &upstream_state,
+        nonce: &nonce,
+        pkce_verifier: &upstream_verifier,
+    }) {
+        Ok(url) => url,
+        Err(error) => {
+            match &error {
+                UpstreamError::NotReady => {
+                    tracing::warn!(client_id, "upstream provider not discovered yet")
+                }
+                other => {
+                    tracing::error!(client_id, error = %other, "cannot build the upstream authorization URL")
+                }
+            }
+            return Err(ClientRedirect::error(
+                &request,
+                OAuthError::TemporarilyUnavailable,
+            ));
+        }
+    };
+    tracing::info!(
+        client_id,
+        "authorization started; user sent to the upstream provider"
+    );
+    let (binding, binding_hash) = generate_token();
+    let pending = PendingAuthorization {
+        request,
+        consent,
         upstream_nonce: nonce,
         upstream_pkce_verifier: upstream_verifier,
         browser_binding: binding_hash,
         expires_at: now.plus(PENDING_AUTHORIZATION_TTL),
     };
-    bridge
+    if let Err(e) = bridge
         .storage
-        .put_pending(state_hash, pending)
+        .put_pending(state_hash, pending.clone())
         .await
-        .map_err(|e| redirect(e.into()))?;
-    tracing::info!(
-        client_id,
-        "authorization started; user sent to the upstream provider"
-    );
+    {
+        return Err(ClientRedirect::error(&pending.request, e.into()));
+    }
     Ok(UpstreamRedirect {
         url: upstream_url,
         binding_cookie: BindingCookie {
@@ -234,6 +315,18 @@ pub async fn start_authorization(
 mod tests {
     use super::*;
     use crate::oauth::test_support::*;
+
+    /// For the harness clients, which skip consent: straight to the upstream redirect.
+    async fn start(
+        bridge: &Bridge,
+        params: &Params,
+        now: UnixTime,
+    ) -> Result<UpstreamRedirect, AuthorizeError> {
+        match start_authorization(bridge, params, None, now).await? {
+            AuthorizationStep::Upstream(started) => Ok(started),
+            AuthorizationStep::Consent { .. } => panic!("this client skips consent"),
+        }
+    }
 
     fn request(overrides: &[(&str, Option<&str>)]) -> Params {
         let mut params = Params::from([
@@ -272,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn valid_request_redirects_upstream_and_parks_the_request() {
         let harness = Harness::new();
-        let started = start_authorization(&harness.bridge, &request(&[]), harness.now())
+        let started = start(&harness.bridge, &request(&[]), harness.now())
             .await
             .unwrap();
         let query: std::collections::HashMap<_, _> =
@@ -284,10 +377,16 @@ mod tests {
             .take_pending(&query["state"], &started.binding_cookie.value)
             .await
             .expect("pending stored");
-        assert_eq!(pending.client_state.as_deref(), Some("client-state"));
-        assert_eq!(pending.audience, "https://mcp.example.com/mcp");
-        assert_eq!(pending.scope, vec!["openid", "email"]);
-        assert_eq!(pending.redirect_uri, "http://127.0.0.1:4321/callback");
+        assert_eq!(
+            pending.request.client_state.as_deref(),
+            Some("client-state")
+        );
+        assert_eq!(pending.request.audience, "https://mcp.example.com/mcp");
+        assert_eq!(pending.request.scope, vec!["openid", "email"]);
+        assert_eq!(
+            pending.request.redirect_uri,
+            "http://127.0.0.1:4321/callback"
+        );
         assert_eq!(
             pending.expires_at,
             harness.now().plus(PENDING_AUTHORIZATION_TTL)
@@ -307,7 +406,7 @@ mod tests {
         let harness = Harness::new();
         let now = harness.now();
         let err = page_error(
-            start_authorization(
+            start(
                 &harness.bridge,
                 &request(&[("client_id", Some("nobody"))]),
                 now,
@@ -315,24 +414,22 @@ mod tests {
             .await,
         );
         assert_eq!(err, OAuthError::invalid_request("unknown client_id"));
-        let err = page_error(
-            start_authorization(&harness.bridge, &request(&[("client_id", None)]), now).await,
-        );
+        let err = page_error(start(&harness.bridge, &request(&[("client_id", None)]), now).await);
         assert_eq!(err, OAuthError::invalid_request("client_id is required"));
         let evil = request(&[("redirect_uri", Some("https://evil.example.com/callback"))]);
-        let err = page_error(start_authorization(&harness.bridge, &evil, now).await);
+        let err = page_error(start(&harness.bridge, &evil, now).await);
         assert_eq!(
             err,
             OAuthError::invalid_request("redirect_uri is not registered for this client")
         );
         let other_path = request(&[("redirect_uri", Some("http://127.0.0.1:4321/other"))]);
         assert_eq!(
-            page_error(start_authorization(&harness.bridge, &other_path, now).await).code(),
+            page_error(start(&harness.bridge, &other_path, now).await).code(),
             "invalid_request"
         );
         let fragment = request(&[("redirect_uri", Some("http://127.0.0.1:4321/callback#x"))]);
         assert_eq!(
-            page_error(start_authorization(&harness.bridge, &fragment, now).await).code(),
+            page_error(start(&harness.bridge, &fragment, now).await).code(),
             "invalid_request"
         );
     }
@@ -341,20 +438,15 @@ mod tests {
     async fn missing_redirect_uri_needs_a_single_non_loopback_registration() {
         let harness = Harness::new();
         let now = harness.now();
-        let err = page_error(
-            start_authorization(&harness.bridge, &request(&[("redirect_uri", None)]), now).await,
-        );
+        let err =
+            page_error(start(&harness.bridge, &request(&[("redirect_uri", None)]), now).await);
         assert_eq!(err, OAuthError::invalid_request("redirect_uri is required"));
         let web = request(&[
             ("client_id", Some(CONFIDENTIAL_CLIENT)),
             ("redirect_uri", None),
             ("scope", Some("openid")),
         ]);
-        assert!(
-            start_authorization(&harness.bridge, &web, now)
-                .await
-                .is_ok()
-        );
+        assert!(start(&harness.bridge, &web, now).await.is_ok());
     }
 
     #[tokio::test]
@@ -379,9 +471,7 @@ mod tests {
             (vec![("response_mode", Some("fragment"))], "invalid_request"),
         ];
         for (overrides, expected) in cases {
-            let redirect = redirect_error(
-                start_authorization(&harness.bridge, &request(&overrides), now).await,
-            );
+            let redirect = redirect_error(start(&harness.bridge, &request(&overrides), now).await);
             assert_eq!(redirect.error.code(), expected, "{overrides:?}");
             assert_eq!(redirect.state.as_deref(), Some("client-state"));
             let url = redirect.url(ISSUER).unwrap();
@@ -401,8 +491,7 @@ mod tests {
             ("redirect_uri", None),
             ("scope", Some("email")),
         ]);
-        let redirect =
-            redirect_error(start_authorization(&harness.bridge, &params, harness.now()).await);
+        let redirect = redirect_error(start(&harness.bridge, &params, harness.now()).await);
         assert_eq!(redirect.error.code(), "invalid_scope");
     }
 
@@ -410,9 +499,7 @@ mod tests {
     async fn upstream_not_ready_is_temporarily_unavailable() {
         let harness = Harness::new();
         harness.upstream.set_ready(false);
-        let redirect = redirect_error(
-            start_authorization(&harness.bridge, &request(&[]), harness.now()).await,
-        );
+        let redirect = redirect_error(start(&harness.bridge, &request(&[]), harness.now()).await);
         assert_eq!(redirect.error, OAuthError::TemporarilyUnavailable);
     }
 

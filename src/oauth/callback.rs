@@ -4,13 +4,24 @@
 use url::Url;
 
 use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
-use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params};
+use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params, REMEMBERED_CONSENT_TTL};
 use crate::clock::UnixTime;
-use crate::storage::{AuthorizationCodeRecord, PendingAuthorization, PendingTake};
+use crate::storage::{
+    AuthorizationCodeRecord, Consent, ConsentGrant, PendingAuthorization, PendingTake,
+};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
 use crate::upstream::UpstreamError;
 use crate::upstream::claims::{check_access, map_identity};
+
+/// A completed sign-in: where the browser goes, and whom to remember as having approved the
+/// client when the approval was given during this sign-in.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub url: Url,
+    pub client_id: String,
+    pub remember_consent_of: Option<String>,
+}
 
 /// Completes the login; on success the URL sends the user back to the client with our code.
 /// `binding` is the value of the browser cookie named after `state`.
@@ -19,7 +30,7 @@ pub async fn complete_authorization(
     params: &Params,
     binding: Option<&str>,
     now: UnixTime,
-) -> Result<Url, AuthorizeError> {
+) -> Result<SignedIn, AuthorizeError> {
     let page = AuthorizeError::Page;
     let state = params
         .get("state")
@@ -45,11 +56,11 @@ pub async fn complete_authorization(
             )));
         }
     };
-    let client_id = pending.client_id.as_str();
+    let client_id = pending.request.client_id.as_str();
     let redirect = |error: OAuthError| {
         AuthorizeError::Redirect(ClientRedirect {
-            redirect_uri: pending.redirect_uri.clone(),
-            state: pending.client_state.clone(),
+            redirect_uri: pending.request.redirect_uri.clone(),
+            state: pending.request.client_state.clone(),
             error,
         })
     };
@@ -103,6 +114,44 @@ pub async fn complete_authorization(
         ))
     })?;
 
+    let remember_consent_of = match &pending.consent {
+        Consent::NotNeeded => None,
+        Consent::GivenNow => {
+            let grant = ConsentGrant {
+                subject: identity.subject.clone(),
+                client_id: pending.request.client_id.clone(),
+                redirect_uri: pending.request.redirect_uri.clone(),
+                scope: pending.request.scope.clone(),
+                expires_at: now.plus(REMEMBERED_CONSENT_TTL),
+            };
+            bridge
+                .storage
+                .put_consent_grant(grant)
+                .await
+                .map_err(|e| redirect(e.into()))?;
+            Some(identity.subject.clone())
+        }
+        Consent::Remembered { subject } if *subject == identity.subject => None,
+        // The browser remembered someone else's approval: this user must have given their own.
+        Consent::Remembered { .. } => {
+            let approved = bridge
+                .storage
+                .has_consent(&identity.subject, &pending.request, now)
+                .await
+                .map_err(|e| redirect(e.into()))?;
+            if !approved {
+                tracing::info!(
+                    client_id,
+                    "signed-in user differs from the remembered consent"
+                );
+                return Err(redirect(OAuthError::AccessDenied(
+                    "you have not approved this application yet; start again to review it".into(),
+                )));
+            }
+            None
+        }
+    };
+
     let (code, code_hash) = generate_token();
     // OIDC `auth_time` when the provider sent it (a reused upstream session), else now.
     let auth_time = claims
@@ -117,10 +166,20 @@ pub async fn complete_authorization(
         .map_err(|e| redirect(e.into()))?;
     tracing::info!(client_id, "user signed in; authorization code issued");
     let mut response = vec![("code", code.as_str())];
-    if let Some(state) = &pending.client_state {
+    if let Some(state) = &pending.request.client_state {
         response.push(("state", state));
     }
-    authorization_response(&pending.redirect_uri, &response, &bridge.settings.issuer).map_err(page)
+    let url = authorization_response(
+        &pending.request.redirect_uri,
+        &response,
+        &bridge.settings.issuer,
+    )
+    .map_err(page)?;
+    Ok(SignedIn {
+        url,
+        client_id: pending.request.client_id.clone(),
+        remember_consent_of,
+    })
 }
 
 fn code_record(
@@ -130,15 +189,15 @@ fn code_record(
     now: UnixTime,
 ) -> AuthorizationCodeRecord {
     AuthorizationCodeRecord {
-        client_id: pending.client_id.clone(),
-        redirect_uri: pending.redirect_uri.clone(),
-        redirect_uri_given: pending.redirect_uri_given,
-        code_challenge: pending.code_challenge.clone(),
-        scope: pending.scope.clone(),
-        audience: pending.audience.clone(),
+        client_id: pending.request.client_id.clone(),
+        redirect_uri: pending.request.redirect_uri.clone(),
+        redirect_uri_given: pending.request.redirect_uri_given,
+        code_challenge: pending.request.code_challenge.clone(),
+        scope: pending.request.scope.clone(),
+        audience: pending.request.audience.clone(),
         identity,
         auth_time,
-        client_nonce: pending.client_nonce.clone(),
+        client_nonce: pending.request.client_nonce.clone(),
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),
     }
@@ -227,7 +286,8 @@ mod tests {
                 Some(&login.binding),
                 harness.now(),
             )
-            .await,
+            .await
+            .map(|signed_in| signed_in.url),
         );
         assert_eq!(err.code(), "invalid_request");
         let params = Params::from([("code", "c")]);
@@ -238,7 +298,8 @@ mod tests {
                 Some(&login.binding),
                 harness.now(),
             )
-            .await,
+            .await
+            .map(|signed_in| signed_in.url),
         );
         assert_eq!(err, OAuthError::invalid_request("state is missing"));
         harness
@@ -256,7 +317,9 @@ mod tests {
         let login = harness.authorize_public().await;
         let params = Params::from([("state", login.state.as_str()), ("code", "c")]);
         let err = page_error(
-            complete_authorization(&harness.bridge, &params, Some("other"), harness.now()).await,
+            complete_authorization(&harness.bridge, &params, Some("other"), harness.now())
+                .await
+                .map(|signed_in| signed_in.url),
         );
         assert_eq!(
             err,

@@ -3,6 +3,7 @@
 
 pub mod authorize;
 pub mod callback;
+pub mod consent;
 pub mod error;
 pub mod metadata;
 pub mod pkce;
@@ -31,6 +32,7 @@ use crate::upstream::claims::AccessPolicy;
 pub mod endpoints {
     pub const AUTHORIZE: &str = "/oauth/authorize";
     pub const CALLBACK: &str = "/oauth/callback";
+    pub const CONSENT: &str = "/oauth/consent";
     pub const TOKEN: &str = "/oauth/token";
     pub const JWKS: &str = "/oauth/jwks";
     pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
@@ -54,6 +56,8 @@ pub fn for_log(value: &str) -> &str {
 /// How long an authorization code and a pending upstream login live (SPEC §4).
 pub const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(600);
 pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
+/// How long a user's approval of a client is remembered.
+pub const REMEMBERED_CONSENT_TTL: Duration = Duration::from_secs(90 * 86400);
 
 /// Request parameters after the HTTP layer refused repeats; empty values count as absent
 /// (RFC 6749 §3.1).

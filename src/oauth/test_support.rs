@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use url::Url;
 
-use super::authorize::{AuthorizeError, start_authorization};
-use super::callback::complete_authorization;
+use super::authorize::{AuthorizationStep, AuthorizeError, UpstreamRedirect, start_authorization};
+use super::callback::{SignedIn, complete_authorization};
 use super::token::{ClientCredentials, TokenResponse, exchange};
 use super::{Bridge, OAuthError, Params, Settings};
 use crate::clients::ClientRegistry;
@@ -27,6 +27,8 @@ pub const ISSUER: &str = "https://bridge.example.com";
 pub const PUBLIC_CLIENT: &str = "public-client";
 pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:4321/callback";
 pub const CONFIDENTIAL_CLIENT: &str = "web-client";
+/// A public client that needs the user's consent.
+pub const CONSENTING_CLIENT: &str = "consenting-client";
 /// A public client that may not use refresh tokens.
 pub const NO_REFRESH_CLIENT: &str = "no-refresh-client";
 pub const CONFIDENTIAL_SECRET: &str = "web-client-secret";
@@ -154,6 +156,15 @@ impl Harness {
                     name: None,
                     scopes: None,
                     grant_types: None,
+                    skip_consent: true,
+                },
+                ClientConfig {
+                    id: CONSENTING_CLIENT.into(),
+                    secret: None,
+                    redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                    name: Some("Consenting app".into()),
+                    scopes: None,
+                    grant_types: None,
                     skip_consent: false,
                 },
                 ClientConfig {
@@ -163,7 +174,7 @@ impl Harness {
                     name: None,
                     scopes: None,
                     grant_types: Some(vec!["authorization_code".into()]),
-                    skip_consent: false,
+                    skip_consent: true,
                 },
                 ClientConfig {
                     id: CONFIDENTIAL_CLIENT.into(),
@@ -172,7 +183,7 @@ impl Harness {
                     name: Some("Web app".into()),
                     scopes: Some(vec!["openid".into(), "profile".into()]),
                     grant_types: None,
-                    skip_consent: false,
+                    skip_consent: true,
                 },
             ],
             4,
@@ -231,7 +242,13 @@ impl Harness {
     }
 
     pub async fn authorize_with(&self, client_id: &str, scope: &str) -> Login {
-        let params = Params::from([
+        let params = self.authorization_params(client_id, scope);
+        Self::login_from(self.start(&params).await)
+    }
+
+    /// The authorization request the harness always sends, for `client_id` and `scope`.
+    pub fn authorization_params(&self, client_id: &str, scope: &str) -> Params {
+        Params::from([
             ("client_id", client_id),
             ("redirect_uri", PUBLIC_REDIRECT),
             ("response_type", "code"),
@@ -241,10 +258,21 @@ impl Harness {
             ("nonce", "client-nonce"),
             ("scope", scope),
             ("resource", "https://mcp.example.com/mcp"),
-        ]);
-        let started = start_authorization(&self.bridge, &params, self.now())
+        ])
+    }
+
+    /// Straight to the upstream redirect: for the clients that skip consent.
+    pub async fn start(&self, params: &Params) -> UpstreamRedirect {
+        match start_authorization(&self.bridge, params, None, self.now())
             .await
-            .unwrap();
+            .unwrap()
+        {
+            AuthorizationStep::Upstream(started) => started,
+            AuthorizationStep::Consent { .. } => panic!("this client skips consent"),
+        }
+    }
+
+    pub fn login_from(started: UpstreamRedirect) -> Login {
         let query: HashMap<_, _> = started.url.query_pairs().into_owned().collect();
         Login {
             state: query["state"].clone(),
@@ -259,6 +287,16 @@ impl Harness {
         login: &Login,
         extra: &[(&str, &str)],
     ) -> Result<Url, AuthorizeError> {
+        self.sign_in(login, extra)
+            .await
+            .map(|signed_in| signed_in.url)
+    }
+
+    pub async fn sign_in(
+        &self,
+        login: &Login,
+        extra: &[(&str, &str)],
+    ) -> Result<SignedIn, AuthorizeError> {
         let mut params = Params::from([("state", login.state.as_str())]);
         for (k, v) in extra {
             params.0.insert((*k).into(), (*v).into());

@@ -25,6 +25,8 @@ pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     concurrent_redemptions_succeed_exactly_once(Arc::new(make())).await;
     concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make())).await;
     grant_without_refresh_token_still_revokes_its_access_tokens(&make()).await;
+    consent_requests_are_single_use_and_expire(&make()).await;
+    consent_grants_cover_their_subject_client_redirect_and_scopes(&make()).await;
     rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(&make()).await;
     refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make()).await;
     family_revoked_before_creation_is_never_created(&make()).await;
@@ -41,16 +43,23 @@ fn identity() -> Identity {
     }
 }
 
-fn pending(expires_at: UnixTime) -> PendingAuthorization {
-    PendingAuthorization {
+fn request(scope: &[&str]) -> AuthorizationRequest {
+    AuthorizationRequest {
         client_id: "client".into(),
         redirect_uri: "http://127.0.0.1/cb".into(),
         redirect_uri_given: true,
         client_state: Some("xyz".into()),
         client_nonce: None,
         code_challenge: "c".repeat(43),
-        scope: vec!["openid".into()],
+        scope: scope.iter().map(|s| s.to_string()).collect(),
         audience: "https://mcp.example.com".into(),
+    }
+}
+
+fn pending(expires_at: UnixTime) -> PendingAuthorization {
+    PendingAuthorization {
+        request: request(&["openid"]),
+        consent: Consent::NotNeeded,
         upstream_nonce: "n".into(),
         upstream_pkce_verifier: "v".into(),
         browser_binding: TokenHash::of("binding"),
@@ -124,7 +133,7 @@ async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
         .await
         .unwrap();
     match take(storage, &state, "binding", NOW).await {
-        PendingTake::Taken(taken) => assert_eq!(taken.client_state.as_deref(), Some("xyz")),
+        PendingTake::Taken(taken) => assert_eq!(taken.request.client_state.as_deref(), Some("xyz")),
         other => panic!("first take must succeed, got {other:?}"),
     }
     assert!(
@@ -310,6 +319,95 @@ async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(
     assert!(
         !storage
             .is_access_token_revoked("fast-1-at", NOW)
+            .await
+            .unwrap()
+    );
+}
+
+async fn consent_requests_are_single_use_and_expire(storage: &dyn Storage) {
+    let token = TokenHash::of("consent");
+    let pending = ConsentRequest {
+        request: request(&["openid"]),
+        expires_at: NOW.plus(MINUTE * 10),
+    };
+    storage.put_consent_request(token, pending).await.unwrap();
+    assert!(
+        storage
+            .get_consent_request(&token, NOW)
+            .await
+            .unwrap()
+            .is_some(),
+        "reading does not use it up"
+    );
+    assert!(
+        storage
+            .get_consent_request(&token, NOW.plus(MINUTE * 10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .take_consent_request(&token, NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        storage
+            .take_consent_request(&token, NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn consent_grants_cover_their_subject_client_redirect_and_scopes(storage: &dyn Storage) {
+    let grant = |scope: &[&str]| ConsentGrant {
+        subject: "user-1".into(),
+        client_id: "client".into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        expires_at: NOW.plus(DAY),
+    };
+    storage.put_consent_grant(grant(&["openid"])).await.unwrap();
+    assert!(
+        storage
+            .has_consent("user-1", &request(&["openid"]), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .has_consent("user-1", &request(&["openid", "email"]), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .has_consent("user-2", &request(&["openid"]), NOW)
+            .await
+            .unwrap()
+    );
+    let mut elsewhere = request(&["openid"]);
+    elsewhere.redirect_uri = "https://other.example.com/cb".into();
+    assert!(
+        !storage
+            .has_consent("user-1", &elsewhere, NOW)
+            .await
+            .unwrap()
+    );
+    // A later approval adds its scopes to the earlier one.
+    storage.put_consent_grant(grant(&["email"])).await.unwrap();
+    assert!(
+        storage
+            .has_consent("user-1", &request(&["openid", "email"]), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .has_consent("user-1", &request(&["openid"]), NOW.plus(DAY))
             .await
             .unwrap()
     );

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AuthorizationCodeRecord, CodeRedemption, PendingAuthorization, PendingTake, Storage,
-    StorageError,
+    AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
+    PendingAuthorization, PendingTake, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
@@ -31,6 +31,9 @@ struct Inner {
     refresh_index: HashMap<TokenHash, String>,
     family_tombstones: HashMap<String, UnixTime>,
     revoked_access_tokens: HashMap<String, UnixTime>,
+    consent_requests: HashMap<TokenHash, ConsentRequest>,
+    /// Keyed by subject and client; one grant per redirect URI.
+    consent_grants: HashMap<(String, String), Vec<ConsentGrant>>,
 }
 
 struct CodeEntry {
@@ -201,6 +204,81 @@ impl Storage for MemoryStorage {
             .is_some_and(|expires_at| *expires_at > now))
     }
 
+    async fn put_consent_request(
+        &self,
+        token: TokenHash,
+        request: ConsentRequest,
+    ) -> Result<(), StorageError> {
+        self.lock()?.consent_requests.insert(token, request);
+        Ok(())
+    }
+
+    async fn get_consent_request(
+        &self,
+        token: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<ConsentRequest>, StorageError> {
+        Ok(self
+            .lock()?
+            .consent_requests
+            .get(token)
+            .filter(|r| r.expires_at > now)
+            .cloned())
+    }
+
+    async fn take_consent_request(
+        &self,
+        token: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<ConsentRequest>, StorageError> {
+        Ok(self
+            .lock()?
+            .consent_requests
+            .remove(token)
+            .filter(|r| r.expires_at > now))
+    }
+
+    async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError> {
+        let mut inner = self.lock()?;
+        let grants = inner
+            .consent_grants
+            .entry((grant.subject.clone(), grant.client_id.clone()))
+            .or_default();
+        match grants
+            .iter_mut()
+            .find(|g| g.redirect_uri == grant.redirect_uri)
+        {
+            // A later approval adds to what was approved before and renews it.
+            Some(existing) => {
+                for scope in grant.scope {
+                    if !existing.scope.contains(&scope) {
+                        existing.scope.push(scope);
+                    }
+                }
+                existing.expires_at = grant.expires_at;
+            }
+            None => grants.push(grant),
+        }
+        Ok(())
+    }
+
+    async fn has_consent(
+        &self,
+        subject: &str,
+        request: &AuthorizationRequest,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        let inner = self.lock()?;
+        let key = (subject.to_owned(), request.client_id.clone());
+        Ok(inner.consent_grants.get(&key).is_some_and(|grants| {
+            grants.iter().any(|g| {
+                g.expires_at > now
+                    && g.redirect_uri == request.redirect_uri
+                    && request.scope.iter().all(|s| g.scope.contains(s))
+            })
+        }))
+    }
+
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
         let mut inner = self.lock()?;
         let before = inner.pending.len()
@@ -221,6 +299,11 @@ impl Storage for MemoryStorage {
         } = &mut *inner;
         refresh_index.retain(|_, family_id| families.contains_key(family_id));
         inner.family_tombstones.retain(|_, until| *until > now);
+        inner.consent_requests.retain(|_, r| r.expires_at > now);
+        for grants in inner.consent_grants.values_mut() {
+            grants.retain(|g| g.expires_at > now);
+        }
+        inner.consent_grants.retain(|_, grants| !grants.is_empty());
         inner
             .revoked_access_tokens
             .retain(|_, expires_at| *expires_at > now);

@@ -22,9 +22,9 @@ pub enum StorageError {
     Unavailable(String),
 }
 
-/// An authorization request waiting for the user to come back from the upstream login.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PendingAuthorization {
+/// An authorization request once every rule of /oauth/authorize has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
     pub client_id: String,
     pub redirect_uri: String,
     /// Whether the client sent `redirect_uri`; if so the token request must repeat it (RFC 6749 §4.1.3).
@@ -35,10 +35,45 @@ pub struct PendingAuthorization {
     pub code_challenge: String,
     pub scope: Vec<String>,
     pub audience: String,
+}
+
+/// How the user's consent to this client was established before the upstream login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consent {
+    /// A trusted first-party client (`skip_consent`).
+    NotNeeded,
+    /// The user approved on the consent page during this sign-in.
+    GivenNow,
+    /// A consent remembered for this subject; the upstream login must turn out to be them.
+    Remembered { subject: String },
+}
+
+/// An authorization request waiting for the user to come back from the upstream login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    pub request: AuthorizationRequest,
+    pub consent: Consent,
     pub upstream_nonce: String,
     pub upstream_pkce_verifier: String,
     /// Hash of the cookie value that ties the flow to the browser that started it.
     pub browser_binding: TokenHash,
+    pub expires_at: UnixTime,
+}
+
+/// An authorization request shown on the consent page, waiting for Allow or Deny.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsentRequest {
+    pub request: AuthorizationRequest,
+    pub expires_at: UnixTime,
+}
+
+/// A user's remembered approval of a client for a redirect URI and a set of scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentGrant {
+    pub subject: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: Vec<String>,
     pub expires_at: UnixTime,
 }
 
@@ -124,6 +159,32 @@ pub trait Storage: Send + Sync + 'static {
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError>;
     async fn is_access_token_revoked(&self, jti: &str, now: UnixTime)
     -> Result<bool, StorageError>;
+
+    async fn put_consent_request(
+        &self,
+        token: TokenHash,
+        request: ConsentRequest,
+    ) -> Result<(), StorageError>;
+    /// Reads a consent request without using it up (to render the page).
+    async fn get_consent_request(
+        &self,
+        token: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<ConsentRequest>, StorageError>;
+    /// Removes and returns a consent request: each page's decision counts once.
+    async fn take_consent_request(
+        &self,
+        token: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<ConsentRequest>, StorageError>;
+    async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError>;
+    /// Whether the subject approved this client, for this redirect URI, for at least `scope`.
+    async fn has_consent(
+        &self,
+        subject: &str,
+        request: &AuthorizationRequest,
+        now: UnixTime,
+    ) -> Result<bool, StorageError>;
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;

@@ -184,7 +184,9 @@ async fn group_policy_refuses_users_outside_the_allowed_groups() {
 #[tokio::test]
 async fn callback_in_another_browser_or_replayed_is_an_error_page() {
     let app = spawn_app().await;
-    let to_upstream = location(&app.get_authorize(&app.authorize_params(&Pkce::new())).await);
+    let to_upstream = app
+        .authorize_to_upstream(&app.authorize_params(&Pkce::new()))
+        .await;
     let to_callback = location(&app.browser.get(&to_upstream).send().await.unwrap());
     let stranger = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -238,16 +240,21 @@ async fn bridge_starts_before_its_provider_and_recovers_by_itself() {
             .status(),
         StatusCode::OK
     );
-    let response = app.get_authorize(&app.authorize_params(&Pkce::new())).await;
-    let query = query_of(&location(&response));
+    let query = query_of(
+        &app.authorize_to_upstream(&app.authorize_params(&Pkce::new()))
+            .await,
+    );
     assert_eq!(query["error"], "temporarily_unavailable");
     assert_eq!(query["state"], "client-state-1");
 
     let _provider = TestProvider::serve_on(tokio::net::TcpListener::bind(address).await.unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let response = app.get_authorize(&app.authorize_params(&Pkce::new())).await;
-        if location(&response).starts_with(&issuer) {
+        if app
+            .authorize_to_upstream(&app.authorize_params(&Pkce::new()))
+            .await
+            .starts_with(&issuer)
+        {
             break;
         }
         assert!(

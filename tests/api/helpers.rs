@@ -81,9 +81,11 @@ server:
 oauth:
   clients:
     - id: {PUBLIC_CLIENT}
+      name: "MCP command line"
       redirect_uris: ["http://127.0.0.1/callback"]
     - id: {WEB_CLIENT}
       name: "Web app"
+      skip_consent: true
       secret: "{WEB_SECRET}"
       redirect_uris: ["{WEB_REDIRECT}"]
   upstream:
@@ -168,9 +170,39 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Authorize → upstream login → callback; returns where the bridge finally sends the browser.
+    /// The consent page the browser was sent to: its HTML and the request token in its form.
+    pub async fn consent_page(&self, page_url: &str) -> (String, String) {
+        let response = self.browser.get(page_url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "consent page");
+        let html = response.text().await.unwrap();
+        let marker = "name=\"request\" value=\"";
+        let start = html.find(marker).expect("consent form") + marker.len();
+        let token = html[start..].split('"').next().unwrap().to_owned();
+        (html, token)
+    }
+
+    pub async fn post_consent(&self, token: &str, decision: &str) -> reqwest::Response {
+        self.browser
+            .post(self.url("/oauth/consent"))
+            .form(&[("request", token), ("decision", decision)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Authorize, approving the consent page when one is shown: the upstream login URL.
+    pub async fn authorize_to_upstream(&self, params: &[(&str, String)]) -> String {
+        let next = location(&self.get_authorize(params).await);
+        if !next.starts_with(&self.url("/oauth/consent")) {
+            return next;
+        }
+        let (_, token) = self.consent_page(&next).await;
+        location(&self.post_consent(&token, "allow").await)
+    }
+
+    /// Authorize → (consent) → upstream login → callback; where the bridge finally sends the browser.
     pub async fn sign_in(&self, params: &[(&str, String)]) -> reqwest::Response {
-        let to_upstream = location(&self.get_authorize(params).await);
+        let to_upstream = self.authorize_to_upstream(params).await;
         assert!(
             to_upstream.starts_with(&self.provider.issuer),
             "{to_upstream}"

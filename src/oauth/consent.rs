@@ -1,0 +1,253 @@
+//! The consent step. The bridge reaches the upstream provider with one static client, so before
+//! it sends a user upstream for a client they have not approved, it asks them (MCP security best
+//! practices, "confused deputy"). Approvals are remembered per user, client, redirect URI and scope.
+
+use url::{Host, Url};
+
+use super::authorize::{AuthorizeError, ClientRedirect, UpstreamRedirect, continue_upstream};
+use super::{Bridge, OAuthError};
+use crate::clock::UnixTime;
+use crate::storage::Consent;
+use crate::tokens::TokenHash;
+
+/// What the consent page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentPage {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    /// Where the result goes, as the user should read it.
+    pub destination: String,
+    /// Set when the destination is neither https nor this computer.
+    pub warning: Option<String>,
+    pub scope: Vec<String>,
+}
+
+fn expired() -> OAuthError {
+    OAuthError::invalid_request(
+        "this consent request has expired or was already answered; start again",
+    )
+}
+
+/// Describes a redirect URI for a person deciding whether to trust it.
+fn describe_destination(redirect_uri: &str) -> (String, Option<String>) {
+    let Ok(url) = Url::parse(redirect_uri) else {
+        return (
+            redirect_uri.to_owned(),
+            Some("The destination is not a valid address.".to_owned()),
+        );
+    };
+    match (url.scheme(), url.host()) {
+        ("https", Some(host)) => (host.to_string(), None),
+        ("http", Some(Host::Domain(_) | Host::Ipv4(_) | Host::Ipv6(_)))
+            if super::redirect_uri::is_loopback_host(&url) =>
+        {
+            ("an application on this computer".to_owned(), None)
+        }
+        (scheme, _) => (
+            format!("{scheme}:"),
+            Some(format!(
+                "The result goes to the \"{scheme}:\" address of an application, not a secure web \
+                 address. Allow only if you started this from an application you trust."
+            )),
+        ),
+    }
+}
+
+/// The page for a consent request, without using it up.
+pub async fn consent_page(
+    bridge: &Bridge,
+    token: &str,
+    now: UnixTime,
+) -> Result<ConsentPage, OAuthError> {
+    let pending = bridge
+        .storage
+        .get_consent_request(&TokenHash::of(token), now)
+        .await?
+        .ok_or_else(expired)?;
+    let request = pending.request;
+    let client = bridge
+        .clients
+        .find(&request.client_id)
+        .ok_or_else(expired)?;
+    let (destination, warning) = describe_destination(&request.redirect_uri);
+    Ok(ConsentPage {
+        client_id: client.id.clone(),
+        client_name: client.name.clone(),
+        destination,
+        warning,
+        scope: request.scope,
+    })
+}
+
+/// Applies the user's decision: Allow continues to the upstream login, Deny answers the client
+/// with `access_denied`. Each consent request is decided once.
+pub async fn decide(
+    bridge: &Bridge,
+    token: &str,
+    approve: bool,
+    now: UnixTime,
+) -> Result<UpstreamRedirect, AuthorizeError> {
+    let pending = bridge
+        .storage
+        .take_consent_request(&TokenHash::of(token), now)
+        .await
+        .map_err(|e| AuthorizeError::Page(e.into()))?
+        .ok_or_else(|| AuthorizeError::Page(expired()))?;
+    let request = pending.request;
+    if !approve {
+        tracing::info!(client_id = %request.client_id, "the user denied consent");
+        return Err(ClientRedirect::error(
+            &request,
+            OAuthError::AccessDenied("the user denied access".into()),
+        ));
+    }
+    continue_upstream(bridge, request, Consent::GivenNow, now).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_read_as_a_person_would_read_them() {
+        assert_eq!(
+            describe_destination("https://claude.ai/api/mcp/auth_callback"),
+            ("claude.ai".to_owned(), None)
+        );
+        let (text, warning) = describe_destination("http://127.0.0.1:4000/callback");
+        assert_eq!(text, "an application on this computer");
+        assert!(warning.is_none());
+        let (text, warning) = describe_destination("cursor://anysphere.cursor-mcp/oauth/callback");
+        assert_eq!(text, "cursor:");
+        assert!(warning.unwrap().contains("not a secure web address"));
+    }
+}
+
+#[cfg(test)]
+mod flow_tests {
+    use super::*;
+    use crate::oauth::authorize::{AuthorizationStep, start_authorization};
+    use crate::oauth::test_support::*;
+
+    async fn consent_token(harness: &Harness, remembered: Option<&str>) -> AuthorizationStep {
+        let params = harness.authorization_params(CONSENTING_CLIENT, "openid email");
+        start_authorization(&harness.bridge, &params, remembered, harness.now())
+            .await
+            .unwrap()
+    }
+
+    fn token_of(step: AuthorizationStep) -> String {
+        match step {
+            AuthorizationStep::Consent { token, client_id } => {
+                assert_eq!(client_id, CONSENTING_CLIENT);
+                token
+            }
+            AuthorizationStep::Upstream(_) => panic!("expected the consent step"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_without_skip_consent_asks_first_and_the_page_names_it() {
+        let harness = Harness::new();
+        let token = token_of(consent_token(&harness, None).await);
+        let page = consent_page(&harness.bridge, &token, harness.now())
+            .await
+            .unwrap();
+        assert_eq!(page.client_name.as_deref(), Some("Consenting app"));
+        assert_eq!(page.scope, vec!["openid", "email"]);
+        assert_eq!(page.destination, "an application on this computer");
+        assert!(harness.upstream.last_exchange().is_none());
+    }
+
+    #[tokio::test]
+    async fn approval_is_single_use_continues_upstream_and_is_remembered_after_sign_in() {
+        let harness = Harness::new();
+        let token = token_of(consent_token(&harness, None).await);
+        let started = decide(&harness.bridge, &token, true, harness.now())
+            .await
+            .unwrap();
+        assert!(matches!(
+            decide(&harness.bridge, &token, true, harness.now()).await,
+            Err(AuthorizeError::Page(_))
+        ));
+        let signed_in = harness
+            .sign_in(&Harness::login_from(started), &[("code", "c")])
+            .await
+            .unwrap();
+        assert_eq!(signed_in.remember_consent_of.as_deref(), Some("user-1"));
+        // Next time the remembered approval skips the page, for the same user.
+        match consent_token(&harness, Some("user-1")).await {
+            AuthorizationStep::Upstream(started) => {
+                let again = harness
+                    .sign_in(&Harness::login_from(started), &[("code", "c")])
+                    .await
+                    .unwrap();
+                assert_eq!(again.remember_consent_of, None);
+            }
+            AuthorizationStep::Consent { .. } => panic!("a remembered consent must skip the page"),
+        }
+        // A subject with no approval on record is asked.
+        token_of(consent_token(&harness, Some("someone-else")).await);
+    }
+
+    #[tokio::test]
+    async fn denial_reaches_the_client_as_access_denied_with_state() {
+        let harness = Harness::new();
+        let token = token_of(consent_token(&harness, None).await);
+        match decide(&harness.bridge, &token, false, harness.now()).await {
+            Err(AuthorizeError::Redirect(redirect)) => {
+                assert_eq!(redirect.error.code(), "access_denied");
+                assert_eq!(redirect.state.as_deref(), Some("client-state"));
+            }
+            other => panic!("expected a redirect to the client, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_consent_of_another_user_does_not_cover_who_actually_signs_in() {
+        let harness = Harness::new();
+        let token = token_of(consent_token(&harness, None).await);
+        let started = decide(&harness.bridge, &token, true, harness.now())
+            .await
+            .unwrap();
+        harness
+            .sign_in(&Harness::login_from(started), &[("code", "c")])
+            .await
+            .unwrap();
+        // The browser remembers user-1, but user-2 signs in upstream.
+        let AuthorizationStep::Upstream(started) = consent_token(&harness, Some("user-1")).await
+        else {
+            panic!("remembered consent skips the page");
+        };
+        harness
+            .upstream
+            .set_claims(serde_json::json!({"sub": "user-2"}));
+        match harness
+            .sign_in(&Harness::login_from(started), &[("code", "c")])
+            .await
+        {
+            Err(AuthorizeError::Redirect(redirect)) => {
+                assert_eq!(redirect.error.code(), "access_denied")
+            }
+            other => panic!("expected access_denied, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_consent_request_is_an_error_page() {
+        let harness = Harness::new();
+        let token = token_of(consent_token(&harness, None).await);
+        harness
+            .clock
+            .advance(crate::oauth::PENDING_AUTHORIZATION_TTL);
+        assert!(
+            consent_page(&harness.bridge, &token, harness.now())
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            decide(&harness.bridge, &token, true, harness.now()).await,
+            Err(AuthorizeError::Page(_))
+        ));
+    }
+}

@@ -1,0 +1,124 @@
+//! The consent page: shown before a client without `skip_consent` sends the user upstream.
+
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+
+async fn consent_url(app: &TestApp) -> String {
+    let response = app.get_authorize(&app.authorize_params(&Pkce::new())).await;
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let next = location(&response);
+    assert!(
+        next.starts_with(&app.url("/oauth/consent?request=")),
+        "{next}"
+    );
+    next
+}
+
+#[tokio::test]
+async fn consent_page_names_the_client_and_its_scopes_and_refuses_framing() {
+    let app = spawn_app().await;
+    let page_url = consent_url(&app).await;
+    let response = app.browser.get(&page_url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = response.text().await.unwrap();
+    for expected in [
+        "MCP command line",
+        "mcp-cli",
+        "<code>openid</code>",
+        "<code>email</code>",
+        "an application on this computer",
+    ] {
+        assert!(html.contains(expected), "{expected} missing");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_replayed_or_foreign_consent_token_is_refused() {
+    let app = spawn_app().await;
+    let (_, token) = app.consent_page(&consent_url(&app).await).await;
+
+    let missing = app
+        .browser
+        .post(app.url("/oauth/consent"))
+        .form(&[("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+
+    let stranger = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let foreign = stranger
+        .post(app.url("/oauth/consent"))
+        .form(&[("request", token.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::BAD_REQUEST);
+    assert!(foreign.text().await.unwrap().contains("another browser"));
+
+    let first = app.post_consent(&token, "allow").await;
+    assert!(location(&first).starts_with(&app.provider.issuer));
+    let replayed = app.post_consent(&token, "allow").await;
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn denied_consent_reaches_the_client_as_access_denied_with_state_and_iss() {
+    let app = spawn_app().await;
+    let (_, token) = app.consent_page(&consent_url(&app).await).await;
+    let back = location(&app.post_consent(&token, "deny").await);
+    assert!(back.starts_with(PUBLIC_REDIRECT), "{back}");
+    let query = query_of(&back);
+    assert_eq!(query["error"], "access_denied");
+    assert_eq!(query["state"], "client-state-1");
+    assert_eq!(query["iss"], app.issuer);
+}
+
+#[tokio::test]
+async fn a_remembered_consent_skips_the_page_next_time() {
+    let app = spawn_app().await;
+    app.tokens().await;
+    let next = location(&app.get_authorize(&app.authorize_params(&Pkce::new())).await);
+    assert!(
+        next.starts_with(&app.provider.issuer),
+        "expected the upstream login, got {next}"
+    );
+    // A wider scope was never approved: the page comes back.
+    let mut wider = app.authorize_params(&Pkce::new());
+    wider.retain(|(k, _)| *k != "scope");
+    wider.push(("scope", "openid email profile".to_owned()));
+    let next = location(&app.get_authorize(&wider).await);
+    assert!(next.starts_with(&app.url("/oauth/consent")), "{next}");
+}
+
+#[tokio::test]
+async fn a_trusted_client_skips_consent() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let params = vec![
+        ("client_id", WEB_CLIENT.to_owned()),
+        ("redirect_uri", WEB_REDIRECT.to_owned()),
+        ("response_type", "code".to_owned()),
+        ("code_challenge", pkce.challenge.clone()),
+        ("code_challenge_method", "S256".to_owned()),
+    ];
+    let next = location(&app.get_authorize(&params).await);
+    assert!(next.starts_with(&app.provider.issuer), "{next}");
+}
