@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             refresh_token_ttl: Duration::from_secs(30 * 86400),
             refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
             refresh_token_retry_window: Duration::from_secs(300),
+            registration_enabled: false,
             claims: ClaimsConfig::default(),
             access_policy: AccessPolicy::default(),
         },

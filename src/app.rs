@@ -8,9 +8,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::clients::ClientRegistry;
+use crate::clock::UnixTime;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::http::{AppState, router};
+use crate::http::rate_limit::RateLimiter;
+use crate::http::{AppState, Registration, router};
+use crate::oauth::redirect_policy::RedirectPolicy;
+use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings};
 use crate::storage::{MemoryStorage, Storage};
 use crate::tokens::KeySet;
@@ -42,12 +46,32 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         );
     }
 
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let client_configs = config.oauth.clients.clone();
-    let clients = tokio::task::spawn_blocking(move || {
+    let mut clients = tokio::task::spawn_blocking(move || {
         ClientRegistry::from_config(&client_configs, bcrypt::DEFAULT_COST)
     })
     .await
     .context("client loading was interrupted")??;
+    let dcr = &config.oauth.dcr;
+    let registration = if dcr.enabled {
+        clients = clients.with_registrations(Arc::clone(&storage));
+        let redirects = RedirectPolicy::compile(
+            &dcr.allowed_redirect_patterns,
+            &dcr.allowed_redirect_profiles,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Some(Arc::new(Registration {
+            policy: RegistrationPolicy {
+                redirects,
+                max_clients: dcr.max_clients,
+                secret_cost: bcrypt::DEFAULT_COST,
+            },
+            limiter: RateLimiter::new(dcr.rate_limit.requests, dcr.rate_limit.window.0),
+        }))
+    } else {
+        None
+    };
 
     let upstream = Arc::new(
         OidcUpstream::new(
@@ -70,11 +94,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         upstream.discover_in_background();
     }
 
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let unused_client_ttl = dcr.enabled.then_some(dcr.unused_client_ttl.0);
     spawn_sweeper(
         Arc::clone(&storage),
         clock.clone(),
         config.storage.sweep_interval.0,
+        unused_client_ttl,
     );
 
     let settings = Settings {
@@ -90,6 +115,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         refresh_token_ttl: config.oauth.refresh_token_ttl.0,
         refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
         refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
+        registration_enabled: dcr.enabled,
         claims: upstream_config.claims.clone(),
         access_policy: AccessPolicy {
             allowed_groups: upstream_config.allowed_groups.clone(),
@@ -110,6 +136,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         base_path,
         secure_cookies: public_url.scheme() == "https",
         cookie_signer: Arc::new(crate::http::cookies::CookieSigner::generate()),
+        registration,
     };
     Ok(Service {
         router: router(state),
@@ -117,16 +144,34 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     })
 }
 
-fn spawn_sweeper(storage: Arc<dyn Storage>, clock: SharedClock, every: Duration) {
+/// Deletes expired entries, and registered clients unused for `unused_client_ttl`.
+fn spawn_sweeper(
+    storage: Arc<dyn Storage>,
+    clock: SharedClock,
+    every: Duration,
+    unused_client_ttl: Option<Duration>,
+) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            match storage.sweep_expired(clock.now()).await {
+            let now = clock.now();
+            match storage.sweep_expired(now).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(removed, "expired entries swept"),
                 Err(error) => tracing::warn!(%error, "sweep of expired entries failed"),
+            }
+            if let Some(ttl) = unused_client_ttl {
+                let cutoff = UnixTime(
+                    now.seconds()
+                        .saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+                );
+                match storage.delete_clients_unused_since(cutoff).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "unused registered clients deleted"),
+                    Err(error) => tracing::warn!(%error, "deleting unused clients failed"),
+                }
             }
         }
     });
@@ -137,10 +182,14 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")
+    // The peer address feeds the per-address rate limits.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("server failed")
 }
 
 /// `mcp-oauth-bridge serve`.

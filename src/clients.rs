@@ -18,6 +18,7 @@ use crate::clock::UnixTime;
 use crate::config::ClientConfig;
 use crate::oauth::{GrantType, OAuthError, for_log, redirect_uri};
 use crate::secret::SecretString;
+use crate::storage::{RegisteredClient, Storage, StorageError};
 
 /// bcrypt only reads 72 bytes; longer secrets would silently share a prefix.
 const BCRYPT_MAX_BYTES: usize = 72;
@@ -34,9 +35,29 @@ pub struct Client {
     pub scopes: Option<Vec<String>>,
     pub grant_types: Vec<GrantType>,
     pub skip_consent: bool,
+    /// Registered through DCR: kept in storage, expires when unused.
+    pub registered: bool,
 }
 
 impl Client {
+    /// A client registered through DCR; such clients always need the user's consent.
+    pub fn from_registration(record: RegisteredClient) -> Self {
+        Client {
+            id: record.client_id,
+            name: record.client_name,
+            redirect_uris: record.redirect_uris,
+            secret_hash: record.secret_hash,
+            scopes: record.scope,
+            grant_types: record
+                .grant_types
+                .iter()
+                .filter_map(|g| GrantType::parse(g))
+                .collect(),
+            skip_consent: false,
+            registered: true,
+        }
+    }
+
     pub fn is_public(&self) -> bool {
         self.secret_hash.is_none()
     }
@@ -80,6 +101,8 @@ pub struct ClientRegistry {
     /// One bcrypt per core at a time: a flood of bad secrets queues instead of spawning a
     /// blocking thread each.
     bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    /// Where registered (DCR) clients live; None when registration is off.
+    registrations: Option<Arc<dyn Storage>>,
 }
 
 impl ClientRegistry {
@@ -117,6 +140,7 @@ impl ClientRegistry {
                 scopes: config.scopes.clone(),
                 grant_types,
                 skip_consent: config.skip_consent,
+                registered: false,
             };
             clients.insert(client.id.clone(), Arc::new(client));
         }
@@ -134,11 +158,28 @@ impl ClientRegistry {
             dummy_hash: dummy_hash.into(),
             verified: VerifiedSecrets::new(),
             bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+            registrations: None,
         })
     }
 
-    pub fn find(&self, client_id: &str) -> Option<Arc<Client>> {
-        self.clients.get(client_id).cloned()
+    /// Also looks registered (DCR) clients up in `storage`.
+    pub fn with_registrations(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.registrations = Some(storage);
+        self
+    }
+
+    /// A configured client, else a registered one.
+    pub async fn find(&self, client_id: &str) -> Result<Option<Arc<Client>>, StorageError> {
+        if let Some(client) = self.clients.get(client_id) {
+            return Ok(Some(Arc::clone(client)));
+        }
+        let Some(storage) = &self.registrations else {
+            return Ok(None);
+        };
+        Ok(storage
+            .get_client(client_id)
+            .await?
+            .map(|record| Arc::new(Client::from_registration(record))))
     }
 
     /// Authenticates a client at the token endpoint: a confidential client by its secret, a public
@@ -149,7 +190,13 @@ impl ClientRegistry {
         secret: Option<&SecretString>,
         now: UnixTime,
     ) -> Result<Arc<Client>, OAuthError> {
-        let client = self.find(client_id);
+        let client = self.find(client_id).await?;
+        if let (Some(client), Some(storage)) = (&client, &self.registrations)
+            && client.registered
+        {
+            // Use keeps a registered client alive; the sweeper deletes the unused ones.
+            storage.touch_client(client_id, now).await?;
+        }
         let Some(secret) = secret else {
             return match client {
                 Some(client) if client.is_public() => Ok(client),
@@ -335,7 +382,14 @@ mod tests {
     #[tokio::test]
     async fn plain_secrets_are_not_kept_in_plain() {
         let registry = registry();
-        let hash = registry.find("plain").unwrap().secret_hash.clone().unwrap();
+        let hash = registry
+            .find("plain")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_hash
+            .clone()
+            .unwrap();
         assert!(hash.starts_with("$2b$"));
         assert!(!hash.contains("plain-secret"));
     }
@@ -398,6 +452,50 @@ mod tests {
             &registry.verified.key("hashed", &secret("plain-secret")),
             NOW
         ));
+    }
+
+    #[tokio::test]
+    async fn registered_clients_are_found_kept_alive_by_use_and_gone_once_deleted() {
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
+        let registry = registry().with_registrations(Arc::clone(&storage));
+        let record = RegisteredClient {
+            client_id: "dcr_1".into(),
+            secret_hash: Some(bcrypt::hash("dcr-secret", TEST_COST).unwrap()),
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            client_name: Some("Registered".into()),
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            response_types: vec!["code".into()],
+            application_type: None,
+            scope: None,
+            issued_at: NOW,
+            last_used_at: NOW,
+        };
+        storage.register_client(record, 10).await.unwrap();
+        let later = NOW.plus(Duration::from_secs(86400));
+        let client = registry
+            .authenticate("dcr_1", Some(&secret("dcr-secret")), later)
+            .await
+            .unwrap();
+        assert!(client.registered && !client.skip_consent);
+        assert_eq!(
+            storage
+                .get_client("dcr_1")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at,
+            later
+        );
+        storage
+            .delete_clients_unused_since(later.plus(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let err = registry
+            .authenticate("dcr_1", Some(&secret("dcr-secret")), later)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_client");
     }
 
     #[tokio::test]

@@ -74,7 +74,63 @@ pub struct OAuthConfig {
     pub scopes_supported: Vec<String>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub dcr: DcrConfig,
     pub upstream: Option<UpstreamConfig>,
+}
+
+/// Dynamic Client Registration (RFC 7591).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DcrConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Regular expressions a registered redirect URI must match whole.
+    #[serde(default)]
+    pub allowed_redirect_patterns: Vec<String>,
+    /// Built-in pattern lists by name: claude, cursor, vscode, chatgpt, inspector, loopback.
+    #[serde(default)]
+    pub allowed_redirect_profiles: Vec<String>,
+    /// Registered clients at most; registration is refused beyond it.
+    #[serde(default = "default_dcr_max_clients")]
+    pub max_clients: usize,
+    /// A registered client unused for this long is deleted.
+    #[serde(default = "default_dcr_client_ttl")]
+    pub unused_client_ttl: ConfigDuration,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for DcrConfig {
+    fn default() -> Self {
+        DcrConfig {
+            enabled: false,
+            allowed_redirect_patterns: Vec::new(),
+            allowed_redirect_profiles: Vec::new(),
+            max_clients: default_dcr_max_clients(),
+            unused_client_ttl: default_dcr_client_ttl(),
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// At most `requests` per source address in each `window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    #[serde(default = "default_rate_requests")]
+    pub requests: u32,
+    #[serde(default = "default_rate_window")]
+    pub window: ConfigDuration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests: default_rate_requests(),
+            window: default_rate_window(),
+        }
+    }
 }
 
 impl Default for OAuthConfig {
@@ -90,6 +146,7 @@ impl Default for OAuthConfig {
             resources: Vec::new(),
             scopes_supported: default_scopes(),
             clients: Vec::new(),
+            dcr: DcrConfig::default(),
             upstream: None,
         }
     }
@@ -197,6 +254,18 @@ pub enum StorageBackend {
     Memory,
 }
 
+fn default_dcr_max_clients() -> usize {
+    1000
+}
+fn default_dcr_client_ttl() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30 * 86400))
+}
+fn default_rate_requests() -> u32 {
+    10
+}
+fn default_rate_window() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
 fn enabled() -> bool {
     true
 }
@@ -447,6 +516,23 @@ impl OAuthConfig {
                     "oauth.clients[{i}].id: {:?} is listed twice",
                     client.id
                 ));
+            }
+        }
+        if self.dcr.enabled {
+            match crate::oauth::redirect_policy::RedirectPolicy::compile(
+                &self.dcr.allowed_redirect_patterns,
+                &self.dcr.allowed_redirect_profiles,
+            ) {
+                Ok(policy) if policy.is_empty() => problems.push(
+                    "oauth.dcr: enabled, but allowed_redirect_patterns and allowed_redirect_profiles are both empty, so nothing could register".to_owned(),
+                ),
+                Ok(_) => {}
+                Err(problem) => problems.push(format!("oauth.dcr.{problem}")),
+            }
+            if self.dcr.rate_limit.requests == 0 || self.dcr.rate_limit.window.0.is_zero() {
+                problems.push(
+                    "oauth.dcr.rate_limit: requests and window must be above zero".to_owned(),
+                );
             }
         }
         match &self.upstream {
@@ -851,6 +937,26 @@ oauth:
             "client_id: bridge\n    redirect_uri: https://mcp.example.com/oauth/callback",
         );
         assert!(Config::from_yaml(&yaml, &env(&[("UPSTREAM_SECRET", "s")])).is_ok());
+    }
+
+    #[test]
+    fn dcr_patterns_and_profiles_are_checked_when_enabled() {
+        let yaml = format!(
+            "{MINIMAL}  dcr:\n    enabled: true\n    allowed_redirect_patterns: [\"(\"]\n    allowed_redirect_profiles: [claud]\n"
+        );
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(
+            text.contains("oauth.dcr.allowed_redirect_patterns[0]"),
+            "{text}"
+        );
+        let yaml = format!("{MINIMAL}  dcr:\n    enabled: true\n");
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(text.contains("nothing could register"), "{text}");
+        let yaml = format!(
+            "{MINIMAL}  dcr:\n    enabled: true\n    allowed_redirect_profiles: [claude, loopback]\n"
+        );
+        let config = Config::from_yaml(&yaml, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
+        assert_eq!(config.oauth.dcr.max_clients, 1000);
     }
 
     #[test]

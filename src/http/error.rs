@@ -40,6 +40,21 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
     response
 }
 
+/// A refusal for load reasons (rate limit, capacity): `temporarily_unavailable` in the RFC 6749
+/// shape, with the given status, a specific description and `Retry-After` when known.
+pub fn limit_response(status: StatusCode, description: &str, retry_after: Option<u64>) -> Response {
+    let body = json!({ "error": "temporarily_unavailable", "error_description": description });
+    let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(seconds) = retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         oauth_error_response(&self)

@@ -7,6 +7,8 @@ pub mod cookies;
 pub mod error;
 pub mod pages;
 pub mod params;
+pub mod rate_limit;
+mod register;
 mod token;
 mod well_known;
 
@@ -32,6 +34,13 @@ pub struct AppState {
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
     pub cookie_signer: Arc<cookies::CookieSigner>,
+    /// Dynamic Client Registration, when enabled.
+    pub registration: Option<Arc<Registration>>,
+}
+
+pub struct Registration {
+    pub policy: crate::oauth::register::RegistrationPolicy,
+    pub limiter: rate_limit::RateLimiter,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,6 +63,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             endpoints::TOKEN,
             post(token::token_post).layer(cors.clone()),
+        )
+        .route(
+            endpoints::REGISTER,
+            post(register::register_post).layer(cors.clone()),
         )
         .route(
             endpoints::JWKS,
@@ -116,6 +129,7 @@ mod tests {
             base_path: String::new(),
             secure_cookies: true,
             cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
+            registration: None,
         })
     }
 

@@ -116,7 +116,12 @@ pub async fn start_authorization(
     let client_id = params
         .get("client_id")
         .ok_or_else(|| page(OAuthError::invalid_request("client_id is required")))?;
-    let client = bridge.clients.find(client_id).ok_or_else(|| {
+    let found = bridge
+        .clients
+        .find(client_id)
+        .await
+        .map_err(|e| page(e.into()))?;
+    let client = found.ok_or_else(|| {
         tracing::info!(
             client_id = for_log(client_id),
             "authorization request from an unknown client"

@@ -68,6 +68,7 @@ pub async fn consent_page(
     let client = bridge
         .clients
         .find(&request.client_id)
+        .await?
         .ok_or_else(expired)?;
     let (destination, warning) = describe_destination(&request.redirect_uri);
     Ok(ConsentPage {

@@ -34,6 +34,12 @@ pub enum OAuthError {
     /// RFC 8707 §2: the requested resource is not acceptable.
     #[error("invalid_target: {0}")]
     InvalidTarget(Description),
+    /// RFC 7591 §3.2.2: a redirect URI that may not be registered.
+    #[error("invalid_redirect_uri: {0}")]
+    InvalidRedirectUri(Description),
+    /// RFC 7591 §3.2.2: other client metadata that is invalid or inconsistent.
+    #[error("invalid_client_metadata: {0}")]
+    InvalidClientMetadata(Description),
     /// RFC 6749 §4.1.2.1: an unexpected condition; the detail is in the log, not here.
     #[error("server_error")]
     ServerError,
@@ -54,6 +60,8 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::AccessDenied(_) => "access_denied",
             OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             OAuthError::ServerError => "server_error",
             OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -69,7 +77,9 @@ impl OAuthError {
             | OAuthError::UnsupportedResponseType(d)
             | OAuthError::InvalidScope(d)
             | OAuthError::AccessDenied(d)
-            | OAuthError::InvalidTarget(d) => d,
+            | OAuthError::InvalidTarget(d)
+            | OAuthError::InvalidRedirectUri(d)
+            | OAuthError::InvalidClientMetadata(d) => d,
             OAuthError::ServerError => "the server could not complete the request",
             OAuthError::TemporarilyUnavailable => {
                 "the service is temporarily unavailable; try again shortly"

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{Settings, endpoints};
 
 pub fn authorization_server_metadata(settings: &Settings) -> Value {
-    json!({
+    let mut document = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.endpoint(endpoints::AUTHORIZE),
         "token_endpoint": settings.endpoint(endpoints::TOKEN),
@@ -19,7 +19,16 @@ pub fn authorization_server_metadata(settings: &Settings) -> Value {
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-    })
+    });
+    if settings.registration_enabled
+        && let Value::Object(fields) = &mut document
+    {
+        fields.insert(
+            "registration_endpoint".into(),
+            json!(settings.endpoint(endpoints::REGISTER)),
+        );
+    }
+    document
 }
 
 /// The same metadata plus the OpenID Connect Discovery fields (§3). ID tokens are signed with
@@ -81,6 +90,21 @@ mod tests {
                 "{absent} is not implemented and must not be advertised"
             );
         }
+    }
+
+    #[test]
+    fn registration_endpoint_is_advertised_only_when_enabled() {
+        let mut settings = settings();
+        assert!(
+            authorization_server_metadata(&settings)
+                .get("registration_endpoint")
+                .is_none()
+        );
+        settings.registration_enabled = true;
+        assert_eq!(
+            authorization_server_metadata(&settings)["registration_endpoint"],
+            "https://bridge.example.com/oauth/register"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ pub mod consent;
 pub mod error;
 pub mod metadata;
 pub mod pkce;
+pub mod redirect_policy;
 pub mod redirect_uri;
+pub mod register;
 pub mod resource;
 pub mod scope;
 pub mod token;
@@ -33,6 +35,7 @@ pub mod endpoints {
     pub const AUTHORIZE: &str = "/oauth/authorize";
     pub const CALLBACK: &str = "/oauth/callback";
     pub const CONSENT: &str = "/oauth/consent";
+    pub const REGISTER: &str = "/oauth/register";
     pub const TOKEN: &str = "/oauth/token";
     pub const JWKS: &str = "/oauth/jwks";
     pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
@@ -122,6 +125,8 @@ pub struct Settings {
     pub refresh_token_max_lifetime: Duration,
     /// How long a rotated-out refresh token may still be retried while its successor is unused.
     pub refresh_token_retry_window: Duration,
+    /// Whether `POST /oauth/register` is served (and advertised).
+    pub registration_enabled: bool,
     pub claims: ClaimsConfig,
     pub access_policy: AccessPolicy,
 }

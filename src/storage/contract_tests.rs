@@ -26,6 +26,7 @@ pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make())).await;
     grant_without_refresh_token_still_revokes_its_access_tokens(&make()).await;
     consent_requests_are_single_use_and_expire(&make()).await;
+    registered_clients_are_capped_and_deleted_when_unused(&make()).await;
     consent_grants_cover_their_subject_client_redirect_and_scopes(&make()).await;
     rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(&make()).await;
     refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make()).await;
@@ -411,6 +412,42 @@ async fn consent_grants_cover_their_subject_client_redirect_and_scopes(storage: 
             .await
             .unwrap()
     );
+}
+
+async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Storage) {
+    let client = |id: &str| RegisteredClient {
+        client_id: id.into(),
+        secret_hash: None,
+        token_endpoint_auth_method: "none".into(),
+        client_name: None,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        grant_types: vec!["authorization_code".into()],
+        response_types: vec!["code".into()],
+        application_type: None,
+        scope: None,
+        issued_at: NOW,
+        last_used_at: NOW,
+    };
+    assert!(storage.register_client(client("a"), 2).await.unwrap());
+    assert!(storage.register_client(client("b"), 2).await.unwrap());
+    assert!(
+        !storage.register_client(client("c"), 2).await.unwrap(),
+        "the cap holds"
+    );
+    assert_eq!(
+        storage.get_client("a").await.unwrap().unwrap().client_id,
+        "a"
+    );
+    storage.touch_client("a", NOW.plus(DAY)).await.unwrap();
+    assert_eq!(
+        storage
+            .delete_clients_unused_since(NOW.plus(MINUTE))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(storage.get_client("b").await.unwrap().is_none());
+    assert!(storage.get_client("a").await.unwrap().is_some());
 }
 
 async fn grant_without_refresh_token_still_revokes_its_access_tokens(storage: &dyn Storage) {

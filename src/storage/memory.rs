@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    PendingAuthorization, PendingTake, Storage, StorageError,
+    PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
@@ -34,6 +34,7 @@ struct Inner {
     consent_requests: HashMap<TokenHash, ConsentRequest>,
     /// Keyed by subject and client; one grant per redirect URI.
     consent_grants: HashMap<(String, String), Vec<ConsentGrant>>,
+    registered_clients: HashMap<String, RegisteredClient>,
 }
 
 struct CodeEntry {
@@ -277,6 +278,41 @@ impl Storage for MemoryStorage {
                     && request.scope.iter().all(|s| g.scope.contains(s))
             })
         }))
+    }
+
+    async fn register_client(
+        &self,
+        client: RegisteredClient,
+        max_clients: usize,
+    ) -> Result<bool, StorageError> {
+        let mut inner = self.lock()?;
+        if inner.registered_clients.len() >= max_clients {
+            return Ok(false);
+        }
+        inner
+            .registered_clients
+            .insert(client.client_id.clone(), client);
+        Ok(true)
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError> {
+        Ok(self.lock()?.registered_clients.get(client_id).cloned())
+    }
+
+    async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError> {
+        if let Some(client) = self.lock()?.registered_clients.get_mut(client_id) {
+            client.last_used_at = client.last_used_at.max(now);
+        }
+        Ok(())
+    }
+
+    async fn delete_clients_unused_since(&self, cutoff: UnixTime) -> Result<usize, StorageError> {
+        let mut inner = self.lock()?;
+        let before = inner.registered_clients.len();
+        inner
+            .registered_clients
+            .retain(|_, c| c.last_used_at >= cutoff);
+        Ok(before - inner.registered_clients.len())
     }
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {

@@ -22,6 +22,23 @@ pub enum StorageError {
     Unavailable(String),
 }
 
+/// A client registered through RFC 7591 Dynamic Client Registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredClient {
+    pub client_id: String,
+    /// bcrypt hash; None for a public client (`token_endpoint_auth_method: none`).
+    pub secret_hash: Option<String>,
+    pub token_endpoint_auth_method: String,
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub application_type: Option<String>,
+    pub scope: Option<Vec<String>>,
+    pub issued_at: UnixTime,
+    pub last_used_at: UnixTime,
+}
+
 /// An authorization request once every rule of /oauth/authorize has passed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
@@ -185,6 +202,17 @@ pub trait Storage: Send + Sync + 'static {
         request: &AuthorizationRequest,
         now: UnixTime,
     ) -> Result<bool, StorageError>;
+
+    /// Stores a registered client unless `max_clients` are registered already (then `false`).
+    async fn register_client(
+        &self,
+        client: RegisteredClient,
+        max_clients: usize,
+    ) -> Result<bool, StorageError>;
+    async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError>;
+    async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError>;
+    /// Deletes registered clients last used before `cutoff`; returns how many.
+    async fn delete_clients_unused_since(&self, cutoff: UnixTime) -> Result<usize, StorageError>;
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;

@@ -54,6 +54,8 @@ impl Pkce {
 pub struct Options {
     pub base_path: &'static str,
     pub extra_upstream: &'static str,
+    /// YAML lines under `oauth:` (indented two spaces), e.g. a `dcr:` block.
+    pub extra_oauth: &'static str,
     pub provider: Option<TestProvider>,
     pub upstream_issuer: Option<String>,
 }
@@ -88,6 +90,7 @@ oauth:
       skip_consent: true
       secret: "{WEB_SECRET}"
       redirect_uris: ["{WEB_REDIRECT}"]
+{extra_oauth}
   upstream:
     issuer: "{upstream_issuer}"
     client_id: {client_id}
@@ -100,6 +103,7 @@ oauth:
         client_id = oidc_provider::CLIENT_ID,
         client_secret = oidc_provider::CLIENT_SECRET,
         extra = options.extra_upstream,
+        extra_oauth = options.extra_oauth,
     );
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let service = app::build(&config, Arc::new(SystemClock)).await.unwrap();

@@ -10,4 +10,5 @@ mod flow;
 mod helpers;
 mod malformed;
 mod oidc_provider;
+mod registration;
 mod token_endpoint;

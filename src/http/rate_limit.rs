@@ -1,0 +1,67 @@
+//! A fixed-window request counter per source address, for endpoints anyone may call.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::clock::UnixTime;
+
+/// Addresses tracked at most; beyond it, finished windows are dropped first.
+const MAX_TRACKED: usize = 100_000;
+
+pub struct RateLimiter {
+    max_requests: u32,
+    window: Duration,
+    windows: Mutex<HashMap<Option<IpAddr>, (UnixTime, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(max_requests: u32, window: Duration) -> Self {
+        RateLimiter {
+            max_requests,
+            window,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a request; `Err(seconds)` says how long until the address may try again.
+    /// Requests whose address is unknown share one window.
+    pub fn check(&self, address: Option<IpAddr>, now: UnixTime) -> Result<(), u64> {
+        let Ok(mut windows) = self.windows.lock() else {
+            return Ok(());
+        };
+        if windows.len() >= MAX_TRACKED {
+            let window = self.window;
+            windows.retain(|_, (started, _)| now < started.plus(window));
+        }
+        let entry = windows.entry(address).or_insert((now, 0));
+        if now >= entry.0.plus(self.window) {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.max_requests {
+            let retry = entry.0.plus(self.window).seconds() - now.seconds();
+            return Err(u64::try_from(retry).unwrap_or(1).max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_gets_its_own_window_and_the_window_resets() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(60));
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 2]));
+        let start = UnixTime(1_000);
+        assert!(limiter.check(a, start).is_ok());
+        assert!(limiter.check(a, start).is_ok());
+        assert_eq!(limiter.check(a, UnixTime(1_010)), Err(50));
+        assert!(limiter.check(b, UnixTime(1_010)).is_ok());
+        assert!(limiter.check(a, UnixTime(1_060)).is_ok());
+    }
+}

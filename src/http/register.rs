@@ -1,0 +1,83 @@
+//! POST /oauth/register (RFC 7591)
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::{limit_response, oauth_error_response};
+use super::params::MAX_FORM_BYTES;
+use crate::oauth::OAuthError;
+use crate::oauth::register::{RegistrationError, RegistrationRequest, register};
+
+pub async fn register_post(State(state): State<AppState>, request: Request) -> Response {
+    let Some(registration) = state.registration.as_ref() else {
+        return super::well_known::not_found().await;
+    };
+    let now = state.clock.now();
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Err(retry_after) = registration.limiter.check(address, now) {
+        tracing::info!(?address, "client registration rate limited");
+        return limit_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many registrations from this address; try again later",
+            Some(retry_after),
+        );
+    }
+    let body = match read_json(request).await {
+        Ok(body) => body,
+        Err(error) => return oauth_error_response(&error),
+    };
+    match register(&state.bridge, &registration.policy, body, now).await {
+        Ok(registered) => {
+            let mut response = (StatusCode::CREATED, Json(registered)).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(RegistrationError::Rejected(error)) => oauth_error_response(&error),
+        Err(RegistrationError::Full { max_clients }) => limit_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("this server has reached its limit of {max_clients} registered clients"),
+            None,
+        ),
+    }
+}
+
+async fn read_json(request: Request) -> Result<RegistrationRequest, OAuthError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/json",
+        ));
+    }
+    let body: Body = request.into_body();
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| OAuthError::invalid_request("the request body is too large or unreadable"))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        OAuthError::InvalidClientMetadata(
+            format!(
+                "{}: {}",
+                path,
+                super::super::oauth::for_log(&e.inner().to_string())
+            )
+            .into(),
+        )
+    })
+}

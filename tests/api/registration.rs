@@ -1,0 +1,323 @@
+//! Dynamic Client Registration (RFC 7591) and the known-client redirect profiles.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const DCR: &str = "  dcr:
+    enabled: true
+    allowed_redirect_profiles: [claude, loopback]
+    allowed_redirect_patterns: ['https://app\\.example\\.com/oauth/.+']
+    rate_limit: { requests: 5, window: 1m }";
+
+async fn dcr_app() -> TestApp {
+    spawn_app_with(Options {
+        extra_oauth: DCR,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn register(app: &TestApp, body: Value) -> reqwest::Response {
+    app.api
+        .post(app.url("/oauth/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn authorize_params(
+    client_id: &str,
+    redirect_uri: &str,
+    pkce: &Pkce,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("client_id", client_id.to_owned()),
+        ("redirect_uri", redirect_uri.to_owned()),
+        ("response_type", "code".to_owned()),
+        ("code_challenge", pkce.challenge.clone()),
+        ("code_challenge_method", "S256".to_owned()),
+        ("state", "dcr-state".to_owned()),
+        ("scope", "openid email".to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn metadata_advertises_the_registration_endpoint_when_enabled() {
+    let app = dcr_app().await;
+    let doc: Value = app
+        .api
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["registration_endpoint"], app.url("/oauth/register"));
+    let off = spawn_app().await;
+    assert_eq!(
+        off.api
+            .post(off.url("/oauth/register"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_registered_public_client_completes_the_whole_flow_after_consent() {
+    let app = dcr_app().await;
+    let response = register(
+        &app,
+        json!({
+            "client_name": "Claude Code",
+            "redirect_uris": ["http://localhost:33418/callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let registered: Value = response.json().await.unwrap();
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    assert!(registered.get("client_secret").is_none());
+    assert!(registered.get("client_secret_expires_at").is_none());
+    assert!(registered["client_id_issued_at"].as_i64().unwrap() > 0);
+    assert_eq!(registered["token_endpoint_auth_method"], "none");
+
+    let pkce = Pkce::new();
+    let redirect = "http://localhost:40123/callback";
+    let first = location(
+        &app.get_authorize(&authorize_params(&client_id, redirect, &pkce))
+            .await,
+    );
+    assert!(
+        first.starts_with(&app.url("/oauth/consent")),
+        "a registered client always asks first: {first}"
+    );
+    let (html, _) = app.consent_page(&first).await;
+    assert!(html.contains("Claude Code"));
+    let back = location(
+        &app.sign_in(&authorize_params(&client_id, redirect, &pkce))
+            .await,
+    );
+    let query = query_of(&back);
+    assert!(back.starts_with(redirect), "{back}");
+    let response = app
+        .post_token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &query["code"]),
+            ("redirect_uri", redirect),
+            ("code_verifier", &pkce.verifier),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+    let refreshed = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_registered_confidential_client_authenticates_with_its_returned_secret() {
+    let app = dcr_app().await;
+    let redirect = "https://app.example.com/oauth/callback";
+    let registered: Value = register(
+        &app,
+        json!({"redirect_uris": [redirect], "client_name": "Web"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let secret = registered["client_secret"]
+        .as_str()
+        .expect("a confidential client gets a secret")
+        .to_owned();
+    assert_eq!(registered["client_secret_expires_at"], 0);
+    assert_eq!(
+        registered["token_endpoint_auth_method"],
+        "client_secret_basic"
+    );
+
+    let pkce = Pkce::new();
+    let back = location(
+        &app.sign_in(&authorize_params(&client_id, redirect, &pkce))
+            .await,
+    );
+    let code = query_of(&back)["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let wrong = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth(&client_id, Some("wrong"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    oauth_error(wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let right = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn redirect_uris_outside_the_policy_are_refused_at_registration_and_at_authorize() {
+    let app = dcr_app().await;
+    for uri in [
+        "https://evil.example.com/callback",
+        "https://claude.ai/api/mcp/auth_callback/x",
+        "http://example.com/cb",
+    ] {
+        let response = register(
+            &app,
+            json!({"redirect_uris": [uri], "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+        oauth_error(response, StatusCode::BAD_REQUEST, "invalid_redirect_uri").await;
+    }
+    let registered: Value = register(
+        &app,
+        json!({"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"], "token_endpoint_auth_method": "none"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+    // The patterns decide only what may register: authorize still wants the registered URI exactly.
+    let response = app
+        .get_authorize(&authorize_params(
+            client_id,
+            "https://claude.com/api/mcp/auth_callback",
+            &Pkce::new(),
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn inconsistent_or_malformed_metadata_is_invalid_client_metadata() {
+    let app = spawn_app_with(Options {
+        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], rate_limit: { requests: 50 } }",
+        ..Options::default()
+    })
+    .await;
+    let uri = "http://127.0.0.1:9000/cb";
+    for body in [
+        json!({"redirect_uris": [uri], "grant_types": ["client_credentials"]}),
+        json!({"redirect_uris": [uri], "response_types": ["token"]}),
+        json!({"redirect_uris": [uri], "token_endpoint_auth_method": "private_key_jwt"}),
+        json!({"redirect_uris": uri}),
+        json!({"redirect_uris": [uri], "scope": "admin"}),
+    ] {
+        oauth_error(
+            register(&app, body).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+        )
+        .await;
+    }
+    let not_json = app
+        .api
+        .post(app.url("/oauth/register"))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    oauth_error(not_json, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
+    let form = app
+        .api
+        .post(app.url("/oauth/register"))
+        .form(&[("redirect_uris", uri)])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(form, StatusCode::BAD_REQUEST, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn registration_is_rate_limited_per_address() {
+    let app = dcr_app().await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:9000/cb"], "token_endpoint_auth_method": "none"});
+    for _ in 0..5 {
+        assert_eq!(
+            register(&app, body.clone()).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let limited = register(&app, body).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many registrations")
+    );
+}
+
+#[tokio::test]
+async fn registration_stops_at_the_configured_number_of_clients() {
+    let app = spawn_app_with(Options {
+        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], max_clients: 2 }",
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1:9000/cb"], "token_endpoint_auth_method": "none"});
+    assert_eq!(
+        register(&app, body.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        register(&app, body.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    let full = register(&app, body).await;
+    assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = full.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 registered clients"),
+        "{body}"
+    );
+}
