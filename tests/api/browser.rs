@@ -1,0 +1,72 @@
+//! The consent page in a real browser (headless Debian Chromium, driven by playwright-core).
+//! Needs `chromium` and `npm ci` in tests/browser, which `.ci/run` installs; run with
+//! `cargo test --test api -- --ignored browser`.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+#[ignore = "needs Chromium and tests/browser/node_modules; .ci/run installs both and runs it"]
+async fn browser_approves_the_consent_page_and_reaches_the_client() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let mut authorize = url::Url::parse(&app.url("/oauth/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .extend_pairs(app.authorize_params(&pkce));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let screenshots = root.join("target/test-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let screenshot = screenshots.join("consent.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let script = root.join("tests/browser/consent.mjs");
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        authorize.to_string(),
+        screenshot.display().to_string(),
+        PUBLIC_REDIRECT.to_owned(),
+    ];
+    // The app serves on this test's runtime: the browser runs on a blocking thread meanwhile.
+    let output = tokio::task::spawn_blocking(move || Command::new("node").args(args).output())
+        .await
+        .unwrap()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+
+    assert_eq!(report["consentStatus"], 200);
+    assert!(
+        report["consentUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&app.url("/oauth/consent"))
+    );
+    assert_eq!(
+        report["heading"],
+        "Allow MCP command line to access your account?"
+    );
+    assert_eq!(report["framing"], "DENY");
+    let reached = report["clientReached"]
+        .as_str()
+        .expect("the browser reached the client");
+    let query = query_of(reached);
+    assert_eq!(query["state"], "client-state-1");
+    assert_eq!(query["iss"], app.issuer);
+    let png = std::fs::read(&screenshot).expect("a screenshot was taken");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    println!("consent page screenshot: {}", screenshot.display());
+
+    // The code the browser brought back is good at the token endpoint.
+    let response = app.redeem_code(&query["code"], &pkce).await;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
