@@ -8,7 +8,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::clients::ClientRegistry;
-use crate::clock::UnixTime;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
@@ -144,6 +143,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     })
 }
 
+/// How long a registered client that never reached the token endpoint is kept.
+const NEVER_USED_CLIENT_TTL: Duration = Duration::from_secs(3600);
+
 /// Deletes expired entries, and registered clients unused for `unused_client_ttl`.
 fn spawn_sweeper(
     storage: Arc<dyn Storage>,
@@ -163,11 +165,13 @@ fn spawn_sweeper(
                 Err(error) => tracing::warn!(%error, "sweep of expired entries failed"),
             }
             if let Some(ttl) = unused_client_ttl {
-                let cutoff = UnixTime(
-                    now.seconds()
-                        .saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
-                );
-                match storage.delete_clients_unused_since(cutoff).await {
+                // A client that never came back after registering is not kept for the whole TTL:
+                // otherwise a burst of registrations could fill the cap for weeks.
+                let never_used = now.minus(NEVER_USED_CLIENT_TTL.min(ttl));
+                match storage
+                    .delete_unused_clients(now.minus(ttl), never_used)
+                    .await
+                {
                     Ok(0) => {}
                     Ok(removed) => tracing::info!(removed, "unused registered clients deleted"),
                     Err(error) => tracing::warn!(%error, "deleting unused clients failed"),

@@ -249,6 +249,22 @@ impl ClientRegistry {
     }
 }
 
+impl ClientRegistry {
+    /// bcrypt-hashes a newly issued secret under the same one-per-core bound as the checks.
+    pub async fn hash_new_secret(&self, secret: SecretString, cost: u32) -> Result<String, String> {
+        let slot = Arc::clone(&self.bcrypt_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| "the bcrypt pool is closed".to_owned())?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            hash_secret(&secret, cost)
+        })
+        .await
+        .map_err(|_| "the hashing task failed".to_owned())?
+    }
+}
+
 /// bcrypt-hashes a client secret for storage or for `hash-secret`.
 pub fn hash_secret(secret: &SecretString, cost: u32) -> Result<String, String> {
     if secret.expose().len() > BCRYPT_MAX_BYTES {
@@ -469,7 +485,7 @@ mod tests {
             application_type: None,
             scope: None,
             issued_at: NOW,
-            last_used_at: NOW,
+            last_used_at: None,
         };
         storage.register_client(record, 10).await.unwrap();
         let later = NOW.plus(Duration::from_secs(86400));
@@ -485,10 +501,10 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .last_used_at,
-            later
+            Some(later)
         );
         storage
-            .delete_clients_unused_since(later.plus(Duration::from_secs(1)))
+            .delete_unused_clients(later.plus(Duration::from_secs(1)), later)
             .await
             .unwrap();
         let err = registry

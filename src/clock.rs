@@ -16,6 +16,11 @@ impl UnixTime {
         UnixTime(self.0.saturating_add(secs))
     }
 
+    pub fn minus(self, duration: Duration) -> UnixTime {
+        let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        UnixTime(self.0.saturating_sub(secs))
+    }
+
     pub fn seconds(self) -> i64 {
         self.0
     }

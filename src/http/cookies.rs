@@ -87,12 +87,11 @@ impl CookieSigner {
         CookieSigner { key }
     }
 
-    fn mac(&self, payload: &str) -> Vec<u8> {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return Vec::new();
-        };
+    /// None only if the MAC cannot be keyed, which makes every cookie invalid (fails closed).
+    fn mac(&self, payload: &str) -> Option<Vec<u8>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).ok()?;
         mac.update(payload.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        Some(mac.finalize().into_bytes().to_vec())
     }
 
     pub fn sign(&self, purpose: &str, client_id: &str, value: &str, expires: UnixTime) -> String {
@@ -103,7 +102,7 @@ impl CookieSigner {
             expires: expires.seconds(),
         };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&signed).unwrap_or_default());
-        let mac = URL_SAFE_NO_PAD.encode(self.mac(&payload));
+        let mac = URL_SAFE_NO_PAD.encode(self.mac(&payload).unwrap_or_default());
         format!("{payload}.{mac}")
     }
 
@@ -117,7 +116,7 @@ impl CookieSigner {
     ) -> Option<String> {
         let (payload, mac) = cookie.split_once('.')?;
         let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        if !constant_time_eq(&mac, &self.mac(payload)) {
+        if !constant_time_eq(&mac, &self.mac(payload)?) {
             return None;
         }
         let signed: Signed = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;

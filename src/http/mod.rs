@@ -185,6 +185,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn registration_is_limited_per_source_address() {
+        use axum::extract::ConnectInfo;
+        use std::net::SocketAddr;
+
+        let harness = Harness::new();
+        let policy = crate::oauth::register::RegistrationPolicy {
+            redirects: crate::oauth::redirect_policy::RedirectPolicy::compile(
+                &[],
+                &["loopback".into()],
+            )
+            .unwrap(),
+            max_clients: 100,
+            secret_cost: 4,
+        };
+        let app = router(AppState {
+            bridge: Arc::new(harness.bridge),
+            clock: harness.clock,
+            base_path: String::new(),
+            secure_cookies: false,
+            cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
+            registration: Some(Arc::new(super::Registration {
+                policy,
+                limiter: super::rate_limit::RateLimiter::new(2, std::time::Duration::from_secs(60)),
+            })),
+        });
+        let register = |from: &str| {
+            let mut request = Request::post("/oauth/register")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none"}"#,
+                ))
+                .unwrap();
+            let peer: SocketAddr = from.parse().unwrap();
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        };
+        assert_eq!(
+            register("10.0.0.1:1000").await.unwrap().status(),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            register("10.0.0.1:1001").await.unwrap().status(),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            register("10.0.0.1:1002").await.unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            register("10.0.0.2:1000").await.unwrap().status(),
+            StatusCode::CREATED
+        );
+    }
+
+    #[tokio::test]
     async fn unknown_paths_are_json_404s() {
         let response = https_router()
             .oneshot(Request::get("/nope").body(Body::empty()).unwrap())

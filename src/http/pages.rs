@@ -92,6 +92,7 @@ pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
          <title>Allow {name}?</title><style>{STYLE}</style></head><body><main>\
          <h1>Allow <strong>{name}</strong> to access your account?</h1>\
          <p>Client ID: <code>{client_id}</code></p>\
+         <p>It wants to use <strong>{resource}</strong> on your behalf.</p>\
          <p>After you sign in, the result is sent to <strong>{destination}</strong>.</p>{warning}{scopes}\
          <p>Allow only if you started this from an application you know.</p>\
          <form method=\"post\" action=\"{action}\">\
@@ -100,6 +101,7 @@ pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
          <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form></main></body></html>",
         client_id = escape(&page.client_id),
         destination = escape(&page.destination),
+        resource = escape(&page.resource),
         action = escape(action),
         token = escape(token),
     );

@@ -10,6 +10,20 @@ use crate::clock::UnixTime;
 /// Addresses tracked at most; beyond it, finished windows are dropped first.
 const MAX_TRACKED: usize = 100_000;
 
+/// The address a limit applies to: IPv4 as is, IPv6 by its /64 (one host usually has a whole /64).
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 pub struct RateLimiter {
     max_requests: u32,
     window: Duration,
@@ -51,6 +65,19 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(bucket_of(a), bucket_of(b));
+        assert_ne!(bucket_of(a), bucket_of(c));
+        assert_eq!(
+            bucket_of("::ffff:10.0.0.1".parse().unwrap()),
+            IpAddr::from([10, 0, 0, 1])
+        );
+    }
 
     #[test]
     fn each_address_gets_its_own_window_and_the_window_resets() {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::{limit_response, oauth_error_response};
 use super::params::MAX_FORM_BYTES;
+use super::rate_limit::bucket_of;
 use crate::oauth::OAuthError;
 use crate::oauth::register::{RegistrationError, RegistrationRequest, register};
 
@@ -22,7 +23,7 @@ pub async fn register_post(State(state): State<AppState>, request: Request) -> R
     let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+        .map(|info| bucket_of(info.0.ip()));
     if let Err(retry_after) = registration.limiter.check(address, now) {
         tracing::info!(?address, "client registration rate limited");
         return limit_response(

@@ -122,6 +122,7 @@ pub async fn complete_authorization(
                 client_id: pending.request.client_id.clone(),
                 redirect_uri: pending.request.redirect_uri.clone(),
                 scope: pending.request.scope.clone(),
+                audience: pending.request.audience.clone(),
                 expires_at: now.plus(REMEMBERED_CONSENT_TTL),
             };
             bridge

@@ -20,6 +20,8 @@ pub struct ConsentPage {
     /// Set when the destination is neither https nor this computer.
     pub warning: Option<String>,
     pub scope: Vec<String>,
+    /// The resource (MCP server) the access is for.
+    pub resource: String,
 }
 
 fn expired() -> OAuthError {
@@ -77,6 +79,7 @@ pub async fn consent_page(
         destination,
         warning,
         scope: request.scope,
+        resource: request.audience,
     })
 }
 

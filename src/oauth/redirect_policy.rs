@@ -15,7 +15,7 @@ pub const PROFILES: &[(&str, &[&str])] = &[
     ),
     (
         "cursor",
-        &[r"cursor://anysphere\.cursor-mcp/oauth/[A-Za-z0-9._~%-]+/callback"],
+        &[r"cursor://anysphere\.cursor-mcp/oauth/(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*/)?callback"],
     ),
     (
         "vscode",
@@ -51,6 +51,8 @@ impl RedirectPolicy {
     pub fn compile(patterns: &[String], profiles: &[String]) -> Result<Self, String> {
         let mut compiled = Vec::new();
         for (i, pattern) in patterns.iter().enumerate() {
+            // Compiled alone first: a pattern like `x)|(.*` must not close our anchoring group.
+            Regex::new(pattern).map_err(|e| format!("allowed_redirect_patterns[{i}]: {e}"))?;
             let regex = Regex::new(&format!("^(?:{pattern})$"))
                 .map_err(|e| format!("allowed_redirect_patterns[{i}]: {e}"))?;
             compiled.push(regex);
@@ -132,6 +134,7 @@ mod tests {
             "https://claude.ai/api/mcp/auth_callback",
             "https://claude.com/api/mcp/auth_callback",
             "cursor://anysphere.cursor-mcp/oauth/user-abc123/callback",
+            "cursor://anysphere.cursor-mcp/oauth/callback",
             "http://127.0.0.1:33418/",
             "https://vscode.dev/redirect",
             "https://chatgpt.com/connector_platform_oauth_redirect",
@@ -146,6 +149,8 @@ mod tests {
         for uri in [
             "https://claude.ai.evil.com/api/mcp/auth_callback",
             "cursor://anysphere.cursor-mcp/oauth/a/b/callback",
+            "cursor://anysphere.cursor-mcp/oauth/../callback",
+            "cursor://anysphere.cursor-mcp/oauth/a%2Fb/callback",
             "http://127.0.0.1.evil.com/callback",
             "http://localhost@evil.com/callback",
             "http://localhost:6274/oauth/callback#x",
@@ -165,5 +170,7 @@ mod tests {
         );
         let err = RedirectPolicy::compile(&["(".into()], &[]).unwrap_err();
         assert!(err.contains("allowed_redirect_patterns[0]"), "{err}");
+        let escape = RedirectPolicy::compile(&[r"https://a\.example\.com/cb)|(.*".into()], &[]);
+        assert!(escape.is_err(), "a pattern must not escape its anchors");
     }
 }

@@ -17,6 +17,12 @@ pub fn is_loopback_host(url: &Url) -> bool {
 
 /// Checks a redirect URI before it is registered.
 pub fn validate_registered(uri: &str) -> Result<(), String> {
+    validate_registrable(uri, false)
+}
+
+/// As `validate_registered`; `http_explicitly_allowed` lets a non-loopback http URI through when an
+/// operator's pattern names it (SPEC §3). Fragments, credentials and script schemes never pass.
+pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<(), String> {
     let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not an absolute URI ({e})"))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(format!("{uri:?} must not contain a fragment"));
@@ -28,7 +34,7 @@ pub fn validate_registered(uri: &str) -> Result<(), String> {
     if FORBIDDEN_SCHEMES.contains(&scheme) {
         return Err(format!("{uri:?} uses the forbidden scheme {scheme:?}"));
     }
-    if scheme == "http" && !is_loopback_host(&url) {
+    if scheme == "http" && !is_loopback_host(&url) && !http_explicitly_allowed {
         return Err(format!(
             "{uri:?} uses http on a non-loopback host; use https"
         ));

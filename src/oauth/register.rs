@@ -94,9 +94,11 @@ pub fn validate_registration(
     }
     let application_type = request.application_type;
     for uri in &redirect_uris {
-        redirect_uri::validate_registered(uri)
+        let allowed = policy.allows(uri);
+        // SPEC §3: plain http off loopback only when a pattern explicitly allows it.
+        redirect_uri::validate_registrable(uri, allowed)
             .map_err(|problem| OAuthError::InvalidRedirectUri(problem.into()))?;
-        if !policy.allows(uri) {
+        if !allowed {
             return Err(OAuthError::InvalidRedirectUri(
                 format!(
                     "{:?} is not allowed by this server's redirect URI policy",
@@ -160,7 +162,9 @@ pub fn validate_registration(
                 .to_owned(),
         ));
     }
-    if let Some(requested) = &request.scope {
+    // An empty scope is no scope: the client then may ask for any supported one.
+    let requested_scope = request.scope.filter(|s| !s.trim().is_empty());
+    if let Some(requested) = &requested_scope {
         scope::resolve(Some(requested), scopes_supported).map_err(|_| {
             metadata_error("scope names a scope this server does not support".to_owned())
         })?;
@@ -178,7 +182,7 @@ pub fn validate_registration(
         grant_types: Some(grant_types),
         response_types: Some(response_types),
         client_name: request.client_name,
-        scope: request.scope,
+        scope: requested_scope,
         application_type,
     })
 }
@@ -196,15 +200,30 @@ pub async fn register(
     )?;
     let method = valid.token_endpoint_auth_method.unwrap_or_default();
     let client_id = format!("dcr_{}", random_string(16));
+    // Refused before any bcrypt: a full registry must not cost CPU per request.
+    if bridge
+        .storage
+        .count_clients()
+        .await
+        .map_err(OAuthError::from)?
+        >= policy.max_clients
+    {
+        tracing::warn!(
+            max_clients = policy.max_clients,
+            "client registration refused: the limit is reached"
+        );
+        return Err(RegistrationError::Full {
+            max_clients: policy.max_clients,
+        });
+    }
     let (secret, secret_hash) = if method == "none" {
         (None, None)
     } else {
         let secret = SecretString::new(random_string(32));
-        let to_hash = secret.clone();
-        let cost = policy.secret_cost;
-        let hash = tokio::task::spawn_blocking(move || crate::clients::hash_secret(&to_hash, cost))
+        let hash = bridge
+            .clients
+            .hash_new_secret(secret.clone(), policy.secret_cost)
             .await
-            .map_err(|_| OAuthError::ServerError)?
             .map_err(|error| {
                 tracing::error!(%error, "cannot hash a generated client secret");
                 OAuthError::ServerError
@@ -223,7 +242,7 @@ pub async fn register(
         application_type: valid.application_type.clone(),
         scope,
         issued_at: now,
-        last_used_at: now,
+        last_used_at: None,
     };
     let storage = Arc::clone(&bridge.storage);
     if !storage
@@ -327,6 +346,44 @@ mod tests {
                 &supported()
             )),
             "invalid_redirect_uri"
+        );
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_a_pattern_that_names_it() {
+        let explicit =
+            RedirectPolicy::compile(&[r"http://intranet\.example\.com/cb".into()], &[]).unwrap();
+        assert!(
+            validate_registration(
+                request(&["http://intranet.example.com/cb"]),
+                &explicit,
+                &supported()
+            )
+            .is_ok()
+        );
+        let broad =
+            RedirectPolicy::compile(&[r"https?://intranet\.example\.com/.*".into()], &[]).unwrap();
+        assert!(
+            validate_registration(
+                request(&["http://intranet.example.com/x#frag"]),
+                &broad,
+                &supported()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn an_empty_scope_is_no_scope() {
+        let empty = RegistrationRequest {
+            scope: Some(" ".into()),
+            ..request(&["https://app.example.com/cb"])
+        };
+        assert_eq!(
+            validate_registration(empty, &policy(), &supported())
+                .unwrap()
+                .scope,
+            None
         );
     }
 

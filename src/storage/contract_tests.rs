@@ -369,6 +369,7 @@ async fn consent_grants_cover_their_subject_client_redirect_and_scopes(storage: 
         client_id: "client".into(),
         redirect_uri: "http://127.0.0.1/cb".into(),
         scope: scope.iter().map(|s| s.to_string()).collect(),
+        audience: "https://mcp.example.com".into(),
         expires_at: NOW.plus(DAY),
     };
     storage.put_consent_grant(grant(&["openid"])).await.unwrap();
@@ -395,6 +396,14 @@ async fn consent_grants_cover_their_subject_client_redirect_and_scopes(storage: 
     assert!(
         !storage
             .has_consent("user-1", &elsewhere, NOW)
+            .await
+            .unwrap()
+    );
+    let mut other_resource = request(&["openid"]);
+    other_resource.audience = "https://other.example.com/mcp".into();
+    assert!(
+        !storage
+            .has_consent("user-1", &other_resource, NOW)
             .await
             .unwrap()
     );
@@ -426,7 +435,7 @@ async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Sto
         application_type: None,
         scope: None,
         issued_at: NOW,
-        last_used_at: NOW,
+        last_used_at: None,
     };
     assert!(storage.register_client(client("a"), 2).await.unwrap());
     assert!(storage.register_client(client("b"), 2).await.unwrap());
@@ -441,7 +450,7 @@ async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Sto
     storage.touch_client("a", NOW.plus(DAY)).await.unwrap();
     assert_eq!(
         storage
-            .delete_clients_unused_since(NOW.plus(MINUTE))
+            .delete_unused_clients(NOW.plus(MINUTE), NOW.plus(MINUTE))
             .await
             .unwrap(),
         1

@@ -247,7 +247,7 @@ impl Storage for MemoryStorage {
             .or_default();
         match grants
             .iter_mut()
-            .find(|g| g.redirect_uri == grant.redirect_uri)
+            .find(|g| g.redirect_uri == grant.redirect_uri && g.audience == grant.audience)
         {
             // A later approval adds to what was approved before and renews it.
             Some(existing) => {
@@ -275,6 +275,7 @@ impl Storage for MemoryStorage {
             grants.iter().any(|g| {
                 g.expires_at > now
                     && g.redirect_uri == request.redirect_uri
+                    && g.audience == request.audience
                     && request.scope.iter().all(|s| g.scope.contains(s))
             })
         }))
@@ -301,18 +302,29 @@ impl Storage for MemoryStorage {
 
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError> {
         if let Some(client) = self.lock()?.registered_clients.get_mut(client_id) {
-            client.last_used_at = client.last_used_at.max(now);
+            client.last_used_at = Some(client.last_used_at.map_or(now, |last| last.max(now)));
         }
         Ok(())
     }
 
-    async fn delete_clients_unused_since(&self, cutoff: UnixTime) -> Result<usize, StorageError> {
+    async fn delete_unused_clients(
+        &self,
+        used_before: UnixTime,
+        never_used_before: UnixTime,
+    ) -> Result<usize, StorageError> {
         let mut inner = self.lock()?;
         let before = inner.registered_clients.len();
         inner
             .registered_clients
-            .retain(|_, c| c.last_used_at >= cutoff);
+            .retain(|_, c| match c.last_used_at {
+                Some(last) => last >= used_before,
+                None => c.issued_at >= never_used_before,
+            });
         Ok(before - inner.registered_clients.len())
+    }
+
+    async fn count_clients(&self) -> Result<usize, StorageError> {
+        Ok(self.lock()?.registered_clients.len())
     }
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {

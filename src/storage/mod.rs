@@ -36,7 +36,8 @@ pub struct RegisteredClient {
     pub application_type: Option<String>,
     pub scope: Option<Vec<String>>,
     pub issued_at: UnixTime,
-    pub last_used_at: UnixTime,
+    /// None until the client first uses the token endpoint.
+    pub last_used_at: Option<UnixTime>,
 }
 
 /// An authorization request once every rule of /oauth/authorize has passed.
@@ -91,6 +92,8 @@ pub struct ConsentGrant {
     pub client_id: String,
     pub redirect_uri: String,
     pub scope: Vec<String>,
+    /// The resource (audience) the approval was for.
+    pub audience: String,
     pub expires_at: UnixTime,
 }
 
@@ -211,8 +214,14 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool, StorageError>;
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError>;
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError>;
-    /// Deletes registered clients last used before `cutoff`; returns how many.
-    async fn delete_clients_unused_since(&self, cutoff: UnixTime) -> Result<usize, StorageError>;
+    /// Deletes registered clients last used before `used_before`, and those never used that were
+    /// registered before `never_used_before`; returns how many.
+    async fn delete_unused_clients(
+        &self,
+        used_before: UnixTime,
+        never_used_before: UnixTime,
+    ) -> Result<usize, StorageError>;
+    async fn count_clients(&self) -> Result<usize, StorageError>;
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;

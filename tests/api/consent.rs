@@ -49,7 +49,13 @@ async fn consent_page_names_the_client_and_its_scopes_and_refuses_framing() {
 #[tokio::test]
 async fn a_missing_replayed_or_foreign_consent_token_is_refused() {
     let app = spawn_app().await;
-    let (_, token) = app.consent_page(&consent_url(&app).await).await;
+    let response = app.get_authorize(&app.authorize_params(&Pkce::new())).await;
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let (_, token) = app.consent_page(&location(&response)).await;
 
     let missing = app
         .browser
@@ -75,8 +81,17 @@ async fn a_missing_replayed_or_foreign_consent_token_is_refused() {
 
     let first = app.post_consent(&token, "allow").await;
     assert!(location(&first).starts_with(&app.provider.issuer));
-    let replayed = app.post_consent(&token, "allow").await;
+    // The answer cleared the browser's consent cookie; replay with the original one by hand, so
+    // that only the token's single use can refuse it.
+    let replayed = stranger
+        .post(app.url("/oauth/consent"))
+        .header("cookie", &cookie)
+        .form(&[("request", token.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+    assert!(replayed.text().await.unwrap().contains("already answered"));
 }
 
 #[tokio::test]
