@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
             refresh_token_retry_window: Duration::from_secs(300),
             registration_enabled: false,
+            metadata_documents_enabled: false,
             claims: ClaimsConfig::default(),
             access_policy: AccessPolicy::default(),
         },

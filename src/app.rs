@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::cimd::{CimdSettings, MetadataDocuments};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -71,6 +72,33 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     } else {
         None
     };
+    let cimd = &config.oauth.cimd;
+    if cimd.enabled {
+        let mut root_certificates = Vec::new();
+        for path in &cimd.extra_root_certificates {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            root_certificates.push(
+                reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("{} is not a PEM certificate", path.display()))?,
+            );
+        }
+        let documents = MetadataDocuments::new(CimdSettings {
+            allowed_hosts: cimd.allowed_hosts.clone(),
+            timeout: cimd.timeout.0,
+            max_bytes: cimd.max_document_bytes,
+            min_cache: cimd.min_cache.0,
+            max_cache: cimd.max_cache.0,
+            root_certificates,
+            redirects: RedirectPolicy::compile(
+                &dcr.allowed_redirect_patterns,
+                &dcr.allowed_redirect_profiles,
+            )
+            .map_err(anyhow::Error::msg)?,
+            scopes_supported: config.oauth.scopes_supported.clone(),
+        });
+        clients = clients.with_metadata_documents(Arc::new(documents));
+    }
 
     let upstream = Arc::new(
         OidcUpstream::new(
@@ -115,6 +143,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
         refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
         registration_enabled: dcr.enabled,
+        metadata_documents_enabled: config.oauth.cimd.enabled,
         claims: upstream_config.claims.clone(),
         access_policy: AccessPolicy {
             allowed_groups: upstream_config.allowed_groups.clone(),

@@ -14,8 +14,10 @@ use rand::RngCore;
 use sha2::Sha256;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::cimd::{MetadataDocuments, is_metadata_url};
 use crate::clock::UnixTime;
 use crate::config::ClientConfig;
+use crate::oauth::register::RegistrationRequest;
 use crate::oauth::{GrantType, OAuthError, for_log, redirect_uri};
 use crate::secret::SecretString;
 use crate::storage::{RegisteredClient, Storage, StorageError};
@@ -40,6 +42,30 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client described by its metadata document (public; always asks for consent).
+    pub fn from_metadata_document(client_id: &str, valid: RegistrationRequest) -> Self {
+        Client {
+            id: client_id.to_owned(),
+            name: valid.client_name,
+            redirect_uris: valid.redirect_uris.unwrap_or_default(),
+            secret_hash: None,
+            scopes: valid.scope.as_deref().map(|s| {
+                s.split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            grant_types: valid
+                .grant_types
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|g| GrantType::parse(g))
+                .collect(),
+            skip_consent: false,
+            registered: false,
+        }
+    }
+
     /// A client registered through DCR; such clients always need the user's consent.
     pub fn from_registration(record: RegisteredClient) -> Self {
         Client {
@@ -103,6 +129,16 @@ pub struct ClientRegistry {
     bcrypt_slots: Arc<tokio::sync::Semaphore>,
     /// Where registered (DCR) clients live; None when registration is off.
     registrations: Option<Arc<dyn Storage>>,
+    /// Clients identified by an https URL; None when metadata documents are off.
+    documents: Option<Arc<MetadataDocuments>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientLookupError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the client's metadata document cannot be used: {0}")]
+    Metadata(String),
 }
 
 impl ClientRegistry {
@@ -159,6 +195,7 @@ impl ClientRegistry {
             verified: VerifiedSecrets::new(),
             bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             registrations: None,
+            documents: None,
         })
     }
 
@@ -168,10 +205,29 @@ impl ClientRegistry {
         self
     }
 
-    /// A configured client, else a registered one.
-    pub async fn find(&self, client_id: &str) -> Result<Option<Arc<Client>>, StorageError> {
+    /// Also accepts https `client_id`s described by metadata documents.
+    pub fn with_metadata_documents(mut self, documents: Arc<MetadataDocuments>) -> Self {
+        self.documents = Some(documents);
+        self
+    }
+
+    /// A configured client, else a registered one, else one described by its metadata document.
+    pub async fn find(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<Arc<Client>>, ClientLookupError> {
         if let Some(client) = self.clients.get(client_id) {
             return Ok(Some(Arc::clone(client)));
+        }
+        if let Some(documents) = &self.documents
+            && is_metadata_url(client_id)
+        {
+            return documents
+                .client(client_id, now)
+                .await
+                .map(Some)
+                .map_err(ClientLookupError::Metadata);
         }
         let Some(storage) = &self.registrations else {
             return Ok(None);
@@ -190,7 +246,16 @@ impl ClientRegistry {
         secret: Option<&SecretString>,
         now: UnixTime,
     ) -> Result<Arc<Client>, OAuthError> {
-        let client = self.find(client_id).await?;
+        let client = match self.find(client_id, now).await {
+            Ok(client) => client,
+            Err(ClientLookupError::Storage(error)) => return Err(error.into()),
+            Err(ClientLookupError::Metadata(reason)) => {
+                tracing::info!(client_id = for_log(client_id), %reason, "client metadata document unusable");
+                return Err(OAuthError::invalid_client(
+                    "the client's metadata document cannot be used",
+                ));
+            }
+        };
         if let (Some(client), Some(storage)) = (&client, &self.registrations)
             && client.registered
         {
@@ -399,7 +464,7 @@ mod tests {
     async fn plain_secrets_are_not_kept_in_plain() {
         let registry = registry();
         let hash = registry
-            .find("plain")
+            .find("plain", NOW)
             .await
             .unwrap()
             .unwrap()

@@ -76,7 +76,45 @@ pub struct OAuthConfig {
     pub clients: Vec<ClientConfig>,
     #[serde(default)]
     pub dcr: DcrConfig,
+    #[serde(default)]
+    pub cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
+}
+
+/// Client ID Metadata Documents. Their redirect URIs obey `oauth.dcr`'s patterns and profiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CimdConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Hosts that may resolve to private, loopback or link-local addresses.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default = "default_cimd_timeout")]
+    pub timeout: ConfigDuration,
+    #[serde(default = "default_cimd_max_bytes")]
+    pub max_document_bytes: usize,
+    #[serde(default = "default_cimd_min_cache")]
+    pub min_cache: ConfigDuration,
+    #[serde(default = "default_cimd_max_cache")]
+    pub max_cache: ConfigDuration,
+    /// PEM files of extra certificate authorities to trust for the fetch.
+    #[serde(default)]
+    pub extra_root_certificates: Vec<PathBuf>,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        CimdConfig {
+            enabled: false,
+            allowed_hosts: Vec::new(),
+            timeout: default_cimd_timeout(),
+            max_document_bytes: default_cimd_max_bytes(),
+            min_cache: default_cimd_min_cache(),
+            max_cache: default_cimd_max_cache(),
+            extra_root_certificates: Vec::new(),
+        }
+    }
 }
 
 /// Dynamic Client Registration (RFC 7591).
@@ -147,6 +185,7 @@ impl Default for OAuthConfig {
             scopes_supported: default_scopes(),
             clients: Vec::new(),
             dcr: DcrConfig::default(),
+            cimd: CimdConfig::default(),
             upstream: None,
         }
     }
@@ -254,6 +293,18 @@ pub enum StorageBackend {
     Memory,
 }
 
+fn default_cimd_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_cimd_max_bytes() -> usize {
+    16 * 1024
+}
+fn default_cimd_min_cache() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
+}
+fn default_cimd_max_cache() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(86400))
+}
 fn default_dcr_max_clients() -> usize {
     1000
 }
@@ -518,7 +569,32 @@ impl OAuthConfig {
                 ));
             }
         }
-        if self.dcr.enabled {
+        if self.cimd.enabled {
+            if self.dcr.allowed_redirect_patterns.is_empty()
+                && self.dcr.allowed_redirect_profiles.is_empty()
+            {
+                problems.push(
+                    "oauth.cimd: enabled, but oauth.dcr.allowed_redirect_patterns and allowed_redirect_profiles (which metadata documents obey too) are both empty".to_owned(),
+                );
+            }
+            if self.cimd.min_cache.0 > self.cimd.max_cache.0 {
+                problems.push("oauth.cimd.min_cache: must not exceed max_cache".to_owned());
+            }
+            if self.cimd.timeout.0.is_zero() || self.cimd.max_document_bytes == 0 {
+                problems.push(
+                    "oauth.cimd: timeout and max_document_bytes must be above zero".to_owned(),
+                );
+            }
+            for (i, path) in self.cimd.extra_root_certificates.iter().enumerate() {
+                if !path.is_file() {
+                    problems.push(format!(
+                        "oauth.cimd.extra_root_certificates[{i}]: {} is not a readable file",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if self.dcr.enabled || self.cimd.enabled {
             match crate::oauth::redirect_policy::RedirectPolicy::compile(
                 &self.dcr.allowed_redirect_patterns,
                 &self.dcr.allowed_redirect_profiles,

@@ -3,6 +3,8 @@
 
 /// Build the service from configuration, bind, serve, shut down gracefully.
 pub mod app;
+/// Client ID Metadata Documents: clients identified by an https URL.
+pub mod cimd;
 /// Client registry: YAML clients and their authentication.
 pub mod clients;
 /// The one place that reads the system time.

@@ -8,6 +8,7 @@ use super::{
     Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, for_log, pkce, resource,
     scope,
 };
+use crate::clients::ClientLookupError;
 use crate::clock::UnixTime;
 use crate::storage::{AuthorizationRequest, Consent, ConsentRequest, PendingAuthorization};
 use crate::tokens::opaque::random_string;
@@ -118,9 +119,15 @@ pub async fn start_authorization(
         .ok_or_else(|| page(OAuthError::invalid_request("client_id is required")))?;
     let found = bridge
         .clients
-        .find(client_id)
+        .find(client_id, now)
         .await
-        .map_err(|e| page(e.into()))?;
+        .map_err(|error| match error {
+            ClientLookupError::Storage(e) => page(e.into()),
+            ClientLookupError::Metadata(ref reason) => {
+                tracing::info!(client_id = for_log(client_id), %reason, "client metadata document unusable");
+                page(OAuthError::InvalidRequest(error.to_string().into()))
+            }
+        })?;
     let client = found.ok_or_else(|| {
         tracing::info!(
             client_id = for_log(client_id),

@@ -69,8 +69,10 @@ pub async fn consent_page(
     let request = pending.request;
     let client = bridge
         .clients
-        .find(&request.client_id)
-        .await?
+        .find(&request.client_id, now)
+        .await
+        .ok()
+        .flatten()
         .ok_or_else(expired)?;
     let (destination, warning) = describe_destination(&request.redirect_uri);
     Ok(ConsentPage {

@@ -20,6 +20,11 @@ pub fn authorization_server_metadata(settings: &Settings) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     });
+    if settings.metadata_documents_enabled
+        && let Value::Object(fields) = &mut document
+    {
+        fields.insert("client_id_metadata_document_supported".into(), json!(true));
+    }
     if settings.registration_enabled
         && let Value::Object(fields) = &mut document
     {

@@ -127,6 +127,8 @@ pub struct Settings {
     pub refresh_token_retry_window: Duration,
     /// Whether `POST /oauth/register` is served (and advertised).
     pub registration_enabled: bool,
+    /// Whether https `client_id`s name metadata documents (advertised).
+    pub metadata_documents_enabled: bool,
     pub claims: ClaimsConfig,
     pub access_policy: AccessPolicy,
 }

@@ -55,7 +55,7 @@ pub struct Options {
     pub base_path: &'static str,
     pub extra_upstream: &'static str,
     /// YAML lines under `oauth:` (indented two spaces), e.g. a `dcr:` block.
-    pub extra_oauth: &'static str,
+    pub extra_oauth: String,
     pub provider: Option<TestProvider>,
     pub upstream_issuer: Option<String>,
 }

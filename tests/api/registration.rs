@@ -13,7 +13,7 @@ const DCR: &str = "  dcr:
 
 async fn dcr_app() -> TestApp {
     spawn_app_with(Options {
-        extra_oauth: DCR,
+        extra_oauth: DCR.into(),
         ..Options::default()
     })
     .await
@@ -226,7 +226,7 @@ async fn redirect_uris_outside_the_policy_are_refused_at_registration_and_at_aut
 #[tokio::test]
 async fn inconsistent_or_malformed_metadata_is_invalid_client_metadata() {
     let app = spawn_app_with(Options {
-        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], rate_limit: { requests: 50 } }",
+        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], rate_limit: { requests: 50 } }".into(),
         ..Options::default()
     })
     .await;
@@ -296,11 +296,14 @@ async fn registration_is_rate_limited_per_address() {
 
 #[tokio::test]
 async fn registration_stops_at_the_configured_number_of_clients() {
-    let app = spawn_app_with(Options {
-        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], max_clients: 2 }",
-        ..Options::default()
-    })
-    .await;
+    let app =
+        spawn_app_with(Options {
+            extra_oauth:
+                "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], max_clients: 2 }"
+                    .into(),
+            ..Options::default()
+        })
+        .await;
     let body = json!({"redirect_uris": ["http://127.0.0.1:9000/cb"], "token_endpoint_auth_method": "none"});
     assert_eq!(
         register(&app, body.clone()).await.status(),

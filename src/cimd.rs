@@ -1,0 +1,317 @@
+//! Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, MCP 2025-11-25):
+//! a client whose `client_id` is an https URL is described by the JSON document at that URL.
+//! The fetch is an SSRF risk, so it is bounded: https only, no redirects, a timeout, a size
+//! limit, and no private, loopback or link-local addresses unless the host is allow-listed.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::{Host, Url};
+
+use crate::clients::Client;
+use crate::clock::UnixTime;
+use crate::oauth::redirect_policy::RedirectPolicy;
+use crate::oauth::register::{RegistrationRequest, validate_registration};
+
+/// Documents cached at most; past it the cache starts over.
+const MAX_CACHED: usize = 10_000;
+/// Without caching headers a document is kept this long (within the configured bounds).
+const DEFAULT_CACHE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct CimdSettings {
+    /// Hosts that may resolve to private or loopback addresses (an internal client's host).
+    pub allowed_hosts: Vec<String>,
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    pub min_cache: Duration,
+    pub max_cache: Duration,
+    /// Extra trust anchors for the fetch (PEM), e.g. an internal CA.
+    pub root_certificates: Vec<reqwest::Certificate>,
+    pub redirects: RedirectPolicy,
+    pub scopes_supported: Vec<String>,
+}
+
+/// The fields of a metadata document we act on.
+#[derive(Debug, Deserialize)]
+struct Document {
+    client_id: String,
+    client_name: Option<String>,
+    redirect_uris: Option<Vec<String>>,
+    token_endpoint_auth_method: Option<String>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    scope: Option<String>,
+}
+
+pub struct MetadataDocuments {
+    settings: CimdSettings,
+    cache: Mutex<HashMap<String, (Arc<Client>, UnixTime)>>,
+}
+
+/// Whether a `client_id` names a metadata document rather than a registered client.
+pub fn is_metadata_url(client_id: &str) -> bool {
+    client_id.starts_with("https://")
+}
+
+/// Public unicast addresses only: what an internet-facing document may be served from.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
+/// `max-age` from Cache-Control (`no-store`/`no-cache` count as zero), bounded.
+fn cache_lifetime(header: Option<&str>, min: Duration, max: Duration) -> Duration {
+    let Some(header) = header else {
+        return DEFAULT_CACHE.clamp(min, max);
+    };
+    let mut lifetime = DEFAULT_CACHE;
+    for directive in header.split(',').map(str::trim) {
+        if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache")
+        {
+            lifetime = Duration::ZERO;
+        } else if let Some(seconds) = directive
+            .strip_prefix("max-age=")
+            .and_then(|s| s.parse().ok())
+        {
+            lifetime = Duration::from_secs(seconds);
+        }
+    }
+    lifetime.clamp(min, max)
+}
+
+impl MetadataDocuments {
+    pub fn new(settings: CimdSettings) -> Self {
+        MetadataDocuments {
+            settings,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client described by the document at `client_id`; the error says why it is unusable.
+    pub async fn client(&self, client_id: &str, now: UnixTime) -> Result<Arc<Client>, String> {
+        if let Ok(cache) = self.cache.lock()
+            && let Some((client, until)) = cache.get(client_id)
+            && *until > now
+        {
+            return Ok(Arc::clone(client));
+        }
+        let (client, lifetime) = self.fetch(client_id).await?;
+        let client = Arc::new(client);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(
+                client_id.to_owned(),
+                (Arc::clone(&client), now.plus(lifetime)),
+            );
+        }
+        Ok(client)
+    }
+
+    async fn fetch(&self, client_id: &str) -> Result<(Client, Duration), String> {
+        let url =
+            Url::parse(client_id).map_err(|_| "the client_id is not a valid URL".to_owned())?;
+        if url.scheme() != "https"
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(
+                "the client_id must be an https URL without fragment or credentials".to_owned(),
+            );
+        }
+        if url.path() == "/" {
+            return Err("the client_id URL must have a path".to_owned());
+        }
+        let host = url.host().ok_or("the client_id URL has no host")?;
+        let host_name = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addresses: Vec<SocketAddr> = match host {
+            Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            Host::Domain(domain) => tokio::time::timeout(
+                self.settings.timeout,
+                tokio::net::lookup_host((domain, port)),
+            )
+            .await
+            .map_err(|_| "resolving the client_id host timed out".to_owned())?
+            .map_err(|_| "the client_id host does not resolve".to_owned())?
+            .collect(),
+        };
+        let allow_listed = self
+            .settings
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host_name));
+        if addresses.is_empty() {
+            return Err("the client_id host does not resolve".to_owned());
+        }
+        if !allow_listed && addresses.iter().any(|a| !is_public(a.ip())) {
+            return Err(
+                "the client_id host resolves to a private, loopback or link-local address"
+                    .to_owned(),
+            );
+        }
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
+            .timeout(self.settings.timeout)
+            .connect_timeout(self.settings.timeout);
+        if let Host::Domain(domain) = host {
+            // Connect to the address just checked, so a second lookup cannot be steered elsewhere.
+            builder = builder.resolve_to_addrs(domain, &addresses);
+        }
+        for certificate in &self.settings.root_certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        let http = builder
+            .build()
+            .map_err(|_| "cannot prepare the metadata fetch".to_owned())?;
+        let mut response = http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "fetching the metadata document timed out".to_owned()
+                } else {
+                    "the metadata document could not be fetched".to_owned()
+                }
+            })?;
+        if response.status().is_redirection() {
+            return Err(
+                "the metadata document URL redirects; redirects are not followed".to_owned(),
+            );
+        }
+        if !response.status().is_success() {
+            return Err(format!(
+                "fetching the metadata document answered {}",
+                response.status().as_u16()
+            ));
+        }
+        let max = self.settings.max_bytes;
+        if response
+            .content_length()
+            .is_some_and(|length| length > max as u64)
+        {
+            return Err(format!("the metadata document is larger than {max} bytes"));
+        }
+        let lifetime = cache_lifetime(
+            response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            self.settings.min_cache,
+            self.settings.max_cache,
+        );
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| "the metadata document could not be read".to_owned())?
+        {
+            if body.len() + chunk.len() > max {
+                return Err(format!("the metadata document is larger than {max} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let document: Document = serde_json::from_slice(&body)
+            .map_err(|_| "the metadata document is not valid client metadata JSON".to_owned())?;
+        if document.client_id != client_id {
+            return Err("the metadata document's client_id differs from its URL".to_owned());
+        }
+        match document.token_endpoint_auth_method.as_deref() {
+            None | Some("none") => {}
+            Some(_) => {
+                return Err(
+                    "only public clients (token_endpoint_auth_method none) are supported"
+                        .to_owned(),
+                );
+            }
+        }
+        let valid = validate_registration(
+            RegistrationRequest {
+                redirect_uris: document.redirect_uris,
+                token_endpoint_auth_method: Some("none".to_owned()),
+                grant_types: document.grant_types,
+                response_types: document.response_types,
+                client_name: document.client_name,
+                scope: document.scope,
+                application_type: None,
+            },
+            &self.settings.redirects,
+            &self.settings.scopes_supported,
+        )
+        .map_err(|error| error.description().to_owned())?;
+        Ok((Client::from_metadata_document(client_id, valid), lifetime))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn cache_lifetime_follows_headers_within_bounds() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(86400));
+        assert_eq!(
+            cache_lifetime(Some("public, max-age=600"), min, max),
+            Duration::from_secs(600)
+        );
+        assert_eq!(cache_lifetime(Some("max-age=5"), min, max), min);
+        assert_eq!(cache_lifetime(Some("max-age=9999999"), min, max), max);
+        assert_eq!(cache_lifetime(Some("no-store"), min, max), min);
+        assert_eq!(cache_lifetime(None, min, max), DEFAULT_CACHE);
+    }
+}
