@@ -47,9 +47,17 @@ struct Document {
     scope: Option<String>,
 }
 
+/// Fetches under way at most: anyone can make the bridge fetch, so it must not fan out.
+const MAX_CONCURRENT_FETCHES: usize = 16;
+/// How long a document that could not be used stays refused without a new fetch.
+const FAILURE_CACHE: Duration = Duration::from_secs(60);
+
+type Cached = (Result<Arc<Client>, String>, UnixTime);
+
 pub struct MetadataDocuments {
     settings: CimdSettings,
-    cache: Mutex<HashMap<String, (Arc<Client>, UnixTime)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+    fetches: tokio::sync::Semaphore,
 }
 
 /// Whether a `client_id` names a metadata document rather than a registered client.
@@ -61,7 +69,7 @@ pub fn is_metadata_url(client_id: &str) -> bool {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
@@ -70,23 +78,47 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || v4.is_multicast()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b)))
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // Addresses that embed an IPv4 one are judged by it: mapped, compatible, NAT64, 6to4.
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
             }
-        },
+            if s[..6] == [0, 0, 0, 0, 0, 0] {
+                return is_public(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x64 && s[1] == 0xff9b {
+                return is_public(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_public(IpAddr::V4(embedded(s[1], s[2])));
+            }
+            // Global unicast only (2000::/3), less Teredo and documentation.
+            (s[0] & 0xe000) == 0x2000
+                && !(s[0] == 0x2001 && s[1] == 0)
+                && !(s[0] == 0x2001 && s[1] == 0xdb8)
+        }
     }
 }
 
-/// `max-age` from Cache-Control (`no-store`/`no-cache` count as zero), bounded.
+/// Host names compared as DNS does: case-insensitive, without a trailing dot or IPv6 brackets.
+pub fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+/// `max-age` from Cache-Control, bounded; `no-store`/`no-cache` count as zero, so the minimum
+/// applies (the bridge cannot re-fetch on every request without becoming an amplifier).
 fn cache_lifetime(header: Option<&str>, min: Duration, max: Duration) -> Duration {
     let Some(header) = header else {
         return DEFAULT_CACHE.clamp(min, max);
@@ -111,29 +143,44 @@ impl MetadataDocuments {
         MetadataDocuments {
             settings,
             cache: Mutex::new(HashMap::new()),
+            fetches: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
         }
     }
 
     /// The client described by the document at `client_id`; the error says why it is unusable.
     pub async fn client(&self, client_id: &str, now: UnixTime) -> Result<Arc<Client>, String> {
         if let Ok(cache) = self.cache.lock()
-            && let Some((client, until)) = cache.get(client_id)
+            && let Some((cached, until)) = cache.get(client_id)
             && *until > now
         {
-            return Ok(Arc::clone(client));
+            return cached.clone();
         }
-        let (client, lifetime) = self.fetch(client_id).await?;
-        let client = Arc::new(client);
+        let Ok(_permit) = self.fetches.try_acquire() else {
+            return Err(
+                "too many client metadata documents are being fetched; try again shortly"
+                    .to_owned(),
+            );
+        };
+        // One bound for the whole fetch: DNS, connection, TLS and body together.
+        let fetched = match tokio::time::timeout(self.settings.timeout, self.fetch(client_id)).await
+        {
+            Ok(fetched) => fetched,
+            Err(_) => Err("fetching the metadata document timed out".to_owned()),
+        };
+        let (result, lifetime) = match fetched {
+            Ok((client, lifetime)) => (Ok(Arc::new(client)), lifetime),
+            Err(reason) => (Err(reason), FAILURE_CACHE),
+        };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= MAX_CACHED {
-                cache.clear();
+                cache.retain(|_, (_, until)| *until > now);
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
+                }
             }
-            cache.insert(
-                client_id.to_owned(),
-                (Arc::clone(&client), now.plus(lifetime)),
-            );
+            cache.insert(client_id.to_owned(), (result.clone(), now.plus(lifetime)));
         }
-        Ok(client)
+        result
     }
 
     async fn fetch(&self, client_id: &str) -> Result<(Client, Duration), String> {
@@ -157,20 +204,20 @@ impl MetadataDocuments {
         let addresses: Vec<SocketAddr> = match host {
             Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Host::Domain(domain) => tokio::time::timeout(
-                self.settings.timeout,
-                tokio::net::lookup_host((domain, port)),
-            )
-            .await
-            .map_err(|_| "resolving the client_id host timed out".to_owned())?
-            .map_err(|_| "the client_id host does not resolve".to_owned())?
-            .collect(),
+            Host::Domain(domain) => tokio::net::lookup_host((domain, port))
+                .await
+                .map_err(|_| "the client_id host does not resolve".to_owned())?
+                .collect(),
         };
+        let host_name = normalize_host(&host_name);
         let allow_listed = self
             .settings
             .allowed_hosts
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(&host_name));
+            .any(|h| normalize_host(h) == host_name);
+        if !allow_listed && port != 443 {
+            return Err("the client_id URL must use the default https port".to_owned());
+        }
         if addresses.is_empty() {
             return Err("the client_id host does not resolve".to_owned());
         }
@@ -181,6 +228,8 @@ impl MetadataDocuments {
             );
         }
         let mut builder = reqwest::Client::builder()
+            // A proxy from the environment would resolve the host itself and bypass the check above.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .https_only(true)
             .timeout(self.settings.timeout)
@@ -279,6 +328,31 @@ impl MetadataDocuments {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_that_embed_or_reserve_are_not_public() {
+        for private in [
+            "::7f00:1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "2001::1",
+            "2001:db8::1",
+            "fec0::1",
+            "100::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        assert!(
+            is_public("64:ff9b::808:808".parse().unwrap()),
+            "NAT64 of a public address"
+        );
+        assert_eq!(normalize_host("[::1]"), "::1");
+        assert_eq!(normalize_host("Internal.Corp."), "internal.corp");
+    }
 
     #[test]
     fn only_public_unicast_addresses_are_public() {

@@ -27,6 +27,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: Vec<(header::HeaderName, String)>,
     pub body: String,
+    /// Sent in chunks without Content-Length, so only a streaming size check can stop it.
+    pub streamed: bool,
 }
 
 #[derive(Default)]
@@ -101,6 +103,7 @@ impl DocumentServer {
                     (header::CACHE_CONTROL, cache_control.to_owned()),
                 ],
                 body: document.to_string(),
+                streamed: false,
             },
         );
     }
@@ -115,7 +118,21 @@ async fn answer(State(documents): State<Arc<Documents>>, uri: Uri) -> Response {
     let Some(answer) = documents.answers.lock().unwrap().get(uri.path()).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut response = (answer.status, answer.body).into_response();
+    let mut response = if answer.streamed {
+        let chunks: Vec<Result<String, std::io::Error>> = answer
+            .body
+            .as_bytes()
+            .chunks(1024)
+            .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+            .collect();
+        (
+            answer.status,
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+        )
+            .into_response()
+    } else {
+        (answer.status, answer.body).into_response()
+    };
     for (name, value) in answer.headers {
         response.headers_mut().insert(name, value.parse().unwrap());
     }

@@ -117,6 +117,7 @@ async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused
                 documents.url("/clients/good.json"),
             )],
             body: String::new(),
+            streamed: false,
         },
     );
     assert!(
@@ -128,8 +129,20 @@ async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused
     let huge = documents.url("/clients/huge.json");
     let mut big = document(&huge);
     big["padding"] = json!("x".repeat(32 * 1024));
-    documents.serve_document("/clients/huge.json", big, "max-age=60");
+    documents.serve_document("/clients/huge.json", big.clone(), "max-age=60");
     assert!(refusal(&app, &huge).await.contains("larger than"));
+    let streamed = documents.url("/clients/streamed.json");
+    big["client_id"] = json!(streamed);
+    documents.serve(
+        "/clients/streamed.json",
+        Answer {
+            status: StatusCode::OK,
+            headers: vec![],
+            body: big.to_string(),
+            streamed: true,
+        },
+    );
+    assert!(refusal(&app, &streamed).await.contains("larger than"));
 
     let evil = documents.url("/clients/evil.json");
     let mut outside = document(&evil);
@@ -154,18 +167,28 @@ async fn a_document_on_a_private_or_loopback_address_is_refused_without_an_allow
     .await;
     let client_id = documents.url("/clients/good.json");
     documents.serve_document("/clients/good.json", document(&client_id), "max-age=600");
+    // Another port than 443 is refused before any lookup: the bridge is no port scanner.
     assert!(
         refusal(&app, &client_id)
             .await
-            .contains("private, loopback or link-local")
+            .contains("default https port")
     );
+    for private in [
+        "https://localhost/client.json",
+        "https://127.0.0.1/client.json",
+        "https://[::1]/client.json",
+        "https://[::ffff:127.0.0.1]/client.json",
+    ] {
+        assert!(
+            refusal(&app, private)
+                .await
+                .contains("private, loopback or link-local"),
+            "{private}"
+        );
+    }
+    // A trailing dot is refused too: as loopback, or as a name the resolver will not answer.
+    refusal(&app, "https://localhost./client.json").await;
     assert_eq!(documents.hits(), 0, "nothing was fetched");
-    let by_ip = client_id.replace("localhost", "127.0.0.1");
-    assert!(
-        refusal(&app, &by_ip)
-            .await
-            .contains("private, loopback or link-local")
-    );
 }
 
 #[tokio::test]
