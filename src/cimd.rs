@@ -128,9 +128,9 @@ fn cache_lifetime(header: Option<&str>, min: Duration, max: Duration) -> Duratio
         if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache")
         {
             lifetime = Duration::ZERO;
-        } else if let Some(seconds) = directive
-            .strip_prefix("max-age=")
-            .and_then(|s| s.parse().ok())
+        } else if let Some((name, value)) = directive.split_once('=')
+            && name.trim().eq_ignore_ascii_case("max-age")
+            && let Ok(seconds) = value.trim().parse()
         {
             lifetime = Duration::from_secs(seconds);
         }
@@ -384,6 +384,10 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(cache_lifetime(Some("max-age=5"), min, max), min);
+        assert_eq!(
+            cache_lifetime(Some("Max-Age=700"), min, max),
+            Duration::from_secs(700)
+        );
         assert_eq!(cache_lifetime(Some("max-age=9999999"), min, max), max);
         assert_eq!(cache_lifetime(Some("no-store"), min, max), min);
         assert_eq!(cache_lifetime(None, min, max), DEFAULT_CACHE);
