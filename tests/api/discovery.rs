@@ -1,20 +1,16 @@
 //! Discovery documents, JWKS and health.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
-
-async fn get_json(app: &TestApp, url: &str) -> Value {
-    let response = app.api.get(url).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{url}");
-    response.json().await.unwrap()
-}
 
 #[tokio::test]
 async fn metadata_advertises_exactly_what_is_implemented() {
     let app = spawn_app().await;
-    let doc = get_json(&app, &app.url("/.well-known/oauth-authorization-server")).await;
+    let doc = app
+        .get_json(&app.url("/.well-known/oauth-authorization-server"))
+        .await;
     assert_eq!(doc["issuer"], app.issuer);
     assert_eq!(doc["authorization_endpoint"], app.url("/oauth/authorize"));
     assert_eq!(doc["token_endpoint"], app.url("/oauth/token"));
@@ -26,7 +22,9 @@ async fn metadata_advertises_exactly_what_is_implemented() {
         json!(["authorization_code", "refresh_token"])
     );
     assert!(doc.get("registration_endpoint").is_none());
-    let oidc = get_json(&app, &app.url("/.well-known/openid-configuration")).await;
+    let oidc = app
+        .get_json(&app.url("/.well-known/openid-configuration"))
+        .await;
     assert_eq!(oidc["issuer"], app.issuer);
     assert_eq!(oidc["token_endpoint"], doc["token_endpoint"]);
     assert_eq!(
@@ -51,7 +49,7 @@ async fn issuer_with_a_path_is_served_at_the_path_inserted_and_appended_location
         app.url("/.well-known/openid-configuration"),
         app.url("/.well-known/oauth-authorization-server"),
     ] {
-        let doc = get_json(&app, &url).await;
+        let doc = app.get_json(&url).await;
         assert_eq!(doc["issuer"], app.issuer, "{url}");
         assert_eq!(
             doc["token_endpoint"],
@@ -77,7 +75,7 @@ async fn issuer_with_a_path_is_served_at_the_path_inserted_and_appended_location
 #[tokio::test]
 async fn jwks_publishes_only_public_keys() {
     let app = spawn_app().await;
-    let jwks = get_json(&app, &app.url("/oauth/jwks")).await;
+    let jwks = app.get_json(&app.url("/oauth/jwks")).await;
     let key = &jwks["keys"][0];
     assert_eq!(key["kty"], "EC");
     assert_eq!(key["alg"], "ES256");
@@ -88,7 +86,7 @@ async fn jwks_publishes_only_public_keys() {
 async fn healthz_answers() {
     let app = spawn_app().await;
     assert_eq!(
-        get_json(&app, &format!("{}/healthz", app.origin)).await["status"],
+        app.get_json(&format!("{}/healthz", app.origin)).await["status"],
         "ok"
     );
 }

@@ -10,15 +10,7 @@ use crate::oidc_provider::{Behaviour, TestProvider};
 
 /// Verifies a JWT of ours the way a relying party would: key from the published JWKS.
 async fn verify_with_jwks(app: &TestApp, token: &str, audience: &str) -> Value {
-    let jwks: JwkSet = app
-        .api
-        .get(app.url("/oauth/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = serde_json::from_value(app.get_json(&app.url("/oauth/jwks")).await).unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     let jwk = jwks

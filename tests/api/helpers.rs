@@ -152,6 +152,13 @@ impl TestApp {
         format!("{}{path}", self.issuer)
     }
 
+    /// GET a JSON document that must answer 200.
+    pub async fn get_json(&self, url: &str) -> Value {
+        let response = self.api.get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{url}");
+        response.json().await.unwrap()
+    }
+
     pub fn authorize_params(&self, pkce: &Pkce) -> Vec<(&'static str, String)> {
         vec![
             ("client_id", PUBLIC_CLIENT.to_owned()),

@@ -62,14 +62,8 @@ async fn a_client_named_by_its_metadata_document_signs_in_after_consent() {
     let client_id = documents.url("/clients/good.json");
     documents.serve_document("/clients/good.json", document(&client_id), "max-age=600");
     let metadata: Value = app
-        .api
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.url("/.well-known/oauth-authorization-server"))
+        .await;
     assert_eq!(metadata["client_id_metadata_document_supported"], true);
 
     let pkce = Pkce::new();

@@ -48,14 +48,8 @@ fn authorize_params(
 async fn metadata_advertises_the_registration_endpoint_when_enabled() {
     let app = dcr_app().await;
     let doc: Value = app
-        .api
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.url("/.well-known/oauth-authorization-server"))
+        .await;
     assert_eq!(doc["registration_endpoint"], app.url("/oauth/register"));
     let off = spawn_app().await;
     assert_eq!(
