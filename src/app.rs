@@ -54,16 +54,17 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     .await
     .context("client loading was interrupted")??;
     let dcr = &config.oauth.dcr;
+    // One policy for both ways a client can arrive unannounced.
+    let redirects = RedirectPolicy::compile(
+        &dcr.allowed_redirect_patterns,
+        &dcr.allowed_redirect_profiles,
+    )
+    .map_err(anyhow::Error::msg)?;
     let registration = if dcr.enabled {
         clients = clients.with_registrations(Arc::clone(&storage));
-        let redirects = RedirectPolicy::compile(
-            &dcr.allowed_redirect_patterns,
-            &dcr.allowed_redirect_profiles,
-        )
-        .map_err(anyhow::Error::msg)?;
         Some(Arc::new(Registration {
             policy: RegistrationPolicy {
-                redirects,
+                redirects: redirects.clone(),
                 max_clients: dcr.max_clients,
                 secret_cost: bcrypt::DEFAULT_COST,
             },
@@ -90,11 +91,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             min_cache: cimd.min_cache.0,
             max_cache: cimd.max_cache.0,
             root_certificates,
-            redirects: RedirectPolicy::compile(
-                &dcr.allowed_redirect_patterns,
-                &dcr.allowed_redirect_profiles,
-            )
-            .map_err(anyhow::Error::msg)?,
+            redirects,
             scopes_supported: config.oauth.scopes_supported.clone(),
         });
         clients = clients.with_metadata_documents(Arc::new(documents));

@@ -199,8 +199,17 @@ impl MetadataDocuments {
             return Err("the client_id URL must have a path".to_owned());
         }
         let host = url.host().ok_or("the client_id URL has no host")?;
-        let host_name = url.host_str().unwrap_or_default().to_owned();
+        let host_name = normalize_host(url.host_str().unwrap_or_default());
         let port = url.port_or_known_default().unwrap_or(443);
+        let allow_listed = self
+            .settings
+            .allowed_hosts
+            .iter()
+            .any(|h| normalize_host(h) == host_name);
+        // Checked before any lookup: the bridge must not probe other ports for anyone.
+        if !allow_listed && port != 443 {
+            return Err("the client_id URL must use the default https port".to_owned());
+        }
         let addresses: Vec<SocketAddr> = match host {
             Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
@@ -209,15 +218,6 @@ impl MetadataDocuments {
                 .map_err(|_| "the client_id host does not resolve".to_owned())?
                 .collect(),
         };
-        let host_name = normalize_host(&host_name);
-        let allow_listed = self
-            .settings
-            .allowed_hosts
-            .iter()
-            .any(|h| normalize_host(h) == host_name);
-        if !allow_listed && port != 443 {
-            return Err("the client_id URL must use the default https port".to_owned());
-        }
         if addresses.is_empty() {
             return Err("the client_id host does not resolve".to_owned());
         }

@@ -246,6 +246,22 @@ impl ClientRegistry {
         secret: Option<&SecretString>,
         now: UnixTime,
     ) -> Result<Arc<Client>, OAuthError> {
+        let client = self.verify_credentials(client_id, secret, now).await?;
+        if let Some(storage) = &self.registrations
+            && client.registered
+        {
+            // Successful use keeps a registered client alive; the sweeper deletes unused ones.
+            storage.touch_client(client_id, now).await?;
+        }
+        Ok(client)
+    }
+
+    async fn verify_credentials(
+        &self,
+        client_id: &str,
+        secret: Option<&SecretString>,
+        now: UnixTime,
+    ) -> Result<Arc<Client>, OAuthError> {
         let client = match self.find(client_id, now).await {
             Ok(client) => client,
             Err(ClientLookupError::Storage(error)) => return Err(error.into()),
@@ -256,12 +272,6 @@ impl ClientRegistry {
                 ));
             }
         };
-        if let (Some(client), Some(storage)) = (&client, &self.registrations)
-            && client.registered
-        {
-            // Use keeps a registered client alive; the sweeper deletes the unused ones.
-            storage.touch_client(client_id, now).await?;
-        }
         let Some(secret) = secret else {
             return match client {
                 Some(client) if client.is_public() => Ok(client),
@@ -312,9 +322,7 @@ impl ClientRegistry {
             }
         }
     }
-}
 
-impl ClientRegistry {
     /// bcrypt-hashes a newly issued secret under the same one-per-core bound as the checks.
     pub async fn hash_new_secret(&self, secret: SecretString, cost: u32) -> Result<String, String> {
         let slot = Arc::clone(&self.bcrypt_slots)

@@ -46,11 +46,7 @@ pub async fn authorize_get(
     match start_authorization(&state.bridge, &params, remembered.as_deref(), now).await {
         Ok(AuthorizationStep::Upstream(started)) => to_upstream(&state, &started),
         Ok(AuthorizationStep::Consent { token, client_id }) => {
-            let mut page = match Url::parse(&format!(
-                "{}{}",
-                state.bridge.settings.issuer,
-                endpoints::CONSENT
-            )) {
+            let mut page = match Url::parse(&state.bridge.settings.endpoint(endpoints::CONSENT)) {
                 Ok(page) => page,
                 Err(_) => return error_page(&crate::oauth::OAuthError::ServerError),
             };

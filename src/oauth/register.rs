@@ -2,8 +2,6 @@
 //! credentials, store it. Registered clients are public or confidential by
 //! `token_endpoint_auth_method`, and always need the user's consent at /oauth/authorize.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use super::redirect_policy::RedirectPolicy;
@@ -187,6 +185,16 @@ pub fn validate_registration(
     })
 }
 
+fn registry_full(policy: &RegistrationPolicy) -> RegistrationError {
+    tracing::warn!(
+        max_clients = policy.max_clients,
+        "client registration refused: the limit is reached"
+    );
+    RegistrationError::Full {
+        max_clients: policy.max_clients,
+    }
+}
+
 pub async fn register(
     bridge: &Bridge,
     policy: &RegistrationPolicy,
@@ -208,13 +216,7 @@ pub async fn register(
         .map_err(OAuthError::from)?
         >= policy.max_clients
     {
-        tracing::warn!(
-            max_clients = policy.max_clients,
-            "client registration refused: the limit is reached"
-        );
-        return Err(RegistrationError::Full {
-            max_clients: policy.max_clients,
-        });
+        return Err(registry_full(policy));
     }
     let (secret, secret_hash) = if method == "none" {
         (None, None)
@@ -244,19 +246,13 @@ pub async fn register(
         issued_at: now,
         last_used_at: None,
     };
-    let storage = Arc::clone(&bridge.storage);
-    if !storage
+    if !bridge
+        .storage
         .register_client(record, policy.max_clients)
         .await
         .map_err(OAuthError::from)?
     {
-        tracing::warn!(
-            max_clients = policy.max_clients,
-            "client registration refused: the limit is reached"
-        );
-        return Err(RegistrationError::Full {
-            max_clients: policy.max_clients,
-        });
+        return Err(registry_full(policy));
     }
     tracing::info!(client_id, public = secret.is_none(), "client registered");
     Ok(RegistrationResponse {
