@@ -31,7 +31,7 @@ pub struct Service {
 
 pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Service> {
     let public_url = config.public_url()?;
-    let issuer = public_url.as_str().trim_end_matches('/').to_owned();
+    let issuer = config.issuer()?;
     let base_path = public_url.path().trim_end_matches('/').to_owned();
     let upstream_config = config
         .oauth
@@ -113,9 +113,14 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         .map_err(anyhow::Error::msg)?,
     );
     // The provider may still be starting: serve anyway and keep trying in the background.
-    if let Err(error) = upstream.discover().await {
-        tracing::warn!(issuer = %upstream_config.issuer, %error, "upstream discovery failed; retrying in the background");
-        upstream.discover_in_background();
+    match upstream.discover().await {
+        Ok(()) => {
+            tracing::info!(issuer = %upstream_config.issuer, "upstream provider discovered");
+        }
+        Err(error) => {
+            tracing::warn!(issuer = %upstream_config.issuer, %error, "upstream discovery failed; retrying in the background");
+            upstream.discover_in_background();
+        }
     }
 
     let unused_client_ttl = dcr.enabled.then_some(dcr.unused_client_ttl.0);

@@ -473,6 +473,19 @@ impl Config {
         ))
     }
 
+    /// The issuer identifier: `public_url` normalised, keeping or leaving its trailing slash as
+    /// written. Clients compare issuers as strings (RFC 8414 §3.3, RFC 9207), and an MCP server's
+    /// own metadata may name us either way (the Python SDK 1.x always writes `https://host/`),
+    /// so the operator decides; endpoints are built from the form without the slash.
+    pub fn issuer(&self) -> Result<String, ConfigError> {
+        let base = self.public_url()?.as_str().trim_end_matches('/').to_owned();
+        Ok(if self.server.public_url.ends_with('/') {
+            format!("{base}/")
+        } else {
+            base
+        })
+    }
+
     pub fn public_url(&self) -> Result<Url, ConfigError> {
         Url::parse(self.server.public_url.trim_end_matches('/'))
             .map_err(|e| ConfigError::Invalid(vec![format!("server.public_url: {e}")]))
@@ -852,6 +865,32 @@ oauth:
             Ok(_) => panic!("expected an error"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn issuer_keeps_a_trailing_slash_only_when_written() {
+        let issuer = |public_url: &str| {
+            let mut config =
+                Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "s3cret")])).unwrap();
+            config.server.public_url = public_url.to_owned();
+            config.issuer().unwrap()
+        };
+        assert_eq!(
+            issuer("https://Auth.Example.com"),
+            "https://auth.example.com"
+        );
+        assert_eq!(
+            issuer("https://auth.example.com/"),
+            "https://auth.example.com/"
+        );
+        assert_eq!(
+            issuer("https://auth.example.com/mcp"),
+            "https://auth.example.com/mcp"
+        );
+        assert_eq!(
+            issuer("https://auth.example.com/mcp/"),
+            "https://auth.example.com/mcp/"
+        );
     }
 
     #[test]

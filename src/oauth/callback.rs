@@ -98,9 +98,11 @@ pub async fn complete_authorization(
                     OAuthError::TemporarilyUnavailable
                 }
                 UpstreamError::Rejected(_) => OAuthError::ServerError,
-                UpstreamError::InvalidIdToken(_) => OAuthError::AccessDenied(
-                    "the identity provider's answer could not be verified".into(),
-                ),
+                UpstreamError::InvalidIdToken(_) | UpstreamError::InvalidUserInfo(_) => {
+                    OAuthError::AccessDenied(
+                        "the identity provider's answer could not be verified".into(),
+                    )
+                }
             })
         })?;
     let identity = map_identity(&claims, &bridge.settings.claims).map_err(|reason| {

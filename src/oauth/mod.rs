@@ -115,7 +115,8 @@ impl GrantType {
 /// The protocol's settings, derived once from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `public_url` without a trailing slash: the issuer identifier (RFC 8414 §2).
+    /// The issuer identifier (RFC 8414 §2): `public_url`, with a trailing slash only when the
+    /// operator wrote one.
     pub issuer: String,
     pub default_audience: String,
     pub allowed_resources: Vec<String>,
@@ -135,7 +136,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.issuer.trim_end_matches('/'))
     }
 }
 

@@ -22,6 +22,9 @@ pub enum UpstreamError {
     Rejected(String),
     #[error("the ID token failed validation: {0}")]
     InvalidIdToken(String),
+    /// The UserInfo response is about another subject than the ID token.
+    #[error("the userinfo response failed validation: {0}")]
+    InvalidUserInfo(String),
 }
 
 /// What the bridge sends along with the user: its own state, nonce and PKCE challenge.

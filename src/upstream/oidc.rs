@@ -13,8 +13,8 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
-    RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use url::Url;
 
@@ -254,7 +254,7 @@ impl Upstream for OidcUpstream {
         let id_token = response.id_token().ok_or_else(|| {
             UpstreamError::Rejected("the token response has no id_token".to_owned())
         })?;
-        match self.verify(id_token, nonce, now) {
+        let claims = match self.verify(id_token, nonce, now) {
             // The provider may have rotated its keys since discovery: refresh once and retry.
             Err(UpstreamError::InvalidIdToken(reason))
                 if reason.starts_with(SIGNATURE_PREFIX) && self.claim_forced_refresh() =>
@@ -264,8 +264,101 @@ impl Upstream for OidcUpstream {
                 self.verify(id_token, nonce, now)
             }
             other => other,
+        }?;
+        // OIDC Core §5.4: after a code flow the provider may release the claims of `email`,
+        // `profile` and custom scopes at the UserInfo endpoint only (panva's certified
+        // oidc-provider does), so the ID token alone can lack the very claims we map.
+        match discovered.client.user_info_url() {
+            Some(url) => {
+                let userinfo = self
+                    .fetch_userinfo(url.url(), response.access_token().secret())
+                    .await?;
+                merge_userinfo(claims, userinfo)
+            }
+            None => Ok(claims),
         }
     }
+}
+
+impl OidcUpstream {
+    async fn fetch_userinfo(
+        &self,
+        url: &Url,
+        access_token: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, UpstreamError> {
+        let mut response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(format!("userinfo: {}", error_chain(&e))))?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Rejected(format!(
+                "the userinfo endpoint answered {}",
+                response.status()
+            )));
+        }
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if media_type != "application/json" {
+            // `application/jwt` is a signed or encrypted response, which we never ask for.
+            return Err(UpstreamError::Rejected(format!(
+                "the userinfo endpoint answered {media_type:?}, not application/json"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(format!("userinfo: {}", error_chain(&e))))?
+        {
+            if body.len() + chunk.len() > MAX_USERINFO_BYTES {
+                return Err(UpstreamError::Rejected(format!(
+                    "the userinfo response is larger than {MAX_USERINFO_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        match serde_json::from_slice(&body) {
+            Ok(serde_json::Value::Object(claims)) => Ok(claims),
+            _ => Err(UpstreamError::Rejected(
+                "the userinfo response is not a JSON object".to_owned(),
+            )),
+        }
+    }
+}
+
+const MAX_USERINFO_BYTES: usize = 64 * 1024;
+
+/// Adds the UserInfo claims the ID token lacks. The ID token's own values win: they are signed,
+/// and its `iss`, `aud`, `nonce` and times must stay the ones we validated. A UserInfo response
+/// about another subject is refused (OIDC Core §5.3.2: token substitution).
+pub fn merge_userinfo(
+    mut id_token_claims: serde_json::Value,
+    userinfo: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value, UpstreamError> {
+    let subject = id_token_claims
+        .get("sub")
+        .and_then(serde_json::Value::as_str);
+    let userinfo_subject = userinfo.get("sub").and_then(serde_json::Value::as_str);
+    if subject.is_none() || subject != userinfo_subject {
+        return Err(UpstreamError::InvalidUserInfo(
+            "it is about another subject than the ID token".to_owned(),
+        ));
+    }
+    if let Some(claims) = id_token_claims.as_object_mut() {
+        for (name, value) in userinfo {
+            claims.entry(name).or_insert(value);
+        }
+    }
+    Ok(id_token_claims)
 }
 
 const SIGNATURE_PREFIX: &str = "signature:";
@@ -393,6 +486,38 @@ mod tests {
         match result {
             Err(UpstreamError::InvalidIdToken(reason)) => reason,
             other => panic!("expected an invalid ID token, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn userinfo_fills_in_what_the_id_token_lacks_but_never_overrides_it() {
+        let id_token =
+            json!({"iss": ISSUER, "sub": "user-1", "aud": "bridge", "email": "signed@corp.com"});
+        let userinfo = json!({
+            "sub": "user-1", "email": "unsigned@corp.com", "name": "Ada", "groups": ["dev"],
+            "aud": "someone-else"
+        });
+        let merged = merge_userinfo(id_token, userinfo.as_object().unwrap().clone()).unwrap();
+        assert_eq!(merged["email"], "signed@corp.com");
+        assert_eq!(merged["aud"], "bridge");
+        assert_eq!(merged["name"], "Ada");
+        assert_eq!(merged["groups"], json!(["dev"]));
+    }
+
+    #[test]
+    fn userinfo_about_another_subject_is_refused() {
+        for userinfo in [
+            json!({"sub": "user-2", "name": "Eve"}),
+            json!({"name": "Eve"}),
+        ] {
+            let result = merge_userinfo(
+                json!({"sub": "user-1"}),
+                userinfo.as_object().unwrap().clone(),
+            );
+            assert!(
+                matches!(&result, Err(UpstreamError::InvalidUserInfo(reason)) if reason.contains("another subject")),
+                "{result:?}"
+            );
         }
     }
 

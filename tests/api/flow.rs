@@ -152,6 +152,60 @@ async fn bad_id_tokens_end_in_access_denied_without_a_code() {
     }
 }
 
+/// Python SDK 1.x resource servers publish `http://host/` as our issuer; SDK 2.x clients compare
+/// it as a string with our metadata and the `iss` of the authorization response.
+#[tokio::test]
+async fn an_issuer_written_with_a_trailing_slash_is_kept_exactly_everywhere() {
+    let app = spawn_app_with(Options {
+        base_path: "/",
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.issuer, format!("{}/", app.origin));
+    let metadata = app
+        .get_json(&format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.origin
+        ))
+        .await;
+    assert_eq!(metadata["issuer"], app.issuer);
+    assert_eq!(
+        metadata["token_endpoint"],
+        format!("{}/oauth/token", app.origin)
+    );
+    // `sign_in` checks the `iss` of the authorization response; the JWT check its `iss` claim.
+    let tokens = app.tokens().await;
+    let claims = verify_access_token(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["iss"], app.issuer);
+}
+
+#[tokio::test]
+async fn claims_the_provider_releases_only_at_userinfo_reach_the_access_token() {
+    let app = spawn_app().await;
+    app.provider.set_behaviour(Behaviour::ClaimsOnlyInUserInfo);
+    let tokens = app.tokens().await;
+    let claims = verify_access_token(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["sub"], "upstream-user-42");
+    assert_eq!(claims["email"], "ada@corp.example");
+    assert_eq!(claims["name"], "Ada Lovelace");
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["mcp-users", "analysts"])
+    );
+    assert_eq!(*app.provider.state.userinfo_requests.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn userinfo_about_another_subject_fails_the_login() {
+    let app = spawn_app().await;
+    app.provider
+        .set_behaviour(Behaviour::UserInfoForAnotherSubject);
+    let back = location(&app.sign_in(&app.authorize_params(&Pkce::new())).await);
+    let query = query_of(&back);
+    assert_eq!(query["error"], "access_denied");
+    assert!(!query.contains_key("code"));
+}
+
 #[tokio::test]
 async fn a_provider_key_rotated_after_discovery_is_picked_up() {
     let app = spawn_app().await;

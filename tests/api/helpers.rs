@@ -149,7 +149,7 @@ pub fn location(response: &reqwest::Response) -> String {
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.issuer.trim_end_matches('/'))
     }
 
     /// GET a JSON document that must answer 200.

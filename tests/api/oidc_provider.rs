@@ -34,6 +34,11 @@ pub enum Behaviour {
     WrongNonce,
     /// The provider has replaced its signing key since the bridge discovered it.
     RotatedKey,
+    /// Strict OIDC Core §5.4, as panva's oidc-provider: the ID token carries `sub` only, the
+    /// user's other claims come from the UserInfo endpoint.
+    ClaimsOnlyInUserInfo,
+    /// The UserInfo endpoint speaks of someone else (token substitution).
+    UserInfoForAnotherSubject,
 }
 
 struct IssuedCode {
@@ -49,6 +54,7 @@ pub struct ProviderState {
     pub behaviour: Mutex<Behaviour>,
     codes: Mutex<HashMap<String, IssuedCode>>,
     pub token_requests: Mutex<u32>,
+    pub userinfo_requests: Mutex<u32>,
 }
 
 pub struct TestProvider {
@@ -77,12 +83,14 @@ impl TestProvider {
             behaviour: Mutex::new(Behaviour::LogIn),
             codes: Mutex::new(HashMap::new()),
             token_requests: Mutex::new(0),
+            userinfo_requests: Mutex::new(0),
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/protocol/openid-connect/certs", get(jwks))
             .route("/protocol/openid-connect/auth", get(authorize))
-            .route("/protocol/openid-connect/token", post(token));
+            .route("/protocol/openid-connect/token", post(token))
+            .route("/protocol/openid-connect/userinfo", get(userinfo));
         let app = Router::new()
             .nest(REALM_PATH, routes)
             .with_state(Arc::clone(&state));
@@ -104,6 +112,7 @@ async fn discovery(State(state): State<Arc<ProviderState>>) -> Json<Value> {
         "authorization_endpoint": format!("{base}/protocol/openid-connect/auth"),
         "token_endpoint": format!("{base}/protocol/openid-connect/token"),
         "jwks_uri": format!("{base}/protocol/openid-connect/certs"),
+        "userinfo_endpoint": format!("{base}/protocol/openid-connect/userinfo"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -224,6 +233,9 @@ async fn token(
     let now = SystemClock.now().seconds();
     let behaviour = *state.behaviour.lock().unwrap();
     let mut claims = state.user.lock().unwrap().clone();
+    if behaviour == Behaviour::ClaimsOnlyInUserInfo {
+        claims = json!({"sub": claims["sub"]});
+    }
     claims["iss"] = json!(state.issuer);
     claims["aud"] = json!(if behaviour == Behaviour::WrongAudience {
         "someone-else"
@@ -255,10 +267,29 @@ async fn token(
     )
     .unwrap();
     Json(json!({
-        "access_token": "upstream-access-token",
+        "access_token": UPSTREAM_ACCESS_TOKEN,
         "token_type": "Bearer",
         "expires_in": 300,
         "id_token": id_token,
     }))
     .into_response()
+}
+
+const UPSTREAM_ACCESS_TOKEN: &str = "upstream-access-token";
+
+async fn userinfo(State(state): State<Arc<ProviderState>>, headers: HeaderMap) -> Response {
+    let bearer = format!("Bearer {UPSTREAM_ACCESS_TOKEN}");
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(bearer.as_str())
+    {
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    *state.userinfo_requests.lock().unwrap() += 1;
+    let mut claims = state.user.lock().unwrap().clone();
+    if *state.behaviour.lock().unwrap() == Behaviour::UserInfoForAnotherSubject {
+        claims["sub"] = json!("someone-else");
+    }
+    Json(claims).into_response()
 }

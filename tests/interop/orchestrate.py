@@ -1,0 +1,262 @@
+"""Starts the interoperability suite's processes — panva's oidc-provider, the bridge, an MCP server
+built with the Python SDK — runs every SDK client scenario against them, and stops every process it
+started, by PID, whatever happens. Everything binds to 127.0.0.1 on free ports. Standard library only;
+`run.sh` installs the SDKs and calls this.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+SCOPE = "mcp:tools"
+# Short enough that the suite sees tokens expire; long enough for a sign-in to finish first.
+ACCESS_TOKEN_TTL_SECONDS = 8
+CLIENT_TIMEOUT_SECONDS = 240
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url, what, process, timeout=30.0, accept=(200,)):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status in accept:
+                    return
+        except urllib.error.HTTPError as error:
+            if error.code in accept:
+                return
+            last = error
+        except OSError as error:
+            last = error
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready at {url} after {timeout}s: {last}")
+
+
+def wait_for_line(path, text, process, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what}: no {text!r} in {path} after {timeout}s")
+
+
+class Processes:
+    """Every process the suite launched, stopped by PID on exit."""
+
+    def __init__(self, logs):
+        self.logs = logs
+        self.running = {}
+
+    def start(self, name, command, env=None, stdin=None, stdout=None):
+        log = open(self.logs / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            command,
+            cwd=HERE,
+            env={**os.environ, **(env or {})},
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
+            start_new_session=True,
+        )
+        self.running[name] = process
+        return process
+
+    def stop(self, name):
+        process = self.running.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop_all(self):
+        for name in list(self.running):
+            self.stop(name)
+
+
+def bridge_config(bridge_port, idp_port, mcp_port, client_secret):
+    # With the trailing slash: the MCP server (Python SDK 1.x) names its authorization server
+    # `http://host:port/` in its metadata, and SDK 2.x clients require the identical string.
+    issuer = f"http://127.0.0.1:{bridge_port}/"
+    key_file = REPO / "tests" / "fixtures" / "signing_es256.pem"
+    return f"""
+server:
+  address: "127.0.0.1:{bridge_port}"
+  public_url: "{issuer}"
+oauth:
+  # A configured key: access tokens stay valid across the restart the suite performs.
+  signing: {{ algorithm: ES256, key_file: "{key_file}" }}
+  access_token_ttl: {ACCESS_TOKEN_TTL_SECONDS}s
+  resources: ["http://127.0.0.1:{mcp_port}/mcp"]
+  scopes_supported: [openid, profile, email, offline_access, "{SCOPE}"]
+  dcr:
+    enabled: true
+    allowed_redirect_profiles: [loopback]
+    rate_limit: {{ requests: 100, window: 1m }}
+  upstream:
+    issuer: "http://127.0.0.1:{idp_port}/realms/test"
+    client_id: mcp-oauth-bridge
+    client_secret: "{client_secret}"
+    scopes: [openid, email, profile, groups]
+    claims: {{ groups: groups }}
+    allowed_groups: [mcp-users]
+storage:
+  backend: memory
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bridge", required=True, help="the mcp-oauth-bridge binary")
+    parser.add_argument("--python-sdk", action="append", default=[], metavar="LABEL=PYTHON",
+                        help="a Python interpreter with one MCP SDK line installed")
+    parser.add_argument("--mcp-server-python", required=True, help="the interpreter that runs the MCP server")
+    parser.add_argument("--no-typescript", action="store_true")
+    parser.add_argument("--only", help="run only the client scenarios whose name contains this")
+    args = parser.parse_args()
+
+    work = HERE / "work"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.unlink()
+
+    processes = Processes(logs)
+
+    def interrupted(signum, _frame):
+        processes.stop_all()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+
+    bridge_port, idp_port, mcp_port = free_port(), free_port(), free_port()
+    issuer = f"http://127.0.0.1:{bridge_port}/"
+    server_url = f"http://127.0.0.1:{mcp_port}/mcp"
+    client_secret = "interop-upstream-client-secret"
+    config = work / "bridge.yaml"
+    config.write_text(bridge_config(bridge_port, idp_port, mcp_port, client_secret))
+
+    def start_bridge():
+        log = logs / "bridge.log"
+        before = log.read_text(errors="replace").count("upstream provider discovered") if log.exists() else 0
+        process = processes.start("bridge", [args.bridge, "--config", str(config), "serve"],
+                                  env={"RUST_LOG": "info,mcp_oauth_bridge=debug"})
+        wait_for(f"{issuer}healthz", "the bridge", process)
+        deadline = time.monotonic() + 30
+        while log.read_text(errors="replace").count("upstream provider discovered") <= before:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the bridge did not discover the upstream provider")
+            time.sleep(0.1)
+
+    failures = []
+    try:
+        idp = processes.start("idp", ["node", "idp.mjs", "--port", str(idp_port), "--client-secret", client_secret,
+                                      "--redirect-uri", f"{issuer}oauth/callback"])
+        wait_for(f"http://127.0.0.1:{idp_port}/realms/test/.well-known/openid-configuration", "oidc-provider", idp)
+        start_bridge()
+        mcp = processes.start("mcp-server", [args.mcp_server_python, "mcp_server.py", "--port", str(mcp_port),
+                                             "--issuer", issuer, "--jwks-uri", f"{issuer}oauth/jwks", "--scope", SCOPE])
+        wait_for(f"http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp", "the MCP server", mcp)
+
+        clients = []
+        for entry in args.python_sdk:
+            label, python = entry.split("=", 1)
+            for scenario in ("flow", "denied"):
+                clients.append((f"{label}-{scenario}",
+                                [python, "py_client.py", scenario, "--server-url", server_url, "--issuer", issuer]))
+        if not args.no_typescript:
+            for scenario in ("flow", "denied"):
+                clients.append((f"typescript-sdk-{scenario}",
+                                ["node", "ts_client.mjs", scenario, "--server-url", server_url, "--issuer", issuer]))
+
+        for name, command in clients:
+            if args.only and args.only not in name:
+                continue
+            print(f"== {name}", flush=True)
+            process = processes.start(name, command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            ok = run_client(process, name, start_bridge, processes)
+            processes.running.pop(name, None)
+            if not ok:
+                failures.append(name)
+                print(f"FAIL {name} (its stderr: {logs / (name + '.log')})", flush=True)
+                tail(logs / f"{name}.log")
+    except Exception as error:  # noqa: BLE001 - reported, then the processes are stopped
+        failures.append(f"setup: {error}")
+        print(f"FAIL setup: {error}", flush=True)
+        for log in sorted(logs.glob("*.log")):
+            tail(log)
+    finally:
+        processes.stop_all()
+
+    if failures:
+        print(f"interop suite FAILED: {', '.join(failures)} (logs in {logs})", flush=True)
+        sys.exit(1)
+    print("interop suite passed", flush=True)
+
+
+def run_client(process, name, start_bridge, processes):
+    """Relays the client's output and restarts the bridge when it asks; a client that hangs is
+    killed after CLIENT_TIMEOUT_SECONDS."""
+    watchdog = threading.Timer(CLIENT_TIMEOUT_SECONDS, lambda: kill_group(process))
+    watchdog.start()
+    try:
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            print(f"  {line}", flush=True)
+            if line == "RESTART":
+                processes.stop("bridge")
+                start_bridge()
+                process.stdin.write(b"RESTARTED\n")
+                process.stdin.flush()
+        code = process.wait()
+    finally:
+        watchdog.cancel()
+    if code == -signal.SIGKILL:
+        print(f"  {name} took longer than {CLIENT_TIMEOUT_SECONDS}s and was killed", flush=True)
+    return code == 0
+
+
+def kill_group(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def tail(path, lines=40):
+    if path.exists():
+        print(f"--- last lines of {path.name}", flush=True)
+        for line in path.read_text(errors="replace").splitlines()[-lines:]:
+            print(f"    {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

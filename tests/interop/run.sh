@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The interoperability suite in one command: installs panva's oidc-provider and the official MCP SDKs
+# (TypeScript from npm, Python 1.x and 2.x from PyPI, each pinned) into folders of this directory that
+# git ignores, builds the bridge if needed, and runs every client against it (orchestrate.py).
+#
+# usage: tests/interop/run.sh          (from anywhere; MCP_OAUTH_BRIDGE_BIN overrides the binary)
+set -euo pipefail
+caller="$PWD"
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$here"
+
+python="${PYTHON:-python3}"
+for tool in node npm "$python"; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is required" >&2; exit 1; }
+done
+
+echo "== interop: npm packages (package-lock.json)"
+npm ci --no-audit --no-fund --loglevel=error
+
+# One virtualenv per SDK line, rebuilt only when its pinned requirements change.
+venv() {
+  local name="$1" requirements="$here/requirements/$1.txt" dir="$here/.venv-$1"
+  local stamp="$dir/.requirements.sha256" want
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "== interop: Python virtualenv $name"
+    rm -rf "$dir"
+    "$python" -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$requirements"
+    echo "$want" >"$stamp"
+  fi
+}
+venv mcp1
+venv mcp2
+
+bridge="${MCP_OAUTH_BRIDGE_BIN:-}"
+if [[ -n "$bridge" ]]; then
+  bridge="$(cd "$caller" && realpath "$bridge")"
+else
+  echo "== interop: cargo build"
+  (cd "$repo" && cargo build --locked --quiet)
+  bridge="$repo/target/debug/mcp-oauth-bridge"
+fi
+
+echo "== interop: running"
+exec "$python" orchestrate.py \
+  --bridge "$bridge" \
+  --mcp-server-python "$here/.venv-mcp1/bin/python" \
+  --python-sdk "python-sdk-1=$here/.venv-mcp1/bin/python" \
+  --python-sdk "python-sdk-2=$here/.venv-mcp2/bin/python" \
+  "$@"

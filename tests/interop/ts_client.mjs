@@ -1,0 +1,350 @@
+// The official MCP TypeScript SDK driving the whole MCP authorization flow against the bridge,
+// headlessly; the same scenarios as py_client.py (see there).
+//
+// usage: node ts_client.mjs flow|denied --server-url URL --issuer URL
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+
+const sdkVersion = JSON.parse(
+  readFileSync(new URL('./node_modules/@modelcontextprotocol/sdk/package.json', import.meta.url), 'utf8'),
+).version;
+const LABEL = `typescript-sdk-${sdkVersion}`;
+const USERS = JSON.parse(readFileSync(new URL('./users.json', import.meta.url), 'utf8'));
+const REDIRECT_URI = 'http://127.0.0.1:33419/callback';
+const MAX_STEPS = 20;
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { 'server-url': { type: 'string' }, issuer: { type: 'string' } },
+});
+const scenario = positionals[0];
+const serverUrl = args['server-url'];
+const issuer = args.issuer;
+
+function check(condition, what) {
+  if (!condition) throw new Error(`${LABEL}: ${what}`);
+  console.log(`PASS ${LABEL}: ${what}`);
+}
+
+// ---- a small headless browser: cookies by host, redirects by hand, our two forms ----
+
+class Browser {
+  constructor(username, { upstream = 'login', consent = 'allow' } = {}) {
+    this.username = username;
+    this.upstream = upstream;
+    this.consent = consent;
+    this.cookies = new Map(); // host -> Map(name -> value)
+  }
+
+  async fetch(url, form) {
+    const target = new URL(url);
+    const jar = this.cookies.get(target.hostname) ?? new Map();
+    const headers = {};
+    if (jar.size) headers.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const response = await fetch(url, {
+      method: form ? 'POST' : 'GET',
+      body: form ? new URLSearchParams(form).toString() : undefined,
+      headers,
+      redirect: 'manual',
+    });
+    for (const cookie of response.headers.getSetCookie()) {
+      const [pair, ...attributes] = cookie.split(';');
+      const eq = pair.indexOf('=');
+      const name = pair.slice(0, eq).trim();
+      const value = pair.slice(eq + 1).trim();
+      const expired = attributes.some((a) => /^\s*max-age=0\s*$/i.test(a)) || value === '';
+      if (expired) jar.delete(name);
+      else jar.set(name, value);
+    }
+    this.cookies.set(target.hostname, jar);
+    return response;
+  }
+
+  async authorize(authorizationUrl, redirectUri) {
+    let url = authorizationUrl;
+    let form;
+    const pages = [];
+    for (let step = 0; step < MAX_STEPS; step += 1) {
+      const response = await this.fetch(url, form);
+      if ([301, 302, 303, 307, 308].includes(response.status)) {
+        const location = new URL(response.headers.get('location'), url);
+        if (`${location.origin}${location.pathname}` === redirectUri) {
+          return { params: Object.fromEntries(location.searchParams), pages };
+        }
+        url = location.href;
+        form = undefined;
+        continue;
+      }
+      const body = await response.text();
+      if (response.status !== 200) throw new Error(`${response.status} at ${url.split('?')[0]}: ${body.slice(0, 500)}`);
+      [url, form] = this.answer(url, body, pages);
+    }
+    throw new Error(`more than ${MAX_STEPS} steps without reaching ${redirectUri}`);
+  }
+
+  answer(url, body, pages) {
+    const attr = (tag, name) => tag.match(new RegExp(`${name}="([^"]*)"`))?.[1];
+    const unescape = (s) => s.replace(/&#(\d+);/g, (_, n) => String.fromCharCode(Number(n))).replace(/&amp;/g, '&');
+    if (body.includes('name="decision"')) {
+      pages.push('bridge-consent');
+      const formTag = body.match(/<form[^>]*>/)[0];
+      const fields = {};
+      for (const input of body.match(/<input[^>]*>/g) ?? []) {
+        if (attr(input, 'type') === 'hidden') fields[attr(input, 'name')] = unescape(attr(input, 'value') ?? '');
+      }
+      fields.decision = this.consent;
+      return [new URL(unescape(attr(formTag, 'action')), url).href, fields];
+    }
+    if (body.includes('id="kc-form-login"')) {
+      if (body.includes('id="login-error"')) throw new Error('the identity provider refused the username or password');
+      pages.push('idp-login');
+      if (this.upstream === 'cancel') {
+        const cancel = body.match(/<a id="cancel" href="([^"]*)"/)[1];
+        return [new URL(unescape(cancel), url).href, undefined];
+      }
+      const formTag = body.match(/<form id="kc-form-login"[^>]*>/)[0];
+      const user = USERS[this.username];
+      return [new URL(unescape(attr(formTag, 'action')), url).href, { username: this.username, password: user.password, login: 'login' }];
+    }
+    throw new Error(`unexpected page at ${url.split('?')[0]}: ${body.slice(0, 500)}`);
+  }
+}
+
+// ---- the MCP host application: the SDK's OAuthClientProvider, kept in memory ----
+
+class HostApp {
+  constructor(username, browserOptions = {}) {
+    this.username = username;
+    this.browserOptions = browserOptions;
+    this.stored = {};
+    this.exchanges = [];
+    this.outcomes = [];
+    this.lastAuthorization = undefined;
+    this.fetch = this.fetch.bind(this);
+  }
+
+  // Everything the SDK sends goes through here (transport and OAuth requests alike).
+  async fetch(input, init = {}) {
+    const request = new Request(input, init);
+    let form = {};
+    if (request.method === 'POST' && (request.headers.get('content-type') ?? '').includes('x-www-form-urlencoded')) {
+      form = Object.fromEntries(new URLSearchParams(await request.clone().text()));
+    }
+    const response = await fetch(input, init);
+    const url = new URL(request.url);
+    this.exchanges.push({
+      method: request.method,
+      path: url.pathname,
+      status: response.status,
+      form,
+      wwwAuthenticate: response.headers.get('www-authenticate') ?? '',
+      body: response.status >= 400 ? await response.clone().text() : '',
+    });
+    return response;
+  }
+
+  find(method, pathEnd, form = {}, from = 0) {
+    return this.exchanges
+      .slice(from)
+      .filter((e) => e.method === method && e.path.endsWith(pathEnd) && Object.entries(form).every(([k, v]) => e.form[k] === v));
+  }
+
+  get provider() {
+    const app = this;
+    return {
+      get redirectUrl() {
+        return REDIRECT_URI;
+      },
+      get clientMetadata() {
+        return {
+          client_name: `interop ${LABEL}`,
+          redirect_uris: [REDIRECT_URI],
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          token_endpoint_auth_method: 'none',
+        };
+      },
+      state: () => randomBytes(32).toString('base64url'),
+      clientInformation: () => app.stored.client,
+      saveClientInformation: (info) => {
+        app.stored.client = info;
+      },
+      tokens: () => app.stored.tokens,
+      saveTokens: (tokens) => {
+        app.stored.tokens = tokens;
+      },
+      saveCodeVerifier: (verifier) => {
+        app.stored.verifier = verifier;
+      },
+      codeVerifier: () => app.stored.verifier,
+      invalidateCredentials: (scope) => {
+        app.invalidated = [...(app.invalidated ?? []), scope];
+        if (scope === 'all' || scope === 'client') delete app.stored.client;
+        if (scope === 'all' || scope === 'tokens') delete app.stored.tokens;
+        if (scope === 'all' || scope === 'verifier') delete app.stored.verifier;
+      },
+      redirectToAuthorization: async (authorizationUrl) => {
+        app.lastAuthorization = Object.fromEntries(authorizationUrl.searchParams);
+        const browser = new Browser(app.username, app.browserOptions);
+        app.pending = await browser.authorize(authorizationUrl.href, REDIRECT_URI);
+        app.outcomes.push(app.pending);
+      },
+    };
+  }
+
+  // Connects, completing a sign-in when the SDK asks for one, as an MCP host does.
+  async connect() {
+    const client = new Client({ name: 'interop-ts', version: '1.0.0' });
+    let transport = new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: this.provider, fetch: this.fetch });
+    try {
+      await client.connect(transport);
+      return client;
+    } catch (error) {
+      if (!(error instanceof UnauthorizedError) || !this.pending) throw error;
+    }
+    const outcome = this.pending;
+    this.pending = undefined;
+    if (outcome.params.error) {
+      const refusal = new Error(`authorization refused: ${JSON.stringify(outcome.params)}`);
+      refusal.params = outcome.params;
+      throw refusal;
+    }
+    // RFC 9207: this SDK line leaves the authorization-response issuer to the application.
+    check(outcome.params.iss === issuer, 'the authorization response carries iss (RFC 9207)');
+    check(outcome.params.state && outcome.params.state === this.lastAuthorization.state, 'the authorization response carries our state');
+    await transport.finishAuth(outcome.params.code);
+    transport = new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: this.provider, fetch: this.fetch });
+    const reconnected = new Client({ name: 'interop-ts', version: '1.0.0' });
+    await reconnected.connect(transport);
+    return reconnected;
+  }
+}
+
+// Calls whoami on the app's session. A 401 mid-session (expired token) makes the SDK run auth()
+// again; when that needs a new sign-in the SDK throws UnauthorizedError, and the app completes the
+// sign-in and reconnects, as an MCP host does.
+async function whoami(app) {
+  try {
+    return readIdentity(await app.client.callTool({ name: 'whoami', arguments: {} }));
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError)) throw error;
+    await app.client.close();
+    app.client = await app.connect();
+    return readIdentity(await app.client.callTool({ name: 'whoami', arguments: {} }));
+  }
+}
+
+function readIdentity(result) {
+  if (result.isError) throw new Error(`whoami failed: ${JSON.stringify(result.content)}`);
+  const structured = result.structuredContent;
+  return structured?.result ?? structured ?? JSON.parse(result.content[0].text);
+}
+
+function checkIdentity(identity, username, clientId) {
+  const user = USERS[username];
+  check(identity.sub === user.sub, `the MCP server sees the upstream subject of ${username}`);
+  check(identity.email === user.email && identity.name === user.name, 'email and name came through from the upstream provider');
+  check(JSON.stringify([...(identity.groups ?? [])].sort()) === JSON.stringify([...user.groups].sort()), 'groups came through from the upstream provider');
+  check(identity.client_id === clientId, 'the token names the registered client');
+  check(identity.aud === serverUrl, 'the token audience is the MCP server (RFC 8707 resource)');
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// One second past the held access token's `exp` (read, not verified), plus one for whole-second clocks.
+function sleepUntilExpired(app) {
+  const payload = JSON.parse(Buffer.from(app.stored.tokens.access_token.split('.')[1], 'base64url').toString());
+  return sleep((Math.max(payload.exp - Date.now() / 1000, 0) + 2) * 1000);
+}
+
+async function waitForRestart() {
+  console.log('RESTART');
+  const lines = createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    lines.close();
+    if (line.trim() === 'RESTARTED') return;
+  }
+  throw new Error('the orchestrator did not restart the bridge');
+}
+
+async function scenarioFlow() {
+  const app = new HostApp('alice');
+  app.client = await app.connect();
+  const firstMcp = app.exchanges.find((e) => e.path === new URL(serverUrl).pathname);
+  check(firstMcp.status === 401 && firstMcp.wwwAuthenticate.includes('resource_metadata='), 'the MCP server answered 401 with resource_metadata');
+  check(app.find('GET', '/.well-known/oauth-protected-resource/mcp').some((e) => e.status === 200), 'protected-resource metadata discovered');
+  check(app.exchanges.some((e) => e.status === 200 && e.path.includes('/.well-known/') && !e.path.includes('protected-resource')), 'authorization-server metadata discovered');
+  const registrations = app.find('POST', '/oauth/register');
+  check(registrations.length === 1 && registrations[0].status === 201, 'registered by DCR');
+  check(app.lastAuthorization.code_challenge_method === 'S256' && app.lastAuthorization.resource === serverUrl, 'authorized with PKCE S256 and resource');
+  check(JSON.stringify(app.outcomes.at(-1).pages) === JSON.stringify(['bridge-consent', 'idp-login']), "passed the bridge's consent and the upstream login form");
+  const codeGrants = app.find('POST', '/oauth/token', { grant_type: 'authorization_code' });
+  check(codeGrants.length === 1 && codeGrants[0].status === 200, 'exchanged the code');
+
+  const tools = await app.client.listTools();
+  check(['whoami', 'echo'].every((name) => tools.tools.some((t) => t.name === name)), 'tools/list through the MCP server');
+  let identity = await whoami(app);
+  const clientId = app.stored.client.client_id;
+  checkIdentity(identity, 'alice', clientId);
+
+  const firstRefreshToken = app.stored.tokens.refresh_token;
+  const firstJti = identity.jti;
+  await sleepUntilExpired(app);
+  let mark = app.exchanges.length;
+  identity = await whoami(app);
+  const refreshes = app.find('POST', '/oauth/token', { grant_type: 'refresh_token' }, mark);
+  check(refreshes.length === 1 && refreshes[0].status === 200, 'the expired access token was refreshed');
+  check(app.stored.tokens.refresh_token !== firstRefreshToken, 'the refresh token rotated');
+  check(identity.jti !== firstJti && identity.exp > Date.now() / 1000, 'the MCP server saw the refreshed access token');
+  checkIdentity(identity, 'alice', clientId);
+
+  // The bridge restarts with in-memory storage: every registration and refresh token is gone.
+  await waitForRestart();
+  await sleepUntilExpired(app);
+  mark = app.exchanges.length;
+  identity = await whoami(app);
+  const refused = app.find('POST', '/oauth/token', { grant_type: 'refresh_token' }, mark);
+  check(refused.length === 1 && refused[0].status === 401 && refused[0].body.includes('"invalid_client"'), 'refreshing with the forgotten registration was refused: 401 invalid_client');
+  check((app.invalidated ?? []).includes('all'), 'the SDK dropped the dead registration itself');
+  const newClientId = app.stored.client.client_id;
+  check(newClientId !== clientId && app.find('POST', '/oauth/register', {}, mark).length === 1, 'the SDK registered again');
+  checkIdentity(identity, 'alice', newClientId);
+  await app.client.close();
+  console.log(`RESULT ${LABEL} reregistered_by_sdk=yes`);
+}
+
+async function expectRefusal(username, upstream, what) {
+  const app = new HostApp(username, { upstream });
+  try {
+    const client = await app.connect();
+    await client.close();
+  } catch (error) {
+    if (!error.params) throw error;
+    check(error.params.error === 'access_denied', `${what}: the client receives access_denied`);
+    check(error.params.iss === issuer && error.params.state && error.params.state === app.lastAuthorization.state, `${what}: with state and iss`);
+    check(!app.stored.tokens, `${what}: no token was issued`);
+    return;
+  }
+  throw new Error(`${LABEL}: ${what}: the session was established`);
+}
+
+async function scenarioDenied() {
+  await expectRefusal('mallory', 'login', 'a user outside the allowed groups');
+  await expectRefusal('alice', 'cancel', 'a user who cancels the upstream login');
+}
+
+const started = Date.now();
+try {
+  await { flow: scenarioFlow, denied: scenarioDenied }[scenario]();
+  console.log(`DONE ${LABEL} ${scenario} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  process.exit(0);
+} catch (error) {
+  console.error(error);
+  console.log(`ERROR ${error.message}`);
+  process.exit(1);
+}
