@@ -10,7 +10,7 @@ use mcp_oauth_bridge::clock::{Clock, SystemClock, UnixTime};
 use mcp_oauth_bridge::config::{ClaimsConfig, ClientConfig};
 use mcp_oauth_bridge::identity::Identity;
 use mcp_oauth_bridge::oauth::token::{ClientCredentials, exchange};
-use mcp_oauth_bridge::oauth::{Bridge, Params, Settings};
+use mcp_oauth_bridge::oauth::{Bridge, Params, Settings, SignIn};
 use mcp_oauth_bridge::secret::SecretString;
 use mcp_oauth_bridge::storage::{MemoryStorage, Storage};
 use mcp_oauth_bridge::tokens::jwt::{AccessTokenClaims, sign_access_token};
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         },
         clients,
         storage: Arc::clone(&storage),
-        upstream: Arc::new(NoUpstream),
+        sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
         keys: Arc::new(KeySet::new(SigningKey::generate_es256()?)),
     };
     let now = SystemClock.now();

@@ -10,18 +10,21 @@ use tokio::net::TcpListener;
 use crate::cimd::{CimdSettings, MetadataDocuments};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
+use crate::config::{ClaimsConfig, Config, UpstreamConfig};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, Registration, router};
+use crate::local_users::LocalUsers;
+use crate::oauth::login::LocalLogin;
+use crate::oauth::login_throttle::{LoginThrottle, ThrottleSettings};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
-use crate::oauth::{Bridge, Settings};
+use crate::oauth::{Bridge, Settings, SignIn};
 use crate::storage::{MemoryStorage, Storage};
 use crate::tokens::KeySet;
 use crate::tokens::keys::KeyOrigin;
-use crate::upstream::OidcUpstream;
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::oidc::OidcSettings;
+use crate::upstream::{OidcUpstream, Upstream};
 
 /// The running service's parts, before it is bound to a socket.
 pub struct Service {
@@ -33,11 +36,6 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let public_url = config.public_url()?;
     let issuer = config.issuer()?;
     let base_path = public_url.path().trim_end_matches('/').to_owned();
-    let upstream_config = config
-        .oauth
-        .upstream
-        .as_ref()
-        .context("oauth.upstream is required")?;
 
     let (keys, origin) = KeySet::from_config(&config.oauth)?;
     if origin == KeyOrigin::GeneratedEphemeral {
@@ -97,6 +95,98 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         clients = clients.with_metadata_documents(Arc::new(documents));
     }
 
+    let sign_in = match &config.oauth.upstream {
+        Some(upstream_config) => SignIn::Upstream(connect_upstream(config, upstream_config).await?),
+        None => {
+            let users = config.oauth.local_users.clone();
+            let users = tokio::task::spawn_blocking(move || LocalUsers::from_config(&users))
+                .await
+                .context("loading the local users was interrupted")?
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                users = config.oauth.local_users.len(),
+                "users sign in with the local login form"
+            );
+            let throttle = &config.oauth.login_throttle;
+            SignIn::Local(Arc::new(LocalLogin {
+                users,
+                throttle: LoginThrottle::new(ThrottleSettings {
+                    max_failures_per_user: throttle.max_failures_per_user,
+                    max_failures_per_address: throttle.max_failures_per_address,
+                    window: throttle.window.0,
+                    slowdown: throttle.slowdown.0,
+                }),
+            }))
+        }
+    };
+    // The claim mapping and access policy speak of the upstream provider's claims; local users
+    // are configured with their identity and are all allowed.
+    let (claims, access_policy) = match &config.oauth.upstream {
+        Some(upstream) => (
+            upstream.claims.clone(),
+            AccessPolicy {
+                allowed_groups: upstream.allowed_groups.clone(),
+                allowed_email_domains: upstream.allowed_email_domains.clone(),
+                require_verified_email: upstream.require_verified_email,
+            },
+        ),
+        None => (ClaimsConfig::default(), AccessPolicy::default()),
+    };
+
+    let unused_client_ttl = dcr.enabled.then_some(dcr.unused_client_ttl.0);
+    spawn_sweeper(
+        Arc::clone(&storage),
+        clock.clone(),
+        config.storage.sweep_interval.0,
+        unused_client_ttl,
+    );
+
+    // The issuer as written, trailing slash and all: a client that names no resource gets it.
+    let default_audience = config
+        .oauth
+        .audience
+        .clone()
+        .unwrap_or_else(|| issuer.clone());
+    let settings = Settings {
+        issuer,
+        default_audience,
+        allowed_resources: config.oauth.resources.clone(),
+        scopes_supported: config.oauth.scopes_supported.clone(),
+        access_token_ttl: config.oauth.access_token_ttl.0,
+        refresh_token_ttl: config.oauth.refresh_token_ttl.0,
+        refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
+        refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
+        registration_enabled: dcr.enabled,
+        metadata_documents_enabled: config.oauth.cimd.enabled,
+        claims,
+        access_policy,
+    };
+    let bridge = Arc::new(Bridge {
+        settings,
+        clients,
+        storage,
+        sign_in,
+        keys: Arc::new(keys),
+    });
+    let state = AppState {
+        bridge: Arc::clone(&bridge),
+        clock,
+        base_path,
+        secure_cookies: public_url.scheme() == "https",
+        cookie_signer: Arc::new(crate::http::cookies::CookieSigner::generate()),
+        registration,
+    };
+    Ok(Service {
+        router: router(state),
+        bridge,
+    })
+}
+
+/// The upstream provider's client, discovered now when it answers, else in the background.
+async fn connect_upstream(
+    config: &Config,
+    upstream_config: &UpstreamConfig,
+) -> anyhow::Result<Arc<dyn Upstream>> {
     let upstream = Arc::new(
         OidcUpstream::new(
             OidcSettings {
@@ -107,6 +197,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
                     .callback_url()
                     .context("server.public_url is not a URL")?,
                 scopes: upstream_config.scopes.clone(),
+                wanted_claims: vec![
+                    upstream_config.claims.email.clone(),
+                    upstream_config.claims.name.clone(),
+                    upstream_config.claims.groups.clone(),
+                ],
             },
             upstream_config.timeout.0,
         )
@@ -122,56 +217,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             upstream.discover_in_background();
         }
     }
-
-    let unused_client_ttl = dcr.enabled.then_some(dcr.unused_client_ttl.0);
-    spawn_sweeper(
-        Arc::clone(&storage),
-        clock.clone(),
-        config.storage.sweep_interval.0,
-        unused_client_ttl,
-    );
-
-    let settings = Settings {
-        issuer,
-        default_audience: config
-            .oauth
-            .audience
-            .clone()
-            .unwrap_or_else(|| public_url.as_str().trim_end_matches('/').to_owned()),
-        allowed_resources: config.oauth.resources.clone(),
-        scopes_supported: config.oauth.scopes_supported.clone(),
-        access_token_ttl: config.oauth.access_token_ttl.0,
-        refresh_token_ttl: config.oauth.refresh_token_ttl.0,
-        refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
-        refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
-        registration_enabled: dcr.enabled,
-        metadata_documents_enabled: config.oauth.cimd.enabled,
-        claims: upstream_config.claims.clone(),
-        access_policy: AccessPolicy {
-            allowed_groups: upstream_config.allowed_groups.clone(),
-            allowed_email_domains: upstream_config.allowed_email_domains.clone(),
-            require_verified_email: upstream_config.require_verified_email,
-        },
-    };
-    let bridge = Arc::new(Bridge {
-        settings,
-        clients,
-        storage,
-        upstream,
-        keys: Arc::new(keys),
-    });
-    let state = AppState {
-        bridge: Arc::clone(&bridge),
-        clock,
-        base_path,
-        secure_cookies: public_url.scheme() == "https",
-        cookie_signer: Arc::new(crate::http::cookies::CookieSigner::generate()),
-        registration,
-    };
-    Ok(Service {
-        router: router(state),
-        bridge,
-    })
+    Ok(upstream)
 }
 
 /// How long a registered client that never reached the token endpoint is kept.

@@ -79,6 +79,68 @@ pub struct OAuthConfig {
     #[serde(default)]
     pub cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
+    /// The built-in user directory, instead of `upstream`.
+    #[serde(default)]
+    pub local_users: Vec<LocalUserConfig>,
+    #[serde(default)]
+    pub login_throttle: LoginThrottleConfig,
+}
+
+/// One user of the built-in directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUserConfig {
+    /// What the user types; matched without regard to case.
+    pub username: String,
+    /// A bcrypt hash (`$2b$…`), from `mcp-oauth-bridge hash-secret`.
+    pub password_hash: SecretString,
+    /// `sub` of the tokens; defaults to the username.
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// How the local login form slows and then refuses password guessing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginThrottleConfig {
+    #[serde(default = "default_max_failures_per_user")]
+    pub max_failures_per_user: u32,
+    #[serde(default = "default_max_failures_per_address")]
+    pub max_failures_per_address: u32,
+    #[serde(default = "default_login_window")]
+    pub window: ConfigDuration,
+    #[serde(default = "default_login_slowdown")]
+    pub slowdown: ConfigDuration,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        LoginThrottleConfig {
+            max_failures_per_user: default_max_failures_per_user(),
+            max_failures_per_address: default_max_failures_per_address(),
+            window: default_login_window(),
+            slowdown: default_login_slowdown(),
+        }
+    }
+}
+
+fn default_max_failures_per_user() -> u32 {
+    5
+}
+
+fn default_max_failures_per_address() -> u32 {
+    20
+}
+
+fn default_login_window() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(15 * 60))
+}
+
+fn default_login_slowdown() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
 }
 
 /// Client ID Metadata Documents. Their redirect URIs obey `oauth.dcr`'s patterns and profiles.
@@ -187,6 +249,8 @@ impl Default for OAuthConfig {
             dcr: DcrConfig::default(),
             cimd: CimdConfig::default(),
             upstream: None,
+            local_users: Vec::new(),
+            login_throttle: LoginThrottleConfig::default(),
         }
     }
 }
@@ -380,39 +444,44 @@ impl ConfigDuration {
                 .map(Duration::from_secs)
                 .map_err(|_| format!("duration {text:?} is too large"));
         }
-        let mut total: u64 = 0;
+        let mut total_ms: u64 = 0;
         let mut digits = String::new();
-        for ch in text.chars() {
+        let mut chars = text.chars().peekable();
+        while let Some(ch) = chars.next() {
             if ch.is_ascii_digit() {
                 digits.push(ch);
                 continue;
             }
-            let unit = match ch {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86400,
+            let (unit, unit_ms) = match ch {
+                'm' if chars.peek() == Some(&'s') => {
+                    chars.next();
+                    ("ms", 1)
+                }
+                's' => ("s", 1_000),
+                'm' => ("m", 60_000),
+                'h' => ("h", 3_600_000),
+                'd' => ("d", 86_400_000),
                 _ => {
                     return Err(format!(
-                        "invalid duration {text:?}: unknown unit {ch:?} (use s, m, h or d)"
+                        "invalid duration {text:?}: unknown unit {ch:?} (use ms, s, m, h or d)"
                     ));
                 }
             };
-            let amount: u64 = digits
-                .parse()
-                .map_err(|_| format!("invalid duration {text:?}: a number must precede {ch:?}"))?;
-            total = amount
-                .checked_mul(unit)
-                .and_then(|secs| total.checked_add(secs))
+            let amount: u64 = digits.parse().map_err(|_| {
+                format!("invalid duration {text:?}: a number must precede {unit:?}")
+            })?;
+            total_ms = amount
+                .checked_mul(unit_ms)
+                .and_then(|ms| total_ms.checked_add(ms))
                 .ok_or_else(|| format!("duration {text:?} is too large"))?;
             digits.clear();
         }
         if !digits.is_empty() {
             return Err(format!(
-                "invalid duration {text:?}: the last number has no unit (use s, m, h or d)"
+                "invalid duration {text:?}: the last number has no unit (use ms, s, m, h or d)"
             ));
         }
-        Ok(Duration::from_secs(total))
+        Ok(Duration::from_millis(total_ms))
     }
 }
 
@@ -624,12 +693,63 @@ impl OAuthConfig {
                 );
             }
         }
-        match &self.upstream {
-            None => problems.push(
-                "oauth.upstream: required (the OpenID Connect provider users log in with)"
+        match (&self.upstream, self.local_users.is_empty()) {
+            (None, true) => problems.push(
+                "oauth: configure exactly one way for users to sign in: oauth.upstream (an OpenID Connect provider) or oauth.local_users (a built-in list); neither is set"
                     .to_owned(),
             ),
-            Some(upstream) => upstream.validate(problems),
+            (Some(_), false) => problems.push(
+                "oauth: configure exactly one way for users to sign in: oauth.upstream or oauth.local_users, not both"
+                    .to_owned(),
+            ),
+            (Some(upstream), true) => upstream.validate(problems),
+            (None, false) => {
+                validate_local_users(&self.local_users, problems);
+                self.login_throttle.validate(problems);
+            }
+        }
+    }
+}
+
+fn validate_local_users(users: &[LocalUserConfig], problems: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, user) in users.iter().enumerate() {
+        let field = format!("oauth.local_users[{i}]");
+        let username = user.username.trim();
+        if username.is_empty()
+            || username != user.username
+            || user.username.chars().any(char::is_control)
+        {
+            problems.push(format!(
+                "{field}.username: must be non-empty, printable, without surrounding spaces"
+            ));
+        } else if !seen.insert(user.username.to_lowercase()) {
+            problems.push(format!(
+                "{field}.username: {:?} is listed twice (usernames ignore case)",
+                user.username
+            ));
+        }
+        if !crate::local_users::is_bcrypt_hash(user.password_hash.expose()) {
+            problems.push(format!(
+                "{field}.password_hash: must be a bcrypt hash ($2b$…); make one with `mcp-oauth-bridge hash-secret`"
+            ));
+        }
+        if user.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            problems.push(format!("{field}.subject: must not be empty"));
+        }
+    }
+}
+
+impl LoginThrottleConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.max_failures_per_user == 0 || self.max_failures_per_address == 0 {
+            problems.push(
+                "oauth.login_throttle: max_failures_per_user and max_failures_per_address must be above zero"
+                    .to_owned(),
+            );
+        }
+        if self.window.0.is_zero() {
+            problems.push("oauth.login_throttle.window: must be longer than zero".to_owned());
         }
     }
 }
@@ -972,6 +1092,15 @@ oauth:
             ConfigDuration::parse("600").unwrap(),
             Duration::from_secs(600)
         );
+        assert_eq!(
+            ConfigDuration::parse("1s500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            ConfigDuration::parse("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(ConfigDuration::parse("ms").is_err());
         assert!(ConfigDuration::parse("10m5").is_err());
         assert!(ConfigDuration::parse("10w").is_err());
         assert!(ConfigDuration::parse("h").is_err());
@@ -1075,8 +1204,67 @@ oauth:
     }
 
     #[test]
-    fn upstream_is_required_for_now() {
+    fn exactly_one_way_to_sign_in_is_required() {
         let text = error_text("server:\n  public_url: https://mcp.example.com\n", &[]);
-        assert!(text.contains("oauth.upstream: required"), "{text}");
+        assert!(text.contains("neither is set"), "{text}");
+        let both = format!("{MINIMAL}{LOCAL_USERS}");
+        let text = error_text(&both, &[("UPSTREAM_SECRET", "s3cret")]);
+        assert!(
+            text.contains("oauth.upstream or oauth.local_users, not both"),
+            "{text}"
+        );
+    }
+
+    const LOCAL_USERS: &str = r#"  local_users:
+    - username: demo
+      password_hash: "$2b$04$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS"
+      email: demo@example.com
+      groups: [mcp-users]
+"#;
+
+    #[test]
+    fn local_users_replace_the_upstream_with_a_safe_default_throttle() {
+        let yaml = format!("server:\n  public_url: https://mcp.example.com\noauth:\n{LOCAL_USERS}");
+        let config = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        assert!(config.oauth.upstream.is_none());
+        assert_eq!(config.oauth.local_users[0].username, "demo");
+        assert_eq!(config.oauth.login_throttle.max_failures_per_user, 5);
+        assert_eq!(config.oauth.login_throttle.max_failures_per_address, 20);
+        assert_eq!(
+            config.oauth.login_throttle.window.0,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            config.oauth.login_throttle.slowdown.0,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn local_users_need_unique_names_and_real_bcrypt_hashes() {
+        let yaml = r#"
+server:
+  public_url: https://mcp.example.com
+oauth:
+  local_users:
+    - { username: demo, password_hash: "$2b$04$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS" }
+    - { username: DEMO, password_hash: "hunter2" }
+    - { username: " x", password_hash: "$2b$04$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS" }
+  login_throttle: { max_failures_per_user: 0, window: 0s }
+"#;
+        let text = error_text(yaml, &[]);
+        for expected in [
+            "oauth.local_users[1].username: \"DEMO\" is listed twice",
+            "oauth.local_users[1].password_hash: must be a bcrypt hash",
+            "oauth.local_users[2].username: must be non-empty",
+            "oauth.login_throttle: max_failures_per_user",
+            "oauth.login_throttle.window",
+        ] {
+            assert!(text.contains(expected), "{expected} missing in {text}");
+        }
+        assert!(
+            !text.contains("hunter2"),
+            "the configured value is not echoed: {text}"
+        );
     }
 }

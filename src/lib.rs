@@ -15,6 +15,8 @@ pub mod config;
 pub mod http;
 /// The signed-in user as the bridge records it.
 pub mod identity;
+/// The built-in user directory, for signing in without an identity provider.
+pub mod local_users;
 /// The OAuth 2.1 protocol rules, free of HTTP.
 pub mod oauth;
 /// Secret newtypes and constant-time comparison.

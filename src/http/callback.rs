@@ -8,9 +8,10 @@ use super::authorize::{REMEMBER_PURPOSE, authorize_error, remember_cookie_name};
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
+use crate::clock::UnixTime;
 use crate::oauth::REMEMBERED_CONSENT_TTL;
 use crate::oauth::authorize::binding_cookie_name;
-use crate::oauth::callback::complete_authorization;
+use crate::oauth::callback::{SignedIn, complete_authorization};
 
 pub async fn callback_get(
     State(state): State<AppState>,
@@ -29,25 +30,29 @@ pub async fn callback_get(
         .and_then(|name| cookies::read(&headers, name));
     let now = state.clock.now();
     let mut response = match complete_authorization(&state.bridge, &params, binding, now).await {
-        Ok(signed_in) => {
-            let mut response = redirect(&signed_in.url);
-            if let Some(subject) = signed_in.remember_consent_of {
-                let value = state.cookie_signer.sign(
-                    REMEMBER_PURPOSE,
-                    &signed_in.client_id,
-                    &subject,
-                    now.plus(REMEMBERED_CONSENT_TTL),
-                );
-                let name = remember_cookie_name(&state, &signed_in.client_id);
-                cookies::set(&mut response, &state, &name, &value, REMEMBERED_CONSENT_TTL);
-            }
-            response
-        }
+        Ok(signed_in) => signed_in_response(&state, &signed_in, now),
         Err(error) => authorize_error(&state, error),
     };
     // A browser that did not start this sign-in has no cookie to clear, and must not clear one.
     if let Some(name) = cookie_name.filter(|_| binding.is_some()) {
         cookies::clear(&mut response, &state, &name);
+    }
+    response
+}
+
+/// The redirect back to the client, remembering in this browser who approved it when the
+/// approval was given during this sign-in.
+pub fn signed_in_response(state: &AppState, signed_in: &SignedIn, now: UnixTime) -> Response {
+    let mut response = redirect(&signed_in.url);
+    if let Some(subject) = &signed_in.remember_consent_of {
+        let value = state.cookie_signer.sign(
+            REMEMBER_PURPOSE,
+            &signed_in.client_id,
+            subject,
+            now.plus(REMEMBERED_CONSENT_TTL),
+        );
+        let name = remember_cookie_name(state, &signed_in.client_id);
+        cookies::set(&mut response, state, &name, &value, REMEMBERED_CONSENT_TTL);
     }
     response
 }

@@ -5,6 +5,7 @@ mod callback;
 mod consent;
 pub mod cookies;
 pub mod error;
+mod login;
 pub mod pages;
 pub mod params;
 pub mod rate_limit;
@@ -59,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             endpoints::CONSENT,
             get(consent::consent_get).post(consent::consent_post),
+        )
+        .route(
+            endpoints::LOGIN,
+            get(login::login_get).post(login::login_post),
         )
         .route(
             endpoints::TOKEN,

@@ -110,6 +110,49 @@ pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
     response
 }
 
+/// The local login form: same look and protections as the consent page.
+pub fn login_page(
+    action: &str,
+    sign_in: &str,
+    csrf: &str,
+    message: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let message = message
+        .map(|m| {
+            format!(
+                "<p class=\"warning\" role=\"alert\" id=\"login-error\">{}</p>",
+                escape(m)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Sign in</title><style>{STYLE}{LOGIN_STYLE}</style></head><body><main>\
+         <h1>Sign in</h1>{message}\
+         <form method=\"post\" action=\"{action}\" id=\"login\">\
+         <input type=\"hidden\" name=\"state\" value=\"{sign_in}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label for=\"username\">Username</label>\
+         <input id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" required autofocus>\
+         <label for=\"password\">Password</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+         <div class=\"actions\"><button class=\"allow\" type=\"submit\">Sign in</button></div>\
+         </form></main></body></html>",
+        action = escape(action),
+        sign_in = escape(sign_in),
+        csrf = escape(csrf),
+    );
+    let mut response = (status, Html(body)).into_response();
+    harden(&mut response);
+    response
+}
+
+const LOGIN_STYLE: &str = "label{display:block;margin-top:1rem;font-weight:600}\
+input[name=username],input[type=password]{display:block;width:100%;box-sizing:border-box;font-size:1rem;\
+padding:.5rem;margin-top:.3rem;border:1px solid #888;border-radius:.3rem}";
+
 pub fn redirect(location: &Url) -> Response {
     let mut response = StatusCode::FOUND.into_response();
     match HeaderValue::from_str(location.as_str()) {

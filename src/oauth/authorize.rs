@@ -5,8 +5,8 @@
 use url::Url;
 
 use super::{
-    Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, for_log, pkce, resource,
-    scope,
+    Bridge, GrantType, OAuthError, PENDING_AUTHORIZATION_TTL, Params, SignIn, endpoints, for_log,
+    pkce, resource, scope,
 };
 use crate::clients::ClientLookupError;
 use crate::clock::UnixTime;
@@ -262,42 +262,25 @@ pub async fn start_authorization(
         .map(AuthorizationStep::Upstream)
 }
 
-/// Parks the request and builds the upstream login URL with our own state, nonce and PKCE.
+/// Parks the request and builds the sign-in URL (the upstream provider's, with our own state,
+/// nonce and PKCE, or our login form's), bound to this browser by a cookie.
 pub async fn continue_upstream(
     bridge: &Bridge,
     request: AuthorizationRequest,
     consent: Consent,
     now: UnixTime,
 ) -> Result<UpstreamRedirect, AuthorizeError> {
-    let client_id = request.client_id.as_str();
     let (upstream_state, state_hash) = generate_token();
     let nonce = random_string(32);
     let upstream_verifier = random_string(32);
-    let upstream_url = match bridge.upstream.authorization_url(&UpstreamRequest {
-        state: &upstream_state,
-        nonce: &nonce,
-        pkce_verifier: &upstream_verifier,
-    }) {
-        Ok(url) => url,
-        Err(error) => {
-            match &error {
-                UpstreamError::NotReady => {
-                    tracing::warn!(client_id, "upstream provider not discovered yet")
-                }
-                other => {
-                    tracing::error!(client_id, error = %other, "cannot build the upstream authorization URL")
-                }
-            }
-            return Err(ClientRedirect::error(
-                &request,
-                OAuthError::TemporarilyUnavailable,
-            ));
-        }
-    };
-    tracing::info!(
-        client_id,
-        "authorization started; user sent to the upstream provider"
-    );
+    let url = sign_in_url(
+        bridge,
+        &request.client_id,
+        &upstream_state,
+        &nonce,
+        &upstream_verifier,
+    )
+    .map_err(|error| ClientRedirect::error(&request, error))?;
     let (binding, binding_hash) = generate_token();
     let pending = PendingAuthorization {
         request,
@@ -315,12 +298,56 @@ pub async fn continue_upstream(
         return Err(ClientRedirect::error(&pending.request, e.into()));
     }
     Ok(UpstreamRedirect {
-        url: upstream_url,
+        url,
         binding_cookie: BindingCookie {
             name: binding_cookie_name(&upstream_state),
             value: binding,
         },
     })
+}
+
+fn sign_in_url(
+    bridge: &Bridge,
+    client_id: &str,
+    state: &str,
+    nonce: &str,
+    pkce_verifier: &str,
+) -> Result<Url, OAuthError> {
+    let upstream = match &bridge.sign_in {
+        SignIn::Upstream(upstream) => upstream,
+        SignIn::Local(_) => {
+            // Our own form plays the provider's part, found by the same state and cookie.
+            let mut login = Url::parse(&bridge.settings.endpoint(endpoints::LOGIN))
+                .map_err(|_| OAuthError::ServerError)?;
+            login.query_pairs_mut().append_pair("state", state);
+            tracing::info!(
+                client_id,
+                "authorization started; user sent to the login form"
+            );
+            return Ok(login);
+        }
+    };
+    match upstream.authorization_url(&UpstreamRequest {
+        state,
+        nonce,
+        pkce_verifier,
+    }) {
+        Ok(url) => {
+            tracing::info!(
+                client_id,
+                "authorization started; user sent to the upstream provider"
+            );
+            Ok(url)
+        }
+        Err(UpstreamError::NotReady) => {
+            tracing::warn!(client_id, "upstream provider not discovered yet");
+            Err(OAuthError::TemporarilyUnavailable)
+        }
+        Err(other) => {
+            tracing::error!(client_id, error = %other, "cannot build the upstream authorization URL");
+            Err(OAuthError::TemporarilyUnavailable)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use url::Url;
 
 use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
-use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params, REMEMBERED_CONSENT_TTL};
+use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params, REMEMBERED_CONSENT_TTL, SignIn};
 use crate::clock::UnixTime;
+use crate::identity::Identity;
 use crate::storage::{
     AuthorizationCodeRecord, Consent, ConsentGrant, PendingAuthorization, PendingTake,
 };
@@ -32,38 +33,17 @@ pub async fn complete_authorization(
     now: UnixTime,
 ) -> Result<SignedIn, AuthorizeError> {
     let page = AuthorizeError::Page;
+    let SignIn::Upstream(upstream) = &bridge.sign_in else {
+        return Err(page(OAuthError::invalid_request(
+            "this service has no upstream identity provider",
+        )));
+    };
     let state = params
         .get("state")
         .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
-    let binding = binding.map(TokenHash::of);
-    let pending = match bridge
-        .storage
-        .take_pending(&TokenHash::of(state), binding.as_ref(), now)
-        .await
-        .map_err(|e| page(e.into()))?
-    {
-        PendingTake::Taken(pending) => pending,
-        PendingTake::OtherBrowser => {
-            tracing::warn!("callback reached a browser that did not start the sign-in");
-            return Err(page(OAuthError::invalid_request(
-                "this sign-in was started in another browser; start again",
-            )));
-        }
-        PendingTake::Missing => {
-            tracing::info!("callback with an unknown, expired or already used state");
-            return Err(page(OAuthError::invalid_request(
-                "this sign-in has expired or was already completed; start again",
-            )));
-        }
-    };
+    let pending = take_pending_sign_in(bridge, state, binding, now).await?;
     let client_id = pending.request.client_id.as_str();
-    let redirect = |error: OAuthError| {
-        AuthorizeError::Redirect(ClientRedirect {
-            redirect_uri: pending.request.redirect_uri.clone(),
-            state: pending.request.client_state.clone(),
-            error,
-        })
-    };
+    let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
 
     if let Some(upstream_error) = params.get("error") {
         let error = map_upstream_error(upstream_error);
@@ -82,8 +62,7 @@ pub async fn complete_authorization(
         );
         redirect(OAuthError::ServerError)
     })?;
-    let claims = bridge
-        .upstream
+    let claims = upstream
         .exchange_code(
             code,
             &pending.upstream_pkce_verifier,
@@ -115,7 +94,60 @@ pub async fn complete_authorization(
             "you are not allowed to use this service".into(),
         ))
     })?;
+    // OIDC `auth_time` when the provider sent it (a reused upstream session), else now.
+    let auth_time = claims
+        .get("auth_time")
+        .and_then(serde_json::Value::as_i64)
+        .map_or(now, UnixTime);
+    finish_sign_in(bridge, &pending, identity, auth_time, now).await
+}
 
+/// Consumes the pending authorization a sign-in returns with, if this browser started it.
+pub async fn take_pending_sign_in(
+    bridge: &Bridge,
+    state: &str,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<PendingAuthorization, AuthorizeError> {
+    let binding = binding.map(TokenHash::of);
+    let taken = bridge
+        .storage
+        .take_pending(&TokenHash::of(state), binding.as_ref(), now)
+        .await
+        .map_err(|e| AuthorizeError::Page(e.into()))?;
+    pending_or_page(taken).map(|pending| *pending)
+}
+
+/// The pending authorization, or the page for a sign-in that is gone or belongs elsewhere.
+pub fn pending_or_page(taken: PendingTake) -> Result<Box<PendingAuthorization>, AuthorizeError> {
+    match taken {
+        PendingTake::Taken(pending) => Ok(pending),
+        PendingTake::OtherBrowser => {
+            tracing::warn!("a sign-in reached a browser that did not start it");
+            Err(AuthorizeError::Page(OAuthError::invalid_request(
+                "this sign-in was started in another browser; start again",
+            )))
+        }
+        PendingTake::Missing => {
+            tracing::info!("a sign-in with an unknown, expired or already used state");
+            Err(AuthorizeError::Page(OAuthError::invalid_request(
+                "this sign-in has expired or was already completed; start again",
+            )))
+        }
+    }
+}
+
+/// The user is known and allowed: record a consent given during this sign-in, mint our code and
+/// send the browser back to the client.
+pub async fn finish_sign_in(
+    bridge: &Bridge,
+    pending: &PendingAuthorization,
+    identity: Identity,
+    auth_time: UnixTime,
+    now: UnixTime,
+) -> Result<SignedIn, AuthorizeError> {
+    let client_id = pending.request.client_id.as_str();
+    let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
     let remember_consent_of = match &pending.consent {
         Consent::NotNeeded => None,
         Consent::GivenNow => {
@@ -156,12 +188,7 @@ pub async fn complete_authorization(
     };
 
     let (code, code_hash) = generate_token();
-    // OIDC `auth_time` when the provider sent it (a reused upstream session), else now.
-    let auth_time = claims
-        .get("auth_time")
-        .and_then(serde_json::Value::as_i64)
-        .map_or(now, UnixTime);
-    let record = code_record(&pending, identity, auth_time, now);
+    let record = code_record(pending, identity, auth_time, now);
     bridge
         .storage
         .put_code(code_hash, record)
@@ -177,7 +204,7 @@ pub async fn complete_authorization(
         &response,
         &bridge.settings.issuer,
     )
-    .map_err(page)?;
+    .map_err(AuthorizeError::Page)?;
     Ok(SignedIn {
         url,
         client_id: pending.request.client_id.clone(),
@@ -187,7 +214,7 @@ pub async fn complete_authorization(
 
 fn code_record(
     pending: &PendingAuthorization,
-    identity: crate::identity::Identity,
+    identity: Identity,
     auth_time: UnixTime,
     now: UnixTime,
 ) -> AuthorizationCodeRecord {

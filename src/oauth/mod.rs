@@ -5,6 +5,8 @@ pub mod authorize;
 pub mod callback;
 pub mod consent;
 pub mod error;
+pub mod login;
+pub mod login_throttle;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect_policy;
@@ -35,6 +37,7 @@ pub mod endpoints {
     pub const AUTHORIZE: &str = "/oauth/authorize";
     pub const CALLBACK: &str = "/oauth/callback";
     pub const CONSENT: &str = "/oauth/consent";
+    pub const LOGIN: &str = "/oauth/login";
     pub const REGISTER: &str = "/oauth/register";
     pub const TOKEN: &str = "/oauth/token";
     pub const JWKS: &str = "/oauth/jwks";
@@ -145,6 +148,14 @@ pub struct Bridge {
     pub settings: Settings,
     pub clients: ClientRegistry,
     pub storage: Arc<dyn Storage>,
-    pub upstream: Arc<dyn Upstream>,
+    pub sign_in: SignIn,
     pub keys: Arc<KeySet>,
+}
+
+/// How users prove who they are.
+pub enum SignIn {
+    /// At the upstream OpenID Connect provider, returning to `/oauth/callback`.
+    Upstream(Arc<dyn Upstream>),
+    /// At our own form, `/oauth/login`, against `oauth.local_users`.
+    Local(Arc<login::LocalLogin>),
 }

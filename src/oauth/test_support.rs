@@ -11,7 +11,7 @@ use url::Url;
 use super::authorize::{AuthorizationStep, AuthorizeError, UpstreamRedirect, start_authorization};
 use super::callback::{SignedIn, complete_authorization};
 use super::token::{ClientCredentials, TokenResponse, exchange};
-use super::{Bridge, OAuthError, Params, Settings};
+use super::{Bridge, OAuthError, Params, Settings, SignIn};
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, FixedClock, UnixTime};
 use crate::config::{ClaimsConfig, ClientConfig};
@@ -203,7 +203,7 @@ impl Harness {
             settings: settings(),
             clients,
             storage: Arc::new(MemoryStorage::new()),
-            upstream: upstream.clone(),
+            sign_in: SignIn::Upstream(upstream.clone()),
             keys: Arc::new(KeySet::new(SigningKey::generate_es256().unwrap())),
         };
         Harness {

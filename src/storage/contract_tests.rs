@@ -18,6 +18,7 @@ const CLIENT: RefreshRequest<'static> = RefreshRequest {
 
 pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
     pending_authorization_is_taken_once(&make()).await;
+    peeking_at_a_pending_authorization_leaves_it_in_place(&make()).await;
     pending_authorization_survives_another_browser(&make()).await;
     expired_pending_authorization_is_gone(&make()).await;
     code_is_redeemed_once_and_replay_names_the_family(&make()).await;
@@ -144,6 +145,36 @@ async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
         ),
         "second take must fail"
     );
+}
+
+async fn peeking_at_a_pending_authorization_leaves_it_in_place(storage: &dyn Storage) {
+    let state = TokenHash::of("state");
+    storage
+        .put_pending(state, pending(NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    let peek = |binding: &'static str, now: UnixTime| async move {
+        storage
+            .peek_pending(&state, Some(&TokenHash::of(binding)), now)
+            .await
+            .unwrap()
+    };
+    assert!(matches!(
+        peek("stranger", NOW).await,
+        PendingTake::OtherBrowser
+    ));
+    for _ in 0..2 {
+        assert!(matches!(peek("binding", NOW).await, PendingTake::Taken(_)));
+    }
+    assert!(matches!(
+        peek("binding", NOW.plus(MINUTE * 10)).await,
+        PendingTake::Missing
+    ));
+    assert!(matches!(
+        take(storage, &state, "binding", NOW).await,
+        PendingTake::Taken(_)
+    ));
+    assert!(matches!(peek("binding", NOW).await, PendingTake::Missing));
 }
 
 async fn pending_authorization_survives_another_browser(storage: &dyn Storage) {

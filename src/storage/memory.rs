@@ -102,6 +102,21 @@ impl Storage for MemoryStorage {
             .map_or(PendingTake::Missing, |p| PendingTake::Taken(Box::new(p))))
     }
 
+    async fn peek_pending(
+        &self,
+        state: &TokenHash,
+        binding: Option<&TokenHash>,
+        now: UnixTime,
+    ) -> Result<PendingTake, StorageError> {
+        let inner = self.lock()?;
+        Ok(match inner.pending.get(state) {
+            None => PendingTake::Missing,
+            Some(pending) if pending.expires_at <= now => PendingTake::Missing,
+            Some(pending) if binding != Some(&pending.browser_binding) => PendingTake::OtherBrowser,
+            Some(pending) => PendingTake::Taken(Box::new(pending.clone())),
+        })
+    }
+
     async fn put_code(
         &self,
         code: TokenHash,

@@ -152,6 +152,14 @@ pub trait Storage: Send + Sync + 'static {
         binding: Option<&TokenHash>,
         now: UnixTime,
     ) -> Result<PendingTake, StorageError>;
+    /// As `take_pending`, but leaves the pending authorization in place (`Taken` then means
+    /// found): the local login form checks the sign-in is alive before it checks a password.
+    async fn peek_pending(
+        &self,
+        state: &TokenHash,
+        binding: Option<&TokenHash>,
+        now: UnixTime,
+    ) -> Result<PendingTake, StorageError>;
 
     async fn put_code(
         &self,

@@ -6,7 +6,7 @@ use crate::config::ClaimsConfig;
 use crate::identity::Identity;
 
 /// Follows a dotted path (`realm_access.roles`) through nested objects.
-fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+pub fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     // A claim whose own name contains dots (`https://example.com/groups`) wins over traversal.
     if let Some(value) = claims.get(path) {
         return Some(value);

@@ -48,6 +48,9 @@ pub struct OidcSettings {
     pub client_secret: SecretString,
     pub redirect_uri: String,
     pub scopes: Vec<String>,
+    /// Claim paths the bridge maps (email, name, groups): when the ID token lacks one, the
+    /// provider's UserInfo endpoint is asked.
+    pub wanted_claims: Vec<String>,
 }
 
 /// The client as `from_provider_metadata` builds it: authorization endpoint known, token and
@@ -267,15 +270,27 @@ impl Upstream for OidcUpstream {
         }?;
         // OIDC Core §5.4: after a code flow the provider may release the claims of `email`,
         // `profile` and custom scopes at the UserInfo endpoint only (panva's certified
-        // oidc-provider does), so the ID token alone can lack the very claims we map.
-        match discovered.client.user_info_url() {
-            Some(url) => {
-                let userinfo = self
-                    .fetch_userinfo(url.url(), response.access_token().secret())
-                    .await?;
-                merge_userinfo(claims, userinfo)
+        // oidc-provider does), so the ID token alone can lack the very claims we map. Asked only
+        // then: some providers' access tokens are not for their UserInfo endpoint at all (Entra
+        // ID with an API scope), and the ID token is enough for them.
+        let missing = self
+            .settings
+            .wanted_claims
+            .iter()
+            .any(|path| super::claims::lookup(&claims, path).is_none());
+        let Some(url) = discovered.client.user_info_url().filter(|_| missing) else {
+            return Ok(claims);
+        };
+        match self
+            .fetch_userinfo(url.url(), response.access_token().secret())
+            .await
+        {
+            Ok(userinfo) => merge_userinfo(claims, userinfo),
+            Err(error) => {
+                // The ID token is valid; what it lacks stays missing (a group policy may refuse).
+                tracing::warn!(%error, "userinfo unavailable; using the ID token's claims alone");
+                Ok(claims)
             }
-            None => Ok(claims),
         }
     }
 }
@@ -337,12 +352,32 @@ impl OidcUpstream {
 
 const MAX_USERINFO_BYTES: usize = 64 * 1024;
 
-/// Adds the UserInfo claims the ID token lacks. The ID token's own values win: they are signed,
-/// and its `iss`, `aud`, `nonce` and times must stay the ones we validated. A UserInfo response
+/// Claims about the sign-in itself, which only the validated ID token may speak for.
+const PROTOCOL_CLAIMS: [&str; 15] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "auth_time",
+    "acr",
+    "amr",
+    "azp",
+    "sid",
+    "at_hash",
+    "c_hash",
+    "jti",
+];
+
+/// Adds the UserInfo claims the ID token lacks. The ID token's own values win (they are
+/// signed), protocol claims come from it alone, and `email` travels with its `email_verified`:
+/// both from the ID token when it has an address, else both from UserInfo. A UserInfo response
 /// about another subject is refused (OIDC Core §5.3.2: token substitution).
 pub fn merge_userinfo(
     mut id_token_claims: serde_json::Value,
-    userinfo: serde_json::Map<String, serde_json::Value>,
+    mut userinfo: serde_json::Map<String, serde_json::Value>,
 ) -> Result<serde_json::Value, UpstreamError> {
     let subject = id_token_claims
         .get("sub")
@@ -353,8 +388,17 @@ pub fn merge_userinfo(
             "it is about another subject than the ID token".to_owned(),
         ));
     }
-    if let Some(claims) = id_token_claims.as_object_mut() {
-        for (name, value) in userinfo {
+    let Some(claims) = id_token_claims.as_object_mut() else {
+        return Ok(id_token_claims);
+    };
+    if claims.contains_key("email") {
+        userinfo.remove("email");
+        userinfo.remove("email_verified");
+    } else if userinfo.contains_key("email") {
+        claims.remove("email_verified");
+    }
+    for (name, value) in userinfo {
+        if !PROTOCOL_CLAIMS.contains(&name.as_str()) {
             claims.entry(name).or_insert(value);
         }
     }
@@ -438,6 +482,7 @@ mod tests {
             client_secret: SecretString::new("upstream-secret"),
             redirect_uri: "https://bridge.example.com/oauth/callback".into(),
             scopes: vec!["openid".into()],
+            wanted_claims: vec!["email".into()],
         }
     }
 

@@ -196,6 +196,24 @@ async fn claims_the_provider_releases_only_at_userinfo_reach_the_access_token() 
 }
 
 #[tokio::test]
+async fn userinfo_is_not_asked_when_the_id_token_has_every_mapped_claim() {
+    let app = spawn_app().await;
+    app.tokens().await;
+    assert_eq!(*app.provider.state.userinfo_requests.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_failing_userinfo_endpoint_leaves_the_id_tokens_claims() {
+    let app = spawn_app().await;
+    app.provider.set_behaviour(Behaviour::UserInfoFails);
+    let tokens = app.tokens().await;
+    let claims = verify_access_token(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["email"], "ada@corp.example");
+    assert!(claims.get("name").is_none() && claims.get("groups").is_none());
+    assert_eq!(*app.provider.state.userinfo_requests.lock().unwrap(), 1);
+}
+
+#[tokio::test]
 async fn userinfo_about_another_subject_fails_the_login() {
     let app = spawn_app().await;
     app.provider

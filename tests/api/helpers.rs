@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcp_oauth_bridge::app;
-use mcp_oauth_bridge::clock::SystemClock;
+use mcp_oauth_bridge::clock::{SharedClock, SystemClock};
 use mcp_oauth_bridge::config::Config;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -58,6 +58,10 @@ pub struct Options {
     pub extra_oauth: String,
     pub provider: Option<TestProvider>,
     pub upstream_issuer: Option<String>,
+    /// YAML under `oauth:` that replaces the `upstream:` block (`local_users:`, `login_throttle:`).
+    pub local_users: Option<String>,
+    /// The bridge's clock; the system clock when `None`.
+    pub clock: Option<SharedClock>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -91,22 +95,26 @@ oauth:
       secret: "{WEB_SECRET}"
       redirect_uris: ["{WEB_REDIRECT}"]
 {extra_oauth}
-  upstream:
+{sign_in}
+"#,
+        extra_oauth = options.extra_oauth,
+        sign_in = options.local_users.unwrap_or_else(|| format!(
+            r#"  upstream:
     issuer: "{upstream_issuer}"
     client_id: {client_id}
     client_secret: "{client_secret}"
     timeout: 2s
     claims:
       groups: realm_access.roles
-{extra}
-"#,
-        client_id = oidc_provider::CLIENT_ID,
-        client_secret = oidc_provider::CLIENT_SECRET,
-        extra = options.extra_upstream,
-        extra_oauth = options.extra_oauth,
+{extra}"#,
+            client_id = oidc_provider::CLIENT_ID,
+            client_secret = oidc_provider::CLIENT_SECRET,
+            extra = options.extra_upstream,
+        )),
     );
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
-    let service = app::build(&config, Arc::new(SystemClock)).await.unwrap();
+    let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let service = app::build(&config, clock).await.unwrap();
     let router = service.router;
     tokio::spawn(async move {
         let _ = app::serve(listener, router, std::future::pending()).await;

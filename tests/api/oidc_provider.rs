@@ -37,8 +37,10 @@ pub enum Behaviour {
     /// Strict OIDC Core §5.4, as panva's oidc-provider: the ID token carries `sub` only, the
     /// user's other claims come from the UserInfo endpoint.
     ClaimsOnlyInUserInfo,
-    /// The UserInfo endpoint speaks of someone else (token substitution).
+    /// As `ClaimsOnlyInUserInfo`, but UserInfo speaks of someone else (token substitution).
     UserInfoForAnotherSubject,
+    /// The ID token carries `sub` and `email` only, and the UserInfo endpoint fails.
+    UserInfoFails,
 }
 
 struct IssuedCode {
@@ -233,8 +235,14 @@ async fn token(
     let now = SystemClock.now().seconds();
     let behaviour = *state.behaviour.lock().unwrap();
     let mut claims = state.user.lock().unwrap().clone();
-    if behaviour == Behaviour::ClaimsOnlyInUserInfo {
-        claims = json!({"sub": claims["sub"]});
+    match behaviour {
+        Behaviour::ClaimsOnlyInUserInfo | Behaviour::UserInfoForAnotherSubject => {
+            claims = json!({"sub": claims["sub"]});
+        }
+        Behaviour::UserInfoFails => {
+            claims = json!({"sub": claims["sub"], "email": claims["email"]});
+        }
+        _ => {}
     }
     claims["iss"] = json!(state.issuer);
     claims["aud"] = json!(if behaviour == Behaviour::WrongAudience {
@@ -288,8 +296,12 @@ async fn userinfo(State(state): State<Arc<ProviderState>>, headers: HeaderMap) -
     }
     *state.userinfo_requests.lock().unwrap() += 1;
     let mut claims = state.user.lock().unwrap().clone();
-    if *state.behaviour.lock().unwrap() == Behaviour::UserInfoForAnotherSubject {
-        claims["sub"] = json!("someone-else");
+    match *state.behaviour.lock().unwrap() {
+        Behaviour::UserInfoForAnotherSubject => claims["sub"] = json!("someone-else"),
+        Behaviour::UserInfoFails => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
+        }
+        _ => {}
     }
     Json(claims).into_response()
 }

@@ -48,7 +48,8 @@ class BridgeTokenVerifier:
             client_id=claims["client_id"],
             scopes=claims.get("scope", "").split(),
             expires_at=claims["exp"],
-            resource=self.resource,
+            # What the token says it is for; decode() has already required it to be us.
+            resource=claims["aud"] if isinstance(claims["aud"], str) else self.resource,
             subject=claims["sub"],
             claims=claims,
         )

@@ -5,6 +5,7 @@ started, by PID, whatever happens. Everything binds to 127.0.0.1 on free ports. 
 """
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -19,9 +20,28 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SCOPE = "mcp:tools"
+# Whether each SDK line registers again by itself when the bridge has forgotten its registration
+# (`401 invalid_client` on refresh). The Python SDKs keep the dead client_id and send the user to our
+# authorization endpoint with it; the suite then checks our error page and re-registers as a host
+# application would. A change either way fails the suite, so it is noticed and the README updated.
+EXPECTED_REREGISTRATION = {"python-sdk-1": "no", "python-sdk-2": "no", "typescript-sdk": "yes"}
 # Short enough that the suite sees tokens expire; long enough for a sign-in to finish first.
 ACCESS_TOKEN_TTL_SECONDS = 8
 CLIENT_TIMEOUT_SECONDS = 240
+
+
+try:
+    # Resolved before any fork: the child only makes the call.
+    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """Linux: the child gets SIGTERM when the orchestrator dies, however it dies."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port():
@@ -69,7 +89,10 @@ class Processes:
         self.running = {}
 
     def start(self, name, command, env=None, stdin=None, stdout=None):
-        log = open(self.logs / f"{name}.log", "ab")
+        with open(self.logs / f"{name}.log", "ab") as log:
+            return self._start(name, command, env, stdin, stdout, log)
+
+    def _start(self, name, command, env, stdin, stdout, log):
         process = subprocess.Popen(
             command,
             cwd=HERE,
@@ -78,6 +101,7 @@ class Processes:
             stdout=stdout if stdout is not None else log,
             stderr=log,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self.running[name] = process
         return process
@@ -154,8 +178,8 @@ def main():
         processes.stop_all()
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, interrupted)
 
     bridge_port, idp_port, mcp_port = free_port(), free_port(), free_port()
     issuer = f"http://127.0.0.1:{bridge_port}/"
@@ -192,6 +216,10 @@ def main():
             for scenario in ("flow", "denied"):
                 clients.append((f"{label}-{scenario}",
                                 [python, "py_client.py", scenario, "--server-url", server_url, "--issuer", issuer]))
+        if args.python_sdk:
+            label, python = args.python_sdk[0].split("=", 1)
+            clients.append(("resource-server",
+                            [python, "py_client.py", "resource-server", "--server-url", server_url, "--issuer", issuer]))
         if not args.no_typescript:
             for scenario in ("flow", "denied"):
                 clients.append((f"typescript-sdk-{scenario}",
@@ -227,10 +255,13 @@ def run_client(process, name, start_bridge, processes):
     killed after CLIENT_TIMEOUT_SECONDS."""
     watchdog = threading.Timer(CLIENT_TIMEOUT_SECONDS, lambda: kill_group(process))
     watchdog.start()
+    reregistered = None
     try:
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             print(f"  {line}", flush=True)
+            if line.startswith("RESULT ") and "reregistered_by_sdk=" in line:
+                reregistered = line.rsplit("=", 1)[1]
             if line == "RESTART":
                 processes.stop("bridge")
                 start_bridge()
@@ -239,8 +270,15 @@ def run_client(process, name, start_bridge, processes):
         code = process.wait()
     finally:
         watchdog.cancel()
+    kill_group(process)
     if code == -signal.SIGKILL:
         print(f"  {name} took longer than {CLIENT_TIMEOUT_SECONDS}s and was killed", flush=True)
+    if code == 0 and name.endswith("-flow"):
+        expected = EXPECTED_REREGISTRATION.get(name.removesuffix("-flow"))
+        if reregistered != expected:
+            print(f"  {name}: re-registered by itself: {reregistered}, expected {expected}; "
+                  "if an SDK changed, update EXPECTED_REREGISTRATION and the README", flush=True)
+            return False
     return code == 0
 
 

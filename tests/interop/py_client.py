@@ -209,15 +209,22 @@ def check_identity(identity, username, client_id, resource):
     check(identity["aud"] == resource, "the token's audience is the MCP server (RFC 8707 resource)")
 
 
+def jwt_payload(token):
+    """A JWT's claims, read, not verified (the MCP server verifies)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
 def token_expiry(client):
-    """`exp` of the access token the client holds (read, not verified: the server verifies)."""
-    payload = client.storage.tokens.access_token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+    return jwt_payload(client.storage.tokens.access_token)["exp"]
 
 
 async def sleep_until_expired(client):
-    # One second past `exp`, plus one for whole-second clocks.
-    await asyncio.sleep(max(token_expiry(client) - time.time(), 0) + 2)
+    """Until both the server (by `exp`) and the SDK (by when the response arrived plus
+    `expires_in`) consider the access token expired, plus a second for whole-second clocks."""
+    sdk_expiry = client.provider().context.token_expiry_time or 0
+    deadline = max(token_expiry(client), sdk_expiry) + 1.5
+    await asyncio.sleep(max(deadline - time.time(), 0))
 
 
 async def scenario_flow(args):
@@ -228,7 +235,7 @@ async def scenario_flow(args):
         rec = client.recorder
         first_mcp = next(e for e in rec.exchanges if e["path"] == urlsplit(resource).path)
         check(first_mcp["status"] == 401 and "resource_metadata=" in first_mcp["www_authenticate"], "the MCP server answered 401 with resource_metadata")
-        check(rec.find("GET", "/.well-known/oauth-protected-resource/mcp") or rec.find("GET", "/.well-known/oauth-protected-resource"), "protected-resource metadata discovered")
+        check(any(e["status"] == 200 for e in rec.find("GET", "/.well-known/oauth-protected-resource/mcp")), "protected-resource metadata discovered")
         check(any(e["status"] == 200 and "/.well-known/" in e["path"] and "protected-resource" not in e["path"] for e in rec.exchanges), "authorization-server metadata discovered")
         registrations = rec.find("POST", "/oauth/register")
         check(len(registrations) == 1 and registrations[0]["status"] == 201, "registered by DCR")
@@ -251,7 +258,7 @@ async def scenario_flow(args):
         identity = await whoami(session)
         refreshes = rec.since(mark).find("POST", "/oauth/token", grant_type="refresh_token")
         check(len(refreshes) == 1 and refreshes[0]["status"] == 200, "the expired access token was refreshed")
-        check(client.storage.tokens.refresh_token != first_refresh_token, "the refresh token rotated")
+        check(client.storage.tokens.refresh_token not in (None, "", first_refresh_token), "the refresh token rotated")
         check(identity["jti"] != first_jti and identity["exp"] > time.time(), "the MCP server saw the refreshed access token")
         check_identity(identity, "alice", client_id, resource)
 
@@ -281,7 +288,7 @@ async def scenario_flow(args):
         # The SDK kept the dead client_id and sent the user to our authorization endpoint with it,
         # where the bridge must stop with a page (never a redirect to an unverified URI).
         browser_error = find_error(sdk_error, BrowserError)
-        check(browser_error is not None and "400" in str(browser_error) and "unknown client_id" in str(browser_error),
+        check(browser_error is not None and str(browser_error).startswith("400 ") and "unknown client_id" in str(browser_error),
               "the stale client_id got the bridge's error page, not a redirect")
         # What an MCP host does on a failed sign-in: forget the stored registration and retry.
         client.storage.client_info = None
@@ -307,7 +314,7 @@ async def expect_refusal(args, username, upstream, what):
         params = refusal.params
         check(params.get("error") == "access_denied", f"{what}: the client receives access_denied")
         check(params.get("iss") == args.issuer and params.get("state") and params.get("state") == client.last_authorization.get("state"), f"{what}: with state and iss")
-        check(not client.storage.tokens, f"{what}: no token was issued")
+        check("code" not in params and not client.recorder.find("POST", "/oauth/token"), f"{what}: no code, no token request")
         return
     raise AssertionError(f"{LABEL}: {what}: the session was established")
 
@@ -324,6 +331,86 @@ def find_error(error, kind):
     return find_error(cause, kind) if cause else None
 
 
+async def scenario_resource_server(args):
+    """The MCP server accepts the bridge's tokens for itself only: tokens signed with the bridge's
+    own key but wrong in one claim are refused, and so is a real token the bridge issued for its
+    default audience (a client that sent no `resource`)."""
+    import httpx
+    import jwt
+
+    key = (Path(__file__).parent.parent / "fixtures" / "signing_es256.pem").read_text()
+    kid = json.loads(urllib_get(args.issuer + "oauth/jwks"))["keys"][0]["kid"]
+    now = int(time.time())
+    good = {
+        "iss": args.issuer, "sub": "forged", "aud": args.server_url, "client_id": "forger",
+        "scope": "mcp:tools", "iat": now, "nbf": now, "exp": now + 300, "jti": "j1",
+    }
+
+    def forge(claims, typ="at+jwt"):
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, "typ": typ})
+
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}
+
+    async def status_with(token):
+        async with httpx.AsyncClient() as http:
+            response = await http.post(args.server_url, json=initialize, headers={
+                "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"})
+            return response.status_code, response.headers.get("www-authenticate", "")
+
+    status, _ = await status_with(forge(good))
+    check(status == 200, "control: a token signed with the bridge's key and right claims is accepted")
+    cases = {
+        "another audience": {**good, "aud": args.issuer},
+        "another issuer": {**good, "iss": "https://elsewhere.example.com/"},
+        "expired": {**good, "exp": now - 60, "iat": now - 400, "nbf": now - 400},
+    }
+    for what, claims in cases.items():
+        status, challenge = await status_with(forge(claims))
+        check(status == 401 and 'error="invalid_token"' in challenge, f"a token for {what} is refused with invalid_token")
+    status, _ = await status_with(forge(good, typ="JWT"))
+    check(status == 401, "a JWT that is not an access token (typ) is refused")
+    status, _ = await status_with(forge(good)[:-4] + "AAAA")
+    check(status == 401, "a token with a broken signature is refused")
+
+    # A real token from the bridge, for a client that named no resource: audience = the issuer.
+    token = await bridge_token_without_resource(args)
+    payload = jwt_payload(token)
+    check(payload["aud"] == args.issuer, "without resource the bridge issues its default audience")
+    status, _ = await status_with(token)
+    check(status == 401, "the MCP server refuses a bridge token meant for another audience")
+
+
+def urllib_get(url):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+async def bridge_token_without_resource(args):
+    import hashlib
+    import secrets
+    from urllib.parse import urlencode
+
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        registered = await http.post(args.issuer + "oauth/register", json={
+            "redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none", "client_name": "probe"})
+        client_id = registered.json()["client_id"]
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        url = args.issuer + "oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI,
+            "code_challenge": challenge, "code_challenge_method": "S256", "state": "s", "scope": "mcp:tools"})
+        outcome = await asyncio.to_thread(Browser("alice", USERS["alice"]["password"]).authorize, url, REDIRECT_URI)
+        tokens = await http.post(args.issuer + "oauth/token", data={
+            "grant_type": "authorization_code", "code": outcome.get("code"), "redirect_uri": REDIRECT_URI,
+            "client_id": client_id, "code_verifier": verifier})
+        return tokens.json()["access_token"]
+
+
 async def scenario_denied(args):
     await expect_refusal(args, "mallory", "login", "a user outside the allowed groups")
     await expect_refusal(args, "alice", "cancel", "a user who cancels the upstream login")
@@ -331,12 +418,13 @@ async def scenario_denied(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["flow", "denied"])
+    parser.add_argument("scenario", choices=["flow", "denied", "resource-server"])
     parser.add_argument("--server-url", required=True)
     parser.add_argument("--issuer", required=True)
     args = parser.parse_args()
     started = time.monotonic()
-    asyncio.run({"flow": scenario_flow, "denied": scenario_denied}[args.scenario](args))
+    scenarios = {"flow": scenario_flow, "denied": scenario_denied, "resource-server": scenario_resource_server}
+    asyncio.run(scenarios[args.scenario](args))
     print(f"DONE {LABEL} {args.scenario} in {time.monotonic() - started:.1f}s", flush=True)
 
 

@@ -15,6 +15,12 @@ for tool in node npm "$python"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is required" >&2; exit 1; }
 done
 
+# Everything stays in folders of the suite; nothing local goes through a proxy.
+export npm_config_cache="$here/work/npm-cache"
+export PIP_NO_CACHE_DIR=1
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+export no_proxy="$NO_PROXY"
+
 echo "== interop: npm packages (package-lock.json)"
 npm ci --no-audit --no-fund --loglevel=error
 

@@ -1,0 +1,148 @@
+//! GET and POST /oauth/login: the local login form (`oauth.local_users`).
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use super::authorize::authorize_error;
+use super::callback::signed_in_response;
+use super::pages::{error_page, login_page};
+use super::params::{parse_query, read_form};
+use super::rate_limit::bucket_of;
+use super::{AppState, cookies};
+use crate::oauth::authorize::binding_cookie_name;
+use crate::oauth::login::{LoginOutcome, check_sign_in, submit_login};
+use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
+use crate::secret::SecretString;
+
+const CSRF_PURPOSE: &str = "login-form";
+const WRONG_CREDENTIALS: &str = "Wrong username or password.";
+
+/// The cookie the authorization endpoint set for this sign-in, if this browser has it.
+fn binding<'a>(state: &AppState, headers: &'a HeaderMap, sign_in: &str) -> Option<&'a str> {
+    cookies::read(
+        headers,
+        &cookies::host_only_name(state, &binding_cookie_name(sign_in)),
+    )
+}
+
+/// The form's anti-forgery token: a MAC over the sign-in it belongs to, under this process's key.
+fn csrf_token(state: &AppState, sign_in: &str) -> String {
+    let expires = state.clock.now().plus(PENDING_AUTHORIZATION_TTL);
+    state
+        .cookie_signer
+        .sign(CSRF_PURPOSE, &cookies::tag(sign_in), "form", expires)
+}
+
+fn csrf_valid(state: &AppState, sign_in: &str, token: Option<&str>) -> bool {
+    token.is_some_and(|token| {
+        state
+            .cookie_signer
+            .verify(
+                token,
+                CSRF_PURPOSE,
+                &cookies::tag(sign_in),
+                state.clock.now(),
+            )
+            .is_some()
+    })
+}
+
+fn form(state: &AppState, sign_in: &str, message: Option<&str>, status: StatusCode) -> Response {
+    let action = format!("{}{}", state.base_path, endpoints::LOGIN);
+    login_page(
+        &action,
+        sign_in,
+        &csrf_token(state, sign_in),
+        message,
+        status,
+    )
+}
+
+pub async fn login_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match parse_query(query.as_deref()) {
+        Ok(params) => params,
+        Err(error) => return error_page(&error),
+    };
+    let sign_in = match params.require("state") {
+        Ok(sign_in) => sign_in.to_owned(),
+        Err(error) => return error_page(&error),
+    };
+    let cookie = binding(&state, &headers, &sign_in);
+    match check_sign_in(&state.bridge, &sign_in, cookie, state.clock.now()).await {
+        Ok(()) => form(&state, &sign_in, None, StatusCode::OK),
+        Err(error) => authorize_error(&state, error),
+    }
+}
+
+pub async fn login_post(State(state): State<AppState>, request: Request) -> Response {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| bucket_of(info.0.ip()));
+    let (parts, body) = request.into_parts();
+    let params = match read_form(&parts.headers, Body::new(body)).await {
+        Ok(params) => params,
+        Err(error) => return error_page(&error),
+    };
+    let sign_in = match params.require("state") {
+        Ok(sign_in) => sign_in.to_owned(),
+        Err(error) => return error_page(&error),
+    };
+    if !csrf_valid(&state, &sign_in, params.get("csrf")) {
+        tracing::warn!("login form posted without a valid anti-forgery token");
+        return error_page(&OAuthError::invalid_request(
+            "this login form has expired or did not come from this service; start again from the application",
+        ));
+    }
+    let username = params.get("username").unwrap_or_default();
+    let password = SecretString::new(params.get("password").unwrap_or_default());
+    let cookie = binding(&state, &parts.headers, &sign_in);
+    let now = state.clock.now();
+    match submit_login(
+        &state.bridge,
+        &sign_in,
+        cookie,
+        username,
+        &password,
+        address,
+        now,
+    )
+    .await
+    {
+        Ok(LoginOutcome::SignedIn(signed_in)) => {
+            let mut response = signed_in_response(&state, &signed_in, now);
+            let name = cookies::host_only_name(&state, &binding_cookie_name(&sign_in));
+            cookies::clear(&mut response, &state, &name);
+            response
+        }
+        Ok(LoginOutcome::WrongCredentials) => {
+            form(&state, &sign_in, Some(WRONG_CREDENTIALS), StatusCode::OK)
+        }
+        Ok(LoginOutcome::Throttled { retry_after }) => {
+            let minutes = retry_after.div_ceil(60);
+            let message = format!(
+                "Too many failed attempts. Try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            );
+            let mut response = form(
+                &state,
+                &sign_in,
+                Some(&message),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Err(error) => authorize_error(&state, error),
+    }
+}

@@ -1,0 +1,199 @@
+//! The built-in user directory (`oauth.local_users`), for trying the bridge without an identity
+//! provider and for small deployments. Passwords are kept only as bcrypt hashes; checking a
+//! username that does not exist costs the same bcrypt as checking one that does, so the form's
+//! timing does not tell which usernames exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::LocalUserConfig;
+use crate::identity::Identity;
+use crate::secret::SecretString;
+
+/// bcrypt reads at most 72 bytes; a longer password can never have been hashed whole.
+const BCRYPT_MAX_BYTES: usize = 72;
+
+/// `$2a$`, `$2b$` or `$2y$`, a two-digit cost, then 53 characters of salt and hash.
+pub fn is_bcrypt_hash(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() == 60
+        && matches!(&value[..4], "$2a$" | "$2b$" | "$2y$")
+        && bytes[4].is_ascii_digit()
+        && bytes[5].is_ascii_digit()
+        && bytes[6] == b'$'
+        && value[7..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+}
+
+fn cost_of(hash: &str) -> u32 {
+    hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(12)
+}
+
+struct LocalUser {
+    password_hash: Arc<str>,
+    identity: Identity,
+}
+
+pub struct LocalUsers {
+    /// By lowercased username.
+    users: HashMap<String, LocalUser>,
+    /// Checked when the username is unknown, at the highest cost of the real hashes.
+    dummy_hash: Arc<str>,
+    /// One bcrypt per core at a time, off the async runtime.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl LocalUsers {
+    /// Builds the directory; validation has checked every hash's shape. Hashes the dummy
+    /// password, so call it off the async runtime.
+    pub fn from_config(configs: &[LocalUserConfig]) -> Result<Self, String> {
+        let mut users = HashMap::new();
+        let mut highest_cost = 4;
+        for config in configs {
+            let hash = config.password_hash.expose();
+            if !is_bcrypt_hash(hash) {
+                return Err(format!(
+                    "local user {:?}: password_hash is not a bcrypt hash",
+                    config.username
+                ));
+            }
+            highest_cost = highest_cost.max(cost_of(hash));
+            let identity = Identity {
+                subject: config
+                    .subject
+                    .clone()
+                    .unwrap_or_else(|| config.username.clone()),
+                email: config.email.clone(),
+                // The operator wrote the address into the configuration: there is no one else
+                // to verify it.
+                email_verified: config.email.as_ref().map(|_| true),
+                name: config.name.clone(),
+                groups: config.groups.clone(),
+            };
+            users.insert(
+                config.username.to_lowercase(),
+                LocalUser {
+                    password_hash: Arc::from(hash),
+                    identity,
+                },
+            );
+        }
+        let dummy = SecretString::new(crate::tokens::opaque::random_string(24));
+        let dummy_hash = bcrypt::hash(dummy.expose(), highest_cost)
+            .map_err(|e| format!("cannot prepare the password check: {e}"))?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(LocalUsers {
+            users,
+            dummy_hash: Arc::from(dummy_hash),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        })
+    }
+
+    /// The user's identity when the password is theirs; `None` for a wrong password and for an
+    /// unknown username alike, after the same amount of work.
+    pub async fn authenticate(&self, username: &str, password: &SecretString) -> Option<Identity> {
+        let user = self.users.get(&username.to_lowercase());
+        let hash = user.map_or_else(
+            || Arc::clone(&self.dummy_hash),
+            |u| Arc::clone(&u.password_hash),
+        );
+        let slot = Arc::clone(&self.bcrypt_slots).acquire_owned().await.ok()?;
+        let password = password.clone();
+        let matches = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            if password.expose().len() > BCRYPT_MAX_BYTES {
+                let _ = bcrypt::verify("x", &hash);
+                return false;
+            }
+            bcrypt::verify(password.expose(), &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        match (user, matches) {
+            (Some(user), true) => Some(user.identity.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(username: &str, password: &str) -> LocalUserConfig {
+        LocalUserConfig {
+            username: username.into(),
+            password_hash: SecretString::new(bcrypt::hash(password, 4).unwrap()),
+            subject: None,
+            email: Some(format!("{username}@example.com")),
+            name: Some("Demo User".into()),
+            groups: vec!["mcp-users".into()],
+        }
+    }
+
+    #[test]
+    fn bcrypt_hashes_are_recognised_by_shape() {
+        let real = bcrypt::hash("pw", 4).unwrap();
+        assert!(is_bcrypt_hash(&real));
+        assert!(is_bcrypt_hash(&real.replacen("$2b$", "$2y$", 1)));
+        assert!(!is_bcrypt_hash("hunter2"));
+        assert!(!is_bcrypt_hash(&real[..59]));
+        assert!(!is_bcrypt_hash(&real.replacen("$2b$", "$3b$", 1)));
+        assert!(!is_bcrypt_hash(&format!("{}!", &real[..59])));
+    }
+
+    #[tokio::test]
+    async fn the_right_password_yields_the_configured_identity() {
+        let users = LocalUsers::from_config(&[config("Demo", "correct horse")]).unwrap();
+        let identity = users
+            .authenticate("demo", &SecretString::new("correct horse"))
+            .await
+            .expect("username matching ignores case");
+        assert_eq!(identity.subject, "Demo");
+        assert_eq!(identity.email.as_deref(), Some("Demo@example.com"));
+        assert_eq!(identity.email_verified, Some(true));
+        assert_eq!(identity.groups, vec!["mcp-users"]);
+        for (username, password) in [("demo", "wrong"), ("nobody", "correct horse"), ("demo", "")] {
+            assert!(
+                users
+                    .authenticate(username, &SecretString::new(password))
+                    .await
+                    .is_none(),
+                "{username}/{password}"
+            );
+        }
+        let long = "x".repeat(100);
+        assert!(
+            users
+                .authenticate("demo", &SecretString::new(long))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_username_costs_a_bcrypt_like_a_known_one() {
+        let mut slow = config("demo", "pw");
+        slow.password_hash = SecretString::new(bcrypt::hash("pw", 10).unwrap());
+        let users = LocalUsers::from_config(&[slow]).unwrap();
+        let timed = |username: &'static str| {
+            let users = &users;
+            async move {
+                let started = std::time::Instant::now();
+                users
+                    .authenticate(username, &SecretString::new("wrong"))
+                    .await;
+                started.elapsed()
+            }
+        };
+        let known = timed("demo").await;
+        let unknown = timed("nobody").await;
+        // Cost 10 is tens of milliseconds; without the dummy check the unknown name would be
+        // answered in microseconds.
+        assert!(
+            unknown * 3 > known,
+            "unknown {unknown:?} vs known {known:?}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The local login form (`oauth.local_users`): it plays the upstream provider's part. The
+//! authorization endpoint parks the request under a state and sends the browser here with it;
+//! a right password completes the sign-in exactly as the upstream callback does (consent
+//! remembered, our code minted, back to the client).
+
+use std::net::IpAddr;
+
+use super::authorize::AuthorizeError;
+use super::callback::{SignedIn, finish_sign_in, pending_or_page, take_pending_sign_in};
+use super::login_throttle::{LoginThrottle, Verdict};
+use super::{Bridge, OAuthError, SignIn};
+use crate::clock::UnixTime;
+use crate::local_users::LocalUsers;
+use crate::secret::SecretString;
+use crate::tokens::TokenHash;
+
+/// Usernames longer than this are refused before any lookup.
+const MAX_USERNAME_LEN: usize = 256;
+
+pub struct LocalLogin {
+    pub users: LocalUsers,
+    pub throttle: LoginThrottle,
+}
+
+/// What became of a submitted form.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    SignedIn(SignedIn),
+    /// Show the form again with one message for a wrong password and an unknown user alike.
+    WrongCredentials,
+    /// Too many failures: no password was checked.
+    Throttled {
+        retry_after: u64,
+    },
+}
+
+fn local_login(bridge: &Bridge) -> Result<&LocalLogin, AuthorizeError> {
+    match &bridge.sign_in {
+        SignIn::Local(login) => Ok(login),
+        SignIn::Upstream(_) => Err(AuthorizeError::Page(OAuthError::invalid_request(
+            "users of this service sign in at its identity provider",
+        ))),
+    }
+}
+
+/// Checks that the sign-in named by `state` is alive and was started by this browser, without
+/// consuming it: the form may be shown, and submitted with a wrong password, more than once.
+pub async fn check_sign_in(
+    bridge: &Bridge,
+    state: &str,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<(), AuthorizeError> {
+    local_login(bridge)?;
+    let binding = binding.map(TokenHash::of);
+    let peeked = bridge
+        .storage
+        .peek_pending(&TokenHash::of(state), binding.as_ref(), now)
+        .await
+        .map_err(|e| AuthorizeError::Page(e.into()))?;
+    pending_or_page(peeked).map(|_| ())
+}
+
+/// Checks a submitted username and password under the throttle; a right one completes the
+/// sign-in. `address` is the source address as the caller buckets it.
+pub async fn submit_login(
+    bridge: &Bridge,
+    state: &str,
+    binding: Option<&str>,
+    username: &str,
+    password: &SecretString,
+    address: Option<IpAddr>,
+    now: UnixTime,
+) -> Result<LoginOutcome, AuthorizeError> {
+    let login = local_login(bridge)?;
+    check_sign_in(bridge, state, binding, now).await?;
+    let username = username.trim();
+    if username.is_empty() || username.len() > MAX_USERNAME_LEN {
+        return Ok(LoginOutcome::WrongCredentials);
+    }
+    match login.throttle.check(username, address, now) {
+        Verdict::Refused { retry_after } => {
+            // No username in the log: people type passwords into that field too.
+            tracing::warn!(?address, "login refused: too many failed attempts");
+            return Ok(LoginOutcome::Throttled { retry_after });
+        }
+        Verdict::Allowed { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
+        Verdict::Allowed { .. } => {}
+    }
+    let Some(identity) = login.users.authenticate(username, password).await else {
+        login.throttle.record_failure(username, address, now);
+        tracing::info!(?address, "login failed: wrong username or password");
+        return Ok(LoginOutcome::WrongCredentials);
+    };
+    login.throttle.record_success(username);
+    // Consumed only now: a replayed or concurrent submission finds it gone.
+    let pending = take_pending_sign_in(bridge, state, binding, now).await?;
+    tracing::info!(subject = %identity.subject, "local user signed in");
+    finish_sign_in(bridge, &pending, identity, now, now)
+        .await
+        .map(LoginOutcome::SignedIn)
+}
