@@ -296,3 +296,39 @@ async fn the_callback_and_the_form_refuse_what_belongs_to_the_other_way_of_signi
             .contains("sign in at its identity provider")
     );
 }
+
+/// README's quick start: `config.local.yaml` runs with no environment, and its demo user signs
+/// in with the password the README prints.
+#[tokio::test]
+async fn the_repositorys_local_configuration_lets_the_readme_demo_user_in() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.local.yaml");
+    let config = mcp_oauth_bridge::config::Config::load(&path).unwrap();
+    assert!(config.oauth.upstream.is_none());
+    assert!(config.oauth.dcr.enabled);
+    assert!(
+        config
+            .oauth
+            .dcr
+            .allowed_redirect_profiles
+            .contains(&"loopback".to_owned())
+    );
+    let users = config.oauth.local_users.clone();
+    let users = tokio::task::spawn_blocking(move || {
+        mcp_oauth_bridge::local_users::LocalUsers::from_config(&users)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    assert!(readme.contains("mcp-demo-password"));
+    let identity = users
+        .authenticate(
+            "demo",
+            &mcp_oauth_bridge::secret::SecretString::new("mcp-demo-password"),
+        )
+        .await
+        .expect("the README's password is the demo user's");
+    assert_eq!(identity.subject, "demo");
+}

@@ -361,13 +361,13 @@ async def scenario_resource_server(args):
     status, _ = await status_with(forge(good))
     check(status == 200, "control: a token signed with the bridge's key and right claims is accepted")
     cases = {
-        "another audience": {**good, "aud": args.issuer},
-        "another issuer": {**good, "iss": "https://elsewhere.example.com/"},
-        "expired": {**good, "exp": now - 60, "iat": now - 400, "nbf": now - 400},
+        "a token for another audience": {**good, "aud": args.issuer},
+        "a token from another issuer": {**good, "iss": "https://elsewhere.example.com/"},
+        "an expired token": {**good, "exp": now - 60, "iat": now - 400, "nbf": now - 400},
     }
     for what, claims in cases.items():
         status, challenge = await status_with(forge(claims))
-        check(status == 401 and 'error="invalid_token"' in challenge, f"a token for {what} is refused with invalid_token")
+        check(status == 401 and 'error="invalid_token"' in challenge, f"{what} is refused with invalid_token")
     status, _ = await status_with(forge(good, typ="JWT"))
     check(status == 401, "a JWT that is not an access token (typ) is refused")
     status, _ = await status_with(forge(good)[:-4] + "AAAA")
