@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::cimd::{CimdSettings, MetadataDocuments};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{ClaimsConfig, Config, UpstreamConfig};
+use crate::config::{ClaimsConfig, Config, StorageBackend, UpstreamConfig};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, Registration, router};
 use crate::local_users::LocalUsers;
@@ -19,7 +19,8 @@ use crate::oauth::login_throttle::{LoginThrottle, ThrottleSettings};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
-use crate::storage::{MemoryStorage, Storage};
+use crate::storage::postgres::PostgresSettings;
+use crate::storage::{MemoryStorage, PostgresStorage, Storage};
 use crate::tokens::KeySet;
 use crate::tokens::keys::KeyOrigin;
 use crate::upstream::claims::AccessPolicy;
@@ -44,7 +45,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         );
     }
 
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let storage = open_storage(config).await?;
     let client_configs = config.oauth.clients.clone();
     let mut clients = tokio::task::spawn_blocking(move || {
         ClientRegistry::from_config(&client_configs, bcrypt::DEFAULT_COST)
@@ -182,6 +183,38 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     })
 }
 
+/// The configured storage; PostgreSQL is migrated first (under an advisory lock, so instances
+/// starting together do not race).
+pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    match config.storage.backend {
+        StorageBackend::Memory => Ok(Arc::new(MemoryStorage::new())),
+        StorageBackend::Postgres => {
+            let storage = postgres_storage(config)?;
+            let applied = storage
+                .migrate()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
+            tracing::info!(?applied, "PostgreSQL storage ready");
+            Ok(Arc::new(storage))
+        }
+    }
+}
+
+/// The PostgreSQL storage of the configuration (for `serve` and `migrate`).
+pub fn postgres_storage(config: &Config) -> anyhow::Result<PostgresStorage> {
+    let postgres = config
+        .storage
+        .postgres
+        .as_ref()
+        .context("storage.postgres is required with backend: postgres")?;
+    PostgresStorage::new(&PostgresSettings {
+        url: postgres.url.clone(),
+        pool_size: postgres.pool_size,
+        connect_timeout: postgres.connect_timeout.0,
+    })
+    .map_err(anyhow::Error::msg)
+}
+
 /// The upstream provider's client, discovered now when it answers, else in the background.
 async fn connect_upstream(
     config: &Config,
@@ -197,11 +230,7 @@ async fn connect_upstream(
                     .callback_url()
                     .context("server.public_url is not a URL")?,
                 scopes: upstream_config.scopes.clone(),
-                wanted_claims: vec![
-                    upstream_config.claims.email.clone(),
-                    upstream_config.claims.name.clone(),
-                    upstream_config.claims.groups.clone(),
-                ],
+                wanted_claims: wanted_claims(upstream_config),
             },
             upstream_config.timeout.0,
         )
@@ -218,6 +247,20 @@ async fn connect_upstream(
         }
     }
     Ok(upstream)
+}
+
+/// The claims the bridge maps; when the ID token lacks one, UserInfo is asked. The standard
+/// `email` brings `email_verified` along: a domain policy trusts verified addresses only.
+fn wanted_claims(upstream: &UpstreamConfig) -> Vec<String> {
+    let mut wanted = vec![
+        upstream.claims.email.clone(),
+        upstream.claims.name.clone(),
+        upstream.claims.groups.clone(),
+    ];
+    if upstream.claims.email == "email" && !upstream.allowed_email_domains.is_empty() {
+        wanted.push("email_verified".to_owned());
+    }
+    wanted
 }
 
 /// How long a registered client that never reached the token endpoint is kept.

@@ -339,6 +339,8 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: ConfigDuration,
+    /// Required with `backend: postgres`.
+    pub postgres: Option<PostgresConfig>,
 }
 
 impl Default for StorageConfig {
@@ -346,6 +348,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::default(),
             sweep_interval: default_sweep_interval(),
+            postgres: None,
         }
     }
 }
@@ -355,6 +358,26 @@ impl Default for StorageConfig {
 pub enum StorageBackend {
     #[default]
     Memory,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:5432/database` (or key=value form); typically `${DATABASE_URL}`.
+    pub url: SecretString,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
 }
 
 fn default_cimd_timeout() -> ConfigDuration {
@@ -562,6 +585,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.storage.validate(&mut problems);
+        if self.storage.backend == StorageBackend::Postgres
+            && self.oauth.signing.is_none()
+            && self.oauth.signing_key.is_none()
+        {
+            // Until generated keys live in the database, each instance would sign with its own.
+            problems.push(
+                "oauth.signing: required with storage.backend: postgres (a key generated at start is not shared between instances yet)".to_owned(),
+            );
+        }
         if self.server.address.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "server.address: {:?} is not an address like 0.0.0.0:8080",
@@ -608,12 +641,28 @@ impl OAuthConfig {
             _ => {}
         }
         let ttl = |name: &str, value: &ConfigDuration, problems: &mut Vec<String>| {
-            if value.0.is_zero() {
-                problems.push(format!("oauth.{name}: must be longer than zero"));
-            }
+            problems.extend(whole_seconds(&format!("oauth.{name}"), value, 1));
         };
         ttl("access_token_ttl", &self.access_token_ttl, problems);
         ttl("refresh_token_ttl", &self.refresh_token_ttl, problems);
+        ttl(
+            "refresh_token_max_lifetime",
+            &self.refresh_token_max_lifetime,
+            problems,
+        );
+        // Zero turns retries off.
+        problems.extend(whole_seconds(
+            "oauth.refresh_token_retry_window",
+            &self.refresh_token_retry_window,
+            0,
+        ));
+        ttl(
+            "dcr.unused_client_ttl",
+            &self.dcr.unused_client_ttl,
+            problems,
+        );
+        ttl("cimd.min_cache", &self.cimd.min_cache, problems);
+        ttl("cimd.max_cache", &self.cimd.max_cache, problems);
         if self.refresh_token_max_lifetime.0 < self.refresh_token_ttl.0 {
             problems.push(
                 "oauth.refresh_token_max_lifetime: must not be shorter than refresh_token_ttl"
@@ -687,6 +736,11 @@ impl OAuthConfig {
                 Ok(_) => {}
                 Err(problem) => problems.push(format!("oauth.dcr.{problem}")),
             }
+            problems.extend(whole_seconds(
+                "oauth.dcr.rate_limit.window",
+                &self.dcr.rate_limit.window,
+                1,
+            ));
             if self.dcr.rate_limit.requests == 0 || self.dcr.rate_limit.window.0.is_zero() {
                 problems.push(
                     "oauth.dcr.rate_limit: requests and window must be above zero".to_owned(),
@@ -712,7 +766,9 @@ impl OAuthConfig {
 }
 
 fn validate_local_users(users: &[LocalUserConfig], problems: &mut Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
+    let mut usernames = std::collections::HashSet::new();
+    let mut subjects = std::collections::HashSet::new();
+    let mut costs = std::collections::BTreeSet::new();
     for (i, user) in users.iter().enumerate() {
         let field = format!("oauth.local_users[{i}]");
         let username = user.username.trim();
@@ -723,19 +779,89 @@ fn validate_local_users(users: &[LocalUserConfig], problems: &mut Vec<String>) {
             problems.push(format!(
                 "{field}.username: must be non-empty, printable, without surrounding spaces"
             ));
-        } else if !seen.insert(user.username.to_lowercase()) {
+        } else if !usernames.insert(user.username.to_lowercase()) {
             problems.push(format!(
                 "{field}.username: {:?} is listed twice (usernames ignore case)",
                 user.username
             ));
         }
-        if !crate::local_users::is_bcrypt_hash(user.password_hash.expose()) {
+        let hash = user.password_hash.expose();
+        let cost = crate::local_users::cost_of(hash);
+        if !crate::local_users::is_bcrypt_hash(hash) {
             problems.push(format!(
                 "{field}.password_hash: must be a bcrypt hash ($2b$…); make one with `mcp-oauth-bridge hash-secret`"
             ));
+        } else if !crate::local_users::COSTS.contains(&cost) {
+            problems.push(format!(
+                "{field}.password_hash: bcrypt cost {cost} is outside 4 to 16 (hash-secret uses 12)"
+            ));
+        } else {
+            costs.insert(cost);
         }
-        if user.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        let subject = user.subject.as_deref().unwrap_or(&user.username);
+        if subject.trim().is_empty() {
             problems.push(format!("{field}.subject: must not be empty"));
+        } else if !subjects.insert(subject.to_owned()) {
+            // Two people with one `sub` would share consents and look like one user downstream.
+            problems.push(format!(
+                "{field}.subject: {subject:?} is already another user's subject"
+            ));
+        }
+    }
+    if costs.len() > 1 {
+        problems.push(format!(
+            "oauth.local_users: every password_hash must have the same bcrypt cost (found {costs:?}), or the time an answer takes tells which usernames exist"
+        ));
+    }
+}
+
+/// Durations that become token times and windows are kept to the second: a fraction would be
+/// cut off silently (`500ms` would be no window at all), so it is refused.
+fn whole_seconds(field: &str, value: &ConfigDuration, at_least: u64) -> Option<String> {
+    if value.0.subsec_nanos() != 0 {
+        Some(format!(
+            "{field}: must be whole seconds ({}ms given)",
+            value.0.as_millis()
+        ))
+    } else if value.0.as_secs() < at_least {
+        Some(format!("{field}: must be at least {at_least}s"))
+    } else {
+        None
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        match (self.backend, &self.postgres) {
+            (StorageBackend::Postgres, None) => problems.push(
+                "storage.postgres: required with backend: postgres (at least its url)".to_owned(),
+            ),
+            (StorageBackend::Memory, Some(_)) => problems.push(
+                "storage.postgres: set, but backend is memory; set backend: postgres to use it"
+                    .to_owned(),
+            ),
+            (StorageBackend::Postgres, Some(postgres)) => {
+                // Parsed here so a typo is reported by check-config; never echoed (it may hold a password).
+                if postgres
+                    .url
+                    .expose()
+                    .parse::<tokio_postgres::Config>()
+                    .is_err()
+                {
+                    problems.push(
+                        "storage.postgres.url: not a PostgreSQL connection string (postgres://user:password@host:5432/database)".to_owned(),
+                    );
+                }
+                if postgres.pool_size == 0 {
+                    problems.push("storage.postgres.pool_size: must be at least 1".to_owned());
+                }
+                if postgres.connect_timeout.0.is_zero() {
+                    problems.push(
+                        "storage.postgres.connect_timeout: must be longer than zero".to_owned(),
+                    );
+                }
+            }
+            (StorageBackend::Memory, None) => {}
         }
     }
 }
@@ -748,9 +874,11 @@ impl LoginThrottleConfig {
                     .to_owned(),
             );
         }
-        if self.window.0.is_zero() {
-            problems.push("oauth.login_throttle.window: must be longer than zero".to_owned());
-        }
+        problems.extend(whole_seconds(
+            "oauth.login_throttle.window",
+            &self.window,
+            1,
+        ));
     }
 }
 
@@ -1204,6 +1332,40 @@ oauth:
     }
 
     #[test]
+    fn postgres_storage_needs_its_url_and_a_shared_signing_key() {
+        let yaml = |storage: &str| format!("{MINIMAL}storage:\n{storage}");
+        let text = error_text(&yaml("  backend: postgres\n"), &[("UPSTREAM_SECRET", "s")]);
+        assert!(
+            text.contains("storage.postgres: required with backend: postgres"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oauth.signing: required with storage.backend: postgres"),
+            "{text}"
+        );
+        let text = error_text(
+            &yaml(
+                "  backend: postgres\n  postgres: { url: \"postgres://u:hunter2@h:notaport/db\", pool_size: 0 }\n",
+            ),
+            &[("UPSTREAM_SECRET", "s")],
+        );
+        assert!(
+            text.contains("storage.postgres.url: not a PostgreSQL connection string"),
+            "{text}"
+        );
+        assert!(text.contains("storage.postgres.pool_size"), "{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "the URL's password is never echoed: {text}"
+        );
+        let text = error_text(
+            &yaml("  postgres: { url: \"postgres://h/db\" }\n"),
+            &[("UPSTREAM_SECRET", "s")],
+        );
+        assert!(text.contains("set, but backend is memory"), "{text}");
+    }
+
+    #[test]
     fn exactly_one_way_to_sign_in_is_required() {
         let text = error_text("server:\n  public_url: https://mcp.example.com\n", &[]);
         assert!(text.contains("neither is set"), "{text}");
@@ -1250,7 +1412,9 @@ oauth:
     - { username: demo, password_hash: "$2b$04$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS" }
     - { username: DEMO, password_hash: "hunter2" }
     - { username: " x", password_hash: "$2b$04$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS" }
-  login_throttle: { max_failures_per_user: 0, window: 0s }
+    - { username: y, subject: demo, password_hash: "$2b$05$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS" }
+    - { username: z, password_hash: "$2b$31$j3e0A7bViU8DhZq0OYtN8.qYjvxtLrxOwmgYp1SqeDd0rEgMjUfgS" }
+  login_throttle: { max_failures_per_user: 0, window: 500ms }
 "#;
         let text = error_text(yaml, &[]);
         for expected in [
@@ -1258,7 +1422,10 @@ oauth:
             "oauth.local_users[1].password_hash: must be a bcrypt hash",
             "oauth.local_users[2].username: must be non-empty",
             "oauth.login_throttle: max_failures_per_user",
-            "oauth.login_throttle.window",
+            "oauth.login_throttle.window: must be whole seconds (500ms given)",
+            "oauth.local_users[3].subject: \"demo\" is already another user's subject",
+            "oauth.local_users[4].password_hash: bcrypt cost 31 is outside 4 to 16",
+            "every password_hash must have the same bcrypt cost",
         ] {
             assert!(text.contains(expected), "{expected} missing in {text}");
         }

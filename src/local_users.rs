@@ -13,21 +13,32 @@ use crate::secret::SecretString;
 /// bcrypt reads at most 72 bytes; a longer password can never have been hashed whole.
 const BCRYPT_MAX_BYTES: usize = 72;
 
+/// bcrypt costs accepted for local users: below 4 bcrypt refuses, above 16 every login would take
+/// seconds (and the start, which hashes a dummy password at the same cost, too).
+pub const COSTS: std::ops::RangeInclusive<u32> = 4..=16;
+
 /// `$2a$`, `$2b$` or `$2y$`, a two-digit cost, then 53 characters of salt and hash.
 pub fn is_bcrypt_hash(value: &str) -> bool {
     let bytes = value.as_bytes();
     bytes.len() == 60
-        && matches!(&value[..4], "$2a$" | "$2b$" | "$2y$")
+        && matches!(&bytes[..4], b"$2a$" | b"$2b$" | b"$2y$")
         && bytes[4].is_ascii_digit()
         && bytes[5].is_ascii_digit()
         && bytes[6] == b'$'
-        && value[7..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+        && bytes[7..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'/')
 }
 
-fn cost_of(hash: &str) -> u32 {
-    hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(12)
+/// The cost of a hash `is_bcrypt_hash` accepted.
+pub fn cost_of(hash: &str) -> u32 {
+    let bytes = hash.as_bytes();
+    match (bytes.get(4), bytes.get(5)) {
+        (Some(tens), Some(units)) if tens.is_ascii_digit() && units.is_ascii_digit() => {
+            u32::from(tens - b'0') * 10 + u32::from(units - b'0')
+        }
+        _ => 0,
+    }
 }
 
 struct LocalUser {
@@ -38,7 +49,8 @@ struct LocalUser {
 pub struct LocalUsers {
     /// By lowercased username.
     users: HashMap<String, LocalUser>,
-    /// Checked when the username is unknown, at the highest cost of the real hashes.
+    /// Checked when the username is unknown, at the cost of the real hashes (validation makes
+    /// them all the same, so no answer is faster than another).
     dummy_hash: Arc<str>,
     /// One bcrypt per core at a time, off the async runtime.
     bcrypt_slots: Arc<tokio::sync::Semaphore>,
@@ -52,9 +64,9 @@ impl LocalUsers {
         let mut highest_cost = 4;
         for config in configs {
             let hash = config.password_hash.expose();
-            if !is_bcrypt_hash(hash) {
+            if !is_bcrypt_hash(hash) || !COSTS.contains(&cost_of(hash)) {
                 return Err(format!(
-                    "local user {:?}: password_hash is not a bcrypt hash",
+                    "local user {:?}: password_hash is not a bcrypt hash of cost 4 to 16",
                     config.username
                 ));
             }
@@ -170,6 +182,15 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[test]
+    fn costs_are_read_from_the_hash_and_odd_bytes_never_panic() {
+        assert_eq!(cost_of(&bcrypt::hash("pw", 5).unwrap()), 5);
+        let odd = format!("$2b$1é{}", "a".repeat(53));
+        assert!(!is_bcrypt_hash(&odd));
+        assert!(!is_bcrypt_hash(&format!("$2é{}", "a".repeat(56))));
+        assert_eq!(cost_of("$2b"), 0);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mcp_oauth_bridge::config::Config;
+use mcp_oauth_bridge::config::{Config, StorageBackend};
 use mcp_oauth_bridge::secret::SecretString;
 use mcp_oauth_bridge::{app, clients, tokens};
 
@@ -44,6 +44,8 @@ enum Command {
     Serve,
     /// Load and validate the configuration, then exit.
     CheckConfig,
+    /// Apply the database migrations (storage.backend: postgres), then exit.
+    Migrate,
     /// Read a client secret from standard input and print its bcrypt hash for the YAML.
     HashSecret {
         #[arg(long, default_value_t = bcrypt::DEFAULT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
+        Command::Migrate => migrate(&cli.config),
         Command::HashSecret { cost } => hash_secret(cost),
     };
     match result {
@@ -86,6 +89,26 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(app::run(config))
+}
+
+fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if config.storage.backend != StorageBackend::Postgres {
+        anyhow::bail!("storage.backend is not postgres: there is no database to migrate");
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let applied = runtime.block_on(async {
+        app::postgres_storage(&config)?
+            .migrate()
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    if applied.is_empty() {
+        println!("the database schema is up to date");
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(())
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {

@@ -13,10 +13,14 @@ use super::pages::{error_page, login_page};
 use super::params::{parse_query, read_form};
 use super::rate_limit::bucket_of;
 use super::{AppState, cookies};
-use crate::oauth::authorize::binding_cookie_name;
-use crate::oauth::login::{LoginOutcome, check_sign_in, submit_login};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::oauth::authorize::{AuthorizeError, binding_cookie_name};
+use crate::oauth::login::{LoginOutcome, cancel_login, check_sign_in, submit_login};
 use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
 use crate::secret::SecretString;
+use crate::tokens::TokenHash;
 
 const CSRF_PURPOSE: &str = "login-form";
 const WRONG_CREDENTIALS: &str = "Wrong username or password.";
@@ -29,37 +33,42 @@ fn binding<'a>(state: &AppState, headers: &'a HeaderMap, sign_in: &str) -> Optio
     )
 }
 
-/// The form's anti-forgery token: a MAC over the sign-in it belongs to, under this process's key.
-fn csrf_token(state: &AppState, sign_in: &str) -> String {
-    let expires = state.clock.now().plus(PENDING_AUTHORIZATION_TTL);
-    state
-        .cookie_signer
-        .sign(CSRF_PURPOSE, &cookies::tag(sign_in), "form", expires)
+/// What the form's anti-forgery token is bound to: the whole sign-in state and this browser's
+/// binding cookie, both hashed.
+fn csrf_binding(sign_in: &str, cookie: Option<&str>) -> (String, String) {
+    let digest = |value: &str| URL_SAFE_NO_PAD.encode(TokenHash::of(value).0);
+    (digest(sign_in), cookie.map(digest).unwrap_or_default())
 }
 
-fn csrf_valid(state: &AppState, sign_in: &str, token: Option<&str>) -> bool {
+/// The form's anti-forgery token: a MAC over the sign-in and the browser's binding cookie.
+fn csrf_token(state: &AppState, sign_in: &str, cookie: Option<&str>) -> String {
+    let expires = state.clock.now().plus(PENDING_AUTHORIZATION_TTL);
+    let (context, value) = csrf_binding(sign_in, cookie);
+    state
+        .cookie_signer
+        .sign(CSRF_PURPOSE, &context, &value, expires)
+}
+
+fn csrf_valid(state: &AppState, sign_in: &str, cookie: Option<&str>, token: Option<&str>) -> bool {
+    let (context, expected) = csrf_binding(sign_in, cookie);
     token.is_some_and(|token| {
         state
             .cookie_signer
-            .verify(
-                token,
-                CSRF_PURPOSE,
-                &cookies::tag(sign_in),
-                state.clock.now(),
-            )
-            .is_some()
+            .verify(token, CSRF_PURPOSE, &context, state.clock.now())
+            .is_some_and(|value| !expected.is_empty() && value == expected)
     })
 }
 
-fn form(state: &AppState, sign_in: &str, message: Option<&str>, status: StatusCode) -> Response {
+fn form(
+    state: &AppState,
+    sign_in: &str,
+    cookie: Option<&str>,
+    message: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let action = format!("{}{}", state.base_path, endpoints::LOGIN);
-    login_page(
-        &action,
-        sign_in,
-        &csrf_token(state, sign_in),
-        message,
-        status,
-    )
+    let csrf = csrf_token(state, sign_in, cookie);
+    login_page(&action, sign_in, &csrf, message, status)
 }
 
 pub async fn login_get(
@@ -77,7 +86,7 @@ pub async fn login_get(
     };
     let cookie = binding(&state, &headers, &sign_in);
     match check_sign_in(&state.bridge, &sign_in, cookie, state.clock.now()).await {
-        Ok(()) => form(&state, &sign_in, None, StatusCode::OK),
+        Ok(()) => form(&state, &sign_in, cookie, None, StatusCode::OK),
         Err(error) => authorize_error(&state, error),
     }
 }
@@ -96,16 +105,25 @@ pub async fn login_post(State(state): State<AppState>, request: Request) -> Resp
         Ok(sign_in) => sign_in.to_owned(),
         Err(error) => return error_page(&error),
     };
-    if !csrf_valid(&state, &sign_in, params.get("csrf")) {
+    let cookie = binding(&state, &parts.headers, &sign_in);
+    if !csrf_valid(&state, &sign_in, cookie, params.get("csrf")) {
         tracing::warn!("login form posted without a valid anti-forgery token");
         return error_page(&OAuthError::invalid_request(
             "this login form has expired or did not come from this service; start again from the application",
         ));
     }
+    let now = state.clock.now();
+    let clear_binding = |mut response: Response| {
+        let name = cookies::host_only_name(&state, &binding_cookie_name(&sign_in));
+        cookies::clear(&mut response, &state, &name);
+        response
+    };
+    if params.get("cancel").is_some() {
+        let error = cancel_login(&state.bridge, &sign_in, cookie, now).await;
+        return clear_binding(authorize_error(&state, error));
+    }
     let username = params.get("username").unwrap_or_default();
     let password = SecretString::new(params.get("password").unwrap_or_default());
-    let cookie = binding(&state, &parts.headers, &sign_in);
-    let now = state.clock.now();
     match submit_login(
         &state.bridge,
         &sign_in,
@@ -118,14 +136,15 @@ pub async fn login_post(State(state): State<AppState>, request: Request) -> Resp
     .await
     {
         Ok(LoginOutcome::SignedIn(signed_in)) => {
-            let mut response = signed_in_response(&state, &signed_in, now);
-            let name = cookies::host_only_name(&state, &binding_cookie_name(&sign_in));
-            cookies::clear(&mut response, &state, &name);
-            response
+            clear_binding(signed_in_response(&state, &signed_in, now))
         }
-        Ok(LoginOutcome::WrongCredentials) => {
-            form(&state, &sign_in, Some(WRONG_CREDENTIALS), StatusCode::OK)
-        }
+        Ok(LoginOutcome::WrongCredentials) => form(
+            &state,
+            &sign_in,
+            cookie,
+            Some(WRONG_CREDENTIALS),
+            StatusCode::OK,
+        ),
         Ok(LoginOutcome::Throttled { retry_after }) => {
             let minutes = retry_after.div_ceil(60);
             let message = format!(
@@ -135,6 +154,7 @@ pub async fn login_post(State(state): State<AppState>, request: Request) -> Resp
             let mut response = form(
                 &state,
                 &sign_in,
+                cookie,
                 Some(&message),
                 StatusCode::TOO_MANY_REQUESTS,
             );
@@ -143,6 +163,8 @@ pub async fn login_post(State(state): State<AppState>, request: Request) -> Resp
             }
             response
         }
+        // The sign-in is over (sent back to the client with an error): its cookie goes too.
+        Err(error @ AuthorizeError::Redirect(_)) => clear_binding(authorize_error(&state, error)),
         Err(error) => authorize_error(&state, error),
     }
 }

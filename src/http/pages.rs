@@ -138,7 +138,8 @@ pub fn login_page(
          <input id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" required autofocus>\
          <label for=\"password\">Password</label>\
          <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <div class=\"actions\"><button class=\"allow\" type=\"submit\">Sign in</button></div>\
+         <div class=\"actions\"><button class=\"allow\" type=\"submit\">Sign in</button>\
+         <button type=\"submit\" name=\"cancel\" value=\"1\" formnovalidate>Cancel</button></div>\
          </form></main></body></html>",
         action = escape(action),
         sign_in = escape(sign_in),

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::authorize::AuthorizeError;
+use super::authorize::{AuthorizeError, ClientRedirect};
 use super::callback::{SignedIn, finish_sign_in, pending_or_page, take_pending_sign_in};
 use super::login_throttle::{LoginThrottle, Verdict};
 use super::{Bridge, OAuthError, SignIn};
@@ -61,6 +61,29 @@ pub async fn check_sign_in(
     pending_or_page(peeked).map(|_| ())
 }
 
+/// The user gave up at the form: the sign-in ends, and the client hears `access_denied`, as
+/// when a user cancels at an upstream provider.
+pub async fn cancel_login(
+    bridge: &Bridge,
+    state: &str,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> AuthorizeError {
+    if let Err(error) = local_login(bridge) {
+        return error;
+    }
+    match take_pending_sign_in(bridge, state, binding, now).await {
+        Ok(pending) => {
+            tracing::info!(client_id = %pending.request.client_id, "the user cancelled the sign-in");
+            ClientRedirect::error(
+                &pending.request,
+                OAuthError::AccessDenied("the user cancelled the sign-in".into()),
+            )
+        }
+        Err(error) => error,
+    }
+}
+
 /// Checks a submitted username and password under the throttle; a right one completes the
 /// sign-in. `address` is the source address as the caller buckets it.
 pub async fn submit_login(
@@ -78,7 +101,7 @@ pub async fn submit_login(
     if username.is_empty() || username.len() > MAX_USERNAME_LEN {
         return Ok(LoginOutcome::WrongCredentials);
     }
-    match login.throttle.check(username, address, now) {
+    match login.throttle.begin_attempt(username, address, now) {
         Verdict::Refused { retry_after } => {
             // No username in the log: people type passwords into that field too.
             tracing::warn!(?address, "login refused: too many failed attempts");
@@ -88,11 +111,10 @@ pub async fn submit_login(
         Verdict::Allowed { .. } => {}
     }
     let Some(identity) = login.users.authenticate(username, password).await else {
-        login.throttle.record_failure(username, address, now);
         tracing::info!(?address, "login failed: wrong username or password");
         return Ok(LoginOutcome::WrongCredentials);
     };
-    login.throttle.record_success(username);
+    login.throttle.record_success(username, address);
     // Consumed only now: a replayed or concurrent submission finds it gone.
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
     tracing::info!(subject = %identity.subject, "local user signed in");

@@ -1,17 +1,23 @@
-//! Slows, then refuses, password guessing at the local login form. Failures are counted per
-//! username and per source address in a fixed window that starts at the first failure: every
+//! Slows, then refuses, password guessing at the local login form. Attempts are counted per
+//! username and per source address in a fixed window that starts at the first one: every
 //! failure makes the next answer wait longer, and at the limit the form refuses to check any
-//! password until the window ends. A successful login clears the username's count (not the
-//! address's: one right password must not buy an address more guesses at other accounts).
+//! password until the window ends. An attempt is counted as a failure when it begins, under the
+//! same lock as the check, so parallel requests cannot all slip in under the limit; a success
+//! then takes its own count back, and clears the username's (not the address's: one right
+//! password must not buy an address more guesses at other accounts).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+#[cfg(test)]
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::clock::UnixTime;
 
-/// Keys tracked at most; beyond it, finished windows are dropped first.
+/// Keys tracked at most. Beyond it, finished windows are dropped, then the oldest window.
 const MAX_TRACKED: usize = 100_000;
 /// The slowdown grows with each failure up to this many steps.
 const MAX_SLOWDOWN_STEPS: u32 = 5;
@@ -48,8 +54,13 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    User(String),
+    /// SHA-256 of the lowercased username: a fixed size whatever is typed.
+    User([u8; 32]),
     Address(IpAddr),
+}
+
+fn user_key(username: &str) -> Key {
+    Key::User(Sha256::digest(username.to_lowercase().as_bytes()).into())
 }
 
 pub struct LoginThrottle {
@@ -67,7 +78,7 @@ impl LoginThrottle {
     }
 
     fn keys(username: &str, address: Option<IpAddr>) -> Vec<Key> {
-        let mut keys = vec![Key::User(username.to_lowercase())];
+        let mut keys = vec![user_key(username)];
         keys.extend(address.map(Key::Address));
         keys
     }
@@ -79,22 +90,25 @@ impl LoginThrottle {
         }
     }
 
-    /// What to do with an attempt for `username` from `address` (the caller's bucket of the
-    /// source address, IPv6 by /64), before any password is checked.
-    pub fn check(&self, username: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
-        let Ok(failures) = self.failures.lock() else {
+    /// Begins an attempt for `username` from `address` (the caller's bucket of the source
+    /// address, IPv6 by /64), before any password is checked: refused at the limit, otherwise
+    /// counted as a failure until `record_success` says otherwise.
+    pub fn begin_attempt(&self, username: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
+        let Ok(mut failures) = self.failures.lock() else {
             return Verdict::Refused { retry_after: 1 };
         };
+        let window = self.settings.window;
+        let keys = Self::keys(username, address);
         let mut worst = 0;
-        for key in Self::keys(username, address) {
-            let Some((started, count)) = failures.get(&key).copied() else {
+        for key in &keys {
+            let Some((started, count)) = failures.get(key).copied() else {
                 continue;
             };
-            let ends = started.plus(self.settings.window);
+            let ends = started.plus(window);
             if now >= ends {
                 continue;
             }
-            if count >= self.limit(&key) {
+            if count >= self.limit(key) {
                 let retry_after = u64::try_from(ends.seconds() - now.seconds()).unwrap_or(1);
                 return Verdict::Refused {
                     retry_after: retry_after.max(1),
@@ -102,31 +116,40 @@ impl LoginThrottle {
             }
             worst = worst.max(count);
         }
-        Verdict::Allowed {
-            delay: self.settings.slowdown * worst.min(MAX_SLOWDOWN_STEPS),
-        }
-    }
-
-    pub fn record_failure(&self, username: &str, address: Option<IpAddr>, now: UnixTime) {
-        let Ok(mut failures) = self.failures.lock() else {
-            return;
-        };
-        let window = self.settings.window;
-        if failures.len() >= MAX_TRACKED {
+        if failures.len() + keys.len() > MAX_TRACKED {
             failures.retain(|_, (started, _)| now < started.plus(window));
+            while failures.len() + keys.len() > MAX_TRACKED {
+                let oldest = failures
+                    .iter()
+                    .min_by_key(|(_, (started, _))| started.seconds())
+                    .map(|(key, _)| key.clone());
+                match oldest {
+                    Some(key) => failures.remove(&key),
+                    None => break,
+                };
+            }
         }
-        for key in Self::keys(username, address) {
+        for key in keys {
             let entry = failures.entry(key).or_insert((now, 0));
             if now >= entry.0.plus(window) {
                 *entry = (now, 0);
             }
             entry.1 = entry.1.saturating_add(1);
         }
+        Verdict::Allowed {
+            delay: self.settings.slowdown * worst.min(MAX_SLOWDOWN_STEPS),
+        }
     }
 
-    pub fn record_success(&self, username: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&Key::User(username.to_lowercase()));
+    /// The attempt begun for `username` from `address` was right: the username starts afresh,
+    /// and the address's count loses this attempt.
+    pub fn record_success(&self, username: &str, address: Option<IpAddr>) {
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        failures.remove(&user_key(username));
+        if let Some(entry) = address.and_then(|ip| failures.get_mut(&Key::Address(ip))) {
+            entry.1 = entry.1.saturating_sub(1);
         }
     }
 }
@@ -147,50 +170,55 @@ mod tests {
     const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
     const ELSEWHERE: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
 
+    fn allowed(ms: u64) -> Verdict {
+        Verdict::Allowed {
+            delay: Duration::from_millis(ms),
+        }
+    }
+
     #[test]
     fn failures_slow_each_answer_then_refuse_the_username_until_the_window_ends() {
         let throttle = throttle();
         let start = UnixTime(1_000);
+        assert_eq!(throttle.begin_attempt("ada", HOME, start), allowed(0));
+        assert_eq!(throttle.begin_attempt("Ada", HOME, start), allowed(100));
         assert_eq!(
-            throttle.check("ada", HOME, start),
-            Verdict::Allowed {
-                delay: Duration::ZERO
-            }
-        );
-        throttle.record_failure("ada", HOME, start);
-        assert_eq!(
-            throttle.check("ada", HOME, start),
-            Verdict::Allowed {
-                delay: Duration::from_millis(100)
-            }
-        );
-        throttle.record_failure("Ada", HOME, start);
-        assert_eq!(
-            throttle.check("ADA", ELSEWHERE, start),
-            Verdict::Allowed {
-                delay: Duration::from_millis(200)
-            },
+            throttle.begin_attempt("ADA", ELSEWHERE, start),
+            allowed(200),
             "the username counts whatever its case and wherever the guess comes from"
         );
-        throttle.record_failure("ada", ELSEWHERE, start);
         assert_eq!(
-            throttle.check("ada", HOME, UnixTime(1_100)),
+            throttle.begin_attempt("ada", HOME, UnixTime(1_100)),
             Verdict::Refused { retry_after: 500 }
         );
         assert_eq!(
-            throttle.check("grace", ELSEWHERE, UnixTime(1_100)),
-            Verdict::Allowed {
-                delay: Duration::from_millis(100)
-            },
+            throttle.begin_attempt("grace", ELSEWHERE, UnixTime(1_100)),
+            allowed(100),
             "another user from a guessing address is slowed, not refused"
         );
         assert_eq!(
-            throttle.check("ada", HOME, UnixTime(1_600)),
-            Verdict::Allowed {
-                delay: Duration::ZERO
-            },
+            throttle.begin_attempt("ada", HOME, UnixTime(1_600)),
+            allowed(0),
             "the window has ended"
         );
+    }
+
+    #[test]
+    fn attempts_count_when_they_begin_so_parallel_guesses_cannot_pass_the_limit() {
+        let throttle = Arc::new(throttle());
+        let now = UnixTime(1_000);
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let throttle = Arc::clone(&throttle);
+                std::thread::spawn(move || throttle.begin_attempt("ada", None, now))
+            })
+            .collect();
+        let admitted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|v| matches!(v, Verdict::Allowed { .. }))
+            .count();
+        assert_eq!(admitted, 3);
     }
 
     #[test]
@@ -198,37 +226,35 @@ mod tests {
         let throttle = throttle();
         let now = UnixTime(1_000);
         for user in ["a", "b", "c", "d", "e"] {
-            throttle.record_failure(user, HOME, now);
+            assert!(matches!(
+                throttle.begin_attempt(user, HOME, now),
+                Verdict::Allowed { .. }
+            ));
         }
         assert!(matches!(
-            throttle.check("f", HOME, now),
+            throttle.begin_attempt("f", HOME, now),
             Verdict::Refused { .. }
         ));
         assert!(matches!(
-            throttle.check("f", ELSEWHERE, now),
+            throttle.begin_attempt("f", ELSEWHERE, now),
             Verdict::Allowed { .. }
         ));
     }
 
     #[test]
-    fn success_clears_the_username_but_not_the_address() {
+    fn success_clears_the_username_and_takes_back_only_its_own_attempt_from_the_address() {
         let throttle = throttle();
         let now = UnixTime(1_000);
         for _ in 0..2 {
-            throttle.record_failure("ada", HOME, now);
+            throttle.begin_attempt("ada", HOME, now);
         }
-        throttle.record_success("ADA");
+        throttle.begin_attempt("ada", HOME, now);
+        throttle.record_success("ADA", HOME);
+        assert_eq!(throttle.begin_attempt("ada", ELSEWHERE, now), allowed(0));
         assert_eq!(
-            throttle.check("ada", ELSEWHERE, now),
-            Verdict::Allowed {
-                delay: Duration::ZERO
-            }
-        );
-        assert_eq!(
-            throttle.check("ada", HOME, now),
-            Verdict::Allowed {
-                delay: Duration::from_millis(200)
-            }
+            throttle.begin_attempt("grace", HOME, now),
+            allowed(200),
+            "the address keeps its two failures"
         );
     }
 
@@ -241,13 +267,27 @@ mod tests {
             slowdown: Duration::from_secs(1),
         });
         for _ in 0..20 {
-            throttle.record_failure("ada", HOME, UnixTime(1_000));
+            throttle.begin_attempt("ada", HOME, UnixTime(1_000));
         }
         assert_eq!(
-            throttle.check("ada", HOME, UnixTime(1_000)),
+            throttle.begin_attempt("ada", HOME, UnixTime(1_000)),
             Verdict::Allowed {
                 delay: Duration::from_secs(5)
             }
         );
+    }
+
+    #[test]
+    fn the_number_of_tracked_keys_is_capped() {
+        let throttle = LoginThrottle::new(ThrottleSettings {
+            max_failures_per_user: 5,
+            max_failures_per_address: 5,
+            window: Duration::from_secs(600),
+            slowdown: Duration::ZERO,
+        });
+        for i in 0..(MAX_TRACKED + 10) {
+            throttle.begin_attempt(&format!("user-{i}"), None, UnixTime(1_000 + i as i64));
+        }
+        assert!(throttle.failures.lock().unwrap().len() <= MAX_TRACKED);
     }
 }

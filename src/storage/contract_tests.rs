@@ -16,23 +16,29 @@ const CLIENT: RefreshRequest<'static> = RefreshRequest {
     resource: None,
 };
 
-pub async fn run_all<S: Storage, F: Fn() -> S>(make: F) {
-    pending_authorization_is_taken_once(&make()).await;
-    peeking_at_a_pending_authorization_leaves_it_in_place(&make()).await;
-    pending_authorization_survives_another_browser(&make()).await;
-    expired_pending_authorization_is_gone(&make()).await;
-    code_is_redeemed_once_and_replay_names_the_family(&make()).await;
-    expired_code_is_refused(&make()).await;
-    concurrent_redemptions_succeed_exactly_once(Arc::new(make())).await;
-    concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make())).await;
-    grant_without_refresh_token_still_revokes_its_access_tokens(&make()).await;
-    consent_requests_are_single_use_and_expire(&make()).await;
-    registered_clients_are_capped_and_deleted_when_unused(&make()).await;
-    consent_grants_cover_their_subject_client_redirect_and_scopes(&make()).await;
-    rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(&make()).await;
-    refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make()).await;
-    family_revoked_before_creation_is_never_created(&make()).await;
-    sweep_removes_only_expired_entries(&make()).await;
+/// Runs every contract test, each on a fresh storage from `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: Storage,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    pending_authorization_is_taken_once(&make().await).await;
+    peeking_at_a_pending_authorization_leaves_it_in_place(&make().await).await;
+    pending_authorization_survives_another_browser(&make().await).await;
+    expired_pending_authorization_is_gone(&make().await).await;
+    code_is_redeemed_once_and_replay_names_the_family(&make().await).await;
+    expired_code_is_refused(&make().await).await;
+    concurrent_redemptions_succeed_exactly_once(Arc::new(make().await)).await;
+    concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make().await)).await;
+    grant_without_refresh_token_still_revokes_its_access_tokens(&make().await).await;
+    consent_requests_are_single_use_and_expire(&make().await).await;
+    registered_clients_are_capped_and_deleted_when_unused(&make().await).await;
+    consent_grants_cover_their_subject_client_redirect_and_scopes(&make().await).await;
+    rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(&make().await).await;
+    refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make().await).await;
+    family_revoked_before_creation_is_never_created(&make().await).await;
+    sweep_removes_only_expired_entries(&make().await).await;
 }
 
 fn identity() -> Identity {

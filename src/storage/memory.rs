@@ -386,6 +386,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn memory_storage_honours_the_storage_contract() {
-        contract_tests::run_all(MemoryStorage::new).await;
+        contract_tests::run_all(|| async { MemoryStorage::new() }).await;
     }
 }

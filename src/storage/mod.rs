@@ -1,7 +1,8 @@
-//! Persistence behind one trait: in-memory now, PostgreSQL later. Every single-use operation
+//! Persistence behind one trait: in memory for one instance, PostgreSQL for many. Every single-use operation
 //! (state, code, refresh rotation) is one atomic call, so it stays single-use across instances.
 
 pub mod memory;
+pub mod postgres;
 
 #[cfg(test)]
 pub mod contract_tests;
@@ -15,6 +16,7 @@ use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
 pub use memory::MemoryStorage;
+pub use postgres::PostgresStorage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

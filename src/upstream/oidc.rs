@@ -392,8 +392,11 @@ pub fn merge_userinfo(
         return Ok(id_token_claims);
     };
     if claims.contains_key("email") {
+        // UserInfo's flag counts only when it speaks of the same address.
+        if claims.get("email") != userinfo.get("email") {
+            userinfo.remove("email_verified");
+        }
         userinfo.remove("email");
-        userinfo.remove("email_verified");
     } else if userinfo.contains_key("email") {
         claims.remove("email_verified");
     }

@@ -81,3 +81,18 @@ fn version_is_printed() {
     let output = Command::new(BINARY).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("mcp-oauth-bridge "));
 }
+
+#[test]
+fn migrate_says_there_is_no_database_with_memory_storage() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.local.yaml");
+    let output = Command::new(BINARY)
+        .args(["--config", config.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("there is no database to migrate"),
+        "{stderr}"
+    );
+}

@@ -28,8 +28,9 @@ pub struct TestApp {
     /// Scheme, host and port only.
     pub origin: String,
     pub provider: TestProvider,
-    /// The user's browser: redirects off, cookies kept.
+    /// The user's browser: redirects off, cookies kept (in `jar`).
     pub browser: reqwest::Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
     /// A client application making back-channel calls.
     pub api: reqwest::Client,
 }
@@ -119,9 +120,10 @@ oauth:
     tokio::spawn(async move {
         let _ = app::serve(listener, router, std::future::pending()).await;
     });
+    let jar = Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
+        .cookie_provider(Arc::clone(&jar))
         .build()
         .unwrap();
     let api = reqwest::Client::builder()
@@ -133,6 +135,7 @@ oauth:
         origin,
         provider,
         browser,
+        jar,
         api,
     }
 }
@@ -156,6 +159,22 @@ pub fn location(response: &reqwest::Response) -> String {
 }
 
 impl TestApp {
+    /// The cookies the browser would send to `url`, each as `name=value`.
+    pub fn browser_cookies(&self, url: &str) -> Vec<String> {
+        use reqwest::cookie::CookieStore;
+        self.jar
+            .cookies(&url.parse().unwrap())
+            .map(|header| {
+                header
+                    .to_str()
+                    .unwrap()
+                    .split("; ")
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer.trim_end_matches('/'))
     }

@@ -44,6 +44,8 @@ pub async fn spawn_local(clock: Option<Arc<FixedClock>>) -> TestApp {
 struct LoginForm {
     state: String,
     csrf: String,
+    /// The browser's binding cookie for this sign-in, `name=value`.
+    cookie: String,
 }
 
 fn hidden(html: &str, name: &str) -> String {
@@ -61,6 +63,11 @@ async fn open_login_form(app: &TestApp, pkce: &Pkce) -> LoginForm {
         to_login.starts_with(&app.url("/oauth/login?state=")),
         "{to_login}"
     );
+    let cookie = app
+        .browser_cookies(&to_login)
+        .into_iter()
+        .find(|c| c.starts_with("mob_login_"))
+        .expect("the authorization set the binding cookie");
     let page = app.browser.get(&to_login).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(page.headers()["x-frame-options"], "DENY");
@@ -76,6 +83,7 @@ async fn open_login_form(app: &TestApp, pkce: &Pkce) -> LoginForm {
     LoginForm {
         state: hidden(&html, "state"),
         csrf: hidden(&html, "csrf"),
+        cookie,
     }
 }
 
@@ -113,6 +121,11 @@ fn payload(jwt: &str) -> Value {
 async fn a_local_user_signs_in_through_consent_and_the_form_and_gets_tokens_that_refresh() {
     let app = spawn_local(None).await;
     let pkce = Pkce::new();
+    let first = location(&app.get_authorize(&app.authorize_params(&pkce)).await);
+    assert!(
+        first.starts_with(&app.url("/oauth/consent")),
+        "a client without skip_consent asks first: {first}"
+    );
     let form = open_login_form(&app, &pkce).await;
     let back = location(&submit(&app, &form, "Demo", DEMO_PASSWORD).await);
     let query = query_of(&back);
@@ -166,49 +179,92 @@ async fn wrong_password_and_unknown_user_get_the_same_answer_and_the_form_stays_
     assert!(query_of(&back).contains_key("code"), "{back}");
 }
 
+async fn post_login(
+    client: &reqwest::Client,
+    app: &TestApp,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    client
+        .post(app.url("/oauth/login"))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn a_form_without_its_anti_forgery_token_or_from_another_browser_is_refused() {
+async fn a_form_without_its_own_anti_forgery_token_or_from_another_browser_is_refused() {
     let app = spawn_local(None).await;
     let form = open_login_form(&app, &Pkce::new()).await;
-    let forged = app
-        .browser
-        .post(app.url("/oauth/login"))
-        .form(&[
+    let other = open_login_form(&app, &Pkce::new()).await;
+    let mut tampered = form.csrf.clone();
+    tampered.pop();
+    tampered.push(if form.csrf.ends_with('A') { 'B' } else { 'A' });
+    for (what, csrf) in [
+        ("missing", None),
+        ("another sign-in's", Some(other.csrf.as_str())),
+        ("tampered", Some(tampered.as_str())),
+    ] {
+        let mut fields = vec![
             ("state", form.state.as_str()),
             ("username", "demo"),
             ("password", DEMO_PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        forged
-            .text()
-            .await
-            .unwrap()
-            .contains("did not come from this service")
-    );
+        ];
+        fields.extend(csrf.map(|token| ("csrf", token)));
+        let refused = post_login(&app.browser, &app, &fields).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{what}");
+        let html = refused.text().await.unwrap();
+        assert!(
+            html.contains("did not come from this service"),
+            "{what}: {html}"
+        );
+    }
 
     // Another browser (no binding cookie) with a copied form gets nowhere either.
-    let stranger = app
-        .api
-        .post(app.url("/oauth/login"))
-        .form(&[
+    let stranger = post_login(
+        &app.api,
+        &app,
+        &[
             ("state", form.state.as_str()),
             ("csrf", form.csrf.as_str()),
             ("username", "demo"),
             ("password", DEMO_PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(stranger.status(), StatusCode::BAD_REQUEST);
-    assert!(stranger.text().await.unwrap().contains("another browser"));
 
-    // Neither consumed the sign-in: the user can still complete it.
+    // None of them consumed the sign-in: the user can still complete it.
     let back = location(&submit(&app, &form, "demo", DEMO_PASSWORD).await);
     assert!(query_of(&back).contains_key("code"));
+}
+
+#[tokio::test]
+async fn cancelling_at_the_form_sends_the_client_access_denied() {
+    let app = spawn_local(None).await;
+    let form = open_login_form(&app, &Pkce::new()).await;
+    let cancelled = post_login(
+        &app.browser,
+        &app,
+        &[
+            ("state", form.state.as_str()),
+            ("csrf", form.csrf.as_str()),
+            ("cancel", "1"),
+        ],
+    )
+    .await;
+    let cleared = cancelled.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let back = location(&cancelled);
+    let query = query_of(&back);
+    assert!(back.starts_with(PUBLIC_REDIRECT), "{back}");
+    assert_eq!(query["error"], "access_denied");
+    assert_eq!(query["state"], "client-state-1");
+    assert_eq!(query["iss"], app.issuer);
+    assert!(!query.contains_key("code"));
 }
 
 #[tokio::test]
@@ -219,7 +275,25 @@ async fn a_replayed_login_form_is_refused_after_it_succeeded() {
     assert!(query_of(&location(&first)).contains_key("code"));
     let replay = submit(&app, &form, "demo", DEMO_PASSWORD).await;
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    // The success cleared the browser's binding cookie, so the replay fails the anti-forgery
+    // check; with the cookie put back it would find the sign-in spent.
     let html = replay.text().await.unwrap();
+    assert!(html.contains("did not come from this service"), "{html}");
+    let replay_with_cookie = app
+        .browser
+        .post(app.url("/oauth/login"))
+        .header("cookie", &form.cookie)
+        .form(&[
+            ("state", form.state.as_str()),
+            ("csrf", form.csrf.as_str()),
+            ("username", "demo"),
+            ("password", DEMO_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay_with_cookie.status(), StatusCode::BAD_REQUEST);
+    let html = replay_with_cookie.text().await.unwrap();
     assert!(html.contains("expired or was already completed"), "{html}");
 }
 

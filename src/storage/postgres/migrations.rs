@@ -1,0 +1,145 @@
+//! The schema, as embedded, versioned migrations. They run under a PostgreSQL advisory lock, so
+//! instances starting together apply each migration once; a database migrated by a newer bridge
+//! is refused rather than misread.
+
+use deadpool_postgres::Client;
+
+/// `pg_advisory_lock` key for migrations ("mcp-oauth-bridge migrate", arbitrary but fixed).
+const MIGRATION_LOCK: i64 = 0x6d63_706f_6d69_6772;
+
+/// Each migration in order; a released one is never edited, a change is a new one.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", V1)];
+
+const V1: &str = r#"
+CREATE TABLE pending_authorizations (
+    state_hash  bytea PRIMARY KEY,
+    binding     bytea NOT NULL,
+    data        jsonb NOT NULL,
+    expires_at  bigint NOT NULL
+);
+CREATE INDEX pending_authorizations_expiry ON pending_authorizations (expires_at);
+
+CREATE TABLE authorization_codes (
+    code_hash   bytea PRIMARY KEY,
+    data        jsonb NOT NULL,
+    redeemed    boolean NOT NULL DEFAULT false,
+    expires_at  bigint NOT NULL
+);
+CREATE INDEX authorization_codes_expiry ON authorization_codes (expires_at);
+
+CREATE TABLE refresh_families (
+    id          text PRIMARY KEY,
+    data        jsonb NOT NULL,
+    -- When the family may be deleted: its absolute end, or its sliding end while not revoked.
+    expires_at  bigint NOT NULL
+);
+CREATE INDEX refresh_families_expiry ON refresh_families (expires_at);
+
+-- Every refresh token a family ever had, current or retired, so a reuse is recognised.
+CREATE TABLE refresh_tokens (
+    token_hash  bytea PRIMARY KEY,
+    family_id   text NOT NULL REFERENCES refresh_families (id) ON DELETE CASCADE
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+
+-- A family revoked before it was created (a code replayed while its first redemption runs).
+CREATE TABLE family_tombstones (
+    id          text PRIMARY KEY,
+    expires_at  bigint NOT NULL
+);
+
+CREATE TABLE revoked_access_tokens (
+    jti         text PRIMARY KEY,
+    expires_at  bigint NOT NULL
+);
+CREATE INDEX revoked_access_tokens_expiry ON revoked_access_tokens (expires_at);
+
+CREATE TABLE consent_requests (
+    token_hash  bytea PRIMARY KEY,
+    data        jsonb NOT NULL,
+    expires_at  bigint NOT NULL
+);
+
+CREATE TABLE consent_grants (
+    subject       text NOT NULL,
+    client_id     text NOT NULL,
+    redirect_uri  text NOT NULL,
+    audience      text NOT NULL,
+    scope         text[] NOT NULL,
+    expires_at    bigint NOT NULL,
+    PRIMARY KEY (subject, client_id, redirect_uri, audience)
+);
+
+CREATE TABLE registered_clients (
+    client_id     text PRIMARY KEY,
+    data          jsonb NOT NULL,
+    issued_at     bigint NOT NULL,
+    last_used_at  bigint
+);
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(
+        "the database schema is at version {found}, newer than this mcp-oauth-bridge knows ({known}); run a newer release"
+    )]
+    NewerSchema { found: i32, known: i32 },
+    #[error("database error while migrating: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Applies every migration the database lacks; returns the versions applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply(client).await;
+    // Released on every path; a lost connection releases it too.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version     integer PRIMARY KEY,
+                name        text NOT NULL,
+                applied_at  timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?;
+    let current: i32 = row.get(0);
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    if current > known {
+        return Err(MigrationError::NewerSchema {
+            found: current,
+            known,
+        });
+    }
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(version, name, "database migration applied");
+        applied.push(*version);
+    }
+    Ok(applied)
+}

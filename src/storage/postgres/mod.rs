@@ -1,0 +1,707 @@
+//! PostgreSQL storage for several instances behind a load balancer. Every single-use rule is one
+//! atomic statement (a conditional `UPDATE`/`DELETE … RETURNING`) or one transaction holding the
+//! row lock, so it holds whichever instance a request reaches. Records are JSON documents next to
+//! the columns the statements select on; secrets are stored as hashes only.
+
+pub mod migrations;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::Json;
+
+use super::{
+    AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
+    PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
+};
+use crate::clock::UnixTime;
+use crate::tokens::TokenHash;
+use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
+
+/// How long a revocation of a family that does not exist yet is remembered.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+/// Rows deleted per statement by the sweep, so it never holds long locks.
+const SWEEP_BATCH: i64 = 1000;
+/// Batches per table per sweep at most; what is left goes at the next sweep.
+const SWEEP_MAX_BATCHES: usize = 50;
+/// Serialises registrations so the client cap holds across instances.
+const REGISTRATION_LOCK: i64 = 0x6d63_7072_6567_6973;
+
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub url: crate::secret::SecretString,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+}
+
+pub struct PostgresStorage {
+    pool: Pool,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StorageError {
+    StorageError::Unavailable(format!("postgresql: {error}"))
+}
+
+fn hash(value: &TokenHash) -> &[u8] {
+    &value.0
+}
+
+/// When the sweep may delete a family: its absolute end, or its sliding end while not revoked (a
+/// revoked family is kept to its absolute end so that its tokens keep failing as revoked).
+fn family_expiry(family: &RefreshFamily) -> i64 {
+    if family.revoked {
+        family.absolute_expires_at.seconds()
+    } else {
+        family
+            .absolute_expires_at
+            .seconds()
+            .min(family.current_expires_at.seconds())
+    }
+}
+
+impl PostgresStorage {
+    /// A pool for `settings.url`; connections are made on demand, so this does not fail when the
+    /// database is down (requests then answer 503 until it is back).
+    pub fn new(settings: &PostgresSettings) -> Result<Self, String> {
+        let config: tokio_postgres::Config = settings
+            .url
+            .expose()
+            .parse()
+            // Not the parser's message: it may quote the URL, password included.
+            .map_err(|_| "storage.postgres.url is not a PostgreSQL connection string".to_owned())?;
+        Self::with_config(config, settings.pool_size, settings.connect_timeout)
+    }
+
+    pub fn with_config(
+        mut config: tokio_postgres::Config,
+        pool_size: usize,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        config.connect_timeout(connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(connect_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
+            .build()
+            .map_err(|e| format!("cannot build the PostgreSQL pool: {e}"))?;
+        Ok(PostgresStorage { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// Applies the embedded migrations (under an advisory lock); returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<i32>, String> {
+        let mut client = self.client().await.map_err(|e| e.to_string())?;
+        migrations::migrate(&mut client)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Marks a family revoked inside the caller's transaction: its access tokens join the revoked
+/// list, and a tombstone stops a family not created yet from ever being created.
+async fn revoke_family_in(
+    client: &impl GenericClient,
+    family_id: &str,
+    now: UnixTime,
+) -> Result<(), StorageError> {
+    client
+        .execute(
+            "INSERT INTO family_tombstones (id, expires_at) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+            &[&family_id, &now.plus(TOMBSTONE_TTL).seconds()],
+        )
+        .await
+        .map_err(unavailable)?;
+    let row = client
+        .query_opt(
+            "SELECT data FROM refresh_families WHERE id = $1 FOR UPDATE",
+            &[&family_id],
+        )
+        .await
+        .map_err(unavailable)?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let Json(mut family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
+    family.revoked = true;
+    for token in family.access_tokens.drain(..) {
+        revoke_access_token(client, &token.jti, token.expires_at).await?;
+    }
+    client
+        .execute(
+            "UPDATE refresh_families SET data = $2, expires_at = $3 WHERE id = $1",
+            &[&family_id, &Json(&family), &family_expiry(&family)],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+async fn revoke_access_token(
+    client: &impl GenericClient,
+    jti: &str,
+    expires_at: UnixTime,
+) -> Result<(), StorageError> {
+    client
+        .execute(
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2)
+             ON CONFLICT (jti) DO NOTHING",
+            &[&jti, &expires_at.seconds()],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Serialises everything that creates or revokes one family, across instances.
+async fn lock_family(client: &impl GenericClient, family_id: &str) -> Result<(), StorageError> {
+    client
+        .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&family_id])
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn put_pending(
+        &self,
+        state: TokenHash,
+        pending: PendingAuthorization,
+    ) -> Result<(), StorageError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO pending_authorizations (state_hash, binding, data, expires_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &hash(&state),
+                    &hash(&pending.browser_binding),
+                    &Json(&pending),
+                    &pending.expires_at.seconds(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_pending(
+        &self,
+        state: &TokenHash,
+        binding: Option<&TokenHash>,
+        now: UnixTime,
+    ) -> Result<PendingTake, StorageError> {
+        let client = self.client().await?;
+        if let Some(binding) = binding {
+            let taken = client
+                .query_opt(
+                    "DELETE FROM pending_authorizations
+                     WHERE state_hash = $1 AND binding = $2 AND expires_at > $3 RETURNING data",
+                    &[&hash(state), &hash(binding), &now.seconds()],
+                )
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = taken {
+                let Json(pending): Json<PendingAuthorization> =
+                    row.try_get(0).map_err(unavailable)?;
+                return Ok(PendingTake::Taken(Box::new(pending)));
+            }
+        }
+        let alive = client
+            .query_opt(
+                "SELECT 1 FROM pending_authorizations WHERE state_hash = $1 AND expires_at > $2",
+                &[&hash(state), &now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(if alive.is_some() {
+            PendingTake::OtherBrowser
+        } else {
+            PendingTake::Missing
+        })
+    }
+
+    async fn peek_pending(
+        &self,
+        state: &TokenHash,
+        binding: Option<&TokenHash>,
+        now: UnixTime,
+    ) -> Result<PendingTake, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT binding, data FROM pending_authorizations
+                 WHERE state_hash = $1 AND expires_at > $2",
+                &[&hash(state), &now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(PendingTake::Missing);
+        };
+        let stored: Vec<u8> = row.try_get(0).map_err(unavailable)?;
+        if binding.map(hash) != Some(stored.as_slice()) {
+            return Ok(PendingTake::OtherBrowser);
+        }
+        let Json(pending): Json<PendingAuthorization> = row.try_get(1).map_err(unavailable)?;
+        Ok(PendingTake::Taken(Box::new(pending)))
+    }
+
+    async fn put_code(
+        &self,
+        code: TokenHash,
+        record: AuthorizationCodeRecord,
+    ) -> Result<(), StorageError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO authorization_codes (code_hash, data, expires_at) VALUES ($1, $2, $3)",
+                &[&hash(&code), &Json(&record), &record.expires_at.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &TokenHash,
+        now: UnixTime,
+    ) -> Result<CodeRedemption, StorageError> {
+        let client = self.client().await?;
+        // One statement: of any number of concurrent redemptions, exactly one gets the row.
+        let redeemed = client
+            .query_opt(
+                "UPDATE authorization_codes SET redeemed = true
+                 WHERE code_hash = $1 AND NOT redeemed AND expires_at > $2 RETURNING data",
+                &[&hash(code), &now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        if let Some(row) = redeemed {
+            let Json(record): Json<AuthorizationCodeRecord> =
+                row.try_get(0).map_err(unavailable)?;
+            return Ok(CodeRedemption::Redeemed(Box::new(record)));
+        }
+        let row = client
+            .query_opt(
+                "SELECT data, redeemed FROM authorization_codes WHERE code_hash = $1",
+                &[&hash(code)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(CodeRedemption::Unknown);
+        };
+        let Json(record): Json<AuthorizationCodeRecord> = row.try_get(0).map_err(unavailable)?;
+        let was_redeemed: bool = row.try_get(1).map_err(unavailable)?;
+        Ok(if was_redeemed {
+            CodeRedemption::Replayed {
+                family_id: record.family_id,
+                client_id: record.client_id,
+            }
+        } else {
+            CodeRedemption::Expired
+        })
+    }
+
+    async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        lock_family(&transaction, &family.id).await?;
+        let tombstone = transaction
+            .query_opt(
+                "SELECT 1 FROM family_tombstones WHERE id = $1",
+                &[&family.id],
+            )
+            .await
+            .map_err(unavailable)?;
+        if tombstone.is_some() {
+            return Ok(false);
+        }
+        transaction
+            .execute(
+                "INSERT INTO refresh_families (id, data, expires_at) VALUES ($1, $2, $3)",
+                &[&family.id, &Json(&family), &family_expiry(&family)],
+            )
+            .await
+            .map_err(unavailable)?;
+        if let Some(current) = &family.current {
+            transaction
+                .execute(
+                    "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
+                    &[&hash(current), &family.id],
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &TokenHash,
+        request: &RefreshRequest<'_>,
+        replacement: Replacement,
+        now: UnixTime,
+    ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        let family_id: Option<String> = transaction
+            .query_opt(
+                "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+                &[&hash(presented)],
+            )
+            .await
+            .map_err(unavailable)?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(unavailable)?;
+        let Some(family_id) = family_id else {
+            return Ok(None);
+        };
+        // The advisory lock first, then the row, in the same order as `revoke_family`; both stay
+        // held until commit, so concurrent presentations of the family's tokens, on any
+        // instance, apply the rotation rule one after another.
+        lock_family(&transaction, &family_id).await?;
+        let row = transaction
+            .query_opt(
+                "SELECT data FROM refresh_families WHERE id = $1 FOR UPDATE",
+                &[&family_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let Json(mut family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
+        let new_hash = replacement.hash;
+        let outcome = family.present(presented, request, replacement, now);
+        for token in family.evict_excess_access_tokens() {
+            revoke_access_token(&transaction, &token.jti, token.expires_at).await?;
+        }
+        let snapshot = family.clone();
+        transaction
+            .execute(
+                "UPDATE refresh_families SET data = $2, expires_at = $3 WHERE id = $1",
+                &[&family_id, &Json(&family), &family_expiry(&family)],
+            )
+            .await
+            .map_err(unavailable)?;
+        match outcome {
+            Presentation::Rotated | Presentation::RetriedLostResponse => {
+                transaction
+                    .execute(
+                        "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)
+                         ON CONFLICT (token_hash) DO NOTHING",
+                        &[&hash(&new_hash), &family_id],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Presentation::Reused => revoke_family_in(&transaction, &family_id, now).await?,
+            Presentation::Expired
+            | Presentation::Revoked
+            | Presentation::WrongClient
+            | Presentation::ScopeExceeded
+            | Presentation::WrongResource => {}
+        }
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(Some((outcome, snapshot)))
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        lock_family(&transaction, family_id).await?;
+        revoke_family_in(&transaction, family_id, now).await?;
+        transaction.commit().await.map_err(unavailable)
+    }
+
+    async fn is_access_token_revoked(
+        &self,
+        jti: &str,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM revoked_access_tokens WHERE jti = $1 AND expires_at > $2",
+                &[&jti, &now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    async fn put_consent_request(
+        &self,
+        token: TokenHash,
+        request: ConsentRequest,
+    ) -> Result<(), StorageError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO consent_requests (token_hash, data, expires_at) VALUES ($1, $2, $3)",
+                &[
+                    &hash(&token),
+                    &Json(&request),
+                    &request.expires_at.seconds(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_consent_request(
+        &self,
+        token: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<ConsentRequest>, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT data FROM consent_requests WHERE token_hash = $1 AND expires_at > $2",
+                &[&hash(token), &now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.map(|row| row.try_get::<_, Json<ConsentRequest>>(0).map(|Json(r)| r))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn take_consent_request(
+        &self,
+        token: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<ConsentRequest>, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM consent_requests WHERE token_hash = $1 RETURNING data, expires_at",
+                &[&hash(token)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let expires_at: i64 = row.try_get(1).map_err(unavailable)?;
+        if expires_at <= now.seconds() {
+            return Ok(None);
+        }
+        let Json(request): Json<ConsentRequest> = row.try_get(0).map_err(unavailable)?;
+        Ok(Some(request))
+    }
+
+    async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError> {
+        // A later approval adds to what was approved before and renews it.
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO consent_grants (subject, client_id, redirect_uri, audience, scope, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (subject, client_id, redirect_uri, audience) DO UPDATE SET
+                   scope = ARRAY(SELECT DISTINCT unnest(consent_grants.scope || EXCLUDED.scope)),
+                   expires_at = EXCLUDED.expires_at",
+                &[
+                    &grant.subject,
+                    &grant.client_id,
+                    &grant.redirect_uri,
+                    &grant.audience,
+                    &grant.scope,
+                    &grant.expires_at.seconds(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn has_consent(
+        &self,
+        subject: &str,
+        request: &AuthorizationRequest,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM consent_grants
+                 WHERE subject = $1 AND client_id = $2 AND redirect_uri = $3 AND audience = $4
+                   AND expires_at > $5 AND scope @> $6::text[]",
+                &[
+                    &subject,
+                    &request.client_id,
+                    &request.redirect_uri,
+                    &request.audience,
+                    &now.seconds(),
+                    &request.scope,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    async fn register_client(
+        &self,
+        client: RegisteredClient,
+        max_clients: usize,
+    ) -> Result<bool, StorageError> {
+        let mut connection = self.client().await?;
+        let transaction = connection.transaction().await.map_err(unavailable)?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRATION_LOCK])
+            .await
+            .map_err(unavailable)?;
+        let count: i64 = transaction
+            .query_one("SELECT count(*) FROM registered_clients", &[])
+            .await
+            .map_err(unavailable)?
+            .try_get(0)
+            .map_err(unavailable)?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max_clients {
+            return Ok(false);
+        }
+        transaction
+            .execute(
+                "INSERT INTO registered_clients (client_id, data, issued_at, last_used_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &client.client_id,
+                    &Json(&client),
+                    &client.issued_at.seconds(),
+                    &client.last_used_at.map(UnixTime::seconds),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT data, last_used_at FROM registered_clients WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let Json(mut client): Json<RegisteredClient> = row.try_get(0).map_err(unavailable)?;
+        // The column is the truth: `touch_client` updates it alone.
+        let last_used_at: Option<i64> = row.try_get(1).map_err(unavailable)?;
+        client.last_used_at = last_used_at.map(UnixTime);
+        Ok(Some(client))
+    }
+
+    async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE registered_clients SET last_used_at = greatest(coalesce(last_used_at, $2), $2)
+                 WHERE client_id = $1",
+                &[&client_id, &now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_unused_clients(
+        &self,
+        used_before: UnixTime,
+        never_used_before: UnixTime,
+    ) -> Result<usize, StorageError> {
+        let deleted = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM registered_clients
+                 WHERE (last_used_at IS NOT NULL AND last_used_at < $1)
+                    OR (last_used_at IS NULL AND issued_at < $2)",
+                &[&used_before.seconds(), &never_used_before.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
+    async fn count_clients(&self) -> Result<usize, StorageError> {
+        let count: i64 = self
+            .client()
+            .await?
+            .query_one("SELECT count(*) FROM registered_clients", &[])
+            .await
+            .map_err(unavailable)?
+            .try_get(0)
+            .map_err(unavailable)?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
+        let client = self.client().await?;
+        let mut removed = 0;
+        // Counted like the memory backend: consent records go too, but are not counted.
+        for (table, counted) in [
+            ("pending_authorizations", true),
+            ("authorization_codes", true),
+            ("refresh_families", true),
+            ("family_tombstones", true),
+            ("revoked_access_tokens", true),
+            ("consent_requests", false),
+            ("consent_grants", false),
+        ] {
+            // Table names come from the list above, never from input.
+            let statement = format!(
+                "DELETE FROM {table} WHERE ctid IN
+                 (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH})"
+            );
+            for _ in 0..SWEEP_MAX_BATCHES {
+                let deleted = client
+                    .execute(statement.as_str(), &[&now.seconds()])
+                    .await
+                    .map_err(unavailable)?;
+                if counted {
+                    removed += usize::try_from(deleted).unwrap_or(0);
+                }
+                if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,151 @@
+//! The storage contract on PostgreSQL, each test in a database of its own.
+//!
+//! The server comes from `TEST_DATABASE_URL` (a connection string to a database the tests may
+//! create and drop databases from); `.ci/run` sets it. Without it the tests say so and pass,
+//! except under `CI=true`, where a missing database is a failure.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+
+use super::PostgresStorage;
+use crate::storage::contract_tests;
+use crate::tokens::opaque::random_string;
+
+/// The admin connection string, or `None` (with a visible message) when PostgreSQL tests cannot run.
+pub fn admin_url() -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("CI=true but TEST_DATABASE_URL is not set: the PostgreSQL tests must run in CI")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: PostgreSQL storage tests (set TEST_DATABASE_URL=postgres://user@host/db to run them)"
+            );
+            None
+        }
+    }
+}
+
+/// Creates databases on the server of `admin_url` and drops them all when dropped.
+pub struct Databases {
+    admin_url: String,
+    created: Mutex<Vec<String>>,
+}
+
+impl Databases {
+    pub fn new(admin_url: String) -> Self {
+        Databases {
+            admin_url,
+            created: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn admin(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, NoTls)
+            .await
+            .expect("TEST_DATABASE_URL accepts connections");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A new, migrated database and a storage on it.
+    pub async fn fresh(&self) -> PostgresStorage {
+        let name = format!(
+            "mob_test_{}",
+            random_string(9).to_lowercase().replace(['-', '_'], "x")
+        );
+        self.admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("the test user may create databases");
+        self.created.lock().unwrap().push(name.clone());
+        let mut config: tokio_postgres::Config = self.admin_url.parse().unwrap();
+        config.dbname(&name);
+        let storage = PostgresStorage::with_config(config, 8, Duration::from_secs(5)).unwrap();
+        storage.migrate().await.expect("migrations apply");
+        storage
+    }
+
+    pub async fn drop_all(&self) {
+        let names = std::mem::take(&mut *self.created.lock().unwrap());
+        let admin = self.admin().await;
+        for name in names {
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .expect("test databases can be dropped");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_storage_honours_the_storage_contract() {
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    contract_tests::run_all(|| databases.fresh()).await;
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    let storage = databases.fresh().await;
+    assert!(
+        storage.migrate().await.unwrap().is_empty(),
+        "nothing left to apply"
+    );
+    let client = storage.client().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let error = storage.migrate().await.unwrap_err();
+    assert!(
+        error.contains("version 999, newer than this mcp-oauth-bridge knows (1)"),
+        "{error}"
+    );
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_apply_each_migration_once() {
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url.clone());
+    let first = databases.fresh().await;
+    // A second database, migrated by eight instances at once.
+    let name = format!(
+        "mob_test_race{}",
+        random_string(6).to_lowercase().replace(['-', '_'], "x")
+    );
+    databases
+        .admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    databases.created.lock().unwrap().push(name.clone());
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.dbname(&name);
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        let storage =
+            PostgresStorage::with_config(config.clone(), 2, Duration::from_secs(5)).unwrap();
+        runs.push(tokio::spawn(async move { storage.migrate().await }));
+    }
+    let mut applied = Vec::new();
+    for run in runs {
+        applied.extend(run.await.unwrap().expect("every instance starts"));
+    }
+    assert_eq!(applied, vec![1], "migration 1 ran exactly once");
+    drop(first);
+    databases.drop_all().await;
+}
