@@ -1,10 +1,14 @@
 //! `cargo run --release --example bench`: figures for the hot paths of the token endpoint.
-//! In-process (no HTTP), in-memory storage, one thread.
+//! In-process (no HTTP), one thread. With `BENCH_DATABASE_URL` (a database it may create tables
+//! in; use a scratch one) the refresh grant and the code exchange also run on PostgreSQL, one
+//! request at a time and sixteen at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcp_oauth_bridge::clients::ClientRegistry;
 use mcp_oauth_bridge::clock::{Clock, SystemClock, UnixTime};
 use mcp_oauth_bridge::config::{ClaimsConfig, ClientConfig};
@@ -12,19 +16,25 @@ use mcp_oauth_bridge::identity::Identity;
 use mcp_oauth_bridge::oauth::token::{ClientCredentials, exchange};
 use mcp_oauth_bridge::oauth::{Bridge, Params, Settings, SignIn};
 use mcp_oauth_bridge::secret::SecretString;
-use mcp_oauth_bridge::storage::{MemoryStorage, Storage};
+use mcp_oauth_bridge::storage::postgres::PostgresSettings;
+use mcp_oauth_bridge::storage::{AuthorizationCodeRecord, MemoryStorage, PostgresStorage, Storage};
 use mcp_oauth_bridge::tokens::jwt::{AccessTokenClaims, sign_access_token};
 use mcp_oauth_bridge::tokens::keys::SigningKey;
 use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use mcp_oauth_bridge::tokens::{KeySet, generate_token};
 use mcp_oauth_bridge::upstream::claims::AccessPolicy;
 use mcp_oauth_bridge::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use sha2::{Digest, Sha256};
 
 /// The token endpoint never calls the upstream provider.
 struct NoUpstream;
 
 #[async_trait]
 impl Upstream for NoUpstream {
+    fn is_ready(&self) -> bool {
+        false
+    }
+
     fn authorization_url(&self, _: &UpstreamRequest<'_>) -> Result<url::Url, UpstreamError> {
         Err(UpstreamError::NotReady)
     }
@@ -47,7 +57,7 @@ fn report(name: &str, count: u32, elapsed: Duration) {
     );
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let secret = "bench-client-secret";
     let client = |id: &str, secret: Option<&str>| ClientConfig {
@@ -65,26 +75,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let bridge = Bridge {
-        settings: Settings {
-            issuer: "https://bridge.example.com".into(),
-            default_audience: "https://mcp.example.com/mcp".into(),
-            allowed_resources: vec![],
-            scopes_supported: vec!["openid".into(), "email".into()],
-            access_token_ttl: Duration::from_secs(3600),
-            refresh_token_ttl: Duration::from_secs(30 * 86400),
-            refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
-            refresh_token_retry_window: Duration::from_secs(300),
-            registration_enabled: false,
-            metadata_documents_enabled: false,
-            claims: ClaimsConfig::default(),
-            access_policy: AccessPolicy::default(),
-        },
-        clients,
-        storage: Arc::clone(&storage),
-        sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
-        keys: Arc::new(KeySet::new(SigningKey::generate_es256()?)),
-    };
+    let bridge = bridge_on(clients, Arc::clone(&storage))?;
     let now = SystemClock.now();
 
     let wrong = SecretString::new("wrong");
@@ -137,18 +128,68 @@ async fn main() -> anyhow::Result<()> {
     }
     report("sign ES256 access token", rounds, started.elapsed());
 
-    let (mut refresh, hash) = generate_token();
-    storage
+    storage_figures("memory", &bridge, 20_000).await?;
+    if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+        let clients = ClientRegistry::from_config(&[client("public", None)], 4)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let postgres = PostgresStorage::new(&PostgresSettings {
+            url: SecretString::new(url),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            encryption_key: None,
+        })
+        .map_err(anyhow::Error::msg)?;
+        postgres.migrate().await.map_err(anyhow::Error::msg)?;
+        let bridge = Arc::new(bridge_on(clients, Arc::new(postgres))?);
+        storage_figures("postgres", &bridge, 2_000).await?;
+        concurrent_refreshes("postgres", &bridge, 16, 250).await?;
+    }
+    concurrent_refreshes("memory", &Arc::new(bridge), 16, 1_000).await?;
+    Ok(())
+}
+
+fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Result<Bridge> {
+    Ok(Bridge {
+        settings: Settings {
+            issuer: "https://bridge.example.com".into(),
+            default_audience: "https://mcp.example.com/mcp".into(),
+            allowed_resources: vec![],
+            scopes_supported: vec!["openid".into(), "email".into()],
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: Duration::from_secs(30 * 86400),
+            refresh_token_max_lifetime: Duration::from_secs(90 * 86400),
+            refresh_token_retry_window: Duration::from_secs(300),
+            registration_enabled: false,
+            metadata_documents_enabled: false,
+            claims: ClaimsConfig::default(),
+            access_policy: AccessPolicy::default(),
+        },
+        clients,
+        storage,
+        sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
+        keys: Arc::new(KeySet::new(SigningKey::generate_es256()?)),
+    })
+}
+
+fn identity() -> Identity {
+    Identity {
+        subject: "u".into(),
+        email: Some("u@example.com".into()),
+        email_verified: Some(true),
+        name: None,
+        groups: vec!["g".into()],
+    }
+}
+
+/// A new refresh-token family; its first refresh token.
+async fn new_family(bridge: &Bridge, now: UnixTime) -> anyhow::Result<String> {
+    let (refresh, hash) = generate_token();
+    bridge
+        .storage
         .create_family(RefreshFamily {
-            id: "bench".into(),
+            id: mcp_oauth_bridge::tokens::opaque::random_string(16),
             client_id: "public".into(),
-            identity: Identity {
-                subject: "u".into(),
-                email: Some("u@example.com".into()),
-                email_verified: Some(true),
-                name: None,
-                groups: vec!["g".into()],
-            },
+            identity: identity(),
             scope: vec!["openid".into()],
             audience: "https://mcp.example.com/mcp".into(),
             absolute_expires_at: now.plus(Duration::from_secs(90 * 86400)),
@@ -159,25 +200,109 @@ async fn main() -> anyhow::Result<()> {
             access_tokens: vec![],
         })
         .await?;
-    let credentials = ClientCredentials {
+    Ok(refresh)
+}
+
+fn public() -> ClientCredentials {
+    ClientCredentials {
         client_id: "public".into(),
         secret: None,
-    };
-    let rounds = 20_000;
+    }
+}
+
+async fn refresh_once(bridge: &Bridge, refresh: &str, now: UnixTime) -> anyhow::Result<String> {
+    let params = Params::from([("grant_type", "refresh_token"), ("refresh_token", refresh)]);
+    let response = exchange(bridge, &public(), &params, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(response.refresh_token.unwrap_or_default())
+}
+
+/// Sequential refresh grants and code exchanges on the bridge's storage.
+async fn storage_figures(name: &str, bridge: &Bridge, rounds: u32) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    let mut refresh = new_family(bridge, now).await?;
     let started = Instant::now();
     for _ in 0..rounds {
-        let params = Params::from([
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-        ]);
-        let response = exchange(&bridge, &credentials, &params, now)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        refresh = response.refresh_token.unwrap_or_default();
+        refresh = refresh_once(bridge, &refresh, now).await?;
     }
     report(
-        "refresh grant: rotate + sign ES256 access token",
+        &format!("{name}: refresh grant, one at a time"),
         rounds,
+        started.elapsed(),
+    );
+
+    let verifier = "bench-verifier-0123456789-0123456789-0123456789";
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let (code, hash) = generate_token();
+        bridge
+            .storage
+            .put_code(
+                hash,
+                AuthorizationCodeRecord {
+                    client_id: "public".into(),
+                    redirect_uri: "http://127.0.0.1/callback".into(),
+                    redirect_uri_given: true,
+                    code_challenge: challenge.clone(),
+                    scope: vec!["openid".into()],
+                    audience: "https://mcp.example.com/mcp".into(),
+                    identity: identity(),
+                    auth_time: now,
+                    client_nonce: None,
+                    family_id: mcp_oauth_bridge::tokens::opaque::random_string(16),
+                    expires_at: now.plus(Duration::from_secs(600)),
+                },
+            )
+            .await?;
+        let params = Params::from([
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://127.0.0.1/callback"),
+            ("code_verifier", verifier),
+        ]);
+        exchange(bridge, &public(), &params, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    report(
+        &format!("{name}: code exchange (incl. storing the code)"),
+        rounds,
+        started.elapsed(),
+    );
+    Ok(())
+}
+
+/// `tasks` families refreshed in parallel, `rounds` times each.
+async fn concurrent_refreshes(
+    name: &str,
+    bridge: &Arc<Bridge>,
+    tasks: u32,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    let mut families = Vec::new();
+    for _ in 0..tasks {
+        families.push(new_family(bridge, now).await?);
+    }
+    let started = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for mut refresh in families {
+        let bridge = Arc::clone(bridge);
+        running.spawn(async move {
+            for _ in 0..rounds {
+                refresh = refresh_once(&bridge, &refresh, now).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done??;
+    }
+    report(
+        &format!("{name}: refresh grant, {tasks} at once"),
+        tasks * rounds,
         started.elapsed(),
     );
     Ok(())

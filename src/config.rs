@@ -341,6 +341,8 @@ pub struct StorageConfig {
     pub sweep_interval: ConfigDuration,
     /// Required with `backend: postgres`.
     pub postgres: Option<PostgresConfig>,
+    /// Encrypts secrets kept in storage (AES-256-GCM); any random string of 32 characters or more.
+    pub encryption_key: Option<SecretString>,
 }
 
 impl Default for StorageConfig {
@@ -349,6 +351,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::default(),
             sweep_interval: default_sweep_interval(),
             postgres: None,
+            encryption_key: None,
         }
     }
 }
@@ -586,15 +589,6 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.storage.validate(&mut problems);
-        if self.storage.backend == StorageBackend::Postgres
-            && self.oauth.signing.is_none()
-            && self.oauth.signing_key.is_none()
-        {
-            // Until generated keys live in the database, each instance would sign with its own.
-            problems.push(
-                "oauth.signing: required with storage.backend: postgres (a key generated at start is not shared between instances yet)".to_owned(),
-            );
-        }
         if self.server.address.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "server.address: {:?} is not an address like 0.0.0.0:8080",
@@ -832,6 +826,16 @@ fn whole_seconds(field: &str, value: &ConfigDuration, at_least: u64) -> Option<S
 
 impl StorageConfig {
     fn validate(&self, problems: &mut Vec<String>) {
+        if self
+            .encryption_key
+            .as_ref()
+            .is_some_and(|key| key.expose().chars().count() < 32)
+        {
+            problems.push(
+                "storage.encryption_key: must be at least 32 characters (openssl rand -base64 32)"
+                    .to_owned(),
+            );
+        }
         match (self.backend, &self.postgres) {
             (StorageBackend::Postgres, None) => problems.push(
                 "storage.postgres: required with backend: postgres (at least its url)".to_owned(),
@@ -1332,15 +1336,11 @@ oauth:
     }
 
     #[test]
-    fn postgres_storage_needs_its_url_and_a_shared_signing_key() {
+    fn postgres_storage_needs_its_url_and_a_long_encryption_key() {
         let yaml = |storage: &str| format!("{MINIMAL}storage:\n{storage}");
         let text = error_text(&yaml("  backend: postgres\n"), &[("UPSTREAM_SECRET", "s")]);
         assert!(
             text.contains("storage.postgres: required with backend: postgres"),
-            "{text}"
-        );
-        assert!(
-            text.contains("oauth.signing: required with storage.backend: postgres"),
             "{text}"
         );
         let text = error_text(
@@ -1363,6 +1363,14 @@ oauth:
             &[("UPSTREAM_SECRET", "s")],
         );
         assert!(text.contains("set, but backend is memory"), "{text}");
+        let text = error_text(
+            &yaml("  encryption_key: short\n"),
+            &[("UPSTREAM_SECRET", "s")],
+        );
+        assert!(
+            text.contains("storage.encryption_key: must be at least 32 characters"),
+            "{text}"
+        );
     }
 
     #[test]

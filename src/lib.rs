@@ -19,6 +19,8 @@ pub mod identity;
 pub mod local_users;
 /// The OAuth 2.1 protocol rules, free of HTTP.
 pub mod oauth;
+/// AES-256-GCM for the secrets kept in storage.
+pub mod sealing;
 /// Secret newtypes and constant-time comparison.
 pub mod secret;
 /// Storage trait and its backends.

@@ -114,7 +114,7 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Key files are parsed too: a bad PEM should fail here, not at the first token.
-    tokens::KeySet::from_config(&config.oauth)?;
+    tokens::KeySet::configured(&config.oauth)?;
     println!("{}: configuration is valid", path.display());
     Ok(())
 }

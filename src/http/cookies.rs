@@ -82,9 +82,23 @@ pub struct CookieSigner {
 
 impl CookieSigner {
     pub fn generate() -> Self {
+        CookieSigner {
+            key: Self::fresh_key(),
+        }
+    }
+
+    pub fn fresh_key() -> [u8; 32] {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        CookieSigner { key }
+        key
+    }
+
+    /// A signer on a key shared by every instance (kept in storage).
+    pub fn from_key(key: &[u8]) -> Result<Self, String> {
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| format!("the cookie key is {} bytes, not 32", key.len()))?;
+        Ok(CookieSigner { key })
     }
 
     /// None only if the MAC cannot be keyed, which makes every cookie invalid (fails closed).

@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
             )
     };
     app.route(endpoints::HEALTH, get(well_known::healthz_get))
+        .route(endpoints::READY, get(well_known::readyz_get))
         .fallback(well_known::not_found)
         .with_state(state)
         .layer(

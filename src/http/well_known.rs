@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::oauth::metadata;
+use crate::oauth::{SignIn, metadata};
 
 fn cacheable(body: serde_json::Value, max_age: &'static str) -> Response {
     let mut response = Json(body).into_response();
@@ -48,6 +48,38 @@ pub async fn jwks_get(State(state): State<AppState>) -> Response {
 
 pub async fn healthz_get() -> Response {
     Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready when the storage answers and, with an upstream provider, its discovery has succeeded.
+pub async fn readyz_get(State(state): State<AppState>) -> Response {
+    let storage = state.bridge.storage.ping().await;
+    if let Err(error) = &storage {
+        tracing::warn!(%error, "not ready: storage unavailable");
+    }
+    let upstream = match &state.bridge.sign_in {
+        SignIn::Upstream(upstream) => Some(upstream.is_ready()),
+        SignIn::Local(_) => None,
+    };
+    let ready = storage.is_ok() && upstream != Some(false);
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "storage": if storage.is_ok() { "ok" } else { "unavailable" },
+        "upstream": match upstream {
+            Some(true) => "discovered",
+            Some(false) => "not discovered",
+            None => "none (local users)",
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 pub async fn not_found() -> Response {

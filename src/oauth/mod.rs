@@ -44,6 +44,7 @@ pub mod endpoints {
     pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
     pub const HEALTH: &str = "/healthz";
+    pub const READY: &str = "/readyz";
 }
 
 /// A request value as it may appear in a log line: attacker-chosen text is cut short.

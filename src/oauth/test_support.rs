@@ -87,6 +87,10 @@ impl ScriptedUpstream {
 
 #[async_trait]
 impl Upstream for ScriptedUpstream {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
         if !self.ready.load(Ordering::SeqCst) {
             return Err(UpstreamError::NotReady);

@@ -39,6 +39,26 @@ where
     refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make().await).await;
     family_revoked_before_creation_is_never_created(&make().await).await;
     sweep_removes_only_expired_entries(&make().await).await;
+    the_first_shared_secret_stored_is_the_one_everybody_gets(&make().await).await;
+}
+
+async fn the_first_shared_secret_stored_is_the_one_everybody_gets(storage: &dyn Storage) {
+    storage.ping().await.unwrap();
+    let first = storage
+        .shared_secret("cookie-key", b"first".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(first, b"first");
+    let again = storage
+        .shared_secret("cookie-key", b"second".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(again, b"first");
+    let other = storage
+        .shared_secret("signing-key", b"pem".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(other, b"pem");
 }
 
 fn identity() -> Identity {

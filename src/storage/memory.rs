@@ -35,6 +35,7 @@ struct Inner {
     /// Keyed by subject and client; one grant per redirect URI.
     consent_grants: HashMap<(String, String), Vec<ConsentGrant>>,
     registered_clients: HashMap<String, RegisteredClient>,
+    shared_secrets: HashMap<String, Vec<u8>>,
 }
 
 struct CodeEntry {
@@ -340,6 +341,19 @@ impl Storage for MemoryStorage {
 
     async fn count_clients(&self) -> Result<usize, StorageError> {
         Ok(self.lock()?.registered_clients.len())
+    }
+
+    async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        Ok(self
+            .lock()?
+            .shared_secrets
+            .entry(name.to_owned())
+            .or_insert(fresh)
+            .clone())
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.lock().map(|_| ())
     }
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {

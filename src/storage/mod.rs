@@ -235,4 +235,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;
+
+    /// The secret stored under `name` (the cookie key, a generated signing key), storing
+    /// `fresh` first when there is none: every instance sharing the storage gets the same one.
+    async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError>;
+
+    /// Whether the storage answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StorageError>;
 }

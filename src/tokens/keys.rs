@@ -41,11 +41,20 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     pub fn generate_es256() -> Result<Self, KeyError> {
+        Self::from_es256_pem(Self::generate_es256_pem()?.as_bytes())
+    }
+
+    /// A new ES256 private key as PKCS#8 PEM, for storing where other instances find it.
+    pub fn generate_es256_pem() -> Result<String, KeyError> {
         let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let pem = secret
+        secret
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| KeyError::Invalid(format!("cannot encode generated key: {e}")))?;
-        Self::from_asymmetric(EncodingKey::from_ec_pem(pem.as_bytes()), Algorithm::ES256)
+            .map(|pem| pem.to_string())
+            .map_err(|e| KeyError::Invalid(format!("cannot encode generated key: {e}")))
+    }
+
+    pub fn from_es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        Self::from_asymmetric(EncodingKey::from_ec_pem(pem), Algorithm::ES256)
     }
 
     pub fn from_pem_file(path: &Path, algorithm: SigningAlgorithm) -> Result<Self, KeyError> {
@@ -134,20 +143,27 @@ impl KeySet {
     }
 
     pub fn from_config(config: &OAuthConfig) -> Result<(Self, KeyOrigin), KeyError> {
+        match Self::configured(config)? {
+            Some(keys) => Ok((keys, KeyOrigin::Configured)),
+            None => Ok((
+                KeySet::new(SigningKey::generate_es256()?),
+                KeyOrigin::GeneratedEphemeral,
+            )),
+        }
+    }
+
+    /// The keys the configuration names, if it names any.
+    pub fn configured(config: &OAuthConfig) -> Result<Option<Self>, KeyError> {
         if let Some(secret) = &config.signing_key {
-            return Ok((
-                KeySet::new(SigningKey::from_shared_secret(secret.expose().as_bytes())),
-                KeyOrigin::Configured,
-            ));
+            return Ok(Some(KeySet::new(SigningKey::from_shared_secret(
+                secret.expose().as_bytes(),
+            ))));
         }
         if let Some(signing) = &config.signing {
             let key = SigningKey::from_pem_file(&signing.key_file, signing.algorithm)?;
-            return Ok((KeySet::new(key), KeyOrigin::Configured));
+            return Ok(Some(KeySet::new(key)));
         }
-        Ok((
-            KeySet::new(SigningKey::generate_es256()?),
-            KeyOrigin::GeneratedEphemeral,
-        ))
+        Ok(None)
     }
 
     pub fn active(&self) -> &SigningKey {

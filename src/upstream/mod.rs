@@ -38,6 +38,9 @@ pub struct UpstreamRequest<'a> {
 
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
+    /// Whether discovery has succeeded, so logins can start (for `/readyz`).
+    fn is_ready(&self) -> bool;
+
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError>;
 
     /// Exchanges the upstream code and returns the ID token's claims once fully validated

@@ -199,6 +199,10 @@ impl OidcUpstream {
 
 #[async_trait]
 impl Upstream for OidcUpstream {
+    fn is_ready(&self) -> bool {
+        self.current().is_ok()
+    }
+
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
         let discovered = self.current()?;
         let state = request.state.to_owned();

@@ -96,3 +96,58 @@ fn migrate_says_there_is_no_database_with_memory_storage() {
         "{stderr}"
     );
 }
+
+#[test]
+fn migrate_applies_the_schema_once_then_says_it_is_up_to_date() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("CI").map_or(true, |ci| ci != "true"),
+            "CI=true but TEST_DATABASE_URL is not set"
+        );
+        eprintln!("SKIPPED: migrate against PostgreSQL (set TEST_DATABASE_URL)");
+        return;
+    };
+    let name = format!("mob_cli_{:016x}", rand::random::<u64>());
+    let psql = |sql: String| {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await.unwrap();
+        });
+    };
+    psql(format!("CREATE DATABASE {name}"));
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    let dir = std::env::temp_dir().join(format!("{name}-config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let local = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.local.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "  backend: memory",
+        &format!("  backend: postgres\n  postgres: {{ url: \"{url}\" }}"),
+    );
+    std::fs::write(&config, local).unwrap();
+    let run = || {
+        Command::new(BINARY)
+            .args(["--config", config.to_str().unwrap(), "migrate"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2]"));
+    let second = run();
+    assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
+    psql(format!("DROP DATABASE {name} WITH (FORCE)"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

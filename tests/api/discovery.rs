@@ -92,6 +92,35 @@ async fn healthz_answers() {
 }
 
 #[tokio::test]
+async fn readyz_reports_storage_and_upstream() {
+    let app = spawn_app().await;
+    let ready = app.get_json(&format!("{}/readyz", app.origin)).await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["storage"], "ok");
+    assert_eq!(ready["upstream"], "discovered");
+
+    // A provider that does not answer: the bridge serves, but is not ready.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_issuer = format!("http://{}/realms/test", dead.local_addr().unwrap());
+    drop(dead);
+    let waiting = spawn_app_with(Options {
+        upstream_issuer: Some(dead_issuer),
+        ..Options::default()
+    })
+    .await;
+    let response = waiting
+        .api
+        .get(format!("{}/readyz", waiting.origin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["upstream"], "not discovered");
+    assert_eq!(body["storage"], "ok");
+}
+
+#[tokio::test]
 async fn browser_clients_may_read_metadata_cross_origin() {
     let app = spawn_app().await;
     let response = app

@@ -25,6 +25,9 @@ pub const RESOURCE: &str = "https://mcp.example.com/mcp";
 pub struct TestApp {
     /// The issuer: `http://127.0.0.1:<port>[/base]`.
     pub issuer: String,
+    /// Where this instance listens, with the base path: `url()` builds on it. The issuer's
+    /// origin, unless this is a second instance behind another's name.
+    pub local: String,
     /// Scheme, host and port only.
     pub origin: String,
     pub provider: TestProvider,
@@ -63,6 +66,10 @@ pub struct Options {
     pub local_users: Option<String>,
     /// The bridge's clock; the system clock when `None`.
     pub clock: Option<SharedClock>,
+    /// The `storage:` section's YAML (indented two spaces); memory when empty.
+    pub storage: String,
+    /// Another instance's issuer, to run this one as a second instance behind the same name.
+    pub public_url: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -79,7 +86,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .unwrap_or_else(|| provider.issuer.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
-    let issuer = format!("{origin}{}", options.base_path);
+    let local = format!("{origin}{}", options.base_path);
+    let issuer = options.public_url.clone().unwrap_or_else(|| local.clone());
     let yaml = format!(
         r#"
 server:
@@ -97,8 +105,15 @@ oauth:
       redirect_uris: ["{WEB_REDIRECT}"]
 {extra_oauth}
 {sign_in}
+storage:
+{storage}
 "#,
         extra_oauth = options.extra_oauth,
+        storage = if options.storage.is_empty() {
+            "  backend: memory".to_owned()
+        } else {
+            options.storage.clone()
+        },
         sign_in = options.local_users.unwrap_or_else(|| format!(
             r#"  upstream:
     issuer: "{upstream_issuer}"
@@ -132,6 +147,7 @@ oauth:
         .unwrap();
     TestApp {
         issuer,
+        local,
         origin,
         provider,
         browser,
@@ -176,7 +192,7 @@ impl TestApp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer.trim_end_matches('/'))
+        format!("{}{path}", self.local.trim_end_matches('/'))
     }
 
     /// GET a JSON document that must answer 200.

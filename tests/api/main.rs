@@ -14,5 +14,6 @@ mod local_login;
 mod malformed;
 mod metadata_documents;
 mod oidc_provider;
+mod postgres;
 mod registration;
 mod token_endpoint;

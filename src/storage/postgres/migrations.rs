@@ -8,7 +8,19 @@ use deadpool_postgres::Client;
 const MIGRATION_LOCK: i64 = 0x6d63_706f_6d69_6772;
 
 /// Each migration in order; a released one is never edited, a change is a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", V1)];
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial schema", V1), (2, "shared secrets", V2)];
+
+/// Keys every instance must share: the cookie key, a generated signing key. Sealed with
+/// AES-256-GCM when `storage.encryption_key` is set.
+const V2: &str = r#"
+CREATE TABLE shared_secrets (
+    name        text PRIMARY KEY,
+    value       bytea NOT NULL,
+    sealed      boolean NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"#;
 
 const V1: &str = r#"
 CREATE TABLE pending_authorizations (

@@ -20,6 +20,7 @@ use super::{
     PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
+use crate::sealing::Sealer;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -31,16 +32,21 @@ const SWEEP_BATCH: i64 = 1000;
 const SWEEP_MAX_BATCHES: usize = 50;
 /// Serialises registrations so the client cap holds across instances.
 const REGISTRATION_LOCK: i64 = 0x6d63_7072_6567_6973;
+/// Held by the instance sweeping; the others skip their turn.
+const SWEEP_LOCK: i64 = 0x6d63_7073_7765_6570;
 
 #[derive(Debug, Clone)]
 pub struct PostgresSettings {
     pub url: crate::secret::SecretString,
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// Seals shared secrets at rest when set.
+    pub encryption_key: Option<crate::secret::SecretString>,
 }
 
 pub struct PostgresStorage {
     pool: Pool,
+    sealer: Option<Sealer>,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StorageError {
@@ -74,7 +80,15 @@ impl PostgresStorage {
             .parse()
             // Not the parser's message: it may quote the URL, password included.
             .map_err(|_| "storage.postgres.url is not a PostgreSQL connection string".to_owned())?;
-        Self::with_config(config, settings.pool_size, settings.connect_timeout)
+        let mut storage = Self::with_config(config, settings.pool_size, settings.connect_timeout)?;
+        storage.sealer = settings.encryption_key.as_ref().map(Sealer::new);
+        Ok(storage)
+    }
+
+    /// Seals the secrets this storage shares from now on.
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     pub fn with_config(
@@ -98,11 +112,22 @@ impl PostgresStorage {
             .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| format!("cannot build the PostgreSQL pool: {e}"))?;
-        Ok(PostgresStorage { pool })
+        Ok(PostgresStorage { pool, sealer: None })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
         self.pool.get().await.map_err(unavailable)
+    }
+
+    #[cfg(test)]
+    async fn database_name(&self) -> String {
+        self.client()
+            .await
+            .unwrap()
+            .query_one("SELECT current_database()", &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// Applies the embedded migrations (under an advisory lock); returns the versions applied.
@@ -673,35 +698,114 @@ impl Storage for PostgresStorage {
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
         let client = self.client().await?;
-        let mut removed = 0;
-        // Counted like the memory backend: consent records go too, but are not counted.
-        for (table, counted) in [
-            ("pending_authorizations", true),
-            ("authorization_codes", true),
-            ("refresh_families", true),
-            ("family_tombstones", true),
-            ("revoked_access_tokens", true),
-            ("consent_requests", false),
-            ("consent_grants", false),
-        ] {
-            // Table names come from the list above, never from input.
-            let statement = format!(
-                "DELETE FROM {table} WHERE ctid IN
-                 (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH})"
-            );
-            for _ in 0..SWEEP_MAX_BATCHES {
-                let deleted = client
-                    .execute(statement.as_str(), &[&now.seconds()])
-                    .await
-                    .map_err(unavailable)?;
-                if counted {
-                    removed += usize::try_from(deleted).unwrap_or(0);
-                }
-                if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
-                    break;
-                }
-            }
+        // One instance at a time: a session lock, released below (or when the connection ends).
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(unavailable)?
+            .try_get(0)
+            .map_err(unavailable)?;
+        if !locked {
+            return Ok(0);
         }
+        let swept = sweep(&client, now).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(unavailable);
+        let removed = swept?;
+        unlocked?;
         Ok(removed)
     }
+
+    async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        let client = self.client().await?;
+        let (value, sealed) = match &self.sealer {
+            Some(sealer) => (
+                sealer
+                    .seal(name, &fresh)
+                    .map_err(StorageError::Unavailable)?,
+                true,
+            ),
+            None => (fresh, false),
+        };
+        // Whoever inserts first wins; everybody then reads the winner.
+        client
+            .execute(
+                "INSERT INTO shared_secrets (name, value, sealed) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &value, &sealed],
+            )
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_one(
+                "SELECT value, sealed FROM shared_secrets WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(unavailable)?;
+        let stored: Vec<u8> = row.try_get(0).map_err(unavailable)?;
+        let stored_sealed: bool = row.try_get(1).map_err(unavailable)?;
+        match (stored_sealed, &self.sealer) {
+            (true, Some(sealer)) => sealer
+                .open(name, &stored)
+                .map_err(StorageError::Unavailable),
+            (true, None) => Err(StorageError::Unavailable(format!(
+                "{name} is stored encrypted: set storage.encryption_key"
+            ))),
+            (false, sealer) => {
+                if sealer.is_some() {
+                    tracing::warn!(
+                        name,
+                        "a shared secret was stored before storage.encryption_key was set; it stays unencrypted"
+                    );
+                }
+                Ok(stored)
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.client()
+            .await?
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Deletes expired rows in bounded batches.
+async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, StorageError> {
+    let mut removed = 0;
+    // Counted like the memory backend: consent records go too, but are not counted.
+    for (table, counted) in [
+        ("pending_authorizations", true),
+        ("authorization_codes", true),
+        ("refresh_families", true),
+        ("family_tombstones", true),
+        ("revoked_access_tokens", true),
+        ("consent_requests", false),
+        ("consent_grants", false),
+    ] {
+        // Table names come from the list above, never from input.
+        let statement = format!(
+            "DELETE FROM {table} WHERE ctid IN
+             (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH})"
+        );
+        for _ in 0..SWEEP_MAX_BATCHES {
+            let deleted = client
+                .execute(statement.as_str(), &[&now.seconds()])
+                .await
+                .map_err(unavailable)?;
+            if counted {
+                removed += usize::try_from(deleted).unwrap_or(0);
+            }
+            if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+    }
+    Ok(removed)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 
 use super::PostgresStorage;
-use crate::storage::contract_tests;
+use crate::storage::{Storage, contract_tests};
 use crate::tokens::opaque::random_string;
 
 /// The admin connection string, or `None` (with a visible message) when PostgreSQL tests cannot run.
@@ -110,7 +110,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     drop(client);
     let error = storage.migrate().await.unwrap_err();
     assert!(
-        error.contains("version 999, newer than this mcp-oauth-bridge knows (1)"),
+        error.contains("version 999, newer than this mcp-oauth-bridge knows (2)"),
         "{error}"
     );
     databases.drop_all().await;
@@ -145,7 +145,59 @@ async fn instances_starting_together_apply_each_migration_once() {
     for run in runs {
         applied.extend(run.await.unwrap().expect("every instance starts"));
     }
-    assert_eq!(applied, vec![1], "migration 1 ran exactly once");
+    assert_eq!(applied, vec![1, 2], "each migration ran exactly once");
     drop(first);
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn shared_secrets_are_sealed_at_rest_and_need_the_key_to_open() {
+    use crate::sealing::Sealer;
+    use crate::secret::SecretString;
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    let key = SecretString::new("an encryption key of at least thirty-two chars");
+    let sealed = databases.fresh().await.with_sealer(Sealer::new(&key));
+    let secret = sealed
+        .shared_secret("cookie-key", b"0123456789abcdef".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(secret, b"0123456789abcdef");
+    let client = sealed.client().await.unwrap();
+    let stored: Vec<u8> = client
+        .query_one(
+            "SELECT value FROM shared_secrets WHERE name = 'cookie-key'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !stored.windows(16).any(|w| w == b"0123456789abcdef"),
+        "not in clear"
+    );
+    drop(client);
+    // Another instance on the same database, without the key or with another one, cannot read it.
+    let database = sealed.database_name().await;
+    let mut config: tokio_postgres::Config = databases.admin_url.parse().unwrap();
+    config.dbname(&database);
+    let keyless = PostgresStorage::with_config(config.clone(), 2, Duration::from_secs(5)).unwrap();
+    let error = keyless
+        .shared_secret("cookie-key", b"x".to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("set storage.encryption_key"), "{error}");
+    let wrong = PostgresStorage::with_config(config, 2, Duration::from_secs(5))
+        .unwrap()
+        .with_sealer(Sealer::new(&SecretString::new(
+            "some other key, also thirty-two chars",
+        )));
+    let error = wrong
+        .shared_secret("cookie-key", b"x".to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("encryption_key differs"), "{error}");
     databases.drop_all().await;
 }

@@ -1,0 +1,108 @@
+//! Encryption at rest for the few secrets the bridge must keep readable (its shared signing and
+//! cookie keys), with AES-256-GCM under `storage.encryption_key`. The key is derived from the
+//! configured string with SHA-256, so any long random string will do; each value gets a fresh
+//! nonce, and its name is bound in as associated data, so a sealed value moved to another row
+//! does not open.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::secret::SecretString;
+
+const NONCE_BYTES: usize = 12;
+
+pub struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<key redacted>)")
+    }
+}
+
+impl Sealer {
+    pub fn new(key: &SecretString) -> Self {
+        let digest = Sha256::digest(
+            [
+                b"mcp-oauth-bridge sealing key:".as_slice(),
+                key.expose().as_bytes(),
+            ]
+            .concat(),
+        );
+        Sealer {
+            cipher: Aes256Gcm::new(&digest),
+        }
+    }
+
+    /// `nonce || ciphertext+tag`.
+    pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: name.as_bytes(),
+                },
+            )
+            .map_err(|_| format!("cannot encrypt {name}"))?;
+        Ok([nonce.as_slice(), &ciphertext].concat())
+    }
+
+    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        if sealed.len() <= NONCE_BYTES {
+            return Err(format!(
+                "{name}: the stored value is too short to be sealed"
+            ));
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: name.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                format!("{name}: cannot decrypt it; storage.encryption_key differs from the one it was stored with")
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_with_the_same_key_and_name_only() {
+        let sealer = Sealer::new(&SecretString::new(
+            "a long random string of at least 32 chars",
+        ));
+        let sealed = sealer.seal("cookie-key", b"secret bytes").unwrap();
+        assert!(!sealed.windows(12).any(|w| w == b"secret bytes"));
+        assert_eq!(sealer.open("cookie-key", &sealed).unwrap(), b"secret bytes");
+        assert_ne!(
+            sealed,
+            sealer.seal("cookie-key", b"secret bytes").unwrap(),
+            "fresh nonce"
+        );
+        assert!(
+            sealer.open("signing-key", &sealed).is_err(),
+            "bound to its name"
+        );
+        let other = Sealer::new(&SecretString::new("another long random string, 32+ chars"));
+        assert!(
+            other
+                .open("cookie-key", &sealed)
+                .unwrap_err()
+                .contains("encryption_key differs")
+        );
+        assert!(sealer.open("cookie-key", &sealed[..5]).is_err());
+    }
+}
