@@ -25,6 +25,9 @@ pub mod sealing;
 pub mod secret;
 /// Storage trait and its backends.
 pub mod storage;
+/// For this crate's own tests: a PostgreSQL server to test against.
+#[doc(hidden)]
+pub mod testing;
 /// Access tokens, signing keys, opaque codes and refresh-token families.
 pub mod tokens;
 /// The upstream OpenID Connect provider.

@@ -99,12 +99,7 @@ fn migrate_says_there_is_no_database_with_memory_storage() {
 
 #[test]
 fn migrate_applies_the_schema_once_then_says_it_is_up_to_date() {
-    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("CI").map_or(true, |ci| ci != "true"),
-            "CI=true but TEST_DATABASE_URL is not set"
-        );
-        eprintln!("SKIPPED: migrate against PostgreSQL (set TEST_DATABASE_URL)");
+    let Some(admin_url) = mcp_oauth_bridge::testing::postgres_url().unwrap() else {
         return;
     };
     let name = format!("mob_cli_{:016x}", rand::random::<u64>());

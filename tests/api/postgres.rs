@@ -1,7 +1,7 @@
 //! Several instances on one PostgreSQL database: whichever instance a request reaches, a sign-in,
 //! a code, a refresh-token family and a registration are the same. Each test gets a database of
-//! its own on the server of `TEST_DATABASE_URL` (skipped with a message without it, except under
-//! `CI=true`).
+//! its own on the server `mcp_oauth_bridge::testing` finds (`TEST_DATABASE_URL`, else a throwaway
+//! cluster).
 
 use std::collections::HashSet;
 
@@ -28,18 +28,7 @@ async fn admin(url: &str) -> tokio_postgres::Client {
 }
 
 async fn test_database() -> Option<TestDatabase> {
-    let admin_url = match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("CI=true but TEST_DATABASE_URL is not set")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: multi-instance PostgreSQL tests (set TEST_DATABASE_URL to run them)"
-            );
-            return None;
-        }
-    };
+    let admin_url = mcp_oauth_bridge::testing::postgres_url().unwrap()?;
     let name = format!("mob_it_{:016x}", rand::random::<u64>());
     admin(&admin_url)
         .await

@@ -1,8 +1,6 @@
 //! The storage contract on PostgreSQL, each test in a database of its own.
 //!
-//! The server comes from `TEST_DATABASE_URL` (a connection string to a database the tests may
-//! create and drop databases from); `.ci/run` sets it. Without it the tests say so and pass,
-//! except under `CI=true`, where a missing database is a failure.
+//! The server: see `crate::testing` (`TEST_DATABASE_URL`, else a throwaway cluster).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,19 +12,8 @@ use crate::storage::{Storage, contract_tests};
 use crate::tokens::opaque::random_string;
 
 /// The admin connection string, or `None` (with a visible message) when PostgreSQL tests cannot run.
-pub fn admin_url() -> Option<String> {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("CI=true but TEST_DATABASE_URL is not set: the PostgreSQL tests must run in CI")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: PostgreSQL storage tests (set TEST_DATABASE_URL=postgres://user@host/db to run them)"
-            );
-            None
-        }
-    }
+fn admin_url() -> Option<String> {
+    crate::testing::postgres_url().unwrap()
 }
 
 /// Creates databases on the server of `admin_url` and drops them all when dropped.
