@@ -216,6 +216,11 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     match config.storage.backend {
         StorageBackend::Memory => Ok(Arc::new(MemoryStorage::new())),
         StorageBackend::Postgres => {
+            if config.storage.encryption_key.is_none() {
+                tracing::warn!(
+                    "storage.encryption_key is not set: the shared signing and cookie keys are stored unencrypted in the database"
+                );
+            }
             let storage = postgres_storage(config)?;
             let applied = storage
                 .migrate()

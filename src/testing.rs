@@ -33,9 +33,9 @@ fn resolve() -> Result<Option<String>, String> {
     }
     match throwaway_cluster() {
         Ok(url) => {
-            notice(&format!(
-                "PostgreSQL tests: TEST_DATABASE_URL is not set; using a throwaway cluster at {url}"
-            ));
+            notice(
+                "PostgreSQL tests: TEST_DATABASE_URL is not set; using a throwaway cluster on 127.0.0.1",
+            );
             Ok(Some(url))
         }
         Err(reason) if std::env::var("CI").is_ok_and(|ci| ci == "true") => Err(format!(
@@ -117,22 +117,33 @@ fn throwaway_cluster() -> Result<String, String> {
         }
     }
     let data = format!("{path}/data");
+    // A password, not `trust`: other local users must not get a superuser on this port.
+    let password = crate::tokens::opaque::random_string(18).replace(['-', '_'], "x");
+    let password_file = format!("{path}/password");
+    std::fs::write(&password_file, &password)
+        .map_err(|e| format!("cannot write {password_file}: {e}"))?;
+    if as_postgres {
+        let _ = Command::new("chown")
+            .args(["postgres:", &password_file])
+            .status();
+    }
     let initdb = command(as_postgres, &bin.join("initdb"))
         .args([
             "-D",
             &data,
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth=scram-sha-256",
             "--no-sync",
-            "-E",
-            "UTF8",
         ])
+        .args(["-E", "UTF8"])
+        .arg(format!("--pwfile={password_file}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| format!("cannot run initdb: {e}"))?;
     if !initdb.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
         return Err(format!(
             "initdb failed: {}",
             String::from_utf8_lossy(&initdb.stderr).trim()
@@ -144,16 +155,19 @@ fn throwaway_cluster() -> Result<String, String> {
         .port();
     // A watchdog shell runs the server and, once this test process is gone, stops it and removes
     // its files: nothing outlives the tests.
-    let postgres = bin.join("postgres");
-    let script = format!(
-        "{postgres} -D {data} -p {port} -c listen_addresses=127.0.0.1 -k {path} -F >{path}/log 2>&1 & pg=$!; \
-         while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
-         kill -INT $pg 2>/dev/null; wait $pg; rm -rf {path}",
-        postgres = postgres.display(),
-        parent = std::process::id(),
-    );
+    // Paths travel as arguments, never inside the script's text.
+    let script = "\"$1\" -D \"$2\" -p \"$3\" -c listen_addresses=127.0.0.1 -k \"$4\" -F >\"$4/log\" 2>&1 & pg=$!; \
+         while [ -d \"/proc/$5\" ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
+         kill -INT $pg 2>/dev/null; wait $pg; rm -rf \"$4\"";
     command(as_postgres, Path::new("/bin/sh"))
-        .args(["-c", &script])
+        .args(["-c", script, "sh"])
+        .arg(bin.join("postgres"))
+        .args([
+            &data,
+            &port.to_string(),
+            &path,
+            &std::process::id().to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -162,6 +176,7 @@ fn throwaway_cluster() -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let port_text = port.to_string();
     loop {
+        // pg_isready needs no password: it only asks whether connections are accepted.
         let ready = Command::new(bin.join("pg_isready"))
             .args(["-q", "-h", "127.0.0.1", "-p", &port_text])
             .status()
@@ -175,5 +190,7 @@ fn throwaway_cluster() -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    Ok(format!(
+        "postgres://postgres:{password}@127.0.0.1:{port}/postgres"
+    ))
 }

@@ -2,14 +2,23 @@
 //! instances starting together apply each migration once; a database migrated by a newer bridge
 //! is refused rather than misread.
 
-use deadpool_postgres::Client;
+use deadpool_postgres::ClientWrapper;
 
 /// `pg_advisory_lock` key for migrations ("mcp-oauth-bridge migrate", arbitrary but fixed).
 const MIGRATION_LOCK: i64 = 0x6d63_706f_6d69_6772;
 
 /// Each migration in order; a released one is never edited, a change is a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial schema", V1), (2, "shared secrets", V2)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial schema", V1),
+    (2, "shared secrets", V2),
+    (3, "expiry indexes for the sweep", V3),
+];
+
+const V3: &str = r#"
+CREATE INDEX family_tombstones_expiry ON family_tombstones (expires_at);
+CREATE INDEX consent_requests_expiry ON consent_requests (expires_at);
+CREATE INDEX consent_grants_expiry ON consent_grants (expires_at);
+"#;
 
 /// Keys every instance must share: the cookie key, a generated signing key. Sealed with
 /// AES-256-GCM when `storage.encryption_key` is set.
@@ -101,7 +110,9 @@ pub enum MigrationError {
 }
 
 /// Applies every migration the database lacks; returns the versions applied.
-pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+pub async fn migrate(client: &mut ClientWrapper) -> Result<Vec<i32>, MigrationError> {
+    // Waiting behind another instance's migrations is normal; forever is not.
+    client.batch_execute("SET lock_timeout = '120s'").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -115,7 +126,7 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
     Ok(applied)
 }
 
-async fn apply(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+async fn apply(client: &mut ClientWrapper) -> Result<Vec<i32>, MigrationError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -32,6 +32,9 @@ const SWEEP_BATCH: i64 = 1000;
 const SWEEP_MAX_BATCHES: usize = 50;
 /// Serialises registrations so the client cap holds across instances.
 const REGISTRATION_LOCK: i64 = 0x6d63_7072_6567_6973;
+/// No statement of ours takes long; one that does means the database is in trouble.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Held by the instance sweeping; the others skip their turn.
 const SWEEP_LOCK: i64 = 0x6d63_7073_7765_6570;
 
@@ -97,6 +100,16 @@ impl PostgresStorage {
         connect_timeout: Duration,
     ) -> Result<Self, String> {
         config.connect_timeout(connect_timeout);
+        // A database that stops answering (a host gone off the network, not a closed socket)
+        // must turn into errors, not requests hanging for the kernel's TCP timeout.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        config.tcp_user_timeout(STATEMENT_TIMEOUT);
+        config.options(format!(
+            "-c statement_timeout={} -c lock_timeout={}",
+            STATEMENT_TIMEOUT.as_millis(),
+            LOCK_TIMEOUT.as_millis()
+        ));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -132,7 +145,9 @@ impl PostgresStorage {
 
     /// Applies the embedded migrations (under an advisory lock); returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<i32>, String> {
-        let mut client = self.client().await.map_err(|e| e.to_string())?;
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        // Off the pool for good: its session settings and advisory lock never reach a request.
+        let mut client = deadpool_postgres::Object::take(client);
         migrations::migrate(&mut client)
             .await
             .map_err(|e| e.to_string())
@@ -710,9 +725,15 @@ impl Storage for PostgresStorage {
         }
         let swept = sweep(&client, now).await;
         let unlocked = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
+            .query_one("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
             .await
-            .map_err(unavailable);
+            .map_err(unavailable)
+            .and_then(|row| row.try_get::<_, bool>(0).map_err(unavailable));
+        if !matches!(unlocked, Ok(true)) {
+            // The session may still hold the lock: keep that connection out of the pool, or
+            // every other instance would skip its sweeps for as long as it lives.
+            drop(deadpool_postgres::Object::take(client));
+        }
         let removed = swept?;
         unlocked?;
         Ok(removed)
@@ -754,13 +775,21 @@ impl Storage for PostgresStorage {
             (true, None) => Err(StorageError::Unavailable(format!(
                 "{name} is stored encrypted: set storage.encryption_key"
             ))),
-            (false, sealer) => {
-                if sealer.is_some() {
-                    tracing::warn!(
-                        name,
-                        "a shared secret was stored before storage.encryption_key was set; it stays unencrypted"
-                    );
-                }
+            (false, None) => Ok(stored),
+            (false, Some(sealer)) => {
+                // Stored before storage.encryption_key was set: seal it now.
+                let value = sealer
+                    .seal(name, &stored)
+                    .map_err(StorageError::Unavailable)?;
+                client
+                    .execute(
+                        "UPDATE shared_secrets SET value = $2, sealed = true
+                         WHERE name = $1 AND NOT sealed",
+                        &[&name, &value],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                tracing::info!(name, "a shared secret stored unencrypted is now encrypted");
                 Ok(stored)
             }
         }
@@ -778,6 +807,24 @@ impl Storage for PostgresStorage {
 
 /// Deletes expired rows in bounded batches.
 async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, StorageError> {
+    // The refresh tokens of expired families first, in batches, so that deleting a family does
+    // not cascade over an unbounded number of rows.
+    for _ in 0..SWEEP_MAX_BATCHES {
+        let deleted = client
+            .execute(
+                &format!(
+                    "DELETE FROM refresh_tokens WHERE ctid IN
+                     (SELECT t.ctid FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                      WHERE f.expires_at <= $1 LIMIT {SWEEP_BATCH})"
+                ),
+                &[&now.seconds()],
+            )
+            .await
+            .map_err(unavailable)?;
+        if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
+            break;
+        }
+    }
     let mut removed = 0;
     // Counted like the memory backend: consent records go too, but are not counted.
     for (table, counted) in [
@@ -791,8 +838,8 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
     ] {
         // Table names come from the list above, never from input.
         let statement = format!(
-            "DELETE FROM {table} WHERE ctid IN
-             (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH})"
+            "DELETE FROM {table} WHERE expires_at <= $1 AND ctid IN
+             (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED)"
         );
         for _ in 0..SWEEP_MAX_BATCHES {
             let deleted = client

@@ -16,7 +16,8 @@ fn admin_url() -> Option<String> {
     crate::testing::postgres_url().unwrap()
 }
 
-/// Creates databases on the server of `admin_url` and drops them all when dropped.
+/// Creates databases on the server of `admin_url`; `drop_all` drops them (a failing test leaves
+/// its databases behind, named `mob_test_…`).
 pub struct Databases {
     admin_url: String,
     created: Mutex<Vec<String>>,
@@ -55,6 +56,16 @@ impl Databases {
         let storage = PostgresStorage::with_config(config, 8, Duration::from_secs(5)).unwrap();
         storage.migrate().await.expect("migrations apply");
         storage
+    }
+
+    /// A plain connection to the database `storage` uses, outside its pool.
+    pub async fn fresh_connection_to(&self, storage: &PostgresStorage) -> tokio_postgres::Client {
+        let name = storage.database_name().await;
+        let mut config: tokio_postgres::Config = self.admin_url.parse().unwrap();
+        config.dbname(&name);
+        let (client, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
     }
 
     pub async fn drop_all(&self) {
@@ -96,8 +107,11 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .unwrap();
     drop(client);
     let error = storage.migrate().await.unwrap_err();
+    let known = super::migrations::MIGRATIONS.last().unwrap().0;
     assert!(
-        error.contains("version 999, newer than this mcp-oauth-bridge knows (2)"),
+        error.contains(&format!(
+            "version 999, newer than this mcp-oauth-bridge knows ({known})"
+        )),
         "{error}"
     );
     databases.drop_all().await;
@@ -132,7 +146,8 @@ async fn instances_starting_together_apply_each_migration_once() {
     for run in runs {
         applied.extend(run.await.unwrap().expect("every instance starts"));
     }
-    assert_eq!(applied, vec![1, 2], "each migration ran exactly once");
+    let all: Vec<i32> = super::migrations::MIGRATIONS.iter().map(|m| m.0).collect();
+    assert_eq!(applied, all, "each migration ran exactly once");
     drop(first);
     databases.drop_all().await;
 }
@@ -186,5 +201,76 @@ async fn shared_secrets_are_sealed_at_rest_and_need_the_key_to_open() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("encryption_key differs"), "{error}");
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn only_one_instance_sweeps_at_a_time() {
+    use crate::clock::UnixTime;
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    let storage = databases.fresh().await;
+    let client = storage.client().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ('old', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Another instance is sweeping: this one skips its turn and leaves the row.
+    let other = databases.fresh_connection_to(&storage).await;
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&super::SWEEP_LOCK])
+        .await
+        .unwrap();
+    assert_eq!(storage.sweep_expired(UnixTime(100)).await.unwrap(), 0);
+    other
+        .execute("SELECT pg_advisory_unlock($1)", &[&super::SWEEP_LOCK])
+        .await
+        .unwrap();
+    assert_eq!(storage.sweep_expired(UnixTime(100)).await.unwrap(), 1);
+    drop(client);
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_secret_stored_before_the_encryption_key_was_set_gets_sealed() {
+    use crate::sealing::Sealer;
+    use crate::secret::SecretString;
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    let plain = databases.fresh().await;
+    plain
+        .shared_secret("cookie-key", b"0123456789abcdef".to_vec())
+        .await
+        .unwrap();
+    let other = databases.fresh_connection_to(&plain).await;
+    let database = other
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    let mut config: tokio_postgres::Config = databases.admin_url.parse().unwrap();
+    config.dbname(&database);
+    let sealed = PostgresStorage::with_config(config, 2, Duration::from_secs(5))
+        .unwrap()
+        .with_sealer(Sealer::new(&SecretString::new(
+            "an encryption key of thirty-two chars or so",
+        )));
+    let secret = sealed
+        .shared_secret("cookie-key", b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(secret, b"0123456789abcdef");
+    let row = other
+        .query_one(
+            "SELECT sealed, value FROM shared_secrets WHERE name = 'cookie-key'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_ne!(row.get::<_, Vec<u8>>(1), b"0123456789abcdef");
     databases.drop_all().await;
 }
