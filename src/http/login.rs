@@ -6,6 +6,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::authorize::authorize_error;
 use super::callback::signed_in_response;
@@ -13,9 +15,6 @@ use super::pages::{error_page, login_page};
 use super::params::{parse_query, read_form};
 use super::rate_limit::bucket_of;
 use super::{AppState, cookies};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use crate::oauth::authorize::{AuthorizeError, binding_cookie_name};
 use crate::oauth::login::{LoginOutcome, cancel_login, check_sign_in, submit_login};
 use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
