@@ -9,7 +9,7 @@ use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
 use crate::oauth::authorize::{
-    AuthorizationStep, AuthorizeError, UpstreamRedirect, start_authorization,
+    AuthorizationStep, AuthorizeError, UpstreamRedirect, binding_cookie_name, start_authorization,
 };
 use crate::oauth::{PENDING_AUTHORIZATION_TTL, endpoints};
 
@@ -19,6 +19,11 @@ pub const REMEMBER_PURPOSE: &str = "remember";
 /// The cookie remembering who approved this client in this browser.
 pub fn remember_cookie_name(state: &AppState, client_id: &str) -> String {
     cookies::host_only_name(state, &format!("mob_remember_{}", cookies::tag(client_id)))
+}
+
+/// The cookie binding a sign-in (upstream login or local form) to the browser that started it.
+pub fn sign_in_cookie_name(state: &AppState, sign_in: &str) -> String {
+    cookies::host_only_name(state, &binding_cookie_name(sign_in))
 }
 
 /// The cookie binding a consent page to the browser it was shown in.

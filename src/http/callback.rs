@@ -4,13 +4,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::authorize::{REMEMBER_PURPOSE, authorize_error, remember_cookie_name};
+use super::authorize::{
+    REMEMBER_PURPOSE, authorize_error, remember_cookie_name, sign_in_cookie_name,
+};
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
 use crate::clock::UnixTime;
 use crate::oauth::REMEMBERED_CONSENT_TTL;
-use crate::oauth::authorize::binding_cookie_name;
 use crate::oauth::callback::{SignedIn, complete_authorization};
 
 pub async fn callback_get(
@@ -22,9 +23,9 @@ pub async fn callback_get(
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };
-    let cookie_name = params.get("state").map(|upstream_state| {
-        cookies::host_only_name(&state, &binding_cookie_name(upstream_state))
-    });
+    let cookie_name = params
+        .get("state")
+        .map(|upstream_state| sign_in_cookie_name(&state, upstream_state));
     let binding = cookie_name
         .as_deref()
         .and_then(|name| cookies::read(&headers, name));

@@ -9,13 +9,13 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::authorize::authorize_error;
+use super::authorize::{authorize_error, sign_in_cookie_name};
 use super::callback::signed_in_response;
 use super::pages::{error_page, login_page};
 use super::params::{parse_query, read_form};
 use super::rate_limit::bucket_of;
 use super::{AppState, cookies};
-use crate::oauth::authorize::{AuthorizeError, binding_cookie_name};
+use crate::oauth::authorize::AuthorizeError;
 use crate::oauth::login::{LoginOutcome, cancel_login, check_sign_in, submit_login};
 use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
 use crate::secret::SecretString;
@@ -26,10 +26,7 @@ const WRONG_CREDENTIALS: &str = "Wrong username or password.";
 
 /// The cookie the authorization endpoint set for this sign-in, if this browser has it.
 fn binding<'a>(state: &AppState, headers: &'a HeaderMap, sign_in: &str) -> Option<&'a str> {
-    cookies::read(
-        headers,
-        &cookies::host_only_name(state, &binding_cookie_name(sign_in)),
-    )
+    cookies::read(headers, &sign_in_cookie_name(state, sign_in))
 }
 
 /// What the form's anti-forgery token is bound to: the whole sign-in state and this browser's
@@ -113,7 +110,7 @@ pub async fn login_post(State(state): State<AppState>, request: Request) -> Resp
     }
     let now = state.clock.now();
     let clear_binding = |mut response: Response| {
-        let name = cookies::host_only_name(&state, &binding_cookie_name(&sign_in));
+        let name = sign_in_cookie_name(&state, &sign_in);
         cookies::clear(&mut response, &state, &name);
         response
     };

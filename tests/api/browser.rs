@@ -93,31 +93,16 @@ async fn browser_approves_the_consent_page_and_reaches_the_client() {
     authorize
         .query_pairs_mut()
         .extend_pairs(app.authorize_params(&pkce));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let screenshots = root.join("target/test-screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let screenshot = screenshots.join("consent.png");
-    let _ = std::fs::remove_file(&screenshot);
-
-    let script = root.join("tests/browser/consent.mjs");
-    let args: Vec<String> = vec![
-        script.display().to_string(),
-        authorize.to_string(),
-        screenshot.display().to_string(),
-        PUBLIC_REDIRECT.to_owned(),
-    ];
-    // The app serves on this test's runtime: the browser runs on a blocking thread meanwhile.
-    let output = tokio::task::spawn_blocking(move || Command::new("node").args(args).output())
-        .await
-        .unwrap()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    let screenshot = screenshot_path("consent.png");
+    let report = run_browser_script(
+        "consent.mjs",
+        vec![
+            authorize.to_string(),
+            screenshot.display().to_string(),
+            PUBLIC_REDIRECT.to_owned(),
+        ],
+    )
+    .await;
 
     assert_eq!(report["consentStatus"], 200);
     assert!(

@@ -152,10 +152,6 @@ async fn a_client_registered_on_one_instance_signs_in_on_the_other() {
     db.drop_database().await;
 }
 
-async fn signed_in_code(app: &TestApp, pkce: &Pkce) -> String {
-    app.authorization_code(pkce).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_redeemed_on_one_instance_is_a_replay_on_the_other_and_revokes_the_grant() {
     let Some(db) = test_database().await else {
@@ -164,7 +160,7 @@ async fn a_code_redeemed_on_one_instance_is_a_replay_on_the_other_and_revokes_th
     let a = instance(&db, None).await;
     let b = instance(&db, Some(&a)).await;
     let pkce = Pkce::new();
-    let code = signed_in_code(&a, &pkce).await;
+    let code = a.authorization_code(&pkce).await;
     let first = a.redeem_code(&code, &pkce).await;
     assert_eq!(first.status(), StatusCode::OK);
     let tokens: Value = first.json().await.unwrap();
@@ -191,7 +187,7 @@ async fn fifty_concurrent_redemptions_of_one_code_over_two_instances_yield_no_us
     let a = instance(&db, None).await;
     let b = instance(&db, Some(&a)).await;
     let pkce = Pkce::new();
-    let code = signed_in_code(&a, &pkce).await;
+    let code = a.authorization_code(&pkce).await;
     let attempts = (0..50).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
         app.redeem_code(&code, &pkce)
@@ -263,7 +259,7 @@ async fn fifty_concurrent_refreshes_leave_exactly_one_usable_token_which_survive
     let a = instance(&db, None).await;
     let b = instance(&db, Some(&a)).await;
     let pkce = Pkce::new();
-    let code = signed_in_code(&a, &pkce).await;
+    let code = a.authorization_code(&pkce).await;
     let tokens: Value = a.redeem_code(&code, &pkce).await.json().await.unwrap();
     let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
 

@@ -3,32 +3,12 @@
 // client's redirect URI. Prints one JSON line for the Rust test to check.
 //
 // usage: node consent.mjs <authorize-url> <screenshot.png> <client-redirect-prefix>
-import { chromium } from 'playwright-core';
+import { launch, pageCatchingClient } from './launch.mjs';
 
 const [authorizeUrl, screenshotPath, clientRedirect] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage();
-  // Nothing listens on the client's loopback redirect URI: answer it here and record it.
-  let clientReached = null;
-  await page.route(
-    (url) => url.href.startsWith(clientRedirect),
-    (route) => {
-      clientReached = route.request().url();
-      return route.fulfill({ status: 200, contentType: 'text/plain', body: 'client reached' });
-    },
-  );
+  const { page, reached } = await pageCatchingClient(browser, clientRedirect);
   const response = await page.goto(authorizeUrl);
   const consentStatus = response.status();
   const consentUrl = page.url();
@@ -37,7 +17,7 @@ try {
   await page.screenshot({ path: screenshotPath, fullPage: true });
   await page.getByRole('button', { name: 'Allow' }).click();
   await page.waitForURL((url) => url.href.startsWith(clientRedirect), { timeout: 20000 });
-  console.log(JSON.stringify({ consentStatus, consentUrl, heading, framing, clientReached }));
+  console.log(JSON.stringify({ consentStatus, consentUrl, heading, framing, clientReached: reached() }));
 } finally {
   await browser.close();
 }

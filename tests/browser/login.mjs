@@ -3,31 +3,12 @@
 // client's redirect URI. Takes a screenshot of the form showing its error. Prints one JSON line.
 //
 // usage: node login.mjs <authorize-url> <screenshot.png> <client-redirect-prefix> <username> <password>
-import { chromium } from 'playwright-core';
+import { launch, pageCatchingClient } from './launch.mjs';
 
 const [authorizeUrl, screenshotPath, clientRedirect, username, password] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage();
-  let clientReached = null;
-  await page.route(
-    (url) => url.href.startsWith(clientRedirect),
-    (route) => {
-      clientReached = route.request().url();
-      return route.fulfill({ status: 200, contentType: 'text/plain', body: 'client reached' });
-    },
-  );
+  const { page, reached } = await pageCatchingClient(browser, clientRedirect);
   await page.goto(authorizeUrl);
   const [login] = await Promise.all([
     page.waitForResponse((r) => new URL(r.url()).pathname.endsWith('/oauth/login')),
@@ -49,7 +30,7 @@ try {
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL((url) => url.href.startsWith(clientRedirect), { timeout: 20000 });
-  console.log(JSON.stringify({ loginUrl, framing, heading, error, clientReached }));
+  console.log(JSON.stringify({ loginUrl, framing, heading, error, clientReached: reached() }));
 } finally {
   await browser.close();
 }
