@@ -29,6 +29,7 @@ where
     expired_pending_authorization_is_gone(&make().await).await;
     code_is_redeemed_once_and_replay_names_the_family(&make().await).await;
     expired_code_is_refused(&make().await).await;
+    redeeming_stores_the_grant_it_builds(&make().await).await;
     concurrent_redemptions_succeed_exactly_once(Arc::new(make().await)).await;
     concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make().await)).await;
     grant_without_refresh_token_still_revokes_its_access_tokens(&make().await).await;
@@ -242,10 +243,10 @@ async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage
         .await
         .unwrap();
     assert!(matches!(
-        storage.redeem_code(&hash, NOW).await.unwrap(),
+        redeem(storage, &hash, NOW).await,
         CodeRedemption::Redeemed(_)
     ));
-    match storage.redeem_code(&hash, NOW).await.unwrap() {
+    match redeem(storage, &hash, NOW).await {
         CodeRedemption::Replayed {
             family_id,
             client_id,
@@ -256,10 +257,7 @@ async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage
         other => panic!("expected a replay, got {other:?}"),
     }
     assert!(matches!(
-        storage
-            .redeem_code(&TokenHash::of("nope"), NOW)
-            .await
-            .unwrap(),
+        redeem(storage, &TokenHash::of("nope"), NOW).await,
         CodeRedemption::Unknown
     ));
 }
@@ -271,14 +269,59 @@ async fn expired_code_is_refused(storage: &dyn Storage) {
         .await
         .unwrap();
     assert!(matches!(
-        storage
-            .redeem_code(&hash, NOW.plus(MINUTE * 10))
-            .await
-            .unwrap(),
+        redeem(storage, &hash, NOW.plus(MINUTE * 10)).await,
         CodeRedemption::Expired
     ));
 }
 
+/// Redeems a code whose token request fails its checks: nothing is issued.
+async fn redeem(storage: &dyn Storage, code: &TokenHash, now: UnixTime) -> CodeRedemption {
+    storage
+        .redeem_code(code, now, &mut |_: &AuthorizationCodeRecord| None)
+        .await
+        .unwrap()
+}
+
+async fn redeeming_stores_the_grant_it_builds(storage: &dyn Storage) {
+    let hash = TokenHash::of("code");
+    storage
+        .put_code(hash, code("fam-g", NOW.plus(MINUTE)))
+        .await
+        .unwrap();
+    let mut seen = None;
+    let redemption = storage
+        .redeem_code(&hash, NOW, &mut |record: &AuthorizationCodeRecord| {
+            seen = Some(record.family_id.clone());
+            Some(family(&record.family_id, TokenHash::of("g-0")))
+        })
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    assert_eq!(seen.as_deref(), Some("fam-g"));
+    let (outcome, _) = storage
+        .rotate_refresh(&TokenHash::of("g-0"), &CLIENT, replacement("g-1"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Presentation::Rotated);
+
+    // A failed check spends the code all the same, and stores nothing.
+    let failed = TokenHash::of("code-2");
+    storage
+        .put_code(failed, code("fam-f", NOW.plus(MINUTE)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        redeem(storage, &failed, NOW).await,
+        CodeRedemption::Redeemed(_)
+    ));
+    assert!(matches!(
+        redeem(storage, &failed, NOW).await,
+        CodeRedemption::Replayed { .. }
+    ));
+}
+
+/// Every loser sees the replay only once the winner's grant is stored, so revoking it works.
 async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>) {
     let hash = TokenHash::of("contended");
     storage
@@ -288,22 +331,39 @@ async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>
     let contenders = 16;
     let start = Arc::new(Barrier::new(contenders));
     let attempts: Vec<_> = (0..contenders)
-        .map(|_| {
+        .map(|i| {
             let storage = Arc::clone(&storage);
             let start = Arc::clone(&start);
             tokio::spawn(async move {
                 start.wait().await;
-                storage.redeem_code(&hash, NOW).await.unwrap()
+                let first_token = TokenHash::of(&format!("c-{i}"));
+                let mut issue =
+                    |record: &AuthorizationCodeRecord| Some(family(&record.family_id, first_token));
+                let redemption = storage.redeem_code(&hash, NOW, &mut issue).await.unwrap();
+                if let CodeRedemption::Replayed { family_id, .. } = &redemption {
+                    storage.revoke_family(family_id, NOW).await.unwrap();
+                }
+                (first_token, redemption)
             })
         })
         .collect();
-    let mut redeemed = 0;
+    let mut winners = Vec::new();
+    let mut replays = 0;
     for attempt in attempts {
-        if matches!(attempt.await.unwrap(), CodeRedemption::Redeemed(_)) {
-            redeemed += 1;
+        match attempt.await.unwrap() {
+            (token, CodeRedemption::Redeemed(_)) => winners.push(token),
+            (_, CodeRedemption::Replayed { .. }) => replays += 1,
+            (_, other) => panic!("expected a redemption or a replay, got {other:?}"),
         }
     }
-    assert_eq!(redeemed, 1);
+    assert_eq!(winners.len(), 1);
+    assert_eq!(replays, contenders - 1);
+    let (outcome, _) = storage
+        .rotate_refresh(&winners[0], &CLIENT, replacement("c-next"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Presentation::Revoked);
 }
 
 async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(storage: Arc<S>) {
@@ -627,10 +687,7 @@ async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
         PendingTake::Taken(_)
     ));
     assert!(matches!(
-        storage
-            .redeem_code(&TokenHash::of("c-old"), later)
-            .await
-            .unwrap(),
+        redeem(storage, &TokenHash::of("c-old"), later).await,
         CodeRedemption::Unknown
     ));
     // Past the refresh token's expiry the family goes, and its token is unknown.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
+    IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
@@ -56,6 +56,13 @@ impl MemoryStorage {
 }
 
 impl Inner {
+    fn insert_family(&mut self, family: RefreshFamily) {
+        if let Some(current) = family.current {
+            self.refresh_index.insert(current, family.id.clone());
+        }
+        self.families.insert(family.id.clone(), family);
+    }
+
     fn revoke_family(&mut self, family_id: &str, now: UnixTime) {
         self.family_tombstones
             .insert(family_id.to_owned(), now.plus(TOMBSTONE_TTL));
@@ -137,6 +144,7 @@ impl Storage for MemoryStorage {
         &self,
         code: &TokenHash,
         now: UnixTime,
+        issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError> {
         let mut inner = self.lock()?;
         let Some(entry) = inner.codes.get_mut(code) else {
@@ -152,7 +160,15 @@ impl Storage for MemoryStorage {
             return Ok(CodeRedemption::Expired);
         }
         entry.redeemed = true;
-        Ok(CodeRedemption::Redeemed(Box::new(entry.record.clone())))
+        let record = entry.record.clone();
+        if let Some(family) = issue(&record) {
+            let family_id = family.id.clone();
+            inner.insert_family(family);
+            if inner.family_tombstones.contains_key(&family_id) {
+                inner.revoke_family(&family_id, now);
+            }
+        }
+        Ok(CodeRedemption::Redeemed(Box::new(record)))
     }
 
     async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError> {
@@ -160,10 +176,7 @@ impl Storage for MemoryStorage {
         if inner.family_tombstones.contains_key(&family.id) {
             return Ok(false);
         }
-        if let Some(current) = family.current {
-            inner.refresh_index.insert(current, family.id.clone());
-        }
-        inner.families.insert(family.id.clone(), family);
+        inner.insert_family(family);
         Ok(true)
     }
 

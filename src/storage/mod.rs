@@ -138,6 +138,10 @@ pub enum CodeRedemption {
     Unknown,
 }
 
+/// Checks a token request against the code it presents and builds the grant it turns into;
+/// `None` when the request fails a check (the code is used up all the same).
+pub type IssueGrant<'a> = dyn FnMut(&AuthorizationCodeRecord) -> Option<RefreshFamily> + Send + 'a;
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     async fn put_pending(
@@ -168,11 +172,14 @@ pub trait Storage: Send + Sync + 'static {
         code: TokenHash,
         record: AuthorizationCodeRecord,
     ) -> Result<(), StorageError>;
-    /// Marks the code used and returns it; a used code is kept until it expires so replays are seen.
+    /// Marks the code used and stores the family `issue` builds from it, in one atomic step: a
+    /// concurrent redemption of the same code waits, then finds the code used and the family in
+    /// place for it to revoke. A used code is kept until it expires so replays are seen.
     async fn redeem_code(
         &self,
         code: &TokenHash,
         now: UnixTime,
+        issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError>;
 
     /// Stores a new family; `false` when the family was revoked before it was created (code replay race).

@@ -330,3 +330,9 @@ pub async fn oauth_error(response: reqwest::Response, status: StatusCode, error:
     assert!(body["error_description"].is_string());
     body
 }
+
+/// The claims of a JWT, unverified: for tests that check what a token says.
+pub fn jwt_payload(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}

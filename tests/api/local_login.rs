@@ -106,17 +106,6 @@ async fn submit(
         .unwrap()
 }
 
-fn payload(jwt: &str) -> Value {
-    use base64::Engine;
-    let part = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_local_user_signs_in_through_consent_and_the_form_and_gets_tokens_that_refresh() {
     let app = spawn_local(None).await;
@@ -136,7 +125,7 @@ async fn a_local_user_signs_in_through_consent_and_the_form_and_gets_tokens_that
     let response = app.redeem_code(&query["code"], &pkce).await;
     assert_eq!(response.status(), StatusCode::OK);
     let tokens: Value = response.json().await.unwrap();
-    let claims = payload(tokens["access_token"].as_str().unwrap());
+    let claims = jwt_payload(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["sub"], "demo");
     assert_eq!(claims["email"], "demo@example.com");
     assert_eq!(claims["name"], "Demo User");

@@ -40,18 +40,7 @@ async fn confidential_client_authenticates_with_client_secret_basic() {
     assert_eq!(response.status(), StatusCode::OK);
     let tokens: Value = response.json().await.unwrap();
     // No `resource` was asked for: the configured default audience (the issuer) applies.
-    let payload = tokens["access_token"]
-        .as_str()
-        .unwrap()
-        .split('.')
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_payload(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["aud"], app.issuer);
     assert_eq!(claims["client_id"], WEB_CLIENT);
 }

@@ -6,11 +6,11 @@ use super::{Grant, TokenResponse, check_resource, issue_access_token, issue_id_t
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::{Bridge, GrantType, OAuthError, Params, pkce, scope};
-use crate::storage::CodeRedemption;
+use crate::storage::{AuthorizationCodeRecord, CodeRedemption};
 use crate::tokens::TokenHash;
 use crate::tokens::generate_token;
 use crate::tokens::opaque::random_string;
-use crate::tokens::refresh::RefreshFamily;
+use crate::tokens::refresh::{IssuedAccessToken, RefreshFamily};
 
 pub(super) async fn exchange(
     bridge: &Bridge,
@@ -19,11 +19,33 @@ pub(super) async fn exchange(
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
     let code = params.require("code")?;
-    let record = match bridge
+    let refresh = client
+        .allows_grant(GrantType::RefreshToken)
+        .then(generate_token);
+    let access_token_id = random_string(16);
+    let mut checked = None;
+    // Runs inside the storage's atomic redemption, so it only checks and builds; the signing
+    // happens once the grant is stored.
+    let mut issue = |record: &AuthorizationCodeRecord| {
+        let outcome = check_request(client, params, record);
+        let family = outcome.is_ok().then(|| {
+            new_family(
+                bridge,
+                client,
+                record,
+                refresh.as_ref().map(|(_, hash)| *hash),
+                &access_token_id,
+                now,
+            )
+        });
+        checked = Some(outcome);
+        family
+    };
+    let redemption = bridge
         .storage
-        .redeem_code(&TokenHash::of(code), now)
-        .await?
-    {
+        .redeem_code(&TokenHash::of(code), now, &mut issue)
+        .await?;
+    let record = match redemption {
         CodeRedemption::Redeemed(record) => record,
         CodeRedemption::Replayed {
             family_id,
@@ -42,6 +64,39 @@ pub(super) async fn exchange(
             return Err(OAuthError::invalid_grant("authorization code is invalid"));
         }
     };
+    checked.ok_or_else(|| {
+        tracing::error!("storage redeemed a code without checking the request");
+        OAuthError::ServerError
+    })??;
+
+    let grant = Grant {
+        client_id: &client.id,
+        identity: &record.identity,
+        scope: &record.scope,
+        audience: &record.audience,
+    };
+    // A signing failure now leaves a stored grant nobody holds a token of: harmless, and the
+    // code was spent either way.
+    let (access_token, _) = issue_access_token(bridge, &grant, access_token_id, now)?;
+    let id_token = issue_id_token(bridge, &record, now)?;
+    let refresh_token = refresh.map(|(token, _)| token);
+    tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: bridge.settings.access_token_ttl.as_secs(),
+        refresh_token,
+        scope: scope::join(&record.scope),
+        id_token,
+    })
+}
+
+/// Everything the token request must prove about the code it presents.
+fn check_request(
+    client: &Client,
+    params: &Params,
+    record: &AuthorizationCodeRecord,
+) -> Result<(), OAuthError> {
     if record.client_id != client.id {
         tracing::warn!(code_client = %record.client_id, "authorization code presented by another client");
         return Err(OAuthError::invalid_grant(
@@ -59,20 +114,21 @@ pub(super) async fn exchange(
         None => return Err(OAuthError::invalid_request("redirect_uri is required")),
     }
     pkce::verify(params.get("code_verifier"), &record.code_challenge)?;
-    check_resource(params, &record.audience)?;
+    check_resource(params, &record.audience)
+}
 
-    let grant = Grant {
-        client_id: &client.id,
-        identity: &record.identity,
-        scope: &record.scope,
-        audience: &record.audience,
+fn new_family(
+    bridge: &Bridge,
+    client: &Client,
+    record: &AuthorizationCodeRecord,
+    refresh: Option<TokenHash>,
+    access_token_id: &str,
+    now: UnixTime,
+) -> RefreshFamily {
+    let issued = IssuedAccessToken {
+        jti: access_token_id.to_owned(),
+        expires_at: now.plus(bridge.settings.access_token_ttl),
     };
-    let (access_token, issued) = issue_access_token(bridge, &grant, random_string(16), now)?;
-    // Signed before the grant is stored: a failure here must not burn a code for nothing.
-    let id_token = issue_id_token(bridge, &record, now)?;
-    let refresh = client
-        .allows_grant(GrantType::RefreshToken)
-        .then(generate_token);
     let mut family = RefreshFamily {
         id: record.family_id.clone(),
         client_id: client.id.clone(),
@@ -80,7 +136,7 @@ pub(super) async fn exchange(
         scope: record.scope.clone(),
         audience: record.audience.clone(),
         absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
-        current: refresh.as_ref().map(|(_, hash)| *hash),
+        current: refresh,
         // Without a refresh token the grant is still recorded, so that a replay of this code
         // can revoke the access token; it then lives only as long as that token.
         current_expires_at: issued.expires_at,
@@ -91,22 +147,7 @@ pub(super) async fn exchange(
     if refresh.is_some() {
         family.current_expires_at = family.sliding_expiry(now, bridge.settings.refresh_token_ttl);
     }
-    if !bridge.storage.create_family(family).await? {
-        // The code was replayed while we were issuing: the replay already revoked this grant.
-        return Err(OAuthError::invalid_grant(
-            "authorization code was already used",
-        ));
-    }
-    let refresh_token = refresh.map(|(token, _)| token);
-    tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: bridge.settings.access_token_ttl.as_secs(),
-        refresh_token,
-        scope: scope::join(&record.scope),
-        id_token,
-    })
+    family
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio_postgres::types::Json;
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
+    IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::Sealer;
@@ -211,6 +211,40 @@ async fn revoke_access_token(
 }
 
 /// Serialises everything that creates or revokes one family, across instances.
+async fn is_tombstoned(client: &impl GenericClient, family_id: &str) -> Result<bool, StorageError> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM family_tombstones WHERE id = $1",
+            &[&family_id],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(row.is_some())
+}
+
+async fn insert_family_in(
+    client: &impl GenericClient,
+    family: &RefreshFamily,
+) -> Result<(), StorageError> {
+    client
+        .execute(
+            "INSERT INTO refresh_families (id, data, expires_at) VALUES ($1, $2, $3)",
+            &[&family.id, &Json(family), &family_expiry(family)],
+        )
+        .await
+        .map_err(unavailable)?;
+    if let Some(current) = &family.current {
+        client
+            .execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
+                &[&hash(current), &family.id],
+            )
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 async fn lock_family(client: &impl GenericClient, family_id: &str) -> Result<(), StorageError> {
     client
         .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&family_id])
@@ -326,10 +360,13 @@ impl Storage for PostgresStorage {
         &self,
         code: &TokenHash,
         now: UnixTime,
+        issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError> {
-        let client = self.client().await?;
-        // One statement: of any number of concurrent redemptions, exactly one gets the row.
-        let redeemed = client
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        // The row stays locked until the grant is stored: a concurrent redemption waits here,
+        // then sees the code redeemed and the family it must revoke.
+        let redeemed = transaction
             .query_opt(
                 "UPDATE authorization_codes SET redeemed = true
                  WHERE code_hash = $1 AND NOT redeemed AND expires_at > $2 RETURNING data",
@@ -340,9 +377,17 @@ impl Storage for PostgresStorage {
         if let Some(row) = redeemed {
             let Json(record): Json<AuthorizationCodeRecord> =
                 row.try_get(0).map_err(unavailable)?;
+            if let Some(family) = issue(&record) {
+                lock_family(&transaction, &family.id).await?;
+                insert_family_in(&transaction, &family).await?;
+                if is_tombstoned(&transaction, &family.id).await? {
+                    revoke_family_in(&transaction, &family.id, now).await?;
+                }
+            }
+            transaction.commit().await.map_err(unavailable)?;
             return Ok(CodeRedemption::Redeemed(Box::new(record)));
         }
-        let row = client
+        let row = transaction
             .query_opt(
                 "SELECT data, redeemed FROM authorization_codes WHERE code_hash = $1",
                 &[&hash(code)],
@@ -368,32 +413,10 @@ impl Storage for PostgresStorage {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(unavailable)?;
         lock_family(&transaction, &family.id).await?;
-        let tombstone = transaction
-            .query_opt(
-                "SELECT 1 FROM family_tombstones WHERE id = $1",
-                &[&family.id],
-            )
-            .await
-            .map_err(unavailable)?;
-        if tombstone.is_some() {
+        if is_tombstoned(&transaction, &family.id).await? {
             return Ok(false);
         }
-        transaction
-            .execute(
-                "INSERT INTO refresh_families (id, data, expires_at) VALUES ($1, $2, $3)",
-                &[&family.id, &Json(&family), &family_expiry(&family)],
-            )
-            .await
-            .map_err(unavailable)?;
-        if let Some(current) = &family.current {
-            transaction
-                .execute(
-                    "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
-                    &[&hash(current), &family.id],
-                )
-                .await
-                .map_err(unavailable)?;
-        }
+        insert_family_in(&transaction, &family).await?;
         transaction.commit().await.map_err(unavailable)?;
         Ok(true)
     }
