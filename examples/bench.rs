@@ -19,7 +19,7 @@ use mcp_oauth_bridge::secret::SecretString;
 use mcp_oauth_bridge::storage::postgres::PostgresSettings;
 use mcp_oauth_bridge::storage::{AuthorizationCodeRecord, MemoryStorage, PostgresStorage, Storage};
 use mcp_oauth_bridge::tokens::jwt::{AccessTokenClaims, sign_access_token};
-use mcp_oauth_bridge::tokens::keys::SigningKey;
+use mcp_oauth_bridge::tokens::keys::{KeyRing, SigningKey};
 use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use mcp_oauth_bridge::tokens::{KeySet, generate_token};
 use mcp_oauth_bridge::upstream::claims::AccessPolicy;
@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let rounds = 5_000;
     let started = Instant::now();
     for _ in 0..rounds {
-        sign_access_token(&bridge.keys, &claims)?;
+        sign_access_token(&bridge.keys.current(), &claims)?;
     }
     report("sign ES256 access token", rounds, started.elapsed());
 
@@ -161,13 +161,14 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             refresh_token_retry_window: Duration::from_secs(300),
             registration_enabled: false,
             metadata_documents_enabled: false,
+            introspection_tokens: vec![],
             claims: ClaimsConfig::default(),
             access_policy: AccessPolicy::default(),
         },
         clients,
         storage,
         sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
-        keys: Arc::new(KeySet::new(SigningKey::generate_es256()?)),
+        keys: Arc::new(KeyRing::new(KeySet::new(SigningKey::generate_es256()?))),
     })
 }
 

@@ -22,8 +22,8 @@ use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
 use crate::storage::postgres::PostgresSettings;
 use crate::storage::{MemoryStorage, PostgresStorage, Storage};
-use crate::tokens::KeySet;
-use crate::tokens::keys::SigningKey;
+use crate::tokens::keys::{KeyRing, SigningKey};
+use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::oidc::OidcSettings;
 use crate::upstream::{OidcUpstream, Upstream};
@@ -160,6 +160,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
         registration_enabled: dcr.enabled,
         metadata_documents_enabled: config.oauth.cimd.enabled,
+        introspection_tokens: config
+            .oauth
+            .introspection_tokens
+            .iter()
+            .map(|token| TokenHash::of(token.expose()))
+            .collect(),
         claims,
         access_policy,
     };
@@ -168,7 +174,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         clients,
         storage,
         sign_in,
-        keys: Arc::new(keys),
+        keys: Arc::new(KeyRing::new(keys)),
     });
     let state = AppState {
         bridge: Arc::clone(&bridge),

@@ -60,6 +60,7 @@ impl Client {
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|g| GrantType::parse(g))
+                .filter(|g| *g != GrantType::ClientCredentials)
                 .collect(),
             skip_consent: false,
             registered: false,
@@ -78,6 +79,7 @@ impl Client {
                 .grant_types
                 .iter()
                 .filter_map(|g| GrantType::parse(g))
+                .filter(|g| *g != GrantType::ClientCredentials)
                 .collect(),
             skip_consent: false,
             registered: true,

@@ -84,6 +84,9 @@ pub struct OAuthConfig {
     pub local_users: Vec<LocalUserConfig>,
     #[serde(default)]
     pub login_throttle: LoginThrottleConfig,
+    /// Bearer tokens that let resource servers call `/oauth/introspect` without being a client.
+    #[serde(default)]
+    pub introspection_tokens: Vec<SecretString>,
 }
 
 /// One user of the built-in directory.
@@ -251,15 +254,31 @@ impl Default for OAuthConfig {
             upstream: None,
             local_users: Vec::new(),
             login_throttle: LoginThrottleConfig::default(),
+            introspection_tokens: Vec::new(),
         }
     }
 }
 
+/// Asymmetric signing keys: one key file, a list (one signing, the others verify-only, for
+/// rotation by hand), or keys generated and rotated automatically every `rotation_period`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
+    pub algorithm: Option<SigningAlgorithm>,
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub keys: Vec<SigningKeyConfig>,
+    pub rotation_period: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
     pub algorithm: SigningAlgorithm,
     pub key_file: PathBuf,
+    /// Published and accepted, but signs nothing: a key on its way in or out.
+    #[serde(default)]
+    pub verify_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -274,6 +293,8 @@ pub struct ClientConfig {
     pub id: String,
     /// A bcrypt hash (`$2b$…`) or a plain value that is hashed at load. None: a public client.
     pub secret: Option<SecretString>,
+    /// May be empty for a client that only uses `client_credentials`.
+    #[serde(default)]
     pub redirect_uris: Vec<String>,
     pub name: Option<String>,
     pub scopes: Option<Vec<String>>,
@@ -305,6 +326,10 @@ pub struct UpstreamConfig {
     /// Timeout of each call to the provider (discovery, JWKS, token exchange).
     #[serde(default = "default_upstream_timeout")]
     pub timeout: ConfigDuration,
+    /// Keep the provider's refresh token (sealed) and refresh it before each of our refreshes,
+    /// so a user disabled or logged out upstream loses access at the next refresh.
+    #[serde(default)]
+    pub revalidate_on_refresh: bool,
 }
 
 /// Where each identity attribute is found in the ID token; dotted paths reach nested objects.
@@ -620,6 +645,64 @@ impl Config {
     }
 }
 
+impl SigningConfig {
+    fn validate(&self, access_token_ttl: &ConfigDuration, problems: &mut Vec<String>) {
+        let readable = |field: String, path: &PathBuf, problems: &mut Vec<String>| {
+            if !path.is_file() {
+                problems.push(format!(
+                    "{field}: {} is not a readable file",
+                    path.display()
+                ));
+            }
+        };
+        let ways = [
+            self.key_file.is_some(),
+            !self.keys.is_empty(),
+            self.rotation_period.is_some(),
+        ];
+        if ways.iter().filter(|&&set| set).count() != 1 {
+            problems.push(
+                "oauth.signing: set exactly one of key_file (with algorithm), keys, or rotation_period"
+                    .to_owned(),
+            );
+            return;
+        }
+        if let Some(path) = &self.key_file {
+            if self.algorithm.is_none() {
+                problems.push(
+                    "oauth.signing.algorithm: required with key_file (ES256 or RS256)".to_owned(),
+                );
+            }
+            readable("oauth.signing.key_file".to_owned(), path, problems);
+        } else if self.algorithm.is_some() {
+            problems.push("oauth.signing.algorithm: only goes with key_file; each of keys names its own, and rotated keys are ES256".to_owned());
+        }
+        for (i, key) in self.keys.iter().enumerate() {
+            readable(
+                format!("oauth.signing.keys[{i}].key_file"),
+                &key.key_file,
+                problems,
+            );
+        }
+        if !self.keys.is_empty() && self.keys.iter().filter(|k| !k.verify_only).count() != 1 {
+            problems.push(
+                "oauth.signing.keys: exactly one key must sign (the others have verify_only: true)"
+                    .to_owned(),
+            );
+        }
+        if let Some(period) = &self.rotation_period {
+            problems.extend(whole_seconds("oauth.signing.rotation_period", period, 1));
+            // Shorter would keep ever more keys published for the tokens still alive.
+            if period.0 < access_token_ttl.0 {
+                problems.push(
+                    "oauth.signing.rotation_period: must be at least oauth.access_token_ttl"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+}
+
 impl OAuthConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         match (&self.signing_key, &self.signing) {
@@ -629,10 +712,15 @@ impl OAuthConfig {
             (Some(key), None) if key.expose().len() < 32 => problems.push(
                 "oauth.signing_key: must be at least 32 bytes (generate one with: openssl rand -base64 32)".to_owned(),
             ),
-            (None, Some(signing)) if !signing.key_file.is_file() => {
-                problems.push(format!("oauth.signing.key_file: {} is not a readable file", signing.key_file.display()))
-            }
+            (None, Some(signing)) => signing.validate(&self.access_token_ttl, problems),
             _ => {}
+        }
+        for (i, token) in self.introspection_tokens.iter().enumerate() {
+            if token.expose().len() < 32 {
+                problems.push(format!(
+                    "oauth.introspection_tokens[{i}]: must be at least 32 characters (generate one with: openssl rand -base64 32)"
+                ));
+            }
         }
         let ttl = |name: &str, value: &ConfigDuration, problems: &mut Vec<String>| {
             problems.extend(whole_seconds(&format!("oauth.{name}"), value, 1));
@@ -898,9 +986,25 @@ impl ClientConfig {
                 "{field}.secret: is empty (an unset environment variable?); remove it for a public client"
             ));
         }
-        if self.redirect_uris.is_empty() {
+        let grants = |name: &str| {
+            self.grant_types
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|g| g == name))
+        };
+        if self.redirect_uris.is_empty() && grants("authorization_code") {
             problems.push(format!(
                 "{field}.redirect_uris: at least one redirect URI is required"
+            ));
+        }
+        if self.secret.is_none()
+            && self
+                .grant_types
+                .iter()
+                .flatten()
+                .any(|g| g == "client_credentials")
+        {
+            problems.push(format!(
+                "{field}.grant_types: client_credentials needs a secret (a public client cannot prove who it is)"
             ));
         }
         for (j, uri) in self.redirect_uris.iter().enumerate() {
@@ -918,7 +1022,7 @@ impl ClientConfig {
         for (j, grant) in self.grant_types.iter().flatten().enumerate() {
             if crate::oauth::GrantType::parse(grant).is_none() {
                 problems.push(format!(
-                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token)"
+                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials)"
                 ));
             }
         }
@@ -1237,6 +1341,75 @@ oauth:
         assert!(ConfigDuration::parse("10w").is_err());
         assert!(ConfigDuration::parse("h").is_err());
         assert!(ConfigDuration::parse("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn client_credentials_needs_a_secret_but_no_redirect_uri() {
+        let service = format!(
+            "{MINIMAL}  clients:\n    - id: svc\n      secret: service-secret\n      grant_types: [client_credentials]\n"
+        );
+        Config::from_yaml(&service, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
+        let public = service.replace("      secret: service-secret\n", "");
+        let text = error_text(&public, &[("UPSTREAM_SECRET", "s")]);
+        assert!(
+            text.contains("oauth.clients[0].grant_types: client_credentials needs a secret"),
+            "{text}"
+        );
+        let browser = service.replace("[client_credentials]", "[authorization_code]");
+        let text = error_text(&browser, &[("UPSTREAM_SECRET", "s")]);
+        assert!(text.contains("oauth.clients[0].redirect_uris"), "{text}");
+    }
+
+    #[test]
+    fn signing_names_one_way_to_get_keys_and_one_key_that_signs() {
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/signing_es256.pem"
+        );
+        let signing = |block: &str| format!("{MINIMAL}  signing:\n{block}");
+        let vars = &[("UPSTREAM_SECRET", "s")];
+        let cases = [
+            (
+                format!("    key_file: {key}\n    rotation_period: 30d\n"),
+                "set exactly one of key_file (with algorithm), keys, or rotation_period",
+            ),
+            (
+                format!("    key_file: {key}\n"),
+                "oauth.signing.algorithm: required with key_file",
+            ),
+            (
+                format!(
+                    "    keys:\n      - {{algorithm: ES256, key_file: {key}}}\n      - {{algorithm: ES256, key_file: {key}}}\n"
+                ),
+                "oauth.signing.keys: exactly one key must sign",
+            ),
+            (
+                "    keys:\n      - {algorithm: ES256, key_file: /nonexistent.pem, verify_only: true}\n".to_owned(),
+                "oauth.signing.keys[0].key_file: /nonexistent.pem is not a readable file",
+            ),
+            (
+                "    rotation_period: 10m\n".to_owned(),
+                "oauth.signing.rotation_period: must be at least oauth.access_token_ttl",
+            ),
+        ];
+        for (block, expected) in cases {
+            let text = error_text(&signing(&block), vars);
+            assert!(text.contains(expected), "{expected} not in {text}");
+        }
+        for block in [
+            format!("    algorithm: RS256\n    key_file: {key}\n"),
+            format!(
+                "    keys:\n      - {{algorithm: ES256, key_file: {key}}}\n      - {{algorithm: ES256, key_file: {key}, verify_only: true}}\n"
+            ),
+            "    rotation_period: 30d\n".to_owned(),
+        ] {
+            Config::from_yaml(&signing(&block), &env(vars)).unwrap();
+        }
+        let text = error_text(&format!("{MINIMAL}  introspection_tokens: [short]\n"), vars);
+        assert!(
+            text.contains("oauth.introspection_tokens[0]: must be at least 32"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,12 +5,15 @@ mod callback;
 mod consent;
 pub mod cookies;
 pub mod error;
+mod introspect;
 mod login;
 pub mod pages;
 pub mod params;
 pub mod rate_limit;
 mod register;
+mod revoke;
 mod token;
+mod userinfo;
 mod well_known;
 
 use std::sync::Arc;
@@ -70,6 +73,17 @@ pub fn router(state: AppState) -> Router {
             post(token::token_post).layer(cors.clone()),
         )
         .route(
+            endpoints::REVOKE,
+            post(revoke::revoke_post).layer(cors.clone()),
+        )
+        .route(endpoints::INTROSPECT, post(introspect::introspect_post))
+        .route(
+            endpoints::USERINFO,
+            get(userinfo::userinfo_handler)
+                .post(userinfo::userinfo_handler)
+                .layer(cors.clone()),
+        )
+        .route(
             endpoints::REGISTER,
             post(register::register_post).layer(cors.clone()),
         )
@@ -114,6 +128,24 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// The token of an `Authorization: Bearer` header (RFC 6750 §2.1); `None` without the header
+/// or with another scheme, an error when the header is unreadable.
+pub fn bearer_token(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<&str>, crate::oauth::OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| crate::oauth::OAuthError::invalid_request("malformed Authorization header"))?;
+    Ok(text
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty()))
 }
 
 #[cfg(test)]

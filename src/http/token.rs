@@ -22,19 +22,21 @@ pub async fn token_post(State(state): State<AppState>, headers: HeaderMap, body:
     }
     .await;
     match result {
-        Ok(tokens) => {
-            let mut response = Json(tokens).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-            response
-        }
+        Ok(tokens) => no_store(Json(tokens).into_response()),
         Err(error) => error.into_response(),
     }
 }
 
+/// Answers that carry tokens or say something about them must not be cached (RFC 6749 §5.1).
+pub(super) fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// Exactly one way of identifying the client: Basic, body secret, or (public) body id only.
-fn client_credentials(
+pub(super) fn client_credentials(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<ClientCredentials, OAuthError> {

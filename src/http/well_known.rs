@@ -25,14 +25,12 @@ pub async fn authorization_server_get(State(state): State<AppState>) -> Response
 }
 
 pub async fn openid_configuration_get(State(state): State<AppState>) -> Response {
+    let keys = state.bridge.keys.current();
     cacheable(
         metadata::openid_configuration(
             &state.bridge.settings,
-            state
-                .bridge
-                .keys
-                .is_publicly_verifiable()
-                .then(|| state.bridge.keys.active().algorithm),
+            keys.is_publicly_verifiable()
+                .then(|| keys.active().algorithm),
         ),
         "public, max-age=3600",
     )
@@ -40,7 +38,7 @@ pub async fn openid_configuration_get(State(state): State<AppState>) -> Response
 
 pub async fn jwks_get(State(state): State<AppState>) -> Response {
     // Short: a rotated key must reach resource servers well before its first token does.
-    match serde_json::to_value(state.bridge.keys.jwks()) {
+    match serde_json::to_value(state.bridge.keys.current().jwks()) {
         Ok(body) => cacheable(body, "public, max-age=300"),
         Err(_) => crate::oauth::OAuthError::ServerError.into_response(),
     }

@@ -15,8 +15,14 @@ pub fn authorization_server_metadata(settings: &Settings) -> Value {
         "scopes_supported": settings.scopes_supported,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "revocation_endpoint": settings.endpoint(endpoints::REVOKE),
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": settings.endpoint(endpoints::INTROSPECT),
+        // Besides these, resource servers may present one of `oauth.introspection_tokens` as a
+        // bearer token; RFC 8414 has no registered name for that.
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     });
@@ -43,6 +49,10 @@ pub fn openid_configuration(settings: &Settings, id_token_algorithm: Option<Algo
     let mut document = authorization_server_metadata(settings);
     if let Value::Object(fields) = &mut document {
         fields.insert("subject_types_supported".into(), json!(["public"]));
+        fields.insert(
+            "userinfo_endpoint".into(),
+            json!(settings.endpoint(endpoints::USERINFO)),
+        );
         if let Some(algorithm) = id_token_algorithm {
             fields.insert(
                 "id_token_signing_alg_values_supported".into(),
@@ -61,7 +71,8 @@ pub fn openid_configuration(settings: &Settings, id_token_algorithm: Option<Algo
                 "nonce",
                 "email",
                 "email_verified",
-                "name"
+                "name",
+                "groups"
             ]),
         );
     }
@@ -84,17 +95,27 @@ mod tests {
         assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
         assert_eq!(doc["response_types_supported"], json!(["code"]));
-        for absent in [
-            "registration_endpoint",
-            "revocation_endpoint",
-            "introspection_endpoint",
-            "userinfo_endpoint",
-        ] {
-            assert!(
-                doc.get(absent).is_none(),
-                "{absent} is not implemented and must not be advertised"
-            );
-        }
+        assert!(doc.get("registration_endpoint").is_none());
+        assert!(
+            doc.get("userinfo_endpoint").is_none(),
+            "an OpenID Connect field"
+        );
+        assert_eq!(
+            doc["revocation_endpoint"],
+            "https://bridge.example.com/oauth/revoke"
+        );
+        assert_eq!(
+            doc["introspection_endpoint"],
+            "https://bridge.example.com/oauth/introspect"
+        );
+        assert_eq!(
+            doc["grant_types_supported"],
+            json!(["authorization_code", "refresh_token", "client_credentials"])
+        );
+        assert_eq!(
+            doc["introspection_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post"])
+        );
     }
 
     #[test]
@@ -120,9 +141,9 @@ mod tests {
             doc["id_token_signing_alg_values_supported"],
             json!(["ES256"])
         );
-        assert!(
-            doc.get("userinfo_endpoint").is_none(),
-            "not implemented, not advertised"
+        assert_eq!(
+            doc["userinfo_endpoint"],
+            "https://bridge.example.com/oauth/userinfo"
         );
         let shared_key = openid_configuration(&settings(), None);
         assert!(

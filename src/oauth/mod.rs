@@ -2,9 +2,11 @@
 //! the current time as an argument; `http` parses and renders, this module decides.
 
 pub mod authorize;
+pub mod bearer;
 pub mod callback;
 pub mod consent;
 pub mod error;
+pub mod introspect;
 pub mod login;
 pub mod login_throttle;
 pub mod metadata;
@@ -13,8 +15,10 @@ pub mod redirect_policy;
 pub mod redirect_uri;
 pub mod register;
 pub mod resource;
+pub mod revoke;
 pub mod scope;
 pub mod token;
+pub mod userinfo;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -28,7 +32,7 @@ pub use error::OAuthError;
 use crate::clients::ClientRegistry;
 use crate::config::ClaimsConfig;
 use crate::storage::Storage;
-use crate::tokens::KeySet;
+use crate::tokens::keys::KeyRing;
 use crate::upstream::Upstream;
 use crate::upstream::claims::AccessPolicy;
 
@@ -40,6 +44,9 @@ pub mod endpoints {
     pub const LOGIN: &str = "/oauth/login";
     pub const REGISTER: &str = "/oauth/register";
     pub const TOKEN: &str = "/oauth/token";
+    pub const REVOKE: &str = "/oauth/revoke";
+    pub const INTROSPECT: &str = "/oauth/introspect";
+    pub const USERINFO: &str = "/oauth/userinfo";
     pub const JWKS: &str = "/oauth/jwks";
     pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
@@ -97,6 +104,8 @@ impl<const N: usize> From<[(&str, &str); N]> for Params {
 pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
+    /// RFC 6749 §4.4: a confidential client acting for itself, no user involved.
+    ClientCredentials,
 }
 
 impl GrantType {
@@ -104,6 +113,7 @@ impl GrantType {
         match name {
             "authorization_code" => Some(GrantType::AuthorizationCode),
             "refresh_token" => Some(GrantType::RefreshToken),
+            "client_credentials" => Some(GrantType::ClientCredentials),
             _ => None,
         }
     }
@@ -112,6 +122,7 @@ impl GrantType {
         match self {
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
         }
     }
 }
@@ -134,6 +145,8 @@ pub struct Settings {
     pub registration_enabled: bool,
     /// Whether https `client_id`s name metadata documents (advertised).
     pub metadata_documents_enabled: bool,
+    /// Hashes of the bearer tokens that may call the introspection endpoint.
+    pub introspection_tokens: Vec<crate::tokens::TokenHash>,
     pub claims: ClaimsConfig,
     pub access_policy: AccessPolicy,
 }
@@ -150,7 +163,7 @@ pub struct Bridge {
     pub clients: ClientRegistry,
     pub storage: Arc<dyn Storage>,
     pub sign_in: SignIn,
-    pub keys: Arc<KeySet>,
+    pub keys: Arc<KeyRing>,
 }
 
 /// How users prove who they are.

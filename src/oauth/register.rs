@@ -138,7 +138,12 @@ pub fn validate_registration(
     let grant_types = request
         .grant_types
         .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
-    if let Some(unknown) = grant_types.iter().find(|g| GrantType::parse(g).is_none()) {
+    // A client that registered itself gets no tokens without a user: client_credentials is for
+    // clients the operator configured.
+    if let Some(unknown) = grant_types
+        .iter()
+        .find(|g| GrantType::parse(g).is_none_or(|g| g == GrantType::ClientCredentials))
+    {
         return Err(metadata_error(format!(
             "grant type {:?} is not supported",
             super::for_log(unknown)

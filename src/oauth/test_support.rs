@@ -18,7 +18,7 @@ use crate::config::{ClaimsConfig, ClientConfig};
 use crate::secret::SecretString;
 use crate::storage::{MemoryStorage, PendingAuthorization, PendingTake};
 use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
-use crate::tokens::keys::SigningKey;
+use crate::tokens::keys::{KeyRing, SigningKey};
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
@@ -50,6 +50,7 @@ pub fn settings() -> Settings {
         refresh_token_retry_window: Duration::from_secs(300),
         registration_enabled: false,
         metadata_documents_enabled: false,
+        introspection_tokens: vec![],
         claims: ClaimsConfig::default(),
         access_policy: AccessPolicy::default(),
     }
@@ -208,7 +209,9 @@ impl Harness {
             clients,
             storage: Arc::new(MemoryStorage::new()),
             sign_in: SignIn::Upstream(upstream.clone()),
-            keys: Arc::new(KeySet::new(SigningKey::generate_es256().unwrap())),
+            keys: Arc::new(KeyRing::new(KeySet::new(
+                SigningKey::generate_es256().unwrap(),
+            ))),
         };
         Harness {
             bridge,
@@ -389,7 +392,7 @@ impl Harness {
 
     pub fn verify_access_token(&self, token: &str) -> AccessTokenClaims {
         verify_access_token(
-            &self.bridge.keys,
+            &self.bridge.keys.current(),
             token,
             ISSUER,
             "https://mcp.example.com/mcp",

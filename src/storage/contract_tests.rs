@@ -41,6 +41,79 @@ where
     family_revoked_before_creation_is_never_created(&make().await).await;
     sweep_removes_only_expired_entries(&make().await).await;
     the_first_shared_secret_stored_is_the_one_everybody_gets(&make().await).await;
+    revoked_access_tokens_are_remembered_until_they_expire(&make().await).await;
+    a_refresh_token_current_or_retired_names_its_family(&make().await).await;
+    shared_secrets_are_listed_by_prefix_and_deleted(&make().await).await;
+}
+
+async fn revoked_access_tokens_are_remembered_until_they_expire(storage: &dyn Storage) {
+    assert!(!storage.is_access_token_revoked("j-1", NOW).await.unwrap());
+    storage
+        .revoke_access_token("j-1", NOW.plus(MINUTE))
+        .await
+        .unwrap();
+    // Revoking again changes nothing.
+    storage
+        .revoke_access_token("j-1", NOW.plus(MINUTE))
+        .await
+        .unwrap();
+    assert!(storage.is_access_token_revoked("j-1", NOW).await.unwrap());
+    assert!(
+        !storage
+            .is_access_token_revoked("j-1", NOW.plus(MINUTE))
+            .await
+            .unwrap()
+    );
+    assert_eq!(storage.sweep_expired(NOW.plus(MINUTE)).await.unwrap(), 1);
+}
+
+async fn a_refresh_token_current_or_retired_names_its_family(storage: &dyn Storage) {
+    assert!(
+        storage
+            .create_family(family("fam-of", TokenHash::of("of-0")))
+            .await
+            .unwrap()
+    );
+    storage
+        .rotate_refresh(&TokenHash::of("of-0"), &CLIENT, replacement("of-1"), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    for token in ["of-0", "of-1"] {
+        let found = storage
+            .refresh_family_of(&TokenHash::of(token))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, "fam-of");
+        assert_eq!(found.current, Some(TokenHash::of("of-1")));
+    }
+    assert!(
+        storage
+            .refresh_family_of(&TokenHash::of("other"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dyn Storage) {
+    for name in ["signing-key/1", "signing-key/2", "cookie-key"] {
+        storage.shared_secret(name, b"x".to_vec()).await.unwrap();
+    }
+    let mut names = storage.shared_secret_names("signing-key/").await.unwrap();
+    names.sort();
+    assert_eq!(names, ["signing-key/1", "signing-key/2"]);
+    storage.delete_shared_secret("signing-key/1").await.unwrap();
+    assert_eq!(
+        storage.shared_secret_names("signing-key/").await.unwrap(),
+        ["signing-key/2"]
+    );
+    let fresh = storage
+        .shared_secret("signing-key/1", b"new".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(fresh, b"new");
 }
 
 async fn the_first_shared_secret_stored_is_the_one_everybody_gets(storage: &dyn Storage) {

@@ -234,6 +234,30 @@ impl Storage for MemoryStorage {
             .is_some_and(|expires_at| *expires_at > now))
     }
 
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StorageError> {
+        self.lock()?
+            .revoked_access_tokens
+            .entry(jti.to_owned())
+            .or_insert(expires_at);
+        Ok(())
+    }
+
+    async fn refresh_family_of(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<RefreshFamily>, StorageError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .refresh_index
+            .get(token)
+            .and_then(|id| inner.families.get(id))
+            .cloned())
+    }
+
     async fn put_consent_request(
         &self,
         token: TokenHash,
@@ -363,6 +387,21 @@ impl Storage for MemoryStorage {
             .entry(name.to_owned())
             .or_insert(fresh)
             .clone())
+    }
+
+    async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        Ok(self
+            .lock()?
+            .shared_secrets
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_shared_secret(&self, name: &str) -> Result<(), StorageError> {
+        self.lock()?.shared_secrets.remove(name);
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

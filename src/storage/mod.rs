@@ -196,6 +196,18 @@ pub trait Storage: Send + Sync + 'static {
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError>;
     async fn is_access_token_revoked(&self, jti: &str, now: UnixTime)
     -> Result<bool, StorageError>;
+    /// Remembers a revoked access token until it would have expired anyway.
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StorageError>;
+    /// The family a refresh token belongs to, whether it is the current token or a retired one;
+    /// nothing changes (revocation and introspection decide from the family's state).
+    async fn refresh_family_of(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<RefreshFamily>, StorageError>;
 
     async fn put_consent_request(
         &self,
@@ -246,6 +258,10 @@ pub trait Storage: Send + Sync + 'static {
     /// The secret stored under `name` (the cookie key, a generated signing key), storing
     /// `fresh` first when there is none: every instance sharing the storage gets the same one.
     async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError>;
+
+    /// Names of the shared secrets that start with `prefix`.
+    async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    async fn delete_shared_secret(&self, name: &str) -> Result<(), StorageError>;
 
     /// Whether the storage answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StorageError>;

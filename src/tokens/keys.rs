@@ -2,6 +2,7 @@
 //! shared secret; the JWKS that publishes the public halves.
 
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
@@ -128,6 +129,8 @@ impl SigningKey {
 #[derive(Debug)]
 pub struct KeySet {
     active: SigningKey,
+    /// Keys on their way in (published before they sign) or out (until their tokens expire).
+    verify_only: Vec<SigningKey>,
 }
 
 /// Whether the keys came from configuration or were generated for this process only.
@@ -139,7 +142,15 @@ pub enum KeyOrigin {
 
 impl KeySet {
     pub fn new(active: SigningKey) -> Self {
-        KeySet { active }
+        KeySet {
+            active,
+            verify_only: Vec::new(),
+        }
+    }
+
+    pub fn with_verify_only(mut self, keys: Vec<SigningKey>) -> Self {
+        self.verify_only = keys;
+        self
     }
 
     pub fn from_config(config: &OAuthConfig) -> Result<(Self, KeyOrigin), KeyError> {
@@ -152,18 +163,41 @@ impl KeySet {
         }
     }
 
-    /// The keys the configuration names, if it names any.
+    /// The keys the configuration names, if it names any (automatic rotation names none).
     pub fn configured(config: &OAuthConfig) -> Result<Option<Self>, KeyError> {
         if let Some(secret) = &config.signing_key {
             return Ok(Some(KeySet::new(SigningKey::from_shared_secret(
                 secret.expose().as_bytes(),
             ))));
         }
-        if let Some(signing) = &config.signing {
-            let key = SigningKey::from_pem_file(&signing.key_file, signing.algorithm)?;
-            return Ok(Some(KeySet::new(key)));
+        let Some(signing) = &config.signing else {
+            return Ok(None);
+        };
+        if let Some(path) = &signing.key_file {
+            let algorithm = signing.algorithm.unwrap_or(SigningAlgorithm::ES256);
+            return Ok(Some(KeySet::new(SigningKey::from_pem_file(
+                path, algorithm,
+            )?)));
         }
-        Ok(None)
+        let mut active = None;
+        let mut verify_only = Vec::new();
+        for entry in &signing.keys {
+            let key = SigningKey::from_pem_file(&entry.key_file, entry.algorithm)?;
+            if entry.verify_only {
+                verify_only.push(key);
+            } else if active.replace(key).is_some() {
+                return Err(KeyError::Invalid(
+                    "oauth.signing.keys: exactly one key must sign".to_owned(),
+                ));
+            }
+        }
+        match active {
+            Some(active) => Ok(Some(KeySet::new(active).with_verify_only(verify_only))),
+            None if signing.keys.is_empty() => Ok(None),
+            None => Err(KeyError::Invalid(
+                "oauth.signing.keys: exactly one key must sign".to_owned(),
+            )),
+        }
     }
 
     pub fn active(&self) -> &SigningKey {
@@ -171,7 +205,9 @@ impl KeySet {
     }
 
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
-        (self.active.kid == kid).then_some(&self.active)
+        std::iter::once(&self.active)
+            .chain(&self.verify_only)
+            .find(|key| key.kid == kid)
     }
 
     /// Whether clients can verify what this key signs: not a shared secret they do not hold.
@@ -181,8 +217,33 @@ impl KeySet {
 
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
-            keys: self.active.public_jwk.iter().cloned().collect(),
+            keys: std::iter::once(&self.active)
+                .chain(&self.verify_only)
+                .filter_map(|key| key.public_jwk.clone())
+                .collect(),
         }
+    }
+}
+
+/// The key set in use, replaced whole when keys rotate; readers keep the set they took.
+#[derive(Debug)]
+pub struct KeyRing {
+    current: RwLock<Arc<KeySet>>,
+}
+
+impl KeyRing {
+    pub fn new(keys: KeySet) -> Self {
+        KeyRing {
+            current: RwLock::new(Arc::new(keys)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn replace(&self, keys: KeySet) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
     }
 }
 

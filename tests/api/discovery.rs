@@ -19,14 +19,17 @@ async fn metadata_advertises_exactly_what_is_implemented() {
     assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
     assert_eq!(
         doc["grant_types_supported"],
-        json!(["authorization_code", "refresh_token"])
+        json!(["authorization_code", "refresh_token", "client_credentials"])
     );
+    assert_eq!(doc["revocation_endpoint"], app.url("/oauth/revoke"));
+    assert_eq!(doc["introspection_endpoint"], app.url("/oauth/introspect"));
     assert!(doc.get("registration_endpoint").is_none());
     let oidc = app
         .get_json(&app.url("/.well-known/openid-configuration"))
         .await;
     assert_eq!(oidc["issuer"], app.issuer);
     assert_eq!(oidc["token_endpoint"], doc["token_endpoint"]);
+    assert_eq!(oidc["userinfo_endpoint"], app.url("/oauth/userinfo"));
     assert_eq!(
         oidc["id_token_signing_alg_values_supported"],
         json!(["ES256"])

@@ -60,6 +60,8 @@ pub struct Options {
     pub extra_upstream: &'static str,
     /// YAML lines under `oauth:` (indented two spaces), e.g. a `dcr:` block.
     pub extra_oauth: String,
+    /// More entries of `oauth.clients` (indented four spaces).
+    pub extra_clients: String,
     pub provider: Option<TestProvider>,
     pub upstream_issuer: Option<String>,
     /// YAML under `oauth:` that replaces the `upstream:` block (`local_users:`, `login_throttle:`).
@@ -103,12 +105,14 @@ oauth:
       skip_consent: true
       secret: "{WEB_SECRET}"
       redirect_uris: ["{WEB_REDIRECT}"]
+{extra_clients}
 {extra_oauth}
 {sign_in}
 storage:
 {storage}
 "#,
         extra_oauth = options.extra_oauth,
+        extra_clients = options.extra_clients,
         storage = if options.storage.is_empty() {
             "  backend: memory".to_owned()
         } else {

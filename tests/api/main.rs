@@ -10,6 +10,7 @@ mod discovery;
 mod document_server;
 mod flow;
 mod helpers;
+mod lifecycle;
 mod local_login;
 mod malformed;
 mod metadata_documents;

@@ -179,7 +179,8 @@ mod tests {
         let code = harness.code_for_public_client().await;
         let tokens = harness.redeem(&code).await.unwrap();
         let id_token = tokens.id_token.expect("openid was granted");
-        let key = harness.bridge.keys.active();
+        let keys = harness.bridge.keys.current();
+        let key = keys.active();
         let mut validation = jsonwebtoken::Validation::new(key.algorithm);
         validation.set_audience(&[PUBLIC_CLIENT]);
         validation.set_issuer(&[ISSUER]);

@@ -2,6 +2,7 @@
 //! response. One file per grant.
 
 mod authorization_code;
+mod client_credentials;
 mod refresh_token;
 
 use serde::Serialize;
@@ -64,6 +65,9 @@ pub async fn exchange(
             authorization_code::exchange(bridge, &client, params, now).await
         }
         GrantType::RefreshToken => refresh_token::exchange(bridge, &client, params, now).await,
+        GrantType::ClientCredentials => {
+            client_credentials::exchange(bridge, &client, params, now).await
+        }
     }
 }
 
@@ -98,7 +102,7 @@ fn issue_access_token(
         name: grant.identity.name.clone(),
         groups: grant.identity.groups.clone(),
     };
-    let token = sign_access_token(&bridge.keys, &claims).map_err(|error| {
+    let token = sign_access_token(&bridge.keys.current(), &claims).map_err(|error| {
         tracing::error!(%error, "cannot sign an access token");
         OAuthError::ServerError
     })?;
@@ -121,7 +125,7 @@ fn issue_id_token(
     let has = |scope: &str| record.scope.iter().any(|s| s == scope);
     // An HS256 ID token would need the client's own secret to verify (OIDC Core §10.1); ours is
     // the server's, so under a shared key no ID token is issued at all.
-    if !has("openid") || !bridge.keys.is_publicly_verifiable() {
+    if !has("openid") || !bridge.keys.current().is_publicly_verifiable() {
         return Ok(None);
     }
     let identity = &record.identity;
@@ -137,7 +141,7 @@ fn issue_id_token(
         email_verified: identity.email_verified.filter(|_| has("email")),
         name: identity.name.clone().filter(|_| has("profile")),
     };
-    sign_id_token(&bridge.keys, &claims)
+    sign_id_token(&bridge.keys.current(), &claims)
         .map(Some)
         .map_err(|error| {
             tracing::error!(%error, "cannot sign an ID token");

@@ -518,6 +518,36 @@ impl Storage for PostgresStorage {
         Ok(row.is_some())
     }
 
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StorageError> {
+        revoke_access_token(&self.client().await?, jti, expires_at).await
+    }
+
+    async fn refresh_family_of(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Option<RefreshFamily>, StorageError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT f.data FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                 WHERE t.token_hash = $1",
+                &[&hash(token)],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.map(|row| {
+            row.try_get::<_, Json<RefreshFamily>>(0)
+                .map(|Json(family)| family)
+                .map_err(unavailable)
+        })
+        .transpose()
+    }
+
     async fn put_consent_request(
         &self,
         token: TokenHash,
@@ -816,6 +846,30 @@ impl Storage for PostgresStorage {
                 Ok(stored)
             }
         }
+    }
+
+    async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name FROM shared_secrets WHERE starts_with(name, $1) ORDER BY name",
+                &[&prefix],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| row.try_get(0).map_err(unavailable))
+            .collect()
+    }
+
+    async fn delete_shared_secret(&self, name: &str) -> Result<(), StorageError> {
+        self.client()
+            .await?
+            .execute("DELETE FROM shared_secrets WHERE name = $1", &[&name])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -1,0 +1,46 @@
+//! POST /oauth/introspect (RFC 7662): a resource server's bearer token, or a confidential
+//! client's credentials as at the token endpoint.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::params::read_form;
+use super::token::{client_credentials, no_store};
+use crate::oauth::introspect::{IntrospectorCredentials, authenticate, introspect};
+use crate::oauth::{OAuthError, Params};
+
+pub async fn introspect_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let now = state.clock.now();
+    let result = async {
+        let params = read_form(&headers, body).await?;
+        let credentials = caller_credentials(&headers, &params)?;
+        let caller = authenticate(&state.bridge, credentials, now).await?;
+        introspect(&state.bridge, &caller, &params, now).await
+    }
+    .await;
+    match result {
+        Ok(answer) => no_store(Json(answer).into_response()),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn caller_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<IntrospectorCredentials, OAuthError> {
+    if let Some(token) = super::bearer_token(headers)? {
+        return Ok(IntrospectorCredentials::Bearer(token.to_owned()));
+    }
+    if headers.contains_key(header::AUTHORIZATION) || params.get("client_id").is_some() {
+        return client_credentials(headers, params).map(IntrospectorCredentials::Client);
+    }
+    Ok(IntrospectorCredentials::None)
+}

@@ -1,0 +1,69 @@
+//! Access tokens presented to the bridge itself (userinfo, introspection, revocation, the
+//! proxy): checked against every key we publish, and refused once revoked (RFC 6750 §3.1).
+
+use super::Bridge;
+use crate::clock::UnixTime;
+use crate::storage::StorageError;
+use crate::tokens::AccessTokenClaims;
+use crate::tokens::jwt::{JwtError, verify_own_access_token};
+
+/// Why a presented access token does not count; safe to tell the presenter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inactive(pub &'static str);
+
+/// What a request with a bearer token is answered when the token is missing or not good enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerError {
+    /// No token at all: a bare challenge, no error code (RFC 6750 §3.1).
+    Missing,
+    InvalidToken(&'static str),
+    /// The token is good but lacks this scope.
+    InsufficientScope(&'static str),
+    Unavailable,
+}
+
+impl From<StorageError> for BearerError {
+    fn from(error: StorageError) -> Self {
+        tracing::error!(%error, "storage failure");
+        BearerError::Unavailable
+    }
+}
+
+/// The claims of a live access token we issued, for any audience.
+pub async fn check_access_token(
+    bridge: &Bridge,
+    token: &str,
+    now: UnixTime,
+) -> Result<Result<AccessTokenClaims, Inactive>, StorageError> {
+    let keys = bridge.keys.current();
+    let claims = match verify_own_access_token(&keys, token, &bridge.settings.issuer, now) {
+        Ok(claims) => claims,
+        Err(JwtError::Expired) => return Ok(Err(Inactive("the access token has expired"))),
+        Err(JwtError::UnknownKey) => {
+            return Ok(Err(Inactive(
+                "the access token is signed by an unknown key",
+            )));
+        }
+        Err(_) => return Ok(Err(Inactive("the access token is malformed or invalid"))),
+    };
+    if bridge
+        .storage
+        .is_access_token_revoked(&claims.jti, now)
+        .await?
+    {
+        return Ok(Err(Inactive("the access token has been revoked")));
+    }
+    Ok(Ok(claims))
+}
+
+/// As `check_access_token`, answered the RFC 6750 way.
+pub async fn require_access_token(
+    bridge: &Bridge,
+    token: Option<&str>,
+    now: UnixTime,
+) -> Result<AccessTokenClaims, BearerError> {
+    let token = token.ok_or(BearerError::Missing)?;
+    check_access_token(bridge, token, now)
+        .await?
+        .map_err(|Inactive(reason)| BearerError::InvalidToken(reason))
+}

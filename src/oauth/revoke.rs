@@ -1,0 +1,78 @@
+//! Token revocation (RFC 7009). A client may revoke only what was issued to it; revoking a
+//! refresh token ends its whole family, access tokens included; a revoked access token is
+//! remembered by `jti` until it expires. Unknown or invalid tokens are not an error (§2.2).
+
+use super::bearer::check_access_token;
+use super::{Bridge, OAuthError, Params};
+use crate::clients::Client;
+use crate::clock::UnixTime;
+use crate::tokens::TokenHash;
+
+pub async fn revoke(
+    bridge: &Bridge,
+    client: &Client,
+    params: &Params,
+    now: UnixTime,
+) -> Result<(), OAuthError> {
+    let token = params.require("token")?;
+    // The hint only orders the lookups (§2.1): a wrong or unknown hint changes nothing.
+    if params.get("token_type_hint") == Some("access_token") {
+        if !revoke_access_token(bridge, client, token, now).await? {
+            revoke_refresh_token(bridge, client, token, now).await?;
+        }
+    } else if !revoke_refresh_token(bridge, client, token, now).await? {
+        revoke_access_token(bridge, client, token, now).await?;
+    }
+    Ok(())
+}
+
+/// Whether `token` is one of our refresh tokens (current or retired).
+async fn revoke_refresh_token(
+    bridge: &Bridge,
+    client: &Client,
+    token: &str,
+    now: UnixTime,
+) -> Result<bool, OAuthError> {
+    let Some(family) = bridge
+        .storage
+        .refresh_family_of(&TokenHash::of(token))
+        .await?
+    else {
+        return Ok(false);
+    };
+    if family.client_id != client.id {
+        tracing::warn!(owner = %family.client_id, "refresh token revocation by another client refused");
+        return Err(not_yours());
+    }
+    bridge.storage.revoke_family(&family.id, now).await?;
+    tracing::info!(family = %family.id, "refresh token revoked with its family");
+    Ok(true)
+}
+
+/// Whether `token` is a live access token of ours.
+async fn revoke_access_token(
+    bridge: &Bridge,
+    client: &Client,
+    token: &str,
+    now: UnixTime,
+) -> Result<bool, OAuthError> {
+    // An expired or already revoked token needs nothing more.
+    let Ok(claims) = check_access_token(bridge, token, now).await? else {
+        return Ok(false);
+    };
+    if claims.client_id != client.id {
+        tracing::warn!(owner = %claims.client_id, "access token revocation by another client refused");
+        return Err(not_yours());
+    }
+    bridge
+        .storage
+        .revoke_access_token(&claims.jti, UnixTime(claims.exp))
+        .await?;
+    tracing::info!(jti = %claims.jti, "access token revoked");
+    Ok(true)
+}
+
+/// RFC 7009 §2.1: the request is refused when the token was issued to another client.
+fn not_yours() -> OAuthError {
+    OAuthError::UnauthorizedClient("this token was issued to another client".into())
+}

@@ -1,0 +1,466 @@
+//! The rest of a token's life: revocation (RFC 7009), introspection (RFC 7662), UserInfo (OIDC
+//! Core §5.3) and the client credentials grant (RFC 6749 §4.4).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_oauth_bridge::clock::{Clock, FixedClock, SystemClock};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const SERVICE: &str = "nightly-report";
+const SERVICE_SECRET: &str = "service-secret-0123456789";
+const RESOURCE_SERVER: &str = "mcp-server";
+const RESOURCE_SERVER_SECRET: &str = "resource-server-secret-0123";
+const INTROSPECTION_TOKEN: &str = "introspection-token-0123456789abcdef";
+
+/// The secrets are hashed at cost 4 (from `hash-secret --cost 4`) to keep the tests quick.
+fn clients() -> String {
+    format!(
+        r#"    - id: {SERVICE}
+      secret: "$2b$04$U3GXWr0zljxBButxQWdqJeDSjYi8dLdUZYVnlE.Qxo3GD1k0nDCUG"
+      grant_types: [client_credentials]
+    - id: {RESOURCE_SERVER}
+      secret: "$2b$04$BBCHpcomaHfj5a5xXGOL7eEXbVW2tAjyjwz1lp0.GgcYxavV5aIIa"
+      grant_types: [client_credentials]"#
+    )
+}
+
+async fn app_with(clock: Option<Arc<FixedClock>>) -> TestApp {
+    spawn_app_with(Options {
+        extra_clients: clients(),
+        extra_oauth: format!("  introspection_tokens: [\"{INTROSPECTION_TOKEN}\"]"),
+        clock: clock.map(|c| c as _),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn app() -> TestApp {
+    app_with(None).await
+}
+
+impl TestApp {
+    async fn revoke(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.api
+            .post(self.url("/oauth/revoke"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Introspects as a resource server holding the introspection token.
+    async fn introspect(&self, token: &str) -> Value {
+        let response = self
+            .api
+            .post(self.url("/oauth/introspect"))
+            .bearer_auth(INTROSPECTION_TOKEN)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        response.json().await.unwrap()
+    }
+
+    async fn userinfo(&self, token: &str) -> reqwest::Response {
+        self.api
+            .get(self.url("/oauth/userinfo"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn service_token(&self, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        self.api
+            .post(self.url("/oauth/token"))
+            .basic_auth(SERVICE, Some(SERVICE_SECRET))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
+    value[field].as_str().unwrap()
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_revoked_access_token_is_inactive_and_refused_at_userinfo_while_its_refresh_token_lives()
+{
+    let app = app().await;
+    let tokens = app.tokens().await;
+    let access = str_of(&tokens, "access_token");
+
+    let response = app.userinfo(access).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let user: Value = response.json().await.unwrap();
+    assert_eq!(user["sub"], "upstream-user-42");
+    assert_eq!(user["email"], "ada@corp.example");
+    let active = app.introspect(access).await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["client_id"], PUBLIC_CLIENT);
+    assert_eq!(active["sub"], "upstream-user-42");
+    assert_eq!(active["aud"], RESOURCE);
+    assert_eq!(active["scope"], "openid email");
+    assert_eq!(active["token_type"], "Bearer");
+    assert_eq!(active["iss"], app.issuer);
+    assert!(active["exp"].as_i64().unwrap() > active["iat"].as_i64().unwrap());
+
+    let response = app
+        .revoke(&[("client_id", PUBLIC_CLIENT), ("token", access)])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        app.introspect(access).await,
+        serde_json::json!({"active": false})
+    );
+    let response = app.userinfo(access).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let header = challenge(&response);
+    assert!(
+        header.starts_with("Bearer error=\"invalid_token\""),
+        "{header}"
+    );
+    assert!(header.contains("revoked"), "{header}");
+    // RFC 7009 §2.1 leaves the grant alone when only an access token is revoked.
+    let response = app.refresh(str_of(&tokens, "refresh_token")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_its_family_and_its_access_tokens_whatever_the_hint() {
+    let app = app().await;
+    let tokens = app.tokens().await;
+    let refresh = str_of(&tokens, "refresh_token");
+    let introspected = app.introspect(refresh).await;
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["token_use"], "refresh_token");
+    assert_eq!(introspected["client_id"], PUBLIC_CLIENT);
+    assert_eq!(introspected["sub"], "upstream-user-42");
+
+    // A wrong hint only changes the order of the lookups.
+    let response = app
+        .revoke(&[
+            ("client_id", PUBLIC_CLIENT),
+            ("token", refresh),
+            ("token_type_hint", "access_token"),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    oauth_error(
+        app.refresh(refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(app.introspect(refresh).await["active"], false);
+    assert_eq!(
+        app.introspect(str_of(&tokens, "access_token")).await["active"],
+        false
+    );
+    assert_eq!(
+        app.userinfo(str_of(&tokens, "access_token")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn another_client_cannot_revoke_your_tokens() {
+    let app = app().await;
+    let tokens = app.tokens().await;
+    for token in ["access_token", "refresh_token"] {
+        let response = app
+            .revoke(&[
+                ("client_id", WEB_CLIENT),
+                ("client_secret", WEB_SECRET),
+                ("token", str_of(&tokens, token)),
+            ])
+            .await;
+        let body = oauth_error(response, StatusCode::BAD_REQUEST, "unauthorized_client").await;
+        assert_eq!(
+            body["error_description"],
+            "this token was issued to another client"
+        );
+    }
+    assert_eq!(
+        app.introspect(str_of(&tokens, "access_token")).await["active"],
+        true
+    );
+    let response = app.refresh(str_of(&tokens, "refresh_token")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn revocation_answers_200_for_unknown_tokens_and_needs_the_client() {
+    let app = app().await;
+    for token in ["no-such-token", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
+        let response = app
+            .revoke(&[("client_id", PUBLIC_CLIENT), ("token", token)])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{token}");
+    }
+    oauth_error(
+        app.revoke(&[("client_id", PUBLIC_CLIENT)]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    let response = app.revoke(&[("token", "x")]).await;
+    assert!(response.headers().contains_key("www-authenticate"));
+    oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    oauth_error(
+        app.revoke(&[
+            ("client_id", WEB_CLIENT),
+            ("client_secret", "wrong"),
+            ("token", "x"),
+        ])
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn introspection_needs_a_confidential_client_or_the_introspection_token() {
+    let app = app().await;
+    let tokens = app.tokens().await;
+    let access = str_of(&tokens, "access_token");
+    let introspect = |request: reqwest::RequestBuilder| async move {
+        request.form(&[("token", access)]).send().await.unwrap()
+    };
+    let endpoint = app.url("/oauth/introspect");
+
+    let response = introspect(app.api.post(&endpoint)).await;
+    assert!(response.headers().contains_key("www-authenticate"));
+    oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let response = introspect(app.api.post(&endpoint).bearer_auth("not-the-token")).await;
+    oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    // A public client proves nothing about itself.
+    let response = app
+        .api
+        .post(&endpoint)
+        .form(&[("token", access), ("client_id", PUBLIC_CLIENT)])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let response = introspect(
+        app.api
+            .post(&endpoint)
+            .basic_auth(RESOURCE_SERVER, Some("wrong-secret")),
+    )
+    .await;
+    oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    // The resource server as a confidential client: any access token, but no one else's
+    // refresh token.
+    let as_resource_server = |token: &'static str| {
+        let request = app
+            .api
+            .post(&endpoint)
+            .basic_auth(RESOURCE_SERVER, Some(RESOURCE_SERVER_SECRET));
+        async move {
+            let response = request.form(&[("token", token)]).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let access: &'static str = access.to_owned().leak();
+    let refresh: &'static str = str_of(&tokens, "refresh_token").to_owned().leak();
+    assert_eq!(as_resource_server(access).await["active"], true);
+    assert_eq!(
+        as_resource_server(refresh).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(app.introspect(refresh).await["active"], true);
+}
+
+#[tokio::test]
+async fn expired_malformed_and_foreign_tokens_are_inactive() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = app_with(Some(Arc::clone(&clock))).await;
+    let tokens = app.tokens().await;
+    let access = str_of(&tokens, "access_token");
+
+    // Signed by a key of ours that the bridge does not have: another instance's, say.
+    let other = spawn_app().await;
+    let foreign = other.tokens().await;
+    for token in [
+        "garbage",
+        "a.b.c",
+        str_of(&foreign, "access_token"),
+        str_of(&foreign, "refresh_token"),
+    ] {
+        assert_eq!(
+            app.introspect(token).await,
+            serde_json::json!({"active": false}),
+            "{token}"
+        );
+    }
+    // A token whose payload was altered keeps the header but loses the signature.
+    let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    assert_eq!(app.introspect(&parts.join(".")).await["active"], false);
+
+    assert_eq!(app.introspect(access).await["active"], true);
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(app.introspect(access).await["active"], false);
+    let response = app.userinfo(access).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(challenge(&response).contains("expired"));
+}
+
+#[tokio::test]
+async fn userinfo_answers_per_rfc_6750_and_releases_claims_by_scope() {
+    let app = app().await;
+    let response = app
+        .api
+        .get(app.url("/oauth/userinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&response), "Bearer");
+    let response = app.userinfo("not-a-jwt").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(challenge(&response).starts_with("Bearer error=\"invalid_token\""));
+
+    // POST works as GET (OIDC Core §5.3.1).
+    let tokens = app.tokens().await;
+    let response = app
+        .api
+        .post(app.url("/oauth/userinfo"))
+        .bearer_auth(str_of(&tokens, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let user: Value = response.json().await.unwrap();
+    assert_eq!(user["sub"], "upstream-user-42");
+    assert_eq!(user["email"], "ada@corp.example");
+    assert!(
+        user.get("name").is_none(),
+        "profile was not granted: {user}"
+    );
+
+    // A service token has no user behind it.
+    let service: Value = app.service_token(&[]).await.json().await.unwrap();
+    let response = app.userinfo(str_of(&service, "access_token")).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        challenge(&response).contains("error=\"insufficient_scope\""),
+        "{}",
+        challenge(&response)
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_issues_an_access_token_for_the_client_itself() {
+    let app = app().await;
+    let response = app
+        .service_token(&[("resource", RESOURCE), ("scope", "")])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.unwrap();
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    assert!(tokens.get("id_token").is_none(), "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let claims = jwt_payload(str_of(&tokens, "access_token"));
+    assert_eq!(claims["sub"], SERVICE);
+    assert_eq!(claims["client_id"], SERVICE);
+    assert_eq!(claims["aud"], RESOURCE);
+    assert!(claims.get("email").is_none());
+    assert_eq!(
+        app.introspect(str_of(&tokens, "access_token")).await["sub"],
+        SERVICE
+    );
+
+    // And it can revoke it again.
+    let response = app
+        .api
+        .post(app.url("/oauth/revoke"))
+        .basic_auth(SERVICE, Some(SERVICE_SECRET))
+        .form(&[("token", str_of(&tokens, "access_token"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        app.introspect(str_of(&tokens, "access_token")).await["active"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_is_refused_to_user_scopes_public_clients_and_clients_without_it() {
+    let app = app().await;
+    let body = oauth_error(
+        app.service_token(&[("scope", "openid")]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_scope",
+    )
+    .await;
+    assert!(
+        str_of(&body, "error_description").contains("signed-in user"),
+        "{body}"
+    );
+    oauth_error(
+        app.post_token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", PUBLIC_CLIENT),
+        ])
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+    )
+    .await;
+    oauth_error(
+        app.post_token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", WEB_CLIENT),
+            ("client_secret", WEB_SECRET),
+        ])
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+    )
+    .await;
+    let response = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth(SERVICE, Some("wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    // The service may not use the grants it was not given.
+    let response = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth(SERVICE, Some(SERVICE_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(response, StatusCode::BAD_REQUEST, "unauthorized_client").await;
+}
