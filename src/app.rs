@@ -23,6 +23,7 @@ use crate::oauth::{Bridge, Settings, SignIn};
 use crate::storage::postgres::PostgresSettings;
 use crate::storage::{MemoryStorage, PostgresStorage, Storage};
 use crate::tokens::keys::{KeyRing, SigningKey};
+use crate::tokens::rotation::{RotationSchedule, spawn_rotation};
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::oidc::OidcSettings;
@@ -40,7 +41,22 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let base_path = public_url.path().trim_end_matches('/').to_owned();
 
     let storage = open_storage(config).await?;
-    let keys = signing_keys(config, storage.as_ref()).await?;
+    let rotation = config
+        .oauth
+        .signing
+        .as_ref()
+        .and_then(|signing| signing.rotation_period.as_ref())
+        .map(|period| RotationSchedule {
+            period: period.0,
+            access_token_ttl: config.oauth.access_token_ttl.0,
+        });
+    let keys = match rotation {
+        Some(schedule) => schedule
+            .load(storage.as_ref(), clock.now())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load the rotated signing keys: {e}"))?,
+        None => signing_keys(config, storage.as_ref()).await?,
+    };
     // Consent pages, login forms and remembered consents verify on every instance.
     let cookie_key = storage
         .shared_secret(COOKIE_KEY, CookieSigner::fresh_key().to_vec())
@@ -169,12 +185,26 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         claims,
         access_policy,
     };
+    let keys = Arc::new(KeyRing::new(keys));
+    if let Some(schedule) = rotation {
+        if config.storage.backend == StorageBackend::Memory {
+            tracing::warn!(
+                "signing keys rotate in memory: they, and the tokens they signed, do not survive a restart"
+            );
+        }
+        spawn_rotation(
+            schedule,
+            Arc::clone(&storage),
+            Arc::clone(&keys),
+            clock.clone(),
+        );
+    }
     let bridge = Arc::new(Bridge {
         settings,
         clients,
         storage,
         sign_in,
-        keys: Arc::new(KeyRing::new(keys)),
+        keys,
     });
     let state = AppState {
         bridge: Arc::clone(&bridge),

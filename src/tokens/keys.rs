@@ -325,6 +325,49 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_key_list_signs_with_one_key_and_publishes_and_verifies_all() {
+        let yaml = format!(
+            "signing:\n  keys:\n    - {{algorithm: RS256, key_file: {}, verify_only: true}}\n    - {{algorithm: ES256, key_file: {}}}\n",
+            fixture("upstream_rsa.pem").display(),
+            fixture("signing_es256.pem").display()
+        );
+        let config: OAuthConfig = serde_yaml::from_str(&yaml).unwrap();
+        let keys = KeySet::configured(&config).unwrap().unwrap();
+        assert_eq!(keys.active().algorithm, Algorithm::ES256);
+        let published = keys.jwks().keys;
+        assert_eq!(published.len(), 2);
+        let retiring =
+            SigningKey::from_pem_file(&fixture("upstream_rsa.pem"), SigningAlgorithm::RS256)
+                .unwrap();
+        let old_token = crate::tokens::jwt::sign_access_token(
+            &KeySet::new(retiring),
+            &crate::tokens::jwt::AccessTokenClaims {
+                iss: "https://i".into(),
+                sub: "s".into(),
+                aud: "https://a".into(),
+                client_id: "c".into(),
+                scope: String::new(),
+                exp: 2000,
+                iat: 1000,
+                nbf: 1000,
+                jti: "j".into(),
+                email: None,
+                name: None,
+                groups: vec![],
+            },
+        )
+        .unwrap();
+        let verified = crate::tokens::jwt::verify_access_token(
+            &keys,
+            &old_token,
+            "https://i",
+            "https://a",
+            crate::clock::UnixTime(1500),
+        );
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+
+    #[test]
     fn shared_secret_is_never_published() {
         let keys = KeySet::new(SigningKey::from_shared_secret(
             b"0123456789abcdef0123456789abcdef",

@@ -4,6 +4,7 @@ pub mod jwt;
 pub mod keys;
 pub mod opaque;
 pub mod refresh;
+pub mod rotation;
 
 pub use jwt::AccessTokenClaims;
 pub use keys::KeySet;

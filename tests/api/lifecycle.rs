@@ -464,3 +464,106 @@ async fn client_credentials_is_refused_to_user_scopes_public_clients_and_clients
         .unwrap();
     oauth_error(response, StatusCode::BAD_REQUEST, "unauthorized_client").await;
 }
+
+/// The `kid` a JWT was signed with.
+fn kid_of(jwt: &str) -> String {
+    use base64::Engine;
+    let header = jwt.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+impl TestApp {
+    async fn published_kids(&self) -> Vec<String> {
+        self.get_json(&self.url("/oauth/jwks")).await["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn service_access_token(&self) -> String {
+        let response = self.service_token(&[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let tokens: Value = response.json().await.unwrap();
+        str_of(&tokens, "access_token").to_owned()
+    }
+}
+
+/// Polls until `done` holds: the rotation task looks at the clock once a second.
+async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..50 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[tokio::test]
+async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_their_tokens_expire() {
+    const DAY: i64 = 86_400;
+    let boundary = 20_000 * DAY;
+    let clock = Arc::new(FixedClock::at(boundary - 1800));
+    let app = spawn_app_with(Options {
+        extra_clients: clients(),
+        extra_oauth: format!(
+            "  introspection_tokens: [\"{INTROSPECTION_TOKEN}\"]\n  access_token_ttl: 1h\n  signing:\n    rotation_period: 1d"
+        ),
+        clock: Some(Arc::clone(&clock) as _),
+        ..Options::default()
+    })
+    .await;
+    let old_token = app.service_access_token().await;
+    let old_kid = kid_of(&old_token);
+    let published = app.published_kids().await;
+    assert_eq!(
+        published.len(),
+        2,
+        "the signing key and the next one: {published:?}"
+    );
+    assert_eq!(published[0], old_kid);
+    let next_kid = published[1].clone();
+
+    // The period ends: the key published ahead signs, the old one still verifies its tokens.
+    clock.advance(Duration::from_secs(1800));
+    eventually("rotation to the next key", || async {
+        kid_of(&app.service_access_token().await) == next_kid
+    })
+    .await;
+    let published = app.published_kids().await;
+    assert_eq!(published.len(), 3, "{published:?}");
+    assert!(published.contains(&old_kid));
+    assert_eq!(app.introspect(&old_token).await["active"], true);
+    let new_token = app.service_access_token().await;
+    assert_eq!(app.introspect(&new_token).await["active"], true);
+
+    // This token has expired, but the old key stays: it signed until the period's last second,
+    // and those tokens live an hour more.
+    clock.advance(Duration::from_secs(1800));
+    assert_eq!(app.introspect(&old_token).await["active"], false);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.published_kids().await.contains(&old_kid));
+
+    // An access-token lifetime after the period ended, no token of the old key can be alive.
+    clock.advance(Duration::from_secs(1800));
+    eventually("the old key leaving the JWKS", || async {
+        !app.published_kids().await.contains(&old_kid)
+    })
+    .await;
+    assert_eq!(app.published_kids().await.len(), 2);
+    let newest = app.service_access_token().await;
+    assert_eq!(kid_of(&newest), next_kid);
+    assert_eq!(app.introspect(&newest).await["active"], true);
+}

@@ -1,0 +1,215 @@
+//! Automatic key rotation (`oauth.signing.rotation_period`). Time is cut into periods counted
+//! from the Unix epoch; period `n` signs with key `n`, kept in storage under a name of its own,
+//! so every instance sharing the storage picks the same key without talking to the others.
+//! Key `n + 1` is published a whole period before it signs, so resource servers caching the
+//! JWKS know it in time; key `k` stays published until the last token it signed has expired,
+//! and is deleted after.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::keys::{KeyError, KeyRing, KeySet, SigningKey};
+use crate::clock::{SharedClock, UnixTime};
+use crate::storage::{Storage, StorageError};
+
+const KEY_NAME_PREFIX: &str = "signing-key/";
+
+#[derive(Debug, Clone, Copy)]
+pub struct RotationSchedule {
+    pub period: Duration,
+    pub access_token_ttl: Duration,
+}
+
+/// Which keys a moment needs: the one that signs, and the oldest that may have signed a live token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Needed {
+    signing: i64,
+    oldest: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl RotationSchedule {
+    fn period_seconds(&self) -> i64 {
+        i64::try_from(self.period.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+
+    fn needed_at(&self, now: UnixTime) -> Needed {
+        let period = self.period_seconds();
+        let ttl = i64::try_from(self.access_token_ttl.as_secs()).unwrap_or(i64::MAX);
+        // Key k signs until (k + 1) * period; its tokens live until `ttl` later.
+        Needed {
+            signing: now.seconds().div_euclid(period),
+            oldest: now.seconds().saturating_sub(ttl).div_euclid(period),
+        }
+    }
+
+    /// The key set for `now`, creating the signing and the next key when they do not exist yet,
+    /// and deleting keys no live token can need.
+    pub async fn load(
+        &self,
+        storage: &dyn Storage,
+        now: UnixTime,
+    ) -> Result<KeySet, RotationError> {
+        let needed = self.needed_at(now);
+        let active = key(storage, needed.signing).await?;
+        let mut verify_only = vec![key(storage, needed.signing + 1).await?];
+        let mut stored: Vec<(i64, String)> = storage
+            .shared_secret_names(KEY_NAME_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|name| Some((index_of(&name)?, name)))
+            .collect();
+        stored.sort();
+        for (index, name) in stored {
+            if index < needed.oldest {
+                storage.delete_shared_secret(&name).await?;
+                tracing::info!(
+                    key = index,
+                    "rotated-out signing key deleted: no live token needs it"
+                );
+            } else if index < needed.signing {
+                verify_only.push(key(storage, index).await?);
+            }
+        }
+        Ok(KeySet::new(active).with_verify_only(verify_only))
+    }
+}
+
+fn key_name(index: i64) -> String {
+    format!("{KEY_NAME_PREFIX}{index}")
+}
+
+fn index_of(name: &str) -> Option<i64> {
+    name.strip_prefix(KEY_NAME_PREFIX)?.parse().ok()
+}
+
+async fn key(storage: &dyn Storage, index: i64) -> Result<SigningKey, RotationError> {
+    let fresh = SigningKey::generate_es256_pem()?;
+    let pem = storage
+        .shared_secret(&key_name(index), fresh.into_bytes())
+        .await?;
+    Ok(SigningKey::from_es256_pem(&pem)?)
+}
+
+/// Swaps the ring's key set whenever the period or the oldest needed key changes. Checked every
+/// second: cheap when nothing changed, and a storage outage only delays the swap.
+pub fn spawn_rotation(
+    schedule: RotationSchedule,
+    storage: Arc<dyn Storage>,
+    ring: Arc<KeyRing>,
+    clock: SharedClock,
+) {
+    tokio::spawn(async move {
+        let mut loaded = schedule.needed_at(clock.now());
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            let now = clock.now();
+            let needed = schedule.needed_at(now);
+            if needed == loaded {
+                continue;
+            }
+            match schedule.load(storage.as_ref(), now).await {
+                Ok(keys) => {
+                    tracing::info!(kid = %keys.active().kid, "signing keys rotated");
+                    ring.replace(keys);
+                    loaded = needed;
+                }
+                Err(error) => tracing::warn!(%error, "signing key rotation failed; retrying"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    const HOUR: u64 = 3600;
+
+    fn schedule() -> RotationSchedule {
+        RotationSchedule {
+            period: Duration::from_secs(24 * HOUR),
+            access_token_ttl: Duration::from_secs(HOUR),
+        }
+    }
+
+    fn kids(keys: &KeySet) -> Vec<String> {
+        keys.jwks()
+            .keys
+            .iter()
+            .filter_map(|jwk| jwk.common.key_id.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_key_is_published_a_period_ahead_signs_for_a_period_then_verifies_until_its_tokens_expire()
+     {
+        let storage = MemoryStorage::new();
+        let schedule = schedule();
+        let day = 86_400;
+        let start = UnixTime(1_000 * day);
+
+        let first = schedule.load(&storage, start).await.unwrap();
+        let signing = first.active().kid.clone();
+        let next = kids(&first)[1].clone();
+        assert_eq!(kids(&first).len(), 2, "signing and next key");
+        // Another instance at the same moment gets the same keys.
+        let again = schedule
+            .load(&storage, start.plus(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(kids(&again), kids(&first));
+
+        // The next period: the pre-published key signs, the old one still verifies.
+        let after = start.plus(Duration::from_secs(day as u64));
+        let second = schedule.load(&storage, after).await.unwrap();
+        assert_eq!(second.active().kid, next);
+        assert!(second.find(&signing).is_some());
+        assert_eq!(kids(&second).len(), 3);
+
+        // An hour later no token of the old key is alive: it is neither published nor stored.
+        let later = after.plus(Duration::from_secs(HOUR));
+        let third = schedule.load(&storage, later).await.unwrap();
+        assert!(third.find(&signing).is_none());
+        assert_eq!(kids(&third).len(), 2);
+        assert_eq!(
+            storage
+                .shared_secret_names(KEY_NAME_PREFIX)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_oldest_needed_key_follows_the_token_lifetime() {
+        let schedule = schedule();
+        let day = 86_400;
+        assert_eq!(
+            schedule.needed_at(UnixTime(10 * day + HOUR as i64 - 1)),
+            Needed {
+                signing: 10,
+                oldest: 9
+            }
+        );
+        assert_eq!(
+            schedule.needed_at(UnixTime(10 * day + HOUR as i64)),
+            Needed {
+                signing: 10,
+                oldest: 10
+            }
+        );
+    }
+}
