@@ -23,7 +23,9 @@ use mcp_oauth_bridge::tokens::keys::{KeyRing, SigningKey};
 use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use mcp_oauth_bridge::tokens::{KeySet, generate_token};
 use mcp_oauth_bridge::upstream::claims::AccessPolicy;
-use mcp_oauth_bridge::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use mcp_oauth_bridge::upstream::{
+    Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest,
+};
 use sha2::{Digest, Sha256};
 
 /// The token endpoint never calls the upstream provider.
@@ -44,7 +46,14 @@ impl Upstream for NoUpstream {
         _: &str,
         _: &str,
         _: UnixTime,
-    ) -> Result<serde_json::Value, UpstreamError> {
+    ) -> Result<UpstreamLogin, UpstreamError> {
+        Err(UpstreamError::NotReady)
+    }
+    async fn refresh(
+        &self,
+        _: &SecretString,
+        _: UnixTime,
+    ) -> Result<UpstreamRefresh, UpstreamError> {
         Err(UpstreamError::NotReady)
     }
 }
@@ -168,6 +177,7 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
         clients,
         storage,
         sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
+        revalidation: None,
         keys: Arc::new(KeyRing::new(KeySet::new(SigningKey::generate_es256()?))),
     })
 }
@@ -199,6 +209,7 @@ async fn new_family(bridge: &Bridge, now: UnixTime) -> anyhow::Result<String> {
             previous: None,
             revoked: false,
             access_tokens: vec![],
+            upstream_refresh: None,
         })
         .await?;
     Ok(refresh)
@@ -254,6 +265,7 @@ async fn storage_figures(name: &str, bridge: &Bridge, rounds: u32) -> anyhow::Re
                     client_nonce: None,
                     family_id: mcp_oauth_bridge::tokens::opaque::random_string(16),
                     expires_at: now.plus(Duration::from_secs(600)),
+                    upstream_refresh: None,
                 },
             )
             .await?;

@@ -20,9 +20,12 @@ use crate::oauth::login_throttle::{LoginThrottle, ThrottleSettings};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
+use crate::sealing::Sealer;
+use crate::secret::SecretString;
 use crate::storage::postgres::PostgresSettings;
 use crate::storage::{MemoryStorage, PostgresStorage, Storage};
 use crate::tokens::keys::{KeyRing, SigningKey};
+use crate::tokens::opaque::random_string;
 use crate::tokens::rotation::{RotationSchedule, spawn_rotation};
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
@@ -186,6 +189,17 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         access_policy,
     };
     let keys = Arc::new(KeyRing::new(keys));
+    let revalidation = config
+        .oauth
+        .upstream
+        .as_ref()
+        .filter(|upstream| upstream.revalidate_on_refresh)
+        .map(|_| match &config.storage.encryption_key {
+            Some(key) => Sealer::new(key),
+            // Only the memory backend gets here (validation requires the key with PostgreSQL),
+            // and what it seals dies with the process anyway.
+            None => Sealer::new(&SecretString::new(random_string(43))),
+        });
     if let Some(schedule) = rotation {
         if config.storage.backend == StorageBackend::Memory {
             tracing::warn!(
@@ -205,6 +219,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         storage,
         sign_in,
         keys,
+        revalidation,
     });
     let state = AppState {
         bridge: Arc::clone(&bridge),

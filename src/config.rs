@@ -624,6 +624,18 @@ impl Config {
             problems.push(format!("server.public_url: {problem}"));
         }
         self.oauth.validate(&mut problems);
+        if self
+            .oauth
+            .upstream
+            .as_ref()
+            .is_some_and(|upstream| upstream.revalidate_on_refresh)
+            && self.storage.backend == StorageBackend::Postgres
+            && self.storage.encryption_key.is_none()
+        {
+            problems.push(
+                "oauth.upstream.revalidate_on_refresh: the provider's refresh tokens are kept in the database, so storage.encryption_key is required".to_owned(),
+            );
+        }
         if let (Some(uri), Some(callback)) = (
             self.oauth
                 .upstream
@@ -1410,6 +1422,21 @@ oauth:
             text.contains("oauth.introspection_tokens[0]: must be at least 32"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn revalidation_on_postgres_needs_the_encryption_key() {
+        let yaml = format!(
+            "{MINIMAL}    revalidate_on_refresh: true\nstorage:\n  backend: postgres\n  postgres: {{ url: \"postgres://db/bridge\" }}\n"
+        );
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(
+            text.contains("oauth.upstream.revalidate_on_refresh: the provider's refresh tokens are kept in the database, so storage.encryption_key is required"),
+            "{text}"
+        );
+        let sealed =
+            format!("{yaml}  encryption_key: \"an encryption key of at least 32 characters\"\n");
+        Config::from_yaml(&sealed, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -75,6 +77,33 @@ impl Sealer {
     }
 }
 
+/// A secret sealed for storage in a JSON record: base64 of `nonce || ciphertext+tag`.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedSecret(String);
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedSecret(..)")
+    }
+}
+
+impl Sealer {
+    pub fn seal_secret(&self, name: &str, secret: &SecretString) -> Result<SealedSecret, String> {
+        self.seal(name, secret.expose().as_bytes())
+            .map(|sealed| SealedSecret(STANDARD.encode(sealed)))
+    }
+
+    pub fn open_secret(&self, name: &str, sealed: &SealedSecret) -> Result<SecretString, String> {
+        let bytes = STANDARD
+            .decode(&sealed.0)
+            .map_err(|_| format!("{name}: the stored value is not base64"))?;
+        let plain = self.open(name, &bytes)?;
+        String::from_utf8(plain)
+            .map(SecretString::new)
+            .map_err(|_| format!("{name}: the stored value is not text"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +133,24 @@ mod tests {
                 .contains("encryption_key differs")
         );
         assert!(sealer.open("cookie-key", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn sealed_secrets_round_trip_as_text_and_never_show_their_content() {
+        let sealer = Sealer::new(&SecretString::new(
+            "a long random string of at least 32 chars",
+        ));
+        let sealed = sealer
+            .seal_secret("upstream/f1", &SecretString::new("upstream-refresh"))
+            .unwrap();
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert!(!json.contains("upstream-refresh"));
+        assert_eq!(format!("{sealed:?}"), "SealedSecret(..)");
+        let back: SealedSecret = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            sealer.open_secret("upstream/f1", &back).unwrap().expose(),
+            "upstream-refresh"
+        );
+        assert!(sealer.open_secret("upstream/f2", &back).is_err());
     }
 }

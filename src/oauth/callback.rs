@@ -7,6 +7,7 @@ use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
 use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params, REMEMBERED_CONSENT_TTL, SignIn};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
+use crate::secret::SecretString;
 use crate::storage::{
     AuthorizationCodeRecord, Consent, ConsentGrant, PendingAuthorization, PendingTake,
 };
@@ -62,7 +63,7 @@ pub async fn complete_authorization(
         );
         redirect(OAuthError::ServerError)
     })?;
-    let claims = upstream
+    let login = upstream
         .exchange_code(
             code,
             &pending.upstream_pkce_verifier,
@@ -76,7 +77,9 @@ pub async fn complete_authorization(
                 UpstreamError::NotReady | UpstreamError::Unreachable(_) => {
                     OAuthError::TemporarilyUnavailable
                 }
-                UpstreamError::Rejected(_) => OAuthError::ServerError,
+                UpstreamError::Rejected(_) | UpstreamError::RefreshRefused(_) => {
+                    OAuthError::ServerError
+                }
                 UpstreamError::InvalidIdToken(_) | UpstreamError::InvalidUserInfo(_) => {
                     OAuthError::AccessDenied(
                         "the identity provider's answer could not be verified".into(),
@@ -84,7 +87,8 @@ pub async fn complete_authorization(
                 }
             })
         })?;
-    let identity = map_identity(&claims, &bridge.settings.claims).map_err(|reason| {
+    let claims = &login.claims;
+    let identity = map_identity(claims, &bridge.settings.claims).map_err(|reason| {
         tracing::error!(client_id, %reason, "cannot map the upstream identity");
         redirect(OAuthError::ServerError)
     })?;
@@ -99,7 +103,19 @@ pub async fn complete_authorization(
         .get("auth_time")
         .and_then(serde_json::Value::as_i64)
         .map_or(now, UnixTime);
-    finish_sign_in(bridge, &pending, identity, auth_time, now).await
+    let signed_in = SignedInUser {
+        identity,
+        auth_time,
+        upstream_refresh: login.refresh_token,
+    };
+    finish_sign_in(bridge, &pending, signed_in, now).await
+}
+
+/// Who signed in, when, and the provider's refresh token if it sent one.
+pub struct SignedInUser {
+    pub identity: Identity,
+    pub auth_time: UnixTime,
+    pub upstream_refresh: Option<SecretString>,
 }
 
 /// Consumes the pending authorization a sign-in returns with, if this browser started it.
@@ -142,12 +158,12 @@ pub fn pending_or_page(taken: PendingTake) -> Result<Box<PendingAuthorization>, 
 pub async fn finish_sign_in(
     bridge: &Bridge,
     pending: &PendingAuthorization,
-    identity: Identity,
-    auth_time: UnixTime,
+    user: SignedInUser,
     now: UnixTime,
 ) -> Result<SignedIn, AuthorizeError> {
     let client_id = pending.request.client_id.as_str();
     let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
+    let identity = user.identity;
     let remember_consent_of = match &pending.consent {
         Consent::NotNeeded => None,
         Consent::GivenNow => {
@@ -188,7 +204,24 @@ pub async fn finish_sign_in(
     };
 
     let (code, code_hash) = generate_token();
-    let record = code_record(pending, identity, auth_time, now);
+    let mut record = code_record(pending, identity, user.auth_time, now);
+    if let Some(sealer) = &bridge.revalidation {
+        match &user.upstream_refresh {
+            Some(token) => {
+                let sealed = sealer
+                    .seal_secret(&upstream_refresh_name(&record.family_id), token)
+                    .map_err(|error| {
+                        tracing::error!(%error, "cannot seal the provider's refresh token");
+                        redirect(OAuthError::ServerError)
+                    })?;
+                record.upstream_refresh = Some(sealed);
+            }
+            None => tracing::warn!(
+                client_id,
+                "the provider sent no refresh token, so this session cannot be re-validated: no refresh token will be issued (does upstream.scopes need offline_access?)"
+            ),
+        }
+    }
     bridge
         .storage
         .put_code(code_hash, record)
@@ -212,6 +245,11 @@ pub async fn finish_sign_in(
     })
 }
 
+/// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.
+pub fn upstream_refresh_name(family_id: &str) -> String {
+    format!("upstream-refresh-token/{family_id}")
+}
+
 fn code_record(
     pending: &PendingAuthorization,
     identity: Identity,
@@ -230,6 +268,7 @@ fn code_record(
         client_nonce: pending.request.client_nonce.clone(),
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),
+        upstream_refresh: None,
     }
 }
 

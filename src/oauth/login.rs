@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 
 use super::authorize::{AuthorizeError, ClientRedirect};
-use super::callback::{SignedIn, finish_sign_in, pending_or_page, take_pending_sign_in};
+use super::callback::{
+    SignedIn, SignedInUser, finish_sign_in, pending_or_page, take_pending_sign_in,
+};
 use super::login_throttle::{LoginThrottle, Verdict};
 use super::{Bridge, OAuthError, SignIn};
 use crate::clock::UnixTime;
@@ -118,7 +120,12 @@ pub async fn submit_login(
     // Consumed only now: a replayed or concurrent submission finds it gone.
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
     tracing::info!(subject = %identity.subject, "local user signed in");
-    finish_sign_in(bridge, &pending, identity, now, now)
+    let user = SignedInUser {
+        identity,
+        auth_time: now,
+        upstream_refresh: None,
+    };
+    finish_sign_in(bridge, &pending, user, now)
         .await
         .map(LoginOutcome::SignedIn)
 }

@@ -164,6 +164,9 @@ pub struct Bridge {
     pub storage: Arc<dyn Storage>,
     pub sign_in: SignIn,
     pub keys: Arc<KeyRing>,
+    /// With `upstream.revalidate_on_refresh`: seals the provider's refresh tokens at rest, and
+    /// its presence turns the re-validation of every refresh on.
+    pub revalidation: Option<crate::sealing::Sealer>,
 }
 
 /// How users prove who they are.

@@ -21,7 +21,7 @@ use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
 use crate::tokens::keys::{KeyRing, SigningKey};
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
-use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use crate::upstream::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
 
 pub const ISSUER: &str = "https://bridge.example.com";
 pub const PUBLIC_CLIENT: &str = "public-client";
@@ -111,7 +111,7 @@ impl Upstream for ScriptedUpstream {
         pkce_verifier: &str,
         nonce: &str,
         _now: UnixTime,
-    ) -> Result<serde_json::Value, UpstreamError> {
+    ) -> Result<UpstreamLogin, UpstreamError> {
         self.exchanges.lock().unwrap().push(Exchange {
             code: code.into(),
             verifier: pkce_verifier.into(),
@@ -120,7 +120,20 @@ impl Upstream for ScriptedUpstream {
         if let Some(error) = self.failure.lock().unwrap().take() {
             return Err(error);
         }
-        Ok(self.claims.lock().unwrap().clone())
+        Ok(UpstreamLogin {
+            claims: self.claims.lock().unwrap().clone(),
+            refresh_token: None,
+        })
+    }
+
+    async fn refresh(
+        &self,
+        _refresh_token: &SecretString,
+        _now: UnixTime,
+    ) -> Result<UpstreamRefresh, UpstreamError> {
+        Err(UpstreamError::RefreshRefused(
+            "the scripted provider keeps no sessions".into(),
+        ))
     }
 }
 
@@ -209,6 +222,7 @@ impl Harness {
             clients,
             storage: Arc::new(MemoryStorage::new()),
             sign_in: SignIn::Upstream(upstream.clone()),
+            revalidation: None,
             keys: Arc::new(KeyRing::new(KeySet::new(
                 SigningKey::generate_es256().unwrap(),
             ))),

@@ -182,6 +182,7 @@ fn code(family_id: &str, expires_at: UnixTime) -> AuthorizationCodeRecord {
         client_nonce: None,
         family_id: family_id.into(),
         expires_at,
+        upstream_refresh: None,
     }
 }
 
@@ -201,6 +202,7 @@ fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
             jti: format!("{id}-at-0"),
             expires_at: NOW.plus(MINUTE * 60),
         }],
+        upstream_refresh: None,
     }
 }
 
@@ -213,6 +215,7 @@ fn replacement(token: &str) -> Replacement {
         },
         ttl: DAY * 30,
         retry_window: MINUTE * 5,
+        upstream_refresh: None,
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use crate::identity::Identity;
+use crate::sealing::SealedSecret;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -115,6 +116,9 @@ pub struct AuthorizationCodeRecord {
     /// Chosen when the code is minted, so a replay can revoke the family even mid-issue.
     pub family_id: String,
     pub expires_at: UnixTime,
+    /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
+    #[serde(default)]
+    pub upstream_refresh: Option<SealedSecret>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::TokenHash;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
+use crate::sealing::SealedSecret;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedAccessToken {
@@ -43,6 +44,9 @@ pub struct RefreshFamily {
     pub revoked: bool,
     /// Access tokens issued from this family that may still be live; revoked with it.
     pub access_tokens: Vec<IssuedAccessToken>,
+    /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
+    #[serde(default)]
+    pub upstream_refresh: Option<SealedSecret>,
 }
 
 /// What a presentation of a refresh token turned out to be.
@@ -78,6 +82,8 @@ pub struct Replacement {
     pub access_token: IssuedAccessToken,
     pub ttl: Duration,
     pub retry_window: Duration,
+    /// The provider's new refresh token, when it rotated its own on re-validation.
+    pub upstream_refresh: Option<SealedSecret>,
 }
 
 /// Live access tokens one family keeps track of. A client that refreshes faster than its access
@@ -151,6 +157,9 @@ impl RefreshFamily {
             Presentation::RetriedLostResponse
         };
         self.current = Some(replacement.hash);
+        if let Some(upstream) = replacement.upstream_refresh {
+            self.upstream_refresh = Some(upstream);
+        }
         self.current_expires_at = self.sliding_expiry(now, replacement.ttl);
         self.access_tokens.retain(|t| t.expires_at > now);
         self.access_tokens.push(replacement.access_token);
@@ -193,6 +202,7 @@ mod tests {
             previous: None,
             revoked: false,
             access_tokens: vec![],
+            upstream_refresh: None,
         }
     }
 
@@ -205,6 +215,7 @@ mod tests {
             },
             ttl: DAY * 30,
             retry_window: RETRY_WINDOW,
+            upstream_refresh: None,
         }
     }
 

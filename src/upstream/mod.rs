@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use crate::clock::UnixTime;
+use crate::secret::SecretString;
 
 pub use oidc::OidcUpstream;
 
@@ -25,6 +26,27 @@ pub enum UpstreamError {
     /// The UserInfo response is about another subject than the ID token.
     #[error("the userinfo response failed validation: {0}")]
     InvalidUserInfo(String),
+    /// The provider refused to refresh: the user was disabled or the session ended.
+    #[error("the identity provider refused the refresh: {0}")]
+    RefreshRefused(String),
+}
+
+/// A completed upstream login.
+#[derive(Debug)]
+pub struct UpstreamLogin {
+    /// The validated ID token's claims, completed from UserInfo where needed.
+    pub claims: serde_json::Value,
+    /// Kept (sealed) only when sessions are re-validated on refresh.
+    pub refresh_token: Option<SecretString>,
+}
+
+/// The provider's answer to a refresh: the session is still alive.
+#[derive(Debug)]
+pub struct UpstreamRefresh {
+    /// The replacement, when the provider rotates its refresh tokens.
+    pub refresh_token: Option<SecretString>,
+    /// The claims of a new ID token, when the provider sent one (validated, nonce aside).
+    pub claims: Option<serde_json::Value>,
 }
 
 /// What the bridge sends along with the user: its own state, nonce and PKCE challenge.
@@ -51,5 +73,12 @@ pub trait Upstream: Send + Sync + 'static {
         pkce_verifier: &str,
         nonce: &str,
         now: UnixTime,
-    ) -> Result<serde_json::Value, UpstreamError>;
+    ) -> Result<UpstreamLogin, UpstreamError>;
+
+    /// Uses the provider's refresh token, to learn whether the user's session still stands.
+    async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        now: UnixTime,
+    ) -> Result<UpstreamRefresh, UpstreamError>;
 }

@@ -18,7 +18,7 @@ use openidconnect::{
 };
 use url::Url;
 
-use super::{Upstream, UpstreamError, UpstreamRequest};
+use super::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
 use crate::clock::UnixTime;
 use crate::secret::SecretString;
 
@@ -179,10 +179,30 @@ impl OidcUpstream {
         true
     }
 
+    /// Verifies an ID token; when its signature fails, the provider may have rotated its keys
+    /// since discovery: they are fetched again once (rate-limited) and the check repeated.
+    async fn verify_with_key_refresh(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: Option<&str>,
+        now: UnixTime,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        match self.verify(id_token, nonce, now) {
+            Err(UpstreamError::InvalidIdToken(reason))
+                if reason.starts_with(SIGNATURE_PREFIX) && self.claim_forced_refresh() =>
+            {
+                tracing::info!("ID token signature did not verify; refreshing the provider's keys");
+                self.discover().await.map_err(UpstreamError::Unreachable)?;
+                self.verify(id_token, nonce, now)
+            }
+            other => other,
+        }
+    }
+
     fn verify(
         &self,
         id_token: &CoreIdToken,
-        nonce: &str,
+        nonce: Option<&str>,
         now: UnixTime,
     ) -> Result<serde_json::Value, UpstreamError> {
         let discovered = self.current()?;
@@ -233,7 +253,7 @@ impl Upstream for OidcUpstream {
         pkce_verifier: &str,
         nonce: &str,
         now: UnixTime,
-    ) -> Result<serde_json::Value, UpstreamError> {
+    ) -> Result<UpstreamLogin, UpstreamError> {
         let discovered = self.current()?;
         let request = discovered
             .client
@@ -247,31 +267,16 @@ impl Upstream for OidcUpstream {
         let response = request
             .request_async(&self.http)
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(body) => {
-                    UpstreamError::Rejected(format!("error {}", body.error()))
-                }
-                RequestTokenError::Request(e) => UpstreamError::Unreachable(error_chain(&e)),
-                // The path only: the parser's message may quote values from the response.
-                RequestTokenError::Parse(e, _) => {
-                    UpstreamError::Rejected(format!("unparseable token response at {}", e.path()))
-                }
-                RequestTokenError::Other(e) => UpstreamError::Rejected(e),
-            })?;
+            .map_err(token_request_error)?;
+        let refresh_token = response
+            .refresh_token()
+            .map(|token| SecretString::new(token.secret()));
         let id_token = response.id_token().ok_or_else(|| {
             UpstreamError::Rejected("the token response has no id_token".to_owned())
         })?;
-        let claims = match self.verify(id_token, nonce, now) {
-            // The provider may have rotated its keys since discovery: refresh once and retry.
-            Err(UpstreamError::InvalidIdToken(reason))
-                if reason.starts_with(SIGNATURE_PREFIX) && self.claim_forced_refresh() =>
-            {
-                tracing::info!("ID token signature did not verify; refreshing the provider's keys");
-                self.discover().await.map_err(UpstreamError::Unreachable)?;
-                self.verify(id_token, nonce, now)
-            }
-            other => other,
-        }?;
+        let claims = self
+            .verify_with_key_refresh(id_token, Some(nonce), now)
+            .await?;
         // OIDC Core §5.4: after a code flow the provider may release the claims of `email`,
         // `profile` and custom scopes at the UserInfo endpoint only (panva's certified
         // oidc-provider does), so the ID token alone can lack the very claims we map. Asked only
@@ -283,19 +288,78 @@ impl Upstream for OidcUpstream {
             .iter()
             .any(|path| super::claims::lookup(&claims, path).is_none());
         let Some(url) = discovered.client.user_info_url().filter(|_| missing) else {
-            return Ok(claims);
+            return Ok(UpstreamLogin {
+                claims,
+                refresh_token,
+            });
         };
-        match self
+        let claims = match self
             .fetch_userinfo(url.url(), response.access_token().secret())
             .await
         {
-            Ok(userinfo) => merge_userinfo(claims, userinfo),
+            Ok(userinfo) => merge_userinfo(claims, userinfo)?,
             Err(error) => {
                 // The ID token is valid; what it lacks stays missing (a group policy may refuse).
                 tracing::warn!(%error, "userinfo unavailable; using the ID token's claims alone");
-                Ok(claims)
+                claims
             }
+        };
+        Ok(UpstreamLogin {
+            claims,
+            refresh_token,
+        })
+    }
+
+    async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        now: UnixTime,
+    ) -> Result<UpstreamRefresh, UpstreamError> {
+        let discovered = self.current()?;
+        let token = openidconnect::RefreshToken::new(refresh_token.expose().to_owned());
+        let response = discovered
+            .client
+            .exchange_refresh_token(&token)
+            .map_err(|e| {
+                UpstreamError::Rejected(format!("the provider has no token endpoint: {e}"))
+            })?
+            .request_async(&self.http)
+            .await
+            .map_err(|error| match token_request_error(error) {
+                // Any refusal of a refresh token means the session is over (RFC 6749 §5.2).
+                UpstreamError::Rejected(reason) => UpstreamError::RefreshRefused(reason),
+                other => other,
+            })?;
+        // OIDC Core §12.2: a new ID token carries no nonce, but must be valid otherwise.
+        let claims = match response.id_token() {
+            Some(id_token) => Some(self.verify_with_key_refresh(id_token, None, now).await?),
+            None => None,
+        };
+        Ok(UpstreamRefresh {
+            refresh_token: response
+                .refresh_token()
+                .map(|token| SecretString::new(token.secret())),
+            claims,
+        })
+    }
+}
+
+fn token_request_error<E: std::error::Error + 'static>(
+    error: RequestTokenError<
+        E,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> UpstreamError {
+    match error {
+        RequestTokenError::ServerResponse(body) => {
+            UpstreamError::Rejected(format!("error {}", body.error()))
         }
+        RequestTokenError::Request(e) => UpstreamError::Unreachable(error_chain(&e)),
+        // The path only: the parser's message may quote values from the response.
+        RequestTokenError::Parse(e, _) => {
+            UpstreamError::Rejected(format!("unparseable token response at {}", e.path()))
+        }
+        RequestTokenError::Other(e) => UpstreamError::Rejected(e),
     }
 }
 
@@ -421,7 +485,7 @@ pub fn verify_id_token(
     jwks: &CoreJsonWebKeySet,
     settings: &OidcSettings,
     issuer: &IssuerUrl,
-    nonce: &str,
+    nonce: Option<&str>,
     now: UnixTime,
 ) -> Result<serde_json::Value, UpstreamError> {
     let at = chrono::DateTime::from_timestamp(now.seconds(), 0).unwrap_or_default();
@@ -433,16 +497,23 @@ pub fn verify_id_token(
     )
     .set_allowed_algs(ALLOWED_ID_TOKEN_ALGS)
     .set_time_fn(move || at);
-    id_token
-        .claims(&verifier, &Nonce::new(nonce.to_owned()))
-        .map_err(|e| {
-            UpstreamError::InvalidIdToken(match e {
-                ClaimsVerificationError::SignatureVerification(e) => {
-                    format!("{SIGNATURE_PREFIX} {e}")
-                }
-                other => other.to_string(),
-            })
-        })?;
+    let verified = match nonce {
+        Some(nonce) => id_token
+            .claims(&verifier, &Nonce::new(nonce.to_owned()))
+            .map(|_| ()),
+        // Refreshed ID tokens carry no nonce (OIDC Core §12.2).
+        None => id_token
+            .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+            .map(|_| ()),
+    };
+    verified.map_err(|e| {
+        UpstreamError::InvalidIdToken(match e {
+            ClaimsVerificationError::SignatureVerification(e) => {
+                format!("{SIGNATURE_PREFIX} {e}")
+            }
+            other => other.to_string(),
+        })
+    })?;
     // The signature is verified; read the payload as plain JSON so any claim path can be mapped.
     let compact = id_token.to_string();
     let payload = compact
@@ -529,7 +600,7 @@ mod tests {
             &jwks(),
             &settings(),
             &IssuerUrl::new(ISSUER.into()).unwrap(),
-            nonce,
+            Some(nonce),
             UnixTime(now),
         )
     }

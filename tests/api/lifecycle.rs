@@ -465,19 +465,6 @@ async fn client_credentials_is_refused_to_user_scopes_public_clients_and_clients
     oauth_error(response, StatusCode::BAD_REQUEST, "unauthorized_client").await;
 }
 
-/// The `kid` a JWT was signed with.
-fn kid_of(jwt: &str) -> String {
-    use base64::Engine;
-    let header = jwt.split('.').next().unwrap();
-    let header: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header)
-            .unwrap(),
-    )
-    .unwrap();
-    header["kid"].as_str().unwrap().to_owned()
-}
-
 impl TestApp {
     async fn published_kids(&self) -> Vec<String> {
         self.get_json(&self.url("/oauth/jwks")).await["keys"]

@@ -17,4 +17,5 @@ mod metadata_documents;
 mod oidc_provider;
 mod postgres;
 mod registration;
+mod revalidation;
 mod token_endpoint;

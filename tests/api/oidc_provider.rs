@@ -1,7 +1,7 @@
 //! A small OpenID Connect provider for the tests: discovery, JWKS, an authorize endpoint that logs
 //! a configured user in, and a token endpoint that checks PKCE and returns RS256 ID tokens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Form, Query, State};
@@ -57,6 +57,9 @@ pub struct ProviderState {
     codes: Mutex<HashMap<String, IssuedCode>>,
     pub token_requests: Mutex<u32>,
     pub userinfo_requests: Mutex<u32>,
+    /// Live refresh tokens (rotated on every use, as Keycloak can be set to).
+    refresh_tokens: Mutex<HashSet<String>>,
+    pub refresh_requests: Mutex<u32>,
 }
 
 pub struct TestProvider {
@@ -86,6 +89,8 @@ impl TestProvider {
             codes: Mutex::new(HashMap::new()),
             token_requests: Mutex::new(0),
             userinfo_requests: Mutex::new(0),
+            refresh_tokens: Mutex::new(HashSet::new()),
+            refresh_requests: Mutex::new(0),
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -104,6 +109,16 @@ impl TestProvider {
 
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Ends every session, as disabling the user or logging them out does in Keycloak: their
+    /// refresh tokens stop working.
+    pub fn end_sessions(&self) {
+        self.state.refresh_tokens.lock().unwrap().clear();
+    }
+
+    pub fn refresh_requests(&self) -> u32 {
+        *self.state.refresh_requests.lock().unwrap()
     }
 }
 
@@ -216,8 +231,10 @@ async fn token(
     if !by_header && !by_body {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
-    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {}
+        Some("refresh_token") => return refresh(&state, &form),
+        _ => return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     }
     let Some(issued) = form
         .get("code")
@@ -279,6 +296,45 @@ async fn token(
         "token_type": "Bearer",
         "expires_in": 300,
         "id_token": id_token,
+        "refresh_token": new_refresh_token(&state),
+    }))
+    .into_response()
+}
+
+fn new_refresh_token(state: &ProviderState) -> String {
+    let token = format!("upstream-rt-{}", URL_SAFE_NO_PAD.encode(rand_bytes()));
+    state.refresh_tokens.lock().unwrap().insert(token.clone());
+    token
+}
+
+/// The refresh grant: the token is rotated, and a fresh ID token without nonce comes along.
+fn refresh(state: &ProviderState, form: &HashMap<String, String>) -> Response {
+    *state.refresh_requests.lock().unwrap() += 1;
+    let presented = form.get("refresh_token").cloned().unwrap_or_default();
+    if !state.refresh_tokens.lock().unwrap().remove(&presented) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let now = SystemClock.now().seconds();
+    let mut claims = state.user.lock().unwrap().clone();
+    claims["iss"] = json!(state.issuer);
+    claims["aud"] = json!(CLIENT_ID);
+    claims["iat"] = json!(now);
+    claims["exp"] = json!(now + 300);
+    let (pem, kid) = active_key(*state.behaviour.lock().unwrap());
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let id_token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    Json(json!({
+        "access_token": UPSTREAM_ACCESS_TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": id_token,
+        "refresh_token": new_refresh_token(state),
     }))
     .into_response()
 }

@@ -75,10 +75,6 @@ async fn instance(db: &TestDatabase, behind: Option<&TestApp>) -> TestApp {
     .await
 }
 
-fn kid_of(jwt: &str) -> String {
-    jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sign_in_spans_instances_and_their_tokens_verify_on_each() {
     let Some(db) = test_database().await else {
@@ -439,5 +435,48 @@ async fn a_database_outage_is_a_503_and_not_ready_then_service_resumes_with_noth
             .status(),
         StatusCode::OK
     );
+    db.drop_database().await;
+}
+
+/// With re-validation on, the provider's refresh token is kept sealed in the database, and
+/// another instance with the same encryption key can use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_refresh_token_is_stored_sealed_and_used_by_every_instance() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let storage = format!(
+        "  backend: postgres\n  postgres: {{ url: \"{}\" }}\n  encryption_key: \"an encryption key of at least 32 characters\"",
+        db.url
+    );
+    let a = spawn_app_with(Options {
+        storage: storage.clone(),
+        extra_upstream: "    revalidate_on_refresh: true",
+        ..Options::default()
+    })
+    .await;
+    let b = spawn_app_with(Options {
+        storage,
+        extra_upstream: "    revalidate_on_refresh: true",
+        public_url: Some(a.issuer.clone()),
+        upstream_issuer: Some(a.provider.issuer.clone()),
+        ..Options::default()
+    })
+    .await;
+    let tokens = a.tokens().await;
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT data::text, data->>'upstream_refresh' FROM refresh_families",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (data, sealed): (String, Option<String>) = (row.get(0), row.get(1));
+    assert!(!data.contains("upstream-rt-"), "stored in clear: {data}");
+    assert!(sealed.is_some_and(|s| s.len() > 40), "{data}");
+    let response = b.refresh(tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(a.provider.refresh_requests(), 1);
     db.drop_database().await;
 }

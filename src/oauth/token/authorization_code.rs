@@ -23,6 +23,10 @@ pub(super) async fn exchange(
         .allows_grant(GrantType::RefreshToken)
         .then(generate_token);
     let access_token_id = random_string(16);
+    // A session that is re-validated on refresh needs the provider's refresh token to be.
+    let can_refresh = |record: &AuthorizationCodeRecord| {
+        bridge.revalidation.is_none() || record.upstream_refresh.is_some()
+    };
     let mut checked = None;
     // Runs inside the storage's atomic redemption, so it only checks and builds; the signing
     // happens once the grant is stored.
@@ -33,7 +37,10 @@ pub(super) async fn exchange(
                 bridge,
                 client,
                 record,
-                refresh.as_ref().map(|(_, hash)| *hash),
+                refresh
+                    .as_ref()
+                    .filter(|_| can_refresh(record))
+                    .map(|(_, hash)| *hash),
                 &access_token_id,
                 now,
             )
@@ -79,7 +86,9 @@ pub(super) async fn exchange(
     // code was spent either way.
     let (access_token, _) = issue_access_token(bridge, &grant, access_token_id, now)?;
     let id_token = issue_id_token(bridge, &record, now)?;
-    let refresh_token = refresh.map(|(token, _)| token);
+    let refresh_token = refresh
+        .filter(|_| can_refresh(&record))
+        .map(|(token, _)| token);
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token,
@@ -143,6 +152,7 @@ fn new_family(
         previous: None,
         revoked: false,
         access_tokens: vec![issued],
+        upstream_refresh: record.upstream_refresh.clone(),
     };
     if refresh.is_some() {
         family.current_expires_at = family.sliding_expiry(now, bridge.settings.refresh_token_ttl);

@@ -4,6 +4,7 @@
 mod authorization_code;
 mod client_credentials;
 mod refresh_token;
+mod revalidation;
 
 use serde::Serialize;
 

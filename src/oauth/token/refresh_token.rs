@@ -1,5 +1,6 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (SPEC §4).
 
+use super::revalidation::revalidate;
 use super::{Grant, TokenResponse, issue_access_token, wrong_resource};
 use crate::clients::Client;
 use crate::clock::UnixTime;
@@ -22,6 +23,10 @@ pub(super) async fn exchange(
         resource: params.get("resource"),
     };
 
+    let upstream_refresh = match &bridge.revalidation {
+        Some(sealer) => revalidate(bridge, sealer, client, &presented, now).await?,
+        None => None,
+    };
     // The access token's id and expiry are fixed before rotation so the family records it atomically.
     let (new_refresh, new_hash) = generate_token();
     let jti = random_string(16);
@@ -33,6 +38,7 @@ pub(super) async fn exchange(
         },
         ttl: bridge.settings.refresh_token_ttl,
         retry_window: bridge.settings.refresh_token_retry_window,
+        upstream_refresh,
     };
     let Some((outcome, family)) = bridge
         .storage
