@@ -10,13 +10,15 @@ use tokio::net::TcpListener;
 use crate::cimd::{CimdSettings, MetadataDocuments};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{ClaimsConfig, Config, StorageBackend, UpstreamConfig};
+use crate::config::{ClaimsConfig, Config, ProxyConfig, StorageBackend, UpstreamConfig};
 use crate::http::cookies::CookieSigner;
+use crate::http::proxy::{IdentityHeaders, IdentityJwt, Proxy};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, Registration, router};
 use crate::local_users::LocalUsers;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::{LoginThrottle, ThrottleSettings};
+use crate::oauth::protected_resource::{ProtectedResource, metadata_path};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
@@ -31,6 +33,7 @@ use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::oidc::OidcSettings;
 use crate::upstream::{OidcUpstream, Upstream};
+use axum::http::HeaderName;
 
 /// The running service's parts, before it is bound to a socket.
 pub struct Service {
@@ -162,6 +165,25 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         unused_client_ttl,
     );
 
+    // The proxied MCP server is a resource like those configured: tokens are asked for it by name.
+    let proxy_resource = config
+        .proxy
+        .as_ref()
+        .map(|proxy| format!("{}{}", issuer.trim_end_matches('/'), proxy.path));
+    let protected_resources: Vec<String> = proxy_resource
+        .iter()
+        .chain(&config.oauth.resources)
+        .cloned()
+        .collect();
+    let proxy = match (&config.proxy, &proxy_resource) {
+        (Some(proxy_config), Some(resource)) => Some(Arc::new(build_proxy(
+            proxy_config,
+            resource,
+            &public_url,
+            &base_path,
+        )?)),
+        _ => None,
+    };
     // The issuer as written, trailing slash and all: a client that names no resource gets it.
     let default_audience = config
         .oauth
@@ -171,7 +193,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let settings = Settings {
         issuer,
         default_audience,
-        allowed_resources: config.oauth.resources.clone(),
+        allowed_resources: protected_resources.clone(),
         scopes_supported: config.oauth.scopes_supported.clone(),
         access_token_ttl: config.oauth.access_token_ttl.0,
         refresh_token_ttl: config.oauth.refresh_token_ttl.0,
@@ -228,10 +250,58 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         secure_cookies: public_url.scheme() == "https",
         cookie_signer: Arc::new(cookie_signer),
         registration,
+        protected_resources,
+        proxy,
     };
     Ok(Service {
         router: router(state),
         bridge,
+    })
+}
+
+fn build_proxy(
+    config: &ProxyConfig,
+    resource: &str,
+    public_url: &url::Url,
+    base_path: &str,
+) -> anyhow::Result<Proxy> {
+    let header = |name: &str| {
+        HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| anyhow::anyhow!("{name:?} is not a header name"))
+    };
+    let metadata_path = metadata_path(resource)
+        .ok_or_else(|| anyhow::anyhow!("the proxy's resource {resource:?} is not a URL"))?;
+    let timeout = config.timeout.0;
+    tracing::info!(path = %config.path, upstream = %config.upstream_url, "proxying to the MCP server");
+    Ok(Proxy {
+        resource: ProtectedResource {
+            url: resource.to_owned(),
+            required_scopes: config.required_scopes.clone(),
+        },
+        upstream: url::Url::parse(&config.upstream_url).context("proxy.upstream_url")?,
+        path: config.path.clone(),
+        mount: format!("{base_path}{}", config.path),
+        resource_metadata_url: format!(
+            "{}{metadata_path}",
+            public_url.origin().ascii_serialization()
+        ),
+        timeout,
+        identity: IdentityHeaders {
+            user: header(&config.identity_headers.user)?,
+            email: header(&config.identity_headers.email)?,
+            groups: header(&config.identity_headers.groups)?,
+        },
+        identity_jwt: config
+            .identity_jwt
+            .as_ref()
+            .map(|jwt| {
+                Ok::<_, anyhow::Error>(IdentityJwt {
+                    header: header(&jwt.header)?,
+                    ttl: jwt.ttl.0,
+                })
+            })
+            .transpose()?,
+        client: Proxy::http_client(timeout).map_err(anyhow::Error::msg)?,
     })
 }
 

@@ -38,6 +38,149 @@ pub struct Config {
     pub oauth: OAuthConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Guard an MCP server: the bridge serves it at `proxy.path` to holders of valid tokens.
+    pub proxy: Option<ProxyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where the MCP server listens, e.g. `http://mcp-server:3000`; the request path below
+    /// `path` is appended.
+    pub upstream_url: String,
+    /// Below `server.public_url`; `<public_url><path>` is the resource clients ask tokens for.
+    #[serde(default = "default_proxy_path")]
+    pub path: String,
+    /// Scopes every request needs; missing ones are answered `403 insufficient_scope`.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// How long the MCP server may take to start answering (then `504`); streams may last longer.
+    #[serde(default = "default_proxy_timeout")]
+    pub timeout: ConfigDuration,
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+    /// Also pass the identity as a short-lived JWT signed with the bridge's key.
+    pub identity_jwt: Option<IdentityJwtConfig>,
+}
+
+/// Headers that tell the MCP server who is calling; whatever the client sent in them is removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    #[serde(default = "default_user_header")]
+    pub user: String,
+    #[serde(default = "default_email_header")]
+    pub email: String,
+    #[serde(default = "default_groups_header")]
+    pub groups: String,
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        IdentityHeadersConfig {
+            user: default_user_header(),
+            email: default_email_header(),
+            groups: default_groups_header(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityJwtConfig {
+    #[serde(default = "default_identity_jwt_header")]
+    pub header: String,
+    #[serde(default = "default_identity_jwt_ttl")]
+    pub ttl: ConfigDuration,
+}
+
+fn default_proxy_path() -> String {
+    "/mcp".to_owned()
+}
+fn default_proxy_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_user_header() -> String {
+    "X-Forwarded-User".to_owned()
+}
+fn default_email_header() -> String {
+    "X-Forwarded-Email".to_owned()
+}
+fn default_groups_header() -> String {
+    "X-Forwarded-Groups".to_owned()
+}
+fn default_identity_jwt_header() -> String {
+    "X-Forwarded-Identity".to_owned()
+}
+fn default_identity_jwt_ttl() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+
+impl ProxyConfig {
+    fn validate(&self, scopes_supported: &[String], problems: &mut Vec<String>) {
+        match Url::parse(&self.upstream_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                if url.query().is_some() || url.fragment().is_some() {
+                    problems
+                        .push("proxy.upstream_url: must not have a query or fragment".to_owned());
+                }
+            }
+            _ => problems.push(format!(
+                "proxy.upstream_url: {:?} is not an http(s) URL",
+                self.upstream_url
+            )),
+        }
+        let reserved = ["/oauth", "/.well-known", "/healthz", "/readyz"];
+        if !self.path.starts_with('/')
+            || self.path.len() < 2
+            || self.path.ends_with('/')
+            || self.path.contains(['?', '#', '{', '}', '*'])
+            || self.path.contains("//")
+            || reserved
+                .iter()
+                .any(|r| self.path == *r || self.path.starts_with(&format!("{r}/")))
+        {
+            problems.push(format!(
+                "proxy.path: {:?} must be a path like /mcp: starting with /, not ending with /, and not under /oauth or /.well-known",
+                self.path
+            ));
+        }
+        for (i, scope) in self.required_scopes.iter().enumerate() {
+            if !scopes_supported.contains(scope) {
+                problems.push(format!(
+                    "proxy.required_scopes[{i}]: {scope:?} is not in oauth.scopes_supported"
+                ));
+            }
+        }
+        problems.extend(whole_seconds("proxy.timeout", &self.timeout, 1));
+        let mut headers = vec![
+            ("proxy.identity_headers.user", &self.identity_headers.user),
+            ("proxy.identity_headers.email", &self.identity_headers.email),
+            (
+                "proxy.identity_headers.groups",
+                &self.identity_headers.groups,
+            ),
+        ];
+        if let Some(jwt) = &self.identity_jwt {
+            headers.push(("proxy.identity_jwt.header", &jwt.header));
+            problems.extend(whole_seconds("proxy.identity_jwt.ttl", &jwt.ttl, 1));
+        }
+        for (field, name) in headers {
+            let lower = name.to_ascii_lowercase();
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || [
+                    "authorization",
+                    "host",
+                    "cookie",
+                    "content-length",
+                    "content-type",
+                ]
+                .contains(&lower.as_str())
+            {
+                problems.push(format!("{field}: {name:?} is not a usable header name"));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -624,6 +767,9 @@ impl Config {
             problems.push(format!("server.public_url: {problem}"));
         }
         self.oauth.validate(&mut problems);
+        if let Some(proxy) = &self.proxy {
+            proxy.validate(&self.oauth.scopes_supported, &mut problems);
+        }
         if self
             .oauth
             .upstream

@@ -32,3 +32,15 @@ pub mod testing;
 pub mod tokens;
 /// The upstream OpenID Connect provider.
 pub mod upstream;
+
+/// An error with its causes, for logs: `a: b: c`.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,6 +1,7 @@
 //! HTTP: routes, request parsing, and rendering of what `oauth` decides. No protocol rules here.
 
 mod authorize;
+mod bearer;
 mod callback;
 mod consent;
 pub mod cookies;
@@ -9,6 +10,7 @@ mod introspect;
 mod login;
 pub mod pages;
 pub mod params;
+pub mod proxy;
 pub mod rate_limit;
 mod register;
 mod revoke;
@@ -20,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderName, Request, header};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -40,6 +43,10 @@ pub struct AppState {
     pub cookie_signer: Arc<cookies::CookieSigner>,
     /// Dynamic Client Registration, when enabled.
     pub registration: Option<Arc<Registration>>,
+    /// The resources whose RFC 9728 metadata the bridge serves: the proxy's and `oauth.resources`.
+    pub protected_resources: Vec<String>,
+    /// The MCP server behind the bridge, when `proxy` is configured.
+    pub proxy: Option<Arc<proxy::Proxy>>,
 }
 
 pub struct Registration {
@@ -112,8 +119,28 @@ pub fn router(state: AppState) -> Router {
             )
             .route(
                 &format!("{}{base}", endpoints::OPENID_CONFIGURATION),
-                get(well_known::openid_configuration_get).layer(cors),
+                get(well_known::openid_configuration_get).layer(cors.clone()),
             )
+    };
+    let app = protected_resource_routes(app, &state.protected_resources, &cors);
+    let app = match &state.proxy {
+        Some(proxy) => {
+            // Browser-based MCP clients (Inspector) call the server cross-origin and must read
+            // the challenge and the session id.
+            let proxy_cors = CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers(Any)
+                .expose_headers([
+                    header::WWW_AUTHENTICATE,
+                    HeaderName::from_static("mcp-session-id"),
+                ])
+                .max_age(Duration::from_secs(3600));
+            let handler = any(proxy::proxy_handler).layer(proxy_cors);
+            app.route(&proxy.mount, handler.clone())
+                .route(&format!("{}/{{*rest}}", proxy.mount), handler)
+        }
+        None => app,
     };
     app.route(endpoints::HEALTH, get(well_known::healthz_get))
         .route(endpoints::READY, get(well_known::readyz_get))
@@ -148,6 +175,41 @@ pub fn bearer_token(
         .filter(|token| !token.is_empty()))
 }
 
+/// RFC 9728 metadata of each resource at its path-inserted location, and at the bare well-known
+/// path when there is only one.
+fn protected_resource_routes(
+    mut app: Router<AppState>,
+    resources: &[String],
+    cors: &CorsLayer,
+) -> Router<AppState> {
+    use crate::oauth::protected_resource::{METADATA_PATH, metadata_path};
+    let mut paths: Vec<(String, &String)> = resources
+        .iter()
+        .filter_map(|resource| Some((metadata_path(resource)?, resource)))
+        .collect();
+    if let [(_, only)] = paths.as_slice() {
+        if metadata_path(only).as_deref() != Some(METADATA_PATH) {
+            paths.push((METADATA_PATH.to_owned(), only));
+        }
+    }
+    let mut served = std::collections::HashSet::new();
+    for (path, resource) in paths {
+        if !served.insert(path.clone()) {
+            tracing::warn!(%path, "two resources share a metadata path; the first is served");
+            continue;
+        }
+        let resource = resource.clone();
+        app = app.route(
+            &path,
+            get(move |State(state): State<AppState>| async move {
+                well_known::protected_resource_get(&state, &resource)
+            })
+            .layer(cors.clone()),
+        );
+    }
+    app
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -168,6 +230,8 @@ mod tests {
             secure_cookies: true,
             cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
             registration: None,
+            protected_resources: vec![],
+            proxy: None,
         })
     }
 
@@ -247,6 +311,8 @@ mod tests {
                 policy,
                 limiter: super::rate_limit::RateLimiter::new(2, std::time::Duration::from_secs(60)),
             })),
+            protected_resources: vec![],
+            proxy: None,
         });
         let register = |from: &str| {
             let mut request = Request::post("/oauth/register")

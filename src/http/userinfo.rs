@@ -3,10 +3,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::bearer::challenge;
 use super::token::no_store;
 use crate::oauth::bearer::BearerError;
 use crate::oauth::userinfo::userinfo;
@@ -20,33 +21,6 @@ pub async fn userinfo_handler(State(state): State<AppState>, headers: HeaderMap)
     };
     match result {
         Ok(claims) => no_store(Json(claims).into_response()),
-        Err(error) => bearer_error_response(&error),
+        Err(error) => challenge(&error, None, None),
     }
-}
-
-/// RFC 6750 §3: the challenge says what was wrong; a request without a token gets no error code.
-pub fn bearer_error_response(error: &BearerError) -> Response {
-    let (status, challenge) = match error {
-        BearerError::Missing => (StatusCode::UNAUTHORIZED, "Bearer".to_owned()),
-        BearerError::InvalidToken(reason) => (
-            StatusCode::UNAUTHORIZED,
-            format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""),
-        ),
-        BearerError::InsufficientScope(scope) => (
-            StatusCode::FORBIDDEN,
-            format!(
-                "Bearer error=\"insufficient_scope\", error_description=\"the token lacks the {scope} scope\", scope=\"{scope}\""
-            ),
-        ),
-        BearerError::Unavailable => {
-            return crate::oauth::OAuthError::TemporarilyUnavailable.into_response();
-        }
-    };
-    let mut response = status.into_response();
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    no_store(response)
 }

@@ -36,6 +36,13 @@ pub async fn openid_configuration_get(State(state): State<AppState>) -> Response
     )
 }
 
+pub fn protected_resource_get(state: &AppState, resource: &str) -> Response {
+    cacheable(
+        crate::oauth::protected_resource::metadata(&state.bridge.settings, resource),
+        "public, max-age=3600",
+    )
+}
+
 pub async fn jwks_get(State(state): State<AppState>) -> Response {
     // Short: a rotated key must reach resource servers well before its first token does.
     match serde_json::to_value(state.bridge.keys.current().jwks()) {

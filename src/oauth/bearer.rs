@@ -17,8 +17,8 @@ pub enum BearerError {
     /// No token at all: a bare challenge, no error code (RFC 6750 §3.1).
     Missing,
     InvalidToken(&'static str),
-    /// The token is good but lacks this scope.
-    InsufficientScope(&'static str),
+    /// The token is good but lacks these scopes (space-separated, as in `scope=`).
+    InsufficientScope(String),
     Unavailable,
 }
 

@@ -11,6 +11,7 @@ pub mod login;
 pub mod login_throttle;
 pub mod metadata;
 pub mod pkce;
+pub mod protected_resource;
 pub mod redirect_policy;
 pub mod redirect_uri;
 pub mod register;

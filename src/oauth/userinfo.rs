@@ -17,7 +17,7 @@ pub async fn userinfo(
     // A token without `openid` was not issued for OpenID Connect (client credentials, plain
     // OAuth clients): it has no user to describe.
     if !scopes.contains(&"openid") {
-        return Err(BearerError::InsufficientScope("openid"));
+        return Err(BearerError::InsufficientScope("openid".to_owned()));
     }
     let mut body = Map::new();
     body.insert("sub".into(), json!(claims.sub));

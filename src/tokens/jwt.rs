@@ -51,6 +51,38 @@ pub struct IdTokenClaims {
     pub name: Option<String>,
 }
 
+/// Who is calling, as the proxy tells the MCP server behind it (`proxy.identity_jwt`). Its own
+/// `typ`, so that it can never pass for an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The MCP server's URL.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+pub const IDENTITY_TOKEN_TYPE: &str = "identity+jwt";
+
+pub fn sign_identity_token(keys: &KeySet, claims: &IdentityClaims) -> Result<String, JwtError> {
+    let key = keys.active();
+    let mut header = Header::new(key.algorithm);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some(IDENTITY_TOKEN_TYPE.to_owned());
+    jsonwebtoken::encode(&header, claims, key.encoding_key())
+        .map_err(|e| JwtError::Signing(e.to_string()))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     #[error("cannot sign the access token: {0}")]

@@ -20,6 +20,7 @@ use url::Url;
 
 use super::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
 use crate::clock::UnixTime;
+use crate::error_chain;
 use crate::secret::SecretString;
 
 /// A signature failure re-fetches the provider's keys at most this often, whatever an attacker sends.
@@ -523,17 +524,6 @@ pub fn verify_id_token(
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| UpstreamError::InvalidIdToken("unreadable payload".to_owned()))?;
     Ok(payload)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub struct Options {
     pub extra_oauth: String,
     /// More entries of `oauth.clients` (indented four spaces).
     pub extra_clients: String,
+    /// A top-level `proxy:` section.
+    pub proxy: String,
     pub provider: Option<TestProvider>,
     pub upstream_issuer: Option<String>,
     /// YAML under `oauth:` that replaces the `upstream:` block (`local_users:`, `login_throttle:`).
@@ -110,9 +112,11 @@ oauth:
 {sign_in}
 storage:
 {storage}
+{proxy}
 "#,
         extra_oauth = options.extra_oauth,
         extra_clients = options.extra_clients,
+        proxy = options.proxy,
         storage = if options.storage.is_empty() {
             "  backend: memory".to_owned()
         } else {

@@ -1,0 +1,91 @@
+//! Protected resources (RFC 9728): the MCP server behind the proxy, and resources served
+//! elsewhere that trust our tokens. What a request to one needs: a live access token of ours,
+//! issued for exactly this resource (RFC 8707), with the scopes the resource requires.
+
+use serde_json::{Value, json};
+
+use super::Bridge;
+use super::Settings;
+use super::bearer::{BearerError, Inactive, check_access_token};
+use crate::clock::UnixTime;
+use crate::tokens::AccessTokenClaims;
+
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+#[derive(Debug, Clone)]
+pub struct ProtectedResource {
+    /// The resource identifier: the `aud` its tokens carry.
+    pub url: String,
+    pub required_scopes: Vec<String>,
+}
+
+/// RFC 9728 §3.1: the metadata lives at the resource's host, the well-known path inserted before
+/// the resource's own path; the bridge serves that path for every resource it knows.
+pub fn metadata_path(resource: &str) -> Option<String> {
+    let url = url::Url::parse(resource).ok()?;
+    Some(format!(
+        "{METADATA_PATH}{}",
+        url.path().trim_end_matches('/')
+    ))
+}
+
+/// RFC 9728 §2.
+pub fn metadata(settings: &Settings, resource: &str) -> Value {
+    json!({
+        "resource": resource,
+        "authorization_servers": [settings.issuer],
+        "scopes_supported": settings.scopes_supported,
+        "bearer_methods_supported": ["header"],
+    })
+}
+
+/// The claims of the token, if it may be used for `resource`.
+pub async fn authorize_request(
+    bridge: &Bridge,
+    resource: &ProtectedResource,
+    token: Option<&str>,
+    now: UnixTime,
+) -> Result<AccessTokenClaims, BearerError> {
+    let token = token.ok_or(BearerError::Missing)?;
+    let claims = check_access_token(bridge, token, now)
+        .await?
+        .map_err(|Inactive(reason)| BearerError::InvalidToken(reason))?;
+    // Never passed on to another resource: that would make us a confused deputy.
+    if claims.aud != resource.url {
+        return Err(BearerError::InvalidToken(
+            "the access token was issued for another resource",
+        ));
+    }
+    let granted: Vec<&str> = claims.scope.split(' ').collect();
+    if resource
+        .required_scopes
+        .iter()
+        .any(|needed| !granted.contains(&needed.as_str()))
+    {
+        return Err(BearerError::InsufficientScope(
+            resource.required_scopes.join(" "),
+        ));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_found_below_the_well_known_path_of_the_resource() {
+        assert_eq!(
+            metadata_path("https://mcp.example.com/mcp").as_deref(),
+            Some("/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(
+            metadata_path("https://mcp.example.com/").as_deref(),
+            Some("/.well-known/oauth-protected-resource")
+        );
+        assert_eq!(
+            metadata_path("https://example.com/tools/mcp/").as_deref(),
+            Some("/.well-known/oauth-protected-resource/tools/mcp")
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! The bridge in front of an MCP server (SPEC §7, RFC 9728, RFC 6750, RFC 8707), against the
+//! streaming test server in `mcp_upstream`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mcp_oauth_bridge::clock::{Clock, FixedClock, SystemClock};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::mcp_upstream::{EVENTS, McpUpstream};
+
+struct Proxied {
+    app: TestApp,
+    upstream: McpUpstream,
+    resource: String,
+}
+
+async fn proxied(extra: &str, clock: Option<Arc<FixedClock>>) -> Proxied {
+    let upstream = McpUpstream::start().await;
+    proxied_to(&upstream.url.clone(), upstream, extra, clock).await
+}
+
+async fn proxied_to(
+    upstream_url: &str,
+    upstream: McpUpstream,
+    extra: &str,
+    clock: Option<Arc<FixedClock>>,
+) -> Proxied {
+    let app = spawn_app_with(Options {
+        proxy: format!("proxy:\n  upstream_url: \"{upstream_url}\"\n  timeout: 1s\n{extra}"),
+        clock: clock.map(|c| c as _),
+        ..Options::default()
+    })
+    .await;
+    let resource = app.url("/mcp");
+    Proxied {
+        app,
+        upstream,
+        resource,
+    }
+}
+
+impl Proxied {
+    /// Signs in with `resource` (and `scope`) at authorize time: the token response.
+    async fn tokens_for(&self, resource: &str, scope: &str) -> Value {
+        let pkce = Pkce::new();
+        let params: Vec<(&str, String)> = self
+            .app
+            .authorize_params(&pkce)
+            .into_iter()
+            .map(|(name, value)| match name {
+                "resource" => (name, resource.to_owned()),
+                "scope" => (name, scope.to_owned()),
+                _ => (name, value),
+            })
+            .collect();
+        let back = location(&self.app.sign_in(&params).await);
+        let code = query_of(&back)
+            .get("code")
+            .cloned()
+            .unwrap_or_else(|| panic!("{back}"));
+        let response = self.app.redeem_code(&code, &pkce).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    async fn access_token(&self) -> String {
+        let tokens = self.tokens_for(&self.resource, "openid email").await;
+        tokens["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self.app.api.get(self.app.url(path));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer k="v", …` challenge.
+fn challenge_params(response: &reqwest::Response) -> Vec<(String, String)> {
+    let header = response.headers()["www-authenticate"].to_str().unwrap();
+    let rest = header.strip_prefix("Bearer").unwrap().trim();
+    let mut params = Vec::new();
+    let mut remaining = rest;
+    while let Some((name, after)) = remaining.split_once("=\"") {
+        let (value, after) = after.split_once('"').unwrap();
+        params.push((
+            name.trim().trim_start_matches(',').trim().to_owned(),
+            value.to_owned(),
+        ));
+        remaining = after;
+    }
+    params
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_learns_where_to_sign_in() {
+    let proxied = proxied("  required_scopes: [email]\n", None).await;
+    let response = proxied.get("/mcp", None).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let params = challenge_params(&response);
+    assert_eq!(
+        param(&params, "error"),
+        None,
+        "no error code without a token"
+    );
+    assert_eq!(param(&params, "scope"), Some("email"));
+    let metadata_url = param(&params, "resource_metadata").unwrap().to_owned();
+    assert_eq!(
+        metadata_url,
+        proxied.app.url("/.well-known/oauth-protected-resource/mcp")
+    );
+    let metadata = proxied.app.get_json(&metadata_url).await;
+    assert_eq!(metadata["resource"], proxied.resource);
+    assert_eq!(metadata["authorization_servers"][0], proxied.app.issuer);
+    assert_eq!(
+        metadata["bearer_methods_supported"],
+        serde_json::json!(["header"])
+    );
+    assert!(metadata["scopes_supported"].as_array().unwrap().len() > 1);
+    // With one resource, the bare well-known path names it too.
+    let root = proxied
+        .app
+        .get_json(&proxied.app.url("/.well-known/oauth-protected-resource"))
+        .await;
+    assert_eq!(root, metadata);
+    // And the authorization server it names is this one.
+    let issuer = metadata["authorization_servers"][0].as_str().unwrap();
+    let server = proxied
+        .app
+        .get_json(&format!("{issuer}/.well-known/oauth-authorization-server"))
+        .await;
+    assert_eq!(server["issuer"], issuer);
+    assert_eq!(proxied.upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn tokens_for_another_resource_expired_or_revoked_never_reach_the_server() {
+    // Ahead of the provider's clock, so its ID tokens are never issued in our future.
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds() + 30));
+    let proxied = proxied("", Some(Arc::clone(&clock))).await;
+
+    // A resource the bridge does not serve is refused at authorize time (RFC 8707).
+    let pkce = Pkce::new();
+    let back = location(
+        &proxied
+            .app
+            .get_authorize(&proxied.app.authorize_params(&pkce))
+            .await,
+    );
+    assert_eq!(query_of(&back)["error"], "invalid_target", "{back}");
+
+    // A token for the default audience (the issuer) is not a token for the MCP server.
+    let other = proxied
+        .tokens_for(&proxied.app.issuer, "openid email")
+        .await;
+    let response = proxied
+        .get("/mcp", other["access_token"].as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let params = challenge_params(&response);
+    assert_eq!(param(&params, "error"), Some("invalid_token"));
+    assert!(param(&params, "resource_metadata").is_some());
+    for bad in ["not-a-token", "a.b.c"] {
+        let response = proxied.get("/mcp", Some(bad)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{bad}");
+    }
+
+    let token = proxied.access_token().await;
+    let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(proxied.upstream.requests(), 1);
+
+    let revoked = proxied.access_token().await;
+    let response = proxied
+        .app
+        .api
+        .post(proxied.app.url("/oauth/revoke"))
+        .form(&[("client_id", PUBLIC_CLIENT), ("token", revoked.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = proxied.get("/mcp", Some(&revoked)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        param(&challenge_params(&response), "error_description")
+            .unwrap()
+            .contains("revoked")
+    );
+
+    clock.advance(Duration::from_secs(3600));
+    let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        param(&challenge_params(&response), "error_description")
+            .unwrap()
+            .contains("expired")
+    );
+    assert_eq!(
+        proxied.upstream.requests(),
+        1,
+        "refused requests never reach the server"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_scope_is_insufficient_scope_naming_what_is_needed() {
+    let proxied = proxied("  required_scopes: [email, profile]\n", None).await;
+    let token = proxied.access_token().await;
+    let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let params = challenge_params(&response);
+    assert_eq!(param(&params, "error"), Some("insufficient_scope"));
+    assert_eq!(param(&params, "scope"), Some("email profile"));
+    assert!(param(&params, "resource_metadata").is_some());
+    assert_eq!(proxied.upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn the_server_gets_the_callers_identity_and_nothing_the_client_forged() {
+    let proxied = proxied(
+        "  identity_jwt: { header: X-Identity-Token, ttl: 60s }\n",
+        None,
+    )
+    .await;
+    let token = proxied.access_token().await;
+    let response = proxied
+        .app
+        .api
+        .post(proxied.app.url("/mcp?page=2"))
+        .bearer_auth(&token)
+        .header("X-Forwarded-User", "admin")
+        .header("X-Forwarded-Email", "admin@corp.example")
+        .header("X-Forwarded-Groups", "admins")
+        .header("X-Identity-Token", "forged")
+        .header("Mcp-Session-Id", "session-from-client")
+        .header("Mcp-Protocol-Version", "2025-11-25")
+        .header("Connection", "x-hop")
+        .header("X-Hop", "not for the server")
+        .header("Cookie", "mob_login_abc=secret; app=kept")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["mcp-session-id"], "session-from-server");
+    let echoed: Value = response.json().await.unwrap();
+    assert_eq!(echoed["path"], "/mcp");
+    assert_eq!(echoed["query"], "page=2");
+    assert_eq!(echoed["method"], "POST");
+
+    let seen = proxied.upstream.last_headers();
+    assert_eq!(seen["x-forwarded-user"], "upstream-user-42");
+    assert_eq!(seen["x-forwarded-email"], "ada@corp.example");
+    assert_eq!(seen["x-forwarded-groups"], "mcp-users,analysts");
+    assert_eq!(seen.get_all("x-forwarded-user").iter().count(), 1);
+    assert_eq!(seen["mcp-session-id"], "session-from-client");
+    assert_eq!(seen["mcp-protocol-version"], "2025-11-25");
+    assert_eq!(seen["cookie"], "app=kept");
+    assert!(seen.get("authorization").is_none(), "no token passthrough");
+    assert!(seen.get("x-hop").is_none());
+    let identity = seen["x-identity-token"].to_str().unwrap();
+    let header = jsonwebtoken::decode_header(identity).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("identity+jwt"));
+    let claims = jwt_payload(identity);
+    assert_eq!(claims["sub"], "upstream-user-42");
+    assert_eq!(claims["aud"], format!("{}/", proxied.upstream.url));
+    assert_eq!(claims["iss"], proxied.app.issuer);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
+    // Signed with a key the JWKS publishes.
+    let published = proxied.app.get_json(&proxied.app.url("/oauth/jwks")).await;
+    assert_eq!(published["keys"][0]["kid"], header.kid.unwrap());
+}
+
+#[tokio::test]
+async fn server_sent_events_arrive_one_by_one() {
+    let proxied = proxied("", None).await;
+    let token = proxied.access_token().await;
+    let mut response = proxied
+        .get("/mcp/events", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The server holds the other events back until this one has come through the proxy.
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("the first event arrives before the last is produced")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("id: 0\n"));
+    proxied.upstream.state.release_events.notify_one();
+    let mut text = String::from_utf8_lossy(&first).into_owned();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(text.matches("\n\n").count(), EVENTS);
+    assert!(text.ends_with(&format!("data: {{\"n\":{}}}\n\n", EVENTS - 1)));
+}
+
+#[tokio::test]
+async fn a_hundred_megabyte_upload_streams_through() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 100;
+    let proxied = proxied("", None).await;
+    let token = proxied.access_token().await;
+    let state = Arc::clone(&proxied.upstream.state);
+    // Half the body, then wait until the server has most of it: a proxy that buffered the
+    // whole body before forwarding would never let this finish.
+    let body = futures_util::stream::unfold(0usize, move |sent| {
+        let state = Arc::clone(&state);
+        async move {
+            if sent == CHUNKS {
+                return None;
+            }
+            if sent == CHUNKS / 2 {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                while state.uploaded.load(Ordering::SeqCst) < (CHUNK * CHUNKS / 4) as u64 {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the server saw nothing of the first half: the proxy is buffering"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Some((Ok::<_, std::io::Error>(vec![b'x'; CHUNK]), sent + 1))
+        }
+    });
+    let response = proxied
+        .app
+        .api
+        .post(proxied.app.url("/mcp/upload"))
+        .bearer_auth(&token)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["bytes"], (CHUNK * CHUNKS) as u64);
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_502_and_one_that_is_slow_is_504() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let upstream = McpUpstream::start().await;
+    let down = proxied_to(&down_url, upstream, "", None).await;
+    let token = down.access_token().await;
+    let response = down.get("/mcp", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("MCP server")
+    );
+
+    let slow = proxied("", None).await;
+    let token = slow.access_token().await;
+    let started = std::time::Instant::now();
+    let response = slow.get("/mcp/slow", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_request() {
+    let proxied = proxied("", None).await;
+    let token = proxied.access_token().await;
+    let mut response = proxied
+        .get("/mcp/endless", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.chunk().await.unwrap().is_some());
+    assert!(
+        !proxied
+            .upstream
+            .state
+            .stream_cancelled
+            .load(Ordering::SeqCst)
+    );
+    drop(response);
+    for _ in 0..100 {
+        if proxied
+            .upstream
+            .state
+            .stream_cancelled
+            .load(Ordering::SeqCst)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the upstream stream was still running 5 s after the client left");
+}
