@@ -56,12 +56,15 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             period: period.0,
             access_token_ttl: config.oauth.access_token_ttl.0,
         });
-    let keys = match rotation {
-        Some(schedule) => schedule
-            .load(storage.as_ref(), clock.now())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot load the rotated signing keys: {e}"))?,
-        None => signing_keys(config, storage.as_ref()).await?,
+    let (keys, loaded_window) = match rotation {
+        Some(schedule) => {
+            let (keys, window) = schedule
+                .load(storage.as_ref(), clock.now())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot load the rotated signing keys: {e}"))?;
+            (keys, Some(window))
+        }
+        None => (signing_keys(config, storage.as_ref()).await?, None),
     };
     // Consent pages, login forms and remembered consents verify on every instance.
     let cookie_key = storage
@@ -222,7 +225,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             // and what it seals dies with the process anyway.
             None => Sealer::new(&SecretString::new(random_string(43))),
         });
-    if let Some(schedule) = rotation {
+    if let (Some(schedule), Some(window)) = (rotation, loaded_window) {
         if config.storage.backend == StorageBackend::Memory {
             tracing::warn!(
                 "signing keys rotate in memory: they, and the tokens they signed, do not survive a restart"
@@ -233,6 +236,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             Arc::clone(&storage),
             Arc::clone(&keys),
             clock.clone(),
+            window,
         );
     }
     let bridge = Arc::new(Bridge {

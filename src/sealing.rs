@@ -87,6 +87,13 @@ impl std::fmt::Debug for SealedSecret {
     }
 }
 
+impl SealedSecret {
+    /// The stored text (base64 of the sealed bytes; nothing readable).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Sealer {
     pub fn seal_secret(&self, name: &str, secret: &SecretString) -> Result<SealedSecret, String> {
         self.seal(name, secret.expose().as_bytes())

@@ -23,6 +23,11 @@ pub fn challenge(
             params.push(format!("error_description=\"{reason}\""));
             StatusCode::UNAUTHORIZED
         }
+        BearerError::InvalidRequest(reason) => {
+            params.push("error=\"invalid_request\"".to_owned());
+            params.push(format!("error_description=\"{reason}\""));
+            StatusCode::BAD_REQUEST
+        }
         BearerError::InsufficientScope(scope) => {
             params.push("error=\"insufficient_scope\"".to_owned());
             params.push(format!(

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -19,15 +19,26 @@ pub async fn introspect_post(
     body: Body,
 ) -> Response {
     let now = state.clock.now();
+    let mut used_bearer = false;
     let result = async {
         let params = read_form(&headers, body).await?;
         let credentials = caller_credentials(&headers, &params)?;
+        used_bearer = matches!(credentials, IntrospectorCredentials::Bearer(_));
         let caller = authenticate(&state.bridge, credentials, now).await?;
         introspect(&state.bridge, &caller, &params, now).await
     }
     .await;
     match result {
         Ok(answer) => no_store(Json(answer).into_response()),
+        Err(error @ OAuthError::InvalidClient(_)) if used_bearer => {
+            // RFC 6750 §3: a refused bearer token is challenged as one, not as Basic.
+            let mut response = error.into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            response
+        }
         Err(error) => error.into_response(),
     }
 }

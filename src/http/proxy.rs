@@ -88,7 +88,7 @@ pub async fn proxy_handler(State(state): State<AppState>, request: Request) -> R
     let token = match super::bearer_token(request.headers()) {
         Ok(token) => token,
         Err(_) => {
-            let error = BearerError::InvalidToken("the Authorization header is malformed");
+            let error = BearerError::InvalidRequest("the Authorization header is malformed");
             return challenge(&error, metadata_url, scope_hint.as_deref());
         }
     };

@@ -15,7 +15,7 @@ use crate::oauth::userinfo::userinfo;
 pub async fn userinfo_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = match super::bearer_token(&headers) {
         Ok(token) => userinfo(&state.bridge, token, state.clock.now()).await,
-        Err(_) => Err(BearerError::InvalidToken(
+        Err(_) => Err(BearerError::InvalidRequest(
             "the Authorization header is malformed",
         )),
     };

@@ -17,6 +17,8 @@ pub enum BearerError {
     /// No token at all: a bare challenge, no error code (RFC 6750 §3.1).
     Missing,
     InvalidToken(&'static str),
+    /// The request itself is malformed (an unreadable Authorization header): 400.
+    InvalidRequest(&'static str),
     /// The token is good but lacks these scopes (space-separated, as in `scope=`).
     InsufficientScope(String),
     Unavailable,

@@ -17,8 +17,9 @@ use crate::tokens::{AccessTokenClaims, TokenHash};
 
 /// Who asks.
 pub enum Introspector {
-    /// A confidential client: any access token (it may be the resource server), but only its
-    /// own refresh tokens.
+    /// A confidential client. One the operator configured may see any access token (it may be
+    /// the resource server); one that registered itself (DCR) only its own tokens, or anyone
+    /// could register and read other users' identities. Refresh tokens: only its own.
     Client(Arc<Client>),
     /// A holder of a configured introspection token: any token.
     ResourceServer,
@@ -78,10 +79,10 @@ pub async fn introspect(
     let answer = if refresh_first {
         match refresh_token(bridge, caller, token, now).await? {
             Some(answer) => Some(answer),
-            None => access_token(bridge, token, now).await?,
+            None => access_token(bridge, caller, token, now).await?,
         }
     } else {
-        match access_token(bridge, token, now).await? {
+        match access_token(bridge, caller, token, now).await? {
             Some(answer) => Some(answer),
             None => refresh_token(bridge, caller, token, now).await?,
         }
@@ -91,13 +92,22 @@ pub async fn introspect(
 
 async fn access_token(
     bridge: &Bridge,
+    caller: &Introspector,
     token: &str,
     now: UnixTime,
 ) -> Result<Option<Value>, OAuthError> {
-    Ok(check_access_token(bridge, token, now)
-        .await?
-        .ok()
-        .map(access_token_answer))
+    let Ok(claims) = check_access_token(bridge, token, now).await? else {
+        return Ok(None);
+    };
+    let visible = match caller {
+        Introspector::ResourceServer => true,
+        Introspector::Client(client) => !client.registered || client.id == claims.client_id,
+    };
+    Ok(Some(if visible {
+        access_token_answer(claims)
+    } else {
+        json!({"active": false})
+    }))
 }
 
 fn access_token_answer(claims: AccessTokenClaims) -> Value {

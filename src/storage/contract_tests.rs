@@ -215,7 +215,7 @@ fn replacement(token: &str) -> Replacement {
         },
         ttl: DAY * 30,
         retry_window: MINUTE * 5,
-        upstream_refresh: None,
+        identity: None,
     }
 }
 

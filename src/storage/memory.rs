@@ -11,6 +11,7 @@ use super::{
     IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
+use crate::sealing::SealedSecret;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -244,6 +245,23 @@ impl Storage for MemoryStorage {
             .entry(jti.to_owned())
             .or_insert(expires_at);
         Ok(())
+    }
+
+    async fn replace_upstream_refresh(
+        &self,
+        family_id: &str,
+        previous: &SealedSecret,
+        next: SealedSecret,
+    ) -> Result<bool, StorageError> {
+        let mut inner = self.lock()?;
+        let Some(family) = inner.families.get_mut(family_id) else {
+            return Ok(false);
+        };
+        if family.upstream_refresh.as_ref() != Some(previous) {
+            return Ok(false);
+        }
+        family.upstream_refresh = Some(next);
+        Ok(true)
     }
 
     async fn refresh_family_of(

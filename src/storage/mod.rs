@@ -186,7 +186,7 @@ pub trait Storage: Send + Sync + 'static {
         issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError>;
 
-    /// Stores a new family; `false` when the family was revoked before it was created (code replay race).
+    /// Stores a new family; `false` when a family of that id was revoked before (a tombstone).
     async fn create_family(&self, family: RefreshFamily) -> Result<bool, StorageError>;
     /// Looks up the family of `presented` and applies the rotation rule to it atomically.
     async fn rotate_refresh(
@@ -206,6 +206,14 @@ pub trait Storage: Send + Sync + 'static {
         jti: &str,
         expires_at: UnixTime,
     ) -> Result<(), StorageError>;
+    /// Replaces the family's sealed provider refresh token, if it still is `previous`; `false`
+    /// when another refresh replaced it first.
+    async fn replace_upstream_refresh(
+        &self,
+        family_id: &str,
+        previous: &SealedSecret,
+        next: SealedSecret,
+    ) -> Result<bool, StorageError>;
     /// The family a refresh token belongs to, whether it is the current token or a retired one;
     /// nothing changes (revocation and introspection decide from the family's state).
     async fn refresh_family_of(

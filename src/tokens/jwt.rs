@@ -173,7 +173,8 @@ fn verify(
     if now.seconds() >= claims.exp.saturating_add(leeway) {
         return Err(JwtError::Expired);
     }
-    if now.seconds().saturating_add(leeway) < claims.nbf {
+    // Another instance whose clock runs ahead may have issued it: `nbf` always gets the leeway.
+    if now.seconds().saturating_add(LEEWAY_SECONDS) < claims.nbf {
         return Err(JwtError::NotYetValid);
     }
     Ok(claims)

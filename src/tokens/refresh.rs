@@ -82,8 +82,8 @@ pub struct Replacement {
     pub access_token: IssuedAccessToken,
     pub ttl: Duration,
     pub retry_window: Duration,
-    /// The provider's new refresh token, when it rotated its own on re-validation.
-    pub upstream_refresh: Option<SealedSecret>,
+    /// The user as the provider described them again on re-validation.
+    pub identity: Option<Identity>,
 }
 
 /// Live access tokens one family keeps track of. A client that refreshes faster than its access
@@ -102,6 +102,23 @@ impl RefreshFamily {
 
     pub fn sliding_expiry(&self, now: UnixTime, ttl: Duration) -> UnixTime {
         now.plus(ttl).min(self.absolute_expires_at)
+    }
+
+    /// What a request asks beyond the grant, checked before anything changes (RFC 6749 §6,
+    /// RFC 8707 §2.2).
+    pub fn exceeded_by(&self, request: &RefreshRequest<'_>) -> Option<Presentation> {
+        if let Some(scope) = request.scope
+            && scope.iter().any(|s| !self.scope.contains(s))
+        {
+            return Some(Presentation::ScopeExceeded);
+        }
+        if request
+            .resource
+            .is_some_and(|resource| resource != self.audience)
+        {
+            return Some(Presentation::WrongResource);
+        }
+        None
     }
 
     /// Applies the rotation rule; the caller persists `self` atomically with the lookup.
@@ -136,16 +153,8 @@ impl RefreshFamily {
                 return Presentation::Reused;
             }
         }
-        if let Some(scope) = request.scope
-            && scope.iter().any(|s| !self.scope.contains(s))
-        {
-            return Presentation::ScopeExceeded;
-        }
-        if request
-            .resource
-            .is_some_and(|resource| resource != self.audience)
-        {
-            return Presentation::WrongResource;
+        if let Some(refusal) = self.exceeded_by(request) {
+            return refusal;
         }
         let outcome = if is_current {
             self.previous = self.current.map(|hash| RetiredToken {
@@ -157,8 +166,8 @@ impl RefreshFamily {
             Presentation::RetriedLostResponse
         };
         self.current = Some(replacement.hash);
-        if let Some(upstream) = replacement.upstream_refresh {
-            self.upstream_refresh = Some(upstream);
+        if let Some(identity) = replacement.identity {
+            self.identity = identity;
         }
         self.current_expires_at = self.sliding_expiry(now, replacement.ttl);
         self.access_tokens.retain(|t| t.expires_at > now);
@@ -215,7 +224,7 @@ mod tests {
             },
             ttl: DAY * 30,
             retry_window: RETRY_WINDOW,
-            upstream_refresh: None,
+            identity: None,
         }
     }
 

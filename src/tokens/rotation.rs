@@ -13,6 +13,9 @@ use crate::clock::{SharedClock, UnixTime};
 use crate::storage::{Storage, StorageError};
 
 const KEY_NAME_PREFIX: &str = "signing-key/";
+/// How much longer than strictly needed a key is kept: for instances whose clocks lag, or that
+/// swap keys a little late, so their last tokens still verify everywhere.
+const GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
 pub struct RotationSchedule {
@@ -22,7 +25,7 @@ pub struct RotationSchedule {
 
 /// Which keys a moment needs: the one that signs, and the oldest that may have signed a live token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Needed {
+pub struct KeyWindow {
     signing: i64,
     oldest: i64,
 }
@@ -42,13 +45,13 @@ impl RotationSchedule {
             .max(1)
     }
 
-    fn needed_at(&self, now: UnixTime) -> Needed {
+    fn needed_at(&self, now: UnixTime) -> KeyWindow {
         let period = self.period_seconds();
-        let ttl = i64::try_from(self.access_token_ttl.as_secs()).unwrap_or(i64::MAX);
+        let kept = i64::try_from((self.access_token_ttl + GRACE).as_secs()).unwrap_or(i64::MAX);
         // Key k signs until (k + 1) * period; its tokens live until `ttl` later.
-        Needed {
+        KeyWindow {
             signing: now.seconds().div_euclid(period),
-            oldest: now.seconds().saturating_sub(ttl).div_euclid(period),
+            oldest: now.seconds().saturating_sub(kept).div_euclid(period),
         }
     }
 
@@ -58,7 +61,7 @@ impl RotationSchedule {
         &self,
         storage: &dyn Storage,
         now: UnixTime,
-    ) -> Result<KeySet, RotationError> {
+    ) -> Result<(KeySet, KeyWindow), RotationError> {
         let needed = self.needed_at(now);
         let active = key(storage, needed.signing).await?;
         let mut verify_only = vec![key(storage, needed.signing + 1).await?];
@@ -80,7 +83,7 @@ impl RotationSchedule {
                 verify_only.push(key(storage, index).await?);
             }
         }
-        Ok(KeySet::new(active).with_verify_only(verify_only))
+        Ok((KeySet::new(active).with_verify_only(verify_only), needed))
     }
 }
 
@@ -101,30 +104,37 @@ async fn key(storage: &dyn Storage, index: i64) -> Result<SigningKey, RotationEr
 }
 
 /// Swaps the ring's key set whenever the period or the oldest needed key changes. Checked every
-/// second: cheap when nothing changed, and a storage outage only delays the swap.
+/// second: cheap when nothing changed, and a storage outage only delays the swap (the grace
+/// period covers a short one). `loaded` is the window the ring's keys were loaded for.
 pub fn spawn_rotation(
     schedule: RotationSchedule,
     storage: Arc<dyn Storage>,
     ring: Arc<KeyRing>,
     clock: SharedClock,
+    mut loaded: KeyWindow,
 ) {
     tokio::spawn(async move {
-        let mut loaded = schedule.needed_at(clock.now());
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut failing = false;
         loop {
             ticker.tick().await;
             let now = clock.now();
-            let needed = schedule.needed_at(now);
-            if needed == loaded {
+            if schedule.needed_at(now) == loaded {
                 continue;
             }
             match schedule.load(storage.as_ref(), now).await {
-                Ok(keys) => {
+                Ok((keys, window)) => {
                     tracing::info!(kid = %keys.active().kid, "signing keys rotated");
                     ring.replace(keys);
-                    loaded = needed;
+                    loaded = window;
+                    failing = false;
                 }
-                Err(error) => tracing::warn!(%error, "signing key rotation failed; retrying"),
+                // Once per outage, not once a second.
+                Err(error) if !failing => {
+                    tracing::warn!(%error, "signing key rotation failed; retrying every second");
+                    failing = true;
+                }
+                Err(_) => {}
             }
         }
     });
@@ -160,12 +170,12 @@ mod tests {
         let day = 86_400;
         let start = UnixTime(1_000 * day);
 
-        let first = schedule.load(&storage, start).await.unwrap();
+        let (first, _) = schedule.load(&storage, start).await.unwrap();
         let signing = first.active().kid.clone();
         let next = kids(&first)[1].clone();
         assert_eq!(kids(&first).len(), 2, "signing and next key");
         // Another instance at the same moment gets the same keys.
-        let again = schedule
+        let (again, _) = schedule
             .load(&storage, start.plus(Duration::from_secs(60)))
             .await
             .unwrap();
@@ -173,14 +183,18 @@ mod tests {
 
         // The next period: the pre-published key signs, the old one still verifies.
         let after = start.plus(Duration::from_secs(day as u64));
-        let second = schedule.load(&storage, after).await.unwrap();
+        let (second, _) = schedule.load(&storage, after).await.unwrap();
         assert_eq!(second.active().kid, next);
         assert!(second.find(&signing).is_some());
         assert_eq!(kids(&second).len(), 3);
 
-        // An hour later no token of the old key is alive: it is neither published nor stored.
-        let later = after.plus(Duration::from_secs(HOUR));
-        let third = schedule.load(&storage, later).await.unwrap();
+        // Just before an hour (the token lifetime) and the grace have passed, it is still kept.
+        let almost = after.plus(Duration::from_secs(HOUR) + GRACE - Duration::from_secs(1));
+        let (kept, _) = schedule.load(&storage, almost).await.unwrap();
+        assert!(kept.find(&signing).is_some());
+        // Then no token of the old key can be alive: it is neither published nor stored.
+        let later = after.plus(Duration::from_secs(HOUR) + GRACE);
+        let (third, _) = schedule.load(&storage, later).await.unwrap();
         assert!(third.find(&signing).is_none());
         assert_eq!(kids(&third).len(), 2);
         assert_eq!(
@@ -194,19 +208,20 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_needed_key_follows_the_token_lifetime() {
+    fn the_oldest_needed_key_follows_the_token_lifetime_and_the_grace() {
         let schedule = schedule();
         let day = 86_400;
+        let kept = (HOUR + GRACE.as_secs()) as i64;
         assert_eq!(
-            schedule.needed_at(UnixTime(10 * day + HOUR as i64 - 1)),
-            Needed {
+            schedule.needed_at(UnixTime(10 * day + kept - 1)),
+            KeyWindow {
                 signing: 10,
                 oldest: 9
             }
         );
         assert_eq!(
-            schedule.needed_at(UnixTime(10 * day + HOUR as i64)),
-            Needed {
+            schedule.needed_at(UnixTime(10 * day + kept)),
+            KeyWindow {
                 signing: 10,
                 oldest: 10
             }

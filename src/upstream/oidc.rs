@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdToken, CoreIdTokenVerifier,
-    CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreErrorResponseType, CoreIdToken,
+    CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
@@ -326,10 +326,20 @@ impl Upstream for OidcUpstream {
             })?
             .request_async(&self.http)
             .await
-            .map_err(|error| match token_request_error(error) {
-                // Any refusal of a refresh token means the session is over (RFC 6749 §5.2).
-                UpstreamError::Rejected(reason) => UpstreamError::RefreshRefused(reason),
-                other => other,
+            .map_err(|error| match error {
+                // RFC 6749 §5.2: the refresh token is no longer valid — the session is over.
+                RequestTokenError::ServerResponse(body)
+                    if *body.error() == CoreErrorResponseType::InvalidGrant =>
+                {
+                    UpstreamError::RefreshRefused("error invalid_grant".to_owned())
+                }
+                // A 5xx page or an empty body is the provider in trouble, not a verdict.
+                RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
+                    UpstreamError::Unreachable(
+                        "the provider's token endpoint answered no token response".to_owned(),
+                    )
+                }
+                other => token_request_error(other),
             })?;
         // OIDC Core §12.2: a new ID token carries no nonce, but must be valid otherwise.
         let claims = match response.id_token() {

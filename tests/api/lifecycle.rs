@@ -544,8 +544,9 @@ async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_the
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(app.published_kids().await.contains(&old_kid));
 
-    // An access-token lifetime after the period ended, no token of the old key can be alive.
-    clock.advance(Duration::from_secs(1800));
+    // An access-token lifetime (and five minutes' grace for lagging instances) after the
+    // period ended, no token of the old key can be alive.
+    clock.advance(Duration::from_secs(1800 + 300));
     eventually("the old key leaving the JWKS", || async {
         !app.published_kids().await.contains(&old_kid)
     })
@@ -554,4 +555,61 @@ async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_the
     let newest = app.service_access_token().await;
     assert_eq!(kid_of(&newest), next_kid);
     assert_eq!(app.introspect(&newest).await["active"], true);
+}
+
+#[tokio::test]
+async fn a_self_registered_client_sees_only_its_own_tokens_at_introspection() {
+    let app = spawn_app_with(Options {
+        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback] }".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let registered: Value = app
+        .api
+        .post(app.url("/oauth/register"))
+        .json(&serde_json::json!({"redirect_uris": ["http://127.0.0.1:9/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tokens = app.tokens().await;
+    let response = app
+        .api
+        .post(app.url("/oauth/introspect"))
+        .basic_auth(
+            str_of(&registered, "client_id"),
+            Some(str_of(&registered, "client_secret")),
+        )
+        .form(&[("token", str_of(&tokens, "access_token"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({"active": false}));
+}
+
+#[tokio::test]
+async fn a_refused_introspection_bearer_token_is_challenged_as_a_bearer_token() {
+    let app = app().await;
+    let response = app
+        .api
+        .post(app.url("/oauth/introspect"))
+        .bearer_auth("wrong")
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&response), "Bearer error=\"invalid_token\"");
+    let response = app
+        .api
+        .get(app.url("/oauth/userinfo"))
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }

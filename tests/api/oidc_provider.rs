@@ -60,6 +60,9 @@ pub struct ProviderState {
     /// Live refresh tokens (rotated on every use, as Keycloak can be set to).
     refresh_tokens: Mutex<HashSet<String>>,
     pub refresh_requests: Mutex<u32>,
+    /// The token endpoint answers refreshes with a bare 503, as a provider behind a failing
+    /// load balancer does.
+    refresh_outage: Mutex<bool>,
 }
 
 pub struct TestProvider {
@@ -91,6 +94,7 @@ impl TestProvider {
             userinfo_requests: Mutex::new(0),
             refresh_tokens: Mutex::new(HashSet::new()),
             refresh_requests: Mutex::new(0),
+            refresh_outage: Mutex::new(false),
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -115,6 +119,10 @@ impl TestProvider {
     /// refresh tokens stop working.
     pub fn end_sessions(&self) {
         self.state.refresh_tokens.lock().unwrap().clear();
+    }
+
+    pub fn set_refresh_outage(&self, down: bool) {
+        *self.state.refresh_outage.lock().unwrap() = down;
     }
 
     pub fn refresh_requests(&self) -> u32 {
@@ -310,6 +318,9 @@ fn new_refresh_token(state: &ProviderState) -> String {
 /// The refresh grant: the token is rotated, and a fresh ID token without nonce comes along.
 fn refresh(state: &ProviderState, form: &HashMap<String, String>) -> Response {
     *state.refresh_requests.lock().unwrap() += 1;
+    if *state.refresh_outage.lock().unwrap() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let presented = form.get("refresh_token").cloned().unwrap_or_default();
     if !state.refresh_tokens.lock().unwrap().remove(&presented) {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant");

@@ -361,11 +361,9 @@ async fn a_hundred_megabyte_upload_streams_through() {
 
 #[tokio::test]
 async fn a_server_that_is_down_is_502_and_one_that_is_slow_is_504() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let down_url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    // Port 1 is privileged and unused: a freed ephemeral port could be taken by another test.
     let upstream = McpUpstream::start().await;
-    let down = proxied_to(&down_url, upstream, "", None).await;
+    let down = proxied_to("http://127.0.0.1:1", upstream, "", None).await;
     let token = down.access_token().await;
     let response = down.get("/mcp", Some(&token)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);

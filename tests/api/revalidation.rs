@@ -118,3 +118,41 @@ async fn a_user_the_provider_no_longer_puts_in_an_allowed_group_loses_access_at_
         "you are no longer allowed to use this service"
     );
 }
+
+#[tokio::test]
+async fn a_provider_outage_defers_the_refresh_and_revokes_nothing() {
+    let app = revalidating_app().await;
+    let tokens = app.tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    app.provider.set_refresh_outage(true);
+    oauth_error(
+        app.refresh(refresh).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    )
+    .await;
+    assert_eq!(app.provider.refresh_requests(), 1);
+    app.provider.set_refresh_outage(false);
+    let next = refreshed(&app, refresh).await;
+    assert!(next["refresh_token"].is_string());
+}
+
+#[tokio::test]
+async fn a_request_the_grant_does_not_cover_is_refused_before_the_provider_is_asked() {
+    let app = revalidating_app().await;
+    let tokens = app.tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let response = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", PUBLIC_CLIENT),
+            ("refresh_token", refresh),
+            ("scope", "openid profile"),
+        ])
+        .await;
+    oauth_error(response, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    assert_eq!(app.provider.refresh_requests(), 0);
+    // The provider's token was not spent: the grant goes on.
+    refreshed(&app, refresh).await;
+    assert_eq!(app.provider.refresh_requests(), 1);
+}

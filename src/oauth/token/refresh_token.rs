@@ -23,8 +23,8 @@ pub(super) async fn exchange(
         resource: params.get("resource"),
     };
 
-    let upstream_refresh = match &bridge.revalidation {
-        Some(sealer) => revalidate(bridge, sealer, client, &presented, now).await?,
+    let identity = match &bridge.revalidation {
+        Some(sealer) => revalidate(bridge, sealer, client, &presented, &request, now).await?,
         None => None,
     };
     // The access token's id and expiry are fixed before rotation so the family records it atomically.
@@ -38,7 +38,7 @@ pub(super) async fn exchange(
         },
         ttl: bridge.settings.refresh_token_ttl,
         retry_window: bridge.settings.refresh_token_retry_window,
-        upstream_refresh,
+        identity,
     };
     let Some((outcome, family)) = bridge
         .storage

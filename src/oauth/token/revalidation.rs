@@ -4,36 +4,40 @@
 
 use crate::clients::Client;
 use crate::clock::UnixTime;
+use crate::identity::Identity;
 use crate::oauth::callback::upstream_refresh_name;
 use crate::oauth::{Bridge, OAuthError, SignIn};
-use crate::sealing::{SealedSecret, Sealer};
+use crate::sealing::Sealer;
 use crate::tokens::TokenHash;
-use crate::tokens::refresh::RefreshFamily;
-use crate::upstream::UpstreamError;
+use crate::tokens::refresh::{RefreshFamily, RefreshRequest};
 use crate::upstream::claims::{check_access, lookup, map_identity};
+use crate::upstream::{UpstreamError, UpstreamRefresh};
 
-/// Asks the provider about the session behind `presented`. `Ok` carries the provider's
-/// replacement refresh token when it rotated its own; a refusal revokes the family.
+/// Asks the provider about the session behind `presented`. `Ok` carries the user as the provider
+/// describes them now, when it sent a new ID token. Only the provider's explicit refusal of its
+/// refresh token revokes the grant; an outage or an odd answer only fails this request.
 pub(super) async fn revalidate(
     bridge: &Bridge,
     sealer: &Sealer,
     client: &Client,
     presented: &TokenHash,
+    request: &RefreshRequest<'_>,
     now: UnixTime,
-) -> Result<Option<SealedSecret>, OAuthError> {
+) -> Result<Option<Identity>, OAuthError> {
     let SignIn::Upstream(upstream) = &bridge.sign_in else {
         return Ok(None);
     };
     let Some(family) = bridge.storage.refresh_family_of(presented).await? else {
         return Ok(None);
     };
-    // Retired, revoked, expired or foreign tokens are the rotation rule's business; only a
-    // token that would otherwise rotate is worth asking the provider about.
+    // Retired, revoked, expired, foreign or over-reaching requests are the rotation rule's to
+    // refuse; only a request that would otherwise rotate is worth the provider's time.
     let would_rotate = family.current == Some(*presented)
         && !family.revoked
         && family.client_id == client.id
         && now < family.current_expires_at
-        && now < family.absolute_expires_at;
+        && now < family.absolute_expires_at
+        && family.exceeded_by(request).is_none();
     if !would_rotate {
         return Ok(None);
     }
@@ -48,11 +52,15 @@ pub(super) async fn revalidate(
     })?;
     let refreshed = match upstream.refresh(&upstream_token, now).await {
         Ok(refreshed) => refreshed,
-        Err(UpstreamError::NotReady | UpstreamError::Unreachable(_)) => {
-            tracing::warn!(family = %family.id, "the provider is unreachable; refresh deferred");
-            return Err(OAuthError::TemporarilyUnavailable);
-        }
-        Err(UpstreamError::RefreshRefused(reason) | UpstreamError::InvalidIdToken(reason)) => {
+        Err(UpstreamError::RefreshRefused(reason)) => {
+            let current = bridge.storage.refresh_family_of(presented).await?;
+            if current.is_some_and(|f| f.upstream_refresh.as_ref() != Some(sealed)) {
+                // A concurrent refresh of this grant used the provider's token first and
+                // stored its successor: this request lost the race, the session is fine.
+                return Err(OAuthError::invalid_grant(
+                    "the grant was refreshed concurrently; use the newest refresh token",
+                ));
+            }
             tracing::info!(family = %family.id, %reason, "the provider refused the session");
             return Err(refuse(
                 bridge,
@@ -63,52 +71,81 @@ pub(super) async fn revalidate(
             .await);
         }
         Err(error) => {
-            tracing::error!(family = %family.id, %error, "the provider's refresh answer is unusable");
-            return Err(OAuthError::ServerError);
+            tracing::warn!(family = %family.id, %error, "the provider could not re-validate the session; refresh deferred");
+            return Err(OAuthError::TemporarilyUnavailable);
         }
     };
-    if let Some(claims) = &refreshed.claims {
-        // The provider spoke for the user again: it must be the same user, and still allowed.
-        let mapping = &bridge.settings.claims;
-        let still_allowed = map_identity(claims, mapping)
-            .map(|mut identity| {
-                // Providers that release claims only at UserInfo send a bare refreshed ID
-                // token: what it does not say, we keep knowing from the sign-in.
-                if lookup(claims, &mapping.groups).is_none() {
-                    identity.groups.clone_from(&family.identity.groups);
-                }
-                if lookup(claims, &mapping.email).is_none() {
-                    identity.email.clone_from(&family.identity.email);
-                    identity.email_verified = family.identity.email_verified;
-                }
-                identity
-            })
-            .and_then(|identity| {
-                if identity.subject != family.identity.subject {
-                    return Err("the refreshed ID token is about another user".to_owned());
-                }
-                check_access(&identity, &bridge.settings.access_policy)
-                    .map_err(|reason| reason.to_string())
-            });
-        if let Err(reason) = still_allowed {
+    store_successor(bridge, sealer, &family, sealed, &refreshed, &name).await?;
+    let Some(claims) = &refreshed.claims else {
+        return Ok(None);
+    };
+    match refreshed_identity(bridge, &family, claims) {
+        Ok(identity) => Ok(Some(identity)),
+        Err(reason) => {
             tracing::info!(family = %family.id, %reason, "refreshed identity refused");
-            return Err(refuse(
+            Err(refuse(
                 bridge,
                 &family,
                 "you are no longer allowed to use this service",
                 now,
             )
-            .await);
+            .await)
         }
     }
-    refreshed
-        .refresh_token
-        .map(|token| sealer.seal_secret(&name, &token))
-        .transpose()
-        .map_err(|error| {
-            tracing::error!(%error, "cannot seal the provider's refresh token");
-            OAuthError::ServerError
-        })
+}
+
+/// Stores the provider's new refresh token at once, whatever becomes of our rotation: the old
+/// one is spent at the provider either way.
+async fn store_successor(
+    bridge: &Bridge,
+    sealer: &Sealer,
+    family: &RefreshFamily,
+    used: &crate::sealing::SealedSecret,
+    refreshed: &UpstreamRefresh,
+    name: &str,
+) -> Result<(), OAuthError> {
+    let Some(token) = &refreshed.refresh_token else {
+        return Ok(());
+    };
+    let sealed = sealer.seal_secret(name, token).map_err(|error| {
+        tracing::error!(%error, "cannot seal the provider's refresh token");
+        OAuthError::ServerError
+    })?;
+    if !bridge
+        .storage
+        .replace_upstream_refresh(&family.id, used, sealed)
+        .await?
+    {
+        tracing::info!(family = %family.id, "a concurrent refresh stored the provider's token first");
+    }
+    Ok(())
+}
+
+/// The provider spoke for the user again: it must be the same user, and still allowed. Providers
+/// that release claims only at UserInfo send a bare ID token; what it does not say, we keep
+/// knowing from the sign-in.
+fn refreshed_identity(
+    bridge: &Bridge,
+    family: &RefreshFamily,
+    claims: &serde_json::Value,
+) -> Result<Identity, String> {
+    let mapping = &bridge.settings.claims;
+    let mut identity = map_identity(claims, mapping)?;
+    if identity.subject != family.identity.subject {
+        return Err("the refreshed ID token is about another user".to_owned());
+    }
+    if lookup(claims, &mapping.groups).is_none() {
+        identity.groups.clone_from(&family.identity.groups);
+    }
+    if lookup(claims, &mapping.email).is_none() {
+        identity.email.clone_from(&family.identity.email);
+        identity.email_verified = family.identity.email_verified;
+    }
+    if lookup(claims, &mapping.name).is_none() {
+        identity.name.clone_from(&family.identity.name);
+    }
+    check_access(&identity, &bridge.settings.access_policy)?;
+    Ok(identity)
 }
 
 /// Revokes the family and says why; a storage failure while revoking is what the client hears.

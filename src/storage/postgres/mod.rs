@@ -20,7 +20,7 @@ use super::{
     IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
-use crate::sealing::Sealer;
+use crate::sealing::{SealedSecret, Sealer};
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -210,7 +210,6 @@ async fn revoke_access_token(
     Ok(())
 }
 
-/// Serialises everything that creates or revokes one family, across instances.
 async fn is_tombstoned(client: &impl GenericClient, family_id: &str) -> Result<bool, StorageError> {
     let row = client
         .query_opt(
@@ -245,6 +244,7 @@ async fn insert_family_in(
     Ok(())
 }
 
+/// Serialises everything that creates or revokes one family, across instances.
 async fn lock_family(client: &impl GenericClient, family_id: &str) -> Result<(), StorageError> {
     client
         .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&family_id])
@@ -524,6 +524,25 @@ impl Storage for PostgresStorage {
         expires_at: UnixTime,
     ) -> Result<(), StorageError> {
         revoke_access_token(&self.client().await?, jti, expires_at).await
+    }
+
+    async fn replace_upstream_refresh(
+        &self,
+        family_id: &str,
+        previous: &SealedSecret,
+        next: SealedSecret,
+    ) -> Result<bool, StorageError> {
+        let updated = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE refresh_families SET data = jsonb_set(data, '{upstream_refresh}', to_jsonb($3::text))
+                 WHERE id = $1 AND data->>'upstream_refresh' = $2",
+                &[&family_id, &previous.as_str(), &next.as_str()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(updated == 1)
     }
 
     async fn refresh_family_of(
