@@ -173,10 +173,20 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         .proxy
         .as_ref()
         .map(|proxy| format!("{}{}", issuer.trim_end_matches('/'), proxy.path));
-    let protected_resources: Vec<String> = proxy_resource
-        .iter()
-        .chain(&config.oauth.resources)
-        .cloned()
+    let proxy_protects = config
+        .proxy
+        .as_ref()
+        .zip(proxy_resource.as_ref())
+        .map(|(proxy, url)| ProtectedResource {
+            url: url.clone(),
+            required_scopes: proxy.required_scopes.clone(),
+        });
+    let protected_resources: Vec<ProtectedResource> = proxy_protects
+        .into_iter()
+        .chain(config.oauth.resources.iter().map(|url| ProtectedResource {
+            url: url.clone(),
+            required_scopes: Vec::new(),
+        }))
         .collect();
     let proxy = match (&config.proxy, &proxy_resource) {
         (Some(proxy_config), Some(resource)) => Some(Arc::new(build_proxy(
@@ -196,7 +206,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let settings = Settings {
         issuer,
         default_audience,
-        allowed_resources: protected_resources.clone(),
+        allowed_resources: protected_resources.iter().map(|r| r.url.clone()).collect(),
         scopes_supported: config.oauth.scopes_supported.clone(),
         access_token_ttl: config.oauth.access_token_ttl.0,
         refresh_token_ttl: config.oauth.refresh_token_ttl.0,

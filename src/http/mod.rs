@@ -44,7 +44,7 @@ pub struct AppState {
     /// Dynamic Client Registration, when enabled.
     pub registration: Option<Arc<Registration>>,
     /// The resources whose RFC 9728 metadata the bridge serves: the proxy's and `oauth.resources`.
-    pub protected_resources: Vec<String>,
+    pub protected_resources: Vec<crate::oauth::protected_resource::ProtectedResource>,
     /// The MCP server behind the bridge, when `proxy` is configured.
     pub proxy: Option<Arc<proxy::Proxy>>,
 }
@@ -179,18 +179,18 @@ pub fn bearer_token(
 /// path when there is only one.
 fn protected_resource_routes(
     mut app: Router<AppState>,
-    resources: &[String],
+    resources: &[crate::oauth::protected_resource::ProtectedResource],
     cors: &CorsLayer,
 ) -> Router<AppState> {
-    use crate::oauth::protected_resource::{METADATA_PATH, metadata_path};
-    let mut paths: Vec<(String, &String)> = resources
+    use crate::oauth::protected_resource::{METADATA_PATH, ProtectedResource, metadata_path};
+    let mut paths: Vec<(String, &ProtectedResource)> = resources
         .iter()
-        .filter_map(|resource| Some((metadata_path(resource)?, resource)))
+        .filter_map(|resource| Some((metadata_path(&resource.url)?, resource)))
         .collect();
-    if let [(_, only)] = paths.as_slice() {
-        if metadata_path(only).as_deref() != Some(METADATA_PATH) {
-            paths.push((METADATA_PATH.to_owned(), only));
-        }
+    if let [(path, only)] = paths.as_slice()
+        && path != METADATA_PATH
+    {
+        paths.push((METADATA_PATH.to_owned(), only));
     }
     let mut served = std::collections::HashSet::new();
     for (path, resource) in paths {

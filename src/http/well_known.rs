@@ -36,7 +36,10 @@ pub async fn openid_configuration_get(State(state): State<AppState>) -> Response
     )
 }
 
-pub fn protected_resource_get(state: &AppState, resource: &str) -> Response {
+pub fn protected_resource_get(
+    state: &AppState,
+    resource: &crate::oauth::protected_resource::ProtectedResource,
+) -> Response {
     cacheable(
         crate::oauth::protected_resource::metadata(&state.bridge.settings, resource),
         "public, max-age=3600",

@@ -29,12 +29,18 @@ pub fn metadata_path(resource: &str) -> Option<String> {
     ))
 }
 
-/// RFC 9728 §2.
-pub fn metadata(settings: &Settings, resource: &str) -> Value {
+/// RFC 9728 §2. The scopes are those the resource requires when it names any (what a client
+/// should ask for), else every scope the authorization server knows.
+pub fn metadata(settings: &Settings, resource: &ProtectedResource) -> Value {
+    let scopes = if resource.required_scopes.is_empty() {
+        &settings.scopes_supported
+    } else {
+        &resource.required_scopes
+    };
     json!({
-        "resource": resource,
+        "resource": resource.url,
         "authorization_servers": [settings.issuer],
-        "scopes_supported": settings.scopes_supported,
+        "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
     })
 }

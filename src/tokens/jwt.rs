@@ -64,6 +64,11 @@ pub struct IdentityClaims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The resource the caller's access token was issued for (its `aud`).
+    pub resource: String,
+    /// The access token's `jti` and `exp`, for audit trails; the token itself never travels on.
+    pub access_token_jti: String,
+    pub access_token_exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

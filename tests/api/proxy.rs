@@ -129,7 +129,8 @@ async fn a_request_without_a_token_learns_where_to_sign_in() {
         metadata["bearer_methods_supported"],
         serde_json::json!(["header"])
     );
-    assert!(metadata["scopes_supported"].as_array().unwrap().len() > 1);
+    // What the resource requires is what a client should ask for.
+    assert_eq!(metadata["scopes_supported"], serde_json::json!(["email"]));
     // With one resource, the bare well-known path names it too.
     let root = proxied
         .app
@@ -281,6 +282,8 @@ async fn the_server_gets_the_callers_identity_and_nothing_the_client_forged() {
     assert_eq!(claims["sub"], "upstream-user-42");
     assert_eq!(claims["aud"], format!("{}/", proxied.upstream.url));
     assert_eq!(claims["iss"], proxied.app.issuer);
+    assert_eq!(claims["resource"], proxied.resource);
+    assert_eq!(claims["access_token_jti"], jwt_payload(&token)["jti"]);
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         60

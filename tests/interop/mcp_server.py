@@ -3,7 +3,11 @@ access tokens by itself — the "server validates itself" setup: signature throu
 `typ: at+jwt`, issuer, audience (this server's resource URL), expiry. It serves its own RFC 9728
 protected-resource metadata, pointing clients at the bridge.
 
-usage: mcp_server.py --port N --issuer URL --jwks-uri URL --scope SCOPE
+With --behind-proxy it is the other setup: the server has no authentication of its own, sits
+behind the bridge's proxy, and learns the caller from the identity JWT the proxy adds
+(`X-Forwarded-Identity`), which it verifies through the same JWKS.
+
+usage: mcp_server.py --port N --issuer URL --jwks-uri URL --scope SCOPE [--behind-proxy]
 """
 
 import argparse
@@ -55,28 +59,61 @@ class BridgeTokenVerifier:
         )
 
 
+class ProxyIdentity:
+    """Reads the identity the bridge's proxy asserts, after checking its signature, type,
+    issuer, audience (this server) and expiry."""
+
+    def __init__(self, issuer: str, jwks_uri: str, audience: str):
+        self.issuer = issuer
+        self.audience = audience
+        self.keys = jwt.PyJWKClient(jwks_uri, cache_keys=True, lifespan=300)
+
+    def claims(self, request) -> dict:
+        token = request.headers.get("x-forwarded-identity") if request is not None else None
+        if not token:
+            raise ValueError("the proxy sent no identity")
+        if jwt.get_unverified_header(token).get("typ") != "identity+jwt":
+            raise ValueError("not an identity token")
+        key = self.keys.get_signing_key_from_jwt(token)
+        claims = jwt.decode(token, key=key.key, algorithms=["ES256", "RS256"], audience=self.audience,
+                            issuer=self.issuer, options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+        if request.headers.get("authorization"):
+            raise ValueError("the proxy passed the client's token on")
+        if request.headers.get("x-forwarded-user") != claims["sub"]:
+            raise ValueError("X-Forwarded-User disagrees with the identity token")
+        # In the access token's terms, so that the clients check the same things either way.
+        return {**claims, "aud": claims["resource"], "jti": claims["access_token_jti"],
+                "exp": claims["access_token_exp"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--issuer", required=True)
     parser.add_argument("--jwks-uri", required=True)
     parser.add_argument("--scope", required=True)
+    parser.add_argument("--behind-proxy", action="store_true")
     args = parser.parse_args()
 
     resource = f"http://127.0.0.1:{args.port}/mcp"
-    server = FastMCP(
-        "interop-echo",
-        host="127.0.0.1",
-        port=args.port,
-        token_verifier=BridgeTokenVerifier(args.issuer, args.jwks_uri, resource),
-        auth=AuthSettings(
-            issuer_url=args.issuer,
-            resource_server_url=resource,
-            required_scopes=[args.scope],
-            validate_token_resource=True,
-        ),
-        log_level="WARNING",
-    )
+    proxy_identity = None
+    if args.behind_proxy:
+        proxy_identity = ProxyIdentity(args.issuer, args.jwks_uri, f"http://127.0.0.1:{args.port}/")
+        server = FastMCP("interop-echo", host="127.0.0.1", port=args.port, log_level="WARNING")
+    else:
+        server = FastMCP(
+            "interop-echo",
+            host="127.0.0.1",
+            port=args.port,
+            token_verifier=BridgeTokenVerifier(args.issuer, args.jwks_uri, resource),
+            auth=AuthSettings(
+                issuer_url=args.issuer,
+                resource_server_url=resource,
+                required_scopes=[args.scope],
+                validate_token_resource=True,
+            ),
+            log_level="WARNING",
+        )
 
     @server.tool()
     def whoami(ctx: Context) -> dict:
@@ -85,9 +122,12 @@ def main() -> None:
         # was copied at the session's first request, so that returns the token that opened the
         # session, even after the client refreshed. The HTTP request's user is the current one.
         request = ctx.request_context.request
-        user = getattr(request, "user", None) if request is not None else None
-        token = getattr(user, "access_token", None)
-        claims = (token.claims or {}) if token else {}
+        if proxy_identity is not None:
+            claims = proxy_identity.claims(request)
+        else:
+            user = getattr(request, "user", None) if request is not None else None
+            token = getattr(user, "access_token", None)
+            claims = (token.claims or {}) if token else {}
         identity = {name: claims.get(name) for name in IDENTITY_CLAIMS}
         identity["expires_in"] = claims.get("exp", 0) - int(time.time())
         return identity

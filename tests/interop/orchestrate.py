@@ -125,7 +125,7 @@ class Processes:
             self.stop(name)
 
 
-def bridge_config(bridge_port, idp_port, mcp_port, client_secret):
+def bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret):
     # With the trailing slash: the MCP server (Python SDK 1.x) names its authorization server
     # `http://host:port/` in its metadata, and SDK 2.x clients require the identical string.
     issuer = f"http://127.0.0.1:{bridge_port}/"
@@ -153,6 +153,11 @@ oauth:
     allowed_groups: [mcp-users]
 storage:
   backend: memory
+proxy:
+  upstream_url: "http://127.0.0.1:{proxied_mcp_port}"
+  path: /mcp
+  required_scopes: ["{SCOPE}"]
+  identity_jwt: {{ header: X-Forwarded-Identity }}
 """
 
 
@@ -181,12 +186,14 @@ def main():
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, interrupted)
 
-    bridge_port, idp_port, mcp_port = free_port(), free_port(), free_port()
+    bridge_port, idp_port, mcp_port, proxied_mcp_port = free_port(), free_port(), free_port(), free_port()
     issuer = f"http://127.0.0.1:{bridge_port}/"
-    server_url = f"http://127.0.0.1:{mcp_port}/mcp"
+    # The same clients twice: against an MCP server that validates tokens itself, and through
+    # the bridge's proxy to one that has no authentication of its own.
+    server_urls = {"": f"http://127.0.0.1:{mcp_port}/mcp", "proxied-": f"{issuer}mcp"}
     client_secret = "interop-upstream-client-secret"
     config = work / "bridge.yaml"
-    config.write_text(bridge_config(bridge_port, idp_port, mcp_port, client_secret))
+    config.write_text(bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret))
 
     def start_bridge():
         log = logs / "bridge.log"
@@ -209,21 +216,28 @@ def main():
         mcp = processes.start("mcp-server", [args.mcp_server_python, "mcp_server.py", "--port", str(mcp_port),
                                              "--issuer", issuer, "--jwks-uri", f"{issuer}oauth/jwks", "--scope", SCOPE])
         wait_for(f"http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp", "the MCP server", mcp)
+        proxied = processes.start("proxied-mcp-server", [
+            args.mcp_server_python, "mcp_server.py", "--port", str(proxied_mcp_port), "--issuer", issuer,
+            "--jwks-uri", f"{issuer}oauth/jwks", "--scope", SCOPE, "--behind-proxy"])
+        wait_for(f"http://127.0.0.1:{proxied_mcp_port}/mcp", "the MCP server behind the proxy", proxied,
+                 accept=(200, 400, 405, 406))
 
         clients = []
-        for entry in args.python_sdk:
-            label, python = entry.split("=", 1)
-            for scenario in ("flow", "denied"):
-                clients.append((f"{label}-{scenario}",
-                                [python, "py_client.py", scenario, "--server-url", server_url, "--issuer", issuer]))
-        if args.python_sdk:
-            label, python = args.python_sdk[0].split("=", 1)
-            clients.append(("resource-server",
-                            [python, "py_client.py", "resource-server", "--server-url", server_url, "--issuer", issuer]))
-        if not args.no_typescript:
-            for scenario in ("flow", "denied"):
-                clients.append((f"typescript-sdk-{scenario}",
-                                ["node", "ts_client.mjs", scenario, "--server-url", server_url, "--issuer", issuer]))
+        for prefix, server_url in server_urls.items():
+            for entry in args.python_sdk:
+                label, python = entry.split("=", 1)
+                for scenario in ("flow", "denied"):
+                    clients.append((f"{prefix}{label}-{scenario}",
+                                    [python, "py_client.py", scenario, "--server-url", server_url, "--issuer", issuer]))
+            if args.python_sdk:
+                label, python = args.python_sdk[0].split("=", 1)
+                clients.append((f"{prefix}resource-server",
+                                [python, "py_client.py", "resource-server", "--server-url", server_url,
+                                 "--issuer", issuer]))
+            if not args.no_typescript:
+                for scenario in ("flow", "denied"):
+                    clients.append((f"{prefix}typescript-sdk-{scenario}",
+                                    ["node", "ts_client.mjs", scenario, "--server-url", server_url, "--issuer", issuer]))
 
         for name, command in clients:
             if args.only and args.only not in name:
@@ -274,7 +288,7 @@ def run_client(process, name, start_bridge, processes):
     if code == -signal.SIGKILL:
         print(f"  {name} took longer than {CLIENT_TIMEOUT_SECONDS}s and was killed", flush=True)
     if code == 0 and name.endswith("-flow"):
-        expected = EXPECTED_REREGISTRATION.get(name.removesuffix("-flow"))
+        expected = EXPECTED_REREGISTRATION.get(name.removeprefix("proxied-").removesuffix("-flow"))
         if reregistered != expected:
             print(f"  {name}: re-registered by itself: {reregistered}, expected {expected}; "
                   "if an SDK changed, update EXPECTED_REREGISTRATION and the README", flush=True)

@@ -304,9 +304,12 @@ async function scenarioFlow() {
   checkIdentity(identity, 'alice', clientId);
 
   // The bridge restarts with in-memory storage: every registration and refresh token is gone.
+  // Counted from before the restart: through the bridge's proxy, the restart also cuts the SDK's
+  // GET event stream, and the SDK may reconnect, meet the expired token and re-authorize in the
+  // background before the next tool call.
+  mark = app.exchanges.length;
   await waitForRestart();
   await sleepUntilExpired(app);
-  mark = app.exchanges.length;
   identity = await whoami(app);
   const refused = app.find('POST', '/oauth/token', { grant_type: 'refresh_token' }, mark);
   check(refused.length === 1 && refused[0].status === 401 && refused[0].body.includes('"invalid_client"'), 'refreshing with the forgotten registration was refused: 401 invalid_client');
