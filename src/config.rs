@@ -120,6 +120,11 @@ impl ProxyConfig {
     fn validate(&self, scopes_supported: &[String], problems: &mut Vec<String>) {
         match Url::parse(&self.upstream_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                // It is logged and named in the identity JWT: no credentials in it.
+                if !url.username().is_empty() || url.password().is_some() {
+                    problems
+                        .push("proxy.upstream_url: must not carry a user or password".to_owned());
+                }
                 if url.query().is_some() || url.fragment().is_some() {
                     problems
                         .push("proxy.upstream_url: must not have a query or fragment".to_owned());
@@ -165,19 +170,35 @@ impl ProxyConfig {
             headers.push(("proxy.identity_jwt.header", &jwt.header));
             problems.extend(whole_seconds("proxy.identity_jwt.ttl", &jwt.ttl, 1));
         }
+        let reserved = [
+            "authorization",
+            "host",
+            "cookie",
+            "content-length",
+            "content-type",
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+        ];
+        let mut seen = std::collections::HashSet::new();
         for (field, name) in headers {
             let lower = name.to_ascii_lowercase();
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || [
-                    "authorization",
-                    "host",
-                    "cookie",
-                    "content-length",
-                    "content-type",
-                ]
-                .contains(&lower.as_str())
+                || reserved.contains(&lower.as_str())
             {
                 problems.push(format!("{field}: {name:?} is not a usable header name"));
+            } else if !seen.insert(lower) {
+                problems.push(format!(
+                    "{field}: {name:?} already carries another part of the identity"
+                ));
             }
         }
     }

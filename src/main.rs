@@ -1,4 +1,4 @@
-//! Command line: `serve` (default), `check-config`, `hash-secret`.
+//! Command line: `serve` (default), `check-config`, `migrate`, `hash-secret`, `healthcheck`.
 
 use std::io::BufRead;
 use std::io::IsTerminal;
@@ -51,6 +51,12 @@ enum Command {
         #[arg(long, default_value_t = bcrypt::DEFAULT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
         cost: u32,
     },
+    /// Ask a running bridge's `/healthz`; exit 0 when it answers 200. For container health
+    /// checks in images that have no shell or curl.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&cli.config),
         Command::Migrate => migrate(&cli.config),
         Command::HashSecret { cost } => hash_secret(cost),
+        Command::Healthcheck { url } => healthcheck(&url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +76,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()?
+            .get(url)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == reqwest::StatusCode::OK,
+            "{url} answered {}",
+            response.status()
+        );
+        Ok(())
+    })
 }
 
 fn init_tracing(format: LogFormat) {

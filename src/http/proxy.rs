@@ -4,10 +4,11 @@
 //! so SSE and streamable HTTP reach the client event by event; a client that goes away drops
 //! the upstream request with it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -101,22 +102,37 @@ pub async fn proxy_handler(State(state): State<AppState>, request: Request) -> R
             return challenge(&error, metadata_url, scope_hint.as_deref());
         }
     };
-    forward(&state.bridge, proxy, request, &claims, now).await
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    forward(&state, proxy, request, &claims, peer, now).await
 }
 
 async fn forward(
-    bridge: &Bridge,
+    state: &AppState,
     proxy: &Proxy,
     request: Request,
     claims: &AccessTokenClaims,
+    peer: Option<IpAddr>,
     now: UnixTime,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let Some(url) = upstream_url(proxy, parts.uri.path(), parts.uri.query()) else {
-        return StatusCode::NOT_FOUND.into_response();
+    let url = match upstream_url(proxy, parts.uri.path(), parts.uri.query()) {
+        Ok(url) => url,
+        Err(Unroutable::OutsideTheMount) => return StatusCode::NOT_FOUND.into_response(),
+        Err(Unroutable::Traversal) => {
+            tracing::warn!("proxy request with a dot segment or an encoded slash refused");
+            return gateway_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the path may not contain . or .. segments or encoded slashes",
+            );
+        }
     };
     let mut headers = forwarded_headers(&parts.headers, proxy);
-    if let Err(error) = add_identity(bridge, proxy, claims, now, &mut headers) {
+    add_forwarding(&mut headers, state, peer);
+    if let Err(error) = add_identity(&state.bridge, proxy, claims, now, &mut headers) {
         return error.into_response();
     }
     let upstream_request = proxy
@@ -139,20 +155,37 @@ async fn forward(
         Err(_) => return gateway_timeout(),
     };
     let status = response.status();
-    let mut headers = HeaderMap::new();
-    copy_end_to_end(response.headers(), &mut headers);
+    let headers = answered_headers(response.headers());
     let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
     *answer.status_mut() = status;
     *answer.headers_mut() = headers;
     answer
 }
 
-/// Where a request goes, query included; `None` for a path that only shares a prefix with the
-/// mount (`/mcpx` under `/mcp`).
-fn upstream_url(proxy: &Proxy, path: &str, query: Option<&str>) -> Option<Url> {
-    let rest = path.strip_prefix(&proxy.mount)?;
+#[derive(Debug, PartialEq, Eq)]
+enum Unroutable {
+    /// Shares only a prefix with the mount (`/mcpx` under `/mcp`).
+    OutsideTheMount,
+    /// `.`/`..` segments (also percent-encoded) would climb out of the mount at the MCP server's
+    /// host, which resolves them; encoded slashes would make its path differ from ours.
+    Traversal,
+}
+
+/// Where a request goes, query included (less any `access_token`, which never travels on).
+fn upstream_url(proxy: &Proxy, path: &str, query: Option<&str>) -> Result<Url, Unroutable> {
+    let rest = path
+        .strip_prefix(&proxy.mount)
+        .ok_or(Unroutable::OutsideTheMount)?;
     if !rest.is_empty() && !rest.starts_with('/') {
-        return None;
+        return Err(Unroutable::OutsideTheMount);
+    }
+    let lowered = rest.to_ascii_lowercase();
+    let climbs = lowered
+        .split('/')
+        .map(|segment| segment.replace("%2e", "."))
+        .any(|segment| segment == "." || segment == "..");
+    if climbs || lowered.contains("%2f") || lowered.contains("%5c") || rest.contains('\\') {
+        return Err(Unroutable::Traversal);
     }
     let mut url = proxy.upstream.clone();
     let prefix = match url.path() {
@@ -161,17 +194,33 @@ fn upstream_url(proxy: &Proxy, path: &str, query: Option<&str>) -> Option<Url> {
     };
     let joined = format!("{prefix}{rest}");
     url.set_path(if joined.is_empty() { "/" } else { &joined });
-    url.set_query(query);
-    Some(url)
+    let kept: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("access_token="))
+        .collect();
+    url.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    Ok(url)
 }
 
-/// The client's headers minus hop-by-hop ones, its credentials, the bridge's own cookies and
-/// anything that looks like the identity we are about to assert.
+/// The client's headers minus hop-by-hop ones, its credentials, the bridge's own cookies, the
+/// identity headers we are about to set and every forwarding header: the MCP server trusts what
+/// this proxy says about the caller and the connection, so the client may say none of it.
 fn forwarded_headers(incoming: &HeaderMap, proxy: &Proxy) -> HeaderMap {
     let mut headers = HeaderMap::new();
     copy_end_to_end(incoming, &mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
+    headers.remove(header::FORWARDED);
+    headers.remove("x-real-ip");
+    let claimed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in claimed {
+        headers.remove(name);
+    }
     headers.remove(&proxy.identity.user);
     headers.remove(&proxy.identity.email);
     headers.remove(&proxy.identity.groups);
@@ -183,6 +232,54 @@ fn forwarded_headers(incoming: &HeaderMap, proxy: &Proxy) -> HeaderMap {
     } else {
         headers.remove(header::COOKIE);
     }
+    headers
+}
+
+/// Who connected and how the client reached us (RFC 7239's de-facto `X-Forwarded-*` forms).
+fn add_forwarding(headers: &mut HeaderMap, state: &AppState, peer: Option<IpAddr>) {
+    if let Some(peer) = peer
+        && let Ok(value) = HeaderValue::from_str(&peer.to_string())
+    {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Ok(public) = Url::parse(&state.bridge.settings.issuer) {
+        if let Ok(proto) = HeaderValue::from_str(public.scheme()) {
+            headers.insert("x-forwarded-proto", proto);
+        }
+        let host = match public.port() {
+            Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
+            None => public.host_str().unwrap_or_default().to_owned(),
+        };
+        if let Ok(host) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", host);
+        }
+    }
+}
+
+/// The MCP server's headers minus hop-by-hop ones and any cookie of the bridge's (it answers
+/// from the bridge's origin, so it could otherwise overwrite the sign-in cookies).
+fn answered_headers(from: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    copy_end_to_end(from, &mut headers);
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|value| {
+            value.to_str().map_or(true, |text| {
+                let name = text.trim_start();
+                !name.starts_with("mob_") && !name.starts_with("__Host-mob_")
+            })
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers
 }
 
@@ -232,6 +329,12 @@ fn add_identity(
     now: UnixTime,
     headers: &mut HeaderMap,
 ) -> Result<(), OAuthError> {
+    // The user must arrive: without that header the MCP server would see an anonymous caller.
+    let user = HeaderValue::from_str(&claims.sub).map_err(|_| {
+        tracing::error!("the subject is not a valid header value; request refused");
+        OAuthError::ServerError
+    })?;
+    headers.insert(proxy.identity.user.clone(), user);
     let mut set = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
         Ok(value) => {
             headers.insert(name.clone(), value);
@@ -241,7 +344,6 @@ fn add_identity(
             tracing::warn!(header = %name, "identity value is not a valid header value; left out")
         }
     };
-    set(&proxy.identity.user, &claims.sub);
     if let Some(email) = &claims.email {
         set(&proxy.identity.email, email);
     }
@@ -316,7 +418,8 @@ mod tests {
     #[test]
     fn paths_map_like_nginx_proxy_pass() {
         let bare = proxy("http://mcp:3000");
-        let url = |p: &Proxy, path: &str, query| upstream_url(p, path, query).map(String::from);
+        let url =
+            |p: &Proxy, path: &str, query| upstream_url(p, path, query).ok().map(String::from);
         assert_eq!(
             url(&bare, "/auth/mcp", None).as_deref(),
             Some("http://mcp:3000/mcp")
@@ -335,6 +438,50 @@ mod tests {
             url(&pathed, "/auth/mcp/x", None).as_deref(),
             Some("http://mcp:3000/v1/x")
         );
+        assert_eq!(
+            url(&bare, "/auth/mcp", Some("access_token=t&page=2")).as_deref(),
+            Some("http://mcp:3000/mcp?page=2")
+        );
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_cannot_leave_the_mount() {
+        let pathed = proxy("http://gateway/team-a/");
+        for path in [
+            "/auth/mcp/../team-b/x",
+            "/auth/mcp/%2e%2e/team-b",
+            "/auth/mcp/.%2E/x",
+            "/auth/mcp/%2E./x",
+            "/auth/mcp/./x",
+            "/auth/mcp/a%2Fb",
+            "/auth/mcp/a%5cb",
+            "/auth/mcp/..",
+        ] {
+            assert_eq!(
+                upstream_url(&pathed, path, None),
+                Err(Unroutable::Traversal),
+                "{path}"
+            );
+        }
+        assert!(upstream_url(&pathed, "/auth/mcp/..well/x", None).is_ok());
+    }
+
+    #[test]
+    fn the_servers_answer_cannot_set_the_bridges_cookies() {
+        let mut answer = HeaderMap::new();
+        answer.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("__Host-mob_login_x=; Max-Age=0"),
+        );
+        answer.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("session=1; HttpOnly"),
+        );
+        answer.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        let out = answered_headers(&answer);
+        let cookies: Vec<_> = out.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["session=1; HttpOnly", "theme=dark"]);
+        assert_eq!(out[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     }
 
     #[test]
@@ -349,6 +496,10 @@ mod tests {
         incoming.insert("mcp-session-id", HeaderValue::from_static("s1"));
         incoming.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         incoming.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        incoming.insert("x-forwarded-admin", HeaderValue::from_static("yes"));
+        incoming.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        incoming.insert("x-real-ip", HeaderValue::from_static("10.0.0.1"));
         incoming.insert(
             header::COOKIE,
             HeaderValue::from_static("mob_login_x=1; theme=dark; __Host-mob_consent=2"),
@@ -362,6 +513,10 @@ mod tests {
             "te",
             "authorization",
             "x-forwarded-user",
+            "x-forwarded-for",
+            "x-forwarded-admin",
+            "forwarded",
+            "x-real-ip",
         ] {
             assert!(!out.contains_key(gone), "{gone}");
         }

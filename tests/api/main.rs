@@ -6,6 +6,7 @@
 mod browser;
 mod cli;
 mod consent;
+mod deploy;
 mod discovery;
 mod document_server;
 mod flow;

@@ -81,6 +81,21 @@ impl Proxied {
     }
 }
 
+/// The status of a GET sent byte for byte, path untouched.
+async fn raw_status(origin: &str, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = origin.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
 /// The parameters of a `WWW-Authenticate: Bearer k="v", …` challenge.
 fn challenge_params(response: &reqwest::Response) -> Vec<(String, String)> {
     let header = response.headers()["www-authenticate"].to_str().unwrap();
@@ -250,6 +265,7 @@ async fn the_server_gets_the_callers_identity_and_nothing_the_client_forged() {
         .header("X-Forwarded-Groups", "admins")
         .header("X-Identity-Token", "forged")
         .header("Mcp-Session-Id", "session-from-client")
+        .header("X-Forwarded-For", "6.6.6.6")
         .header("Mcp-Protocol-Version", "2025-11-25")
         .header("Connection", "x-hop")
         .header("X-Hop", "not for the server")
@@ -274,6 +290,23 @@ async fn the_server_gets_the_callers_identity_and_nothing_the_client_forged() {
     assert_eq!(seen["mcp-protocol-version"], "2025-11-25");
     assert_eq!(seen["cookie"], "app=kept");
     assert!(seen.get("authorization").is_none(), "no token passthrough");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert!(
+        proxied
+            .app
+            .issuer
+            .ends_with(seen["x-forwarded-host"].to_str().unwrap())
+    );
+
+    // Encoded dot segments do not climb out of the mount at the server. Sent by hand: HTTP
+    // client libraries resolve them before sending.
+    let requests = proxied.upstream.requests();
+    for path in ["/mcp/%2e%2e/admin", "/mcp/../admin", "/mcp/a%2Fb"] {
+        let status = raw_status(&proxied.app.origin, path, &token).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    assert_eq!(proxied.upstream.requests(), requests);
     assert!(seen.get("x-hop").is_none());
     let identity = seen["x-identity-token"].to_str().unwrap();
     let header = jsonwebtoken::decode_header(identity).unwrap();
