@@ -169,26 +169,19 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     );
 
     // The proxied MCP server is a resource like those configured: tokens are asked for it by name.
-    let proxy_resource = config
-        .proxy
-        .as_ref()
-        .map(|proxy| format!("{}{}", issuer.trim_end_matches('/'), proxy.path));
-    let proxy_protects = config
-        .proxy
-        .as_ref()
-        .zip(proxy_resource.as_ref())
-        .map(|(proxy, url)| ProtectedResource {
-            url: url.clone(),
-            required_scopes: proxy.required_scopes.clone(),
-        });
-    let protected_resources: Vec<ProtectedResource> = proxy_protects
-        .into_iter()
+    let proxy_resource = config.proxy.as_ref().map(|proxy| ProtectedResource {
+        url: format!("{}{}", issuer.trim_end_matches('/'), proxy.path),
+        required_scopes: proxy.required_scopes.clone(),
+    });
+    let protected_resources: Vec<ProtectedResource> = proxy_resource
+        .iter()
+        .cloned()
         .chain(config.oauth.resources.iter().map(|url| ProtectedResource {
             url: url.clone(),
             required_scopes: Vec::new(),
         }))
         .collect();
-    let proxy = match (&config.proxy, &proxy_resource) {
+    let proxy = match (&config.proxy, proxy_resource) {
         (Some(proxy_config), Some(resource)) => Some(Arc::new(build_proxy(
             proxy_config,
             resource,
@@ -275,7 +268,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
 
 fn build_proxy(
     config: &ProxyConfig,
-    resource: &str,
+    resource: ProtectedResource,
     public_url: &url::Url,
     base_path: &str,
 ) -> anyhow::Result<Proxy> {
@@ -283,15 +276,12 @@ fn build_proxy(
         HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| anyhow::anyhow!("{name:?} is not a header name"))
     };
-    let metadata_path = metadata_path(resource)
-        .ok_or_else(|| anyhow::anyhow!("the proxy's resource {resource:?} is not a URL"))?;
+    let metadata_path = metadata_path(&resource.url)
+        .ok_or_else(|| anyhow::anyhow!("the proxy's resource {:?} is not a URL", resource.url))?;
     let timeout = config.timeout.0;
     tracing::info!(path = %config.path, upstream = %config.upstream_url, "proxying to the MCP server");
     Ok(Proxy {
-        resource: ProtectedResource {
-            url: resource.to_owned(),
-            required_scopes: config.required_scopes.clone(),
-        },
+        resource,
         upstream: url::Url::parse(&config.upstream_url).context("proxy.upstream_url")?,
         path: config.path.clone(),
         mount: format!("{base_path}{}", config.path),

@@ -80,12 +80,7 @@ pub struct IdentityClaims {
 pub const IDENTITY_TOKEN_TYPE: &str = "identity+jwt";
 
 pub fn sign_identity_token(keys: &KeySet, claims: &IdentityClaims) -> Result<String, JwtError> {
-    let key = keys.active();
-    let mut header = Header::new(key.algorithm);
-    header.kid = Some(key.kid.clone());
-    header.typ = Some(IDENTITY_TOKEN_TYPE.to_owned());
-    jsonwebtoken::encode(&header, claims, key.encoding_key())
-        .map_err(|e| JwtError::Signing(e.to_string()))
+    sign(keys, claims, Some(IDENTITY_TOKEN_TYPE))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -105,18 +100,20 @@ pub enum JwtError {
 }
 
 pub fn sign_access_token(keys: &KeySet, claims: &AccessTokenClaims) -> Result<String, JwtError> {
-    let key = keys.active();
-    let mut header = Header::new(key.algorithm);
-    header.kid = Some(key.kid.clone());
-    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-    jsonwebtoken::encode(&header, claims, key.encoding_key())
-        .map_err(|e| JwtError::Signing(e.to_string()))
+    sign(keys, claims, Some(ACCESS_TOKEN_TYPE))
 }
 
 pub fn sign_id_token(keys: &KeySet, claims: &IdTokenClaims) -> Result<String, JwtError> {
+    sign(keys, claims, None)
+}
+
+/// Signs with the active key, named by `kid`; `typ` keeps one kind of token from passing for
+/// another.
+fn sign(keys: &KeySet, claims: &impl Serialize, typ: Option<&str>) -> Result<String, JwtError> {
     let key = keys.active();
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
+    header.typ = typ.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, key.encoding_key())
         .map_err(|e| JwtError::Signing(e.to_string()))
 }

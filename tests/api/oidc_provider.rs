@@ -291,11 +291,16 @@ async fn token(
         Behaviour::ForeignSignature => (FOREIGN_KEY, "test-key"),
         other => active_key(other),
     };
+    token_response(&state, &claims, pem, kid)
+}
+
+/// Tokens with an RS256 ID token carrying `claims`, and a new refresh token.
+fn token_response(state: &ProviderState, claims: &Value, pem: &str, kid: &str) -> Response {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.into());
     let id_token = jsonwebtoken::encode(
         &header,
-        &claims,
+        claims,
         &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     )
     .unwrap();
@@ -304,7 +309,7 @@ async fn token(
         "token_type": "Bearer",
         "expires_in": 300,
         "id_token": id_token,
-        "refresh_token": new_refresh_token(&state),
+        "refresh_token": new_refresh_token(state),
     }))
     .into_response()
 }
@@ -332,22 +337,7 @@ fn refresh(state: &ProviderState, form: &HashMap<String, String>) -> Response {
     claims["iat"] = json!(now);
     claims["exp"] = json!(now + 300);
     let (pem, kid) = active_key(*state.behaviour.lock().unwrap());
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.into());
-    let id_token = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    Json(json!({
-        "access_token": UPSTREAM_ACCESS_TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "id_token": id_token,
-        "refresh_token": new_refresh_token(state),
-    }))
-    .into_response()
+    token_response(state, &claims, pem, kid)
 }
 
 const UPSTREAM_ACCESS_TOKEN: &str = "upstream-access-token";
