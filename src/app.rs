@@ -12,7 +12,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClaimsConfig, Config, ProxyConfig, StorageBackend, UpstreamConfig};
 use crate::http::cookies::CookieSigner;
-use crate::http::proxy::{IdentityHeaders, IdentityJwt, Proxy};
+use crate::http::proxy::{IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, Registration, router};
 use crate::local_users::LocalUsers;
@@ -289,6 +289,7 @@ fn build_proxy(
             "{}{metadata_path}",
             public_url.origin().ascii_serialization()
         ),
+        public_origin: PublicOrigin::of(public_url).map_err(anyhow::Error::msg)?,
         timeout,
         identity: IdentityHeaders {
             user: header(&config.identity_headers.user)?,

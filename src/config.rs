@@ -139,7 +139,10 @@ impl ProxyConfig {
         if !self.path.starts_with('/')
             || self.path.len() < 2
             || self.path.ends_with('/')
-            || self.path.contains(['?', '#', '{', '}', '*'])
+            // Percent-escapes and dot segments would be resolved differently by clients,
+            // by our router and by the MCP server.
+            || self.path.contains(['?', '#', '{', '}', '*', '%', ' ', '\\'])
+            || self.path.split('/').any(|segment| segment == "." || segment == "..")
             || self.path.contains("//")
             || reserved
                 .iter()
@@ -1589,6 +1592,30 @@ oauth:
             text.contains("oauth.introspection_tokens[0]: must be at least 32"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_proxy_path_is_a_plain_path_outside_the_bridges_own() {
+        let proxy = |path: &str| {
+            format!("{MINIMAL}proxy:\n  upstream_url: \"http://mcp:3000\"\n  path: \"{path}\"\n")
+        };
+        let vars = &[("UPSTREAM_SECRET", "s")];
+        for bad in [
+            "/oauth",
+            "/oauth/x",
+            "/.well-known/x",
+            "mcp",
+            "/mcp/",
+            "/a/../oauth",
+            "/m%63p",
+            "/a b",
+        ] {
+            let text = error_text(&proxy(bad), vars);
+            assert!(text.contains("proxy.path"), "{bad}: {text}");
+        }
+        for good in ["/mcp", "/tools/mcp", "/oauthx"] {
+            Config::from_yaml(&proxy(good), &env(vars)).unwrap();
+        }
     }
 
     #[test]

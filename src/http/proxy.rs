@@ -46,10 +46,35 @@ pub struct Proxy {
     /// The path the proxy is served at, base path of the issuer included.
     pub mount: String,
     pub resource_metadata_url: String,
+    pub public_origin: PublicOrigin,
     pub timeout: Duration,
     pub identity: IdentityHeaders,
     pub identity_jwt: Option<IdentityJwt>,
     pub client: reqwest::Client,
+}
+
+/// How clients reach the bridge (from `public_url`), as told to the MCP server.
+pub struct PublicOrigin {
+    pub proto: HeaderValue,
+    /// Host, with the port when `public_url` names one.
+    pub host: HeaderValue,
+}
+
+impl PublicOrigin {
+    pub fn of(public_url: &Url) -> Result<Self, String> {
+        let host = match (public_url.host_str(), public_url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(format!("{public_url} has no host")),
+        };
+        let value = |text: &str| {
+            HeaderValue::from_str(text).map_err(|_| format!("{text:?} is not a header value"))
+        };
+        Ok(PublicOrigin {
+            proto: value(public_url.scheme())?,
+            host: value(&host)?,
+        })
+    }
 }
 
 pub struct IdentityHeaders {
@@ -131,7 +156,7 @@ async fn forward(
         }
     };
     let mut headers = forwarded_headers(&parts.headers, proxy);
-    add_forwarding(&mut headers, state, peer);
+    add_forwarding(&mut headers, proxy, peer);
     if let Err(error) = add_identity(&state.bridge, proxy, claims, now, &mut headers) {
         return error.into_response();
     }
@@ -236,24 +261,14 @@ fn forwarded_headers(incoming: &HeaderMap, proxy: &Proxy) -> HeaderMap {
 }
 
 /// Who connected and how the client reached us (RFC 7239's de-facto `X-Forwarded-*` forms).
-fn add_forwarding(headers: &mut HeaderMap, state: &AppState, peer: Option<IpAddr>) {
+fn add_forwarding(headers: &mut HeaderMap, proxy: &Proxy, peer: Option<IpAddr>) {
     if let Some(peer) = peer
         && let Ok(value) = HeaderValue::from_str(&peer.to_string())
     {
         headers.insert("x-forwarded-for", value);
     }
-    if let Ok(public) = Url::parse(&state.bridge.settings.issuer) {
-        if let Ok(proto) = HeaderValue::from_str(public.scheme()) {
-            headers.insert("x-forwarded-proto", proto);
-        }
-        let host = match public.port() {
-            Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
-            None => public.host_str().unwrap_or_default().to_owned(),
-        };
-        if let Ok(host) = HeaderValue::from_str(&host) {
-            headers.insert("x-forwarded-host", host);
-        }
-    }
+    headers.insert("x-forwarded-proto", proxy.public_origin.proto.clone());
+    headers.insert("x-forwarded-host", proxy.public_origin.host.clone());
 }
 
 /// The MCP server's headers minus hop-by-hop ones and any cookie of the bridge's (it answers
@@ -404,6 +419,8 @@ mod tests {
             path: "/mcp".into(),
             mount: "/auth/mcp".into(),
             resource_metadata_url: String::new(),
+            public_origin: PublicOrigin::of(&Url::parse("https://bridge.example.com").unwrap())
+                .unwrap(),
             timeout: Duration::from_secs(1),
             identity: IdentityHeaders {
                 user: HeaderName::from_static("x-forwarded-user"),

@@ -12,8 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::types::Json;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
@@ -52,7 +53,20 @@ pub struct PostgresStorage {
     sealer: Option<Sealer>,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> StorageError {
+/// A server error keeps its code and message only: its DETAIL can quote the values of a row.
+fn unavailable<E: std::error::Error + 'static>(error: E) -> StorageError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if let Some(db) = cause.downcast_ref::<tokio_postgres::error::DbError>() {
+            return StorageError::Unavailable(format!(
+                "postgresql: {} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            ));
+        }
+        source = cause.source();
+    }
     StorageError::Unavailable(format!("postgresql: {error}"))
 }
 
@@ -130,6 +144,55 @@ impl PostgresStorage {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
         self.pool.get().await.map_err(unavailable)
+    }
+
+    /// One statement on a pooled connection; how many rows it touched.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StorageError> {
+        self.client()
+            .await?
+            .execute(sql, params)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StorageError> {
+        self.client()
+            .await?
+            .query_opt(sql, params)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StorageError> {
+        self.client()
+            .await?
+            .query_one(sql, params)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StorageError> {
+        self.client()
+            .await?
+            .query(sql, params)
+            .await
+            .map_err(unavailable)
     }
 
     #[cfg(test)]
@@ -260,20 +323,17 @@ impl Storage for PostgresStorage {
         state: TokenHash,
         pending: PendingAuthorization,
     ) -> Result<(), StorageError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO pending_authorizations (state_hash, binding, data, expires_at)
+        self.execute(
+            "INSERT INTO pending_authorizations (state_hash, binding, data, expires_at)
                  VALUES ($1, $2, $3, $4)",
-                &[
-                    &hash(&state),
-                    &hash(&pending.browser_binding),
-                    &Json(&pending),
-                    &pending.expires_at.seconds(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+            &[
+                &hash(&state),
+                &hash(&pending.browser_binding),
+                &Json(&pending),
+                &pending.expires_at.seconds(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -320,15 +380,12 @@ impl Storage for PostgresStorage {
         now: UnixTime,
     ) -> Result<PendingTake, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT binding, data FROM pending_authorizations
                  WHERE state_hash = $1 AND expires_at > $2",
                 &[&hash(state), &now.seconds()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let Some(row) = row else {
             return Ok(PendingTake::Missing);
         };
@@ -345,14 +402,11 @@ impl Storage for PostgresStorage {
         code: TokenHash,
         record: AuthorizationCodeRecord,
     ) -> Result<(), StorageError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO authorization_codes (code_hash, data, expires_at) VALUES ($1, $2, $3)",
-                &[&hash(&code), &Json(&record), &record.expires_at.seconds()],
-            )
-            .await
-            .map_err(unavailable)?;
+        self.execute(
+            "INSERT INTO authorization_codes (code_hash, data, expires_at) VALUES ($1, $2, $3)",
+            &[&hash(&code), &Json(&record), &record.expires_at.seconds()],
+        )
+        .await?;
         Ok(())
     }
 
@@ -507,14 +561,11 @@ impl Storage for PostgresStorage {
         now: UnixTime,
     ) -> Result<bool, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT 1 FROM revoked_access_tokens WHERE jti = $1 AND expires_at > $2",
                 &[&jti, &now.seconds()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(row.is_some())
     }
 
@@ -532,16 +583,11 @@ impl Storage for PostgresStorage {
         previous: &SealedSecret,
         next: SealedSecret,
     ) -> Result<bool, StorageError> {
-        let updated = self
-            .client()
-            .await?
-            .execute(
+        let updated = self.execute(
                 "UPDATE refresh_families SET data = jsonb_set(data, '{upstream_refresh}', to_jsonb($3::text))
                  WHERE id = $1 AND data->>'upstream_refresh' = $2",
                 &[&family_id, &previous.as_str(), &next.as_str()],
-            )
-            .await
-            .map_err(unavailable)?;
+            ).await?;
         Ok(updated == 1)
     }
 
@@ -550,15 +596,12 @@ impl Storage for PostgresStorage {
         token: &TokenHash,
     ) -> Result<Option<RefreshFamily>, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT f.data FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
                  WHERE t.token_hash = $1",
                 &[&hash(token)],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         row.map(|row| {
             row.try_get::<_, Json<RefreshFamily>>(0)
                 .map(|Json(family)| family)
@@ -572,18 +615,15 @@ impl Storage for PostgresStorage {
         token: TokenHash,
         request: ConsentRequest,
     ) -> Result<(), StorageError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO consent_requests (token_hash, data, expires_at) VALUES ($1, $2, $3)",
-                &[
-                    &hash(&token),
-                    &Json(&request),
-                    &request.expires_at.seconds(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+        self.execute(
+            "INSERT INTO consent_requests (token_hash, data, expires_at) VALUES ($1, $2, $3)",
+            &[
+                &hash(&token),
+                &Json(&request),
+                &request.expires_at.seconds(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -593,14 +633,11 @@ impl Storage for PostgresStorage {
         now: UnixTime,
     ) -> Result<Option<ConsentRequest>, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT data FROM consent_requests WHERE token_hash = $1 AND expires_at > $2",
                 &[&hash(token), &now.seconds()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         row.map(|row| row.try_get::<_, Json<ConsentRequest>>(0).map(|Json(r)| r))
             .transpose()
             .map_err(unavailable)
@@ -612,14 +649,11 @@ impl Storage for PostgresStorage {
         now: UnixTime,
     ) -> Result<Option<ConsentRequest>, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "DELETE FROM consent_requests WHERE token_hash = $1 RETURNING data, expires_at",
                 &[&hash(token)],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -633,9 +667,7 @@ impl Storage for PostgresStorage {
 
     async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError> {
         // A later approval adds to what was approved before and renews it.
-        self.client()
-            .await?
-            .execute(
+        self.execute(
                 "INSERT INTO consent_grants (subject, client_id, redirect_uri, audience, scope, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (subject, client_id, redirect_uri, audience) DO UPDATE SET
@@ -649,9 +681,7 @@ impl Storage for PostgresStorage {
                     &grant.scope,
                     &grant.expires_at.seconds(),
                 ],
-            )
-            .await
-            .map_err(unavailable)?;
+            ).await?;
         Ok(())
     }
 
@@ -662,8 +692,6 @@ impl Storage for PostgresStorage {
         now: UnixTime,
     ) -> Result<bool, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT 1 FROM consent_grants
                  WHERE subject = $1 AND client_id = $2 AND redirect_uri = $3 AND audience = $4
@@ -677,8 +705,7 @@ impl Storage for PostgresStorage {
                     &request.scope,
                 ],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(row.is_some())
     }
 
@@ -721,14 +748,11 @@ impl Storage for PostgresStorage {
 
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError> {
         let row = self
-            .client()
-            .await?
             .query_opt(
                 "SELECT data, last_used_at FROM registered_clients WHERE client_id = $1",
                 &[&client_id],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -740,15 +764,12 @@ impl Storage for PostgresStorage {
     }
 
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE registered_clients SET last_used_at = greatest(coalesce(last_used_at, $2), $2)
+        self.execute(
+            "UPDATE registered_clients SET last_used_at = greatest(coalesce(last_used_at, $2), $2)
                  WHERE client_id = $1",
-                &[&client_id, &now.seconds()],
-            )
-            .await
-            .map_err(unavailable)?;
+            &[&client_id, &now.seconds()],
+        )
+        .await?;
         Ok(())
     }
 
@@ -758,26 +779,20 @@ impl Storage for PostgresStorage {
         never_used_before: UnixTime,
     ) -> Result<usize, StorageError> {
         let deleted = self
-            .client()
-            .await?
             .execute(
                 "DELETE FROM registered_clients
                  WHERE (last_used_at IS NOT NULL AND last_used_at < $1)
                     OR (last_used_at IS NULL AND issued_at < $2)",
                 &[&used_before.seconds(), &never_used_before.seconds()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     async fn count_clients(&self) -> Result<usize, StorageError> {
         let count: i64 = self
-            .client()
-            .await?
             .query_one("SELECT count(*) FROM registered_clients", &[])
-            .await
-            .map_err(unavailable)?
+            .await?
             .try_get(0)
             .map_err(unavailable)?;
         Ok(usize::try_from(count).unwrap_or(0))
@@ -869,34 +884,24 @@ impl Storage for PostgresStorage {
 
     async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let rows = self
-            .client()
-            .await?
             .query(
                 "SELECT name FROM shared_secrets WHERE starts_with(name, $1) ORDER BY name",
                 &[&prefix],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         rows.iter()
             .map(|row| row.try_get(0).map_err(unavailable))
             .collect()
     }
 
     async fn delete_shared_secret(&self, name: &str) -> Result<(), StorageError> {
-        self.client()
-            .await?
-            .execute("DELETE FROM shared_secrets WHERE name = $1", &[&name])
-            .await
-            .map_err(unavailable)?;
+        self.execute("DELETE FROM shared_secrets WHERE name = $1", &[&name])
+            .await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        self.client()
-            .await?
-            .query_one("SELECT 1", &[])
-            .await
-            .map_err(unavailable)?;
+        self.query_one("SELECT 1", &[]).await?;
         Ok(())
     }
 }
