@@ -11,8 +11,9 @@ use crate::cimd::{CimdSettings, MetadataDocuments};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClaimsConfig, Config, ProxyConfig, StorageBackend, UpstreamConfig};
+use crate::http::client_address::TrustedProxies;
 use crate::http::cookies::CookieSigner;
-use crate::http::proxy::{IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
+use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, Registration, router};
 use crate::local_users::LocalUsers;
@@ -33,7 +34,7 @@ use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::oidc::OidcSettings;
 use crate::upstream::{OidcUpstream, Upstream};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 
 /// The running service's parts, before it is bound to a socket.
 pub struct Service {
@@ -259,6 +260,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         registration,
         protected_resources,
         proxy,
+        trusted_proxies: Arc::new(TrustedProxies {
+            networks: config.server.trusted_proxies.clone(),
+            header: config.server.client_address_header,
+        }),
     };
     Ok(Service {
         router: router(state),
@@ -280,6 +285,29 @@ fn build_proxy(
         .ok_or_else(|| anyhow::anyhow!("the proxy's resource {:?} is not a URL", resource.url))?;
     let timeout = config.timeout.0;
     tracing::info!(path = %config.path, upstream = %config.upstream_url, "proxying to the MCP server");
+    let identity = IdentityHeaders {
+        user: header(&config.identity_headers.user)?,
+        email: header(&config.identity_headers.email)?,
+        groups: header(&config.identity_headers.groups)?,
+    };
+    let identity_jwt = config
+        .identity_jwt
+        .as_ref()
+        .map(|jwt| {
+            Ok::<_, anyhow::Error>(IdentityJwt {
+                header: header(&jwt.header)?,
+                ttl: jwt.ttl.0,
+            })
+        })
+        .transpose()?;
+    let set_by_proxy = [&identity.user, &identity.email, &identity.groups]
+        .into_iter()
+        .chain(identity_jwt.as_ref().map(|jwt| &jwt.header));
+    let headers = HeaderPolicy::new(set_by_proxy, config.allow_underscore_headers);
+    let content_security_policy = match config.content_security_policy.as_str() {
+        "" => None,
+        policy => Some(HeaderValue::from_str(policy).context("proxy.content_security_policy")?),
+    };
     Ok(Proxy {
         resource,
         upstream: url::Url::parse(&config.upstream_url).context("proxy.upstream_url")?,
@@ -291,21 +319,10 @@ fn build_proxy(
         ),
         public_origin: PublicOrigin::of(public_url).map_err(anyhow::Error::msg)?,
         timeout,
-        identity: IdentityHeaders {
-            user: header(&config.identity_headers.user)?,
-            email: header(&config.identity_headers.email)?,
-            groups: header(&config.identity_headers.groups)?,
-        },
-        identity_jwt: config
-            .identity_jwt
-            .as_ref()
-            .map(|jwt| {
-                Ok::<_, anyhow::Error>(IdentityJwt {
-                    header: header(&jwt.header)?,
-                    ttl: jwt.ttl.0,
-                })
-            })
-            .transpose()?,
+        identity,
+        identity_jwt,
+        headers,
+        content_security_policy,
         client: Proxy::http_client(timeout).map_err(anyhow::Error::msg)?,
     })
 }

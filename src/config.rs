@@ -61,6 +61,18 @@ pub struct ProxyConfig {
     pub identity_headers: IdentityHeadersConfig,
     /// Also pass the identity as a short-lived JWT signed with the bridge's key.
     pub identity_jwt: Option<IdentityJwtConfig>,
+    /// Forward client headers whose names contain `_` (dropped by default, as nginx does: CGI
+    /// servers read `_` and `-` alike). Spellings of the proxy's own headers are dropped anyway.
+    #[serde(default)]
+    pub allow_underscore_headers: bool,
+    /// Added to every proxied answer: the MCP server's pages share the bridge's origin.
+    /// An empty string adds none.
+    #[serde(default = "default_proxy_csp")]
+    pub content_security_policy: String,
+}
+
+fn default_proxy_csp() -> String {
+    "sandbox".to_owned()
 }
 
 /// Headers that tell the MCP server who is calling; whatever the client sent in them is removed.
@@ -190,12 +202,20 @@ impl ProxyConfig {
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
+            "x-request-id",
         ];
+        if axum::http::HeaderValue::from_str(&self.content_security_policy).is_err() {
+            problems.push(
+                "proxy.content_security_policy: must be a valid header value (one line)".to_owned(),
+            );
+        }
         let mut seen = std::collections::HashSet::new();
         for (field, name) in headers {
             let lower = name.to_ascii_lowercase();
+            // An underscore would make the header one that CGI servers merge with a dash spelling.
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || reserved.contains(&lower.as_str())
+                || name.contains('_')
             {
                 problems.push(format!("{field}: {name:?} is not a usable header name"));
             } else if !seen.insert(lower) {
@@ -214,6 +234,39 @@ pub struct ServerConfig {
     pub address: String,
     /// The issuer identifier; every endpoint lives under it.
     pub public_url: String,
+    /// Proxies (CIDR networks) whose `X-Forwarded-For`/`Forwarded` name the client's address;
+    /// none by default, so the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header the trusted proxies append to: `x-forwarded-for` or `forwarded`.
+    #[serde(default)]
+    pub client_address_header: crate::http::client_address::ClientAddressHeader,
+    /// From the first byte of a request to the end of its headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: ConfigDuration,
+    /// From the end of the headers to the end of the body; later is `408`.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: ConfigDuration,
+    /// A kept-alive connection with no request, or one whose client stopped reading the
+    /// answer, is closed after this long without a byte moving.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+    /// Open connections at most; beyond it new ones are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_body_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -790,6 +843,7 @@ impl Config {
         if let Err(problem) = validate_base_url(&self.server.public_url) {
             problems.push(format!("server.public_url: {problem}"));
         }
+        self.server.validate_connections(&mut problems);
         self.oauth.validate(&mut problems);
         if let Some(proxy) = &self.proxy {
             proxy.validate(&self.oauth.scopes_supported, &mut problems);
@@ -823,6 +877,23 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl ServerConfig {
+    fn validate_connections(&self, problems: &mut Vec<String>) {
+        for (field, value) in [
+            ("server.header_timeout", &self.header_timeout),
+            ("server.body_timeout", &self.body_timeout),
+            ("server.idle_timeout", &self.idle_timeout),
+        ] {
+            if value.0 < Duration::from_millis(100) {
+                problems.push(format!("{field}: must be at least 100ms"));
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push("server.max_connections: must be at least 1".to_owned());
         }
     }
 }
@@ -1692,6 +1763,39 @@ oauth:
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn connection_limits_and_trusted_proxies_have_safe_defaults_and_are_checked() {
+        let config = Config::from_yaml(MINIMAL, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
+        assert!(
+            config.server.trusted_proxies.is_empty(),
+            "nobody is trusted by default"
+        );
+        assert_eq!(config.server.header_timeout.0, Duration::from_secs(10));
+        assert_eq!(config.server.body_timeout.0, Duration::from_secs(30));
+        assert_eq!(config.server.idle_timeout.0, Duration::from_secs(60));
+        assert_eq!(config.server.max_connections, 10_000);
+        let yaml = MINIMAL.replace(
+            "  public_url: \"https://mcp.example.com\"",
+            "  public_url: \"https://mcp.example.com\"\n  trusted_proxies: [\"10.0.0.0/8\", \"::1/128\"]\n  client_address_header: forwarded",
+        );
+        let config = Config::from_yaml(&yaml, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
+        assert_eq!(config.server.trusted_proxies.len(), 2);
+        let yaml = MINIMAL.replace(
+            "  public_url: \"https://mcp.example.com\"",
+            "  public_url: \"https://mcp.example.com\"\n  trusted_proxies: [\"10.0.0.0/33\"]",
+        );
+        assert!(
+            error_text(&yaml, &[("UPSTREAM_SECRET", "s")]).contains("server.trusted_proxies[0]")
+        );
+        let yaml = MINIMAL.replace(
+            "  public_url: \"https://mcp.example.com\"",
+            "  public_url: \"https://mcp.example.com\"\n  header_timeout: 0s\n  max_connections: 0",
+        );
+        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+        assert!(text.contains("server.header_timeout"), "{text}");
+        assert!(text.contains("server.max_connections"), "{text}");
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! GET and POST /oauth/login: the local login form (`oauth.local_users`).
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
@@ -11,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::authorize::{authorize_error, sign_in_cookie_name};
 use super::callback::signed_in_response;
+use super::client_address::ClientAddress;
 use super::pages::{error_page, login_page};
 use super::params::{parse_query, read_form};
 use super::rate_limit::bucket_of;
@@ -88,10 +87,7 @@ pub async fn login_get(
 }
 
 pub async fn login_post(State(state): State<AppState>, request: Request) -> Response {
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| bucket_of(info.0.ip()));
+    let address = ClientAddress::of(request.extensions()).ip.map(bucket_of);
     let (parts, body) = request.into_parts();
     let params = match read_form(&parts.headers, Body::new(body)).await {
         Ok(params) => params,

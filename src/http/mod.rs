@@ -3,6 +3,7 @@
 mod authorize;
 mod bearer;
 mod callback;
+pub mod client_address;
 mod consent;
 pub mod cookies;
 pub mod error;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub protected_resources: Vec<crate::oauth::protected_resource::ProtectedResource>,
     /// The MCP server behind the bridge, when `proxy` is configured.
     pub proxy: Option<Arc<proxy::Proxy>>,
+    /// Whose forwarding headers name the client's address.
+    pub trusted_proxies: Arc<client_address::TrustedProxies>,
 }
 
 pub struct Registration {
@@ -107,6 +110,7 @@ pub fn router(state: AppState) -> Router {
             get(well_known::openid_configuration_get).layer(cors.clone()),
         );
     let base = state.base_path.clone();
+    let trusted_proxies = Arc::clone(&state.trusted_proxies);
     let app = if base.is_empty() {
         protocol
     } else {
@@ -155,6 +159,10 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted_proxies,
+            client_address::resolve_client,
+        ))
 }
 
 /// The token of an `Authorization: Bearer` header (RFC 6750 §2.1); `None` without the header
@@ -232,6 +240,7 @@ mod tests {
             registration: None,
             protected_resources: vec![],
             proxy: None,
+            trusted_proxies: Default::default(),
         })
     }
 
@@ -313,6 +322,7 @@ mod tests {
             })),
             protected_resources: vec![],
             proxy: None,
+            trusted_proxies: Default::default(),
         });
         let register = |from: &str| {
             let mut request = Request::post("/oauth/register")

@@ -1,14 +1,13 @@
 //! POST /oauth/register (RFC 7591)
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::error::{limit_response, oauth_error_response};
 use super::params::MAX_FORM_BYTES;
 use super::rate_limit::bucket_of;
@@ -20,10 +19,7 @@ pub async fn register_post(State(state): State<AppState>, request: Request) -> R
         return super::well_known::not_found().await;
     };
     let now = state.clock.now();
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| bucket_of(info.0.ip()));
+    let address = ClientAddress::of(request.extensions()).ip.map(bucket_of);
     if let Err(retry_after) = registration.limiter.check(address, now) {
         tracing::info!(?address, "client registration rate limited");
         return limit_response(

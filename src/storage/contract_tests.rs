@@ -28,6 +28,7 @@ where
     pending_authorization_survives_another_browser(&make().await).await;
     expired_pending_authorization_is_gone(&make().await).await;
     code_is_redeemed_once_and_replay_names_the_family(&make().await).await;
+    a_code_presented_by_another_client_is_left_untouched(&make().await).await;
     expired_code_is_refused(&make().await).await;
     redeeming_stores_the_grant_it_builds(&make().await).await;
     concurrent_redemptions_succeed_exactly_once(Arc::new(make().await)).await;
@@ -338,6 +339,43 @@ async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage
     ));
 }
 
+async fn a_code_presented_by_another_client_is_left_untouched(storage: &dyn Storage) {
+    let hash = TokenHash::of("code");
+    storage
+        .put_code(hash, code("fam-o", NOW.plus(MINUTE * 10)))
+        .await
+        .unwrap();
+    let mut issued = false;
+    let mut issue = |record: &AuthorizationCodeRecord| {
+        issued = true;
+        Some(family(&record.family_id, TokenHash::of("o-0")))
+    };
+    let stranger = storage
+        .redeem_code(&hash, "stranger", NOW, &mut issue)
+        .await
+        .unwrap();
+    assert!(
+        matches!(stranger, CodeRedemption::OtherClient),
+        "{stranger:?}"
+    );
+    assert!(!issued, "nothing is built for another client");
+    assert!(matches!(
+        redeem(storage, &hash, NOW).await,
+        CodeRedemption::Redeemed(_)
+    ));
+    // Spent, it is still another client's code to a stranger, never a replay it could use.
+    let after = storage
+        .redeem_code(
+            &hash,
+            "stranger",
+            NOW,
+            &mut |_: &AuthorizationCodeRecord| None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(after, CodeRedemption::OtherClient), "{after:?}");
+}
+
 async fn expired_code_is_refused(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
     storage
@@ -353,7 +391,7 @@ async fn expired_code_is_refused(storage: &dyn Storage) {
 /// Redeems a code whose token request fails its checks: nothing is issued.
 async fn redeem(storage: &dyn Storage, code: &TokenHash, now: UnixTime) -> CodeRedemption {
     storage
-        .redeem_code(code, now, &mut |_: &AuthorizationCodeRecord| None)
+        .redeem_code(code, "client", now, &mut |_: &AuthorizationCodeRecord| None)
         .await
         .unwrap()
 }
@@ -366,10 +404,15 @@ async fn redeeming_stores_the_grant_it_builds(storage: &dyn Storage) {
         .unwrap();
     let mut seen = None;
     let redemption = storage
-        .redeem_code(&hash, NOW, &mut |record: &AuthorizationCodeRecord| {
-            seen = Some(record.family_id.clone());
-            Some(family(&record.family_id, TokenHash::of("g-0")))
-        })
+        .redeem_code(
+            &hash,
+            "client",
+            NOW,
+            &mut |record: &AuthorizationCodeRecord| {
+                seen = Some(record.family_id.clone());
+                Some(family(&record.family_id, TokenHash::of("g-0")))
+            },
+        )
         .await
         .unwrap();
     assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
@@ -415,7 +458,10 @@ async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>
                 let first_token = TokenHash::of(&format!("c-{i}"));
                 let mut issue =
                     |record: &AuthorizationCodeRecord| Some(family(&record.family_id, first_token));
-                let redemption = storage.redeem_code(&hash, NOW, &mut issue).await.unwrap();
+                let redemption = storage
+                    .redeem_code(&hash, "client", NOW, &mut issue)
+                    .await
+                    .unwrap();
                 if let CodeRedemption::Replayed { family_id, .. } = &redemption {
                     storage.revoke_family(family_id, NOW).await.unwrap();
                 }
@@ -468,19 +514,22 @@ async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(stora
             })
         })
         .collect();
-    let mut rotated = 0;
+    let (mut rotated, mut retried, mut reused) = (0, 0, 0);
     for attempt in attempts {
         match attempt.await.unwrap() {
             Presentation::Rotated => rotated += 1,
-            Presentation::RetriedLostResponse => {}
-            other => panic!("a retry inside the window must not be {other:?}"),
+            Presentation::RetriedLostResponse => retried += 1,
+            // Beyond the retries a lost response may take, the rest is reuse; once the family is
+            // revoked, later ones find it so.
+            Presentation::Reused | Presentation::Revoked => reused += 1,
+            other => panic!("a presentation inside the window must not be {other:?}"),
         }
     }
-    // A non-atomic read-modify-write would let several presentations see the token as current.
-    assert_eq!(
-        rotated, 1,
-        "exactly one presentation rotates; the others are retries"
-    );
+    // A non-atomic read-modify-write would let several presentations see the token as current,
+    // or more of them count as retries than the rule allows.
+    assert_eq!(rotated, 1, "exactly one presentation rotates");
+    assert_eq!(retried, crate::tokens::refresh::MAX_RETRIES as usize);
+    assert_eq!(reused, contenders - 1 - retried);
 }
 
 async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(

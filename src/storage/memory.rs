@@ -144,6 +144,7 @@ impl Storage for MemoryStorage {
     async fn redeem_code(
         &self,
         code: &TokenHash,
+        client_id: &str,
         now: UnixTime,
         issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError> {
@@ -151,6 +152,9 @@ impl Storage for MemoryStorage {
         let Some(entry) = inner.codes.get_mut(code) else {
             return Ok(CodeRedemption::Unknown);
         };
+        if entry.record.client_id != client_id {
+            return Ok(CodeRedemption::OtherClient);
+        }
         if entry.redeemed {
             return Ok(CodeRedemption::Replayed {
                 family_id: entry.record.family_id.clone(),

@@ -140,6 +140,9 @@ pub enum CodeRedemption {
     },
     Expired,
     Unknown,
+    /// The code belongs to another client: it was left exactly as it was, so someone who saw
+    /// it cannot spend it or set off the revocation of the rightful client's grant.
+    OtherClient,
 }
 
 /// Checks a token request against the code it presents and builds the grant it turns into;
@@ -178,10 +181,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<(), StorageError>;
     /// Marks the code used and stores the family `issue` builds from it, in one atomic step: a
     /// concurrent redemption of the same code waits, then finds the code used and the family in
-    /// place for it to revoke. A used code is kept until it expires so replays are seen.
+    /// place for it to revoke. A used code is kept until it expires so replays are seen. A code
+    /// of another client than `client_id` is `OtherClient`, used or not, and nothing changes.
     async fn redeem_code(
         &self,
         code: &TokenHash,
+        client_id: &str,
         now: UnixTime,
         issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError>;

@@ -1,9 +1,10 @@
 //! Grants and their refresh-token families, and the rotation rule (SPEC §4, RFC 9700 §4.14.2).
 //!
 //! Every use rotates the token. The token just rotated out may be presented again for as long as
-//! its successor has not been used, and at most `retry_window` after it was rotated out: that is a
-//! client retrying after losing the response, and the unused successor is replaced. Any other
-//! presentation of a retired token is reuse, and the whole family is revoked.
+//! its successor has not been used, at most `retry_window` after it was rotated out and at most
+//! `MAX_RETRIES` times: that is a client retrying after losing the response, and the unused
+//! successor is replaced. Any other presentation of a retired token is reuse, and the whole
+//! family is revoked.
 
 use std::time::Duration;
 
@@ -25,7 +26,14 @@ pub struct IssuedAccessToken {
 pub struct RetiredToken {
     pub hash: TokenHash,
     pub rotated_at: UnixTime,
+    /// Times it was presented again since; each retry mints an access token, so they are few.
+    #[serde(default)]
+    pub retries: u32,
 }
+
+/// Retries of one retired token before a further presentation counts as reuse: enough for a
+/// client whose responses got lost, never a source of unlimited parallel access tokens.
+pub const MAX_RETRIES: u32 = 3;
 
 /// Everything one authorization code produced. A grant whose client may not refresh has no
 /// refresh token, but still records its access tokens so that a code replay can revoke them.
@@ -147,6 +155,7 @@ impl RefreshFamily {
             let retry_allowed = self.previous.is_some_and(|retired| {
                 retired.hash == *presented
                     && now < retired.rotated_at.plus(replacement.retry_window)
+                    && retired.retries < MAX_RETRIES
             });
             if !retry_allowed {
                 self.revoked = true;
@@ -160,9 +169,13 @@ impl RefreshFamily {
             self.previous = self.current.map(|hash| RetiredToken {
                 hash,
                 rotated_at: now,
+                retries: 0,
             });
             Presentation::Rotated
         } else {
+            if let Some(retired) = self.previous.as_mut() {
+                retired.retries += 1;
+            }
             Presentation::RetriedLostResponse
         };
         self.current = Some(replacement.hash);
@@ -241,7 +254,8 @@ mod tests {
             fam.previous,
             Some(RetiredToken {
                 hash: hash(0),
-                rotated_at: now
+                rotated_at: now,
+                retries: 0,
             })
         );
         assert_eq!(fam.access_tokens.len(), 1);
@@ -261,6 +275,27 @@ mod tests {
         // The replaced successor is dead: presenting it is reuse.
         assert_eq!(
             fam.present(&hash(1), &CLIENT, replacement(3, now), now),
+            Presentation::Reused
+        );
+        assert!(fam.revoked);
+    }
+
+    #[test]
+    fn a_retired_token_is_retried_at_most_three_times_then_it_is_reuse() {
+        let now = UnixTime(1_000);
+        let mut fam = family(now);
+        fam.present(&hash(0), &CLIENT, replacement(1, now), now);
+        for n in 0..MAX_RETRIES {
+            let successor = u8::try_from(n + 2).unwrap();
+            assert_eq!(
+                fam.present(&hash(0), &CLIENT, replacement(successor, now), now),
+                Presentation::RetriedLostResponse,
+                "retry {n}"
+            );
+        }
+        assert_eq!(fam.access_tokens.len(), 1 + MAX_RETRIES as usize);
+        assert_eq!(
+            fam.present(&hash(0), &CLIENT, replacement(9, now), now),
             Presentation::Reused
         );
         assert!(fam.revoked);

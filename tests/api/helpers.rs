@@ -74,6 +74,8 @@ pub struct Options {
     pub storage: String,
     /// Another instance's issuer, to run this one as a second instance behind the same name.
     pub public_url: Option<String>,
+    /// More lines under `server:` (indented two spaces), e.g. `trusted_proxies`.
+    pub server: String,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -97,6 +99,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 server:
   address: "127.0.0.1:0"
   public_url: "{issuer}"
+{server}
 oauth:
   clients:
     - id: {PUBLIC_CLIENT}
@@ -114,6 +117,7 @@ storage:
 {storage}
 {proxy}
 "#,
+        server = options.server,
         extra_oauth = options.extra_oauth,
         extra_clients = options.extra_clients,
         proxy = options.proxy,

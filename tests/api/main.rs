@@ -5,6 +5,7 @@
 
 mod browser;
 mod cli;
+mod client_address;
 mod consent;
 mod deploy;
 mod discovery;

@@ -39,6 +39,8 @@ impl McpUpstream {
         let state = Arc::new(UpstreamState::default());
         let app = Router::new()
             .route("/mcp", any(echo))
+            .route("/mcp/cgi", any(cgi_environment))
+            .route("/mcp/{*rest}", any(echo))
             .route("/mcp/events", get(events))
             .route("/mcp/upload", post(upload))
             .route("/mcp/slow", get(slow))
@@ -76,6 +78,31 @@ async fn echo(State(state): State<Arc<UpstreamState>>, request: Request) -> Resp
         Json::<Value>(body),
     )
         .into_response()
+}
+
+/// What a CGI or WSGI application would see: each header as `HTTP_<NAME>` with `-` read as
+/// `_`, and headers that become the same variable merged with commas (as Python's wsgiref,
+/// PHP and CGI gateways do). Also the query string as it arrived.
+async fn cgi_environment(State(state): State<Arc<UpstreamState>>, request: Request) -> Json<Value> {
+    seen(&state, request.headers());
+    let mut environ = serde_json::Map::new();
+    for (name, value) in request.headers() {
+        let key = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let merged = match environ.get(&key).and_then(Value::as_str) {
+            Some(before) => format!("{before},{value}"),
+            None => value,
+        };
+        environ.insert(key, Value::String(merged));
+    }
+    environ.insert(
+        "QUERY_STRING".to_owned(),
+        Value::String(request.uri().query().unwrap_or_default().to_owned()),
+    );
+    Json(Value::Object(environ))
 }
 
 async fn events(State(state): State<Arc<UpstreamState>>, headers: HeaderMap) -> Response {

@@ -81,8 +81,8 @@ impl Proxied {
     }
 }
 
-/// The status of a GET sent byte for byte, path untouched.
-async fn raw_status(origin: &str, path: &str, token: &str) -> u16 {
+/// The status and body of a GET sent byte for byte, path untouched.
+async fn raw_get(origin: &str, path: &str, token: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = origin.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -92,8 +92,14 @@ async fn raw_status(origin: &str, path: &str, token: &str) -> u16 {
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    text.split(' ').nth(1).unwrap().parse().unwrap()
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+async fn raw_status(origin: &str, path: &str, token: &str) -> u16 {
+    raw_get(origin, path, token).await.0
 }
 
 /// The parameters of a `WWW-Authenticate: Bearer k="v", …` challenge.
@@ -452,4 +458,153 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the upstream stream was still running 5 s after the client left");
+}
+
+#[tokio::test]
+async fn headers_a_cgi_server_would_merge_with_the_identity_never_reach_it() {
+    let proxied = proxied("", None).await;
+    let token = proxied.access_token().await;
+    let mut request = proxied
+        .app
+        .api
+        .post(proxied.app.url(
+            "/mcp/cgi?ACCESS_TOKEN=a&access%5Ftoken=b&Access.Token=c&access_token%5B%5D=d&page=2",
+        ))
+        .bearer_auth(&token)
+        .header("Mcp-Method", "tools/call");
+    for (name, value) in [
+        ("x_forwarded_user", "admin"),
+        ("x_forwarded_groups", "admins"),
+        ("x_forwarded_email", "admin@corp.example"),
+        ("x_forwarded_for", "6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("true-client-ip", "6.6.6.6"),
+        ("x-client-ip", "6.6.6.6"),
+        ("cf-connecting-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-request-id", "chosen-by-the-client"),
+        ("x_custom", "1"),
+    ] {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let our_request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let environ: Value = response.json().await.unwrap();
+    assert_eq!(
+        environ["HTTP_X_FORWARDED_USER"], "upstream-user-42",
+        "{environ}"
+    );
+    assert_eq!(
+        environ["HTTP_X_FORWARDED_GROUPS"], "mcp-users,analysts",
+        "{environ}"
+    );
+    assert_eq!(
+        environ["HTTP_X_FORWARDED_EMAIL"], "ada@corp.example",
+        "{environ}"
+    );
+    assert_eq!(environ["HTTP_X_FORWARDED_FOR"], "127.0.0.1", "{environ}");
+    assert_eq!(environ["HTTP_MCP_METHOD"], "tools/call");
+    for absent in [
+        "HTTP_X_REAL_IP",
+        "HTTP_X_ORIGINAL_URL",
+        "HTTP_X_REWRITE_URL",
+        "HTTP_TRUE_CLIENT_IP",
+        "HTTP_X_CLIENT_IP",
+        "HTTP_CF_CONNECTING_IP",
+        "HTTP_FORWARDED",
+        "HTTP_X_CUSTOM",
+        "HTTP_AUTHORIZATION",
+    ] {
+        assert!(
+            environ.get(absent).is_none(),
+            "{absent} reached the server: {environ}"
+        );
+    }
+    assert_ne!(environ["HTTP_X_REQUEST_ID"], "chosen-by-the-client");
+    assert_eq!(environ["HTTP_X_REQUEST_ID"], our_request_id.as_str());
+    assert_eq!(environ["QUERY_STRING"], "page=2");
+}
+
+#[tokio::test]
+async fn underscored_headers_pass_when_allowed_but_never_as_the_proxys_own() {
+    let proxied = proxied("  allow_underscore_headers: true\n", None).await;
+    let token = proxied.access_token().await;
+    let environ: Value = proxied
+        .app
+        .api
+        .get(proxied.app.url("/mcp/cgi"))
+        .bearer_auth(&token)
+        .header("x_custom", "kept")
+        .header("x_forwarded_groups", "admins")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(environ["HTTP_X_CUSTOM"], "kept");
+    assert_eq!(environ["HTTP_X_FORWARDED_GROUPS"], "mcp-users,analysts");
+}
+
+#[tokio::test]
+async fn paths_some_server_would_resolve_out_of_the_mount_are_refused_the_rest_pass_untouched() {
+    let proxied = proxied("", None).await;
+    let token = proxied.access_token().await;
+    for path in [
+        "/mcp/..;/secret",
+        "/mcp/%2e%2e;/x",
+        "/mcp/%2e%2e%3b/x",
+        "/mcp/.;/x",
+        "/mcp/%252e%252e/x",
+        "/mcp/%252fx",
+        "/mcp/a%00b",
+        "/mcp/a%0d%0ab",
+    ] {
+        assert_eq!(
+            raw_status(&proxied.app.origin, path, &token).await,
+            400,
+            "{path}"
+        );
+    }
+    assert_eq!(proxied.upstream.requests(), 0);
+    let (status, body) = raw_get(
+        &proxied.app.origin,
+        "/mcp/a;v=1/%41%42/x%20y/..x?q=%2e%2e",
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echoed: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(echoed["path"], "/mcp/a;v=1/%41%42/x%20y/..x");
+    assert_eq!(echoed["query"], "q=%2e%2e");
+}
+
+#[tokio::test]
+async fn proxied_answers_are_sandboxed_unless_the_operator_says_otherwise() {
+    let proxied = proxied("", None).await;
+    let token = proxied.access_token().await;
+    let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
+    assert_eq!(response.headers()["content-security-policy"], "sandbox");
+    let custom = self::proxied(
+        "  content_security_policy: \"sandbox allow-scripts\"\n",
+        None,
+    )
+    .await;
+    let token = custom.access_token().await;
+    let response = custom.get("/mcp", Some(&token)).send().await.unwrap();
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        "sandbox allow-scripts"
+    );
+    let none = self::proxied("  content_security_policy: \"\"\n", None).await;
+    let token = none.access_token().await;
+    let response = none.get("/mcp", Some(&token)).send().await.unwrap();
+    assert!(response.headers().get("content-security-policy").is_none());
 }

@@ -156,3 +156,113 @@ async fn wrong_pkce_verifier_is_invalid_grant() {
     let response = app.redeem_code(&code, &Pkce::new()).await;
     oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
+
+#[tokio::test]
+async fn a_code_presented_by_another_client_or_without_credentials_changes_nothing() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let code = web_client_code(&app, &pkce).await;
+    let redeem = |form: Vec<(&'static str, String)>| {
+        app.api.post(app.url("/oauth/token")).form(&form).send()
+    };
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", WEB_REDIRECT),
+        ("code_verifier", pkce.verifier.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect::<Vec<_>>();
+    // Someone who saw the code in a log: another client, the right client id without its
+    // secret, and with a wrong one.
+    let mut as_public = form.clone();
+    as_public.push(("client_id", PUBLIC_CLIENT.to_owned()));
+    oauth_error(
+        redeem(as_public.clone()).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let mut no_secret = form.clone();
+    no_secret.push(("client_id", WEB_CLIENT.to_owned()));
+    oauth_error(
+        redeem(no_secret).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    let mut wrong_secret = form.clone();
+    wrong_secret.push(("client_id", WEB_CLIENT.to_owned()));
+    wrong_secret.push(("client_secret", "not-the-secret".to_owned()));
+    oauth_error(
+        redeem(wrong_secret).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+
+    // The rightful client still redeems it.
+    form.push(("client_id", WEB_CLIENT.to_owned()));
+    form.push(("client_secret", WEB_SECRET.to_owned()));
+    let response = redeem(form.clone()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+
+    // Presenting the spent code again from another client is refused and revokes nothing.
+    oauth_error(
+        redeem(as_public).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let refreshed = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", WEB_CLIENT),
+            ("client_secret", WEB_SECRET),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    // A replay by the rightful client is still the replay RFC 6749 §4.1.2 means: it revokes.
+    oauth_error(
+        redeem(form).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_refresh_response_may_be_retried_a_few_times_not_without_end() {
+    let app = spawn_app().await;
+    let original = app.tokens().await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.refresh(&original).await.status(), StatusCode::OK);
+    let mut access_tokens = std::collections::HashSet::new();
+    for retry in 1..=3 {
+        let response = app.refresh(&original).await;
+        assert_eq!(response.status(), StatusCode::OK, "retry {retry}");
+        let body: Value = response.json().await.unwrap();
+        access_tokens.insert(body["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(access_tokens.len(), 3);
+    // The fourth retry of the same spent token is reuse: the family goes.
+    let fourth = app.refresh(&original).await;
+    oauth_error(fourth, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    for token in access_tokens {
+        let response = app
+            .api
+            .post(app.url("/oauth/introspect"))
+            .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["active"], false, "{body}");
+    }
+}

@@ -31,7 +31,7 @@ pub(super) async fn exchange(
     // Runs inside the storage's atomic redemption, so it only checks and builds; the signing
     // happens once the grant is stored.
     let mut issue = |record: &AuthorizationCodeRecord| {
-        let outcome = check_request(client, params, record);
+        let outcome = check_request(params, record);
         let family = outcome.is_ok().then(|| {
             new_family(
                 bridge,
@@ -50,7 +50,7 @@ pub(super) async fn exchange(
     };
     let redemption = bridge
         .storage
-        .redeem_code(&TokenHash::of(code), now, &mut issue)
+        .redeem_code(&TokenHash::of(code), &client.id, now, &mut issue)
         .await?;
     let record = match redemption {
         CodeRedemption::Redeemed(record) => record,
@@ -69,6 +69,12 @@ pub(super) async fn exchange(
         }
         CodeRedemption::Unknown => {
             return Err(OAuthError::invalid_grant("authorization code is invalid"));
+        }
+        CodeRedemption::OtherClient => {
+            tracing::warn!(presented_by = %client.id, "authorization code presented by another client; left untouched");
+            return Err(OAuthError::invalid_grant(
+                "authorization code was issued to another client",
+            ));
         }
     };
     checked.ok_or_else(|| {
@@ -101,17 +107,7 @@ pub(super) async fn exchange(
 }
 
 /// Everything the token request must prove about the code it presents.
-fn check_request(
-    client: &Client,
-    params: &Params,
-    record: &AuthorizationCodeRecord,
-) -> Result<(), OAuthError> {
-    if record.client_id != client.id {
-        tracing::warn!(code_client = %record.client_id, "authorization code presented by another client");
-        return Err(OAuthError::invalid_grant(
-            "authorization code was issued to another client",
-        ));
-    }
+fn check_request(params: &Params, record: &AuthorizationCodeRecord) -> Result<(), OAuthError> {
     match params.get("redirect_uri") {
         Some(given) if given == record.redirect_uri => {}
         None if !record.redirect_uri_given => {}
@@ -397,6 +393,24 @@ mod tests {
         assert_eq!(
             err,
             OAuthError::invalid_grant("authorization code was issued to another client")
+        );
+        // Left exactly as it was: the rightful client redeems it, and another presentation of
+        // the spent code still revokes nothing of the rightful grant.
+        let tokens = harness.redeem(&code).await.unwrap();
+        let again = exchange(
+            &harness.bridge,
+            &confidential_credentials(),
+            &params,
+            harness.now(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(again.code(), "invalid_grant");
+        assert!(
+            harness
+                .refresh(&tokens.refresh_token.unwrap())
+                .await
+                .is_ok()
         );
     }
 

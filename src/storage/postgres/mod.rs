@@ -413,6 +413,7 @@ impl Storage for PostgresStorage {
     async fn redeem_code(
         &self,
         code: &TokenHash,
+        client_id: &str,
         now: UnixTime,
         issue: &mut IssueGrant<'_>,
     ) -> Result<CodeRedemption, StorageError> {
@@ -423,8 +424,10 @@ impl Storage for PostgresStorage {
         let redeemed = transaction
             .query_opt(
                 "UPDATE authorization_codes SET redeemed = true
-                 WHERE code_hash = $1 AND NOT redeemed AND expires_at > $2 RETURNING data",
-                &[&hash(code), &now.seconds()],
+                 WHERE code_hash = $1 AND NOT redeemed AND expires_at > $2
+                   AND data->>'client_id' = $3
+                 RETURNING data",
+                &[&hash(code), &now.seconds(), &client_id],
             )
             .await
             .map_err(unavailable)?;
@@ -453,7 +456,9 @@ impl Storage for PostgresStorage {
         };
         let Json(record): Json<AuthorizationCodeRecord> = row.try_get(0).map_err(unavailable)?;
         let was_redeemed: bool = row.try_get(1).map_err(unavailable)?;
-        Ok(if was_redeemed {
+        Ok(if record.client_id != client_id {
+            CodeRedemption::OtherClient
+        } else if was_redeemed {
             CodeRedemption::Replayed {
                 family_id: record.family_id,
                 client_id: record.client_id,

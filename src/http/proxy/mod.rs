@@ -1,0 +1,289 @@
+//! The reverse proxy in front of the MCP server (SPEC §7). The token is checked for this
+//! resource; the request then goes on without the client's `Authorization` and with the caller's
+//! identity in headers the client cannot forge. Bodies stream both ways, never held in memory,
+//! so SSE and streamable HTTP reach the client event by event; a client that goes away drops
+//! the upstream request with it.
+
+mod headers;
+mod target;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use url::Url;
+
+use super::AppState;
+use super::bearer::challenge;
+use super::client_address::ClientAddress;
+use crate::clock::UnixTime;
+use crate::error_chain;
+use crate::oauth::bearer::BearerError;
+use crate::oauth::protected_resource::{ProtectedResource, authorize_request};
+use crate::oauth::{Bridge, OAuthError};
+use crate::tokens::AccessTokenClaims;
+use crate::tokens::jwt::{IdentityClaims, sign_identity_token};
+pub use headers::HeaderPolicy;
+use headers::{add_forwarding, answered_headers, forwarded_headers};
+use target::{Unroutable, upstream_url};
+
+pub struct Proxy {
+    pub resource: ProtectedResource,
+    /// The MCP server. Without a path of its own, requests keep theirs (`/mcp/x` goes to
+    /// `<upstream>/mcp/x`); with one, it replaces `path` (as nginx's `proxy_pass` does).
+    pub upstream: Url,
+    /// `proxy.path`, below the issuer.
+    pub path: String,
+    /// The path the proxy is served at, base path of the issuer included.
+    pub mount: String,
+    pub resource_metadata_url: String,
+    pub public_origin: PublicOrigin,
+    pub timeout: Duration,
+    pub identity: IdentityHeaders,
+    pub identity_jwt: Option<IdentityJwt>,
+    /// Which of the client's headers never reach the MCP server.
+    pub headers: HeaderPolicy,
+    /// Added to every answer (`proxy.content_security_policy`); `None` when turned off.
+    pub content_security_policy: Option<HeaderValue>,
+    pub client: reqwest::Client,
+}
+
+/// How clients reach the bridge (from `public_url`), as told to the MCP server.
+pub struct PublicOrigin {
+    pub proto: HeaderValue,
+    /// Host, with the port when `public_url` names one.
+    pub host: HeaderValue,
+}
+
+impl PublicOrigin {
+    pub fn of(public_url: &Url) -> Result<Self, String> {
+        let host = match (public_url.host_str(), public_url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(format!("{public_url} has no host")),
+        };
+        let value = |text: &str| {
+            HeaderValue::from_str(text).map_err(|_| format!("{text:?} is not a header value"))
+        };
+        Ok(PublicOrigin {
+            proto: value(public_url.scheme())?,
+            host: value(&host)?,
+        })
+    }
+}
+
+pub struct IdentityHeaders {
+    pub user: HeaderName,
+    pub email: HeaderName,
+    pub groups: HeaderName,
+}
+
+pub struct IdentityJwt {
+    pub header: HeaderName,
+    pub ttl: Duration,
+}
+
+impl Proxy {
+    /// The HTTP client for the MCP server: no redirects followed (they are the client's to
+    /// follow), no proxy from the environment, and a connect timeout; the response timeout is
+    /// per request, up to the headers only, so long streams are not cut.
+    pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build the proxy's HTTP client: {e}"))
+    }
+}
+
+pub async fn proxy_handler(State(state): State<AppState>, request: Request) -> Response {
+    let Some(proxy) = state.proxy.as_deref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let now = state.clock.now();
+    let metadata_url = Some(proxy.resource_metadata_url.as_str());
+    let scope_hint = (!proxy.resource.required_scopes.is_empty())
+        .then(|| proxy.resource.required_scopes.join(" "));
+    let token = match super::bearer_token(request.headers()) {
+        Ok(token) => token,
+        Err(_) => {
+            let error = BearerError::InvalidRequest("the Authorization header is malformed");
+            return challenge(&error, metadata_url, scope_hint.as_deref());
+        }
+    };
+    let claims = match authorize_request(&state.bridge, &proxy.resource, token, now).await {
+        Ok(claims) => claims,
+        Err(error) => {
+            if let BearerError::InvalidToken(reason) = &error {
+                tracing::info!(reason, "proxy request refused");
+            }
+            return challenge(&error, metadata_url, scope_hint.as_deref());
+        }
+    };
+    let peer = ClientAddress::of(request.extensions()).ip;
+    forward(&state, proxy, request, &claims, peer, now).await
+}
+
+async fn forward(
+    state: &AppState,
+    proxy: &Proxy,
+    request: Request,
+    claims: &AccessTokenClaims,
+    peer: Option<IpAddr>,
+    now: UnixTime,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let url = match upstream_url(proxy, parts.uri.path(), parts.uri.query()) {
+        Ok(url) => url,
+        Err(Unroutable::OutsideTheMount) => return StatusCode::NOT_FOUND.into_response(),
+        Err(Unroutable::Traversal) => {
+            tracing::warn!("proxy request with an ambiguous path segment refused");
+            return gateway_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the path may not contain . or .. segments (also with ;parameters), encoded slashes, control characters or double encoding",
+            );
+        }
+    };
+    let mut headers = forwarded_headers(&parts.headers, proxy);
+    add_forwarding(&mut headers, proxy, peer, parts.headers.get("x-request-id"));
+    if let Err(error) = add_identity(&state.bridge, proxy, claims, now, &mut headers) {
+        return error.into_response();
+    }
+    let upstream_request = proxy
+        .client
+        .request(parts.method, url)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    let response = match tokio::time::timeout(proxy.timeout, upstream_request.send()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) if error.is_timeout() => return gateway_timeout(),
+        Ok(Err(error)) => {
+            // Without the URL: its query string is the client's.
+            tracing::warn!(error = %error_chain(&error.without_url()), "the MCP server cannot be reached");
+            return gateway_error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the MCP server behind this proxy cannot be reached",
+            );
+        }
+        Err(_) => return gateway_timeout(),
+    };
+    let status = response.status();
+    let headers = answered_headers(response.headers(), proxy.content_security_policy.as_ref());
+    let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    answer
+}
+
+fn add_identity(
+    bridge: &Bridge,
+    proxy: &Proxy,
+    claims: &AccessTokenClaims,
+    now: UnixTime,
+    headers: &mut HeaderMap,
+) -> Result<(), OAuthError> {
+    // The user must arrive: without that header the MCP server would see an anonymous caller.
+    let user = HeaderValue::from_str(&claims.sub).map_err(|_| {
+        tracing::error!("the subject is not a valid header value; request refused");
+        OAuthError::ServerError
+    })?;
+    headers.insert(proxy.identity.user.clone(), user);
+    let mut set = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
+        Ok(value) => {
+            headers.insert(name.clone(), value);
+        }
+        // A value that cannot be a header (a newline in a name) is left out, not mangled.
+        Err(_) => {
+            tracing::warn!(header = %name, "identity value is not a valid header value; left out")
+        }
+    };
+    if let Some(email) = &claims.email {
+        set(&proxy.identity.email, email);
+    }
+    if !claims.groups.is_empty() {
+        set(&proxy.identity.groups, &claims.groups.join(","));
+    }
+    let Some(jwt) = &proxy.identity_jwt else {
+        return Ok(());
+    };
+    let identity = IdentityClaims {
+        iss: bridge.settings.issuer.clone(),
+        sub: claims.sub.clone(),
+        aud: proxy.upstream.as_str().to_owned(),
+        exp: now.plus(jwt.ttl).seconds(),
+        iat: now.seconds(),
+        client_id: claims.client_id.clone(),
+        scope: claims.scope.clone(),
+        resource: claims.aud.clone(),
+        access_token_jti: claims.jti.clone(),
+        access_token_exp: claims.exp,
+        email: claims.email.clone(),
+        name: claims.name.clone(),
+        groups: claims.groups.clone(),
+    };
+    let token = sign_identity_token(&bridge.keys.current(), &identity).map_err(|error| {
+        tracing::error!(%error, "cannot sign the identity token");
+        OAuthError::ServerError
+    })?;
+    let value = HeaderValue::from_str(&token).map_err(|_| OAuthError::ServerError)?;
+    headers.insert(jwt.header.clone(), value);
+    Ok(())
+}
+
+fn gateway_timeout() -> Response {
+    gateway_error(
+        StatusCode::GATEWAY_TIMEOUT,
+        "gateway_timeout",
+        "the MCP server behind this proxy did not answer in time",
+    )
+}
+
+fn gateway_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({"error": error, "error_description": description});
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn proxy(upstream: &str) -> Proxy {
+        Proxy {
+            resource: ProtectedResource {
+                url: "https://bridge.example.com/auth/mcp".into(),
+                required_scopes: vec![],
+            },
+            upstream: Url::parse(upstream).unwrap(),
+            path: "/mcp".into(),
+            mount: "/auth/mcp".into(),
+            resource_metadata_url: String::new(),
+            public_origin: PublicOrigin::of(&Url::parse("https://bridge.example.com").unwrap())
+                .unwrap(),
+            timeout: Duration::from_secs(1),
+            identity: IdentityHeaders {
+                user: HeaderName::from_static("x-forwarded-user"),
+                email: HeaderName::from_static("x-forwarded-email"),
+                groups: HeaderName::from_static("x-forwarded-groups"),
+            },
+            identity_jwt: None,
+            headers: HeaderPolicy::new(
+                [
+                    &HeaderName::from_static("x-forwarded-user"),
+                    &HeaderName::from_static("x-forwarded-email"),
+                    &HeaderName::from_static("x-forwarded-groups"),
+                ],
+                false,
+            ),
+            content_security_policy: Some(HeaderValue::from_static("sandbox")),
+            client: reqwest::Client::new(),
+        }
+    }
+}
