@@ -173,6 +173,7 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             introspection_tokens: vec![],
             claims: ClaimsConfig::default(),
             access_policy: AccessPolicy::default(),
+            access_token_claims: vec![mcp_oauth_bridge::oauth::disclosure::IdentityClaim::Groups],
         },
         clients,
         storage,

@@ -216,6 +216,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             .collect(),
         claims,
         access_policy,
+        access_token_claims: config.oauth.access_token_claims.clone(),
     };
     let keys = Arc::new(KeyRing::new(keys));
     let revalidation = config
@@ -263,6 +264,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         trusted_proxies: Arc::new(TrustedProxies {
             networks: config.server.trusted_proxies.clone(),
             header: config.server.client_address_header,
+        }),
+        document_fetches: cimd.enabled.then(|| {
+            Arc::new(RateLimiter::new(
+                cimd.fetch_rate_limit.requests,
+                cimd.fetch_rate_limit.window.0,
+            ))
         }),
     };
     Ok(Service {

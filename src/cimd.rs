@@ -52,7 +52,37 @@ const MAX_CONCURRENT_FETCHES: usize = 16;
 /// How long a document that could not be used stays refused without a new fetch.
 const FAILURE_CACHE: Duration = Duration::from_secs(60);
 
-type Cached = (Result<Arc<Client>, String>, UnixTime);
+/// Why a metadata document gives no client. A fetch failure says something about the network
+/// behind the bridge (does this name resolve inside, is that port open, what does that host
+/// answer), so its reason goes to the log only and the browser sees one message for all; a
+/// document that arrived but is unusable was written by whoever named it, who may read why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the client's metadata document could not be fetched")]
+    Unreachable { reason: String },
+    #[error("the client's metadata document cannot be used: {0}")]
+    Invalid(String),
+    #[error("too many client metadata documents are being fetched; try again shortly")]
+    Busy,
+}
+
+impl DocumentError {
+    /// The reason, for the log.
+    pub fn detail(&self) -> &str {
+        match self {
+            DocumentError::Unreachable { reason } | DocumentError::Invalid(reason) => reason,
+            DocumentError::Busy => "fetch slots full",
+        }
+    }
+}
+
+fn unreachable(reason: impl Into<String>) -> DocumentError {
+    DocumentError::Unreachable {
+        reason: reason.into(),
+    }
+}
+
+type Cached = (Result<Arc<Client>, DocumentError>, UnixTime);
 
 pub struct MetadataDocuments {
     settings: CimdSettings,
@@ -147,8 +177,19 @@ impl MetadataDocuments {
         }
     }
 
+    /// Whether `client_id` would be fetched now (not cached, or cached and stale).
+    pub fn needs_fetch(&self, client_id: &str, now: UnixTime) -> bool {
+        self.cache.lock().map_or(true, |cache| {
+            cache.get(client_id).is_none_or(|(_, until)| *until <= now)
+        })
+    }
+
     /// The client described by the document at `client_id`; the error says why it is unusable.
-    pub async fn client(&self, client_id: &str, now: UnixTime) -> Result<Arc<Client>, String> {
+    pub async fn client(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Arc<Client>, DocumentError> {
         if let Ok(cache) = self.cache.lock()
             && let Some((cached, until)) = cache.get(client_id)
             && *until > now
@@ -156,16 +197,13 @@ impl MetadataDocuments {
             return cached.clone();
         }
         let Ok(_permit) = self.fetches.try_acquire() else {
-            return Err(
-                "too many client metadata documents are being fetched; try again shortly"
-                    .to_owned(),
-            );
+            return Err(DocumentError::Busy);
         };
         // One bound for the whole fetch: DNS, connection, TLS and body together.
         let fetched = match tokio::time::timeout(self.settings.timeout, self.fetch(client_id)).await
         {
             Ok(fetched) => fetched,
-            Err(_) => Err("fetching the metadata document timed out".to_owned()),
+            Err(_) => Err(unreachable("fetching the metadata document timed out")),
         };
         let (result, lifetime) = match fetched {
             Ok((client, lifetime)) => (Ok(Arc::new(client)), lifetime),
@@ -183,22 +221,61 @@ impl MetadataDocuments {
         result
     }
 
-    async fn fetch(&self, client_id: &str) -> Result<(Client, Duration), String> {
+    async fn fetch(&self, client_id: &str) -> Result<(Client, Duration), DocumentError> {
+        let body = self.fetch_body(client_id).await?;
+        let (document, lifetime) = body;
+        let invalid = |reason: &str| DocumentError::Invalid(reason.to_owned());
+        let document: Document = serde_json::from_slice(&document)
+            .map_err(|_| invalid("the metadata document is not valid client metadata JSON"))?;
+        if document.client_id != client_id {
+            return Err(invalid(
+                "the metadata document's client_id differs from its URL",
+            ));
+        }
+        match document.token_endpoint_auth_method.as_deref() {
+            None | Some("none") => {}
+            Some(_) => {
+                return Err(invalid(
+                    "only public clients (token_endpoint_auth_method none) are supported",
+                ));
+            }
+        }
+        let valid = validate_registration(
+            RegistrationRequest {
+                redirect_uris: document.redirect_uris,
+                token_endpoint_auth_method: Some("none".to_owned()),
+                grant_types: document.grant_types,
+                response_types: document.response_types,
+                client_name: document.client_name,
+                scope: document.scope,
+                application_type: None,
+            },
+            &self.settings.redirects,
+            &self.settings.scopes_supported,
+        )
+        .map_err(|error| invalid(error.description()))?;
+        Ok((Client::from_metadata_document(client_id, valid), lifetime))
+    }
+
+    /// The document's bytes and how long to cache them, within every bound of the fetch.
+    async fn fetch_body(&self, client_id: &str) -> Result<(Vec<u8>, Duration), DocumentError> {
         let url =
-            Url::parse(client_id).map_err(|_| "the client_id is not a valid URL".to_owned())?;
+            Url::parse(client_id).map_err(|_| unreachable("the client_id is not a valid URL"))?;
         if url.scheme() != "https"
             || url.fragment().is_some()
             || !url.username().is_empty()
             || url.password().is_some()
         {
-            return Err(
-                "the client_id must be an https URL without fragment or credentials".to_owned(),
-            );
+            return Err(unreachable(
+                "the client_id must be an https URL without fragment or credentials",
+            ));
         }
         if url.path() == "/" {
-            return Err("the client_id URL must have a path".to_owned());
+            return Err(unreachable("the client_id URL must have a path"));
         }
-        let host = url.host().ok_or("the client_id URL has no host")?;
+        let host = url
+            .host()
+            .ok_or_else(|| unreachable("the client_id URL has no host"))?;
         let host_name = normalize_host(url.host_str().unwrap_or_default());
         let port = url.port_or_known_default().unwrap_or(443);
         let allow_listed = self
@@ -208,24 +285,25 @@ impl MetadataDocuments {
             .any(|h| normalize_host(h) == host_name);
         // Checked before any lookup: the bridge must not probe other ports for anyone.
         if !allow_listed && port != 443 {
-            return Err("the client_id URL must use the default https port".to_owned());
+            return Err(unreachable(
+                "the client_id URL must use the default https port",
+            ));
         }
         let addresses: Vec<SocketAddr> = match host {
             Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
             Host::Domain(domain) => tokio::net::lookup_host((domain, port))
                 .await
-                .map_err(|_| "the client_id host does not resolve".to_owned())?
+                .map_err(|_| unreachable("the client_id host does not resolve"))?
                 .collect(),
         };
         if addresses.is_empty() {
-            return Err("the client_id host does not resolve".to_owned());
+            return Err(unreachable("the client_id host does not resolve"));
         }
         if !allow_listed && addresses.iter().any(|a| !is_public(a.ip())) {
-            return Err(
-                "the client_id host resolves to a private, loopback or link-local address"
-                    .to_owned(),
-            );
+            return Err(unreachable(
+                "the client_id host resolves to a private, loopback or link-local address",
+            ));
         }
         let mut builder = reqwest::Client::builder()
             // A proxy from the environment would resolve the host itself and bypass the check above.
@@ -243,36 +321,38 @@ impl MetadataDocuments {
         }
         let http = builder
             .build()
-            .map_err(|_| "cannot prepare the metadata fetch".to_owned())?;
+            .map_err(|_| unreachable("cannot prepare the metadata fetch"))?;
         let mut response = http
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
-                    "fetching the metadata document timed out".to_owned()
+                unreachable(if e.is_timeout() {
+                    "fetching the metadata document timed out"
                 } else {
-                    "the metadata document could not be fetched".to_owned()
-                }
+                    "the metadata document could not be fetched"
+                })
             })?;
         if response.status().is_redirection() {
-            return Err(
-                "the metadata document URL redirects; redirects are not followed".to_owned(),
-            );
+            return Err(unreachable(
+                "the metadata document URL redirects; redirects are not followed",
+            ));
         }
         if !response.status().is_success() {
-            return Err(format!(
+            return Err(unreachable(format!(
                 "fetching the metadata document answered {}",
                 response.status().as_u16()
-            ));
+            )));
         }
         let max = self.settings.max_bytes;
         if response
             .content_length()
             .is_some_and(|length| length > max as u64)
         {
-            return Err(format!("the metadata document is larger than {max} bytes"));
+            return Err(unreachable(format!(
+                "the metadata document is larger than {max} bytes"
+            )));
         }
         let lifetime = cache_lifetime(
             response
@@ -286,42 +366,16 @@ impl MetadataDocuments {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|_| "the metadata document could not be read".to_owned())?
+            .map_err(|_| unreachable("the metadata document could not be read"))?
         {
             if body.len() + chunk.len() > max {
-                return Err(format!("the metadata document is larger than {max} bytes"));
+                return Err(unreachable(format!(
+                    "the metadata document is larger than {max} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
-        let document: Document = serde_json::from_slice(&body)
-            .map_err(|_| "the metadata document is not valid client metadata JSON".to_owned())?;
-        if document.client_id != client_id {
-            return Err("the metadata document's client_id differs from its URL".to_owned());
-        }
-        match document.token_endpoint_auth_method.as_deref() {
-            None | Some("none") => {}
-            Some(_) => {
-                return Err(
-                    "only public clients (token_endpoint_auth_method none) are supported"
-                        .to_owned(),
-                );
-            }
-        }
-        let valid = validate_registration(
-            RegistrationRequest {
-                redirect_uris: document.redirect_uris,
-                token_endpoint_auth_method: Some("none".to_owned()),
-                grant_types: document.grant_types,
-                response_types: document.response_types,
-                client_name: document.client_name,
-                scope: document.scope,
-                application_type: None,
-            },
-            &self.settings.redirects,
-            &self.settings.scopes_supported,
-        )
-        .map_err(|error| error.description().to_owned())?;
-        Ok((Client::from_metadata_document(client_id, valid), lifetime))
+        Ok((body, lifetime))
     }
 }
 

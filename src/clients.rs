@@ -14,7 +14,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::cimd::{MetadataDocuments, is_metadata_url};
+use crate::cimd::{DocumentError, MetadataDocuments, is_metadata_url};
 use crate::clock::UnixTime;
 use crate::config::ClientConfig;
 use crate::oauth::register::RegistrationRequest;
@@ -139,8 +139,8 @@ pub struct ClientRegistry {
 pub enum ClientLookupError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("the client's metadata document cannot be used: {0}")]
-    Metadata(String),
+    #[error(transparent)]
+    Metadata(DocumentError),
 }
 
 impl ClientRegistry {
@@ -213,6 +213,17 @@ impl ClientRegistry {
         self
     }
 
+    /// Whether looking `client_id` up would fetch a metadata document now: what a per-address
+    /// limit on fetches counts.
+    pub fn needs_document_fetch(&self, client_id: &str, now: UnixTime) -> bool {
+        !self.clients.contains_key(client_id)
+            && is_metadata_url(client_id)
+            && self
+                .documents
+                .as_ref()
+                .is_some_and(|documents| documents.needs_fetch(client_id, now))
+    }
+
     /// A configured client, else a registered one, else one described by its metadata document.
     pub async fn find(
         &self,
@@ -267,8 +278,12 @@ impl ClientRegistry {
         let client = match self.find(client_id, now).await {
             Ok(client) => client,
             Err(ClientLookupError::Storage(error)) => return Err(error.into()),
-            Err(ClientLookupError::Metadata(reason)) => {
-                tracing::info!(client_id = for_log(client_id), %reason, "client metadata document unusable");
+            Err(ClientLookupError::Metadata(error)) => {
+                tracing::info!(
+                    client_id = for_log(client_id),
+                    reason = error.detail(),
+                    "client metadata document unusable"
+                );
                 return Err(OAuthError::invalid_client(
                     "the client's metadata document cannot be used",
                 ));

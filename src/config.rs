@@ -307,6 +307,14 @@ pub struct OAuthConfig {
     /// Bearer tokens that let resource servers call `/oauth/introspect` without being a client.
     #[serde(default)]
     pub introspection_tokens: Vec<SecretString>,
+    /// Identity claims (`email`, `name`, `groups`) every access token carries; the others only
+    /// when their scope (`email`, `profile`, `groups`) was granted.
+    #[serde(default = "default_access_token_claims")]
+    pub access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
+}
+
+fn default_access_token_claims() -> Vec<crate::oauth::disclosure::IdentityClaim> {
+    vec![crate::oauth::disclosure::IdentityClaim::Groups]
 }
 
 /// One user of the built-in directory.
@@ -386,6 +394,9 @@ pub struct CimdConfig {
     /// PEM files of extra certificate authorities to trust for the fetch.
     #[serde(default)]
     pub extra_root_certificates: Vec<PathBuf>,
+    /// Documents not yet cached that one client address may have fetched per window.
+    #[serde(default)]
+    pub fetch_rate_limit: RateLimitConfig,
 }
 
 impl Default for CimdConfig {
@@ -398,6 +409,7 @@ impl Default for CimdConfig {
             min_cache: default_cimd_min_cache(),
             max_cache: default_cimd_max_cache(),
             extra_root_certificates: Vec::new(),
+            fetch_rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -475,6 +487,7 @@ impl Default for OAuthConfig {
             local_users: Vec::new(),
             login_throttle: LoginThrottleConfig::default(),
             introspection_tokens: Vec::new(),
+            access_token_claims: default_access_token_claims(),
         }
     }
 }

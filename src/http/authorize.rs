@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use url::Url;
 
+use super::client_address::ClientAddress;
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
@@ -33,6 +34,7 @@ pub fn consent_cookie_name(state: &AppState, token: &str) -> String {
 
 pub async fn authorize_get(
     State(state): State<AppState>,
+    address: ClientAddress,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -41,6 +43,9 @@ pub async fn authorize_get(
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };
+    if let Err(error) = state.admit_document_fetch(params.get("client_id"), address) {
+        return error_page(&error);
+    }
     let now = state.clock.now();
     let remembered = params.get("client_id").and_then(|client_id| {
         let cookie = cookies::read(&headers, &remember_cookie_name(&state, client_id))?;

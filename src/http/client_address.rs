@@ -55,6 +55,19 @@ impl ClientAddress {
     }
 }
 
+/// Handlers take the address as an argument; a request that bypassed the middleware (in a test)
+/// has none.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress::of(&parts.extensions))
+    }
+}
+
 impl TrustedProxies {
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);

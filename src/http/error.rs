@@ -12,6 +12,9 @@ pub fn status_of(error: &OAuthError) -> StatusCode {
         OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
         OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         OAuthError::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        OAuthError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        OAuthError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -34,6 +37,15 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
         }
         OAuthError::TemporarilyUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        OAuthError::TooManyRequests { retry_after, .. } => {
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                headers.insert(header::RETRY_AFTER, value);
+            }
+        }
+        // The rest of the body may still be on its way: this connection is not reused.
+        OAuthError::RequestTimeout | OAuthError::RequestTooLarge => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
     }
@@ -103,6 +115,25 @@ mod tests {
         let unavailable = oauth_error_response(&OAuthError::TemporarilyUnavailable);
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "5");
+        let limited = oauth_error_response(&OAuthError::TooManyRequests {
+            description: "slow down".into(),
+            retry_after: 42,
+        });
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "42");
+        assert_eq!(
+            body_json(limited).await,
+            json!({"error": "temporarily_unavailable", "error_description": "slow down"})
+        );
+        for (error, status) in [
+            (OAuthError::RequestTimeout, StatusCode::REQUEST_TIMEOUT),
+            (OAuthError::RequestTooLarge, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let response = oauth_error_response(&error);
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::CONNECTION], "close");
+            assert_eq!(body_json(response).await["error"], "invalid_request");
+        }
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::params::read_form;
 use super::token::{client_credentials, no_store};
 use crate::oauth::introspect::{IntrospectorCredentials, authenticate, introspect};
@@ -15,6 +16,7 @@ use crate::oauth::{OAuthError, Params};
 
 pub async fn introspect_post(
     State(state): State<AppState>,
+    address: ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -23,6 +25,9 @@ pub async fn introspect_post(
     let result = async {
         let params = read_form(&headers, body).await?;
         let credentials = caller_credentials(&headers, &params)?;
+        if let IntrospectorCredentials::Client(client) = &credentials {
+            state.admit_document_fetch(Some(&client.client_id), address)?;
+        }
         used_bearer = matches!(credentials, IntrospectorCredentials::Bearer(_));
         let caller = authenticate(&state.bridge, credentials, now).await?;
         introspect(&state.bridge, &caller, &params, now).await

@@ -50,6 +50,36 @@ pub struct AppState {
     pub proxy: Option<Arc<proxy::Proxy>>,
     /// Whose forwarding headers name the client's address.
     pub trusted_proxies: Arc<client_address::TrustedProxies>,
+    /// Metadata documents fetched per client address, when they are on.
+    pub document_fetches: Option<Arc<rate_limit::RateLimiter>>,
+}
+
+impl AppState {
+    /// Counts a fetch of `client_id`'s metadata document against the caller's address, when
+    /// looking the client up would fetch one: anyone can make the bridge fetch a URL, so each
+    /// address gets a few distinct documents a window, not an unbounded stream.
+    pub(crate) fn admit_document_fetch(
+        &self,
+        client_id: Option<&str>,
+        address: client_address::ClientAddress,
+    ) -> Result<(), crate::oauth::OAuthError> {
+        let (Some(limiter), Some(client_id)) = (&self.document_fetches, client_id) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if !self.bridge.clients.needs_document_fetch(client_id, now) {
+            return Ok(());
+        }
+        limiter
+            .check(address.ip.map(rate_limit::bucket_of), now)
+            .map_err(|retry_after| {
+                tracing::info!(address = ?address.ip, "client metadata document fetch rate limited");
+                crate::oauth::OAuthError::TooManyRequests {
+                    description: "too many client metadata documents fetched for this address; try again later".into(),
+                    retry_after,
+                }
+            })
+    }
 }
 
 pub struct Registration {
@@ -241,6 +271,7 @@ mod tests {
             protected_resources: vec![],
             proxy: None,
             trusted_proxies: Default::default(),
+            document_fetches: None,
         })
     }
 
@@ -323,6 +354,7 @@ mod tests {
             protected_resources: vec![],
             proxy: None,
             trusted_proxies: Default::default(),
+            document_fetches: None,
         });
         let register = |from: &str| {
             let mut request = Request::post("/oauth/register")

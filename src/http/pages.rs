@@ -58,19 +58,29 @@ pub fn error_page(error: &OAuthError) -> Response {
     };
     let mut response = (status, Html(body)).into_response();
     harden(&mut response);
+    if let OAuthError::TooManyRequests { retry_after, .. } = error
+        && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
     response
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;\
 color:#1b1b1b;line-height:1.5}h1{font-size:1.4rem}ul{padding-left:1.2rem}code{background:#f3f3f3;padding:.1rem .3rem}\
 .warning{border-left:4px solid #b35900;background:#fff4e5;padding:.6rem .8rem}\
+.destination{font-size:1.15rem}.host{font-size:1.35rem;word-break:break-all}\
 .actions{display:flex;gap:.8rem;margin-top:1.5rem}button{font-size:1rem;padding:.55rem 1.4rem;border-radius:.3rem;\
 border:1px solid #555;background:#fff;cursor:pointer}button.allow{background:#1f5fbf;border-color:#1f5fbf;color:#fff}\
 button:focus-visible{outline:3px solid #7aa7ff;outline-offset:2px}";
 
-/// The consent page: who asks, where the result goes, which scopes; Allow or Deny.
+/// The consent page: who asks, where the result goes, what it learns, which scopes; Allow or Deny.
 pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
     let name = escape(page.client_name.as_deref().unwrap_or(&page.client_id));
+    let learns: String = std::iter::once("your user ID at this service")
+        .chain(page.claims.iter().map(|claim| claim.describe()))
+        .map(|what| format!("<li>{}</li>", escape(what)))
+        .collect();
     let scopes: String = page
         .scope
         .iter()
@@ -91,9 +101,11 @@ pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Allow {name}?</title><style>{STYLE}</style></head><body><main>\
          <h1>Allow <strong>{name}</strong> to access your account?</h1>\
+         <p class=\"destination\">Sends you back to <strong class=\"host\">{host}</strong></p>\
          <p>Client ID: <code>{client_id}</code></p>\
          <p>It wants to use <strong>{resource}</strong> on your behalf.</p>\
-         <p>After you sign in, the result is sent to <strong>{destination}</strong>.</p>{warning}{scopes}\
+         <p>After you sign in, the result is sent to <strong>{destination}</strong>.</p>{warning}\
+         <p>Its access tokens will tell it:</p><ul class=\"claims\">{learns}</ul>{scopes}\
          <p>Allow only if you started this from an application you know.</p>\
          <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"request\" value=\"{token}\">\
@@ -101,6 +113,7 @@ pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
          <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form></main></body></html>",
         client_id = escape(&page.client_id),
         destination = escape(&page.destination),
+        host = escape(&page.destination_host),
         resource = escape(&page.resource),
         action = escape(action),
         token = escape(token),

@@ -6,12 +6,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::params::read_form;
 use super::token::{client_credentials, no_store};
 use crate::oauth::revoke::revoke;
 
 pub async fn revoke_post(
     State(state): State<AppState>,
+    address: ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -19,6 +21,7 @@ pub async fn revoke_post(
     let result = async {
         let params = read_form(&headers, body).await?;
         let credentials = client_credentials(&headers, &params)?;
+        state.admit_document_fetch(Some(&credentials.client_id), address)?;
         let client = state
             .bridge
             .clients

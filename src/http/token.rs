@@ -9,15 +9,22 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::params::read_form;
 use crate::oauth::token::{ClientCredentials, exchange};
 use crate::oauth::{OAuthError, Params};
 use crate::secret::SecretString;
 
-pub async fn token_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn token_post(
+    State(state): State<AppState>,
+    address: ClientAddress,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let params = read_form(&headers, body).await?;
         let credentials = client_credentials(&headers, &params)?;
+        state.admit_document_fetch(Some(&credentials.client_id), address)?;
         exchange(&state.bridge, &credentials, &params, state.clock.now()).await
     }
     .await;

@@ -123,8 +123,12 @@ pub async fn start_authorization(
         .await
         .map_err(|error| match error {
             ClientLookupError::Storage(e) => page(e.into()),
-            ClientLookupError::Metadata(ref reason) => {
-                tracing::info!(client_id = for_log(client_id), %reason, "client metadata document unusable");
+            ClientLookupError::Metadata(error) => {
+                tracing::info!(
+                    client_id = for_log(client_id),
+                    reason = error.detail(),
+                    "client metadata document unusable"
+                );
                 page(OAuthError::InvalidRequest(error.to_string().into()))
             }
         })?;

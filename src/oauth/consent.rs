@@ -5,6 +5,7 @@
 use url::{Host, Url};
 
 use super::authorize::{AuthorizeError, ClientRedirect, UpstreamRedirect, continue_upstream};
+use super::disclosure::{IdentityClaim, released};
 use super::{Bridge, OAuthError};
 use crate::clock::UnixTime;
 use crate::storage::Consent;
@@ -17,9 +18,14 @@ pub struct ConsentPage {
     pub client_name: Option<String>,
     /// Where the result goes, as the user should read it.
     pub destination: String,
+    /// The host (or, for an app's own scheme, the scheme) the user is sent back to: what a
+    /// phishing client cannot hide, so the page shows it large.
+    pub destination_host: String,
     /// Set when the destination is neither https nor this computer.
     pub warning: Option<String>,
     pub scope: Vec<String>,
+    /// What the client's tokens will say about the user, beyond who they are.
+    pub claims: Vec<IdentityClaim>,
     /// The resource (MCP server) the access is for.
     pub resource: String,
 }
@@ -55,6 +61,24 @@ fn describe_destination(redirect_uri: &str) -> (String, Option<String>) {
     }
 }
 
+/// The authority of a redirect URI as a person can check it: `claude.ai`, `127.0.0.1:53682`,
+/// `cursor://anysphere.cursor-mcp`, or `com.example.app:` for a scheme without one.
+fn destination_host(redirect_uri: &str) -> String {
+    let Ok(url) = Url::parse(redirect_uri) else {
+        return redirect_uri.to_owned();
+    };
+    let host = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => String::new(),
+    };
+    match url.scheme() {
+        "https" | "http" => host,
+        scheme if host.is_empty() => format!("{scheme}:"),
+        scheme => format!("{scheme}://{host}"),
+    }
+}
+
 /// The page for a consent request, without using it up.
 pub async fn consent_page(
     bridge: &Bridge,
@@ -79,7 +103,9 @@ pub async fn consent_page(
         client_id: client.id.clone(),
         client_name: client.name.clone(),
         destination,
+        destination_host: destination_host(&request.redirect_uri),
         warning,
+        claims: released(&request.scope, &bridge.settings.access_token_claims),
         scope: request.scope,
         resource: request.audience,
     })
@@ -126,6 +152,23 @@ mod tests {
         let (text, warning) = describe_destination("cursor://anysphere.cursor-mcp/oauth/callback");
         assert_eq!(text, "cursor:");
         assert!(warning.unwrap().contains("not a secure web address"));
+    }
+
+    #[test]
+    fn the_destination_host_is_what_a_person_can_check() {
+        for (uri, host) in [
+            ("https://claude.ai/api/mcp/auth_callback", "claude.ai"),
+            ("https://app.example.com:8443/cb", "app.example.com:8443"),
+            ("http://127.0.0.1:53682/callback", "127.0.0.1:53682"),
+            ("http://[::1]:4000/cb", "[::1]:4000"),
+            (
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                "cursor://anysphere.cursor-mcp",
+            ),
+            ("com.example.app:/oauth2redirect", "com.example.app:"),
+        ] {
+            assert_eq!(destination_host(uri), host, "{uri}");
+        }
     }
 }
 

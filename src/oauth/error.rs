@@ -46,6 +46,19 @@ pub enum OAuthError {
     /// RFC 6749 §4.1.2.1: storage or the upstream provider is unreachable for now.
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable,
+    /// A limit on how often or how much this caller may ask (RFC 6585 §4: `429`), answered as
+    /// `temporarily_unavailable` with `Retry-After`.
+    #[error("temporarily_unavailable: {description}")]
+    TooManyRequests {
+        description: Description,
+        retry_after: u64,
+    },
+    /// The request body did not arrive in time (RFC 9110 §15.5.9: `408`).
+    #[error("invalid_request: request body timeout")]
+    RequestTimeout,
+    /// The request announced or sent a larger body than is accepted (RFC 9110 §15.5.14: `413`).
+    #[error("invalid_request: request body too large")]
+    RequestTooLarge,
 }
 
 impl OAuthError {
@@ -63,7 +76,10 @@ impl OAuthError {
             OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             OAuthError::ServerError => "server_error",
-            OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthError::TemporarilyUnavailable | OAuthError::TooManyRequests { .. } => {
+                "temporarily_unavailable"
+            }
+            OAuthError::RequestTimeout | OAuthError::RequestTooLarge => "invalid_request",
         }
     }
 
@@ -79,11 +95,14 @@ impl OAuthError {
             | OAuthError::AccessDenied(d)
             | OAuthError::InvalidTarget(d)
             | OAuthError::InvalidRedirectUri(d)
-            | OAuthError::InvalidClientMetadata(d) => d,
+            | OAuthError::InvalidClientMetadata(d)
+            | OAuthError::TooManyRequests { description: d, .. } => d,
             OAuthError::ServerError => "the server could not complete the request",
             OAuthError::TemporarilyUnavailable => {
                 "the service is temporarily unavailable; try again shortly"
             }
+            OAuthError::RequestTimeout => "the request body did not arrive in time",
+            OAuthError::RequestTooLarge => "the request body is too large",
         }
     }
 

@@ -1,10 +1,11 @@
-//! Slows, then refuses, password guessing at the local login form. Attempts are counted per
-//! username and per source address in a fixed window that starts at the first one: every
-//! failure makes the next answer wait longer, and at the limit the form refuses to check any
-//! password until the window ends. An attempt is counted as a failure when it begins, under the
-//! same lock as the check, so parallel requests cannot all slip in under the limit; a success
-//! then takes its own count back, and clears the username's (not the address's: one right
-//! password must not buy an address more guesses at other accounts).
+//! Slows, then refuses, password guessing at the local login form (OWASP's authentication
+//! guidance). A username guessed from one address is refused there after a few failures (hard,
+//! per username and address); an address guessing many usernames is refused (hard, per address);
+//! a username's failures from everywhere only slow its answers (soft, per username), so nobody
+//! can lock a user out from elsewhere, and the slowdown is bounded. Attempts are counted when
+//! they begin, under the same lock as the check, so parallel requests cannot all slip in under
+//! the limit; a success takes its own count back and clears the username's (not the address's:
+//! one right password must not buy an address more guesses at other accounts).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,7 +25,8 @@ const MAX_SLOWDOWN_STEPS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleSettings {
-    /// Failures per username within `window` before the form refuses that username.
+    /// Failures for one username from one source address within `window` before that address
+    /// may not try that username again.
     pub max_failures_per_user: u32,
     /// Failures per source address (IPv6 by /64) within `window` before it is refused.
     pub max_failures_per_address: u32,
@@ -52,15 +54,21 @@ pub enum Verdict {
     Refused { retry_after: u64 },
 }
 
+/// SHA-256 of the lowercased username: a fixed size whatever is typed.
+type UserDigest = [u8; 32];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    /// SHA-256 of the lowercased username: a fixed size whatever is typed.
-    User([u8; 32]),
+    /// One username from one address: refused at the limit.
+    UserAtAddress(UserDigest, Option<IpAddr>),
+    /// One address, whatever the usernames: refused at the limit.
     Address(IpAddr),
+    /// One username, from everywhere: only ever slowed.
+    User(UserDigest),
 }
 
-fn user_key(username: &str) -> Key {
-    Key::User(Sha256::digest(username.to_lowercase().as_bytes()).into())
+fn user_digest(username: &str) -> UserDigest {
+    Sha256::digest(username.to_lowercase().as_bytes()).into()
 }
 
 pub struct LoginThrottle {
@@ -78,20 +86,23 @@ impl LoginThrottle {
     }
 
     fn keys(username: &str, address: Option<IpAddr>) -> Vec<Key> {
-        let mut keys = vec![user_key(username)];
+        let user = user_digest(username);
+        let mut keys = vec![Key::UserAtAddress(user, address), Key::User(user)];
         keys.extend(address.map(Key::Address));
         keys
     }
 
-    fn limit(&self, key: &Key) -> u32 {
+    /// The failures at which a key refuses; `None` for a key that only slows.
+    fn limit(&self, key: &Key) -> Option<u32> {
         match key {
-            Key::User(_) => self.settings.max_failures_per_user,
-            Key::Address(_) => self.settings.max_failures_per_address,
+            Key::UserAtAddress(..) => Some(self.settings.max_failures_per_user),
+            Key::Address(_) => Some(self.settings.max_failures_per_address),
+            Key::User(_) => None,
         }
     }
 
     /// Begins an attempt for `username` from `address` (the caller's bucket of the source
-    /// address, IPv6 by /64), before any password is checked: refused at the limit, otherwise
+    /// address, IPv6 by /64), before any password is checked: refused at a limit, otherwise
     /// counted as a failure until `record_success` says otherwise.
     pub fn begin_attempt(&self, username: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
         let Ok(mut failures) = self.failures.lock() else {
@@ -108,7 +119,7 @@ impl LoginThrottle {
             if now >= ends {
                 continue;
             }
-            if count >= self.limit(key) {
+            if self.limit(key).is_some_and(|limit| count >= limit) {
                 let retry_after = u64::try_from(ends.seconds() - now.seconds()).unwrap_or(1);
                 return Verdict::Refused {
                     retry_after: retry_after.max(1),
@@ -141,13 +152,15 @@ impl LoginThrottle {
         }
     }
 
-    /// The attempt begun for `username` from `address` was right: the username starts afresh,
-    /// and the address's count loses this attempt.
+    /// The attempt begun for `username` from `address` was right: the username starts afresh
+    /// everywhere, and the address's count loses this attempt.
     pub fn record_success(&self, username: &str, address: Option<IpAddr>) {
         let Ok(mut failures) = self.failures.lock() else {
             return;
         };
-        failures.remove(&user_key(username));
+        let user = user_digest(username);
+        failures.remove(&Key::User(user));
+        failures.remove(&Key::UserAtAddress(user, address));
         if let Some(entry) = address.and_then(|ip| failures.get_mut(&Key::Address(ip))) {
             entry.1 = entry.1.saturating_sub(1);
         }
@@ -177,15 +190,15 @@ mod tests {
     }
 
     #[test]
-    fn failures_slow_each_answer_then_refuse_the_username_until_the_window_ends() {
+    fn failures_slow_each_answer_then_refuse_the_username_at_that_address_until_the_window_ends() {
         let throttle = throttle();
         let start = UnixTime(1_000);
         assert_eq!(throttle.begin_attempt("ada", HOME, start), allowed(0));
         assert_eq!(throttle.begin_attempt("Ada", HOME, start), allowed(100));
         assert_eq!(
-            throttle.begin_attempt("ADA", ELSEWHERE, start),
+            throttle.begin_attempt("ADA", HOME, start),
             allowed(200),
-            "the username counts whatever its case and wherever the guess comes from"
+            "the username counts whatever its case"
         );
         assert_eq!(
             throttle.begin_attempt("ada", HOME, UnixTime(1_100)),
@@ -193,14 +206,46 @@ mod tests {
         );
         assert_eq!(
             throttle.begin_attempt("grace", ELSEWHERE, UnixTime(1_100)),
-            allowed(100),
-            "another user from a guessing address is slowed, not refused"
+            allowed(0),
+            "another user elsewhere is untouched"
         );
         assert_eq!(
             throttle.begin_attempt("ada", HOME, UnixTime(1_600)),
             allowed(0),
             "the window has ended"
         );
+    }
+
+    #[test]
+    fn guesses_from_one_address_only_slow_the_user_elsewhere_and_boundedly() {
+        let throttle = throttle();
+        let now = UnixTime(1_000);
+        for _ in 0..3 {
+            throttle.begin_attempt("ada", HOME, now);
+        }
+        assert!(matches!(
+            throttle.begin_attempt("ada", HOME, now),
+            Verdict::Refused { .. }
+        ));
+        assert_eq!(
+            throttle.begin_attempt("ada", ELSEWHERE, now),
+            allowed(300),
+            "slowed by the username's failures, never refused"
+        );
+    }
+
+    #[test]
+    fn guessing_one_username_from_many_addresses_never_refuses_and_the_delay_is_capped() {
+        let throttle = throttle();
+        let now = UnixTime(1_000);
+        for n in 0..200u32 {
+            let address = Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n)));
+            let verdict = throttle.begin_attempt("ada", address, now);
+            assert!(
+                matches!(verdict, Verdict::Allowed { delay } if delay <= Duration::from_millis(500)),
+                "{n}: {verdict:?}"
+            );
+        }
     }
 
     #[test]
@@ -248,8 +293,18 @@ mod tests {
         for _ in 0..2 {
             throttle.begin_attempt("ada", HOME, now);
         }
-        throttle.begin_attempt("ada", HOME, now);
-        throttle.record_success("ADA", HOME);
+        throttle.begin_attempt("ada", ELSEWHERE, now);
+        throttle.record_success("ADA", ELSEWHERE);
+        assert_eq!(
+            throttle.begin_attempt("ada", HOME, now),
+            allowed(200),
+            "the failures at HOME stay"
+        );
+        let throttle = self::throttle();
+        for _ in 0..3 {
+            throttle.begin_attempt("ada", HOME, now);
+        }
+        throttle.record_success("ada", HOME);
         assert_eq!(throttle.begin_attempt("ada", ELSEWHERE, now), allowed(0));
         assert_eq!(
             throttle.begin_attempt("grace", HOME, now),

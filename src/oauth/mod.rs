@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod bearer;
 pub mod callback;
 pub mod consent;
+pub mod disclosure;
 pub mod error;
 pub mod introspect;
 pub mod login;
@@ -18,6 +19,7 @@ pub mod register;
 pub mod resource;
 pub mod revoke;
 pub mod scope;
+pub mod text;
 pub mod token;
 pub mod userinfo;
 
@@ -150,6 +152,8 @@ pub struct Settings {
     pub introspection_tokens: Vec<crate::tokens::TokenHash>,
     pub claims: ClaimsConfig,
     pub access_policy: AccessPolicy,
+    /// Identity claims every access token carries whatever its scope.
+    pub access_token_claims: Vec<disclosure::IdentityClaim>,
 }
 
 impl Settings {

@@ -23,6 +23,17 @@ pub fn validate_registered(uri: &str) -> Result<(), String> {
 /// As `validate_registered`; `http_explicitly_allowed` lets a non-loopback http URI through when an
 /// operator's pattern names it (SPEC §3). Fragments, credentials and script schemes never pass.
 pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<(), String> {
+    // The URL parser drops tabs and newlines silently, so they are refused before it sees them:
+    // what is registered must be exactly what is compared and redirected to.
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || super::text::is_invisible(c))
+    {
+        return Err(format!(
+            "{:?} contains white space or control characters",
+            super::for_log(uri)
+        ));
+    }
     let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not an absolute URI ({e})"))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(format!("{uri:?} must not contain a fragment"));
@@ -44,7 +55,11 @@ pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<
 
 /// Whether `requested` (from an authorization request) matches the registered URI.
 pub fn matches(registered: &str, requested: &str) -> bool {
-    if requested.contains('#') {
+    if requested.contains('#')
+        || requested
+            .chars()
+            .any(|c| c.is_whitespace() || super::text::is_invisible(c))
+    {
         return false;
     }
     if registered == requested {
@@ -133,5 +148,25 @@ mod tests {
         assert!(validate_registered("javascript:alert(1)").is_err());
         assert!(validate_registered("/relative").is_err());
         assert!(validate_registered("https://user:pw@app.example.com/cb").is_err());
+    }
+
+    #[test]
+    fn control_and_white_space_characters_are_refused_anywhere() {
+        for uri in [
+            "http://127.0.0.1:9/cb\n",
+            "http://127.0.0.1:9/c\tb",
+            "http://127.0.0.1:9/cb\r\nLocation: https://evil.example.com",
+            "https://app.example.com/cb\u{0}",
+            "https://app.example.com/c b",
+            "https://app.example.com/\u{202E}bc",
+            "\thttps://app.example.com/cb",
+        ] {
+            assert!(validate_registered(uri).is_err(), "{uri:?}");
+        }
+        // The parser would read the tab away; the comparison must not.
+        assert!(!matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:5000/call\tback"
+        ));
     }
 }

@@ -173,10 +173,12 @@ pub fn validate_registration(
         })?;
     }
     if let Some(name) = &request.client_name
-        && (name.chars().count() > MAX_CLIENT_NAME || name.chars().any(char::is_control))
+        && (name.chars().count() > MAX_CLIENT_NAME
+            || name.trim().is_empty()
+            || name.chars().any(super::text::is_invisible))
     {
         return Err(metadata_error(format!(
-            "client_name must be at most {MAX_CLIENT_NAME} printable characters"
+            "client_name must be at most {MAX_CLIENT_NAME} visible characters, without control, bidirectional or zero-width characters"
         )));
     }
     Ok(RegistrationRequest {
@@ -449,6 +451,23 @@ mod tests {
             },
             RegistrationRequest {
                 client_name: Some("x\u{7}".into()),
+                ..request(&["https://app.example.com/cb"])
+            },
+            RegistrationRequest {
+                // Shown as "Claude" followed by reversed text: a name made to look like another.
+                client_name: Some("Claude \u{202E}tneilc lanoicifo".into()),
+                ..request(&["https://app.example.com/cb"])
+            },
+            RegistrationRequest {
+                client_name: Some("Cla\u{200B}ude".into()),
+                ..request(&["https://app.example.com/cb"])
+            },
+            RegistrationRequest {
+                client_name: Some("\u{2066}Cursor\u{2069}".into()),
+                ..request(&["https://app.example.com/cb"])
+            },
+            RegistrationRequest {
+                client_name: Some("   ".into()),
                 ..request(&["https://app.example.com/cb"])
             },
         ];

@@ -53,6 +53,7 @@ pub fn settings() -> Settings {
         introspection_tokens: vec![],
         claims: ClaimsConfig::default(),
         access_policy: AccessPolicy::default(),
+        access_token_claims: vec![crate::oauth::disclosure::IdentityClaim::Groups],
     }
 }
 

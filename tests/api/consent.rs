@@ -137,3 +137,65 @@ async fn a_trusted_client_skips_consent() {
     let next = location(&app.get_authorize(&params).await);
     assert!(next.starts_with(&app.provider.issuer), "{next}");
 }
+
+/// Signs the public client in with `scope`: the consent page's HTML and the access token's claims.
+async fn consent_and_token_claims(app: &TestApp, scope: &str) -> (String, serde_json::Value) {
+    let pkce = Pkce::new();
+    let mut params = app.authorize_params(&pkce);
+    params.retain(|(k, _)| *k != "scope");
+    params.push(("scope", scope.to_owned()));
+    let page = location(&app.get_authorize(&params).await);
+    let (html, token) = app.consent_page(&page).await;
+    let to_upstream = location(&app.post_consent(&token, "allow").await);
+    let to_callback = location(&app.browser.get(&to_upstream).send().await.unwrap());
+    let back = location(&app.browser.get(&to_callback).send().await.unwrap());
+    let code = query_of(&back)["code"].clone();
+    let response = app.redeem_code(&code, &pkce).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: serde_json::Value = response.json().await.unwrap();
+    (html, jwt_payload(tokens["access_token"].as_str().unwrap()))
+}
+
+#[tokio::test]
+async fn access_tokens_carry_only_the_identity_the_consent_page_listed() {
+    let app = spawn_app().await;
+    let (html, claims) = consent_and_token_claims(&app, "offline_access").await;
+    assert!(claims.get("email").is_none(), "{claims}");
+    assert!(claims.get("name").is_none(), "{claims}");
+    assert!(!html.contains("your email address"), "{html}");
+    assert!(!html.contains("your name"), "{html}");
+    // Groups are released to every token by default (oauth.access_token_claims), and said so.
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["mcp-users", "analysts"])
+    );
+    assert!(html.contains("the groups you belong to"), "{html}");
+    assert!(html.contains("your user ID"), "{html}");
+
+    let (html, claims) = consent_and_token_claims(&app, "openid email profile").await;
+    assert_eq!(claims["email"], "ada@corp.example");
+    assert_eq!(claims["name"], "Ada Lovelace");
+    assert!(
+        html.contains("your email address") && html.contains("your name"),
+        "{html}"
+    );
+
+    let strict = spawn_app_with(Options {
+        extra_oauth: "  access_token_claims: []".into(),
+        ..Options::default()
+    })
+    .await;
+    let (html, claims) = consent_and_token_claims(&strict, "offline_access").await;
+    assert!(claims.get("groups").is_none(), "{claims}");
+    assert!(!html.contains("the groups you belong to"), "{html}");
+}
+
+#[tokio::test]
+async fn the_consent_page_shows_where_the_user_is_sent_back_to() {
+    let app = spawn_app().await;
+    let (html, _) = app.consent_page(&consent_url(&app).await).await;
+    assert!(
+        html.contains("<strong class=\"host\">127.0.0.1:33418</strong>"),
+        "{html}"
+    );
+}

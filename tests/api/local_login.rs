@@ -128,7 +128,8 @@ async fn a_local_user_signs_in_through_consent_and_the_form_and_gets_tokens_that
     let claims = jwt_payload(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["sub"], "demo");
     assert_eq!(claims["email"], "demo@example.com");
-    assert_eq!(claims["name"], "Demo User");
+    // Granted `openid email` only: the name would need `profile`.
+    assert!(claims.get("name").is_none(), "{claims}");
     assert_eq!(claims["groups"], serde_json::json!(["mcp-users"]));
     assert_eq!(claims["aud"], RESOURCE);
 
@@ -394,4 +395,54 @@ async fn the_repositorys_local_configuration_lets_the_readme_demo_user_in() {
         .await
         .expect("the README's password is the demo user's");
     assert_eq!(identity.subject, "demo");
+}
+
+async fn submit_from(
+    app: &TestApp,
+    form: &LoginForm,
+    address: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.browser
+        .post(app.url("/oauth/login"))
+        .header("x-forwarded-for", address)
+        .form(&[
+            ("state", form.state.as_str()),
+            ("csrf", form.csrf.as_str()),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn nobody_can_lock_a_user_out_from_another_address() {
+    let app = spawn_app_with(Options {
+        local_users: Some(local_users()),
+        server: "  trusted_proxies: [\"127.0.0.1/32\"]".into(),
+        ..Options::default()
+    })
+    .await;
+    let form = open_login_form(&app, &Pkce::new()).await;
+    // The attacker guesses from one address, in every case and spacing, until refused.
+    for guess in ["demo", "DEMO", " Demo "] {
+        let response = submit_from(&app, &form, "203.0.113.66", guess, "guess").await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = submit_from(&app, &form, "203.0.113.66", "demo", DEMO_PASSWORD).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // The user, from an address with no failures, still signs in: slowed, within bounds.
+    let started = Instant::now();
+    let signed_in = submit_from(&app, &form, "198.51.100.20", "demo", DEMO_PASSWORD).await;
+    let back = location(&signed_in);
+    assert!(query_of(&back).contains_key("code"), "{back}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the slowdown is bounded: {:?}",
+        started.elapsed()
+    );
 }

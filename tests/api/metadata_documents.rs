@@ -56,6 +56,44 @@ async fn refusal(app: &TestApp, client_id: &str) -> String {
     response.text().await.unwrap()
 }
 
+const UNIFORM: &str = "the client&#39;s metadata document could not be fetched";
+
+/// A document that could not be fetched: the browser learns only that, whatever the reason,
+/// so the bridge tells nobody what its network looks like. The reason, as the log has it.
+async fn fetch_refusal(app: &TestApp, client_id: &str, allowed_hosts: &[&str]) -> String {
+    let page = refusal(app, client_id).await;
+    assert!(page.contains(UNIFORM), "{page}");
+    let reason = reason(client_id, allowed_hosts).await;
+    assert!(!page.contains(&reason), "the page told {reason:?}");
+    reason
+}
+
+/// Why the bridge's document fetcher, configured as the test app's, refuses `client_id`.
+async fn reason(client_id: &str, allowed_hosts: &[&str]) -> String {
+    use mcp_oauth_bridge::cimd::{CimdSettings, DocumentError, MetadataDocuments};
+    use std::time::Duration;
+    let pem = std::fs::read(CA_FILE).unwrap();
+    let documents = MetadataDocuments::new(CimdSettings {
+        allowed_hosts: allowed_hosts.iter().map(|h| (*h).to_owned()).collect(),
+        timeout: Duration::from_secs(5),
+        max_bytes: 16 * 1024,
+        min_cache: Duration::from_secs(300),
+        max_cache: Duration::from_secs(86400),
+        root_certificates: vec![reqwest::Certificate::from_pem(&pem).unwrap()],
+        redirects: mcp_oauth_bridge::oauth::redirect_policy::RedirectPolicy::compile(
+            &[],
+            &["loopback".to_owned()],
+        )
+        .unwrap(),
+        scopes_supported: vec!["openid".into(), "email".into()],
+    });
+    let now = mcp_oauth_bridge::clock::UnixTime(1_800_000_000);
+    match documents.client(client_id, now).await {
+        Err(DocumentError::Unreachable { reason }) => reason,
+        other => panic!("expected a fetch failure, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_client_named_by_its_metadata_document_signs_in_after_consent() {
     let (app, documents) = app_with_documents().await;
@@ -87,7 +125,7 @@ async fn a_client_named_by_its_metadata_document_signs_in_after_consent() {
 }
 
 #[tokio::test]
-async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused() {
+async fn a_document_that_lies_or_breaks_policy_is_refused_with_its_reason() {
     let (app, documents) = app_with_documents().await;
     let liar = documents.url("/clients/liar.json");
     documents.serve_document(
@@ -101,6 +139,16 @@ async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused
             .contains("client_id differs from its URL")
     );
 
+    let evil = documents.url("/clients/evil.json");
+    let mut outside = document(&evil);
+    outside["redirect_uris"] = json!(["https://evil.example.com/callback"]);
+    documents.serve_document("/clients/evil.json", outside, "max-age=60");
+    assert!(refusal(&app, &evil).await.contains("redirect URI policy"));
+}
+
+#[tokio::test]
+async fn a_document_that_cannot_be_fetched_is_refused_with_one_message_whatever_the_reason() {
+    let (app, documents) = app_with_documents().await;
     let moved = documents.url("/clients/moved.json");
     documents.serve(
         "/clients/moved.json",
@@ -115,7 +163,7 @@ async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused
         },
     );
     assert!(
-        refusal(&app, &moved)
+        fetch_refusal(&app, &moved, &["localhost"])
             .await
             .contains("redirects are not followed")
     );
@@ -124,7 +172,11 @@ async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused
     let mut big = document(&huge);
     big["padding"] = json!("x".repeat(32 * 1024));
     documents.serve_document("/clients/huge.json", big.clone(), "max-age=60");
-    assert!(refusal(&app, &huge).await.contains("larger than"));
+    assert!(
+        fetch_refusal(&app, &huge, &["localhost"])
+            .await
+            .contains("larger than")
+    );
     let streamed = documents.url("/clients/streamed.json");
     big["client_id"] = json!(streamed);
     documents.serve(
@@ -136,18 +188,19 @@ async fn a_document_that_lies_redirects_is_too_large_or_breaks_policy_is_refused
             streamed: true,
         },
     );
-    assert!(refusal(&app, &streamed).await.contains("larger than"));
-
-    let evil = documents.url("/clients/evil.json");
-    let mut outside = document(&evil);
-    outside["redirect_uris"] = json!(["https://evil.example.com/callback"]);
-    documents.serve_document("/clients/evil.json", outside, "max-age=60");
-    assert!(refusal(&app, &evil).await.contains("redirect URI policy"));
-
     assert!(
-        refusal(&app, &documents.url("/clients/missing.json"))
+        fetch_refusal(&app, &streamed, &["localhost"])
             .await
-            .contains("404")
+            .contains("larger than")
+    );
+    assert!(
+        fetch_refusal(
+            &app,
+            &documents.url("/clients/missing.json"),
+            &["localhost"]
+        )
+        .await
+        .contains("404")
     );
 }
 
@@ -163,7 +216,7 @@ async fn a_document_on_a_private_or_loopback_address_is_refused_without_an_allow
     documents.serve_document("/clients/good.json", document(&client_id), "max-age=600");
     // Another port than 443 is refused before any lookup: the bridge is no port scanner.
     assert!(
-        refusal(&app, &client_id)
+        fetch_refusal(&app, &client_id, &[])
             .await
             .contains("default https port")
     );
@@ -174,14 +227,14 @@ async fn a_document_on_a_private_or_loopback_address_is_refused_without_an_allow
         "https://[::ffff:127.0.0.1]/client.json",
     ] {
         assert!(
-            refusal(&app, private)
+            fetch_refusal(&app, private, &[])
                 .await
                 .contains("private, loopback or link-local"),
             "{private}"
         );
     }
     // A trailing dot is refused too: as loopback, or as a name the resolver will not answer.
-    refusal(&app, "https://localhost./client.json").await;
+    fetch_refusal(&app, "https://localhost./client.json", &[]).await;
     assert_eq!(documents.hits(), 0, "nothing was fetched");
 }
 
@@ -201,4 +254,56 @@ async fn an_unusable_document_client_is_invalid_client_at_the_token_endpoint() {
         "Basic realm=\"mcp-oauth-bridge\""
     );
     oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn each_address_may_have_only_a_few_documents_fetched_per_window() {
+    let documents = DocumentServer::start().await;
+    let app = spawn_app_with(Options {
+        extra_oauth: format!(
+            "{}\n    fetch_rate_limit: {{ requests: 2, window: 1m }}",
+            cimd_config("localhost")
+        ),
+        ..Options::default()
+    })
+    .await;
+    let first = documents.url("/clients/one.json");
+    documents.serve_document("/clients/one.json", document(&first), "max-age=600");
+    let pkce = Pkce::new();
+    for path in ["/clients/one.json", "/clients/two.json"] {
+        let response = app
+            .get_authorize(&params(&documents.url(path), &pkce))
+            .await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+    let third = app
+        .get_authorize(&params(&documents.url("/clients/three.json"), &pkce))
+        .await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        third.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // The token endpoint counts the same fetches.
+    let at_token = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &documents.url("/clients/four.json")),
+            ("refresh_token", "x"),
+        ])
+        .await;
+    oauth_error(
+        at_token,
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+    )
+    .await;
+    // A document already cached costs no fetch, so it is not counted.
+    let cached = app.get_authorize(&params(&first, &pkce)).await;
+    assert!(location(&cached).starts_with(&app.url("/oauth/consent")));
+    assert_eq!(documents.hits(), 2, "nothing was fetched beyond the limit");
 }

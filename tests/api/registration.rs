@@ -318,3 +318,39 @@ async fn registration_stops_at_the_configured_number_of_clients() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn names_that_hide_characters_and_redirect_uris_with_control_characters_are_refused() {
+    let app = spawn_app_with(Options {
+        extra_oauth: DCR.replace("requests: 5", "requests: 50"),
+        ..Options::default()
+    })
+    .await;
+    for name in [
+        "Claude\u{202E}edualc",
+        "Cur\u{200B}sor",
+        "\u{2067}VS Code\u{2069}",
+        "Inspector\u{FEFF}",
+    ] {
+        let response = register(
+            &app,
+            json!({"client_name": name, "redirect_uris": ["http://127.0.0.1:9000/cb"],
+                   "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+        oauth_error(response, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
+    }
+    for uri in [
+        "http://127.0.0.1:9000/cb\n",
+        "http://127.0.0.1:9000/c\tb",
+        "http://127.0.0.1:9000/cb\r\nSet-Cookie: x=1",
+        "http://127.0.0.1:9000/cb\u{0}",
+    ] {
+        let response = register(
+            &app,
+            json!({"redirect_uris": [uri], "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+        oauth_error(response, StatusCode::BAD_REQUEST, "invalid_redirect_uri").await;
+    }
+}

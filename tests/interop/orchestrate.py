@@ -140,6 +140,8 @@ oauth:
   access_token_ttl: {ACCESS_TOKEN_TTL_SECONDS}s
   resources: ["http://127.0.0.1:{mcp_port}/mcp"]
   scopes_supported: [openid, profile, email, offline_access, "{SCOPE}"]
+  # The MCP server shows who calls it: every token carries these, and the consent page says so.
+  access_token_claims: [email, name, groups]
   dcr:
     enabled: true
     allowed_redirect_profiles: [loopback]

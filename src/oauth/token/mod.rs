@@ -8,6 +8,7 @@ mod revalidation;
 
 use serde::Serialize;
 
+use super::disclosure::{self, IdentityClaim};
 use super::{Bridge, GrantType, OAuthError, Params, for_log, scope};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
@@ -89,6 +90,8 @@ fn issue_access_token(
 ) -> Result<(String, IssuedAccessToken), OAuthError> {
     let ttl = bridge.settings.access_token_ttl;
     let expires_at = now.plus(ttl);
+    let released = disclosure::released(grant.scope, &bridge.settings.access_token_claims);
+    let carries = |claim: IdentityClaim| released.contains(&claim);
     let claims = AccessTokenClaims {
         iss: bridge.settings.issuer.clone(),
         sub: grant.identity.subject.clone(),
@@ -99,9 +102,21 @@ fn issue_access_token(
         iat: now.seconds(),
         nbf: now.seconds(),
         jti,
-        email: grant.identity.email.clone(),
-        name: grant.identity.name.clone(),
-        groups: grant.identity.groups.clone(),
+        email: grant
+            .identity
+            .email
+            .clone()
+            .filter(|_| carries(IdentityClaim::Email)),
+        name: grant
+            .identity
+            .name
+            .clone()
+            .filter(|_| carries(IdentityClaim::Name)),
+        groups: if carries(IdentityClaim::Groups) {
+            grant.identity.groups.clone()
+        } else {
+            Vec::new()
+        },
     };
     let token = sign_access_token(&bridge.keys.current(), &claims).map_err(|error| {
         tracing::error!(%error, "cannot sign an access token");
