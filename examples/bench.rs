@@ -179,6 +179,7 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
         storage,
         sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
         revalidation: None,
+        pending: mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(1_000_000),
         keys: Arc::new(KeyRing::new(KeySet::new(SigningKey::generate_es256()?))),
     })
 }

@@ -19,6 +19,7 @@ use crate::http::{AppState, Registration, router};
 use crate::local_users::LocalUsers;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::{LoginThrottle, ThrottleSettings};
+use crate::oauth::pending_cap::PendingCap;
 use crate::oauth::protected_resource::{ProtectedResource, metadata_path};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
@@ -251,6 +252,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         sign_in,
         keys,
         revalidation,
+        pending: PendingCap::new(config.oauth.max_pending_authorizations),
     });
     let state = AppState {
         bridge: Arc::clone(&bridge),
@@ -265,6 +267,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             networks: config.server.trusted_proxies.clone(),
             header: config.server.client_address_header,
         }),
+        authorizations: Arc::new(RateLimiter::new(
+            config.oauth.authorize_rate_limit.requests,
+            config.oauth.authorize_rate_limit.window.0,
+        )),
         document_fetches: cimd.enabled.then(|| {
             Arc::new(RateLimiter::new(
                 cimd.fetch_rate_limit.requests,

@@ -311,6 +311,24 @@ pub struct OAuthConfig {
     /// when their scope (`email`, `profile`, `groups`) was granted.
     #[serde(default = "default_access_token_claims")]
     pub access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
+    /// Authorizations started per client address and window (`/oauth/authorize` requests).
+    #[serde(default = "default_authorize_rate_limit")]
+    pub authorize_rate_limit: RateLimitConfig,
+    /// Authorizations in flight at most (consent pages shown and sign-ins under way, ten
+    /// minutes each at most); beyond, new ones get `503`.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_authorizations: usize,
+}
+
+fn default_authorize_rate_limit() -> RateLimitConfig {
+    RateLimitConfig {
+        requests: 60,
+        window: ConfigDuration(Duration::from_secs(60)),
+    }
+}
+
+fn default_max_pending() -> usize {
+    20_000
 }
 
 fn default_access_token_claims() -> Vec<crate::oauth::disclosure::IdentityClaim> {
@@ -488,6 +506,8 @@ impl Default for OAuthConfig {
             login_throttle: LoginThrottleConfig::default(),
             introspection_tokens: Vec::new(),
             access_token_claims: default_access_token_claims(),
+            authorize_rate_limit: default_authorize_rate_limit(),
+            max_pending_authorizations: default_max_pending(),
         }
     }
 }
@@ -894,6 +914,15 @@ impl Config {
     }
 }
 
+impl RateLimitConfig {
+    fn validate(&self, field: &str, problems: &mut Vec<String>) {
+        problems.extend(whole_seconds(&format!("{field}.window"), &self.window, 1));
+        if self.requests == 0 {
+            problems.push(format!("{field}.requests: must be above zero"));
+        }
+    }
+}
+
 impl ServerConfig {
     fn validate_connections(&self, problems: &mut Vec<String>) {
         for (field, value) in [
@@ -1084,16 +1113,19 @@ impl OAuthConfig {
                 Ok(_) => {}
                 Err(problem) => problems.push(format!("oauth.dcr.{problem}")),
             }
-            problems.extend(whole_seconds(
-                "oauth.dcr.rate_limit.window",
-                &self.dcr.rate_limit.window,
-                1,
-            ));
-            if self.dcr.rate_limit.requests == 0 || self.dcr.rate_limit.window.0.is_zero() {
-                problems.push(
-                    "oauth.dcr.rate_limit: requests and window must be above zero".to_owned(),
-                );
-            }
+            self.dcr
+                .rate_limit
+                .validate("oauth.dcr.rate_limit", problems);
+        }
+        if self.cimd.enabled {
+            self.cimd
+                .fetch_rate_limit
+                .validate("oauth.cimd.fetch_rate_limit", problems);
+        }
+        self.authorize_rate_limit
+            .validate("oauth.authorize_rate_limit", problems);
+        if self.max_pending_authorizations == 0 {
+            problems.push("oauth.max_pending_authorizations: must be at least 1".to_owned());
         }
         match (&self.upstream, self.local_users.is_empty()) {
             (None, true) => problems.push(

@@ -8,11 +8,12 @@ use url::Url;
 use super::client_address::ClientAddress;
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
+use super::rate_limit::bucket_of;
 use super::{AppState, cookies};
 use crate::oauth::authorize::{
     AuthorizationStep, AuthorizeError, UpstreamRedirect, binding_cookie_name, start_authorization,
 };
-use crate::oauth::{PENDING_AUTHORIZATION_TTL, endpoints};
+use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
 
 pub const CONSENT_PURPOSE: &str = "consent";
 pub const REMEMBER_PURPOSE: &str = "remember";
@@ -38,6 +39,14 @@ pub async fn authorize_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let now = state.clock.now();
+    if let Err(retry_after) = state.authorizations.check(address.ip.map(bucket_of), now) {
+        tracing::info!(address = ?address.ip, "authorization rate limited");
+        return error_page(&OAuthError::TooManyRequests {
+            description: "too many sign-ins were started from your address; wait a moment and start again from the application".into(),
+            retry_after,
+        });
+    }
     // Repeated parameters are refused before the client is known, so this is a page.
     let params = match parse_query(query.as_deref()) {
         Ok(params) => params,
@@ -46,7 +55,6 @@ pub async fn authorize_get(
     if let Err(error) = state.admit_document_fetch(params.get("client_id"), address) {
         return error_page(&error);
     }
-    let now = state.clock.now();
     let remembered = params.get("client_id").and_then(|client_id| {
         let cookie = cookies::read(&headers, &remember_cookie_name(&state, client_id))?;
         state
@@ -58,7 +66,7 @@ pub async fn authorize_get(
         Ok(AuthorizationStep::Consent { token, client_id }) => {
             let mut page = match Url::parse(&state.bridge.settings.endpoint(endpoints::CONSENT)) {
                 Ok(page) => page,
-                Err(_) => return error_page(&crate::oauth::OAuthError::ServerError),
+                Err(_) => return error_page(&OAuthError::ServerError),
             };
             page.query_pairs_mut().append_pair("request", &token);
             let mut response = redirect(&page);

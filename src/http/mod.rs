@@ -52,6 +52,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<client_address::TrustedProxies>,
     /// Metadata documents fetched per client address, when they are on.
     pub document_fetches: Option<Arc<rate_limit::RateLimiter>>,
+    /// Authorizations started per client address.
+    pub authorizations: Arc<rate_limit::RateLimiter>,
 }
 
 impl AppState {
@@ -272,6 +274,10 @@ mod tests {
             proxy: None,
             trusted_proxies: Default::default(),
             document_fetches: None,
+            authorizations: Arc::new(super::rate_limit::RateLimiter::new(
+                1000,
+                std::time::Duration::from_secs(60),
+            )),
         })
     }
 
@@ -355,6 +361,10 @@ mod tests {
             proxy: None,
             trusted_proxies: Default::default(),
             document_fetches: None,
+            authorizations: Arc::new(super::rate_limit::RateLimiter::new(
+                1000,
+                std::time::Duration::from_secs(60),
+            )),
         });
         let register = |from: &str| {
             let mut request = Request::post("/oauth/register")

@@ -58,8 +58,13 @@ pub fn error_page(error: &OAuthError) -> Response {
     };
     let mut response = (status, Html(body)).into_response();
     harden(&mut response);
-    if let OAuthError::TooManyRequests { retry_after, .. } = error
-        && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+    let retry_after = match error {
+        OAuthError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+        OAuthError::TemporarilyUnavailable => Some(5),
+        _ => None,
+    };
+    if let Some(seconds) = retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
     {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }

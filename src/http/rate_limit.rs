@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::clock::UnixTime;
 
-/// Addresses tracked at most; beyond it, finished windows are dropped first.
+/// Addresses tracked at most; beyond it, finished windows are dropped first, then the oldest
+/// tenth (whose addresses start afresh: under such a flood that is the lesser harm).
 const MAX_TRACKED: usize = 100_000;
 
 /// The address a limit applies to: IPv4 as is, IPv6 by its /64 (one host usually has a whole /64).
@@ -48,6 +49,13 @@ impl RateLimiter {
         if windows.len() >= MAX_TRACKED {
             let window = self.window;
             windows.retain(|_, (started, _)| now < started.plus(window));
+            if windows.len() >= MAX_TRACKED {
+                let mut starts: Vec<i64> = windows.values().map(|(at, _)| at.seconds()).collect();
+                let tenth = starts.len() / 10;
+                let (_, cutoff, _) = starts.select_nth_unstable(tenth);
+                let cutoff = *cutoff;
+                windows.retain(|_, (started, _)| started.seconds() > cutoff);
+            }
         }
         let entry = windows.entry(address).or_insert((now, 0));
         if now >= entry.0.plus(self.window) {
@@ -77,6 +85,16 @@ mod tests {
             bucket_of("::ffff:10.0.0.1".parse().unwrap()),
             IpAddr::from([10, 0, 0, 1])
         );
+    }
+
+    #[test]
+    fn the_tracked_addresses_stay_bounded_while_every_window_is_live() {
+        let limiter = RateLimiter::new(5, Duration::from_secs(3600));
+        for n in 0..(MAX_TRACKED as u32 + 1_000) {
+            let address = Some(IpAddr::V4(std::net::Ipv4Addr::from(n)));
+            let _ = limiter.check(address, UnixTime(1_000 + i64::from(n / 1000)));
+        }
+        assert!(limiter.windows.lock().unwrap().len() <= MAX_TRACKED);
     }
 
     #[test]

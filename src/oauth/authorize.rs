@@ -15,8 +15,30 @@ use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
 use crate::upstream::{UpstreamError, UpstreamRequest};
 
-/// Client `state` beyond this is refused rather than stored and echoed.
-const MAX_STATE_LEN: usize = 2048;
+/// How long (in bytes) each parameter that the bridge stores or echoes may be. Beyond, the
+/// request is refused with a page before any client is looked up or anything is stored, so no
+/// request can make the bridge hold more than these add up to (plus fixed-size fields).
+pub const PARAMETER_LIMITS: [(&str, usize); 7] = [
+    ("client_id", 1024),
+    ("redirect_uri", 2048),
+    ("state", 1024),
+    ("nonce", 512),
+    ("scope", 1024),
+    ("resource", 2048),
+    ("code_challenge", 128),
+];
+
+/// The first parameter longer than its limit, as an error that names it.
+fn check_lengths(params: &Params) -> Result<(), OAuthError> {
+    for (name, limit) in PARAMETER_LIMITS {
+        if params.get(name).is_some_and(|value| value.len() > limit) {
+            return Err(OAuthError::invalid_request(format!(
+                "{name} is too long (at most {limit} bytes)"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Where an authorization error goes: before the client and redirect URI are proven, to the user
 /// as a page (never an open redirect); after, back to the client.
@@ -114,6 +136,7 @@ pub async fn start_authorization(
     now: UnixTime,
 ) -> Result<AuthorizationStep, AuthorizeError> {
     let page = AuthorizeError::Page;
+    check_lengths(params).map_err(page)?;
     let client_id = params
         .get("client_id")
         .ok_or_else(|| page(OAuthError::invalid_request("client_id is required")))?;
@@ -166,23 +189,7 @@ pub async fn start_authorization(
             error,
         })
     };
-    if client_state
-        .as_ref()
-        .is_some_and(|s| s.len() > MAX_STATE_LEN)
-    {
-        return Err(AuthorizeError::Redirect(ClientRedirect {
-            redirect_uri: redirect_uri.clone(),
-            state: None,
-            error: OAuthError::invalid_request("state is too long"),
-        }));
-    }
     let client_nonce = params.get("nonce").map(str::to_owned);
-    if client_nonce
-        .as_ref()
-        .is_some_and(|n| n.len() > MAX_STATE_LEN)
-    {
-        return Err(redirect(OAuthError::invalid_request("nonce is too long")));
-    }
     match params.get("response_type") {
         Some("code") => {}
         Some(_) => {
@@ -219,6 +226,12 @@ pub async fn start_authorization(
     let audience =
         resource::resolve_audience(&bridge.settings, params.get("resource")).map_err(redirect)?;
 
+    // Only a request that passed every check costs a record.
+    bridge
+        .pending
+        .admit(bridge.storage.as_ref(), now)
+        .await
+        .map_err(page)?;
     let request = AuthorizationRequest {
         client_id: client.id.clone(),
         redirect_uri,
@@ -536,6 +549,62 @@ mod tests {
         ]);
         let redirect = redirect_error(start(&harness.bridge, &params, harness.now()).await);
         assert_eq!(redirect.error.code(), "invalid_scope");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_parameter_is_refused_with_a_page_before_anything_is_stored() {
+        let harness = Harness::new();
+        let now = harness.now();
+        for (name, limit) in PARAMETER_LIMITS {
+            let long = "a".repeat(limit + 1);
+            let err =
+                page_error(start(&harness.bridge, &request(&[(name, Some(&long))]), now).await);
+            assert_eq!(
+                err,
+                OAuthError::invalid_request(format!("{name} is too long (at most {limit} bytes)"))
+            );
+        }
+        assert_eq!(harness.bridge.storage.count_pending(now).await.unwrap(), 0);
+        // At the limit, the same request goes through.
+        let state = "s".repeat(1024);
+        let nonce = "n".repeat(512);
+        let at_limit = request(&[("state", Some(&state)), ("nonce", Some(&nonce))]);
+        assert!(start(&harness.bridge, &at_limit, now).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_of_live_authorizations_new_ones_are_refused_and_none_is_evicted() {
+        let mut harness = Harness::new();
+        harness.bridge.pending = crate::oauth::pending_cap::PendingCap::new(100);
+        let now = harness.now();
+        let state = "s".repeat(1024);
+        let nonce = "n".repeat(512);
+        let biggest = request(&[("state", Some(&state)), ("nonce", Some(&nonce))]);
+        let mut first = None;
+        let mut refused = 0;
+        for _ in 0..1_000 {
+            match start(&harness.bridge, &biggest, now).await {
+                Ok(started) => {
+                    first.get_or_insert(started);
+                }
+                Err(AuthorizeError::Page(OAuthError::TemporarilyUnavailable)) => refused += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(refused, 900);
+        assert_eq!(
+            harness.bridge.storage.count_pending(now).await.unwrap(),
+            100
+        );
+        // The memory it takes is bounded by the cap: every record at its largest.
+        let first = first.unwrap();
+        let query: std::collections::HashMap<_, _> = first.url.query_pairs().into_owned().collect();
+        let pending = harness
+            .take_pending(&query["state"], &first.binding_cookie.value)
+            .await
+            .expect("the first sign-in was never evicted");
+        let record = serde_json::to_vec(&pending).unwrap().len();
+        assert!(record < 4 * 1024, "{record} bytes");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod introspect;
 pub mod login;
 pub mod login_throttle;
 pub mod metadata;
+pub mod pending_cap;
 pub mod pkce;
 pub mod protected_resource;
 pub mod redirect_policy;
@@ -172,6 +173,8 @@ pub struct Bridge {
     /// With `upstream.revalidate_on_refresh`: seals the provider's refresh tokens at rest, and
     /// its presence turns the re-validation of every refresh on.
     pub revalidation: Option<crate::sealing::Sealer>,
+    /// How many authorizations may be in flight at once.
+    pub pending: pending_cap::PendingCap,
 }
 
 /// How users prove who they are.

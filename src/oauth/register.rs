@@ -12,6 +12,8 @@ use crate::storage::RegisteredClient;
 use crate::tokens::opaque::random_string;
 
 const MAX_REDIRECT_URIS: usize = 20;
+/// As at the authorization endpoint, which compares against them.
+const MAX_REDIRECT_URI_LEN: usize = 2048;
 const MAX_CLIENT_NAME: usize = 200;
 
 /// Registration settings derived from `oauth.dcr`.
@@ -92,6 +94,11 @@ pub fn validate_registration(
     }
     let application_type = request.application_type;
     for uri in &redirect_uris {
+        if uri.len() > MAX_REDIRECT_URI_LEN {
+            return Err(OAuthError::InvalidRedirectUri(
+                format!("a redirect URI may be at most {MAX_REDIRECT_URI_LEN} bytes").into(),
+            ));
+        }
         let allowed = policy.allows(uri);
         // SPEC §3: plain http off loopback only when a pattern explicitly allows it.
         redirect_uri::validate_registrable(uri, allowed)

@@ -227,6 +227,7 @@ impl Harness {
             keys: Arc::new(KeyRing::new(KeySet::new(
                 SigningKey::generate_es256().unwrap(),
             ))),
+            pending: super::pending_cap::PendingCap::new(10_000),
         };
         Harness {
             bridge,

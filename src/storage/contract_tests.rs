@@ -27,6 +27,7 @@ where
     peeking_at_a_pending_authorization_leaves_it_in_place(&make().await).await;
     pending_authorization_survives_another_browser(&make().await).await;
     expired_pending_authorization_is_gone(&make().await).await;
+    live_pending_state_is_counted(&make().await).await;
     code_is_redeemed_once_and_replay_names_the_family(&make().await).await;
     a_code_presented_by_another_client_is_left_untouched(&make().await).await;
     expired_code_is_refused(&make().await).await;
@@ -299,6 +300,34 @@ async fn pending_authorization_survives_another_browser(storage: &dyn Storage) {
         take(storage, &state, "binding", NOW).await,
         PendingTake::Taken(_)
     ));
+}
+
+async fn live_pending_state_is_counted(storage: &dyn Storage) {
+    assert_eq!(storage.count_pending(NOW).await.unwrap(), 0);
+    for (i, expires) in [MINUTE, MINUTE * 10].into_iter().enumerate() {
+        storage
+            .put_pending(TokenHash::of(&format!("p-{i}")), pending(NOW.plus(expires)))
+            .await
+            .unwrap();
+        storage
+            .put_consent_request(
+                TokenHash::of(&format!("c-{i}")),
+                ConsentRequest {
+                    request: request(&["openid"]),
+                    expires_at: NOW.plus(expires),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(storage.count_pending(NOW).await.unwrap(), 4);
+    assert_eq!(
+        storage.count_pending(NOW.plus(MINUTE)).await.unwrap(),
+        2,
+        "expired records do not count, swept or not"
+    );
+    take(storage, &TokenHash::of("p-1"), "binding", NOW).await;
+    assert_eq!(storage.count_pending(NOW).await.unwrap(), 3);
 }
 
 async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {

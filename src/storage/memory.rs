@@ -126,6 +126,20 @@ impl Storage for MemoryStorage {
         })
     }
 
+    async fn count_pending(&self, now: UnixTime) -> Result<usize, StorageError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .pending
+            .values()
+            .filter(|p| p.expires_at > now)
+            .count()
+            + inner
+                .consent_requests
+                .values()
+                .filter(|r| r.expires_at > now)
+                .count())
+    }
+
     async fn put_code(
         &self,
         code: TokenHash,

@@ -174,6 +174,10 @@ pub trait Storage: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<PendingTake, StorageError>;
 
+    /// Live (unexpired) pending authorizations and consent requests together: the state that
+    /// anyone can make the bridge hold.
+    async fn count_pending(&self, now: UnixTime) -> Result<usize, StorageError>;
+
     async fn put_code(
         &self,
         code: TokenHash,

@@ -13,6 +13,7 @@ mod document_server;
 mod flow;
 mod helpers;
 mod lifecycle;
+mod limits;
 mod local_login;
 mod malformed;
 mod mcp_upstream;

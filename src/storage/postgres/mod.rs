@@ -397,6 +397,18 @@ impl Storage for PostgresStorage {
         Ok(PendingTake::Taken(Box::new(pending)))
     }
 
+    async fn count_pending(&self, now: UnixTime) -> Result<usize, StorageError> {
+        let row = self
+            .query_one(
+                "SELECT (SELECT count(*) FROM pending_authorizations WHERE expires_at > $1)
+                      + (SELECT count(*) FROM consent_requests WHERE expires_at > $1)",
+                &[&now.seconds()],
+            )
+            .await?;
+        let live: i64 = row.try_get(0).map_err(unavailable)?;
+        Ok(usize::try_from(live).unwrap_or(usize::MAX))
+    }
+
     async fn put_code(
         &self,
         code: TokenHash,
