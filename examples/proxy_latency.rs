@@ -46,7 +46,7 @@ proxy: {{ upstream_url: "{upstream_url}" }}
     );
     let config = Config::from_yaml(&yaml, &|_| None)?;
     let service = app::build(&config, Arc::new(SystemClock)).await?;
-    tokio::spawn(app::serve(listener, service.router, std::future::pending()));
+    tokio::spawn(app::serve(listener, service, std::future::pending()));
 
     let http = reqwest::Client::builder().no_proxy().build()?;
     let tokens: Value = http

@@ -15,6 +15,7 @@ use crate::http::client_address::TrustedProxies;
 use crate::http::cookies::CookieSigner;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::rate_limit::RateLimiter;
+use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Registration, router};
 use crate::local_users::LocalUsers;
 use crate::oauth::login::LocalLogin;
@@ -41,6 +42,7 @@ use axum::http::{HeaderName, HeaderValue};
 pub struct Service {
     pub router: axum::Router,
     pub bridge: Arc<Bridge>,
+    pub connections: ConnectionLimits,
 }
 
 pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Service> {
@@ -278,9 +280,16 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             ))
         }),
     };
+    let server = &config.server;
     Ok(Service {
         router: router(state),
         bridge,
+        connections: ConnectionLimits {
+            header_timeout: server.header_timeout.0,
+            body_timeout: server.body_timeout.0,
+            idle_timeout: server.idle_timeout.0,
+            max_connections: server.max_connections,
+        },
     })
 }
 
@@ -490,19 +499,15 @@ fn spawn_sweeper(
     });
 }
 
+/// Serves `service` on `listener` until `shutdown` completes, then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // The peer address feeds the per-address rate limits.
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("server failed")
+    crate::http::server::serve(listener, service.router, service.connections, shutdown)
+        .await
+        .context("server failed")
 }
 
 /// `mcp-oauth-bridge serve`.
@@ -512,7 +517,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
     tracing::info!(address = %config.server.address, issuer = %service.bridge.settings.issuer, "mcp-oauth-bridge listening");
-    serve(listener, service.router, shutdown_signal()).await
+    serve(listener, service, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

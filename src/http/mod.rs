@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod rate_limit;
 mod register;
 mod revoke;
+pub mod server;
 mod token;
 mod userinfo;
 mod well_known;

@@ -36,6 +36,42 @@ pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
     Ok(params)
 }
 
+/// A whole body of at most `limit` bytes: a larger announced `Content-Length` is refused before
+/// anything is read (`413`), one that does not arrive in time is `408`.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, OAuthError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(OAuthError::RequestTooLarge);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        if super::server::is_body_timeout(&error) {
+            OAuthError::RequestTimeout
+        } else if is_length_limit(&error) {
+            OAuthError::RequestTooLarge
+        } else {
+            OAuthError::invalid_request("the request body is unreadable")
+        }
+    })
+}
+
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 /// Reads an `application/x-www-form-urlencoded` body within the size limit.
 pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<Params, OAuthError> {
     let content_type = headers
@@ -48,9 +84,7 @@ pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<Params, OAuthE
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| OAuthError::invalid_request("the request body is too large or unreadable"))?;
+    let bytes = read_body(headers, body, MAX_FORM_BYTES).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| OAuthError::invalid_request("the body is not UTF-8"))?;
     parse_unique(text)

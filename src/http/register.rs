@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::client_address::ClientAddress;
 use super::error::{limit_response, oauth_error_response};
-use super::params::MAX_FORM_BYTES;
+use super::params::{MAX_FORM_BYTES, read_body};
 use super::rate_limit::bucket_of;
 use crate::oauth::OAuthError;
 use crate::oauth::register::{RegistrationError, RegistrationRequest, register};
@@ -61,10 +61,8 @@ async fn read_json(request: Request) -> Result<RegistrationRequest, OAuthError> 
             "the body must be application/json",
         ));
     }
-    let body: Body = request.into_body();
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| OAuthError::invalid_request("the request body is too large or unreadable"))?;
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(&parts.headers, Body::new(body), MAX_FORM_BYTES).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

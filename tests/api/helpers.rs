@@ -36,6 +36,8 @@ pub struct TestApp {
     pub jar: Arc<reqwest::cookie::Jar>,
     /// A client application making back-channel calls.
     pub api: reqwest::Client,
+    /// The server task: done once it has shut down.
+    pub server: tokio::task::JoinHandle<()>,
 }
 
 pub struct Pkce {
@@ -76,6 +78,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// More lines under `server:` (indented two spaces), e.g. `trusted_proxies`.
     pub server: String,
+    /// Shuts the server down when it fires; it runs until the test ends otherwise.
+    pub shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -143,9 +147,17 @@ storage:
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let service = app::build(&config, clock).await.unwrap();
-    let router = service.router;
-    tokio::spawn(async move {
-        let _ = app::serve(listener, router, std::future::pending()).await;
+    let shutdown = options.shutdown;
+    let server = tokio::spawn(async move {
+        let stop = async move {
+            match shutdown {
+                Some(signal) => {
+                    let _ = signal.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        app::serve(listener, service, stop).await.unwrap();
     });
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
@@ -165,6 +177,7 @@ storage:
         browser,
         jar,
         api,
+        server,
     }
 }
 

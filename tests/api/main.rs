@@ -6,6 +6,7 @@
 mod browser;
 mod cli;
 mod client_address;
+mod connections;
 mod consent;
 mod deploy;
 mod discovery;

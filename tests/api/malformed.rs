@@ -105,7 +105,8 @@ async fn token_endpoint_refuses_malformed_requests_with_oauth_errors() {
         .send()
         .await
         .unwrap();
-    oauth_error(oversized, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // RFC 9110 §15.5.14, with the RFC 6749 body.
+    oauth_error(oversized, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request").await;
 
     let unsupported = app
         .post_token(&[("grant_type", "password"), ("client_id", PUBLIC_CLIENT)])

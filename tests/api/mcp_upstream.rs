@@ -45,6 +45,8 @@ impl McpUpstream {
             .route("/mcp/upload", post(upload))
             .route("/mcp/slow", get(slow))
             .route("/mcp/endless", get(endless))
+            .route("/mcp/firehose", get(firehose))
+            .route("/mcp/pause", get(pause))
             .with_state(Arc::clone(&state));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -172,4 +174,23 @@ async fn endless(State(state): State<Arc<UpstreamState>>, headers: HeaderMap) ->
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// As fast as the client takes it, forever: a client that stops reading fills every buffer.
+async fn firehose(State(state): State<Arc<UpstreamState>>, headers: HeaderMap) -> Response {
+    seen(&state, &headers);
+    let guard = CancelGuard(Arc::clone(&state));
+    let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+    let stream = futures_util::stream::unfold(guard, move |guard| {
+        let chunk = chunk.clone();
+        async move { Some((Ok::<_, std::io::Error>(chunk), guard)) }
+    });
+    Body::from_stream(stream).into_response()
+}
+
+/// Half a second, then an answer: a request still in flight when the bridge shuts down.
+async fn pause(State(state): State<Arc<UpstreamState>>, headers: HeaderMap) -> &'static str {
+    seen(&state, &headers);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    "done"
 }

@@ -163,6 +163,10 @@ async fn forward(
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
     let response = match tokio::time::timeout(proxy.timeout, upstream_request.send()).await {
         Ok(Ok(response)) => response,
+        // The client's body, streamed on as it came, stopped coming.
+        Ok(Err(error)) if super::server::is_body_timeout(&error) => {
+            return OAuthError::RequestTimeout.into_response();
+        }
         Ok(Err(error)) if error.is_timeout() => return gateway_timeout(),
         Ok(Err(error)) => {
             // Without the URL: its query string is the client's.

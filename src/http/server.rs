@@ -1,0 +1,455 @@
+//! The HTTP/1.1 server: accepts connections up to a cap and keeps each one honest. A connection
+//! has `header_timeout` to deliver each request's headers (from its first byte, or from accept),
+//! each request has `body_timeout` for its body (then `408`), a kept-alive connection with no
+//! request is closed after `idle_timeout`, and so is one whose client stopped reading what it is
+//! sent. A streamed answer that keeps moving (server-sent events, a long MCP response) is never
+//! cut. Shutdown stops accepting and lets every request in flight finish.
+//!
+//! hyper's own header timeout also runs between requests of a kept-alive connection, which would
+//! make it the idle timeout too; so the timeouts are kept here, from what moves on the socket.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+/// How long each part of a connection's life may take, and how many connections there may be.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Request headers (all of them, with the request line) larger than this are answered `431`.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// After a slow or idle connection is asked to close, how long it has to do so cleanly.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A refused connection is logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The error a request body gives when it did not arrive within `body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+/// Whether `error`, or anything that caused it, is a body that did not arrive in time.
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then waits for the requests in
+/// flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = Arc::new(limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a receiver; when all are dropped, the connections are done.
+    let (done_tx, done_rx) = watch::channel(());
+    let mut last_refusal_logged: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors or a connection reset before accept: wait, retry.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Closed at once: the client learns now, instead of waiting in a queue.
+            drop(stream);
+            if last_refusal_logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                last_refusal_logged = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connections refused: server.max_connections are open"
+                );
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            Arc::clone(&limits),
+            slot,
+            stop_rx.clone(),
+            done_rx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Arc<ConnectionLimits>,
+    _slot: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+    _done: watch::Receiver<()>,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(WatchedIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let service_activity = Arc::clone(&activity);
+    let body_timeout = limits.body_timeout;
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let router = router.clone();
+        let guard = service_activity.request_started();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
+        async move {
+            let response = router.oneshot(request).await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                Body::new(TrackedBody {
+                    inner: body,
+                    _guard: guard,
+                })
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(MAX_HEAD_BYTES);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    // Set when the connection was told to close for a timeout; it is dropped if it lingers.
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        let check_at = match closing_since {
+            Some(since) => since + CLOSE_GRACE,
+            None => activity.next_check(&limits),
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result
+                    && !error.is_incomplete_message()
+                {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !draining => {
+                // The request in flight finishes (under the same timeouts), then it closes.
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(check_at) => {
+                if closing_since.is_some() {
+                    return;
+                }
+                if let Some(reason) = activity.overdue(&limits) {
+                    tracing::debug!(reason, "closing a connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing_since = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// What a connection has been doing, as its socket and its requests report it.
+struct Activity {
+    started: Instant,
+    /// Milliseconds since `started` when the last byte was read or written.
+    last_moved: AtomicU64,
+    /// Milliseconds since `started` plus one when a request head began to arrive and no request
+    /// has started since; 0 when none is arriving. A new connection awaits its first head.
+    head_began: AtomicU64,
+    in_flight: AtomicUsize,
+    /// The last write could not proceed: the client is not reading.
+    write_blocked: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: Instant::now(),
+            last_moved: AtomicU64::new(0),
+            head_began: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+
+    fn read(&self) {
+        let now = self.now_ms();
+        self.last_moved.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ =
+                self.head_began
+                    .compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self, blocked: bool) {
+        if !blocked {
+            self.last_moved.store(self.now_ms(), Ordering::Relaxed);
+        }
+        self.write_blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_began.store(0, Ordering::Release);
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// When a deadline could next have passed (never sooner than a moment from now, so that a
+    /// check that finds nothing overdue does not spin).
+    fn next_check(&self, limits: &ConnectionLimits) -> Instant {
+        let now = Instant::now();
+        let idle = self.at(self.last_moved.load(Ordering::Relaxed)) + limits.idle_timeout;
+        let next = if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Only a blocked write can become overdue; it is looked at again after a while.
+            if self.write_blocked.load(Ordering::Relaxed) {
+                idle
+            } else {
+                now + limits.idle_timeout
+            }
+        } else {
+            match self.head_began.load(Ordering::Acquire) {
+                0 => idle,
+                began => idle.min(self.at(began - 1) + limits.header_timeout),
+            }
+        };
+        next.max(now + Duration::from_millis(10))
+    }
+
+    /// Why the connection should close now, if it should.
+    fn overdue(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+        let now = Instant::now();
+        let silent_for =
+            now.saturating_duration_since(self.at(self.last_moved.load(Ordering::Relaxed)));
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // An answer in progress may take its time, as long as the client takes what it sends.
+            return (self.write_blocked.load(Ordering::Relaxed)
+                && silent_for >= limits.idle_timeout)
+                .then_some("the client stopped reading");
+        }
+        if silent_for >= limits.idle_timeout {
+            return Some("idle");
+        }
+        match self.head_began.load(Ordering::Acquire) {
+            0 => None,
+            began => (now.saturating_duration_since(self.at(began - 1)) >= limits.header_timeout)
+                .then_some("request headers too slow"),
+        }
+    }
+}
+
+/// Held by a request until its answer has been sent (or dropped).
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.last_moved.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The socket, reporting every byte that moves.
+struct WatchedIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.activity.wrote(result.is_pending());
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.wrote(result.is_pending());
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request body that fails with `BodyTimedOut` once its deadline passes. The timer is made
+/// only when the body first makes someone wait (most requests have none).
+struct TimedBody {
+    inner: Incoming,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        TimedBody {
+            inner,
+            deadline: Instant::now() + timeout,
+            timer: None,
+        }
+    }
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|result| result.map_err(Into::into))),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that marks its request done when it is finished or dropped.
+struct TrackedBody {
+    inner: Body,
+    _guard: RequestGuard,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_timeout_is_found_among_the_causes() {
+        let wrapped = axum::Error::new(BodyTimedOut);
+        assert!(is_body_timeout(&wrapped));
+        let other = std::io::Error::other("reset");
+        assert!(!is_body_timeout(&other));
+    }
+}
