@@ -77,8 +77,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         .map_err(|e| anyhow::anyhow!("cannot load the cookie key: {e}"))?;
     let cookie_signer = CookieSigner::from_key(&cookie_key).map_err(anyhow::Error::msg)?;
     let client_configs = config.oauth.clients.clone();
+    let secret_cost = config.oauth.secret_hash_cost;
     let mut clients = tokio::task::spawn_blocking(move || {
-        ClientRegistry::from_config(&client_configs, bcrypt::DEFAULT_COST)
+        ClientRegistry::from_config(&client_configs, secret_cost)
     })
     .await
     .context("client loading was interrupted")??;
@@ -95,7 +96,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             policy: RegistrationPolicy {
                 redirects: redirects.clone(),
                 max_clients: dcr.max_clients,
-                secret_cost: bcrypt::DEFAULT_COST,
+                secret_cost,
             },
             limiter: RateLimiter::new(dcr.rate_limit.requests, dcr.rate_limit.window.0),
         }))

@@ -311,6 +311,10 @@ pub struct OAuthConfig {
     /// when their scope (`email`, `profile`, `groups`) was granted.
     #[serde(default = "default_access_token_claims")]
     pub access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
+    /// bcrypt cost for the client secrets the bridge hashes: plain ones from this file, and those
+    /// it generates at registration. Unknown clients are checked against a hash of this cost.
+    #[serde(default = "default_secret_hash_cost")]
+    pub secret_hash_cost: u32,
     /// Authorizations started per client address and window (`/oauth/authorize` requests).
     #[serde(default = "default_authorize_rate_limit")]
     pub authorize_rate_limit: RateLimitConfig,
@@ -318,6 +322,10 @@ pub struct OAuthConfig {
     /// minutes each at most); beyond, new ones get `503`.
     #[serde(default = "default_max_pending")]
     pub max_pending_authorizations: usize,
+}
+
+fn default_secret_hash_cost() -> u32 {
+    bcrypt::DEFAULT_COST
 }
 
 fn default_authorize_rate_limit() -> RateLimitConfig {
@@ -506,6 +514,7 @@ impl Default for OAuthConfig {
             login_throttle: LoginThrottleConfig::default(),
             introspection_tokens: Vec::new(),
             access_token_claims: default_access_token_claims(),
+            secret_hash_cost: default_secret_hash_cost(),
             authorize_rate_limit: default_authorize_rate_limit(),
             max_pending_authorizations: default_max_pending(),
         }
@@ -1124,6 +1133,12 @@ impl OAuthConfig {
         }
         self.authorize_rate_limit
             .validate("oauth.authorize_rate_limit", problems);
+        if !crate::local_users::COSTS.contains(&self.secret_hash_cost) {
+            problems.push(format!(
+                "oauth.secret_hash_cost: {} is outside 4 to 16",
+                self.secret_hash_cost
+            ));
+        }
         if self.max_pending_authorizations == 0 {
             problems.push("oauth.max_pending_authorizations: must be at least 1".to_owned());
         }

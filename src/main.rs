@@ -99,18 +99,35 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
     })
 }
 
+/// Crates whose debug output quotes what they carry (statement parameters hold pending
+/// authorizations, PKCE verifiers included): never more than `info`, whatever `RUST_LOG` says.
+const QUOTING_CRATES: [&str; 2] = ["tokio_postgres", "postgres_protocol"];
+
+fn quotes_what_it_carries(metadata: &tracing::Metadata<'_>) -> bool {
+    *metadata.level() > tracing::Level::INFO
+        && QUOTING_CRATES
+            .iter()
+            .any(|name| metadata.target().split("::").next() == Some(name))
+}
+
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter};
+    let levels = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let quiet = filter::filter_fn(|metadata| !quotes_what_it_carries(metadata));
     // Colours only for a person at a terminal; a log file or collector gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let output = match format {
+        LogFormat::Text => text.boxed(),
+        LogFormat::Json => text.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(output.with_filter(quiet).with_filter(levels))
+        .init();
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

@@ -1,12 +1,11 @@
-//! The HTTP/1.1 server: accepts connections up to a cap and keeps each one honest. A connection
-//! has `header_timeout` to deliver each request's headers (from its first byte, or from accept),
-//! each request has `body_timeout` for its body (then `408`), a kept-alive connection with no
-//! request is closed after `idle_timeout`, and so is one whose client stopped reading what it is
-//! sent. A streamed answer that keeps moving (server-sent events, a long MCP response) is never
-//! cut. Shutdown stops accepting and lets every request in flight finish.
-//!
-//! hyper's own header timeout also runs between requests of a kept-alive connection, which would
-//! make it the idle timeout too; so the timeouts are kept here, from what moves on the socket.
+//! The HTTP/1.1 server: accepts connections up to a cap and keeps each one honest. A new
+//! connection has `header_timeout` to deliver its first request's headers; each request has
+//! `body_timeout` for its body (then `408`); from the end of one exchange to the end of the next
+//! request's headers a kept-alive connection has `idle_timeout` (hyper's header timer, which
+//! starts once the previous exchange is done and which no trickle of bytes resets); and a
+//! connection whose client stopped reading what it is sent is closed after `idle_timeout` too.
+//! A streamed answer that keeps moving (server-sent events, a long MCP response) is never cut.
+//! Shutdown stops accepting and lets every request in flight finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -162,7 +161,10 @@ async fn serve_connection(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;
@@ -206,9 +208,8 @@ struct Activity {
     started: Instant,
     /// Milliseconds since `started` when the last byte was read or written.
     last_moved: AtomicU64,
-    /// Milliseconds since `started` plus one when a request head began to arrive and no request
-    /// has started since; 0 when none is arriving. A new connection awaits its first head.
-    head_began: AtomicU64,
+    /// The first request has arrived (until then `header_timeout` runs from `started`).
+    first_request_seen: AtomicBool,
     in_flight: AtomicUsize,
     /// The last write could not proceed: the client is not reading.
     write_blocked: AtomicBool,
@@ -219,7 +220,7 @@ impl Activity {
         Activity {
             started: Instant::now(),
             last_moved: AtomicU64::new(0),
-            head_began: AtomicU64::new(1),
+            first_request_seen: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
         }
@@ -234,13 +235,7 @@ impl Activity {
     }
 
     fn read(&self) {
-        let now = self.now_ms();
-        self.last_moved.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ =
-                self.head_began
-                    .compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed);
-        }
+        self.last_moved.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn wrote(&self, blocked: bool) {
@@ -252,7 +247,7 @@ impl Activity {
 
     fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_began.store(0, Ordering::Release);
+        self.first_request_seen.store(true, Ordering::Release);
         RequestGuard(Arc::clone(self))
     }
 
@@ -260,42 +255,32 @@ impl Activity {
     /// check that finds nothing overdue does not spin).
     fn next_check(&self, limits: &ConnectionLimits) -> Instant {
         let now = Instant::now();
-        let idle = self.at(self.last_moved.load(Ordering::Relaxed)) + limits.idle_timeout;
-        let next = if self.in_flight.load(Ordering::Acquire) > 0 {
-            // Only a blocked write can become overdue; it is looked at again after a while.
-            if self.write_blocked.load(Ordering::Relaxed) {
-                idle
-            } else {
-                now + limits.idle_timeout
-            }
+        let next = if !self.first_request_seen.load(Ordering::Acquire) {
+            self.started + limits.header_timeout
+        } else if self.in_flight.load(Ordering::Acquire) > 0
+            && self.write_blocked.load(Ordering::Relaxed)
+        {
+            self.at(self.last_moved.load(Ordering::Relaxed)) + limits.idle_timeout
         } else {
-            match self.head_began.load(Ordering::Acquire) {
-                0 => idle,
-                began => idle.min(self.at(began - 1) + limits.header_timeout),
-            }
+            // Only a write that blocks can become overdue now; it is looked at again later.
+            now + limits.idle_timeout
         };
         next.max(now + Duration::from_millis(10))
     }
 
     /// Why the connection should close now, if it should.
     fn overdue(&self, limits: &ConnectionLimits) -> Option<&'static str> {
-        let now = Instant::now();
-        let silent_for =
-            now.saturating_duration_since(self.at(self.last_moved.load(Ordering::Relaxed)));
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            // An answer in progress may take its time, as long as the client takes what it sends.
-            return (self.write_blocked.load(Ordering::Relaxed)
-                && silent_for >= limits.idle_timeout)
-                .then_some("the client stopped reading");
+        if !self.first_request_seen.load(Ordering::Acquire) {
+            return (self.started.elapsed() >= limits.header_timeout)
+                .then_some("the first request's headers were too slow");
         }
-        if silent_for >= limits.idle_timeout {
-            return Some("idle");
-        }
-        match self.head_began.load(Ordering::Acquire) {
-            0 => None,
-            began => (now.saturating_duration_since(self.at(began - 1)) >= limits.header_timeout)
-                .then_some("request headers too slow"),
-        }
+        let silent_for = Instant::now()
+            .saturating_duration_since(self.at(self.last_moved.load(Ordering::Relaxed)));
+        // An answer in progress may take its time, as long as the client takes what it sends.
+        (self.in_flight.load(Ordering::Acquire) > 0
+            && self.write_blocked.load(Ordering::Relaxed)
+            && silent_for >= limits.idle_timeout)
+            .then_some("the client stopped reading")
     }
 }
 

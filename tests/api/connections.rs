@@ -271,3 +271,29 @@ async fn a_proxied_upload_that_stops_arriving_is_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(after < Duration::from_millis(2500), "{after:?}");
 }
+
+#[tokio::test]
+async fn a_kept_alive_connection_cannot_trickle_its_next_request_forever() {
+    let app = app_with(TIGHT).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    assert!(stream.read(&mut buffer).await.unwrap() > 0);
+    let started = Instant::now();
+    let trickle = b"GET /healthz HTTP/1.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for byte in trickle {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "open for {:?} while the headers trickled in",
+        started.elapsed()
+    );
+}

@@ -16,6 +16,7 @@ mod helpers;
 mod lifecycle;
 mod limits;
 mod local_login;
+mod log_hygiene;
 mod malformed;
 mod mcp_upstream;
 mod metadata_documents;

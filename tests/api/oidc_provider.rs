@@ -63,6 +63,9 @@ pub struct ProviderState {
     /// The token endpoint answers refreshes with a bare 503, as a provider behind a failing
     /// load balancer does.
     refresh_outage: Mutex<bool>,
+    /// Every code, token and PKCE verifier that crossed the wire, for tests that check the
+    /// bridge's logs hold none of them.
+    secrets: Mutex<Vec<String>>,
 }
 
 pub struct TestProvider {
@@ -95,6 +98,10 @@ impl TestProvider {
             refresh_tokens: Mutex::new(HashSet::new()),
             refresh_requests: Mutex::new(0),
             refresh_outage: Mutex::new(false),
+            secrets: Mutex::new(vec![
+                CLIENT_SECRET.to_owned(),
+                UPSTREAM_ACCESS_TOKEN.to_owned(),
+            ]),
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -127,6 +134,19 @@ impl TestProvider {
 
     pub fn refresh_requests(&self) -> u32 {
         *self.state.refresh_requests.lock().unwrap()
+    }
+
+    /// The client secret and every code, token and verifier exchanged so far.
+    pub fn secrets(&self) -> Vec<String> {
+        self.state.secrets.lock().unwrap().clone()
+    }
+}
+
+impl ProviderState {
+    fn saw(&self, secret: &str) {
+        if !secret.is_empty() {
+            self.secrets.lock().unwrap().push(secret.to_owned());
+        }
     }
 }
 
@@ -194,6 +214,7 @@ async fn authorize(
         return Redirect::to(target.as_str()).into_response();
     }
     let code = URL_SAFE_NO_PAD.encode(rand_bytes());
+    state.saw(&code);
     state.codes.lock().unwrap().insert(
         code.clone(),
         IssuedCode {
@@ -254,6 +275,7 @@ async fn token(
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
     }
     let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    state.saw(&verifier);
     if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != issued.challenge {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
     }
@@ -304,6 +326,7 @@ fn token_response(state: &ProviderState, claims: &Value, pem: &str, kid: &str) -
         &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     )
     .unwrap();
+    state.saw(&id_token);
     Json(json!({
         "access_token": UPSTREAM_ACCESS_TOKEN,
         "token_type": "Bearer",
@@ -316,6 +339,7 @@ fn token_response(state: &ProviderState, claims: &Value, pem: &str, kid: &str) -
 
 fn new_refresh_token(state: &ProviderState) -> String {
     let token = format!("upstream-rt-{}", URL_SAFE_NO_PAD.encode(rand_bytes()));
+    state.saw(&token);
     state.refresh_tokens.lock().unwrap().insert(token.clone());
     token
 }
