@@ -2000,4 +2000,32 @@ oauth:
             "the configured value is not echoed: {text}"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_configuration_or_an_error_never_a_panic(text in "\\PC{0,300}") {
+                let _ = Config::from_yaml(&text, &|_| None);
+            }
+
+            #[test]
+            fn any_edit_of_a_valid_configuration_is_checked_never_a_panic(
+                at in 0usize..200, replacement in "[ -~\n]{0,12}", variable in ".{0,20}"
+            ) {
+                // MINIMAL is ASCII: every index is a character boundary.
+                let mut text = MINIMAL.to_owned();
+                let at = at.min(text.len());
+                text.insert_str(at, &replacement);
+                let _ = Config::from_yaml(&text, &|_| Some(variable.clone()));
+            }
+
+            #[test]
+            fn any_duration_text_parses_or_is_refused(text in ".{0,24}") {
+                let _ = ConfigDuration::parse(&text);
+            }
+        }
+    }
 }

@@ -314,4 +314,37 @@ mod tests {
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
         assert!(!is_plain_request_id(&HeaderValue::from_str(&long).unwrap()));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn the_client_is_the_peer_or_an_address_the_header_named(
+                chain in "[0-9a-f.:, \\[\\]\"=;forFOR_-]{0,80}", trusted in any::<bool>()
+            ) {
+                let proxies = TrustedProxies {
+                    networks: vec!["10.0.0.0/8".parse().unwrap()],
+                    header: if trusted { ClientAddressHeader::XForwardedFor } else { ClientAddressHeader::Forwarded },
+                };
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&chain) {
+                    headers.insert("x-forwarded-for", value.clone());
+                    headers.insert("forwarded", value);
+                }
+                let peer: IpAddr = "10.1.1.1".parse().unwrap();
+                let client = proxies.client_of(peer, &headers).ip.unwrap();
+                let named: Vec<IpAddr> = forwarded_for_hops(&headers)
+                    .into_iter()
+                    .chain(forwarded_hops(&headers))
+                    .flatten()
+                    .map(canonical)
+                    .collect();
+                prop_assert!(client == peer || named.contains(&client), "{} from {:?}", client, chain);
+                let outsider: IpAddr = "203.0.113.1".parse().unwrap();
+                prop_assert_eq!(proxies.client_of(outsider, &headers).ip, Some(outsider));
+            }
+        }
+    }
 }

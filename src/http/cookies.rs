@@ -192,4 +192,37 @@ mod tests {
             None
         );
     }
+
+    mod properties {
+        use super::*;
+        use axum::http::HeaderValue;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_cookie_header_is_read_or_ignored(raw in "[ -~]{0,200}", name in "[a-z_]{1,12}") {
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&raw) {
+                    headers.insert(header::COOKIE, value);
+                }
+                let _ = read(&headers, &name);
+            }
+
+            #[test]
+            fn only_what_we_signed_verifies(
+                forged in "[ -~]{0,120}", value in "\\PC{0,40}", client in "[a-z-]{1,12}"
+            ) {
+                let signer = CookieSigner::generate();
+                let now = UnixTime(1_000);
+                prop_assert_eq!(signer.verify(&forged, "remember", &client, now), None);
+                let signed = signer.sign("remember", &client, &value, UnixTime(2_000));
+                prop_assert_eq!(signer.verify(&signed, "remember", &client, now), Some(value));
+                let mut tampered = signed.into_bytes();
+                let last = tampered.len() - 1;
+                tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+                let tampered = String::from_utf8(tampered).unwrap();
+                prop_assert_eq!(signer.verify(&tampered, "remember", &client, now), None);
+            }
+        }
+    }
 }

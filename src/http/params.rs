@@ -114,4 +114,48 @@ mod tests {
         assert_eq!(params.get("b"), Some("x y"));
         assert_eq!(params.get("c"), Some("1 2"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_query_or_form_is_parsed_or_refused_never_a_panic(raw in ".{0,400}") {
+                let _ = parse_query(Some(&raw));
+                let _ = parse_unique(&raw);
+            }
+
+            #[test]
+            fn distinct_parameters_survive_encoding(
+                pairs in proptest::collection::hash_map("[a-z_]{1,12}", "\\PC{1,24}", 0..8)
+            ) {
+                let encoded = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs.iter())
+                    .finish();
+                let params = parse_unique(&encoded).unwrap();
+                for (name, value) in &pairs {
+                    prop_assert_eq!(params.get(name), Some(value.as_str()));
+                }
+            }
+
+            #[test]
+            fn a_repeated_name_is_refused_however_it_is_encoded(
+                name in "[a-z]{1,10}", first in ".{0,10}", second in ".{0,10}",
+                encode_second in any::<bool>()
+            ) {
+                let again = if encode_second {
+                    name.bytes().map(|b| format!("%{b:02X}")).collect::<String>()
+                } else {
+                    name.clone()
+                };
+                let raw = format!(
+                    "{name}={}&{again}={}",
+                    url::form_urlencoded::byte_serialize(first.as_bytes()).collect::<String>(),
+                    url::form_urlencoded::byte_serialize(second.as_bytes()).collect::<String>(),
+                );
+                prop_assert!(parse_unique(&raw).is_err());
+            }
+        }
+    }
 }

@@ -158,4 +158,22 @@ mod tests {
             CHALLENGE
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn only_the_verifier_of_the_challenge_passes(
+                challenge in ".{0,60}", method in ".{0,8}", verifier in "[A-Za-z0-9._~-]{43,128}"
+            ) {
+                let _ = validate_challenge(Some(&challenge), Some(&method));
+                prop_assert!(verify(Some(&verifier), &s256(&verifier)).is_ok());
+                let other = format!("{verifier}x");
+                prop_assert!(verify(Some(&other), &s256(&verifier)).is_err());
+                let _ = verify(Some(&challenge), &challenge);
+            }
+        }
+    }
 }

@@ -169,4 +169,47 @@ mod tests {
             "http://127.0.0.1:5000/call\tback"
         ));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn uri() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,80}",
+                "(https?|cursor|vscode|javascript)://[a-z0-9.:\\[\\]@%-]{0,30}(/[ -~]{0,30})?(#.{0,5})?",
+                "http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]{1,5})?/[a-z]{0,8}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn checks_never_panic(registered in uri(), requested in uri(), http in any::<bool>()) {
+                let _ = validate_registrable(&registered, http);
+                let _ = matches(&registered, &requested);
+            }
+
+            #[test]
+            fn what_matches_is_what_was_registered_or_its_loopback_port(
+                registered in uri(), requested in uri()
+            ) {
+                if matches(&registered, &requested) {
+                    prop_assert!(!requested.contains('#'));
+                    prop_assert!(!requested.chars().any(|c| c.is_whitespace() || c.is_control()));
+                    if registered != requested {
+                        let url = Url::parse(&requested).unwrap();
+                        prop_assert_eq!(url.scheme(), "http");
+                        prop_assert!(is_loopback_host(&url));
+                    }
+                }
+            }
+
+            #[test]
+            fn what_can_be_registered_matches_itself(uri in uri()) {
+                if validate_registered(&uri).is_ok() {
+                    prop_assert!(matches(&uri, &uri));
+                }
+            }
+        }
+    }
 }

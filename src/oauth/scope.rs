@@ -85,4 +85,20 @@ mod tests {
         assert!(!is_valid_scope_token("a\\b"));
         assert!(is_valid_scope_token("mcp:tools"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn what_is_granted_is_always_within_what_is_allowed(requested in ".{0,60}") {
+                let allowed = allowed();
+                if let Ok(granted) = resolve(Some(&requested), &allowed) {
+                    prop_assert!(granted.iter().all(|s| allowed.contains(s)));
+                    prop_assert!(granted.iter().all(|s| is_valid_scope_token(s)));
+                }
+            }
+        }
+    }
 }

@@ -279,4 +279,66 @@ mod tests {
             Err(JwtError::Invalid(_))
         ));
     }
+
+    mod properties {
+        use super::*;
+        use crate::tokens::keys::SigningKey;
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        fn keys() -> &'static KeySet {
+            static KEYS: OnceLock<KeySet> = OnceLock::new();
+            KEYS.get_or_init(|| KeySet::new(SigningKey::generate_es256().unwrap()))
+        }
+
+        fn header() -> impl Strategy<Value = String> {
+            let algorithms = prop_oneof![
+                Just("none".to_owned()),
+                Just("HS256".to_owned()),
+                Just("ES256".to_owned()),
+                Just("RS256".to_owned()),
+                Just("EdDSA".to_owned()),
+                "[A-Z0-9]{0,6}"
+            ];
+            (
+                algorithms,
+                prop_oneof![
+                    Just("at+jwt".to_owned()),
+                    Just("JWT".to_owned()),
+                    "[a-z+]{0,8}"
+                ],
+                ".{0,12}",
+                any::<bool>(),
+            )
+                .prop_map(|(alg, typ, kid, real_kid)| {
+                    let kid = if real_kid {
+                        keys().active().kid.clone()
+                    } else {
+                        kid
+                    };
+                    serde_json::json!({"alg": alg, "typ": typ, "kid": kid}).to_string()
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_string_is_refused_never_a_panic(token in ".{0,200}") {
+                prop_assert!(verify_own_access_token(keys(), &token, "https://i", UnixTime(0)).is_err());
+            }
+
+            #[test]
+            fn any_header_with_any_signature_is_refused(
+                header in header(), payload in ".{0,80}", signature in "[A-Za-z0-9_-]{0,90}"
+            ) {
+                let token = format!(
+                    "{}.{}.{signature}",
+                    URL_SAFE_NO_PAD.encode(header),
+                    URL_SAFE_NO_PAD.encode(payload),
+                );
+                prop_assert!(verify_access_token(keys(), &token, "https://i", "a", UnixTime(0)).is_err());
+            }
+        }
+    }
 }

@@ -321,4 +321,48 @@ mod tests {
             ["x_custom"]
         );
     }
+
+    mod properties {
+        use super::super::super::tests::proxy;
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-zA-Z0-9_-]{1,24}",
+                "(x|X)[_-](forwarded|FORWARDED|Forwarded)[_-][a-zA-Z_-]{1,10}",
+                "(x|X)[_-](real|original|rewrite|request|client)[_-](ip|url|id|IP|URL|ID)",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn nothing_that_reads_as_a_header_of_ours_gets_through(
+                names in proptest::collection::vec(name(), 0..12), allow in any::<bool>()
+            ) {
+                let mut policy_proxy = proxy("http://mcp:3000");
+                policy_proxy.headers = HeaderPolicy::new(
+                    [
+                        &HeaderName::from_static("x-forwarded-user"),
+                        &HeaderName::from_static("x-forwarded-email"),
+                        &HeaderName::from_static("x-forwarded-groups"),
+                    ],
+                    allow,
+                );
+                let mut incoming = HeaderMap::new();
+                for name in &names {
+                    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                        incoming.append(name, HeaderValue::from_static("forged"));
+                    }
+                }
+                let out = forwarded_headers(&incoming, &policy_proxy);
+                for name in out.keys() {
+                    let canonical = canonical_name(name.as_str());
+                    prop_assert!(!canonical.starts_with(FORWARDING_PREFIX), "{}", name);
+                    prop_assert!(!NEVER_FROM_CLIENT.contains(&canonical.as_str()), "{}", name);
+                    prop_assert!(allow || !name.as_str().contains('_'), "{}", name);
+                }
+            }
+        }
+    }
 }

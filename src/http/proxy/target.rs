@@ -184,4 +184,77 @@ mod tests {
             Some("http://mcp:3000/mcp?page=2&access_tokens=k")
         );
     }
+
+    mod properties {
+        use super::super::super::tests::proxy;
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(".".to_owned()),
+                Just("..".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2E%2e".to_owned()),
+                Just("..;".to_owned()),
+                Just(";x=1".to_owned()),
+                Just("%2f".to_owned()),
+                Just("%5c".to_owned()),
+                Just("%252e%252e".to_owned()),
+                Just("%00".to_owned()),
+                Just("%3b".to_owned()),
+                "[a-zA-Z0-9._~;=%-]{0,8}",
+            ]
+        }
+
+        /// Every segment of a path decoded as a server that decodes twice and cuts `;` would.
+        fn harshest_reading(path: &str) -> Vec<Vec<u8>> {
+            path.split('/')
+                .map(|segment| {
+                    let once: Vec<u8> = percent_decode_str(segment).collect();
+                    let twice: Vec<u8> = percent_decode(&once).collect();
+                    twice
+                        .split(|b| *b == b';')
+                        .next()
+                        .unwrap_or_default()
+                        .to_vec()
+                })
+                .collect()
+        }
+
+        use percent_encoding::percent_decode;
+
+        proptest! {
+            #[test]
+            fn no_forwarded_path_climbs_out_of_the_mount(segments in proptest::collection::vec(segment(), 0..6)) {
+                let pathed = proxy("http://gateway/team-a/");
+                let path = format!("/auth/mcp/{}", segments.join("/"));
+                if let Ok(url) = upstream_url(&pathed, &path, None) {
+                    prop_assert!(url.path().starts_with("/team-a"), "{}", url);
+                    for segment in harshest_reading(url.path()) {
+                        prop_assert!(segment != b"." && segment != b"..", "{}", url);
+                    }
+                }
+            }
+
+            #[test]
+            fn no_access_token_survives_in_the_query(
+                name_case in proptest::collection::vec(any::<bool>(), 12),
+                encode in proptest::collection::vec(any::<bool>(), 12),
+                other in "[a-z]{1,6}=[a-z]{0,6}"
+            ) {
+                let name: String = "access_token"
+                    .chars()
+                    .zip(name_case.iter().zip(&encode))
+                    .map(|(c, (upper, encoded))| {
+                        let c = if *upper { c.to_ascii_uppercase() } else { c };
+                        if *encoded { format!("%{:02X}", c as u8) } else { c.to_string() }
+                    })
+                    .collect();
+                let query = format!("{other}&{name}=secret");
+                let url = upstream_url(&proxy("http://mcp:3000"), "/auth/mcp", Some(&query)).unwrap();
+                prop_assert!(!url.as_str().contains("secret"), "{}", url);
+            }
+        }
+    }
 }
