@@ -149,9 +149,11 @@ async fn serve_connection(
         let router = router.clone();
         let guard = service_activity.request_started();
         request.extensions_mut().insert(ConnectInfo(peer));
-        let request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
         async move {
-            let response = router.oneshot(request).await?;
+            let response = match with_body_in_hand(request, body_timeout).await {
+                Ok(request) => router.oneshot(request).await?,
+                Err(refusal) => refusal,
+            };
             Ok::<_, std::convert::Infallible>(response.map(|body| {
                 Body::new(TrackedBody {
                     inner: body,
@@ -202,6 +204,44 @@ async fn serve_connection(
         }
     }
 }
+
+/// A small body is read whole before any handler sees the request, within `body_timeout`: a
+/// handler that answers without reading it (a refusal) would otherwise leave hyper either
+/// draining what has arrived or, when the rest is still on its way, closing the connection
+/// after the answer, which a client reusing it meets as a connection closed without one.
+/// Larger bodies and bodies of unknown length (uploads through the proxy) stream, under the
+/// same deadline.
+async fn with_body_in_hand(
+    request: hyper::Request<Incoming>,
+    timeout: Duration,
+) -> Result<hyper::Request<Body>, axum::response::Response> {
+    use axum::response::IntoResponse;
+    let small = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .is_some_and(|length| length <= BUFFERED_BODY_BYTES);
+    let (parts, body) = request.into_parts();
+    if !small || body.is_end_stream() {
+        let body = Body::new(TimedBody::new(body, timeout));
+        return Ok(hyper::Request::from_parts(parts, body));
+    }
+    match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(body)).await {
+        Ok(Ok(collected)) => Ok(hyper::Request::from_parts(
+            parts,
+            Body::from(collected.to_bytes()),
+        )),
+        Ok(Err(_)) => Err(crate::oauth::OAuthError::invalid_request(
+            "the request body could not be read",
+        )
+        .into_response()),
+        Err(_) => Err(crate::oauth::OAuthError::RequestTimeout.into_response()),
+    }
+}
+
+/// Bodies announced at most this large are read before the request is handled.
+const BUFFERED_BODY_BYTES: u64 = 64 * 1024;
 
 /// What a connection has been doing, as its socket and its requests report it.
 struct Activity {

@@ -297,3 +297,39 @@ async fn a_kept_alive_connection_cannot_trickle_its_next_request_forever() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() {
+    let (app, _upstream, _token) = proxied_app("").await;
+    let mut stream = connect(&app).await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#;
+    // The headers first, the body a moment later: the refusal (no token) is ready before it.
+    stream
+        .write_all(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    let first = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(first.starts_with("http/1.1 401"), "{first}");
+    assert!(!first.contains("connection: close"), "{first}");
+    // The client reuses the connection, as pools do: it is answered.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer))
+        .await
+        .expect("an answer on the reused connection")
+        .unwrap();
+    let second = String::from_utf8_lossy(&answer[..n]);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use url::Url;
@@ -153,6 +153,14 @@ async fn forward(
     };
     let mut headers = forwarded_headers(&parts.headers, proxy);
     add_forwarding(&mut headers, proxy, peer, parts.headers.get("x-request-id"));
+    // The length of what is sent is the length of the body we hold, not what the client's
+    // header claimed: a mismatch would make the MCP server read the framing differently.
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(length) = http_body::Body::size_hint(&body).exact()
+        && (length > 0 || parts.headers.contains_key(header::CONTENT_LENGTH))
+    {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if let Err(error) = add_identity(&state.bridge, proxy, claims, now, &mut headers) {
         return error.into_response();
     }
