@@ -136,21 +136,29 @@ async fn main() -> anyhow::Result<()> {
                 let mut rng =
                     StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let target = &targets[rng.gen_range(0..targets.len())];
-                let (request, shown) = generate(&mut rng, &dictionary);
-                let verdict = send(target, request, &dictionary).await;
+                let exchanges = if rng.gen_bool(0.1) {
+                    flow(&mut rng, target, &dictionary).await
+                } else {
+                    let (request, shown) = generate(&mut rng, &dictionary);
+                    let verdict = send(target, request, &dictionary).await;
+                    vec![(shown, verdict.map(|answer| answer.status))]
+                };
                 let mut tally = tally.lock().unwrap();
-                match verdict {
-                    Ok(status) => {
-                        *tally.statuses.entry(status).or_default() += 1;
-                        if status >= 500 && status != 503 {
-                            tally
-                                .findings
-                                .push(format!("#{index} {}: {status} for {shown}", target.name));
+                for (shown, verdict) in exchanges {
+                    match verdict {
+                        Ok(status) => {
+                            *tally.statuses.entry(status).or_default() += 1;
+                            if status >= 500 && status != 503 {
+                                tally.findings.push(format!(
+                                    "#{index} {}: {status} for {shown}",
+                                    target.name
+                                ));
+                            }
                         }
+                        Err(problem) => tally
+                            .findings
+                            .push(format!("#{index} {}: {problem} for {shown}", target.name)),
                     }
-                    Err(problem) => tally
-                        .findings
-                        .push(format!("#{index} {}: {problem} for {shown}", target.name)),
                 }
                 let count = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if count % 1_000_000 == 0 {
@@ -165,20 +173,8 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<()>>()
         .await;
     let elapsed = started.elapsed();
-    let tally = tally.lock().unwrap();
-    let total: u64 = tally.statuses.values().sum::<u64>() + tally.findings.len() as u64;
-    println!(
-        "inputs: {total}, seconds: {:.1}, inputs/s: {:.0}",
-        elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64()
-    );
-    println!("statuses: {:?}", tally.statuses);
-    println!("findings: {}", tally.findings.len());
-    for finding in tally.findings.iter().take(20) {
-        println!("  {finding}");
-    }
-    let findings = tally.findings.len();
-    drop(tally);
+    let inputs_done = done.load(std::sync::atomic::Ordering::Relaxed);
+    let findings = report(&tally.lock().unwrap(), inputs_done, elapsed);
     if let Some((_, Some((admin, name)))) = database {
         drop_database(&admin, &name).await?;
     }
@@ -187,6 +183,22 @@ async fn main() -> anyhow::Result<()> {
     } else {
         anyhow::bail!("{findings} findings")
     }
+}
+
+/// Prints the figures and the first findings; how many findings there were.
+fn report(tally: &Tally, inputs: u64, elapsed: Duration) -> usize {
+    let requests: u64 = tally.statuses.values().sum::<u64>() + tally.findings.len() as u64;
+    println!(
+        "inputs: {inputs} ({requests} requests), seconds: {:.1}, inputs/s: {:.0}",
+        elapsed.as_secs_f64(),
+        inputs as f64 / elapsed.as_secs_f64()
+    );
+    println!("statuses: {:?}", tally.statuses);
+    println!("findings: {}", tally.findings.len());
+    for finding in tally.findings.iter().take(20) {
+        println!("  {finding}");
+    }
+    tally.findings.len()
 }
 
 /// A database of the fuzzer's own on the server `admin_url` names: its URL, and what to drop.
@@ -768,12 +780,19 @@ fn registration_body(rng: &mut StdRng, dictionary: &Dictionary) -> String {
     body.to_string()
 }
 
-/// The status of the answer (its body read whole), or why there was none.
+/// An answer, its body read whole.
+struct Answer {
+    status: u16,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+}
+
+/// The answer (its body read whole), or why there was none.
 async fn send(
     target: &Target,
     mut request: Request<Body>,
     dictionary: &Dictionary,
-) -> Result<u16, String> {
+) -> Result<Answer, String> {
     let peer = SocketAddr::new(
         IpAddr::V4(Ipv4Addr::new(
             10,
@@ -789,14 +808,15 @@ async fn send(
     let exchange = tokio::spawn(async move {
         let response = router.oneshot(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
             .await
             .map_err(|_| "the body did not end in time".to_owned())?
             .map_err(|e| format!("the body failed: {e}"))?
             .to_bytes();
-        Ok::<_, String>((status, body))
+        Ok::<_, String>((status, headers, body))
     });
-    let (status, body) = match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+    let (status, headers, body) = match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
         Err(_) => return Err("no answer within 5 s".into()),
         Ok(Err(join)) if join.is_panic() => return Err("PANIC".into()),
         Ok(Err(join)) => return Err(format!("task failed: {join}")),
@@ -812,5 +832,199 @@ async fn send(
             known.push(client_id.clone());
         }
     }
-    Ok(status)
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A whole sign-in, one request after the other as a browser and a client make them, cookies
+/// kept, with one step's request broken at random (or none): authorize, consent page, decision,
+/// the provider's login (for real, over HTTP) or the login form, callback, code exchange. Each
+/// request is one exchange of the result.
+async fn flow(
+    rng: &mut StdRng,
+    target: &Target,
+    dictionary: &Dictionary,
+) -> Vec<(String, Result<u16, String>)> {
+    use sha2::{Digest, Sha256};
+    let mut exchanges = Vec::new();
+    let broken = rng.gen_range(0..12);
+    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+    let verifier = URL_SAFE_NO_PAD.encode(rng.r#gen::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let redirect = "http://127.0.0.1:4000/callback";
+    let mut query = vec![
+        ("client_id", "fuzz-cli".to_owned()),
+        ("redirect_uri", redirect.to_owned()),
+        ("response_type", "code".to_owned()),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256".to_owned()),
+        ("state", "flow-state".to_owned()),
+        ("scope", "openid email offline_access".to_owned()),
+    ];
+    if target.name != "local" {
+        query.push(("resource", format!("{}/mcp", target.issuer)));
+    }
+    let mut location = format!("/oauth/authorize?{}", form(&query));
+    let mut post: Option<String> = None;
+    let mut code = None;
+    // Follows the sign-in through the bridge's pages until the client gets its code.
+    for step in 0..8 {
+        let mut uri = location.clone();
+        let mut body = post.take();
+        if step == broken {
+            match &mut body {
+                Some(form) if rng.gen_bool(0.5) => *form = mutate(rng, form.clone()),
+                _ => uri = mutate(rng, uri),
+            }
+            if rng.gen_bool(0.3) {
+                cookies.clear();
+            }
+        }
+        let method = if body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let Ok(parsed) = axum::http::Uri::try_from(uri.as_str()) else {
+            break;
+        };
+        let mut request = Request::builder().method(method.clone()).uri(parsed);
+        let cookie_header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !cookie_header.is_empty() {
+            request = request.header("cookie", cookie_header.join("; "));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let shown = format!("flow step {step}: {method} {uri}");
+        let Ok(request) = request.body(Body::from(body.unwrap_or_default())) else {
+            break;
+        };
+        let answer = match send(target, request, dictionary).await {
+            Ok(answer) => answer,
+            Err(problem) => {
+                exchanges.push((shown, Err(problem)));
+                break;
+            }
+        };
+        exchanges.push((shown, Ok(answer.status)));
+        for set in answer.headers.get_all("set-cookie") {
+            if let Some((name, value)) = set
+                .to_str()
+                .ok()
+                .and_then(|c| c.split(';').next())
+                .and_then(|pair| pair.split_once('='))
+            {
+                cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let next = answer
+            .headers
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        match (answer.status, next) {
+            (302 | 303, Some(next)) if next.starts_with(redirect) => {
+                code = query_value(&next, "code");
+                break;
+            }
+            (302 | 303, Some(next)) if next.starts_with(&target.issuer) => {
+                location = next[target.issuer.len()..].to_owned();
+            }
+            // The provider's login page, for real: it answers with our callback.
+            (302 | 303, Some(next)) if next.starts_with("http://127.0.0.1") => {
+                match provider_login(&next).await {
+                    Some(callback) if callback.starts_with(&target.issuer) => {
+                        location = callback[target.issuer.len()..].to_owned();
+                    }
+                    _ => break,
+                }
+            }
+            (200, _) if location.starts_with("/oauth/consent") => {
+                let token = query_value(&location, "request").unwrap_or_default();
+                post = Some(form(&[
+                    ("request", token),
+                    ("decision", "allow".to_owned()),
+                ]));
+                location = "/oauth/consent".to_owned();
+            }
+            (200, _) if location.starts_with("/oauth/login") => {
+                let state = query_value(&location, "state").unwrap_or_default();
+                let page = String::from_utf8_lossy(&answer.body);
+                let csrf = hidden_field(&page, "csrf").unwrap_or_default();
+                let password = if rng.gen_bool(0.8) { SECRET } else { "wrong" };
+                post = Some(form(&[
+                    ("state", state),
+                    ("csrf", csrf),
+                    ("username", "ada".to_owned()),
+                    ("password", password.to_owned()),
+                ]));
+                location = "/oauth/login".to_owned();
+            }
+            _ => break,
+        }
+    }
+    let Some(code) = code else {
+        return exchanges;
+    };
+    let mut redeem = form(&[
+        ("grant_type", "authorization_code".to_owned()),
+        ("client_id", "fuzz-cli".to_owned()),
+        ("code", code),
+        ("redirect_uri", redirect.to_owned()),
+        ("code_verifier", verifier),
+    ]);
+    if broken >= 8 {
+        redeem = mutate(rng, redeem);
+    }
+    let request = Request::post("/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(redeem.clone()));
+    if let Ok(request) = request {
+        let answer = send(target, request, dictionary).await;
+        exchanges.push((
+            format!("flow: POST /oauth/token {redeem}"),
+            answer.map(|a| a.status),
+        ));
+    }
+    exchanges
+}
+
+/// The test provider's answer to its login URL: where it sends the browser back.
+async fn provider_login(url: &str) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .ok()?;
+    let answer = client.get(url).send().await.ok()?;
+    answer
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn hidden_field(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker)? + marker.len();
+    page[start..].split('"').next().map(str::to_owned)
+}
+
+fn query_value(location: &str, name: &str) -> Option<String> {
+    url::Url::parse("https://x")
+        .ok()?
+        .join(location)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn form(pairs: &[(&str, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
 }
