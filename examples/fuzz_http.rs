@@ -995,10 +995,16 @@ async fn flow(
 
 /// The test provider's answer to its login URL: where it sends the browser back.
 async fn provider_login(url: &str) -> Option<String> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .ok()?;
+    // One client for the whole run: each new one loads the system's trust anchors.
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    let client = CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .ok()
+        })
+        .as_ref()?;
     let answer = client.get(url).send().await.ok()?;
     answer
         .headers()

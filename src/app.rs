@@ -290,6 +290,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             body_timeout: server.body_timeout.0,
             idle_timeout: server.idle_timeout.0,
             max_connections: server.max_connections,
+            max_connections_per_address: server.max_connections_per_address,
+            trusted_proxies: server.trusted_proxies.clone(),
+            shutdown_timeout: server.shutdown_timeout.0,
         },
     })
 }

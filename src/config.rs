@@ -254,6 +254,19 @@ pub struct ServerConfig {
     /// Open connections at most; beyond it new ones are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open connections from one address (IPv6 by /64) at most; trusted proxies are not counted.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// How long shutdown waits for the requests in flight before it closes what is still open.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: ConfigDuration,
+}
+
+fn default_max_connections_per_address() -> usize {
+    1_000
+}
+fn default_shutdown_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
 }
 
 fn default_header_timeout() -> ConfigDuration {
@@ -943,8 +956,13 @@ impl ServerConfig {
                 problems.push(format!("{field}: must be at least 100ms"));
             }
         }
-        if self.max_connections == 0 {
-            problems.push("server.max_connections: must be at least 1".to_owned());
+        // A semaphore holds the connection slots; far beyond any file-descriptor limit anyway.
+        const MOST: usize = 1_000_000;
+        if self.max_connections == 0 || self.max_connections > MOST {
+            problems.push(format!("server.max_connections: must be from 1 to {MOST}"));
+        }
+        if self.max_connections_per_address == 0 {
+            problems.push("server.max_connections_per_address: must be at least 1".to_owned());
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
@@ -37,7 +37,7 @@ pub struct TrustedProxies {
 pub struct ClientAddress {
     /// None only for requests that did not come over a socket (in-process tests).
     pub ip: Option<IpAddr>,
-    /// The request came through a trusted proxy, which may also name the request id.
+    /// The request came through a trusted proxy.
     pub via_trusted_proxy: bool,
 }
 
@@ -161,12 +161,10 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// A request id a trusted proxy chose is kept when it is this short and plain.
-const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Resolves the client's address for the rest of the stack, and drops a request id that no
-/// trusted proxy vouches for (ours is set next): a client must not choose the id its requests
-/// are logged and forwarded under.
+/// Resolves the client's address for the rest of the stack, and drops any request id that came
+/// with the request (ours is set next): a client must not choose the id its requests are logged
+/// and forwarded under, and a load balancer in front may pass a client's one through untouched.
 pub async fn resolve_client(
     State(proxies): State<Arc<TrustedProxies>>,
     mut request: Request,
@@ -179,31 +177,15 @@ pub async fn resolve_client(
             via_trusted_proxy: false,
         },
     };
-    let keep_request_id = address.via_trusted_proxy
-        && request.headers().get_all(&REQUEST_ID).iter().count() == 1
-        && request
-            .headers()
-            .get(&REQUEST_ID)
-            .is_some_and(is_plain_request_id);
-    if !keep_request_id {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
+    request.headers_mut().remove(&REQUEST_ID);
     request.extensions_mut().insert(address);
     next.run(request).await
-}
-
-fn is_plain_request_id(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_REQUEST_ID_LEN
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn proxies(networks: &[&str], header: ClientAddressHeader) -> TrustedProxies {
         TrustedProxies {
@@ -300,19 +282,6 @@ mod tests {
             trusted.client_of(ip("::ffff:127.0.0.1"), &chain).ip,
             Some(ip("198.51.100.7"))
         );
-    }
-
-    #[test]
-    fn only_plain_short_request_ids_are_kept() {
-        assert!(is_plain_request_id(&HeaderValue::from_static(
-            "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
-        )));
-        assert!(!is_plain_request_id(&HeaderValue::from_static(
-            "id with spaces"
-        )));
-        assert!(!is_plain_request_id(&HeaderValue::from_static("")));
-        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
-        assert!(!is_plain_request_id(&HeaderValue::from_str(&long).unwrap()));
     }
 
     mod properties {

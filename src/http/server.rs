@@ -7,11 +7,12 @@
 //! A streamed answer that keeps moving (server-sent events, a long MCP response) is never cut.
 //! Shutdown stops accepting and lets every request in flight finish.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,13 +28,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-/// How long each part of a connection's life may take, and how many connections there may be.
+use super::rate_limit::bucket_of;
+
+/// How long each part of a connection's life may take, and how many there may be.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Connections from one address (IPv6 by /64) at most, so that one client cannot take them
+    /// all; the trusted proxies, which carry everybody's, are not counted.
+    pub max_connections_per_address: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long shutdown waits for requests in flight (streams never end by themselves).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -43,6 +52,9 @@ impl Default for ConnectionLimits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            trusted_proxies: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -71,8 +83,48 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Open connections per address (IPv6 by /64).
+#[derive(Default)]
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Held by a connection for its address's count.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(address).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.counts.open.lock()
+            && let Some(count) = open.get_mut(&self.address)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the requests in
-/// flight.
+/// flight, `shutdown_timeout` at most.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -81,7 +133,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Told when shutdown has waited long enough: what is still open is dropped.
+    let (abort_tx, abort_rx) = watch::channel(false);
     // Every connection task holds a receiver; when all are dropped, the connections are done.
     let (done_tx, done_rx) = watch::channel(());
     let mut last_refusal_logged: Option<Instant> = None;
@@ -98,6 +153,30 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let address = bucket_of(peer.ip());
+        let trusted = limits
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&address));
+        let address_slot = if trusted {
+            None
+        } else {
+            match per_address.take(address, limits.max_connections_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    drop(stream);
+                    if last_refusal_logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                        last_refusal_logged = Some(Instant::now());
+                        tracing::warn!(
+                            ?address,
+                            max = limits.max_connections_per_address,
+                            "connections refused: server.max_connections_per_address are open from one address"
+                        );
+                    }
+                    continue;
+                }
+            }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Closed at once: the client learns now, instead of waiting in a queue.
@@ -117,16 +196,37 @@ pub async fn serve(
             peer,
             router.clone(),
             Arc::clone(&limits),
-            slot,
-            stop_rx.clone(),
-            done_rx.clone(),
+            (slot, address_slot),
+            Signals {
+                stop: stop_rx.clone(),
+                abort: abort_rx.clone(),
+                _done: done_rx.clone(),
+            },
         ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
     drop(done_rx);
-    done_tx.closed().await;
+    if tokio::time::timeout(limits.shutdown_timeout, done_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = done_tx.receiver_count(),
+            "shutdown: connections still busy after server.shutdown_timeout are closed"
+        );
+        let _ = abort_tx.send(true);
+        let _ = tokio::time::timeout(CLOSE_GRACE, done_tx.closed()).await;
+    }
     Ok(())
+}
+
+/// What a connection task listens to: shutdown (finish, then close), its end (close now), and a
+/// receiver whose drop tells `serve` the connection is done.
+struct Signals {
+    stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+    _done: watch::Receiver<()>,
 }
 
 async fn serve_connection(
@@ -134,9 +234,8 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     limits: Arc<ConnectionLimits>,
-    _slot: OwnedSemaphorePermit,
-    mut stop: watch::Receiver<bool>,
-    _done: watch::Receiver<()>,
+    _slots: (OwnedSemaphorePermit, Option<AddressSlot>),
+    mut signals: Signals,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(WatchedIo {
@@ -186,11 +285,12 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = stop.changed(), if !draining => {
+            _ = signals.stop.changed(), if !draining => {
                 // The request in flight finishes (under the same timeouts), then it closes.
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
+            _ = signals.abort.changed() => return,
             () = tokio::time::sleep_until(check_at) => {
                 if closing_since.is_some() {
                     return;

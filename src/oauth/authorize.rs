@@ -226,8 +226,8 @@ pub async fn start_authorization(
     let audience =
         resource::resolve_audience(&bridge.settings, params.get("resource")).map_err(redirect)?;
 
-    // Only a request that passed every check costs a record.
-    bridge
+    // Only a request that passed every check costs a record; the room is held until it is stored.
+    let _admission = bridge
         .pending
         .admit(bridge.storage.as_ref(), now)
         .await

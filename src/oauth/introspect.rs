@@ -174,7 +174,11 @@ fn refresh_token_answer(bridge: &Bridge, family: &RefreshFamily) -> Value {
         "iss": bridge.settings.issuer,
         "exp": expires_at.seconds(),
     });
-    if let (Some(email), Value::Object(fields)) = (&family.identity.email, &mut answer) {
+    // As much of the user as the grant's access tokens carry, and no more.
+    let released = super::disclosure::released(&family.scope, &bridge.settings.access_token_claims);
+    if let (Some(email), Value::Object(fields)) = (&family.identity.email, &mut answer)
+        && released.contains(&super::disclosure::IdentityClaim::Email)
+    {
         fields.insert("username".into(), json!(email));
     }
     answer

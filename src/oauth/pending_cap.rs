@@ -4,10 +4,11 @@
 //! since that would let a flood cancel real users' sign-ins.
 //!
 //! Counting the records in storage on every request would cost a query each under exactly the
-//! load this guards against, so the count is read at most once a second and the records this
-//! instance admitted since are added to it. Records that ended since are still counted until the
-//! next read, so one instance never overshoots; several instances sharing PostgreSQL may
-//! together overshoot by what they admit within one second.
+//! load this guards against, so storage is counted at most once a second, by one request at a
+//! time, and what this instance admitted since that count began is added to it. Admissions whose
+//! record was not stored yet when the count began are added too; a record may so be counted
+//! twice, never not at all, so one instance never overshoots. Several instances sharing
+//! PostgreSQL may together overshoot by what the others admit within one second.
 
 use std::sync::Mutex;
 
@@ -27,11 +28,29 @@ pub struct PendingCap {
 
 #[derive(Default)]
 struct Count {
-    /// When storage was last counted, and what it said.
+    /// When storage was last counted, and what it said plus the admissions not stored then.
     counted: Option<(UnixTime, usize)>,
-    /// Records admitted since that count.
-    admitted_since: usize,
+    /// Every admission so far, and how many there were when the last count began.
+    admitted: u64,
+    admitted_at_count: u64,
+    /// Admitted, record not stored yet (an `Admission` is alive).
+    unstored: usize,
+    recounting: bool,
     last_warning: Option<UnixTime>,
+}
+
+/// Room for one record, held until it is stored (or given up).
+#[must_use = "the room is held until the record is stored"]
+pub struct Admission<'a> {
+    cap: &'a PendingCap,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut count) = self.cap.state.lock() {
+            count.unstored = count.unstored.saturating_sub(1);
+        }
+    }
 }
 
 impl PendingCap {
@@ -47,18 +66,25 @@ impl PendingCap {
     }
 
     /// Reserves room for one more record, or refuses with `temporarily_unavailable`.
-    pub async fn admit(&self, storage: &dyn Storage, now: UnixTime) -> Result<(), OAuthError> {
-        if self.is_stale(now) {
-            let live = storage.count_pending(now).await?;
-            if let Ok(mut count) = self.state.lock() {
-                count.counted = Some((now, live));
-                count.admitted_since = 0;
-            }
+    pub async fn admit(
+        &self,
+        storage: &dyn Storage,
+        now: UnixTime,
+    ) -> Result<Admission<'_>, OAuthError> {
+        if let Some((admitted, unstored)) = self.start_recount(now) {
+            let counted = storage.count_pending(now).await;
+            let mut count = self.state.lock().map_err(|_| OAuthError::ServerError)?;
+            count.recounting = false;
+            let live = counted?;
+            count.counted = Some((now, live + unstored));
+            count.admitted_at_count = admitted;
         }
-        let Ok(mut count) = self.state.lock() else {
-            return Err(OAuthError::ServerError);
-        };
-        let live = count.counted.map_or(0, |(_, live)| live) + count.admitted_since;
+        let mut count = self.state.lock().map_err(|_| OAuthError::ServerError)?;
+        let since = usize::try_from(count.admitted - count.admitted_at_count).unwrap_or(usize::MAX);
+        let live = count
+            .counted
+            .map_or(0, |(_, live)| live)
+            .saturating_add(since);
         if live >= self.max {
             let warned_recently = count
                 .last_warning
@@ -72,16 +98,22 @@ impl PendingCap {
             }
             return Err(OAuthError::TemporarilyUnavailable);
         }
-        count.admitted_since += 1;
-        Ok(())
+        count.admitted += 1;
+        count.unstored += 1;
+        Ok(Admission { cap: self })
     }
 
-    fn is_stale(&self, now: UnixTime) -> bool {
-        self.state.lock().map_or(true, |count| {
-            count
-                .counted
-                .is_none_or(|(at, _)| now.seconds() - at.seconds() >= RECOUNT_EVERY)
-        })
+    /// When a count is due and nobody is counting: this caller counts, from these figures.
+    fn start_recount(&self, now: UnixTime) -> Option<(u64, usize)> {
+        let mut count = self.state.lock().ok()?;
+        let stale = count
+            .counted
+            .is_none_or(|(at, _)| now.seconds() - at.seconds() >= RECOUNT_EVERY);
+        if !stale || count.recounting {
+            return None;
+        }
+        count.recounting = true;
+        Some((count.admitted, count.unstored))
     }
 }
 
@@ -114,12 +146,12 @@ mod tests {
         let cap = PendingCap::new(3);
         let now = UnixTime(1_000);
         for _ in 0..3 {
-            cap.admit(&storage, now).await.unwrap();
+            drop(cap.admit(&storage, now).await.unwrap());
         }
-        assert_eq!(
+        assert!(matches!(
             cap.admit(&storage, now).await,
             Err(OAuthError::TemporarilyUnavailable)
-        );
+        ));
         // A second later storage is counted again: only what is really live still counts.
         let later = now.plus(Duration::from_secs(1));
         storage
@@ -146,7 +178,56 @@ mod tests {
             )
             .await
             .unwrap();
-        cap.admit(&storage, later).await.unwrap();
+        drop(cap.admit(&storage, later).await.unwrap());
         assert!(cap.admit(&storage, later).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_admissions_across_recounts_never_pass_the_maximum() {
+        let storage = std::sync::Arc::new(MemoryStorage::new());
+        let cap = std::sync::Arc::new(PendingCap::new(50));
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(200));
+        let admitted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (storage, cap, start, admitted) = (
+                    std::sync::Arc::clone(&storage),
+                    std::sync::Arc::clone(&cap),
+                    std::sync::Arc::clone(&start),
+                    std::sync::Arc::clone(&admitted),
+                );
+                tokio::spawn(async move {
+                    start.wait().await;
+                    // Seconds apart, so that recounts run while others admit.
+                    let now = UnixTime(1_000 + i64::from(i % 4));
+                    if let Ok(admission) = cap.admit(storage.as_ref(), now).await {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Stored as an authorization would store it, then the room is the record's.
+                        let token = TokenHash::of(&format!("r-{i}"));
+                        storage
+                            .put_consent_request(
+                                token,
+                                ConsentRequest {
+                                    request: request(),
+                                    expires_at: UnixTime(100_000),
+                                },
+                            )
+                            .await
+                            .unwrap();
+                        drop(admission);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let admitted = admitted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(admitted <= 50, "{admitted} admitted past a cap of 50");
+        assert!(admitted >= 25, "the cap let too few through: {admitted}");
+        assert_eq!(
+            storage.count_pending(UnixTime(1_003)).await.unwrap(),
+            admitted
+        );
     }
 }

@@ -333,3 +333,76 @@ async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() 
     let second = String::from_utf8_lossy(&answer[..n]);
     assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_a_stream_only_as_long_as_the_shutdown_timeout() {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let upstream = McpUpstream::start().await;
+    let app = spawn_app_with(Options {
+        proxy: format!(
+            "proxy:\n  upstream_url: \"{}\"\n  timeout: 5s\n",
+            upstream.url
+        ),
+        server: "  shutdown_timeout: 1s".into(),
+        shutdown: Some(stopped),
+        ..Options::default()
+    })
+    .await;
+    let token = token_for_the_proxy(&app).await;
+    let mut endless = app
+        .api
+        .get(app.url("/mcp/endless"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(endless.chunk().await.unwrap().is_some());
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), app.server)
+        .await
+        .expect("serve returned once the shutdown timeout was over")
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stream was cut when the bridge gave up waiting.
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = endless.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the shutdown");
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection_unless_it_is_a_trusted_proxy() {
+    async fn held(app: &TestApp, count: usize) -> Vec<TcpStream> {
+        let mut streams = Vec::new();
+        for _ in 0..count {
+            let mut stream = connect(app).await;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buffer = [0u8; 1024];
+            assert!(stream.read(&mut buffer).await.unwrap() > 0);
+            streams.push(stream);
+        }
+        streams
+    }
+    let app = app_with("  max_connections_per_address: 2").await;
+    let _two = held(&app, 2).await;
+    let mut third = connect(&app).await;
+    let (answer, after) = until_closed(&mut third, Duration::from_secs(2)).await;
+    assert!(
+        answer.is_empty() && after < Duration::from_millis(500),
+        "{answer}"
+    );
+
+    let behind_a_proxy =
+        app_with("  max_connections_per_address: 2\n  trusted_proxies: [\"127.0.0.1/32\"]").await;
+    let held_open = held(&behind_a_proxy, 5).await;
+    assert_eq!(held_open.len(), 5);
+}

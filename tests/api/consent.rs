@@ -138,8 +138,12 @@ async fn a_trusted_client_skips_consent() {
     assert!(next.starts_with(&app.provider.issuer), "{next}");
 }
 
-/// Signs the public client in with `scope`: the consent page's HTML and the access token's claims.
-async fn consent_and_token_claims(app: &TestApp, scope: &str) -> (String, serde_json::Value) {
+/// Signs the public client in with `scope`: the consent page's HTML, the access token's claims
+/// and the token response.
+async fn consent_and_tokens(
+    app: &TestApp,
+    scope: &str,
+) -> (String, serde_json::Value, serde_json::Value) {
     let pkce = Pkce::new();
     let mut params = app.authorize_params(&pkce);
     params.retain(|(k, _)| *k != "scope");
@@ -153,7 +157,13 @@ async fn consent_and_token_claims(app: &TestApp, scope: &str) -> (String, serde_
     let response = app.redeem_code(&code, &pkce).await;
     assert_eq!(response.status(), StatusCode::OK);
     let tokens: serde_json::Value = response.json().await.unwrap();
-    (html, jwt_payload(tokens["access_token"].as_str().unwrap()))
+    let claims = jwt_payload(tokens["access_token"].as_str().unwrap());
+    (html, claims, tokens)
+}
+
+async fn consent_and_token_claims(app: &TestApp, scope: &str) -> (String, serde_json::Value) {
+    let (html, claims, _) = consent_and_tokens(app, scope).await;
+    (html, claims)
 }
 
 #[tokio::test]
@@ -198,4 +208,30 @@ async fn the_consent_page_shows_where_the_user_is_sent_back_to() {
         html.contains("<strong class=\"host\">127.0.0.1:33418</strong>"),
         "{html}"
     );
+}
+
+#[tokio::test]
+async fn introspecting_a_refresh_token_says_no_more_of_the_user_than_its_access_tokens() {
+    const RESOURCE_SERVER: &str = "resource-server-introspection-token-0123456789";
+    let app = spawn_app_with(Options {
+        extra_oauth: format!("  introspection_tokens: [\"{RESOURCE_SERVER}\"]"),
+        ..Options::default()
+    })
+    .await;
+    let introspect = |token: String| {
+        app.api
+            .post(app.url("/oauth/introspect"))
+            .bearer_auth(RESOURCE_SERVER)
+            .form(&[("token", token)])
+            .send()
+    };
+    let (_, _, tokens) = consent_and_tokens(&app, "offline_access").await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let answer: serde_json::Value = introspect(refresh).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["active"], true);
+    assert!(answer.get("username").is_none(), "{answer}");
+    let (_, _, tokens) = consent_and_tokens(&app, "openid email offline_access").await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let answer: serde_json::Value = introspect(refresh).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["username"], "ada@corp.example");
 }

@@ -1,8 +1,10 @@
 //! The headers that cross the proxy. The MCP server trusts what the proxy says about the caller
 //! and the connection, so nothing the client sends may look like it to any server: CGI, WSGI and
-//! PHP read `X_Forwarded_User` and `X-Forwarded-User` as one variable and merge them, so names
-//! are compared with `_` read as `-`, and names with `_` are dropped altogether unless the
-//! operator allows them (nginx's `underscores_in_headers off`).
+//! PHP read `X_Forwarded_User` and `X-Forwarded-User` as one variable and merge them, and
+//! lighttpd's CGI turns every other punctuation character into `_` as well. So names are compared
+//! with every character but a letter or a digit read as `-`, and names with anything but letters,
+//! digits and `-` are dropped altogether (`_` only unless the operator allows it, as nginx's
+//! `underscores_in_headers off` does).
 
 use std::net::IpAddr;
 
@@ -43,12 +45,15 @@ const FORWARDING_PREFIX: &str = "x-forwarded-";
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// A header name as a CGI-style server reads it: lowercase, `_` and `-` alike.
+/// A header name as a CGI-style server reads it: lowercase, every punctuation character alike.
 fn canonical_name(name: &str) -> String {
     name.chars()
-        .map(|c| match c {
-            '_' => '-',
-            other => other.to_ascii_lowercase(),
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
         })
         .collect()
 }
@@ -66,7 +71,14 @@ impl HeaderPolicy {
         set_by_proxy: impl IntoIterator<Item = &'a HeaderName>,
         allow_underscores: bool,
     ) -> Self {
-        let mut reserved: Vec<String> = NEVER_FROM_CLIENT.map(str::to_owned).to_vec();
+        // What the proxy strips by name (hop by hop, the framing it sets itself) is reserved in
+        // every spelling too.
+        let mut reserved: Vec<String> = NEVER_FROM_CLIENT
+            .iter()
+            .chain(HOP_BY_HOP.iter())
+            .chain(["content-length", "cookie"].iter())
+            .map(|name| canonical_name(name))
+            .collect();
         reserved.extend(
             set_by_proxy
                 .into_iter()
@@ -78,9 +90,17 @@ impl HeaderPolicy {
         }
     }
 
+    /// Whether the client's header `name` stays behind. The exact names the proxy handles itself
+    /// (`cookie`, `content-length`) are not refused here but replaced by what it computes.
     fn refuses(&self, name: &str) -> bool {
-        if name.contains('_') && !self.allow_underscores {
+        let odd = name.bytes().any(|b| {
+            !(b.is_ascii_alphanumeric() || b == b'-' || (b == b'_' && self.allow_underscores))
+        });
+        if odd {
             return true;
+        }
+        if matches!(name, "cookie" | "content-length") {
+            return false;
         }
         let canonical = canonical_name(name);
         canonical.starts_with(FORWARDING_PREFIX) || self.reserved.contains(&canonical)
@@ -290,6 +310,12 @@ mod tests {
             "x-request-id",
             "x_request_id",
             "x_custom",
+            "x.forwarded.user",
+            "x~forwarded~groups",
+            "x+forwarded+email",
+            "x!real!ip",
+            "transfer.encoding",
+            "proxy~authorization",
         ] {
             incoming.insert(
                 HeaderName::from_static(name),
@@ -315,6 +341,9 @@ mod tests {
         incoming.insert("x_custom", HeaderValue::from_static("kept"));
         incoming.insert("x_identity", HeaderValue::from_static("forged"));
         incoming.insert("x_forwarded_groups", HeaderValue::from_static("forged"));
+        incoming.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        incoming.insert("content_length", HeaderValue::from_static("5"));
+        incoming.insert("x.custom", HeaderValue::from_static("odd"));
         let out = forwarded_headers(&incoming, &allowing);
         assert_eq!(
             out.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
@@ -327,17 +356,67 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        /// The CGI variable a server makes of a header name (lighttpd's rule, the widest: every
+        /// character but a letter or a digit becomes `_`).
+        fn cgi_variable(name: &str) -> String {
+            let upper: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("HTTP_{upper}")
+        }
+
+        /// Variables a server must only ever get from the proxy.
+        const PROXYS_OWN: [&str; 18] = [
+            "HTTP_X_FORWARDED_USER",
+            "HTTP_X_FORWARDED_EMAIL",
+            "HTTP_X_FORWARDED_GROUPS",
+            "HTTP_X_FORWARDED_FOR",
+            "HTTP_X_FORWARDED_HOST",
+            "HTTP_X_FORWARDED_PROTO",
+            "HTTP_FORWARDED",
+            "HTTP_X_REAL_IP",
+            "HTTP_X_ORIGINAL_URL",
+            "HTTP_X_REWRITE_URL",
+            "HTTP_TRUE_CLIENT_IP",
+            "HTTP_X_CLIENT_IP",
+            "HTTP_CF_CONNECTING_IP",
+            "HTTP_X_REQUEST_ID",
+            "HTTP_AUTHORIZATION",
+            "HTTP_TRANSFER_ENCODING",
+            "HTTP_PROXY_AUTHORIZATION",
+            "HTTP_HOST",
+        ];
+
         fn name() -> impl Strategy<Value = String> {
+            let separator = "[-_.~+!*'|^`#$%&]";
+            let pattern = |text: String| proptest::string::string_regex(&text).unwrap();
             prop_oneof![
-                "[a-zA-Z0-9_-]{1,24}",
-                "(x|X)[_-](forwarded|FORWARDED|Forwarded)[_-][a-zA-Z_-]{1,10}",
-                "(x|X)[_-](real|original|rewrite|request|client)[_-](ip|url|id|IP|URL|ID)",
+                pattern("[a-zA-Z0-9_.~+-]{1,24}".to_owned()),
+                pattern(format!(
+                    "(x|X){separator}(forwarded|FORWARDED|Forwarded){separator}(user|email|groups|for|host|proto|admin)"
+                )),
+                pattern(format!(
+                    "(x|X){separator}(real|original|rewrite|request|client){separator}(ip|url|id|IP|URL|ID)"
+                )),
+                pattern(format!(
+                    "(true|cf){separator}(client|connecting){separator}ip"
+                )),
+                pattern(format!(
+                    "(transfer{separator}encoding|proxy{separator}authorization|authorization|host|forwarded)"
+                )),
             ]
         }
 
         proptest! {
             #[test]
-            fn nothing_that_reads_as_a_header_of_ours_gets_through(
+            fn nothing_a_server_could_read_as_a_header_of_ours_gets_through(
                 names in proptest::collection::vec(name(), 0..12), allow in any::<bool>()
             ) {
                 let mut policy_proxy = proxy("http://mcp:3000");
@@ -357,9 +436,9 @@ mod tests {
                 }
                 let out = forwarded_headers(&incoming, &policy_proxy);
                 for name in out.keys() {
-                    let canonical = canonical_name(name.as_str());
-                    prop_assert!(!canonical.starts_with(FORWARDING_PREFIX), "{}", name);
-                    prop_assert!(!NEVER_FROM_CLIENT.contains(&canonical.as_str()), "{}", name);
+                    let variable = cgi_variable(name.as_str());
+                    prop_assert!(!PROXYS_OWN.contains(&variable.as_str()), "{} reads as {}", name, variable);
+                    prop_assert!(!variable.starts_with("HTTP_X_FORWARDED_"), "{}", name);
                     prop_assert!(allow || !name.as_str().contains('_'), "{}", name);
                 }
             }

@@ -38,10 +38,12 @@ pub(super) fn upstream_url(
     };
     let joined = format!("{prefix}{rest}");
     url.set_path(if joined.is_empty() { "/" } else { &joined });
+    // Some servers also split at `;` (Go before 1.17, Python before 3.9.2, Perl's CGI): a pair
+    // that hides an access token behind one goes as a whole.
     let kept: Vec<&str> = query
         .unwrap_or_default()
         .split('&')
-        .filter(|pair| !pair.is_empty() && !names_an_access_token(pair))
+        .filter(|pair| !pair.is_empty() && !pair.split(';').any(names_an_access_token))
         .collect();
     url.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
     Ok(url)
@@ -50,9 +52,20 @@ pub(super) fn upstream_url(
 /// A path segment is read differently by different servers when, decoded once: it is `.` or `..`
 /// before any `;parameters` (Tomcat, Jetty and Spring cut those and then resolve `..;` as `..`);
 /// it holds a slash, a backslash, NUL or another control character; or it is still
-/// percent-encoded (`%252e` becomes `.` at a server that decodes twice).
+/// percent-encoded (`%252e` becomes `.` at a server that decodes twice). So is a `%` that does not
+/// start an escape (`%u002e`, which IIS reads as `.`), and an escape that does not decode to UTF-8
+/// (the overlong `%c0%ae`, which old decoders read as `.`).
 fn is_unsafe_segment(segment: &str) -> bool {
+    let raw = segment.as_bytes();
+    let malformed_escape = raw.iter().enumerate().any(|(at, b)| {
+        *b == b'%'
+            && !(raw.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+                && raw.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
     let decoded: Vec<u8> = percent_decode_str(segment).collect();
+    if malformed_escape || std::str::from_utf8(&decoded).is_err() {
+        return true;
+    }
     let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
     name == b"."
         || name == b".."
@@ -65,8 +78,8 @@ fn is_unsafe_segment(segment: &str) -> bool {
 }
 
 /// `access_token` (RFC 6750 §2.3) in any spelling a server might read as it: any case, percent-
-/// encoded, with `.`, `-` or a space for the underscore, or as `access_token[]` (PHP reads all of
-/// these as the same name).
+/// encoded, with `.`, `-`, `[` or a space for the underscore, or as `access_token[]` (PHP reads
+/// all of these as the same name).
 fn names_an_access_token(pair: &str) -> bool {
     let raw_name = pair.split('=').next().unwrap_or_default().replace('+', " ");
     let decoded = percent_decode_str(&raw_name).decode_utf8_lossy();
@@ -78,7 +91,9 @@ fn names_an_access_token(pair: &str) -> bool {
             other => other.to_ascii_lowercase(),
         })
         .collect();
+    // PHP cuts a name at a `[` that opens an array index, and reads an unmatched one as `_`.
     normalized.split('[').next() == Some("access_token")
+        || normalized.replace('[', "_") == "access_token"
 }
 
 #[cfg(test)]
@@ -155,6 +170,11 @@ mod tests {
             "/auth/mcp/a%09b",
             "/auth/mcp/a%7fb",
             "/auth/mcp/a\\..",
+            "/auth/mcp/%u002e%u002e/x",
+            "/auth/mcp/%c0%ae%c0%ae/x",
+            "/auth/mcp/%e0%80%ae/x",
+            "/auth/mcp/50%/x",
+            "/auth/mcp/%ff",
         ] {
             assert_eq!(
                 upstream_url(&pathed, path, None),
@@ -178,7 +198,8 @@ mod tests {
         let bare = proxy("http://mcp:3000");
         let query = "ACCESS_TOKEN=a&Access_Token=b&access%5Ftoken=c&%61ccess_token=d\
                      &access.token=e&access-token=f&access+token=g&access_token%5B%5D=h\
-                     &access_token[x]=i&%20access_token=j&page=2&access_tokens=k";
+                     &access_token[x]=i&%20access_token=j&page=2&access_tokens=k\
+                     &access[token=l&v=1;access_token=m";
         assert_eq!(
             url(&bare, "/auth/mcp", Some(query)).as_deref(),
             Some("http://mcp:3000/mcp?page=2&access_tokens=k")
@@ -241,7 +262,7 @@ mod tests {
             fn no_access_token_survives_in_the_query(
                 name_case in proptest::collection::vec(any::<bool>(), 12),
                 encode in proptest::collection::vec(any::<bool>(), 12),
-                other in "[a-z]{1,6}=[a-z]{0,6}"
+                other in "[a-z]{1,6}=[a-z]{0,6}", separator in "[;&]", bracket in any::<bool>()
             ) {
                 let name: String = "access_token"
                     .chars()
@@ -251,9 +272,10 @@ mod tests {
                         if *encoded { format!("%{:02X}", c as u8) } else { c.to_string() }
                     })
                     .collect();
-                let query = format!("{other}&{name}=secret");
+                let name = if bracket { name.replacen("_", "[", 1) } else { name };
+                let query = format!("{other}{separator}{name}=T0KEN");
                 let url = upstream_url(&proxy("http://mcp:3000"), "/auth/mcp", Some(&query)).unwrap();
-                prop_assert!(!url.as_str().contains("secret"), "{}", url);
+                prop_assert!(!url.as_str().contains("T0KEN"), "{}", url);
             }
         }
     }
