@@ -145,6 +145,14 @@ async fn a_full_server_closes_new_connections_and_serves_again_once_one_closes()
 }
 
 async fn proxied_app(server: &str) -> (TestApp, McpUpstream, String) {
+    proxied_app_until(server, None).await
+}
+
+/// A bridge proxying to a test MCP server, shut down when `shutdown` fires; with a token for it.
+async fn proxied_app_until(
+    server: &str,
+    shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> (TestApp, McpUpstream, String) {
     let upstream = McpUpstream::start().await;
     let app = spawn_app_with(Options {
         proxy: format!(
@@ -152,6 +160,7 @@ async fn proxied_app(server: &str) -> (TestApp, McpUpstream, String) {
             upstream.url
         ),
         server: server.into(),
+        shutdown,
         ..Options::default()
     })
     .await;
@@ -222,17 +231,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_upstream_request_ca
 #[tokio::test]
 async fn shutdown_lets_the_request_in_flight_finish_and_refuses_new_ones() {
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let upstream = McpUpstream::start().await;
-    let app = spawn_app_with(Options {
-        proxy: format!(
-            "proxy:\n  upstream_url: \"{}\"\n  timeout: 5s\n",
-            upstream.url
-        ),
-        shutdown: Some(stopped),
-        ..Options::default()
-    })
-    .await;
-    let token = token_for_the_proxy(&app).await;
+    let (app, upstream, token) = proxied_app_until("", Some(stopped)).await;
     let in_flight = tokio::spawn({
         let request = app.api.get(app.url("/mcp/pause")).bearer_auth(&token);
         async move { request.send().await.unwrap().text().await.unwrap() }
@@ -337,18 +336,7 @@ async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() 
 #[tokio::test]
 async fn shutdown_waits_for_a_stream_only_as_long_as_the_shutdown_timeout() {
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let upstream = McpUpstream::start().await;
-    let app = spawn_app_with(Options {
-        proxy: format!(
-            "proxy:\n  upstream_url: \"{}\"\n  timeout: 5s\n",
-            upstream.url
-        ),
-        server: "  shutdown_timeout: 1s".into(),
-        shutdown: Some(stopped),
-        ..Options::default()
-    })
-    .await;
-    let token = token_for_the_proxy(&app).await;
+    let (app, _upstream, token) = proxied_app_until("  shutdown_timeout: 1s", Some(stopped)).await;
     let mut endless = app
         .api
         .get(app.url("/mcp/endless"))
