@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcp_oauth_bridge::clients::ClientConfig;
 use mcp_oauth_bridge::clients::ClientRegistry;
 use mcp_oauth_bridge::clock::{Clock, SystemClock, UnixTime};
-use mcp_oauth_bridge::config::{ClaimsConfig, ClientConfig};
 use mcp_oauth_bridge::identity::Identity;
 use mcp_oauth_bridge::oauth::token::{ClientCredentials, exchange};
 use mcp_oauth_bridge::oauth::{Bridge, Params, Settings, SignIn};
@@ -23,6 +23,7 @@ use mcp_oauth_bridge::tokens::keys::{KeyRing, SigningKey};
 use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use mcp_oauth_bridge::tokens::{KeySet, generate_token};
 use mcp_oauth_bridge::upstream::claims::AccessPolicy;
+use mcp_oauth_bridge::upstream::claims::ClaimsConfig;
 use mcp_oauth_bridge::upstream::{
     Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest,
 };

@@ -5,11 +5,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use url::Url;
 
+use crate::clients::ClientConfig;
+pub use crate::duration::ConfigDuration;
+use crate::duration::whole_seconds;
+use crate::local_users::LocalUserConfig;
 use crate::oauth::redirect_uri;
+use crate::oauth::resource::validate_resource_uri;
 use crate::secret::SecretString;
+use crate::tokens::keys::SigningConfig;
+use crate::upstream::claims::ClaimsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -356,22 +363,6 @@ fn default_access_token_claims() -> Vec<crate::oauth::disclosure::IdentityClaim>
     vec![crate::oauth::disclosure::IdentityClaim::Groups]
 }
 
-/// One user of the built-in directory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalUserConfig {
-    /// What the user types; matched without regard to case.
-    pub username: String,
-    /// A bcrypt hash (`$2b$…`), from `mcp-oauth-bridge hash-secret`.
-    pub password_hash: SecretString,
-    /// `sub` of the tokens; defaults to the username.
-    pub subject: Option<String>,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
 /// How the local login form slows and then refuses password guessing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -534,50 +525,6 @@ impl Default for OAuthConfig {
     }
 }
 
-/// Asymmetric signing keys: one key file, a list (one signing, the others verify-only, for
-/// rotation by hand), or keys generated and rotated automatically every `rotation_period`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningConfig {
-    pub algorithm: Option<SigningAlgorithm>,
-    pub key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub keys: Vec<SigningKeyConfig>,
-    pub rotation_period: Option<ConfigDuration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningKeyConfig {
-    pub algorithm: SigningAlgorithm,
-    pub key_file: PathBuf,
-    /// Published and accepted, but signs nothing: a key on its way in or out.
-    #[serde(default)]
-    pub verify_only: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum SigningAlgorithm {
-    ES256,
-    RS256,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    pub id: String,
-    /// A bcrypt hash (`$2b$…`) or a plain value that is hashed at load. None: a public client.
-    pub secret: Option<SecretString>,
-    /// May be empty for a client that only uses `client_credentials`.
-    #[serde(default)]
-    pub redirect_uris: Vec<String>,
-    pub name: Option<String>,
-    pub scopes: Option<Vec<String>>,
-    pub grant_types: Option<Vec<String>>,
-    #[serde(default)]
-    pub skip_consent: bool,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -605,31 +552,6 @@ pub struct UpstreamConfig {
     /// so a user disabled or logged out upstream loses access at the next refresh.
     #[serde(default)]
     pub revalidate_on_refresh: bool,
-}
-
-/// Where each identity attribute is found in the ID token; dotted paths reach nested objects.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimsConfig {
-    #[serde(default = "claim_sub")]
-    pub subject: String,
-    #[serde(default = "claim_email")]
-    pub email: String,
-    #[serde(default = "claim_name")]
-    pub name: String,
-    #[serde(default = "claim_groups")]
-    pub groups: String,
-}
-
-impl Default for ClaimsConfig {
-    fn default() -> Self {
-        ClaimsConfig {
-            subject: claim_sub(),
-            email: claim_email(),
-            name: claim_name(),
-            groups: claim_groups(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -738,94 +660,6 @@ fn default_scopes() -> Vec<String> {
 }
 fn default_upstream_scopes() -> Vec<String> {
     ["openid", "email", "profile"].map(String::from).to_vec()
-}
-fn claim_sub() -> String {
-    "sub".to_owned()
-}
-fn claim_email() -> String {
-    "email".to_owned()
-}
-fn claim_name() -> String {
-    "name".to_owned()
-}
-fn claim_groups() -> String {
-    "groups".to_owned()
-}
-
-/// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare number
-/// (integer or all-digit string) is seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err("empty duration".to_owned());
-        }
-        // A bare number is seconds, also as a string (`"600"`, or `${TTL}` from the environment).
-        if text.bytes().all(|b| b.is_ascii_digit()) {
-            return text
-                .parse()
-                .map(Duration::from_secs)
-                .map_err(|_| format!("duration {text:?} is too large"));
-        }
-        let mut total_ms: u64 = 0;
-        let mut digits = String::new();
-        let mut chars = text.chars().peekable();
-        while let Some(ch) = chars.next() {
-            if ch.is_ascii_digit() {
-                digits.push(ch);
-                continue;
-            }
-            let (unit, unit_ms) = match ch {
-                'm' if chars.peek() == Some(&'s') => {
-                    chars.next();
-                    ("ms", 1)
-                }
-                's' => ("s", 1_000),
-                'm' => ("m", 60_000),
-                'h' => ("h", 3_600_000),
-                'd' => ("d", 86_400_000),
-                _ => {
-                    return Err(format!(
-                        "invalid duration {text:?}: unknown unit {ch:?} (use ms, s, m, h or d)"
-                    ));
-                }
-            };
-            let amount: u64 = digits.parse().map_err(|_| {
-                format!("invalid duration {text:?}: a number must precede {unit:?}")
-            })?;
-            total_ms = amount
-                .checked_mul(unit_ms)
-                .and_then(|ms| total_ms.checked_add(ms))
-                .ok_or_else(|| format!("duration {text:?} is too large"))?;
-            digits.clear();
-        }
-        if !digits.is_empty() {
-            return Err(format!(
-                "invalid duration {text:?}: the last number has no unit (use ms, s, m, h or d)"
-            ));
-        }
-        Ok(Duration::from_millis(total_ms))
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(secs) => Ok(ConfigDuration(Duration::from_secs(secs))),
-            Raw::Text(text) => ConfigDuration::parse(&text)
-                .map(ConfigDuration)
-                .map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 impl Config {
@@ -967,64 +801,6 @@ impl ServerConfig {
     }
 }
 
-impl SigningConfig {
-    fn validate(&self, access_token_ttl: &ConfigDuration, problems: &mut Vec<String>) {
-        let readable = |field: String, path: &PathBuf, problems: &mut Vec<String>| {
-            if !path.is_file() {
-                problems.push(format!(
-                    "{field}: {} is not a readable file",
-                    path.display()
-                ));
-            }
-        };
-        let ways = [
-            self.key_file.is_some(),
-            !self.keys.is_empty(),
-            self.rotation_period.is_some(),
-        ];
-        if ways.iter().filter(|&&set| set).count() != 1 {
-            problems.push(
-                "oauth.signing: set exactly one of key_file (with algorithm), keys, or rotation_period"
-                    .to_owned(),
-            );
-            return;
-        }
-        if let Some(path) = &self.key_file {
-            if self.algorithm.is_none() {
-                problems.push(
-                    "oauth.signing.algorithm: required with key_file (ES256 or RS256)".to_owned(),
-                );
-            }
-            readable("oauth.signing.key_file".to_owned(), path, problems);
-        } else if self.algorithm.is_some() {
-            problems.push("oauth.signing.algorithm: only goes with key_file; each of keys names its own, and rotated keys are ES256".to_owned());
-        }
-        for (i, key) in self.keys.iter().enumerate() {
-            readable(
-                format!("oauth.signing.keys[{i}].key_file"),
-                &key.key_file,
-                problems,
-            );
-        }
-        if !self.keys.is_empty() && self.keys.iter().filter(|k| !k.verify_only).count() != 1 {
-            problems.push(
-                "oauth.signing.keys: exactly one key must sign (the others have verify_only: true)"
-                    .to_owned(),
-            );
-        }
-        if let Some(period) = &self.rotation_period {
-            problems.extend(whole_seconds("oauth.signing.rotation_period", period, 1));
-            // Shorter would keep ever more keys published for the tokens still alive.
-            if period.0 < access_token_ttl.0 {
-                problems.push(
-                    "oauth.signing.rotation_period: must be at least oauth.access_token_ttl"
-                        .to_owned(),
-                );
-            }
-        }
-    }
-}
-
 impl OAuthConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         match (&self.signing_key, &self.signing) {
@@ -1151,7 +927,7 @@ impl OAuthConfig {
         }
         self.authorize_rate_limit
             .validate("oauth.authorize_rate_limit", problems);
-        if !crate::local_users::COSTS.contains(&self.secret_hash_cost) {
+        if !crate::password_hash::COSTS.contains(&self.secret_hash_cost) {
             problems.push(format!(
                 "oauth.secret_hash_cost: {} is outside 4 to 16",
                 self.secret_hash_cost
@@ -1171,75 +947,10 @@ impl OAuthConfig {
             ),
             (Some(upstream), true) => upstream.validate(problems),
             (None, false) => {
-                validate_local_users(&self.local_users, problems);
+                crate::local_users::validate_configs(&self.local_users, problems);
                 self.login_throttle.validate(problems);
             }
         }
-    }
-}
-
-fn validate_local_users(users: &[LocalUserConfig], problems: &mut Vec<String>) {
-    let mut usernames = std::collections::HashSet::new();
-    let mut subjects = std::collections::HashSet::new();
-    let mut costs = std::collections::BTreeSet::new();
-    for (i, user) in users.iter().enumerate() {
-        let field = format!("oauth.local_users[{i}]");
-        let username = user.username.trim();
-        if username.is_empty()
-            || username != user.username
-            || user.username.chars().any(char::is_control)
-        {
-            problems.push(format!(
-                "{field}.username: must be non-empty, printable, without surrounding spaces"
-            ));
-        } else if !usernames.insert(user.username.to_lowercase()) {
-            problems.push(format!(
-                "{field}.username: {:?} is listed twice (usernames ignore case)",
-                user.username
-            ));
-        }
-        let hash = user.password_hash.expose();
-        let cost = crate::local_users::cost_of(hash);
-        if !crate::local_users::is_bcrypt_hash(hash) {
-            problems.push(format!(
-                "{field}.password_hash: must be a bcrypt hash ($2b$…); make one with `mcp-oauth-bridge hash-secret`"
-            ));
-        } else if !crate::local_users::COSTS.contains(&cost) {
-            problems.push(format!(
-                "{field}.password_hash: bcrypt cost {cost} is outside 4 to 16 (hash-secret uses 12)"
-            ));
-        } else {
-            costs.insert(cost);
-        }
-        let subject = user.subject.as_deref().unwrap_or(&user.username);
-        if subject.trim().is_empty() {
-            problems.push(format!("{field}.subject: must not be empty"));
-        } else if !subjects.insert(subject.to_owned()) {
-            // Two people with one `sub` would share consents and look like one user downstream.
-            problems.push(format!(
-                "{field}.subject: {subject:?} is already another user's subject"
-            ));
-        }
-    }
-    if costs.len() > 1 {
-        problems.push(format!(
-            "oauth.local_users: every password_hash must have the same bcrypt cost (found {costs:?}), or the time an answer takes tells which usernames exist"
-        ));
-    }
-}
-
-/// Durations that become token times and windows are kept to the second: a fraction would be
-/// cut off silently (`500ms` would be no window at all), so it is refused.
-fn whole_seconds(field: &str, value: &ConfigDuration, at_least: u64) -> Option<String> {
-    if value.0.subsec_nanos() != 0 {
-        Some(format!(
-            "{field}: must be whole seconds ({}ms given)",
-            value.0.as_millis()
-        ))
-    } else if value.0.as_secs() < at_least {
-        Some(format!("{field}: must be at least {at_least}s"))
-    } else {
-        None
     }
 }
 
@@ -1305,61 +1016,6 @@ impl LoginThrottleConfig {
     }
 }
 
-impl ClientConfig {
-    fn validate(&self, field: &str, scopes_supported: &[String], problems: &mut Vec<String>) {
-        if self.id.trim().is_empty() || self.id.chars().any(|c| c.is_control()) {
-            problems.push(format!("{field}.id: must be a non-empty printable string"));
-        }
-        if let Some(secret) = &self.secret
-            && secret.is_empty()
-        {
-            problems.push(format!(
-                "{field}.secret: is empty (an unset environment variable?); remove it for a public client"
-            ));
-        }
-        let grants = |name: &str| {
-            self.grant_types
-                .as_ref()
-                .is_none_or(|names| names.iter().any(|g| g == name))
-        };
-        if self.redirect_uris.is_empty() && grants("authorization_code") {
-            problems.push(format!(
-                "{field}.redirect_uris: at least one redirect URI is required"
-            ));
-        }
-        if self.secret.is_none()
-            && self
-                .grant_types
-                .iter()
-                .flatten()
-                .any(|g| g == "client_credentials")
-        {
-            problems.push(format!(
-                "{field}.grant_types: client_credentials needs a secret (a public client cannot prove who it is)"
-            ));
-        }
-        for (j, uri) in self.redirect_uris.iter().enumerate() {
-            if let Err(problem) = redirect_uri::validate_registered(uri) {
-                problems.push(format!("{field}.redirect_uris[{j}]: {problem}"));
-            }
-        }
-        for (j, scope) in self.scopes.iter().flatten().enumerate() {
-            if !scopes_supported.contains(scope) {
-                problems.push(format!(
-                    "{field}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"
-                ));
-            }
-        }
-        for (j, grant) in self.grant_types.iter().flatten().enumerate() {
-            if crate::oauth::GrantType::parse(grant).is_none() {
-                problems.push(format!(
-                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials)"
-                ));
-            }
-        }
-    }
-}
-
 impl UpstreamConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         if let Err(problem) = validate_base_url(&self.issuer) {
@@ -1422,15 +1078,6 @@ fn validate_base_url(text: &str) -> Result<(), String> {
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!("{text:?} must not carry credentials"));
-    }
-    Ok(())
-}
-
-/// RFC 8707 §2: an absolute URI without a fragment.
-pub fn validate_resource_uri(text: &str) -> Result<(), String> {
-    let url = Url::parse(text).map_err(|_| format!("{text:?} is not an absolute URI"))?;
-    if url.fragment().is_some() || text.contains('#') {
-        return Err(format!("{text:?} must not contain a fragment"));
     }
     Ok(())
 }

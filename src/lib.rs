@@ -3,22 +3,27 @@
 
 /// Build the service from configuration, bind, serve, shut down gracefully.
 pub mod app;
-/// Client ID Metadata Documents: clients identified by an https URL.
-pub mod cimd;
-/// Client registry: YAML clients and their authentication.
+/// Client registry: YAML clients, registered clients, metadata documents, and their
+/// authentication.
 pub mod clients;
 /// The one place that reads the system time.
 pub mod clock;
 /// YAML configuration with environment substitution and validation.
 pub mod config;
+/// Durations as the configuration writes them.
+pub mod duration;
 /// HTTP routes, parsing and rendering; no protocol rules.
 pub mod http;
 /// The signed-in user as the bridge records it.
 pub mod identity;
+/// Signing keys generated, published and retired on a schedule, shared through storage.
+pub mod key_rotation;
 /// The built-in user directory, for signing in without an identity provider.
 pub mod local_users;
 /// The OAuth 2.1 protocol rules, free of HTTP.
 pub mod oauth;
+/// bcrypt: how client secrets and passwords are stored and checked.
+pub mod password_hash;
 /// AES-256-GCM for the secrets kept in storage.
 pub mod sealing;
 /// Secret newtypes and constant-time comparison.

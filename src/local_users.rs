@@ -6,40 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::LocalUserConfig;
+use serde::Deserialize;
+
 use crate::identity::Identity;
+use crate::password_hash::{COSTS, cost_of, is_bcrypt_hash};
 use crate::secret::SecretString;
-
-/// bcrypt reads at most 72 bytes; a longer password can never have been hashed whole.
-const BCRYPT_MAX_BYTES: usize = 72;
-
-/// bcrypt costs accepted for local users: below 4 bcrypt refuses, above 16 every login would take
-/// seconds (and the start, which hashes a dummy password at the same cost, too).
-pub const COSTS: std::ops::RangeInclusive<u32> = 4..=16;
-
-/// `$2a$`, `$2b$` or `$2y$`, a two-digit cost, then 53 characters of salt and hash.
-pub fn is_bcrypt_hash(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    bytes.len() == 60
-        && matches!(&bytes[..4], b"$2a$" | b"$2b$" | b"$2y$")
-        && bytes[4].is_ascii_digit()
-        && bytes[5].is_ascii_digit()
-        && bytes[6] == b'$'
-        && bytes[7..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'/')
-}
-
-/// The cost of a hash `is_bcrypt_hash` accepted.
-pub fn cost_of(hash: &str) -> u32 {
-    let bytes = hash.as_bytes();
-    match (bytes.get(4), bytes.get(5)) {
-        (Some(tens), Some(units)) if tens.is_ascii_digit() && units.is_ascii_digit() => {
-            u32::from(tens - b'0') * 10 + u32::from(units - b'0')
-        }
-        _ => 0,
-    }
-}
 
 struct LocalUser {
     password_hash: Arc<str>,
@@ -92,8 +63,12 @@ impl LocalUsers {
             );
         }
         let dummy = SecretString::new(crate::tokens::opaque::random_string(24));
-        let dummy_hash = bcrypt::hash(dummy.expose(), highest_cost)
-            .map_err(|e| format!("cannot prepare the password check: {e}"))?;
+        let dummy_hash = crate::password_hash::hash(&dummy, highest_cost).map_err(|e| {
+            format!(
+                "cannot prepare the password check: {}",
+                crate::error_chain(&e)
+            )
+        })?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(LocalUsers {
             users,
@@ -114,11 +89,7 @@ impl LocalUsers {
         let password = password.clone();
         let matches = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            if password.expose().len() > BCRYPT_MAX_BYTES {
-                let _ = bcrypt::verify("x", &hash);
-                return false;
-            }
-            bcrypt::verify(password.expose(), &hash).unwrap_or(false)
+            crate::password_hash::verify(&password, &hash)
         })
         .await
         .unwrap_or(false);
@@ -126,6 +97,73 @@ impl LocalUsers {
             (Some(user), true) => Some(user.identity.clone()),
             _ => None,
         }
+    }
+}
+
+/// One user of the built-in directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUserConfig {
+    /// What the user types; matched without regard to case.
+    pub username: String,
+    /// A bcrypt hash (`$2b$…`), from `mcp-oauth-bridge hash-secret`.
+    pub password_hash: SecretString,
+    /// `sub` of the tokens; defaults to the username.
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Every problem of `oauth.local_users`, with its field path.
+pub fn validate_configs(users: &[LocalUserConfig], problems: &mut Vec<String>) {
+    let mut usernames = std::collections::HashSet::new();
+    let mut subjects = std::collections::HashSet::new();
+    let mut costs = std::collections::BTreeSet::new();
+    for (i, user) in users.iter().enumerate() {
+        let field = format!("oauth.local_users[{i}]");
+        let username = user.username.trim();
+        if username.is_empty()
+            || username != user.username
+            || user.username.chars().any(char::is_control)
+        {
+            problems.push(format!(
+                "{field}.username: must be non-empty, printable, without surrounding spaces"
+            ));
+        } else if !usernames.insert(user.username.to_lowercase()) {
+            problems.push(format!(
+                "{field}.username: {:?} is listed twice (usernames ignore case)",
+                user.username
+            ));
+        }
+        let hash = user.password_hash.expose();
+        let cost = cost_of(hash);
+        if !is_bcrypt_hash(hash) {
+            problems.push(format!(
+                "{field}.password_hash: must be a bcrypt hash ($2b$…); make one with `mcp-oauth-bridge hash-secret`"
+            ));
+        } else if !COSTS.contains(&cost) {
+            problems.push(format!(
+                "{field}.password_hash: bcrypt cost {cost} is outside 4 to 16 (hash-secret uses 12)"
+            ));
+        } else {
+            costs.insert(cost);
+        }
+        let subject = user.subject.as_deref().unwrap_or(&user.username);
+        if subject.trim().is_empty() {
+            problems.push(format!("{field}.subject: must not be empty"));
+        } else if !subjects.insert(subject.to_owned()) {
+            // Two people with one `sub` would share consents and look like one user downstream.
+            problems.push(format!(
+                "{field}.subject: {subject:?} is already another user's subject"
+            ));
+        }
+    }
+    if costs.len() > 1 {
+        problems.push(format!(
+            "oauth.local_users: every password_hash must have the same bcrypt cost (found {costs:?}), or the time an answer takes tells which usernames exist"
+        ));
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use mcp_oauth_bridge::config::{Config, StorageBackend};
 use mcp_oauth_bridge::secret::SecretString;
-use mcp_oauth_bridge::{app, clients, tokens};
+use mcp_oauth_bridge::{app, password_hash, tokens};
 
 #[derive(Parser)]
 #[command(
@@ -159,7 +159,10 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Key files are parsed too: a bad PEM should fail here, not at the first token.
-    tokens::KeySet::configured(&config.oauth)?;
+    tokens::KeySet::configured(
+        config.oauth.signing_key.as_ref(),
+        config.oauth.signing.as_ref(),
+    )?;
     println!("{}: configuration is valid", path.display());
     Ok(())
 }
@@ -173,8 +176,7 @@ fn hash_secret(cost: u32) -> anyhow::Result<()> {
             "no secret on standard input (usage: echo -n \"$SECRET\" | mcp-oauth-bridge hash-secret)"
         );
     }
-    let hash =
-        clients::hash_secret(&SecretString::new(secret), cost).map_err(anyhow::Error::msg)?;
+    let hash = password_hash::hash(&SecretString::new(secret), cost)?;
     println!("{hash}");
     Ok(())
 }

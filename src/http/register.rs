@@ -12,7 +12,8 @@ use super::error::{limit_response, oauth_error_response};
 use super::params::{MAX_FORM_BYTES, read_body};
 use super::rate_limit::bucket_of;
 use crate::oauth::OAuthError;
-use crate::oauth::register::{RegistrationError, RegistrationRequest, register};
+use crate::oauth::register::{RegistrationError, register};
+use crate::oauth::registration::RegistrationRequest;
 
 pub async fn register_post(State(state): State<AppState>, request: Request) -> Response {
     let Some(registration) = state.registration.as_ref() else {
@@ -70,7 +71,7 @@ async fn read_json(request: Request) -> Result<RegistrationRequest, OAuthError> 
             format!(
                 "{}: {}",
                 path,
-                super::super::oauth::for_log(&e.inner().to_string())
+                crate::oauth::text::for_log(&e.inner().to_string())
             )
             .into(),
         )

@@ -7,6 +7,7 @@ pub mod callback;
 pub mod consent;
 pub mod disclosure;
 pub mod error;
+pub mod grant_type;
 pub mod introspect;
 pub mod login;
 pub mod login_throttle;
@@ -17,6 +18,7 @@ pub mod protected_resource;
 pub mod redirect_policy;
 pub mod redirect_uri;
 pub mod register;
+pub mod registration;
 pub mod resource;
 pub mod revoke;
 pub mod scope;
@@ -32,13 +34,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::OAuthError;
+pub use grant_type::GrantType;
+pub use text::for_log;
 
 use crate::clients::ClientRegistry;
-use crate::config::ClaimsConfig;
 use crate::storage::Storage;
 use crate::tokens::keys::KeyRing;
 use crate::upstream::Upstream;
-use crate::upstream::claims::AccessPolicy;
+use crate::upstream::claims::{AccessPolicy, ClaimsConfig};
 
 /// Endpoint paths below the issuer, shared by the router and the discovery documents.
 pub mod endpoints {
@@ -56,19 +59,6 @@ pub mod endpoints {
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
     pub const HEALTH: &str = "/healthz";
     pub const READY: &str = "/readyz";
-}
-
-/// A request value as it may appear in a log line: attacker-chosen text is cut short.
-pub fn for_log(value: &str) -> &str {
-    const MAX: usize = 64;
-    if value.len() <= MAX {
-        return value;
-    }
-    let mut end = MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    &value[..end]
 }
 
 /// How long an authorization code and a pending upstream login live (SPEC §4).
@@ -101,33 +91,6 @@ impl<const N: usize> From<[(&str, &str); N]> for Params {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantType {
-    AuthorizationCode,
-    RefreshToken,
-    /// RFC 6749 §4.4: a confidential client acting for itself, no user involved.
-    ClientCredentials,
-}
-
-impl GrantType {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "authorization_code" => Some(GrantType::AuthorizationCode),
-            "refresh_token" => Some(GrantType::RefreshToken),
-            "client_credentials" => Some(GrantType::ClientCredentials),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantType::AuthorizationCode => "authorization_code",
-            GrantType::RefreshToken => "refresh_token",
-            GrantType::ClientCredentials => "client_credentials",
-        }
     }
 }
 

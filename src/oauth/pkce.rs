@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::OAuthError;
+use super::error::OAuthError;
 use crate::secret::constant_time_eq;
 
 /// Length of base64url(SHA-256(..)) without padding: the only shape an S256 challenge can have.

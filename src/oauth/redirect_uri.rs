@@ -31,7 +31,7 @@ pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<
     {
         return Err(format!(
             "{:?} contains white space or control characters",
-            super::for_log(uri)
+            super::text::for_log(uri)
         ));
     }
     let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not an absolute URI ({e})"))?;

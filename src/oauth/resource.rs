@@ -1,7 +1,8 @@
 //! Resource indicators (RFC 8707): which audience a token is for.
 
+use url::Url;
+
 use super::{OAuthError, Settings};
-use crate::config::validate_resource_uri;
 
 /// The audience for a request's `resource`, or the default audience when it names none.
 pub fn resolve_audience(settings: &Settings, resource: Option<&str>) -> Result<String, OAuthError> {
@@ -20,6 +21,15 @@ pub fn resolve_audience(settings: &Settings, resource: Option<&str>) -> Result<S
         ));
     }
     Ok(resource.to_owned())
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+pub fn validate_resource_uri(text: &str) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|_| format!("{text:?} is not an absolute URI"))?;
+    if url.fragment().is_some() || text.contains('#') {
+        return Err(format!("{text:?} must not contain a fragment"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Scope parsing and resolution (RFC 6749 §3.3).
 
-use super::OAuthError;
+use super::error::OAuthError;
 
 /// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`
 pub fn is_valid_scope_token(token: &str) -> bool {
@@ -36,7 +36,7 @@ pub fn resolve(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String
         return Err(OAuthError::InvalidScope(
             format!(
                 "scope {:?} is not allowed for this client",
-                super::for_log(unknown)
+                super::text::for_log(unknown)
             )
             .into(),
         ));

@@ -12,15 +12,16 @@ use super::authorize::{AuthorizationStep, AuthorizeError, UpstreamRedirect, star
 use super::callback::{SignedIn, complete_authorization};
 use super::token::{ClientCredentials, TokenResponse, exchange};
 use super::{Bridge, OAuthError, Params, Settings, SignIn};
+use crate::clients::ClientConfig;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, FixedClock, UnixTime};
-use crate::config::{ClaimsConfig, ClientConfig};
 use crate::secret::SecretString;
 use crate::storage::{MemoryStorage, PendingAuthorization, PendingTake};
 use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
 use crate::tokens::keys::{KeyRing, SigningKey};
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
+use crate::upstream::claims::ClaimsConfig;
 use crate::upstream::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
 
 pub const ISSUER: &str = "https://bridge.example.com";

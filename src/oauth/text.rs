@@ -41,6 +41,19 @@ pub fn is_invisible(c: char) -> bool {
     c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
+/// A request value as it may appear in a log line: attacker-chosen text is cut short.
+pub fn for_log(value: &str) -> &str {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return value;
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,17 @@
 //! Signing keys for access tokens: ES256 (generated or from PEM), RS256 from PEM, HS256 from a
 //! shared secret; the JWKS that publishes the public halves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{OAuthConfig, SigningAlgorithm};
+use crate::duration::ConfigDuration;
+use crate::secret::SecretString;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -133,13 +135,6 @@ pub struct KeySet {
     verify_only: Vec<SigningKey>,
 }
 
-/// Whether the keys came from configuration or were generated for this process only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyOrigin {
-    Configured,
-    GeneratedEphemeral,
-}
-
 impl KeySet {
     pub fn new(active: SigningKey) -> Self {
         KeySet {
@@ -153,24 +148,17 @@ impl KeySet {
         self
     }
 
-    pub fn from_config(config: &OAuthConfig) -> Result<(Self, KeyOrigin), KeyError> {
-        match Self::configured(config)? {
-            Some(keys) => Ok((keys, KeyOrigin::Configured)),
-            None => Ok((
-                KeySet::new(SigningKey::generate_es256()?),
-                KeyOrigin::GeneratedEphemeral,
-            )),
-        }
-    }
-
     /// The keys the configuration names, if it names any (automatic rotation names none).
-    pub fn configured(config: &OAuthConfig) -> Result<Option<Self>, KeyError> {
-        if let Some(secret) = &config.signing_key {
+    pub fn configured(
+        signing_key: Option<&SecretString>,
+        signing: Option<&SigningConfig>,
+    ) -> Result<Option<Self>, KeyError> {
+        if let Some(secret) = signing_key {
             return Ok(Some(KeySet::new(SigningKey::from_shared_secret(
                 secret.expose().as_bytes(),
             ))));
         }
-        let Some(signing) = &config.signing else {
+        let Some(signing) = signing else {
             return Ok(None);
         };
         if let Some(path) = &signing.key_file {
@@ -251,6 +239,97 @@ fn hex_prefix(bytes: &[u8], len: usize) -> String {
     bytes.iter().take(len).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Asymmetric signing keys: one key file, a list (one signing, the others verify-only, for
+/// rotation by hand), or keys generated and rotated automatically every `rotation_period`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    pub algorithm: Option<SigningAlgorithm>,
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub keys: Vec<SigningKeyConfig>,
+    pub rotation_period: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    pub algorithm: SigningAlgorithm,
+    pub key_file: PathBuf,
+    /// Published and accepted, but signs nothing: a key on its way in or out.
+    #[serde(default)]
+    pub verify_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlgorithm {
+    ES256,
+    RS256,
+}
+
+impl SigningConfig {
+    /// Every problem of `oauth.signing`, with its field path.
+    pub fn validate(&self, access_token_ttl: &ConfigDuration, problems: &mut Vec<String>) {
+        let readable = |field: String, path: &PathBuf, problems: &mut Vec<String>| {
+            if !path.is_file() {
+                problems.push(format!(
+                    "{field}: {} is not a readable file",
+                    path.display()
+                ));
+            }
+        };
+        let ways = [
+            self.key_file.is_some(),
+            !self.keys.is_empty(),
+            self.rotation_period.is_some(),
+        ];
+        if ways.iter().filter(|&&set| set).count() != 1 {
+            problems.push(
+                "oauth.signing: set exactly one of key_file (with algorithm), keys, or rotation_period"
+                    .to_owned(),
+            );
+            return;
+        }
+        if let Some(path) = &self.key_file {
+            if self.algorithm.is_none() {
+                problems.push(
+                    "oauth.signing.algorithm: required with key_file (ES256 or RS256)".to_owned(),
+                );
+            }
+            readable("oauth.signing.key_file".to_owned(), path, problems);
+        } else if self.algorithm.is_some() {
+            problems.push("oauth.signing.algorithm: only goes with key_file; each of keys names its own, and rotated keys are ES256".to_owned());
+        }
+        for (i, key) in self.keys.iter().enumerate() {
+            readable(
+                format!("oauth.signing.keys[{i}].key_file"),
+                &key.key_file,
+                problems,
+            );
+        }
+        if !self.keys.is_empty() && self.keys.iter().filter(|k| !k.verify_only).count() != 1 {
+            problems.push(
+                "oauth.signing.keys: exactly one key must sign (the others have verify_only: true)"
+                    .to_owned(),
+            );
+        }
+        if let Some(period) = &self.rotation_period {
+            problems.extend(crate::duration::whole_seconds(
+                "oauth.signing.rotation_period",
+                period,
+                1,
+            ));
+            // Shorter would keep ever more keys published for the tokens still alive.
+            if period.0 < access_token_ttl.0 {
+                problems.push(
+                    "oauth.signing.rotation_period: must be at least oauth.access_token_ttl"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,12 +406,12 @@ mod tests {
     #[test]
     fn a_configured_key_list_signs_with_one_key_and_publishes_and_verifies_all() {
         let yaml = format!(
-            "signing:\n  keys:\n    - {{algorithm: RS256, key_file: {}, verify_only: true}}\n    - {{algorithm: ES256, key_file: {}}}\n",
+            "keys:\n  - {{algorithm: RS256, key_file: {}, verify_only: true}}\n  - {{algorithm: ES256, key_file: {}}}\n",
             fixture("upstream_rsa.pem").display(),
             fixture("signing_es256.pem").display()
         );
-        let config: OAuthConfig = serde_yaml::from_str(&yaml).unwrap();
-        let keys = KeySet::configured(&config).unwrap().unwrap();
+        let signing: SigningConfig = serde_yaml::from_str(&yaml).unwrap();
+        let keys = KeySet::configured(None, Some(&signing)).unwrap().unwrap();
         assert_eq!(keys.active().algorithm, Algorithm::ES256);
         let published = keys.jwks().keys;
         assert_eq!(published.len(), 2);

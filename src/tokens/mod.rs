@@ -4,7 +4,6 @@ pub mod jwt;
 pub mod keys;
 pub mod opaque;
 pub mod refresh;
-pub mod rotation;
 
 pub use jwt::AccessTokenClaims;
 pub use keys::KeySet;

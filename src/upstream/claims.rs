@@ -1,8 +1,8 @@
 //! From verified ID token claims to our `Identity`, and the access policy on it.
 
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::ClaimsConfig;
 use crate::identity::Identity;
 
 /// Follows a dotted path (`realm_access.roles`) through nested objects.
@@ -102,6 +102,44 @@ pub fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// Where each identity attribute is found in the ID token; dotted paths reach nested objects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsConfig {
+    #[serde(default = "claim_sub")]
+    pub subject: String,
+    #[serde(default = "claim_email")]
+    pub email: String,
+    #[serde(default = "claim_name")]
+    pub name: String,
+    #[serde(default = "claim_groups")]
+    pub groups: String,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        ClaimsConfig {
+            subject: claim_sub(),
+            email: claim_email(),
+            name: claim_name(),
+            groups: claim_groups(),
+        }
+    }
+}
+
+fn claim_sub() -> String {
+    "sub".to_owned()
+}
+fn claim_email() -> String {
+    "email".to_owned()
+}
+fn claim_name() -> String {
+    "name".to_owned()
+}
+fn claim_groups() -> String {
+    "groups".to_owned()
 }
 
 #[cfg(test)]

@@ -70,7 +70,9 @@ async fn fetch_refusal(app: &TestApp, client_id: &str, allowed_hosts: &[&str]) -
 
 /// Why the bridge's document fetcher, configured as the test app's, refuses `client_id`.
 async fn reason(client_id: &str, allowed_hosts: &[&str]) -> String {
-    use mcp_oauth_bridge::cimd::{CimdSettings, DocumentError, MetadataDocuments};
+    use mcp_oauth_bridge::clients::metadata_documents::{
+        CimdSettings, DocumentError, MetadataDocuments,
+    };
     use std::time::Duration;
     let pem = std::fs::read(CA_FILE).unwrap();
     let documents = MetadataDocuments::new(CimdSettings {

@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::{Host, Url};
 
-use crate::clients::Client;
+use super::client::Client;
 use crate::clock::UnixTime;
 use crate::oauth::redirect_policy::RedirectPolicy;
-use crate::oauth::register::{RegistrationRequest, validate_registration};
+use crate::oauth::registration::{RegistrationRequest, validate_registration};
 
 /// Documents cached at most; past it the cache starts over.
 const MAX_CACHED: usize = 10_000;

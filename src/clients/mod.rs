@@ -4,6 +4,9 @@
 //! against a dummy hash of the same cost so timing does not reveal which client ids exist; a
 //! successful check is remembered under an HMAC of the secret so repeated calls skip bcrypt.
 
+pub mod client;
+pub mod metadata_documents;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -11,109 +14,22 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::cimd::{DocumentError, MetadataDocuments, is_metadata_url};
 use crate::clock::UnixTime;
-use crate::config::ClientConfig;
-use crate::oauth::register::RegistrationRequest;
-use crate::oauth::{GrantType, OAuthError, for_log, redirect_uri};
+use crate::oauth::error::OAuthError;
+use crate::oauth::grant_type::GrantType;
+use crate::oauth::text::for_log;
+use crate::password_hash;
 use crate::secret::SecretString;
-use crate::storage::{RegisteredClient, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
+pub use client::Client;
+use metadata_documents::{DocumentError, MetadataDocuments, is_metadata_url};
 
-/// bcrypt only reads 72 bytes; longer secrets would silently share a prefix.
-const BCRYPT_MAX_BYTES: usize = 72;
 const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(600);
 const VERIFIED_CACHE_CAPACITY: usize = 10_000;
-
-#[derive(Debug)]
-pub struct Client {
-    pub id: String,
-    pub name: Option<String>,
-    pub redirect_uris: Vec<String>,
-    secret_hash: Option<String>,
-    /// None: every scope the server supports.
-    pub scopes: Option<Vec<String>>,
-    pub grant_types: Vec<GrantType>,
-    pub skip_consent: bool,
-    /// Registered through DCR: kept in storage, expires when unused.
-    pub registered: bool,
-}
-
-impl Client {
-    /// A client described by its metadata document (public; always asks for consent).
-    pub fn from_metadata_document(client_id: &str, valid: RegistrationRequest) -> Self {
-        Client {
-            id: client_id.to_owned(),
-            name: valid.client_name,
-            redirect_uris: valid.redirect_uris.unwrap_or_default(),
-            secret_hash: None,
-            scopes: valid.scope.as_deref().map(|s| {
-                s.split(' ')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
-            grant_types: valid
-                .grant_types
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|g| GrantType::parse(g))
-                .filter(|g| *g != GrantType::ClientCredentials)
-                .collect(),
-            skip_consent: false,
-            registered: false,
-        }
-    }
-
-    /// A client registered through DCR; such clients always need the user's consent.
-    pub fn from_registration(record: RegisteredClient) -> Self {
-        Client {
-            id: record.client_id,
-            name: record.client_name,
-            redirect_uris: record.redirect_uris,
-            secret_hash: record.secret_hash,
-            scopes: record.scope,
-            grant_types: record
-                .grant_types
-                .iter()
-                .filter_map(|g| GrantType::parse(g))
-                .filter(|g| *g != GrantType::ClientCredentials)
-                .collect(),
-            skip_consent: false,
-            registered: true,
-        }
-    }
-
-    pub fn is_public(&self) -> bool {
-        self.secret_hash.is_none()
-    }
-
-    pub fn allows_grant(&self, grant: GrantType) -> bool {
-        self.grant_types.contains(&grant)
-    }
-
-    /// The registered URI the requested one matches (exact, or loopback with another port).
-    pub fn matching_redirect_uri(&self, requested: &str) -> bool {
-        self.redirect_uris
-            .iter()
-            .any(|registered| redirect_uri::matches(registered, requested))
-    }
-
-    /// The redirect URI to use when the request names none: only when exactly one is registered
-    /// and it needs no port chosen at run time (RFC 6749 §3.1.2.3).
-    pub fn default_redirect_uri(&self) -> Option<&str> {
-        match self.redirect_uris.as_slice() {
-            [only] if !only.starts_with("http://") => Some(only),
-            _ => None,
-        }
-    }
-
-    pub fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {
-        self.scopes.clone().unwrap_or_else(|| supported.to_vec())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -143,6 +59,16 @@ pub enum ClientLookupError {
     Metadata(DocumentError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum NewSecretError {
+    #[error("the bcrypt pool is closed")]
+    PoolClosed,
+    #[error("the hashing task failed")]
+    TaskFailed,
+    #[error(transparent)]
+    Hash(password_hash::HashError),
+}
+
 impl ClientRegistry {
     /// Builds the registry, bcrypt-hashing plain secrets; slow by design, so call it off the runtime.
     pub fn from_config(configs: &[ClientConfig], cost: u32) -> Result<Self, ClientLoadError> {
@@ -157,10 +83,12 @@ impl ClientRegistry {
                         max_cost = max_cost.max(parts.get_cost());
                         Some(secret.expose().to_owned())
                     }
-                    Err(_) => Some(
-                        hash_secret(secret, cost)
-                            .map_err(|problem| ClientLoadError { field, problem })?,
-                    ),
+                    Err(_) => Some(password_hash::hash(secret, cost).map_err(|error| {
+                        ClientLoadError {
+                            field,
+                            problem: crate::error_chain(&error),
+                        }
+                    })?),
                 },
             };
             let grant_types = match &config.grant_types {
@@ -182,13 +110,13 @@ impl ClientRegistry {
             };
             clients.insert(client.id.clone(), Arc::new(client));
         }
-        let dummy_hash = hash_secret(
+        let dummy_hash = password_hash::hash(
             &SecretString::new(crate::tokens::opaque::random_string(32)),
             max_cost,
         )
-        .map_err(|problem| ClientLoadError {
+        .map_err(|error| ClientLoadError {
             field: "oauth.clients".into(),
-            problem,
+            problem: crate::error_chain(&error),
         })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(ClientRegistry {
@@ -341,29 +269,23 @@ impl ClientRegistry {
     }
 
     /// bcrypt-hashes a newly issued secret under the same one-per-core bound as the checks.
-    pub async fn hash_new_secret(&self, secret: SecretString, cost: u32) -> Result<String, String> {
+    pub async fn hash_new_secret(
+        &self,
+        secret: SecretString,
+        cost: u32,
+    ) -> Result<String, NewSecretError> {
         let slot = Arc::clone(&self.bcrypt_slots)
             .acquire_owned()
             .await
-            .map_err(|_| "the bcrypt pool is closed".to_owned())?;
+            .map_err(|_| NewSecretError::PoolClosed)?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            hash_secret(&secret, cost)
+            password_hash::hash(&secret, cost)
         })
         .await
-        .map_err(|_| "the hashing task failed".to_owned())?
+        .map_err(|_| NewSecretError::TaskFailed)?
+        .map_err(NewSecretError::Hash)
     }
-}
-
-/// bcrypt-hashes a client secret for storage or for `hash-secret`.
-pub fn hash_secret(secret: &SecretString, cost: u32) -> Result<String, String> {
-    if secret.expose().len() > BCRYPT_MAX_BYTES {
-        return Err(format!(
-            "secrets longer than {BCRYPT_MAX_BYTES} bytes cannot be bcrypt-hashed safely"
-        ));
-    }
-    bcrypt::non_truncating_hash(secret.expose(), cost)
-        .map_err(|e| format!("cannot hash the secret: {e}"))
 }
 
 /// The slot travels into the blocking task: it is released when bcrypt ends, not when a
@@ -371,12 +293,7 @@ pub fn hash_secret(secret: &SecretString, cost: u32) -> Result<String, String> {
 async fn verify_secret(secret: SecretString, hash: Arc<str>, slot: OwnedSemaphorePermit) -> bool {
     let check = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        if secret.expose().len() > BCRYPT_MAX_BYTES {
-            // Still spend the time, then fail: such a secret can never have been stored.
-            let _ = bcrypt::verify("x", &hash);
-            return false;
-        }
-        bcrypt::non_truncating_verify(secret.expose(), &hash).unwrap_or(false)
+        password_hash::verify(&secret, &hash)
     });
     check.await.unwrap_or(false)
 }
@@ -428,9 +345,82 @@ impl VerifiedSecrets {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    /// A bcrypt hash (`$2b$…`) or a plain value that is hashed at load. None: a public client.
+    pub secret: Option<SecretString>,
+    /// May be empty for a client that only uses `client_credentials`.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub skip_consent: bool,
+}
+
+impl ClientConfig {
+    /// Every problem of one `oauth.clients` entry (`field` is its path), with its field path.
+    pub fn validate(&self, field: &str, scopes_supported: &[String], problems: &mut Vec<String>) {
+        if self.id.trim().is_empty() || self.id.chars().any(|c| c.is_control()) {
+            problems.push(format!("{field}.id: must be a non-empty printable string"));
+        }
+        if let Some(secret) = &self.secret
+            && secret.is_empty()
+        {
+            problems.push(format!(
+                "{field}.secret: is empty (an unset environment variable?); remove it for a public client"
+            ));
+        }
+        let grants = |name: &str| {
+            self.grant_types
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|g| g == name))
+        };
+        if self.redirect_uris.is_empty() && grants("authorization_code") {
+            problems.push(format!(
+                "{field}.redirect_uris: at least one redirect URI is required"
+            ));
+        }
+        if self.secret.is_none()
+            && self
+                .grant_types
+                .iter()
+                .flatten()
+                .any(|g| g == "client_credentials")
+        {
+            problems.push(format!(
+                "{field}.grant_types: client_credentials needs a secret (a public client cannot prove who it is)"
+            ));
+        }
+        for (j, uri) in self.redirect_uris.iter().enumerate() {
+            if let Err(problem) = crate::oauth::redirect_uri::validate_registered(uri) {
+                problems.push(format!("{field}.redirect_uris[{j}]: {problem}"));
+            }
+        }
+        for (j, scope) in self.scopes.iter().flatten().enumerate() {
+            if !scopes_supported.contains(scope) {
+                problems.push(format!(
+                    "{field}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"
+                ));
+            }
+        }
+        for (j, grant) in self.grant_types.iter().flatten().enumerate() {
+            if GrantType::parse(grant).is_none() {
+                problems.push(format!(
+                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials)"
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RegisteredClient;
 
     const NOW: UnixTime = UnixTime(1_700_000_000);
     const TEST_COST: u32 = 4;

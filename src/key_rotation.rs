@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::keys::{KeyError, KeyRing, KeySet, SigningKey};
 use crate::clock::{SharedClock, UnixTime};
 use crate::storage::{Storage, StorageError};
+use crate::tokens::keys::{KeyError, KeyRing, KeySet, SigningKey};
 
 const KEY_NAME_PREFIX: &str = "signing-key/";
 /// How much longer than strictly needed a key is kept: for instances whose clocks lag, or that

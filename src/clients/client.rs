@@ -1,0 +1,94 @@
+//! One client as the bridge knows it, however it came to be known: configured, registered, or
+//! described by a metadata document.
+
+use crate::oauth::grant_type::GrantType;
+use crate::oauth::redirect_uri;
+use crate::oauth::registration::RegistrationRequest;
+use crate::storage::RegisteredClient;
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: String,
+    pub name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub(super) secret_hash: Option<String>,
+    /// None: every scope the server supports.
+    pub scopes: Option<Vec<String>>,
+    pub grant_types: Vec<GrantType>,
+    pub skip_consent: bool,
+    /// Registered through DCR: kept in storage, expires when unused.
+    pub registered: bool,
+}
+
+impl Client {
+    /// A client described by its metadata document (public; always asks for consent).
+    pub fn from_metadata_document(client_id: &str, valid: RegistrationRequest) -> Self {
+        Client {
+            id: client_id.to_owned(),
+            name: valid.client_name,
+            redirect_uris: valid.redirect_uris.unwrap_or_default(),
+            secret_hash: None,
+            scopes: valid.scope.as_deref().map(|s| {
+                s.split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            grant_types: user_grants(&valid.grant_types.unwrap_or_default()),
+            skip_consent: false,
+            registered: false,
+        }
+    }
+
+    /// A client registered through DCR; such clients always need the user's consent.
+    pub fn from_registration(record: RegisteredClient) -> Self {
+        Client {
+            id: record.client_id,
+            name: record.client_name,
+            redirect_uris: record.redirect_uris,
+            secret_hash: record.secret_hash,
+            scopes: record.scope,
+            grant_types: user_grants(&record.grant_types),
+            skip_consent: false,
+            registered: true,
+        }
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+
+    /// The registered URI the requested one matches (exact, or loopback with another port).
+    pub fn matching_redirect_uri(&self, requested: &str) -> bool {
+        self.redirect_uris
+            .iter()
+            .any(|registered| redirect_uri::matches(registered, requested))
+    }
+
+    /// The redirect URI to use when the request names none: only when exactly one is registered
+    /// and it needs no port chosen at run time (RFC 6749 §3.1.2.3).
+    pub fn default_redirect_uri(&self) -> Option<&str> {
+        match self.redirect_uris.as_slice() {
+            [only] if !only.starts_with("http://") => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {
+        self.scopes.clone().unwrap_or_else(|| supported.to_vec())
+    }
+}
+
+/// The grants a client that introduced itself may use: never `client_credentials`, which acts
+/// without a user and is only for clients the operator configured.
+fn user_grants(names: &[String]) -> Vec<GrantType> {
+    names
+        .iter()
+        .filter_map(|name| GrantType::parse(name))
+        .filter(|grant| *grant != GrantType::ClientCredentials)
+        .collect()
+}

@@ -1,0 +1,104 @@
+//! bcrypt, the one way the bridge stores and checks a secret: client secrets (configured or
+//! issued at registration) and local users' passwords alike.
+//!
+//! bcrypt reads only the first 72 bytes of what it hashes, so two longer secrets sharing a
+//! prefix would be one. A longer secret is therefore refused when hashed and never matches when
+//! checked; the check still spends a bcrypt's time so that the length does not show.
+
+use std::ops::RangeInclusive;
+
+use crate::secret::SecretString;
+
+pub const MAX_SECRET_BYTES: usize = 72;
+/// Costs a configured hash may have: below 4 bcrypt refuses, above 16 one check takes seconds.
+pub const COSTS: RangeInclusive<u32> = 4..=16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("secrets longer than {MAX_SECRET_BYTES} bytes cannot be bcrypt-hashed safely")]
+    TooLong,
+    #[error("cannot hash the secret")]
+    Bcrypt(#[source] bcrypt::BcryptError),
+}
+
+/// A new hash of `secret`. Slow by design: call it off the async runtime.
+pub fn hash(secret: &SecretString, cost: u32) -> Result<String, HashError> {
+    if secret.expose().len() > MAX_SECRET_BYTES {
+        return Err(HashError::TooLong);
+    }
+    // Not `non_truncating_hash`: it counts bcrypt's terminating NUL and so refuses a secret of
+    // exactly 72 bytes, which bcrypt does read whole; the length was checked above.
+    bcrypt::hash(secret.expose(), cost).map_err(HashError::Bcrypt)
+}
+
+/// Whether `secret` is the one `hash` was made from; false for a malformed hash. Slow by design:
+/// call it off the async runtime.
+pub fn verify(secret: &SecretString, hash: &str) -> bool {
+    if secret.expose().len() > MAX_SECRET_BYTES {
+        // Spend the time all the same, then fail: such a secret can never have been stored.
+        let _ = bcrypt::verify("x", hash);
+        return false;
+    }
+    bcrypt::verify(secret.expose(), hash).unwrap_or(false)
+}
+
+/// `$2a$`, `$2b$` or `$2y$`, a two-digit cost, then 53 characters of salt and hash.
+pub fn is_bcrypt_hash(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() == 60
+        && matches!(&bytes[..4], b"$2a$" | b"$2b$" | b"$2y$")
+        && bytes[4].is_ascii_digit()
+        && bytes[5].is_ascii_digit()
+        && bytes[6] == b'$'
+        && bytes[7..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'/')
+}
+
+/// The cost of a hash `is_bcrypt_hash` accepted.
+pub fn cost_of(hash: &str) -> u32 {
+    let bytes = hash.as_bytes();
+    match (bytes.get(4), bytes.get(5)) {
+        (Some(tens), Some(units)) if tens.is_ascii_digit() && units.is_ascii_digit() => {
+            u32::from(tens - b'0') * 10 + u32::from(units - b'0')
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COST: u32 = 4;
+
+    fn secret(text: &str) -> SecretString {
+        SecretString::new(text)
+    }
+
+    #[test]
+    fn a_secret_matches_its_own_hash_only() {
+        let stored = hash(&secret("correct horse"), COST).unwrap();
+        assert!(is_bcrypt_hash(&stored));
+        assert_eq!(cost_of(&stored), COST);
+        assert!(verify(&secret("correct horse"), &stored));
+        assert!(!verify(&secret("correct horse "), &stored));
+        assert!(!verify(&secret("correct horse"), "not a hash"));
+    }
+
+    #[test]
+    fn a_secret_of_72_bytes_is_read_whole_and_a_longer_one_never_hashed_nor_matched() {
+        let prefix = "p".repeat(MAX_SECRET_BYTES);
+        let longer = format!("{prefix}-and-whatever-follows");
+        assert!(matches!(
+            hash(&secret(&longer), COST),
+            Err(HashError::TooLong)
+        ));
+        // bcrypt itself would call these equal: it reads 72 bytes.
+        let stored = hash(&secret(&prefix), COST).unwrap();
+        assert!(bcrypt::verify(&longer, &stored).unwrap());
+        assert!(verify(&secret(&prefix), &stored));
+        assert!(!verify(&secret(&prefix[1..]), &stored));
+        assert!(!verify(&secret(&longer), &stored));
+    }
+}
