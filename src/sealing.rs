@@ -15,6 +15,23 @@ use crate::secret::SecretString;
 
 const NONCE_BYTES: usize = 12;
 
+/// Why a value could not be sealed or opened; each names the value, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("cannot encrypt {name}")]
+    Encrypt { name: String },
+    #[error("{name}: the stored value is too short to be sealed")]
+    TooShort { name: String },
+    #[error(
+        "{name}: cannot decrypt it; storage.encryption_key differs from the one it was stored with"
+    )]
+    WrongKey { name: String },
+    #[error("{name}: the stored value is not base64")]
+    NotBase64 { name: String },
+    #[error("{name}: the stored value is not text")]
+    NotText { name: String },
+}
+
 pub struct Sealer {
     cipher: Aes256Gcm,
 }
@@ -40,7 +57,7 @@ impl Sealer {
     }
 
     /// `nonce || ciphertext+tag`.
-    pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
@@ -52,15 +69,17 @@ impl Sealer {
                     aad: name.as_bytes(),
                 },
             )
-            .map_err(|_| format!("cannot encrypt {name}"))?;
+            .map_err(|_| SealError::Encrypt {
+                name: name.to_owned(),
+            })?;
         Ok([nonce.as_slice(), &ciphertext].concat())
     }
 
-    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         if sealed.len() <= NONCE_BYTES {
-            return Err(format!(
-                "{name}: the stored value is too short to be sealed"
-            ));
+            return Err(SealError::TooShort {
+                name: name.to_owned(),
+            });
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
         self.cipher
@@ -71,8 +90,8 @@ impl Sealer {
                     aad: name.as_bytes(),
                 },
             )
-            .map_err(|_| {
-                format!("{name}: cannot decrypt it; storage.encryption_key differs from the one it was stored with")
+            .map_err(|_| SealError::WrongKey {
+                name: name.to_owned(),
             })
     }
 }
@@ -95,19 +114,31 @@ impl SealedSecret {
 }
 
 impl Sealer {
-    pub fn seal_secret(&self, name: &str, secret: &SecretString) -> Result<SealedSecret, String> {
+    pub fn seal_secret(
+        &self,
+        name: &str,
+        secret: &SecretString,
+    ) -> Result<SealedSecret, SealError> {
         self.seal(name, secret.expose().as_bytes())
             .map(|sealed| SealedSecret(STANDARD.encode(sealed)))
     }
 
-    pub fn open_secret(&self, name: &str, sealed: &SealedSecret) -> Result<SecretString, String> {
+    pub fn open_secret(
+        &self,
+        name: &str,
+        sealed: &SealedSecret,
+    ) -> Result<SecretString, SealError> {
         let bytes = STANDARD
             .decode(&sealed.0)
-            .map_err(|_| format!("{name}: the stored value is not base64"))?;
+            .map_err(|_| SealError::NotBase64 {
+                name: name.to_owned(),
+            })?;
         let plain = self.open(name, &bytes)?;
         String::from_utf8(plain)
             .map(SecretString::new)
-            .map_err(|_| format!("{name}: the stored value is not text"))
+            .map_err(|_| SealError::NotText {
+                name: name.to_owned(),
+            })
     }
 }
 
@@ -137,6 +168,7 @@ mod tests {
             other
                 .open("cookie-key", &sealed)
                 .unwrap_err()
+                .to_string()
                 .contains("encryption_key differs")
         );
         assert!(sealer.open("cookie-key", &sealed[..5]).is_err());

@@ -50,9 +50,7 @@ impl MemoryStorage {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StorageError> {
-        self.inner
-            .lock()
-            .map_err(|_| StorageError::Unavailable("memory storage lock poisoned".to_owned()))
+        self.inner.lock().map_err(|_| StorageError::Poisoned)
     }
 }
 

@@ -21,8 +21,18 @@ pub use postgres::PostgresStorage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The database refused or could not be reached. Only the server's code and message are
+    /// kept, not the driver's error: its DETAIL can quote the values of a row.
+    #[error("storage unavailable: postgresql: {0}")]
+    Database(String),
+    /// A thread panicked while it held the in-memory store.
+    #[error("storage unavailable: memory storage lock poisoned")]
+    Poisoned,
+    /// A value kept encrypted could not be sealed or opened.
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Sealing(#[from] crate::sealing::SealError),
+    #[error("storage unavailable: {name} is stored encrypted: set storage.encryption_key")]
+    EncryptionKeyMissing { name: String },
 }
 
 /// A client registered through RFC 7591 Dynamic Client Registration.

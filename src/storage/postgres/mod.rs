@@ -58,8 +58,8 @@ fn unavailable<E: std::error::Error + 'static>(error: E) -> StorageError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
         if let Some(db) = cause.downcast_ref::<tokio_postgres::error::DbError>() {
-            return StorageError::Unavailable(format!(
-                "postgresql: {} {}: {}",
+            return StorageError::Database(format!(
+                "{} {}: {}",
                 db.severity(),
                 db.code().code(),
                 db.message()
@@ -67,7 +67,7 @@ fn unavailable<E: std::error::Error + 'static>(error: E) -> StorageError {
         }
         source = cause.source();
     }
-    StorageError::Unavailable(format!("postgresql: {error}"))
+    StorageError::Database(error.to_string())
 }
 
 fn hash(value: &TokenHash) -> &[u8] {
@@ -846,12 +846,7 @@ impl Storage for PostgresStorage {
     async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
         let client = self.client().await?;
         let (value, sealed) = match &self.sealer {
-            Some(sealer) => (
-                sealer
-                    .seal(name, &fresh)
-                    .map_err(StorageError::Unavailable)?,
-                true,
-            ),
+            Some(sealer) => (sealer.seal(name, &fresh)?, true),
             None => (fresh, false),
         };
         // Whoever inserts first wins; everybody then reads the winner.
@@ -873,18 +868,14 @@ impl Storage for PostgresStorage {
         let stored: Vec<u8> = row.try_get(0).map_err(unavailable)?;
         let stored_sealed: bool = row.try_get(1).map_err(unavailable)?;
         match (stored_sealed, &self.sealer) {
-            (true, Some(sealer)) => sealer
-                .open(name, &stored)
-                .map_err(StorageError::Unavailable),
-            (true, None) => Err(StorageError::Unavailable(format!(
-                "{name} is stored encrypted: set storage.encryption_key"
-            ))),
+            (true, Some(sealer)) => Ok(sealer.open(name, &stored)?),
+            (true, None) => Err(StorageError::EncryptionKeyMissing {
+                name: name.to_owned(),
+            }),
             (false, None) => Ok(stored),
             (false, Some(sealer)) => {
                 // Stored before storage.encryption_key was set: seal it now.
-                let value = sealer
-                    .seal(name, &stored)
-                    .map_err(StorageError::Unavailable)?;
+                let value = sealer.seal(name, &stored)?;
                 client
                     .execute(
                         "UPDATE shared_secrets SET value = $2, sealed = true
