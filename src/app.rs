@@ -20,7 +20,7 @@ use crate::http::{AppState, Registration, router};
 use crate::key_rotation::{RotationSchedule, spawn_rotation};
 use crate::local_users::LocalUsers;
 use crate::oauth::login::LocalLogin;
-use crate::oauth::login_throttle::{LoginThrottle, ThrottleSettings};
+use crate::oauth::login_throttle::LoginThrottle;
 use crate::oauth::pending_cap::PendingCap;
 use crate::oauth::protected_resource::{ProtectedResource, metadata_path};
 use crate::oauth::redirect_policy::RedirectPolicy;
@@ -139,15 +139,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
                 users = config.oauth.local_users.len(),
                 "users sign in with the local login form"
             );
-            let throttle = &config.oauth.login_throttle;
             SignIn::Local(Arc::new(LocalLogin {
                 users,
-                throttle: LoginThrottle::new(ThrottleSettings {
-                    max_failures_per_user: throttle.max_failures_per_user,
-                    max_failures_per_address: throttle.max_failures_per_address,
-                    window: throttle.window.0,
-                    slowdown: throttle.slowdown.0,
-                }),
+                throttle: LoginThrottle::new(config.oauth.login_throttle.clone()),
             }))
         }
     };

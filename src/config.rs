@@ -1,5 +1,5 @@
 //! Configuration: YAML with `${VAR}` / `${VAR:-default}` from the environment, human durations,
-//! unknown fields refused, and validation errors that name the field and the problem (SPEC §9).
+//! unknown fields refused, and validation errors that name the field and the problem (README, "Configuration reference").
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use crate::clients::ClientConfig;
 pub use crate::duration::ConfigDuration;
 use crate::duration::whole_seconds;
 use crate::local_users::LocalUserConfig;
+use crate::oauth::login_throttle::ThrottleSettings;
 use crate::oauth::redirect_uri;
 use crate::oauth::resource::validate_resource_uri;
 use crate::secret::SecretString;
@@ -179,7 +180,7 @@ impl ProxyConfig {
                 ));
             }
         }
-        problems.extend(whole_seconds("proxy.timeout", &self.timeout, 1));
+        problems.extend(whole_seconds("proxy.timeout", self.timeout, 1));
         let mut headers = vec![
             ("proxy.identity_headers.user", &self.identity_headers.user),
             ("proxy.identity_headers.email", &self.identity_headers.email),
@@ -190,7 +191,7 @@ impl ProxyConfig {
         ];
         if let Some(jwt) = &self.identity_jwt {
             headers.push(("proxy.identity_jwt.header", &jwt.header));
-            problems.extend(whole_seconds("proxy.identity_jwt.ttl", &jwt.ttl, 1));
+            problems.extend(whole_seconds("proxy.identity_jwt.ttl", jwt.ttl, 1));
         }
         let reserved = [
             "authorization",
@@ -323,7 +324,7 @@ pub struct OAuthConfig {
     #[serde(default)]
     pub local_users: Vec<LocalUserConfig>,
     #[serde(default)]
-    pub login_throttle: LoginThrottleConfig,
+    pub login_throttle: ThrottleSettings,
     /// Bearer tokens that let resource servers call `/oauth/introspect` without being a client.
     #[serde(default)]
     pub introspection_tokens: Vec<SecretString>,
@@ -361,47 +362,6 @@ fn default_max_pending() -> usize {
 
 fn default_access_token_claims() -> Vec<crate::oauth::disclosure::IdentityClaim> {
     vec![crate::oauth::disclosure::IdentityClaim::Groups]
-}
-
-/// How the local login form slows and then refuses password guessing.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginThrottleConfig {
-    #[serde(default = "default_max_failures_per_user")]
-    pub max_failures_per_user: u32,
-    #[serde(default = "default_max_failures_per_address")]
-    pub max_failures_per_address: u32,
-    #[serde(default = "default_login_window")]
-    pub window: ConfigDuration,
-    #[serde(default = "default_login_slowdown")]
-    pub slowdown: ConfigDuration,
-}
-
-impl Default for LoginThrottleConfig {
-    fn default() -> Self {
-        LoginThrottleConfig {
-            max_failures_per_user: default_max_failures_per_user(),
-            max_failures_per_address: default_max_failures_per_address(),
-            window: default_login_window(),
-            slowdown: default_login_slowdown(),
-        }
-    }
-}
-
-fn default_max_failures_per_user() -> u32 {
-    5
-}
-
-fn default_max_failures_per_address() -> u32 {
-    20
-}
-
-fn default_login_window() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(15 * 60))
-}
-
-fn default_login_slowdown() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(1))
 }
 
 /// Client ID Metadata Documents. Their redirect URIs obey `oauth.dcr`'s patterns and profiles.
@@ -515,7 +475,7 @@ impl Default for OAuthConfig {
             cimd: CimdConfig::default(),
             upstream: None,
             local_users: Vec::new(),
-            login_throttle: LoginThrottleConfig::default(),
+            login_throttle: ThrottleSettings::default(),
             introspection_tokens: Vec::new(),
             access_token_claims: default_access_token_claims(),
             secret_hash_cost: default_secret_hash_cost(),
@@ -772,7 +732,7 @@ impl Config {
 
 impl RateLimitConfig {
     fn validate(&self, field: &str, problems: &mut Vec<String>) {
-        problems.extend(whole_seconds(&format!("{field}.window"), &self.window, 1));
+        problems.extend(whole_seconds(&format!("{field}.window"), self.window, 1));
         if self.requests == 0 {
             problems.push(format!("{field}.requests: must be above zero"));
         }
@@ -833,7 +793,7 @@ impl OAuthConfig {
         // Zero turns retries off.
         problems.extend(whole_seconds(
             "oauth.refresh_token_retry_window",
-            &self.refresh_token_retry_window,
+            self.refresh_token_retry_window,
             0,
         ));
         ttl(
@@ -997,22 +957,6 @@ impl StorageConfig {
             }
             (StorageBackend::Memory, None) => {}
         }
-    }
-}
-
-impl LoginThrottleConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if self.max_failures_per_user == 0 || self.max_failures_per_address == 0 {
-            problems.push(
-                "oauth.login_throttle: max_failures_per_user and max_failures_per_address must be above zero"
-                    .to_owned(),
-            );
-        }
-        problems.extend(whole_seconds(
-            "oauth.login_throttle.window",
-            &self.window,
-            1,
-        ));
     }
 }
 
@@ -1623,14 +1567,8 @@ oauth:
         assert_eq!(config.oauth.local_users[0].username, "demo");
         assert_eq!(config.oauth.login_throttle.max_failures_per_user, 5);
         assert_eq!(config.oauth.login_throttle.max_failures_per_address, 20);
-        assert_eq!(
-            config.oauth.login_throttle.window.0,
-            Duration::from_secs(900)
-        );
-        assert_eq!(
-            config.oauth.login_throttle.slowdown.0,
-            Duration::from_secs(1)
-        );
+        assert_eq!(config.oauth.login_throttle.window, Duration::from_secs(900));
+        assert_eq!(config.oauth.login_throttle.slowdown, Duration::from_secs(1));
     }
 
     #[test]

@@ -83,15 +83,34 @@ impl<'de> Deserialize<'de> for ConfigDuration {
 
 /// Durations that become token times and windows are kept to the second: a fraction would be
 /// cut off silently (`500ms` would be no window at all), so it is refused.
-pub fn whole_seconds(field: &str, value: &ConfigDuration, at_least: u64) -> Option<String> {
-    if value.0.subsec_nanos() != 0 {
+pub fn whole_seconds(field: &str, value: impl Into<Duration>, at_least: u64) -> Option<String> {
+    let value: Duration = value.into();
+    if value.subsec_nanos() != 0 {
         Some(format!(
             "{field}: must be whole seconds ({}ms given)",
-            value.0.as_millis()
+            value.as_millis()
         ))
-    } else if value.0.as_secs() < at_least {
+    } else if value.as_secs() < at_least {
         Some(format!("{field}: must be at least {at_least}s"))
     } else {
         None
     }
+}
+
+impl From<ConfigDuration> for Duration {
+    fn from(value: ConfigDuration) -> Self {
+        value.0
+    }
+}
+
+impl From<&ConfigDuration> for Duration {
+    fn from(value: &ConfigDuration) -> Self {
+        value.0
+    }
+}
+
+/// For a plain `Duration` field of a settings type:
+/// `#[serde(deserialize_with = "crate::duration::deserialize")]`.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    ConfigDuration::deserialize(deserializer).map(Duration::from)
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixTime;
@@ -23,15 +24,19 @@ const MAX_TRACKED: usize = 100_000;
 /// The slowdown grows with each failure up to this many steps.
 const MAX_SLOWDOWN_STEPS: u32 = 5;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `oauth.login_throttle`: how the local login form slows and then refuses password guessing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ThrottleSettings {
     /// Failures for one username from one source address within `window` before that address
     /// may not try that username again.
     pub max_failures_per_user: u32,
     /// Failures per source address (IPv6 by /64) within `window` before it is refused.
     pub max_failures_per_address: u32,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub window: Duration,
     /// Added to every answer per failure already counted (up to five times this).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub slowdown: Duration,
 }
 
@@ -164,6 +169,23 @@ impl LoginThrottle {
         if let Some(entry) = address.and_then(|ip| failures.get_mut(&Key::Address(ip))) {
             entry.1 = entry.1.saturating_sub(1);
         }
+    }
+}
+
+impl ThrottleSettings {
+    /// Every problem of `oauth.login_throttle`, with its field path.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.max_failures_per_user == 0 || self.max_failures_per_address == 0 {
+            problems.push(
+                "oauth.login_throttle: max_failures_per_user and max_failures_per_address must be above zero"
+                    .to_owned(),
+            );
+        }
+        problems.extend(crate::duration::whole_seconds(
+            "oauth.login_throttle.window",
+            self.window,
+            1,
+        ));
     }
 }
 

@@ -61,7 +61,8 @@ pub mod endpoints {
     pub const READY: &str = "/readyz";
 }
 
-/// How long an authorization code and a pending upstream login live (SPEC §4).
+/// How long an authorization code and a pending upstream login live (RFC 6749 §4.1.2 advises
+/// ten minutes at most for a code).
 pub const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(600);
 pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
 /// How long a user's approval of a client is remembered.

@@ -21,7 +21,7 @@ pub fn validate_registered(uri: &str) -> Result<(), String> {
 }
 
 /// As `validate_registered`; `http_explicitly_allowed` lets a non-loopback http URI through when an
-/// operator's pattern names it (SPEC §3). Fragments, credentials and script schemes never pass.
+/// operator's pattern names it (README, "Registration, profiles and consent"). Fragments, credentials and script schemes never pass.
 pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<(), String> {
     // The URL parser drops tabs and newlines silently, so they are refused before it sees them:
     // what is registered must be exactly what is compared and redirected to.

@@ -53,7 +53,8 @@ pub fn validate_registration(
             ));
         }
         let allowed = policy.allows(uri);
-        // SPEC §3: plain http off loopback only when a pattern explicitly allows it.
+        // Plain http off loopback only when a pattern explicitly allows it (README, "Registration,
+        // profiles and consent"; RFC 8252 §7.3 allows it for loopback only).
         redirect_uri::validate_registrable(uri, allowed)
             .map_err(|problem| OAuthError::InvalidRedirectUri(problem.into()))?;
         if !allowed {

@@ -1,4 +1,4 @@
-//! Grants and their refresh-token families, and the rotation rule (SPEC §4, RFC 9700 §4.14.2).
+//! Grants and their refresh-token families, and the rotation rule (RFC 9700 §4.14.2).
 //!
 //! Every use rotates the token. The token just rotated out may be presented again for as long as
 //! its successor has not been used, at most `retry_window` after it was rotated out and at most

@@ -1,4 +1,4 @@
-//! The bridge in front of an MCP server (SPEC §7, RFC 9728, RFC 6750, RFC 8707), against the
+//! The bridge in front of an MCP server (RFC 9728, RFC 6750, RFC 8707), against the
 //! streaming test server in `mcp_upstream`.
 
 use std::sync::Arc;

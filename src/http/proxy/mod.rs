@@ -1,4 +1,4 @@
-//! The reverse proxy in front of the MCP server (SPEC §7). The token is checked for this
+//! The reverse proxy in front of the MCP server (README, "The bridge as the proxy"). The token is checked for this
 //! resource; the request then goes on without the client's `Authorization` and with the caller's
 //! identity in headers the client cannot forge. Bodies stream both ways, never held in memory,
 //! so SSE and streamable HTTP reach the client event by event; a client that goes away drops

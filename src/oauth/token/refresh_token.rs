@@ -1,4 +1,4 @@
-//! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (SPEC §4).
+//! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
 use super::revalidation::revalidate;
 use super::{Grant, TokenResponse, issue_access_token, wrong_resource};
