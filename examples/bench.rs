@@ -16,7 +16,7 @@ use mcp_oauth_bridge::identity::Identity;
 use mcp_oauth_bridge::oauth::token::{ClientCredentials, exchange};
 use mcp_oauth_bridge::oauth::{Bridge, Params, Settings, SignIn};
 use mcp_oauth_bridge::secret::SecretString;
-use mcp_oauth_bridge::storage::postgres::PostgresSettings;
+use mcp_oauth_bridge::storage::settings::PostgresConfig;
 use mcp_oauth_bridge::storage::{AuthorizationCodeRecord, MemoryStorage, PostgresStorage, Storage};
 use mcp_oauth_bridge::tokens::jwt::{AccessTokenClaims, sign_access_token};
 use mcp_oauth_bridge::tokens::keys::{KeyRing, SigningKey};
@@ -142,12 +142,14 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
         let clients = ClientRegistry::from_config(&[client("public", None)], 4)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let postgres = PostgresStorage::new(&PostgresSettings {
-            url: SecretString::new(url),
-            pool_size: 16,
-            connect_timeout: Duration::from_secs(5),
-            encryption_key: None,
-        })
+        let postgres = PostgresStorage::new(
+            &PostgresConfig {
+                url: SecretString::new(url),
+                pool_size: 16,
+                connect_timeout: Duration::from_secs(5),
+            },
+            None,
+        )
         .map_err(anyhow::Error::msg)?;
         postgres.migrate().await.map_err(anyhow::Error::msg)?;
         let bridge = Arc::new(bridge_on(clients, Arc::new(postgres))?);

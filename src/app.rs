@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::clients::ClientRegistry;
 use crate::clients::metadata_documents::{CimdSettings, MetadataDocuments};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ProxyConfig, StorageBackend, UpstreamConfig};
+use crate::config::{Config, ProxyConfig};
 use crate::http::client_address::TrustedProxies;
 use crate::http::cookies::CookieSigner;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
@@ -28,13 +28,14 @@ use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
 use crate::sealing::Sealer;
 use crate::secret::SecretString;
-use crate::storage::postgres::PostgresSettings;
+use crate::storage::settings::StorageBackend;
 use crate::storage::{MemoryStorage, PostgresStorage, Storage};
 use crate::tokens::keys::{KeyRing, SigningKey};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::{AccessPolicy, ClaimsConfig};
 use crate::upstream::oidc::OidcSettings;
+use crate::upstream::settings::UpstreamConfig;
 use crate::upstream::{OidcUpstream, Upstream};
 use axum::http::{HeaderName, HeaderValue};
 
@@ -163,7 +164,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     spawn_sweeper(
         Arc::clone(&storage),
         clock.clone(),
-        config.storage.sweep_interval.0,
+        config.storage.sweep_interval,
         unused_client_ttl,
     );
 
@@ -405,13 +406,8 @@ pub fn postgres_storage(config: &Config) -> anyhow::Result<PostgresStorage> {
         .postgres
         .as_ref()
         .context("storage.postgres is required with backend: postgres")?;
-    PostgresStorage::new(&PostgresSettings {
-        url: postgres.url.clone(),
-        pool_size: postgres.pool_size,
-        connect_timeout: postgres.connect_timeout.0,
-        encryption_key: config.storage.encryption_key.clone(),
-    })
-    .map_err(anyhow::Error::msg)
+    PostgresStorage::new(postgres, config.storage.encryption_key.as_ref())
+        .map_err(anyhow::Error::msg)
 }
 
 /// The upstream provider's client, discovered now when it answers, else in the background.
@@ -431,7 +427,7 @@ async fn connect_upstream(
                 scopes: upstream_config.scopes.clone(),
                 wanted_claims: wanted_claims(upstream_config),
             },
-            upstream_config.timeout.0,
+            upstream_config.timeout,
         )
         .map_err(anyhow::Error::msg)?,
     );

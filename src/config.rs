@@ -13,11 +13,12 @@ pub use crate::duration::ConfigDuration;
 use crate::duration::whole_seconds;
 use crate::local_users::LocalUserConfig;
 use crate::oauth::login_throttle::ThrottleSettings;
-use crate::oauth::redirect_uri;
+use crate::oauth::redirect_uri::validate_base_url;
 use crate::oauth::resource::validate_resource_uri;
 use crate::secret::SecretString;
+use crate::storage::settings::{StorageBackend, StorageConfig};
 use crate::tokens::keys::SigningConfig;
-use crate::upstream::claims::ClaimsConfig;
+use crate::upstream::settings::UpstreamConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -485,86 +486,6 @@ impl Default for OAuthConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    /// Defaults to `<public_url>/oauth/callback`.
-    pub redirect_uri: Option<String>,
-    #[serde(default = "default_upstream_scopes")]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub claims: ClaimsConfig,
-    #[serde(default)]
-    pub allowed_groups: Vec<String>,
-    #[serde(default)]
-    pub allowed_email_domains: Vec<String>,
-    /// With `allowed_email_domains`, accept only addresses the provider marks `email_verified:
-    /// true`. Turn off only for providers that never send the claim and verify every address.
-    #[serde(default = "enabled")]
-    pub require_verified_email: bool,
-    /// Timeout of each call to the provider (discovery, JWKS, token exchange).
-    #[serde(default = "default_upstream_timeout")]
-    pub timeout: ConfigDuration,
-    /// Keep the provider's refresh token (sealed) and refresh it before each of our refreshes,
-    /// so a user disabled or logged out upstream loses access at the next refresh.
-    #[serde(default)]
-    pub revalidate_on_refresh: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    #[serde(default)]
-    pub backend: StorageBackend,
-    #[serde(default = "default_sweep_interval")]
-    pub sweep_interval: ConfigDuration,
-    /// Required with `backend: postgres`.
-    pub postgres: Option<PostgresConfig>,
-    /// Encrypts secrets kept in storage (AES-256-GCM); any random string of 32 characters or more.
-    pub encryption_key: Option<SecretString>,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            backend: StorageBackend::default(),
-            sweep_interval: default_sweep_interval(),
-            postgres: None,
-            encryption_key: None,
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageBackend {
-    #[default]
-    Memory,
-    Postgres,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// `postgres://user:password@host:5432/database` (or key=value form); typically `${DATABASE_URL}`.
-    pub url: SecretString,
-    #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: ConfigDuration,
-}
-
-fn default_pool_size() -> usize {
-    16
-}
-
-fn default_connect_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(5))
-}
-
 fn default_cimd_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
@@ -589,9 +510,6 @@ fn default_rate_requests() -> u32 {
 fn default_rate_window() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(60))
 }
-fn enabled() -> bool {
-    true
-}
 fn default_address() -> String {
     "0.0.0.0:8080".to_owned()
 }
@@ -607,19 +525,10 @@ fn default_refresh_max() -> ConfigDuration {
 fn default_refresh_retry_window() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(300))
 }
-fn default_upstream_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(10))
-}
-fn default_sweep_interval() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(60))
-}
 fn default_scopes() -> Vec<String> {
     ["openid", "profile", "email", "offline_access"]
         .map(String::from)
         .to_vec()
-}
-fn default_upstream_scopes() -> Vec<String> {
-    ["openid", "email", "profile"].map(String::from).to_vec()
 }
 
 impl Config {
@@ -912,118 +821,6 @@ impl OAuthConfig {
             }
         }
     }
-}
-
-impl StorageConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if self
-            .encryption_key
-            .as_ref()
-            .is_some_and(|key| key.expose().chars().count() < 32)
-        {
-            problems.push(
-                "storage.encryption_key: must be at least 32 characters (openssl rand -base64 32)"
-                    .to_owned(),
-            );
-        }
-        match (self.backend, &self.postgres) {
-            (StorageBackend::Postgres, None) => problems.push(
-                "storage.postgres: required with backend: postgres (at least its url)".to_owned(),
-            ),
-            (StorageBackend::Memory, Some(_)) => problems.push(
-                "storage.postgres: set, but backend is memory; set backend: postgres to use it"
-                    .to_owned(),
-            ),
-            (StorageBackend::Postgres, Some(postgres)) => {
-                // Parsed here so a typo is reported by check-config; never echoed (it may hold a password).
-                if postgres
-                    .url
-                    .expose()
-                    .parse::<tokio_postgres::Config>()
-                    .is_err()
-                {
-                    problems.push(
-                        "storage.postgres.url: not a PostgreSQL connection string (postgres://user:password@host:5432/database)".to_owned(),
-                    );
-                }
-                if postgres.pool_size == 0 {
-                    problems.push("storage.postgres.pool_size: must be at least 1".to_owned());
-                }
-                if postgres.connect_timeout.0.is_zero() {
-                    problems.push(
-                        "storage.postgres.connect_timeout: must be longer than zero".to_owned(),
-                    );
-                }
-            }
-            (StorageBackend::Memory, None) => {}
-        }
-    }
-}
-
-impl UpstreamConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if let Err(problem) = validate_base_url(&self.issuer) {
-            problems.push(format!("oauth.upstream.issuer: {problem}"));
-        }
-        if self.client_id.trim().is_empty() {
-            problems.push("oauth.upstream.client_id: must not be empty".to_owned());
-        }
-        if self.client_secret.is_empty() {
-            problems.push("oauth.upstream.client_secret: must not be empty".to_owned());
-        }
-        if let Some(uri) = &self.redirect_uri
-            && let Err(problem) = validate_base_url(uri)
-        {
-            problems.push(format!("oauth.upstream.redirect_uri: {problem}"));
-        }
-        if !self.scopes.iter().any(|s| s == "openid") {
-            problems.push("oauth.upstream.scopes: must include \"openid\"".to_owned());
-        }
-        if self.timeout.0.is_zero() {
-            problems.push("oauth.upstream.timeout: must be longer than zero".to_owned());
-        }
-        for (name, path) in [
-            ("subject", &self.claims.subject),
-            ("email", &self.claims.email),
-            ("name", &self.claims.name),
-            ("groups", &self.claims.groups),
-        ] {
-            if path.is_empty() || path.split('.').any(str::is_empty) {
-                problems.push(format!(
-                    "oauth.upstream.claims.{name}: {path:?} is not a claim name or dotted path"
-                ));
-            }
-        }
-        for (i, domain) in self.allowed_email_domains.iter().enumerate() {
-            if domain.is_empty() || domain.contains('@') {
-                problems.push(format!(
-                    "oauth.upstream.allowed_email_domains[{i}]: {domain:?} is not a domain"
-                ));
-            }
-        }
-    }
-}
-
-/// An https URL (http only for loopback hosts) without query or fragment.
-fn validate_base_url(text: &str) -> Result<(), String> {
-    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL ({e})"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if redirect_uri::is_loopback_host(&url) => {}
-        "http" => {
-            return Err(format!(
-                "{text:?} must use https (http is allowed only for localhost)"
-            ));
-        }
-        other => return Err(format!("{text:?} has scheme {other:?}; use https")),
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{text:?} must not have a query or fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{text:?} must not carry credentials"));
-    }
-    Ok(())
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string scalar; `$${` stays a literal `${`.

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mcp_oauth_bridge::config::{Config, StorageBackend};
+use mcp_oauth_bridge::config::Config;
 use mcp_oauth_bridge::secret::SecretString;
+use mcp_oauth_bridge::storage::settings::StorageBackend;
 use mcp_oauth_bridge::{app, password_hash, tokens};
 
 #[derive(Parser)]

@@ -79,6 +79,28 @@ pub fn matches(registered: &str, requested: &str) -> bool {
         && requested.password().is_none()
 }
 
+/// An https URL (http only for loopback hosts) without query or fragment.
+pub fn validate_base_url(text: &str) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&url) => {}
+        "http" => {
+            return Err(format!(
+                "{text:?} must use https (http is allowed only for localhost)"
+            ));
+        }
+        other => return Err(format!("{text:?} has scheme {other:?}; use https")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?} must not carry credentials"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

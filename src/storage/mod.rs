@@ -3,6 +3,7 @@
 
 pub mod memory;
 pub mod postgres;
+pub mod settings;
 
 #[cfg(test)]
 pub mod contract_tests;

@@ -2,6 +2,7 @@
 
 pub mod claims;
 pub mod oidc;
+pub mod settings;
 
 use async_trait::async_trait;
 use url::Url;

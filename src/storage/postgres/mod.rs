@@ -22,6 +22,8 @@ use super::{
 };
 use crate::clock::UnixTime;
 use crate::sealing::{SealedSecret, Sealer};
+use crate::secret::SecretString;
+use crate::storage::settings::PostgresConfig;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -38,15 +40,6 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Held by the instance sweeping; the others skip their turn.
 const SWEEP_LOCK: i64 = 0x6d63_7073_7765_6570;
-
-#[derive(Debug, Clone)]
-pub struct PostgresSettings {
-    pub url: crate::secret::SecretString,
-    pub pool_size: usize,
-    pub connect_timeout: Duration,
-    /// Seals shared secrets at rest when set.
-    pub encryption_key: Option<crate::secret::SecretString>,
-}
 
 pub struct PostgresStorage {
     pool: Pool,
@@ -90,7 +83,11 @@ fn family_expiry(family: &RefreshFamily) -> i64 {
 impl PostgresStorage {
     /// A pool for `settings.url`; connections are made on demand, so this does not fail when the
     /// database is down (requests then answer 503 until it is back).
-    pub fn new(settings: &PostgresSettings) -> Result<Self, String> {
+    /// `encryption_key` seals the shared secrets at rest when set.
+    pub fn new(
+        settings: &PostgresConfig,
+        encryption_key: Option<&SecretString>,
+    ) -> Result<Self, String> {
         let config: tokio_postgres::Config = settings
             .url
             .expose()
@@ -98,7 +95,7 @@ impl PostgresStorage {
             // Not the parser's message: it may quote the URL, password included.
             .map_err(|_| "storage.postgres.url is not a PostgreSQL connection string".to_owned())?;
         let mut storage = Self::with_config(config, settings.pool_size, settings.connect_timeout)?;
-        storage.sealer = settings.encryption_key.as_ref().map(Sealer::new);
+        storage.sealer = encryption_key.map(Sealer::new);
         Ok(storage)
     }
 
