@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 use crate::clients::ClientRegistry;
 use crate::clients::metadata_documents::{CimdSettings, MetadataDocuments};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ProxyConfig};
+use crate::config::Config;
 use crate::http::client_address::TrustedProxies;
 use crate::http::cookies::CookieSigner;
+use crate::http::proxy::settings::ProxyConfig;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::server::ConnectionLimits;
@@ -304,7 +305,7 @@ fn build_proxy(
     };
     let metadata_path = metadata_path(&resource.url)
         .ok_or_else(|| anyhow::anyhow!("the proxy's resource {:?} is not a URL", resource.url))?;
-    let timeout = config.timeout.0;
+    let timeout = config.timeout;
     tracing::info!(path = %config.path, upstream = %config.upstream_url, "proxying to the MCP server");
     let identity = IdentityHeaders {
         user: header(&config.identity_headers.user)?,
@@ -317,7 +318,7 @@ fn build_proxy(
         .map(|jwt| {
             Ok::<_, anyhow::Error>(IdentityJwt {
                 header: header(&jwt.header)?,
-                ttl: jwt.ttl.0,
+                ttl: jwt.ttl,
             })
         })
         .transpose()?;

@@ -5,6 +5,7 @@
 //! the upstream request with it.
 
 mod headers;
+pub mod settings;
 mod target;
 
 use std::net::IpAddr;

@@ -1,0 +1,200 @@
+//! `proxy`: the MCP server the bridge guards, and what it is told about the caller.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::duration::whole_seconds;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where the MCP server listens, e.g. `http://mcp-server:3000`; the request path below
+    /// `path` is appended.
+    pub upstream_url: String,
+    /// Below `server.public_url`; `<public_url><path>` is the resource clients ask tokens for.
+    #[serde(default = "default_proxy_path")]
+    pub path: String,
+    /// Scopes every request needs; missing ones are answered `403 insufficient_scope`.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// How long the MCP server may take to start answering (then `504`); streams may last longer.
+    #[serde(
+        default = "default_proxy_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+    /// Also pass the identity as a short-lived JWT signed with the bridge's key.
+    pub identity_jwt: Option<IdentityJwtConfig>,
+    /// Forward client headers whose names contain `_` (dropped by default, as nginx does: CGI
+    /// servers read `_` and `-` alike). Spellings of the proxy's own headers are dropped anyway.
+    #[serde(default)]
+    pub allow_underscore_headers: bool,
+    /// Added to every proxied answer: the MCP server's pages share the bridge's origin.
+    /// An empty string adds none.
+    #[serde(default = "default_proxy_csp")]
+    pub content_security_policy: String,
+}
+
+fn default_proxy_csp() -> String {
+    "sandbox".to_owned()
+}
+
+/// Headers that tell the MCP server who is calling; whatever the client sent in them is removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    #[serde(default = "default_user_header")]
+    pub user: String,
+    #[serde(default = "default_email_header")]
+    pub email: String,
+    #[serde(default = "default_groups_header")]
+    pub groups: String,
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        IdentityHeadersConfig {
+            user: default_user_header(),
+            email: default_email_header(),
+            groups: default_groups_header(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityJwtConfig {
+    #[serde(default = "default_identity_jwt_header")]
+    pub header: String,
+    #[serde(
+        default = "default_identity_jwt_ttl",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub ttl: Duration,
+}
+
+fn default_proxy_path() -> String {
+    "/mcp".to_owned()
+}
+fn default_proxy_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_user_header() -> String {
+    "X-Forwarded-User".to_owned()
+}
+fn default_email_header() -> String {
+    "X-Forwarded-Email".to_owned()
+}
+fn default_groups_header() -> String {
+    "X-Forwarded-Groups".to_owned()
+}
+fn default_identity_jwt_header() -> String {
+    "X-Forwarded-Identity".to_owned()
+}
+fn default_identity_jwt_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl ProxyConfig {
+    /// Every problem of `proxy`, with its field path.
+    pub fn validate(&self, scopes_supported: &[String], problems: &mut Vec<String>) {
+        match Url::parse(&self.upstream_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                // It is logged and named in the identity JWT: no credentials in it.
+                if !url.username().is_empty() || url.password().is_some() {
+                    problems
+                        .push("proxy.upstream_url: must not carry a user or password".to_owned());
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    problems
+                        .push("proxy.upstream_url: must not have a query or fragment".to_owned());
+                }
+            }
+            _ => problems.push(format!(
+                "proxy.upstream_url: {:?} is not an http(s) URL",
+                self.upstream_url
+            )),
+        }
+        let reserved = ["/oauth", "/.well-known", "/healthz", "/readyz"];
+        if !self.path.starts_with('/')
+            || self.path.len() < 2
+            || self.path.ends_with('/')
+            // Percent-escapes and dot segments would be resolved differently by clients,
+            // by our router and by the MCP server.
+            || self.path.contains(['?', '#', '{', '}', '*', '%', ' ', '\\'])
+            || self.path.split('/').any(|segment| segment == "." || segment == "..")
+            || self.path.contains("//")
+            || reserved
+                .iter()
+                .any(|r| self.path == *r || self.path.starts_with(&format!("{r}/")))
+        {
+            problems.push(format!(
+                "proxy.path: {:?} must be a path like /mcp: starting with /, not ending with /, and not under /oauth or /.well-known",
+                self.path
+            ));
+        }
+        for (i, scope) in self.required_scopes.iter().enumerate() {
+            if !scopes_supported.contains(scope) {
+                problems.push(format!(
+                    "proxy.required_scopes[{i}]: {scope:?} is not in oauth.scopes_supported"
+                ));
+            }
+        }
+        problems.extend(whole_seconds("proxy.timeout", self.timeout, 1));
+        let mut headers = vec![
+            ("proxy.identity_headers.user", &self.identity_headers.user),
+            ("proxy.identity_headers.email", &self.identity_headers.email),
+            (
+                "proxy.identity_headers.groups",
+                &self.identity_headers.groups,
+            ),
+        ];
+        if let Some(jwt) = &self.identity_jwt {
+            headers.push(("proxy.identity_jwt.header", &jwt.header));
+            problems.extend(whole_seconds("proxy.identity_jwt.ttl", jwt.ttl, 1));
+        }
+        let reserved = [
+            "authorization",
+            "host",
+            "cookie",
+            "content-length",
+            "content-type",
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-request-id",
+        ];
+        if axum::http::HeaderValue::from_str(&self.content_security_policy).is_err() {
+            problems.push(
+                "proxy.content_security_policy: must be a valid header value (one line)".to_owned(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (field, name) in headers {
+            let lower = name.to_ascii_lowercase();
+            // An underscore would make the header one that CGI servers merge with a dash spelling.
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reserved.contains(&lower.as_str())
+                || name.contains('_')
+            {
+                problems.push(format!("{field}: {name:?} is not a usable header name"));
+            } else if !seen.insert(lower) {
+                problems.push(format!(
+                    "{field}: {name:?} already carries another part of the identity"
+                ));
+            }
+        }
+    }
+}
