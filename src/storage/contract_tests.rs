@@ -16,39 +16,73 @@ const CLIENT: RefreshRequest<'static> = RefreshRequest {
     resource: None,
 };
 
-/// Runs every contract test, each on a fresh storage from `make`.
-pub async fn run_all<S, F, Fut>(make: F)
-where
-    S: Storage,
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = S>,
-{
-    pending_authorization_is_taken_once(&make().await).await;
-    peeking_at_a_pending_authorization_leaves_it_in_place(&make().await).await;
-    pending_authorization_survives_another_browser(&make().await).await;
-    expired_pending_authorization_is_gone(&make().await).await;
-    live_pending_state_is_counted(&make().await).await;
-    code_is_redeemed_once_and_replay_names_the_family(&make().await).await;
-    a_code_presented_by_another_client_is_left_untouched(&make().await).await;
-    expired_code_is_refused(&make().await).await;
-    redeeming_stores_the_grant_it_builds(&make().await).await;
-    concurrent_redemptions_succeed_exactly_once(Arc::new(make().await)).await;
-    concurrent_rotations_of_one_token_rotate_exactly_once(Arc::new(make().await)).await;
-    grant_without_refresh_token_still_revokes_its_access_tokens(&make().await).await;
-    consent_requests_are_single_use_and_expire(&make().await).await;
-    registered_clients_are_capped_and_deleted_when_unused(&make().await).await;
-    consent_grants_cover_their_subject_client_redirect_and_scopes(&make().await).await;
-    rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(&make().await).await;
-    refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(&make().await).await;
-    family_revoked_before_creation_is_never_created(&make().await).await;
-    sweep_removes_only_expired_entries(&make().await).await;
-    the_first_shared_secret_stored_is_the_one_everybody_gets(&make().await).await;
-    revoked_access_tokens_are_remembered_until_they_expire(&make().await).await;
-    a_refresh_token_current_or_retired_names_its_family(&make().await).await;
-    shared_secrets_are_listed_by_prefix_and_deleted(&make().await).await;
+/// A backend under test: a fresh, empty storage per rule, and what to clean up after.
+pub(crate) trait Backend: Sized {
+    type Storage: Storage;
+    /// `None` when the backend cannot run here (the rule's test then passes, having said why).
+    async fn start() -> Option<Self>;
+    fn storage(&self) -> Arc<Self::Storage>;
+    async fn finish(self) {}
 }
 
-async fn revoked_access_tokens_are_remembered_until_they_expire(storage: &dyn Storage) {
+/// One `#[tokio::test]` per rule of the contract for `$backend` (a `Backend`), named after the
+/// rule, so that a failure says which rule a backend breaks.
+macro_rules! storage_contract {
+    ($backend:ty) => {
+        $crate::storage::contract_tests::storage_contract!(@rules $backend;
+            borrowed:
+            pending_authorization_is_taken_once,
+            peeking_at_a_pending_authorization_leaves_it_in_place,
+            pending_authorization_survives_another_browser,
+            expired_pending_authorization_is_gone,
+            live_pending_state_is_counted,
+            code_is_redeemed_once_and_replay_names_the_family,
+            a_code_presented_by_another_client_is_left_untouched,
+            expired_code_is_refused,
+            redeeming_stores_the_grant_it_builds,
+            grant_without_refresh_token_still_revokes_its_access_tokens,
+            consent_requests_are_single_use_and_expire,
+            registered_clients_are_capped_and_deleted_when_unused,
+            consent_grants_cover_their_subject_client_redirect_and_scopes,
+            rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing,
+            refresh_rotation_and_reuse_revokes_family_and_its_access_tokens,
+            family_revoked_before_creation_is_never_created,
+            sweep_removes_only_expired_entries,
+            the_first_shared_secret_stored_is_the_one_everybody_gets,
+            revoked_access_tokens_are_remembered_until_they_expire,
+            a_refresh_token_current_or_retired_names_its_family,
+            shared_secrets_are_listed_by_prefix_and_deleted;
+            shared:
+            concurrent_redemptions_succeed_exactly_once,
+            concurrent_rotations_of_one_token_rotate_exactly_once
+        );
+    };
+    (@rules $backend:ty; borrowed: $($rule:ident),*; shared: $($shared:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $rule() {
+                use $crate::storage::contract_tests::Backend;
+                let Some(backend) = <$backend>::start().await else { return };
+                let storage = backend.storage();
+                $crate::storage::contract_tests::$rule(storage.as_ref()).await;
+                drop(storage);
+                backend.finish().await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $shared() {
+                use $crate::storage::contract_tests::Backend;
+                let Some(backend) = <$backend>::start().await else { return };
+                $crate::storage::contract_tests::$shared(backend.storage()).await;
+                backend.finish().await;
+            }
+        )*
+    };
+}
+pub(crate) use storage_contract;
+
+pub(crate) async fn revoked_access_tokens_are_remembered_until_they_expire(storage: &dyn Storage) {
     assert!(!storage.is_access_token_revoked("j-1", NOW).await.unwrap());
     storage
         .revoke_access_token("j-1", NOW.plus(MINUTE))
@@ -69,7 +103,7 @@ async fn revoked_access_tokens_are_remembered_until_they_expire(storage: &dyn St
     assert_eq!(storage.sweep_expired(NOW.plus(MINUTE)).await.unwrap(), 1);
 }
 
-async fn a_refresh_token_current_or_retired_names_its_family(storage: &dyn Storage) {
+pub(crate) async fn a_refresh_token_current_or_retired_names_its_family(storage: &dyn Storage) {
     assert!(
         storage
             .create_family(family("fam-of", TokenHash::of("of-0")))
@@ -99,7 +133,7 @@ async fn a_refresh_token_current_or_retired_names_its_family(storage: &dyn Stora
     );
 }
 
-async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dyn Storage) {
+pub(crate) async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dyn Storage) {
     for name in ["signing-key/1", "signing-key/2", "cookie-key"] {
         storage.shared_secret(name, b"x".to_vec()).await.unwrap();
     }
@@ -118,7 +152,9 @@ async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dyn Storage) 
     assert_eq!(fresh, b"new");
 }
 
-async fn the_first_shared_secret_stored_is_the_one_everybody_gets(storage: &dyn Storage) {
+pub(crate) async fn the_first_shared_secret_stored_is_the_one_everybody_gets(
+    storage: &dyn Storage,
+) {
     storage.ping().await.unwrap();
     let first = storage
         .shared_secret("cookie-key", b"first".to_vec())
@@ -233,7 +269,7 @@ async fn take(
         .unwrap()
 }
 
-async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
+pub(crate) async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
     let state = TokenHash::of("state");
     storage
         .put_pending(state, pending(NOW.plus(MINUTE * 10)))
@@ -252,7 +288,7 @@ async fn pending_authorization_is_taken_once(storage: &dyn Storage) {
     );
 }
 
-async fn peeking_at_a_pending_authorization_leaves_it_in_place(storage: &dyn Storage) {
+pub(crate) async fn peeking_at_a_pending_authorization_leaves_it_in_place(storage: &dyn Storage) {
     let state = TokenHash::of("state");
     storage
         .put_pending(state, pending(NOW.plus(MINUTE * 10)))
@@ -282,7 +318,7 @@ async fn peeking_at_a_pending_authorization_leaves_it_in_place(storage: &dyn Sto
     assert!(matches!(peek("binding", NOW).await, PendingTake::Missing));
 }
 
-async fn pending_authorization_survives_another_browser(storage: &dyn Storage) {
+pub(crate) async fn pending_authorization_survives_another_browser(storage: &dyn Storage) {
     let state = TokenHash::of("state");
     storage
         .put_pending(state, pending(NOW.plus(MINUTE * 10)))
@@ -302,7 +338,7 @@ async fn pending_authorization_survives_another_browser(storage: &dyn Storage) {
     ));
 }
 
-async fn live_pending_state_is_counted(storage: &dyn Storage) {
+pub(crate) async fn live_pending_state_is_counted(storage: &dyn Storage) {
     assert_eq!(storage.count_pending(NOW).await.unwrap(), 0);
     for (i, expires) in [MINUTE, MINUTE * 10].into_iter().enumerate() {
         storage
@@ -330,7 +366,7 @@ async fn live_pending_state_is_counted(storage: &dyn Storage) {
     assert_eq!(storage.count_pending(NOW).await.unwrap(), 3);
 }
 
-async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
+pub(crate) async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
     let state = TokenHash::of("state");
     storage
         .put_pending(state, pending(NOW.plus(MINUTE * 10)))
@@ -342,7 +378,7 @@ async fn expired_pending_authorization_is_gone(storage: &dyn Storage) {
     ));
 }
 
-async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage) {
+pub(crate) async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
     storage
         .put_code(hash, code("fam-1", NOW.plus(MINUTE * 10)))
@@ -368,7 +404,7 @@ async fn code_is_redeemed_once_and_replay_names_the_family(storage: &dyn Storage
     ));
 }
 
-async fn a_code_presented_by_another_client_is_left_untouched(storage: &dyn Storage) {
+pub(crate) async fn a_code_presented_by_another_client_is_left_untouched(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
     storage
         .put_code(hash, code("fam-o", NOW.plus(MINUTE * 10)))
@@ -405,7 +441,7 @@ async fn a_code_presented_by_another_client_is_left_untouched(storage: &dyn Stor
     assert!(matches!(after, CodeRedemption::OtherClient), "{after:?}");
 }
 
-async fn expired_code_is_refused(storage: &dyn Storage) {
+pub(crate) async fn expired_code_is_refused(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
     storage
         .put_code(hash, code("fam-1", NOW.plus(MINUTE * 10)))
@@ -425,7 +461,7 @@ async fn redeem(storage: &dyn Storage, code: &TokenHash, now: UnixTime) -> CodeR
         .unwrap()
 }
 
-async fn redeeming_stores_the_grant_it_builds(storage: &dyn Storage) {
+pub(crate) async fn redeeming_stores_the_grant_it_builds(storage: &dyn Storage) {
     let hash = TokenHash::of("code");
     storage
         .put_code(hash, code("fam-g", NOW.plus(MINUTE)))
@@ -470,7 +506,7 @@ async fn redeeming_stores_the_grant_it_builds(storage: &dyn Storage) {
 }
 
 /// Every loser sees the replay only once the winner's grant is stored, so revoking it works.
-async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>) {
+pub(crate) async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>) {
     let hash = TokenHash::of("contended");
     storage
         .put_code(hash, code("fam-c", NOW.plus(MINUTE)))
@@ -517,7 +553,9 @@ async fn concurrent_redemptions_succeed_exactly_once<S: Storage>(storage: Arc<S>
     assert_eq!(outcome, Presentation::Revoked);
 }
 
-async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(storage: Arc<S>) {
+pub(crate) async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(
+    storage: Arc<S>,
+) {
     let first = TokenHash::of("race-0");
     assert!(
         storage
@@ -561,7 +599,7 @@ async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Storage>(stora
     assert_eq!(reused, contenders - 1 - retried);
 }
 
-async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(
+pub(crate) async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(
     storage: &dyn Storage,
 ) {
     let mut current = TokenHash::of("fast-0");
@@ -596,7 +634,7 @@ async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(
     );
 }
 
-async fn consent_requests_are_single_use_and_expire(storage: &dyn Storage) {
+pub(crate) async fn consent_requests_are_single_use_and_expire(storage: &dyn Storage) {
     let token = TokenHash::of("consent");
     let pending = ConsentRequest {
         request: request(&["openid"]),
@@ -634,7 +672,9 @@ async fn consent_requests_are_single_use_and_expire(storage: &dyn Storage) {
     );
 }
 
-async fn consent_grants_cover_their_subject_client_redirect_and_scopes(storage: &dyn Storage) {
+pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scopes(
+    storage: &dyn Storage,
+) {
     let grant = |scope: &[&str]| ConsentGrant {
         subject: "user-1".into(),
         client_id: "client".into(),
@@ -694,7 +734,7 @@ async fn consent_grants_cover_their_subject_client_redirect_and_scopes(storage: 
     );
 }
 
-async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Storage) {
+pub(crate) async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Storage) {
     let client = |id: &str| RegisteredClient {
         client_id: id.into(),
         secret_hash: None,
@@ -730,7 +770,9 @@ async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Sto
     assert!(storage.get_client("a").await.unwrap().is_some());
 }
 
-async fn grant_without_refresh_token_still_revokes_its_access_tokens(storage: &dyn Storage) {
+pub(crate) async fn grant_without_refresh_token_still_revokes_its_access_tokens(
+    storage: &dyn Storage,
+) {
     let mut grant = family("fam-no-refresh", TokenHash::of("unused"));
     grant.current = None;
     assert!(storage.create_family(grant).await.unwrap());
@@ -750,7 +792,9 @@ async fn grant_without_refresh_token_still_revokes_its_access_tokens(storage: &d
     );
 }
 
-async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage: &dyn Storage) {
+pub(crate) async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(
+    storage: &dyn Storage,
+) {
     let first = TokenHash::of("rt-0");
     assert!(storage.create_family(family("fam-r", first)).await.unwrap());
     let (outcome, fam) = storage
@@ -799,7 +843,7 @@ async fn refresh_rotation_and_reuse_revokes_family_and_its_access_tokens(storage
     );
 }
 
-async fn family_revoked_before_creation_is_never_created(storage: &dyn Storage) {
+pub(crate) async fn family_revoked_before_creation_is_never_created(storage: &dyn Storage) {
     storage.revoke_family("fam-late", NOW).await.unwrap();
     assert!(
         !storage
@@ -816,7 +860,7 @@ async fn family_revoked_before_creation_is_never_created(storage: &dyn Storage) 
     );
 }
 
-async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
+pub(crate) async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
     storage
         .put_pending(TokenHash::of("p-old"), pending(NOW.plus(MINUTE)))
         .await

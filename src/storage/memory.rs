@@ -482,10 +482,28 @@ impl Storage for MemoryStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::contract_tests;
+    use std::sync::Arc;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn memory_storage_honours_the_storage_contract() {
-        contract_tests::run_all(|| async { MemoryStorage::new() }).await;
+    use crate::storage::contract_tests::Backend;
+
+    struct Memory(Arc<MemoryStorage>);
+
+    impl Backend for Memory {
+        type Storage = MemoryStorage;
+
+        async fn start() -> Option<Self> {
+            Some(Memory(Arc::new(MemoryStorage::new())))
+        }
+
+        fn storage(&self) -> Arc<MemoryStorage> {
+            Arc::clone(&self.0)
+        }
+    }
+
+    /// The storage contract, one test per rule.
+    mod contract {
+        use super::Memory;
+
+        crate::storage::contract_tests::storage_contract!(Memory);
     }
 }

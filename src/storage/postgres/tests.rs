@@ -2,13 +2,14 @@
 //!
 //! The server: see `crate::testing` (`TEST_DATABASE_URL`, else a throwaway cluster).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
 use super::PostgresStorage;
-use crate::storage::{Storage, contract_tests};
+use crate::storage::Storage;
+use crate::storage::contract_tests::Backend;
 use crate::tokens::opaque::random_string;
 
 /// The admin connection string, or `None` (with a visible message) when PostgreSQL tests cannot run.
@@ -80,12 +81,36 @@ impl Databases {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_storage_honours_the_storage_contract() {
-    let Some(url) = admin_url() else { return };
-    let databases = Databases::new(url);
-    contract_tests::run_all(|| databases.fresh()).await;
-    databases.drop_all().await;
+/// Each rule of the storage contract in a database of its own, dropped when the rule passed.
+struct Postgres {
+    databases: Databases,
+    storage: Arc<PostgresStorage>,
+}
+
+impl Backend for Postgres {
+    type Storage = PostgresStorage;
+
+    async fn start() -> Option<Self> {
+        let databases = Databases::new(admin_url()?);
+        let storage = Arc::new(databases.fresh().await);
+        Some(Postgres { databases, storage })
+    }
+
+    fn storage(&self) -> Arc<PostgresStorage> {
+        Arc::clone(&self.storage)
+    }
+
+    async fn finish(self) {
+        drop(self.storage);
+        self.databases.drop_all().await;
+    }
+}
+
+/// The storage contract, one test per rule.
+mod contract {
+    use super::Postgres;
+
+    crate::storage::contract_tests::storage_contract!(Postgres);
 }
 
 #[tokio::test]
