@@ -1,6 +1,6 @@
 //! Secrets as newtypes: redacted `Debug`, no `Display`, constant-time comparison.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use subtle::ConstantTimeEq;
 
 /// A secret string (client secret, upstream credential, signing key) that never prints itself.
@@ -33,6 +33,34 @@ impl<'de> Deserialize<'de> for SecretString {
     }
 }
 
+/// A one-time value the bridge keeps only to finish a flow it started (the PKCE verifier and the
+/// nonce of a sign-in at the provider): stored with the flow, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FlowSecret(String);
+
+impl FlowSecret {
+    pub fn new(value: impl Into<String>) -> Self {
+        FlowSecret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for FlowSecret {
+    fn from(value: &str) -> Self {
+        FlowSecret::new(value)
+    }
+}
+
+impl std::fmt::Debug for FlowSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlowSecret(<redacted>)")
+    }
+}
+
 /// Compares two byte strings without leaking, through timing, where they first differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
@@ -41,6 +69,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flow_secret_is_stored_as_plain_text_but_never_printed() {
+        let verifier = FlowSecret::new("verifier-0123456789");
+        assert!(!format!("{verifier:?}").contains("0123456789"));
+        // Stored as the string it was before it had a type: records written earlier still read.
+        let stored = serde_json::to_string(&verifier).unwrap();
+        assert_eq!(stored, "\"verifier-0123456789\"");
+        let read: FlowSecret = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read.expose(), "verifier-0123456789");
+    }
 
     #[test]
     fn debug_output_never_contains_the_secret() {

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::clients::ClientLookupError;
 use crate::clock::UnixTime;
+use crate::secret::FlowSecret;
 use crate::storage::{AuthorizationRequest, Consent, ConsentRequest, PendingAuthorization};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
@@ -302,8 +303,8 @@ pub async fn continue_upstream(
     let pending = PendingAuthorization {
         request,
         consent,
-        upstream_nonce: nonce,
-        upstream_pkce_verifier: upstream_verifier,
+        upstream_nonce: FlowSecret::new(nonce),
+        upstream_pkce_verifier: FlowSecret::new(upstream_verifier),
         browser_binding: binding_hash,
         expires_at: now.plus(PENDING_AUTHORIZATION_TTL),
     };
@@ -448,7 +449,7 @@ mod tests {
             harness.now().plus(PENDING_AUTHORIZATION_TTL)
         );
         assert_eq!(
-            pkce::s256(&pending.upstream_pkce_verifier),
+            pkce::s256(pending.upstream_pkce_verifier.expose()),
             query["code_challenge"]
         );
         assert_eq!(

@@ -66,8 +66,8 @@ pub async fn complete_authorization(
     let login = upstream
         .exchange_code(
             code,
-            &pending.upstream_pkce_verifier,
-            &pending.upstream_nonce,
+            pending.upstream_pkce_verifier.expose(),
+            pending.upstream_nonce.expose(),
             now,
         )
         .await

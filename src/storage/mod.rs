@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::sealing::SealedSecret;
+use crate::secret::FlowSecret;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -85,8 +86,8 @@ pub enum Consent {
 pub struct PendingAuthorization {
     pub request: AuthorizationRequest,
     pub consent: Consent,
-    pub upstream_nonce: String,
-    pub upstream_pkce_verifier: String,
+    pub upstream_nonce: FlowSecret,
+    pub upstream_pkce_verifier: FlowSecret,
     /// Hash of the cookie value that ties the flow to the browser that started it.
     pub browser_binding: TokenHash,
     pub expires_at: UnixTime,
