@@ -5,6 +5,39 @@ use url::{Host, Url};
 
 const FORBIDDEN_SCHEMES: [&str; 5] = ["javascript", "data", "file", "vbscript", "blob"];
 
+/// What is wrong with a URI from a registration, a metadata document or the configuration. The
+/// message quotes the URI, so that the one who sent it sees which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriProblem {
+    /// Quoted cut short: it may be long and is not a URI anyway.
+    #[error("{0:?} contains white space or control characters")]
+    InvisibleCharacters(String),
+    #[error("{uri:?} is not an absolute URI ({reason})")]
+    NotAbsoluteUri {
+        uri: String,
+        reason: url::ParseError,
+    },
+    #[error("{uri:?} is not an absolute URL ({reason})")]
+    NotAbsoluteUrl {
+        uri: String,
+        reason: url::ParseError,
+    },
+    #[error("{0:?} must not contain a fragment")]
+    Fragment(String),
+    #[error("{0:?} must not have a query or fragment")]
+    QueryOrFragment(String),
+    #[error("{0:?} must not carry credentials")]
+    Credentials(String),
+    #[error("{uri:?} uses the forbidden scheme {scheme:?}")]
+    ForbiddenScheme { uri: String, scheme: String },
+    #[error("{uri:?} has scheme {scheme:?}; use https")]
+    NotHttps { uri: String, scheme: String },
+    #[error("{0:?} uses http on a non-loopback host; use https")]
+    HttpOffLoopback(String),
+    #[error("{0:?} must use https (http is allowed only for localhost)")]
+    HttpBaseOffLoopback(String),
+}
+
 /// Whether the URL's host is a loopback address or `localhost`.
 pub fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
@@ -16,39 +49,42 @@ pub fn is_loopback_host(url: &Url) -> bool {
 }
 
 /// Checks a redirect URI before it is registered.
-pub fn validate_registered(uri: &str) -> Result<(), String> {
+pub fn validate_registered(uri: &str) -> Result<(), UriProblem> {
     validate_registrable(uri, false)
 }
 
 /// As `validate_registered`; `http_explicitly_allowed` lets a non-loopback http URI through when an
 /// operator's pattern names it (README, "Registration, profiles and consent"). Fragments, credentials and script schemes never pass.
-pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<(), String> {
+pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<(), UriProblem> {
     // The URL parser drops tabs and newlines silently, so they are refused before it sees them:
     // what is registered must be exactly what is compared and redirected to.
     if uri
         .chars()
         .any(|c| c.is_whitespace() || super::text::is_invisible(c))
     {
-        return Err(format!(
-            "{:?} contains white space or control characters",
-            super::text::for_log(uri)
+        return Err(UriProblem::InvisibleCharacters(
+            super::text::for_log(uri).to_owned(),
         ));
     }
-    let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not an absolute URI ({e})"))?;
+    let url = Url::parse(uri).map_err(|reason| UriProblem::NotAbsoluteUri {
+        uri: uri.to_owned(),
+        reason,
+    })?;
     if url.fragment().is_some() || uri.contains('#') {
-        return Err(format!("{uri:?} must not contain a fragment"));
+        return Err(UriProblem::Fragment(uri.to_owned()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{uri:?} must not carry credentials"));
+        return Err(UriProblem::Credentials(uri.to_owned()));
     }
     let scheme = url.scheme();
     if FORBIDDEN_SCHEMES.contains(&scheme) {
-        return Err(format!("{uri:?} uses the forbidden scheme {scheme:?}"));
+        return Err(UriProblem::ForbiddenScheme {
+            uri: uri.to_owned(),
+            scheme: scheme.to_owned(),
+        });
     }
     if scheme == "http" && !is_loopback_host(&url) && !http_explicitly_allowed {
-        return Err(format!(
-            "{uri:?} uses http on a non-loopback host; use https"
-        ));
+        return Err(UriProblem::HttpOffLoopback(uri.to_owned()));
     }
     Ok(())
 }
@@ -80,23 +116,27 @@ pub fn matches(registered: &str, requested: &str) -> bool {
 }
 
 /// An https URL (http only for loopback hosts) without query or fragment.
-pub fn validate_base_url(text: &str) -> Result<(), String> {
-    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL ({e})"))?;
+pub fn validate_base_url(text: &str) -> Result<(), UriProblem> {
+    let url = Url::parse(text).map_err(|reason| UriProblem::NotAbsoluteUrl {
+        uri: text.to_owned(),
+        reason,
+    })?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback_host(&url) => {}
-        "http" => {
-            return Err(format!(
-                "{text:?} must use https (http is allowed only for localhost)"
-            ));
+        "http" => return Err(UriProblem::HttpBaseOffLoopback(text.to_owned())),
+        other => {
+            return Err(UriProblem::NotHttps {
+                uri: text.to_owned(),
+                scheme: other.to_owned(),
+            });
         }
-        other => return Err(format!("{text:?} has scheme {other:?}; use https")),
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{text:?} must not have a query or fragment"));
+        return Err(UriProblem::QueryOrFragment(text.to_owned()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{text:?} must not carry credentials"));
+        return Err(UriProblem::Credentials(text.to_owned()));
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ pub fn validate_registration(
         // Plain http off loopback only when a pattern explicitly allows it (README, "Registration,
         // profiles and consent"; RFC 8252 §7.3 allows it for loopback only).
         redirect_uri::validate_registrable(uri, allowed)
-            .map_err(|problem| OAuthError::InvalidRedirectUri(problem.into()))?;
+            .map_err(|problem| OAuthError::InvalidRedirectUri(problem.to_string().into()))?;
         if !allowed {
             return Err(OAuthError::InvalidRedirectUri(
                 format!(

@@ -23,11 +23,19 @@ pub fn resolve_audience(settings: &Settings, resource: Option<&str>) -> Result<S
     Ok(resource.to_owned())
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceUriProblem {
+    #[error("{0:?} is not an absolute URI")]
+    NotAbsolute(String),
+    #[error("{0:?} must not contain a fragment")]
+    Fragment(String),
+}
+
 /// RFC 8707 §2: an absolute URI without a fragment.
-pub fn validate_resource_uri(text: &str) -> Result<(), String> {
-    let url = Url::parse(text).map_err(|_| format!("{text:?} is not an absolute URI"))?;
+pub fn validate_resource_uri(text: &str) -> Result<(), ResourceUriProblem> {
+    let url = Url::parse(text).map_err(|_| ResourceUriProblem::NotAbsolute(text.to_owned()))?;
     if url.fragment().is_some() || text.contains('#') {
-        return Err(format!("{text:?} must not contain a fragment"));
+        return Err(ResourceUriProblem::Fragment(text.to_owned()));
     }
     Ok(())
 }
