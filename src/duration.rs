@@ -5,23 +5,37 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("duration {0:?} is too large")]
+    TooLarge(String),
+    #[error("invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")]
+    UnknownUnit { text: String, unit: char },
+    #[error("invalid duration {text:?}: a number must precede {unit:?}")]
+    NoNumber { text: String, unit: &'static str },
+    #[error("invalid duration {0:?}: the last number has no unit (use ms, s, m, h or d)")]
+    NoUnit(String),
+}
+
 /// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare number
 /// (integer or all-digit string) is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
-    pub fn parse(text: &str) -> Result<Duration, String> {
+    pub fn parse(text: &str) -> Result<Duration, DurationError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("empty duration".to_owned());
+            return Err(DurationError::Empty);
         }
         // A bare number is seconds, also as a string (`"600"`, or `${TTL}` from the environment).
         if text.bytes().all(|b| b.is_ascii_digit()) {
             return text
                 .parse()
                 .map(Duration::from_secs)
-                .map_err(|_| format!("duration {text:?} is too large"));
+                .map_err(|_| DurationError::TooLarge(text.to_owned()));
         }
         let mut total_ms: u64 = 0;
         let mut digits = String::new();
@@ -41,24 +55,24 @@ impl ConfigDuration {
                 'h' => ("h", 3_600_000),
                 'd' => ("d", 86_400_000),
                 _ => {
-                    return Err(format!(
-                        "invalid duration {text:?}: unknown unit {ch:?} (use ms, s, m, h or d)"
-                    ));
+                    return Err(DurationError::UnknownUnit {
+                        text: text.to_owned(),
+                        unit: ch,
+                    });
                 }
             };
-            let amount: u64 = digits.parse().map_err(|_| {
-                format!("invalid duration {text:?}: a number must precede {unit:?}")
+            let amount: u64 = digits.parse().map_err(|_| DurationError::NoNumber {
+                text: text.to_owned(),
+                unit,
             })?;
             total_ms = amount
                 .checked_mul(unit_ms)
                 .and_then(|ms| total_ms.checked_add(ms))
-                .ok_or_else(|| format!("duration {text:?} is too large"))?;
+                .ok_or_else(|| DurationError::TooLarge(text.to_owned()))?;
             digits.clear();
         }
         if !digits.is_empty() {
-            return Err(format!(
-                "invalid duration {text:?}: the last number has no unit (use ms, s, m, h or d)"
-            ));
+            return Err(DurationError::NoUnit(text.to_owned()));
         }
         Ok(Duration::from_millis(total_ms))
     }

@@ -23,14 +23,11 @@ fn as_text(value: &Value) -> Option<String> {
     }
 }
 
-pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, String> {
+pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, NoSubject> {
     let subject = lookup(claims, &mapping.subject)
         .and_then(as_text)
-        .ok_or_else(|| {
-            format!(
-                "the ID token has no usable subject claim {:?}",
-                mapping.subject
-            )
+        .ok_or_else(|| NoSubject {
+            claim: mapping.subject.clone(),
         })?;
     let groups = match lookup(claims, &mapping.groups) {
         Some(Value::Array(items)) => items.iter().filter_map(as_text).collect(),
@@ -48,6 +45,26 @@ pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, 
         name: lookup(claims, &mapping.name).and_then(as_text),
         groups,
     })
+}
+
+/// The ID token does not name the user where the mapping says it does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the ID token has no usable subject claim {claim:?}")]
+pub struct NoSubject {
+    pub claim: String,
+}
+
+/// Why the access policy refuses a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the user is in none of the allowed groups")]
+    NoAllowedGroup,
+    #[error("the user has no email address")]
+    NoEmail,
+    #[error("the user's email address is not verified")]
+    EmailNotVerified,
+    #[error("the user's email domain is not allowed")]
+    EmailDomain,
 }
 
 /// Who may sign in: the upstream policy of the configuration.
@@ -70,27 +87,24 @@ impl Default for AccessPolicy {
 }
 
 /// `allowed_groups` and `allowed_email_domains`: each, when set, must be satisfied.
-pub fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), String> {
+pub fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), Refusal> {
     if !policy.allowed_groups.is_empty()
         && !identity
             .groups
             .iter()
             .any(|g| policy.allowed_groups.contains(g))
     {
-        return Err("the user is in none of the allowed groups".to_owned());
+        return Err(Refusal::NoAllowedGroup);
     }
     if !policy.allowed_email_domains.is_empty() {
-        let email = identity
-            .email
-            .as_deref()
-            .ok_or("the user has no email address")?;
+        let email = identity.email.as_deref().ok_or(Refusal::NoEmail)?;
         // An address nobody verified proves nothing about its domain (the "nOAuth" attack).
         let verified = match identity.email_verified {
             Some(verified) => verified,
             None => !policy.require_verified_email,
         };
         if !verified {
-            return Err("the user's email address is not verified".to_owned());
+            return Err(Refusal::EmailNotVerified);
         }
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
         if !policy
@@ -98,7 +112,7 @@ pub fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), St
             .iter()
             .any(|allowed| allowed.eq_ignore_ascii_case(domain))
         {
-            return Err("the user's email domain is not allowed".to_owned());
+            return Err(Refusal::EmailDomain);
         }
     }
     Ok(())
@@ -240,7 +254,7 @@ mod tests {
         };
         let unverified = identity(Some("a@corp.com"), None, &[]);
         assert_eq!(
-            check_access(&unverified, &strict),
+            check_access(&unverified, &strict).map_err(|refusal| refusal.to_string()),
             Err("the user's email address is not verified".to_owned())
         );
         let lenient = AccessPolicy {

@@ -10,7 +10,7 @@ use crate::oauth::{Bridge, OAuthError, SignIn};
 use crate::sealing::Sealer;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{RefreshFamily, RefreshRequest};
-use crate::upstream::claims::{check_access, lookup, map_identity};
+use crate::upstream::claims::{NoSubject, Refusal, check_access, lookup, map_identity};
 use crate::upstream::{UpstreamError, UpstreamRefresh};
 
 /// Asks the provider about the session behind `presented`. `Ok` carries the user as the provider
@@ -121,6 +121,17 @@ async fn store_successor(
     Ok(())
 }
 
+/// Why the identity of a refreshed ID token is not accepted.
+#[derive(Debug, thiserror::Error)]
+enum IdentityChange {
+    #[error(transparent)]
+    Unmapped(#[from] NoSubject),
+    #[error("the refreshed ID token is about another user")]
+    AnotherUser,
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
 /// The provider spoke for the user again: it must be the same user, and still allowed. Providers
 /// that release claims only at UserInfo send a bare ID token; what it does not say, we keep
 /// knowing from the sign-in.
@@ -128,11 +139,11 @@ fn refreshed_identity(
     bridge: &Bridge,
     family: &RefreshFamily,
     claims: &serde_json::Value,
-) -> Result<Identity, String> {
+) -> Result<Identity, IdentityChange> {
     let mapping = &bridge.settings.claims;
     let mut identity = map_identity(claims, mapping)?;
     if identity.subject != family.identity.subject {
-        return Err("the refreshed ID token is about another user".to_owned());
+        return Err(IdentityChange::AnotherUser);
     }
     if lookup(claims, &mapping.groups).is_none() {
         identity.groups.clone_from(&family.identity.groups);
