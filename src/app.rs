@@ -77,7 +77,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         .shared_secret(COOKIE_KEY, CookieSigner::fresh_key().to_vec())
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the cookie key: {e}"))?;
-    let cookie_signer = CookieSigner::from_key(&cookie_key).map_err(anyhow::Error::msg)?;
+    let cookie_signer = CookieSigner::from_key(&cookie_key)?;
     let client_configs = config.oauth.clients.clone();
     let secret_cost = config.oauth.secret_hash_cost;
     let mut clients = tokio::task::spawn_blocking(move || {
@@ -90,8 +90,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let redirects = RedirectPolicy::compile(
         &dcr.allowed_redirect_patterns,
         &dcr.allowed_redirect_profiles,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let registration = if dcr.enabled {
         clients = clients.with_registrations(Arc::clone(&storage));
         Some(Arc::new(Registration {
@@ -339,13 +338,13 @@ fn build_proxy(
             "{}{metadata_path}",
             public_url.origin().ascii_serialization()
         ),
-        public_origin: PublicOrigin::of(public_url).map_err(anyhow::Error::msg)?,
+        public_origin: PublicOrigin::of(public_url)?,
         timeout,
         identity,
         identity_jwt,
         headers,
         content_security_policy,
-        client: Proxy::http_client(timeout).map_err(anyhow::Error::msg)?,
+        client: Proxy::http_client(timeout)?,
     })
 }
 

@@ -75,6 +75,11 @@ struct Signed {
     expires: i64,
 }
 
+/// The stored cookie key has another length than 32 bytes (a damaged row, or not ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cookie key is {0} bytes, not 32")]
+pub struct CookieKeyLength(pub usize);
+
 /// HMAC-SHA256 signatures for cookies, under a key that lives as long as the process.
 pub struct CookieSigner {
     key: [u8; 32],
@@ -94,10 +99,8 @@ impl CookieSigner {
     }
 
     /// A signer on a key shared by every instance (kept in storage).
-    pub fn from_key(key: &[u8]) -> Result<Self, String> {
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| format!("the cookie key is {} bytes, not 32", key.len()))?;
+    pub fn from_key(key: &[u8]) -> Result<Self, CookieKeyLength> {
+        let key: [u8; 32] = key.try_into().map_err(|_| CookieKeyLength(key.len()))?;
         Ok(CookieSigner { key })
     }
 

@@ -4,6 +4,21 @@
 
 use regex::Regex;
 
+/// A pattern or profile of `oauth.dcr` that cannot be used; the message names its entry.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error("allowed_redirect_patterns[{index}]: {reason}")]
+    Pattern { index: usize, reason: regex::Error },
+    #[error("allowed_redirect_profiles[{index}]: unknown profile {name:?} (known: {known})")]
+    UnknownProfile {
+        index: usize,
+        name: String,
+        known: String,
+    },
+    #[error("profile {name}: {reason}")]
+    Profile { name: String, reason: regex::Error },
+}
+
 /// Built-in pattern lists, by the name the configuration includes them with.
 pub const PROFILES: &[(&str, &[&str])] = &[
     (
@@ -48,31 +63,35 @@ pub struct RedirectPolicy {
 
 impl RedirectPolicy {
     /// Compiles each pattern anchored at both ends (`^(?:…)$`): a pattern matches whole URIs only.
-    pub fn compile(patterns: &[String], profiles: &[String]) -> Result<Self, String> {
+    pub fn compile(patterns: &[String], profiles: &[String]) -> Result<Self, PolicyError> {
         let mut compiled = Vec::new();
         for (i, pattern) in patterns.iter().enumerate() {
             // Compiled alone first: a pattern like `x)|(.*` must not close our anchoring group.
-            Regex::new(pattern).map_err(|e| format!("allowed_redirect_patterns[{i}]: {e}"))?;
-            let regex = Regex::new(&format!("^(?:{pattern})$"))
-                .map_err(|e| format!("allowed_redirect_patterns[{i}]: {e}"))?;
+            let invalid = |reason| PolicyError::Pattern { index: i, reason };
+            Regex::new(pattern).map_err(invalid)?;
+            let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)?;
             compiled.push(regex);
         }
         for (i, name) in profiles.iter().enumerate() {
             let (_, list) = PROFILES
                 .iter()
                 .find(|(known, _)| known == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = PROFILES.iter().map(|(n, _)| *n).collect();
-                    format!(
-                        "allowed_redirect_profiles[{i}]: unknown profile {name:?} (known: {})",
-                        known.join(", ")
-                    )
+                .ok_or_else(|| PolicyError::UnknownProfile {
+                    index: i,
+                    name: name.clone(),
+                    known: PROFILES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })?;
             for pattern in *list {
-                compiled.push(
-                    Regex::new(&format!("^(?:{pattern})$"))
-                        .map_err(|e| format!("profile {name}: {e}"))?,
-                );
+                compiled.push(Regex::new(&format!("^(?:{pattern})$")).map_err(|reason| {
+                    PolicyError::Profile {
+                        name: name.clone(),
+                        reason,
+                    }
+                })?);
             }
         }
         Ok(RedirectPolicy { patterns: compiled })
@@ -163,12 +182,16 @@ mod tests {
 
     #[test]
     fn unknown_profile_and_bad_regex_name_their_entry() {
-        let err = RedirectPolicy::compile(&[], &["claud".into()]).unwrap_err();
+        let err = RedirectPolicy::compile(&[], &["claud".into()])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("allowed_redirect_profiles[0]") && err.contains("claude"),
             "{err}"
         );
-        let err = RedirectPolicy::compile(&["(".into()], &[]).unwrap_err();
+        let err = RedirectPolicy::compile(&["(".into()], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("allowed_redirect_patterns[0]"), "{err}");
         let escape = RedirectPolicy::compile(&[r"https://a\.example\.com/cb)|(.*".into()], &[]);
         assert!(escape.is_err(), "a pattern must not escape its anchors");

@@ -53,6 +53,18 @@ pub struct Proxy {
     pub client: reqwest::Client,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    #[error("{0} has no host")]
+    NoHost(String),
+    #[error("{0:?} is not a header value")]
+    NotAHeaderValue(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the proxy's HTTP client")]
+pub struct ClientBuildError(#[source] reqwest::Error);
+
 /// How clients reach the bridge (from `public_url`), as told to the MCP server.
 pub struct PublicOrigin {
     pub proto: HeaderValue,
@@ -61,14 +73,14 @@ pub struct PublicOrigin {
 }
 
 impl PublicOrigin {
-    pub fn of(public_url: &Url) -> Result<Self, String> {
+    pub fn of(public_url: &Url) -> Result<Self, OriginError> {
         let host = match (public_url.host_str(), public_url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
-            (None, _) => return Err(format!("{public_url} has no host")),
+            (None, _) => return Err(OriginError::NoHost(public_url.to_string())),
         };
         let value = |text: &str| {
-            HeaderValue::from_str(text).map_err(|_| format!("{text:?} is not a header value"))
+            HeaderValue::from_str(text).map_err(|_| OriginError::NotAHeaderValue(text.to_owned()))
         };
         Ok(PublicOrigin {
             proto: value(public_url.scheme())?,
@@ -92,14 +104,14 @@ impl Proxy {
     /// The HTTP client for the MCP server: no redirects followed (they are the client's to
     /// follow), no proxy from the environment, and a connect timeout; the response timeout is
     /// per request, up to the headers only, so long streams are not cut.
-    pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(timeout)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("cannot build the proxy's HTTP client: {e}"))
+            .map_err(ClientBuildError)
     }
 }
 
