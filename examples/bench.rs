@@ -149,9 +149,8 @@ async fn main() -> anyhow::Result<()> {
                 connect_timeout: Duration::from_secs(5),
             },
             None,
-        )
-        .map_err(anyhow::Error::msg)?;
-        postgres.migrate().await.map_err(anyhow::Error::msg)?;
+        )?;
+        postgres.migrate().await?;
         let bridge = Arc::new(bridge_on(clients, Arc::new(postgres))?);
         storage_figures("postgres", &bridge, 2_000).await?;
         concurrent_refreshes("postgres", &bridge, 16, 250).await?;

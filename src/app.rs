@@ -406,8 +406,10 @@ pub fn postgres_storage(config: &Config) -> anyhow::Result<PostgresStorage> {
         .postgres
         .as_ref()
         .context("storage.postgres is required with backend: postgres")?;
-    PostgresStorage::new(postgres, config.storage.encryption_key.as_ref())
-        .map_err(anyhow::Error::msg)
+    Ok(PostgresStorage::new(
+        postgres,
+        config.storage.encryption_key.as_ref(),
+    )?)
 }
 
 /// The upstream provider's client, discovered now when it answers, else in the background.

@@ -147,7 +147,7 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
         app::postgres_storage(&config)?
             .migrate()
             .await
-            .map_err(anyhow::Error::msg)
+            .map_err(anyhow::Error::from)
     })?;
     if applied.is_empty() {
         println!("the database schema is up to date");

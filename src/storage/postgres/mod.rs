@@ -41,6 +41,24 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Held by the instance sweeping; the others skip their turn.
 const SWEEP_LOCK: i64 = 0x6d63_7073_7765_6570;
 
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Not the parser's message: it may quote the URL, password included.
+    #[error("storage.postgres.url is not a PostgreSQL connection string")]
+    InvalidUrl,
+    #[error("cannot build the PostgreSQL pool: {0}")]
+    Build(deadpool_postgres::BuildError),
+}
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Connect(#[from] StorageError),
+    #[error(transparent)]
+    Migration(#[from] migrations::MigrationError),
+}
+
 pub struct PostgresStorage {
     pool: Pool,
     sealer: Option<Sealer>,
@@ -87,13 +105,12 @@ impl PostgresStorage {
     pub fn new(
         settings: &PostgresConfig,
         encryption_key: Option<&SecretString>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PoolError> {
         let config: tokio_postgres::Config = settings
             .url
             .expose()
             .parse()
-            // Not the parser's message: it may quote the URL, password included.
-            .map_err(|_| "storage.postgres.url is not a PostgreSQL connection string".to_owned())?;
+            .map_err(|_| PoolError::InvalidUrl)?;
         let mut storage = Self::with_config(config, settings.pool_size, settings.connect_timeout)?;
         storage.sealer = encryption_key.map(Sealer::new);
         Ok(storage)
@@ -109,7 +126,7 @@ impl PostgresStorage {
         mut config: tokio_postgres::Config,
         pool_size: usize,
         connect_timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PoolError> {
         config.connect_timeout(connect_timeout);
         // A database that stops answering (a host gone off the network, not a closed socket)
         // must turn into errors, not requests hanging for the kernel's TCP timeout.
@@ -135,7 +152,7 @@ impl PostgresStorage {
             .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(connect_timeout))
             .build()
-            .map_err(|e| format!("cannot build the PostgreSQL pool: {e}"))?;
+            .map_err(PoolError::Build)?;
         Ok(PostgresStorage { pool, sealer: None })
     }
 
@@ -204,13 +221,11 @@ impl PostgresStorage {
     }
 
     /// Applies the embedded migrations (under an advisory lock); returns the versions applied.
-    pub async fn migrate(&self) -> Result<Vec<i32>, String> {
-        let client = self.client().await.map_err(|e| e.to_string())?;
+    pub async fn migrate(&self) -> Result<Vec<i32>, MigrateError> {
+        let client = self.client().await?;
         // Off the pool for good: its session settings and advisory lock never reach a request.
         let mut client = deadpool_postgres::Object::take(client);
-        migrations::migrate(&mut client)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(migrations::migrate(&mut client).await?)
     }
 }
 

@@ -131,7 +131,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .await
         .unwrap();
     drop(client);
-    let error = storage.migrate().await.unwrap_err();
+    let error = storage.migrate().await.unwrap_err().to_string();
     let known = super::migrations::MIGRATIONS.last().unwrap().0;
     assert!(
         error.contains(&format!(
