@@ -147,7 +147,9 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
         app::postgres_storage(&config)?
             .migrate()
             .await
-            .map_err(anyhow::Error::from)
+            // Its message only, as before: the driver's error below it can carry the server's
+            // DETAIL, which may quote the values of a row.
+            .map_err(|error| anyhow::anyhow!("{error}"))
     })?;
     if applied.is_empty() {
         println!("the database schema is up to date");
