@@ -126,21 +126,8 @@ fn code_of(source: &str) -> (String, Vec<String>) {
                 rest = &after[s + 1..];
             }
             (_, Some(b)) => {
-                let mut depth = 0usize;
-                let mut end = after.len();
-                for (i, ch) in after[b..].char_indices() {
-                    match ch {
-                        '{' => depth += 1,
-                        '}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                end = b + i + 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                let end =
+                    closing_brace(after[b..].char_indices()).map_or(after.len(), |i| b + i + 1);
                 rest = &after[end..];
             }
             _ => rest = "",
@@ -194,25 +181,11 @@ fn strip_literals_and_comments(source: &str) -> String {
             out.push_str("\"\"");
             i = j;
         } else if c == '"' {
-            i += 1;
-            while i < bytes.len() && bytes[i] != '"' {
-                if bytes[i] == '\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
+            i = after_quoted(&bytes, i);
             out.push_str("\"\"");
         } else if c == '\'' && (bytes.get(i + 2) == Some(&'\'') || next == Some('\\')) {
             // A character literal ('x', '\n', '\u{…}'); a lifetime has no closing quote.
-            i += 1;
-            while i < bytes.len() && bytes[i] != '\'' {
-                if bytes[i] == '\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
+            i = after_quoted(&bytes, i);
             out.push_str("' '");
         } else {
             out.push(c);
@@ -220,6 +193,37 @@ fn strip_literals_and_comments(source: &str) -> String {
         }
     }
     out
+}
+
+/// Where a quoted literal opening at `open` ends (just past its closing quote), escapes skipped.
+fn after_quoted(chars: &[char], open: usize) -> usize {
+    let quote = chars[open];
+    let mut i = open + 1;
+    while i < chars.len() && chars[i] != quote {
+        if chars[i] == '\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i + 1
+}
+
+/// The position of the `}` closing the `{` the characters start with.
+fn closing_brace(chars: impl Iterator<Item = (usize, char)>) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, ch) in chars {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn ident_before(chars: &[char], i: usize) -> bool {
@@ -309,21 +313,7 @@ fn expand(chars: &[char], at: usize, base: &ModulePath) -> Vec<ModulePath> {
         i += 1;
     }
     if chars.get(i) == Some(&'{') {
-        let mut depth = 0;
-        let mut end = i;
-        for (j, c) in chars.iter().enumerate().skip(i) {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = j;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let end = closing_brace(chars.iter().copied().enumerate().skip(i)).unwrap_or(chars.len());
         let inner = &chars[i + 1..end];
         let mut items = Vec::new();
         let mut depth = 0;
