@@ -134,8 +134,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             let users = config.oauth.local_users.clone();
             let users = tokio::task::spawn_blocking(move || LocalUsers::from_config(&users))
                 .await
-                .context("loading the local users was interrupted")?
-                .map_err(anyhow::Error::msg)?;
+                .context("loading the local users was interrupted")??;
             tracing::info!(
                 users = config.oauth.local_users.len(),
                 "users sign in with the local login form"
@@ -417,28 +416,26 @@ async fn connect_upstream(
     config: &Config,
     upstream_config: &UpstreamConfig,
 ) -> anyhow::Result<Arc<dyn Upstream>> {
-    let upstream = Arc::new(
-        OidcUpstream::new(
-            OidcSettings {
-                issuer: upstream_config.issuer.clone(),
-                client_id: upstream_config.client_id.clone(),
-                client_secret: upstream_config.client_secret.clone(),
-                redirect_uri: config
-                    .callback_url()
-                    .context("server.public_url is not a URL")?,
-                scopes: upstream_config.scopes.clone(),
-                wanted_claims: wanted_claims(upstream_config),
-            },
-            upstream_config.timeout,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let upstream = Arc::new(OidcUpstream::new(
+        OidcSettings {
+            issuer: upstream_config.issuer.clone(),
+            client_id: upstream_config.client_id.clone(),
+            client_secret: upstream_config.client_secret.clone(),
+            redirect_uri: config
+                .callback_url()
+                .context("server.public_url is not a URL")?,
+            scopes: upstream_config.scopes.clone(),
+            wanted_claims: wanted_claims(upstream_config),
+        },
+        upstream_config.timeout,
+    )?);
     // The provider may still be starting: serve anyway and keep trying in the background.
     match upstream.discover().await {
         Ok(()) => {
             tracing::info!(issuer = %upstream_config.issuer, "upstream provider discovered");
         }
         Err(error) => {
+            let error = crate::error_chain(&error);
             tracing::warn!(issuer = %upstream_config.issuer, %error, "upstream discovery failed; retrying in the background");
             upstream.discover_in_background();
         }

@@ -30,8 +30,9 @@ pub mod sealing;
 pub mod secret;
 /// Storage trait and its backends.
 pub mod storage;
-/// For this crate's own tests: a PostgreSQL server to test against.
-#[doc(hidden)]
+/// For this crate's own tests: a PostgreSQL server to test against. Not in the shipped
+/// library: only the crate's tests enable the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 /// Access tokens, signing keys, opaque codes and refresh-token families.
 pub mod tokens;

@@ -12,6 +12,15 @@ use crate::identity::Identity;
 use crate::password_hash::{COSTS, cost_of, is_bcrypt_hash};
 use crate::secret::SecretString;
 
+/// Why the directory could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalUsersError {
+    #[error("local user {username:?}: password_hash is not a bcrypt hash of cost 4 to 16")]
+    NotABcryptHash { username: String },
+    #[error("cannot prepare the password check")]
+    DummyHash(#[source] crate::password_hash::HashError),
+}
+
 struct LocalUser {
     password_hash: Arc<str>,
     identity: Identity,
@@ -30,16 +39,15 @@ pub struct LocalUsers {
 impl LocalUsers {
     /// Builds the directory; validation has checked every hash's shape. Hashes the dummy
     /// password, so call it off the async runtime.
-    pub fn from_config(configs: &[LocalUserConfig]) -> Result<Self, String> {
+    pub fn from_config(configs: &[LocalUserConfig]) -> Result<Self, LocalUsersError> {
         let mut users = HashMap::new();
         let mut highest_cost = 4;
         for config in configs {
             let hash = config.password_hash.expose();
             if !is_bcrypt_hash(hash) || !COSTS.contains(&cost_of(hash)) {
-                return Err(format!(
-                    "local user {:?}: password_hash is not a bcrypt hash of cost 4 to 16",
-                    config.username
-                ));
+                return Err(LocalUsersError::NotABcryptHash {
+                    username: config.username.clone(),
+                });
             }
             highest_cost = highest_cost.max(cost_of(hash));
             let identity = Identity {
@@ -63,12 +71,8 @@ impl LocalUsers {
             );
         }
         let dummy = SecretString::new(crate::tokens::opaque::random_string(24));
-        let dummy_hash = crate::password_hash::hash(&dummy, highest_cost).map_err(|e| {
-            format!(
-                "cannot prepare the password check: {}",
-                crate::error_chain(&e)
-            )
-        })?;
+        let dummy_hash =
+            crate::password_hash::hash(&dummy, highest_cost).map_err(LocalUsersError::DummyHash)?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(LocalUsers {
             users,

@@ -12,12 +12,42 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-static SERVER: OnceLock<Result<Option<String>, String>> = OnceLock::new();
+static SERVER: OnceLock<Result<Option<String>, TestDatabaseError>> = OnceLock::new();
+
+/// Why the PostgreSQL tests have no server although they must run (`CI=true`).
+#[derive(Debug, thiserror::Error)]
+#[error("CI=true: the PostgreSQL tests must run, but TEST_DATABASE_URL is not set")]
+pub struct TestDatabaseError(#[source] ClusterError);
+
+/// Why no throwaway cluster could be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no PostgreSQL server binaries (initdb) are installed")]
+    NoBinaries,
+    #[error("the temporary directory is not UTF-8")]
+    NotUtf8,
+    #[error("running as root and there is no postgres user to run PostgreSQL")]
+    NoPostgresUser,
+    #[error("cannot {action}")]
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
+    #[error("initdb failed: {0}")]
+    Initdb(String),
+    #[error("the throwaway cluster in {0} did not start")]
+    NotStarted(String),
+}
+
+fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let action = action.into();
+    move |source| ClusterError::Io { action, source }
+}
 
 /// A connection string to a database the tests may create other databases from; `None` when
 /// the PostgreSQL tests cannot run here (they then pass); an error under `CI=true` instead.
-pub fn postgres_url() -> Result<Option<String>, String> {
-    SERVER.get_or_init(resolve).clone()
+pub fn postgres_url() -> Result<Option<String>, &'static TestDatabaseError> {
+    SERVER.get_or_init(resolve).as_ref().cloned()
 }
 
 /// On the terminal even though the test harness captures `eprintln!` of passing tests.
@@ -25,7 +55,7 @@ fn notice(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
-fn resolve() -> Result<Option<String>, String> {
+fn resolve() -> Result<Option<String>, TestDatabaseError> {
     if let Ok(url) = std::env::var("TEST_DATABASE_URL")
         && !url.is_empty()
     {
@@ -38,12 +68,13 @@ fn resolve() -> Result<Option<String>, String> {
             );
             Ok(Some(url))
         }
-        Err(reason) if std::env::var("CI").is_ok_and(|ci| ci == "true") => Err(format!(
-            "CI=true: the PostgreSQL tests must run, but TEST_DATABASE_URL is not set and {reason}"
-        )),
+        Err(reason) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            Err(TestDatabaseError(reason))
+        }
         Err(reason) => {
             notice(&format!(
-                "SKIPPED: the PostgreSQL tests (TEST_DATABASE_URL is not set and {reason})"
+                "SKIPPED: the PostgreSQL tests (TEST_DATABASE_URL is not set and {})",
+                crate::error_chain(&reason)
             ));
             Ok(None)
         }
@@ -94,34 +125,30 @@ fn command(as_postgres: bool, program: &Path) -> Command {
     }
 }
 
-fn throwaway_cluster() -> Result<String, String> {
-    let bin = binaries().ok_or("no PostgreSQL server binaries (initdb) are installed")?;
+fn throwaway_cluster() -> Result<String, ClusterError> {
+    let bin = binaries().ok_or(ClusterError::NoBinaries)?;
     let as_postgres = running_as_root();
     let dir = std::env::temp_dir().join(format!(
         "mcp-oauth-bridge-test-pg-{}-{}",
         std::process::id(),
         crate::tokens::opaque::random_string(6).replace(['-', '_'], "x")
     ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir
-        .to_str()
-        .ok_or("the temporary directory is not UTF-8")?
-        .to_owned();
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let path = dir.to_str().ok_or(ClusterError::NotUtf8)?.to_owned();
     if as_postgres {
         let chown = Command::new("chown")
             .args(["postgres:", &path])
             .status()
-            .map_err(|e| format!("cannot run chown: {e}"))?;
+            .map_err(io("run chown"))?;
         if !chown.success() {
-            return Err("running as root and there is no postgres user to run PostgreSQL".into());
+            return Err(ClusterError::NoPostgresUser);
         }
     }
     let data = format!("{path}/data");
     // A password, not `trust`: other local users must not get a superuser on this port.
     let password = crate::tokens::opaque::random_string(18).replace(['-', '_'], "x");
     let password_file = format!("{path}/password");
-    std::fs::write(&password_file, &password)
-        .map_err(|e| format!("cannot write {password_file}: {e}"))?;
+    std::fs::write(&password_file, &password).map_err(io(format!("write {password_file}")))?;
     if as_postgres {
         let _ = Command::new("chown")
             .args(["postgres:", &password_file])
@@ -141,17 +168,16 @@ fn throwaway_cluster() -> Result<String, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("cannot run initdb: {e}"))?;
+        .map_err(io("run initdb"))?;
     if !initdb.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&initdb.stderr).trim()
+        return Err(ClusterError::Initdb(
+            String::from_utf8_lossy(&initdb.stderr).trim().to_owned(),
         ));
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
+        .map_err(io("find a free port"))?
         .port();
     // A watchdog shell runs the server and, once this test process is gone, stops it and removes
     // its files: nothing outlives the tests.
@@ -172,7 +198,7 @@ fn throwaway_cluster() -> Result<String, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start PostgreSQL: {e}"))?;
+        .map_err(io("start PostgreSQL"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let port_text = port.to_string();
     loop {
@@ -186,7 +212,7 @@ fn throwaway_cluster() -> Result<String, String> {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("the throwaway cluster in {path} did not start"));
+            return Err(ClusterError::NotStarted(path));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -71,6 +71,26 @@ struct Discovered {
     jwks: CoreJsonWebKeySet,
 }
 
+/// Why the provider client could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcSetupError {
+    #[error("upstream issuer")]
+    Issuer(#[source] url::ParseError),
+    #[error("upstream redirect_uri")]
+    RedirectUri(#[source] url::ParseError),
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// Why discovery failed; the provider may only be starting, so the caller may retry.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Fetch(Box<dyn std::error::Error + Send + Sync>),
+    #[error("the provider's discovery document has no token_endpoint")]
+    NoTokenEndpoint,
+}
+
 pub struct OidcUpstream {
     settings: OidcSettings,
     issuer: IssuerUrl,
@@ -82,18 +102,17 @@ pub struct OidcUpstream {
 }
 
 impl OidcUpstream {
-    pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, String> {
-        let issuer =
-            IssuerUrl::new(settings.issuer.clone()).map_err(|e| format!("upstream issuer: {e}"))?;
-        let redirect_uri = RedirectUrl::new(settings.redirect_uri.clone())
-            .map_err(|e| format!("upstream redirect_uri: {e}"))?;
+    pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, OidcSetupError> {
+        let issuer = IssuerUrl::new(settings.issuer.clone()).map_err(OidcSetupError::Issuer)?;
+        let redirect_uri =
+            RedirectUrl::new(settings.redirect_uri.clone()).map_err(OidcSetupError::RedirectUri)?;
         // Redirects off: a provider's endpoints must not bounce us to other hosts.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(OidcSetupError::HttpClient)?;
         Ok(OidcUpstream {
             settings,
             issuer,
@@ -106,12 +125,12 @@ impl OidcUpstream {
 
     /// Fetches the discovery document and JWKS (the library checks the issuer matches) and
     /// builds the client every login then shares.
-    pub async fn discover(&self) -> Result<(), String> {
+    pub async fn discover(&self) -> Result<(), DiscoveryError> {
         let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| DiscoveryError::Fetch(Box::new(e)))?;
         if metadata.token_endpoint().is_none() {
-            return Err("the provider's discovery document has no token_endpoint".to_owned());
+            return Err(DiscoveryError::NoTokenEndpoint);
         }
         let auth_type = match metadata.token_endpoint_auth_methods_supported() {
             Some(methods)
@@ -151,6 +170,7 @@ impl OidcUpstream {
                         return;
                     }
                     Err(error) => {
+                        let error = error_chain(&error);
                         tracing::warn!(issuer = %upstream.settings.issuer, %error, retry_in = ?delay, "upstream discovery failed");
                     }
                 }
@@ -193,7 +213,9 @@ impl OidcUpstream {
                 if reason.starts_with(SIGNATURE_PREFIX) && self.claim_forced_refresh() =>
             {
                 tracing::info!("ID token signature did not verify; refreshing the provider's keys");
-                self.discover().await.map_err(UpstreamError::Unreachable)?;
+                self.discover()
+                    .await
+                    .map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;
                 self.verify(id_token, nonce, now)
             }
             other => other,
