@@ -235,7 +235,11 @@ impl ClientRegistry {
         let stored_hash = client.as_ref().and_then(|c| c.secret_hash.clone());
         let cache_key = self.verified.key(client_id, secret);
         if stored_hash.is_some() && self.verified.contains(&cache_key, now) {
-            return client.ok_or(OAuthError::ServerError);
+            return client.ok_or_else(|| {
+                OAuthError::internal(crate::oauth::error::Cause::because(
+                    "a verified secret is cached for a client that is gone",
+                ))
+            });
         }
         // Unknown and public clients pay the same bcrypt as a real check, so timing says nothing.
         let hash = stored_hash

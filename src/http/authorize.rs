@@ -66,7 +66,7 @@ pub async fn authorize_get(
         Ok(AuthorizationStep::Consent { token, client_id }) => {
             let mut page = match Url::parse(&state.bridge.settings.endpoint(endpoints::CONSENT)) {
                 Ok(page) => page,
-                Err(_) => return error_page(&OAuthError::ServerError),
+                Err(error) => return error_page(&OAuthError::internal(error)),
             };
             page.query_pairs_mut().append_pair("request", &token);
             let mut response = redirect(&page);
@@ -108,7 +108,11 @@ pub fn authorize_error(state: &AppState, error: AuthorizeError) -> Response {
     match error {
         AuthorizeError::Page(error) => error_page(&error),
         AuthorizeError::Redirect(to_client) => match to_client.url(&state.bridge.settings.issuer) {
-            Ok(url) => redirect(&url),
+            Ok(url) => {
+                let mut response = redirect(&url);
+                super::failures::attach(&to_client.error, &mut response);
+                response
+            }
             Err(error) => error_page(&error),
         },
     }

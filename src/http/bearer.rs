@@ -35,7 +35,9 @@ pub fn challenge(
             ));
             StatusCode::FORBIDDEN
         }
-        BearerError::Unavailable => return OAuthError::TemporarilyUnavailable.into_response(),
+        BearerError::Unavailable(cause) => {
+            return OAuthError::TemporarilyUnavailable(cause.clone()).into_response();
+        }
     };
     if let (Some(scope), BearerError::Missing | BearerError::InvalidToken(_)) = (scope_hint, error)
     {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
@@ -160,7 +160,7 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use super::REQUEST_ID;
 
 /// Resolves the client's address for the rest of the stack, and drops any request id that came
 /// with the request (ours is set next): a client must not choose the id its requests are logged

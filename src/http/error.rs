@@ -10,8 +10,8 @@ use crate::oauth::OAuthError;
 pub fn status_of(error: &OAuthError) -> StatusCode {
     match error {
         OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-        OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-        OAuthError::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         OAuthError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -35,7 +35,7 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
                 HeaderValue::from_static("Basic realm=\"mcp-oauth-bridge\""),
             );
         }
-        OAuthError::TemporarilyUnavailable => {
+        OAuthError::TemporarilyUnavailable(_) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         OAuthError::TooManyRequests { retry_after, .. } => {
@@ -49,6 +49,7 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
         }
         _ => {}
     }
+    super::failures::attach(error, &mut response);
     response
 }
 
@@ -76,6 +77,7 @@ impl IntoResponse for OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::Cause;
     use http_body_util::BodyExt;
 
     async fn body_json(response: Response) -> serde_json::Value {
@@ -109,10 +111,11 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            status_of(&OAuthError::ServerError),
+            status_of(&OAuthError::ServerError(Cause::default())),
             StatusCode::INTERNAL_SERVER_ERROR
         );
-        let unavailable = oauth_error_response(&OAuthError::TemporarilyUnavailable);
+        let unavailable =
+            oauth_error_response(&OAuthError::TemporarilyUnavailable(Cause::default()));
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "5");
         let limited = oauth_error_response(&OAuthError::TooManyRequests {
@@ -138,7 +141,10 @@ mod tests {
 
     #[tokio::test]
     async fn server_error_body_carries_no_internal_detail() {
-        let body = body_json(oauth_error_response(&OAuthError::ServerError)).await;
+        let body = body_json(oauth_error_response(&OAuthError::ServerError(
+            Cause::default(),
+        )))
+        .await;
         assert_eq!(body["error"], "server_error");
         assert_eq!(
             body["error_description"],

@@ -7,6 +7,7 @@ pub mod client_address;
 mod consent;
 pub mod cookies;
 pub mod error;
+mod failures;
 mod introspect;
 mod login;
 pub mod pages;
@@ -179,23 +180,32 @@ pub fn router(state: AppState) -> Router {
         }
         None => app,
     };
-    app.route(endpoints::HEALTH, get(well_known::healthz_get))
+    let app = app
+        .route(endpoints::HEALTH, get(well_known::healthz_get))
         .route(endpoints::READY, get(well_known::readyz_get))
-        .fallback(well_known::not_found)
-        .with_state(state)
+        .fallback(well_known::not_found);
+    observed(app.with_state(state)).layer(axum::middleware::from_fn_with_state(
+        trusted_proxies,
+        client_address::resolve_client,
+    ))
+}
+
+/// Every request gets an id (echoed in `x-request-id`) and a span that carries it; failures
+/// are logged once, inside that span, by `failures` (not by the trace layer as well).
+fn observed(routes: Router) -> Router {
+    routes
+        .layer(axum::middleware::from_fn(failures::log_failures))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                // The path only: query strings of this service carry codes and state.
-                let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    // The path only: query strings of this service carry codes and state.
+                    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                })
+                .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-        .layer(axum::middleware::from_fn_with_state(
-            trusted_proxies,
-            client_address::resolve_client,
-        ))
 }
 
 /// The token of an `Authorization: Bearer` header (RFC 6750 §2.1); `None` without the header

@@ -58,9 +58,10 @@ pub fn error_page(error: &OAuthError) -> Response {
     };
     let mut response = (status, Html(body)).into_response();
     harden(&mut response);
+    super::failures::attach(error, &mut response);
     let retry_after = match error {
         OAuthError::TooManyRequests { retry_after, .. } => Some(*retry_after),
-        OAuthError::TemporarilyUnavailable => Some(5),
+        OAuthError::TemporarilyUnavailable(_) => Some(5),
         _ => None,
     };
     if let Some(seconds) = retry_after
@@ -178,7 +179,7 @@ pub fn redirect(location: &Url) -> Response {
         Ok(value) => {
             response.headers_mut().insert(header::LOCATION, value);
         }
-        Err(_) => return error_page(&OAuthError::ServerError),
+        Err(error) => return error_page(&OAuthError::internal(error)),
     }
     harden(&mut response);
     response

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::oauth::{SignIn, metadata};
+use super::failures::Failure;
+use crate::oauth::{Cause, SignIn, metadata};
 
 fn cacheable(body: serde_json::Value, max_age: &'static str) -> Response {
     let mut response = Json(body).into_response();
@@ -50,7 +51,7 @@ pub async fn jwks_get(State(state): State<AppState>) -> Response {
     // Short: a rotated key must reach resource servers well before its first token does.
     match serde_json::to_value(state.bridge.keys.current().jwks()) {
         Ok(body) => cacheable(body, "public, max-age=300"),
-        Err(_) => crate::oauth::OAuthError::ServerError.into_response(),
+        Err(error) => crate::oauth::OAuthError::internal(error).into_response(),
     }
 }
 
@@ -61,9 +62,6 @@ pub async fn healthz_get() -> Response {
 /// Ready when the storage answers and, with an upstream provider, its discovery has succeeded.
 pub async fn readyz_get(State(state): State<AppState>) -> Response {
     let storage = state.bridge.storage.ping().await;
-    if let Err(error) = &storage {
-        tracing::warn!(%error, "not ready: storage unavailable");
-    }
     let upstream = match &state.bridge.sign_in {
         SignIn::Upstream(upstream) => Some(upstream.is_ready()),
         SignIn::Local(_) => None,
@@ -87,6 +85,17 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !ready {
+        let cause = match storage {
+            Err(error) => Cause::from(error),
+            Ok(()) => Cause::because("the upstream provider is not discovered yet"),
+        };
+        Failure {
+            code: "not_ready",
+            cause,
+        }
+        .attach_to(&mut response);
+    }
     response
 }
 

@@ -14,7 +14,7 @@ use crate::secret::FlowSecret;
 use crate::storage::{AuthorizationRequest, Consent, ConsentRequest, PendingAuthorization};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
-use crate::upstream::{UpstreamError, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 
 /// How long (in bytes) each parameter that the bridge stores or echoes may be. Beyond, the
 /// request is refused with a page before any client is looked up or anything is stored, so no
@@ -86,7 +86,7 @@ pub fn authorization_response(
     issuer: &str,
 ) -> Result<Url, OAuthError> {
     // Unreachable for a URI that matched a registered one; refused rather than redirected blindly.
-    let mut url = Url::parse(redirect_uri).map_err(|_| OAuthError::ServerError)?;
+    let mut url = Url::parse(redirect_uri).map_err(OAuthError::internal)?;
     {
         let mut query = url.query_pairs_mut();
         for (name, value) in params {
@@ -336,7 +336,7 @@ fn sign_in_url(
         SignIn::Local(_) => {
             // Our own form plays the provider's part, found by the same state and cookie.
             let mut login = Url::parse(&bridge.settings.endpoint(endpoints::LOGIN))
-                .map_err(|_| OAuthError::ServerError)?;
+                .map_err(OAuthError::internal)?;
             login.query_pairs_mut().append_pair("state", state);
             tracing::info!(
                 client_id,
@@ -357,20 +357,14 @@ fn sign_in_url(
             );
             Ok(url)
         }
-        Err(UpstreamError::NotReady) => {
-            tracing::warn!(client_id, "upstream provider not discovered yet");
-            Err(OAuthError::TemporarilyUnavailable)
-        }
-        Err(other) => {
-            tracing::error!(client_id, error = %other, "cannot build the upstream authorization URL");
-            Err(OAuthError::TemporarilyUnavailable)
-        }
+        Err(error) => Err(OAuthError::unavailable(error)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::Cause;
     use crate::oauth::test_support::*;
 
     /// For the harness clients, which skip consent: straight to the upstream redirect.
@@ -588,7 +582,7 @@ mod tests {
                 Ok(started) => {
                     first.get_or_insert(started);
                 }
-                Err(AuthorizeError::Page(OAuthError::TemporarilyUnavailable)) => refused += 1,
+                Err(AuthorizeError::Page(OAuthError::TemporarilyUnavailable(_))) => refused += 1,
                 Err(other) => panic!("{other:?}"),
             }
         }
@@ -613,7 +607,10 @@ mod tests {
         let harness = Harness::new();
         harness.upstream.set_ready(false);
         let redirect = redirect_error(start(&harness.bridge, &request(&[]), harness.now()).await);
-        assert_eq!(redirect.error, OAuthError::TemporarilyUnavailable);
+        assert_eq!(
+            redirect.error,
+            OAuthError::TemporarilyUnavailable(Cause::default())
+        );
     }
 
     #[test]

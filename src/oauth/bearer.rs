@@ -1,7 +1,7 @@
 //! Access tokens presented to the bridge itself (userinfo, introspection, revocation, the
 //! proxy): checked against every key we publish, and refused once revoked (RFC 6750 §3.1).
 
-use super::Bridge;
+use super::{Bridge, Cause};
 use crate::clock::UnixTime;
 use crate::storage::StorageError;
 use crate::tokens::AccessTokenClaims;
@@ -21,13 +21,12 @@ pub enum BearerError {
     InvalidRequest(&'static str),
     /// The token is good but lacks these scopes (space-separated, as in `scope=`).
     InsufficientScope(String),
-    Unavailable,
+    Unavailable(Cause),
 }
 
 impl From<StorageError> for BearerError {
     fn from(error: StorageError) -> Self {
-        tracing::error!(%error, "storage failure");
-        BearerError::Unavailable
+        BearerError::Unavailable(error.into())
     }
 }
 

@@ -4,7 +4,9 @@
 use url::Url;
 
 use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
-use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, Params, REMEMBERED_CONSENT_TTL, SignIn};
+use super::{
+    AUTHORIZATION_CODE_TTL, Bridge, Cause, OAuthError, Params, REMEMBERED_CONSENT_TTL, SignIn,
+};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::secret::SecretString;
@@ -57,11 +59,9 @@ pub async fn complete_authorization(
         return Err(redirect(error));
     }
     let code = params.get("code").ok_or_else(|| {
-        tracing::error!(
-            client_id,
-            "the upstream provider returned neither code nor error"
-        );
-        redirect(OAuthError::ServerError)
+        redirect(OAuthError::internal(Cause::because(
+            "the upstream provider returned neither code nor error",
+        )))
     })?;
     let login = upstream
         .exchange_code(
@@ -72,15 +72,16 @@ pub async fn complete_authorization(
         )
         .await
         .map_err(|error| {
-            tracing::warn!(client_id, %error, "upstream login could not be completed");
             redirect(match error {
                 UpstreamError::NotReady | UpstreamError::Unreachable(_) => {
-                    OAuthError::TemporarilyUnavailable
+                    OAuthError::unavailable(error)
                 }
                 UpstreamError::Rejected(_) | UpstreamError::RefreshRefused(_) => {
-                    OAuthError::ServerError
+                    OAuthError::internal(error)
                 }
+                // Not our failure: no cause travels with it, so it is said here.
                 UpstreamError::InvalidIdToken(_) | UpstreamError::InvalidUserInfo(_) => {
+                    tracing::warn!(client_id, %error, "upstream login could not be completed");
                     OAuthError::AccessDenied(
                         "the identity provider's answer could not be verified".into(),
                     )
@@ -88,10 +89,8 @@ pub async fn complete_authorization(
             })
         })?;
     let claims = &login.claims;
-    let identity = map_identity(claims, &bridge.settings.claims).map_err(|reason| {
-        tracing::error!(client_id, %reason, "cannot map the upstream identity");
-        redirect(OAuthError::ServerError)
-    })?;
+    let identity = map_identity(claims, &bridge.settings.claims)
+        .map_err(|reason| redirect(OAuthError::internal(reason)))?;
     check_access(&identity, &bridge.settings.access_policy).map_err(|reason| {
         tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
         redirect(OAuthError::AccessDenied(
@@ -210,10 +209,7 @@ pub async fn finish_sign_in(
             Some(token) => {
                 let sealed = sealer
                     .seal_secret(&upstream_refresh_name(&record.family_id), token)
-                    .map_err(|error| {
-                        tracing::error!(%error, "cannot seal the provider's refresh token");
-                        redirect(OAuthError::ServerError)
-                    })?;
+                    .map_err(|error| redirect(OAuthError::internal(error)))?;
                 record.upstream_refresh = Some(sealed);
             }
             None => tracing::warn!(
@@ -283,8 +279,12 @@ fn map_upstream_error(code: &str) -> OAuthError {
         | "account_selection_required" => {
             OAuthError::AccessDenied("the identity provider denied the sign-in".into())
         }
-        "temporarily_unavailable" => OAuthError::TemporarilyUnavailable,
-        _ => OAuthError::ServerError,
+        "temporarily_unavailable" => OAuthError::unavailable(Cause::because(
+            "the identity provider answered temporarily_unavailable",
+        )),
+        _ => OAuthError::internal(Cause::because(
+            "the identity provider refused the sign-in with an error of its own",
+        )),
     }
 }
 
@@ -436,7 +436,10 @@ mod tests {
             .fail_with(UpstreamError::Unreachable("connection refused".into()));
         let login = harness.authorize_public().await;
         let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
-        assert_eq!(redirect.error, OAuthError::TemporarilyUnavailable);
+        assert_eq!(
+            redirect.error,
+            OAuthError::TemporarilyUnavailable(Cause::default())
+        );
     }
 
     #[tokio::test]

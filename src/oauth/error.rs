@@ -1,7 +1,11 @@
 //! The one protocol error: RFC 6749 error codes (plus RFC 8707's `invalid_target`) with a
-//! description that is safe to show to the client. Precise reasons are logged where they arise.
+//! description that is safe to show to the client. A failure of ours (`server_error`,
+//! `temporarily_unavailable`) carries its cause, which the HTTP layer logs once with the request
+//! id; conversions never log.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
 pub type Description = Cow<'static, str>;
 
@@ -40,12 +44,12 @@ pub enum OAuthError {
     /// RFC 7591 §3.2.2: other client metadata that is invalid or inconsistent.
     #[error("invalid_client_metadata: {0}")]
     InvalidClientMetadata(Description),
-    /// RFC 6749 §4.1.2.1: an unexpected condition; the detail is in the log, not here.
+    /// RFC 6749 §4.1.2.1: an unexpected condition; the cause goes to the log, not to the client.
     #[error("server_error")]
-    ServerError,
+    ServerError(Cause),
     /// RFC 6749 §4.1.2.1: storage or the upstream provider is unreachable for now.
     #[error("temporarily_unavailable")]
-    TemporarilyUnavailable,
+    TemporarilyUnavailable(Cause),
     /// A limit on how often or how much this caller may ask (RFC 6585 §4: `429`), answered as
     /// `temporarily_unavailable` with `Retry-After`.
     #[error("temporarily_unavailable: {description}")]
@@ -75,8 +79,8 @@ impl OAuthError {
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
-            OAuthError::ServerError => "server_error",
-            OAuthError::TemporarilyUnavailable | OAuthError::TooManyRequests { .. } => {
+            OAuthError::ServerError(_) => "server_error",
+            OAuthError::TemporarilyUnavailable(_) | OAuthError::TooManyRequests { .. } => {
                 "temporarily_unavailable"
             }
             OAuthError::RequestTimeout | OAuthError::RequestTooLarge => "invalid_request",
@@ -97,8 +101,8 @@ impl OAuthError {
             | OAuthError::InvalidRedirectUri(d)
             | OAuthError::InvalidClientMetadata(d)
             | OAuthError::TooManyRequests { description: d, .. } => d,
-            OAuthError::ServerError => "the server could not complete the request",
-            OAuthError::TemporarilyUnavailable => {
+            OAuthError::ServerError(_) => "the server could not complete the request",
+            OAuthError::TemporarilyUnavailable(_) => {
                 "the service is temporarily unavailable; try again shortly"
             }
             OAuthError::RequestTimeout => "the request body did not arrive in time",
@@ -117,11 +121,86 @@ impl OAuthError {
     pub fn invalid_client(description: impl Into<Description>) -> Self {
         OAuthError::InvalidClient(description.into())
     }
+
+    /// `server_error` because of `cause`.
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        OAuthError::ServerError(cause.into())
+    }
+
+    /// `temporarily_unavailable` because of `cause`.
+    pub fn unavailable(cause: impl Into<Cause>) -> Self {
+        OAuthError::TemporarilyUnavailable(cause.into())
+    }
+
+    /// What failed below this answer, for the log; `None` for the client's own mistakes.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            OAuthError::ServerError(cause) | OAuthError::TemporarilyUnavailable(cause) => {
+                Some(cause)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<crate::storage::StorageError> for OAuthError {
     fn from(error: crate::storage::StorageError) -> Self {
-        tracing::error!(%error, "storage failure");
-        OAuthError::TemporarilyUnavailable
+        OAuthError::unavailable(error)
     }
 }
+
+/// What failed below a `server_error` or `temporarily_unavailable` answer: never shown to the
+/// client, logged once by the HTTP layer with its whole chain.
+#[derive(Clone, Default)]
+pub struct Cause(Option<Arc<dyn std::error::Error + Send + Sync>>);
+
+impl Cause {
+    /// A reason that is no error value of its own (a state that should not happen).
+    pub fn because(reason: &'static str) -> Self {
+        Cause(Some(Arc::new(Reason(reason))))
+    }
+
+    pub fn error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.0.as_deref()
+    }
+
+    /// `a: b: c`, or a fixed text when nothing was recorded.
+    pub fn chain(&self) -> String {
+        match self.error() {
+            Some(error) => crate::error_chain(error),
+            None => "no cause recorded".to_owned(),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Cause {
+    fn from(error: E) -> Self {
+        Cause(Some(Arc::new(error)))
+    }
+}
+
+/// Two answers are equal when the client sees the same answer: the cause is only for the log.
+impl PartialEq for Cause {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Cause {}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.chain())
+    }
+}
+
+#[derive(Debug)]
+struct Reason(&'static str);
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Reason {}

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::OAuthError;
+pub use error::{Cause, OAuthError};
 pub use grant_type::GrantType;
 pub use text::for_log;
 

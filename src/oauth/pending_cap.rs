@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-use super::OAuthError;
+use super::{Cause, OAuthError};
 use crate::clock::UnixTime;
 use crate::storage::Storage;
 
@@ -73,13 +73,13 @@ impl PendingCap {
     ) -> Result<Admission<'_>, OAuthError> {
         if let Some((admitted, unstored)) = self.start_recount(now) {
             let counted = storage.count_pending(now).await;
-            let mut count = self.state.lock().map_err(|_| OAuthError::ServerError)?;
+            let mut count = self.state.lock().map_err(|_| poisoned())?;
             count.recounting = false;
             let live = counted?;
             count.counted = Some((now, live + unstored));
             count.admitted_at_count = admitted;
         }
-        let mut count = self.state.lock().map_err(|_| OAuthError::ServerError)?;
+        let mut count = self.state.lock().map_err(|_| poisoned())?;
         let since = usize::try_from(count.admitted - count.admitted_at_count).unwrap_or(usize::MAX);
         let live = count
             .counted
@@ -96,7 +96,9 @@ impl PendingCap {
                     "new authorizations refused: the limit of live pending authorizations is reached"
                 );
             }
-            return Err(OAuthError::TemporarilyUnavailable);
+            return Err(OAuthError::unavailable(Cause::because(
+                "the limit of live pending authorizations is reached",
+            )));
         }
         count.admitted += 1;
         count.unstored += 1;
@@ -115,6 +117,12 @@ impl PendingCap {
         count.recounting = true;
         Some((count.admitted, count.unstored))
     }
+}
+
+fn poisoned() -> OAuthError {
+    OAuthError::internal(Cause::because(
+        "the pending-authorization count lock is poisoned",
+    ))
 }
 
 #[cfg(test)]
@@ -150,7 +158,7 @@ mod tests {
         }
         assert!(matches!(
             cap.admit(&storage, now).await,
-            Err(OAuthError::TemporarilyUnavailable)
+            Err(OAuthError::TemporarilyUnavailable(_))
         ));
         // A second later storage is counted again: only what is really live still counts.
         let later = now.plus(Duration::from_secs(1));

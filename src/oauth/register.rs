@@ -98,13 +98,7 @@ pub async fn register(
             .clients
             .hash_new_secret(secret.clone(), policy.secret_cost)
             .await
-            .map_err(|error| {
-                tracing::error!(
-                    error = %crate::error_chain(&error),
-                    "cannot hash a generated client secret"
-                );
-                OAuthError::ServerError
-            })?;
+            .map_err(OAuthError::internal)?;
         (Some(secret), Some(hash))
     };
     let scope = valid.scope.as_deref().map(scope::parse).transpose()?;

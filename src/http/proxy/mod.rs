@@ -21,11 +21,11 @@ use url::Url;
 use super::AppState;
 use super::bearer::challenge;
 use super::client_address::ClientAddress;
+use super::failures::Failure;
 use crate::clock::UnixTime;
-use crate::error_chain;
 use crate::oauth::bearer::BearerError;
 use crate::oauth::protected_resource::{ProtectedResource, authorize_request};
-use crate::oauth::{Bridge, OAuthError};
+use crate::oauth::{Bridge, Cause, OAuthError};
 use crate::tokens::AccessTokenClaims;
 use crate::tokens::jwt::{IdentityClaims, sign_identity_token};
 pub use headers::HeaderPolicy;
@@ -190,13 +190,18 @@ async fn forward(
         }
         Ok(Err(error)) if error.is_timeout() => return gateway_timeout(),
         Ok(Err(error)) => {
-            // Without the URL: its query string is the client's.
-            tracing::warn!(error = %error_chain(&error.without_url()), "the MCP server cannot be reached");
-            return gateway_error(
+            let mut answer = gateway_error(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
                 "the MCP server behind this proxy cannot be reached",
             );
+            // Without the URL: its query string is the client's.
+            Failure {
+                code: "bad_gateway",
+                cause: error.without_url().into(),
+            }
+            .attach_to(&mut answer);
+            return answer;
         }
         Err(_) => return gateway_timeout(),
     };
@@ -205,6 +210,13 @@ async fn forward(
     let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
     *answer.status_mut() = status;
     *answer.headers_mut() = headers;
+    if status.is_server_error() {
+        Failure {
+            code: "mcp_server_error",
+            cause: Cause::because("the MCP server answered with a server error"),
+        }
+        .attach_to(&mut answer);
+    }
     answer
 }
 
@@ -217,8 +229,9 @@ fn add_identity(
 ) -> Result<(), OAuthError> {
     // The user must arrive: without that header the MCP server would see an anonymous caller.
     let user = HeaderValue::from_str(&claims.sub).map_err(|_| {
-        tracing::error!("the subject is not a valid header value; request refused");
-        OAuthError::ServerError
+        OAuthError::internal(Cause::because(
+            "the subject is not a valid header value; request refused",
+        ))
     })?;
     headers.insert(proxy.identity.user.clone(), user);
     let mut set = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
@@ -254,21 +267,25 @@ fn add_identity(
         name: claims.name.clone(),
         groups: claims.groups.clone(),
     };
-    let token = sign_identity_token(&bridge.keys.current(), &identity).map_err(|error| {
-        tracing::error!(%error, "cannot sign the identity token");
-        OAuthError::ServerError
-    })?;
-    let value = HeaderValue::from_str(&token).map_err(|_| OAuthError::ServerError)?;
+    let token =
+        sign_identity_token(&bridge.keys.current(), &identity).map_err(OAuthError::internal)?;
+    let value = HeaderValue::from_str(&token).map_err(OAuthError::internal)?;
     headers.insert(jwt.header.clone(), value);
     Ok(())
 }
 
 fn gateway_timeout() -> Response {
-    gateway_error(
+    let mut answer = gateway_error(
         StatusCode::GATEWAY_TIMEOUT,
         "gateway_timeout",
         "the MCP server behind this proxy did not answer in time",
-    )
+    );
+    Failure {
+        code: "gateway_timeout",
+        cause: Cause::because("the MCP server did not answer in time"),
+    }
+    .attach_to(&mut answer);
+    answer
 }
 
 fn gateway_error(status: StatusCode, error: &str, description: &str) -> Response {

@@ -5,7 +5,7 @@
 use super::{Grant, TokenResponse, check_resource, issue_access_token, issue_id_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
-use crate::oauth::{Bridge, GrantType, OAuthError, Params, pkce, scope};
+use crate::oauth::{Bridge, Cause, GrantType, OAuthError, Params, pkce, scope};
 use crate::storage::{AuthorizationCodeRecord, CodeRedemption};
 use crate::tokens::TokenHash;
 use crate::tokens::generate_token;
@@ -78,8 +78,9 @@ pub(super) async fn exchange(
         }
     };
     checked.ok_or_else(|| {
-        tracing::error!("storage redeemed a code without checking the request");
-        OAuthError::ServerError
+        OAuthError::internal(Cause::because(
+            "storage redeemed a code without checking the request",
+        ))
     })??;
 
     let grant = Grant {

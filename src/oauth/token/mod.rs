@@ -118,10 +118,7 @@ fn issue_access_token(
             Vec::new()
         },
     };
-    let token = sign_access_token(&bridge.keys.current(), &claims).map_err(|error| {
-        tracing::error!(%error, "cannot sign an access token");
-        OAuthError::ServerError
-    })?;
+    let token = sign_access_token(&bridge.keys.current(), &claims).map_err(OAuthError::internal)?;
     Ok((
         token,
         IssuedAccessToken {
@@ -159,10 +156,7 @@ fn issue_id_token(
     };
     sign_id_token(&bridge.keys.current(), &claims)
         .map(Some)
-        .map_err(|error| {
-            tracing::error!(%error, "cannot sign an ID token");
-            OAuthError::ServerError
-        })
+        .map_err(OAuthError::internal)
 }
 
 /// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.

@@ -46,10 +46,9 @@ pub(super) async fn revalidate(
         // Issued before re-validation was turned on: the session cannot be checked.
         return Err(refuse(bridge, &family, "no provider session is known for it", now).await);
     };
-    let upstream_token = sealer.open_secret(&name, sealed).map_err(|error| {
-        tracing::error!(%error, family = %family.id, "cannot open the provider's refresh token");
-        OAuthError::ServerError
-    })?;
+    let upstream_token = sealer
+        .open_secret(&name, sealed)
+        .map_err(OAuthError::internal)?;
     let refreshed = match upstream.refresh(&upstream_token, now).await {
         Ok(refreshed) => refreshed,
         Err(UpstreamError::RefreshRefused(reason)) => {
@@ -70,10 +69,8 @@ pub(super) async fn revalidate(
             )
             .await);
         }
-        Err(error) => {
-            tracing::warn!(family = %family.id, %error, "the provider could not re-validate the session; refresh deferred");
-            return Err(OAuthError::TemporarilyUnavailable);
-        }
+        // The refresh is deferred, not refused: the session may well stand.
+        Err(error) => return Err(OAuthError::unavailable(error)),
     };
     store_successor(bridge, sealer, &family, sealed, &refreshed, &name).await?;
     let Some(claims) = &refreshed.claims else {
@@ -107,10 +104,9 @@ async fn store_successor(
     let Some(token) = &refreshed.refresh_token else {
         return Ok(());
     };
-    let sealed = sealer.seal_secret(name, token).map_err(|error| {
-        tracing::error!(%error, "cannot seal the provider's refresh token");
-        OAuthError::ServerError
-    })?;
+    let sealed = sealer
+        .seal_secret(name, token)
+        .map_err(OAuthError::internal)?;
     if !bridge
         .storage
         .replace_upstream_refresh(&family.id, used, sealed)
