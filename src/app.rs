@@ -15,8 +15,7 @@ use crate::http::client_address::TrustedProxies;
 use crate::http::cookies::CookieSigner;
 use crate::http::proxy::settings::ProxyConfig;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
-use crate::http::rate_limit::RateLimiter;
-use crate::http::server::ConnectionLimits;
+use crate::http::server::ServerConfig;
 use crate::http::{AppState, Registration, router};
 use crate::key_rotation::{RotationSchedule, spawn_rotation};
 use crate::local_users::LocalUsers;
@@ -24,9 +23,9 @@ use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::LoginThrottle;
 use crate::oauth::pending_cap::PendingCap;
 use crate::oauth::protected_resource::{ProtectedResource, metadata_path};
-use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
+use crate::rate_limit::RateLimiter;
 use crate::sealing::Sealer;
 use crate::secret::SecretString;
 use crate::storage::settings::StorageBackend;
@@ -44,7 +43,7 @@ use axum::http::{HeaderName, HeaderValue};
 pub struct Service {
     pub router: axum::Router,
     pub bridge: Arc<Bridge>,
-    pub connections: ConnectionLimits,
+    pub server: ServerConfig,
 }
 
 pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Service> {
@@ -87,10 +86,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     .context("client loading was interrupted")??;
     let dcr = &config.oauth.dcr;
     // One policy for both ways a client can arrive unannounced.
-    let redirects = RedirectPolicy::compile(
-        &dcr.allowed_redirect_patterns,
-        &dcr.allowed_redirect_profiles,
-    )?;
+    let redirects = dcr.redirect_policy()?;
     let registration = if dcr.enabled {
         clients = clients.with_registrations(Arc::clone(&storage));
         Some(Arc::new(Registration {
@@ -99,32 +95,18 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
                 max_clients: dcr.max_clients,
                 secret_cost,
             },
-            limiter: RateLimiter::new(dcr.rate_limit.requests, dcr.rate_limit.window.0),
+            limiter: RateLimiter::configured(&dcr.rate_limit),
         }))
     } else {
         None
     };
     let cimd = &config.oauth.cimd;
     if cimd.enabled {
-        let mut root_certificates = Vec::new();
-        for path in &cimd.extra_root_certificates {
-            let pem =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            root_certificates.push(
-                reqwest::Certificate::from_pem(&pem)
-                    .with_context(|| format!("{} is not a PEM certificate", path.display()))?,
-            );
-        }
-        let documents = MetadataDocuments::new(CimdSettings {
-            allowed_hosts: cimd.allowed_hosts.clone(),
-            timeout: cimd.timeout.0,
-            max_bytes: cimd.max_document_bytes,
-            min_cache: cimd.min_cache.0,
-            max_cache: cimd.max_cache.0,
-            root_certificates,
+        let documents = MetadataDocuments::new(CimdSettings::configured(
+            cimd,
             redirects,
-            scopes_supported: config.oauth.scopes_supported.clone(),
-        });
+            config.oauth.scopes_supported.clone(),
+        )?);
         clients = clients.with_metadata_documents(Arc::new(documents));
     }
 
@@ -264,30 +246,15 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             networks: config.server.trusted_proxies.clone(),
             header: config.server.client_address_header,
         }),
-        authorizations: Arc::new(RateLimiter::new(
-            config.oauth.authorize_rate_limit.requests,
-            config.oauth.authorize_rate_limit.window.0,
-        )),
-        document_fetches: cimd.enabled.then(|| {
-            Arc::new(RateLimiter::new(
-                cimd.fetch_rate_limit.requests,
-                cimd.fetch_rate_limit.window.0,
-            ))
-        }),
+        authorizations: Arc::new(RateLimiter::configured(&config.oauth.authorize_rate_limit)),
+        document_fetches: cimd
+            .enabled
+            .then(|| Arc::new(RateLimiter::configured(&cimd.fetch_rate_limit))),
     };
-    let server = &config.server;
     Ok(Service {
         router: router(state),
         bridge,
-        connections: ConnectionLimits {
-            header_timeout: server.header_timeout.0,
-            body_timeout: server.body_timeout.0,
-            idle_timeout: server.idle_timeout.0,
-            max_connections: server.max_connections,
-            max_connections_per_address: server.max_connections_per_address,
-            trusted_proxies: server.trusted_proxies.clone(),
-            shutdown_timeout: server.shutdown_timeout.0,
-        },
+        server: config.server.clone(),
     })
 }
 
@@ -501,7 +468,7 @@ pub async fn serve(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    crate::http::server::serve(listener, service.router, service.connections, shutdown)
+    crate::http::server::serve(listener, service.router, service.server, shutdown)
         .await
         .context("server failed")
 }

@@ -1,7 +1,6 @@
 //! Configuration: YAML with `${VAR}` / `${VAR:-default}` from the environment, human durations,
 //! unknown fields refused, and validation errors that name the field and the problem (README, "Configuration reference").
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,13 +8,16 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::clients::ClientConfig;
+use crate::clients::metadata_documents::CimdConfig;
 pub use crate::duration::ConfigDuration;
 use crate::duration::whole_seconds;
 use crate::http::proxy::settings::ProxyConfig;
+use crate::http::server::ServerConfig;
 use crate::local_users::LocalUserConfig;
 use crate::oauth::login_throttle::ThrottleSettings;
-use crate::oauth::redirect_uri::validate_base_url;
+use crate::oauth::register::DcrConfig;
 use crate::oauth::resource::validate_resource_uri;
+use crate::rate_limit::RateLimitConfig;
 use crate::secret::SecretString;
 use crate::storage::settings::{StorageBackend, StorageConfig};
 use crate::tokens::keys::SigningConfig;
@@ -53,226 +55,42 @@ pub struct Config {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    #[serde(default = "default_address")]
-    pub address: String,
-    /// The issuer identifier; every endpoint lives under it.
-    pub public_url: String,
-    /// Proxies (CIDR networks) whose `X-Forwarded-For`/`Forwarded` name the client's address;
-    /// none by default, so the TCP peer is the client.
-    #[serde(default)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Which header the trusted proxies append to: `x-forwarded-for` or `forwarded`.
-    #[serde(default)]
-    pub client_address_header: crate::http::client_address::ClientAddressHeader,
-    /// From the first byte of a request to the end of its headers.
-    #[serde(default = "default_header_timeout")]
-    pub header_timeout: ConfigDuration,
-    /// From the end of the headers to the end of the body; later is `408`.
-    #[serde(default = "default_body_timeout")]
-    pub body_timeout: ConfigDuration,
-    /// A kept-alive connection with no request, or one whose client stopped reading the
-    /// answer, is closed after this long without a byte moving.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: ConfigDuration,
-    /// Open connections at most; beyond it new ones are closed at once.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Open connections from one address (IPv6 by /64) at most; trusted proxies are not counted.
-    #[serde(default = "default_max_connections_per_address")]
-    pub max_connections_per_address: usize,
-    /// How long shutdown waits for the requests in flight before it closes what is still open.
-    #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: ConfigDuration,
-}
-
-fn default_max_connections_per_address() -> usize {
-    1_000
-}
-fn default_shutdown_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
-
-fn default_header_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(10))
-}
-fn default_body_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
-fn default_idle_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(60))
-}
-fn default_max_connections() -> usize {
-    10_000
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OAuthConfig {
     /// HS256 shared secret, for single-secret setups; exclusive with `signing`.
     pub signing_key: Option<SecretString>,
     pub signing: Option<SigningConfig>,
-    #[serde(default = "default_access_ttl")]
     pub access_token_ttl: ConfigDuration,
-    #[serde(default = "default_refresh_ttl")]
     pub refresh_token_ttl: ConfigDuration,
     /// Absolute lifetime of a refresh-token family, however often it is used.
-    #[serde(default = "default_refresh_max")]
     pub refresh_token_max_lifetime: ConfigDuration,
     /// How long after rotation the previous refresh token may be retried (lost response).
-    #[serde(default = "default_refresh_retry_window")]
     pub refresh_token_retry_window: ConfigDuration,
     /// `aud` of tokens whose request named no `resource`; defaults to `server.public_url`.
     pub audience: Option<String>,
     /// When non-empty, the only `resource` values (RFC 8707) clients may ask for.
-    #[serde(default)]
     pub resources: Vec<String>,
-    #[serde(default = "default_scopes")]
     pub scopes_supported: Vec<String>,
-    #[serde(default)]
     pub clients: Vec<ClientConfig>,
-    #[serde(default)]
     pub dcr: DcrConfig,
-    #[serde(default)]
     pub cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
     /// The built-in user directory, instead of `upstream`.
-    #[serde(default)]
     pub local_users: Vec<LocalUserConfig>,
-    #[serde(default)]
     pub login_throttle: ThrottleSettings,
     /// Bearer tokens that let resource servers call `/oauth/introspect` without being a client.
-    #[serde(default)]
     pub introspection_tokens: Vec<SecretString>,
     /// Identity claims (`email`, `name`, `groups`) every access token carries; the others only
     /// when their scope (`email`, `profile`, `groups`) was granted.
-    #[serde(default = "default_access_token_claims")]
     pub access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
     /// bcrypt cost for the client secrets the bridge hashes: plain ones from this file, and those
     /// it generates at registration. Unknown clients are checked against a hash of this cost.
-    #[serde(default = "default_secret_hash_cost")]
     pub secret_hash_cost: u32,
     /// Authorizations started per client address and window (`/oauth/authorize` requests).
-    #[serde(default = "default_authorize_rate_limit")]
     pub authorize_rate_limit: RateLimitConfig,
     /// Authorizations in flight at most (consent pages shown and sign-ins under way, ten
     /// minutes each at most); beyond, new ones get `503`.
-    #[serde(default = "default_max_pending")]
     pub max_pending_authorizations: usize,
-}
-
-fn default_secret_hash_cost() -> u32 {
-    bcrypt::DEFAULT_COST
-}
-
-fn default_authorize_rate_limit() -> RateLimitConfig {
-    RateLimitConfig {
-        requests: 60,
-        window: ConfigDuration(Duration::from_secs(60)),
-    }
-}
-
-fn default_max_pending() -> usize {
-    20_000
-}
-
-fn default_access_token_claims() -> Vec<crate::oauth::disclosure::IdentityClaim> {
-    vec![crate::oauth::disclosure::IdentityClaim::Groups]
-}
-
-/// Client ID Metadata Documents. Their redirect URIs obey `oauth.dcr`'s patterns and profiles.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CimdConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    /// Hosts that may resolve to private, loopback or link-local addresses.
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    #[serde(default = "default_cimd_timeout")]
-    pub timeout: ConfigDuration,
-    #[serde(default = "default_cimd_max_bytes")]
-    pub max_document_bytes: usize,
-    #[serde(default = "default_cimd_min_cache")]
-    pub min_cache: ConfigDuration,
-    #[serde(default = "default_cimd_max_cache")]
-    pub max_cache: ConfigDuration,
-    /// PEM files of extra certificate authorities to trust for the fetch.
-    #[serde(default)]
-    pub extra_root_certificates: Vec<PathBuf>,
-    /// Documents not yet cached that one client address may have fetched per window.
-    #[serde(default)]
-    pub fetch_rate_limit: RateLimitConfig,
-}
-
-impl Default for CimdConfig {
-    fn default() -> Self {
-        CimdConfig {
-            enabled: false,
-            allowed_hosts: Vec::new(),
-            timeout: default_cimd_timeout(),
-            max_document_bytes: default_cimd_max_bytes(),
-            min_cache: default_cimd_min_cache(),
-            max_cache: default_cimd_max_cache(),
-            extra_root_certificates: Vec::new(),
-            fetch_rate_limit: RateLimitConfig::default(),
-        }
-    }
-}
-
-/// Dynamic Client Registration (RFC 7591).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DcrConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    /// Regular expressions a registered redirect URI must match whole.
-    #[serde(default)]
-    pub allowed_redirect_patterns: Vec<String>,
-    /// Built-in pattern lists by name: claude, cursor, vscode, chatgpt, inspector, loopback.
-    #[serde(default)]
-    pub allowed_redirect_profiles: Vec<String>,
-    /// Registered clients at most; registration is refused beyond it.
-    #[serde(default = "default_dcr_max_clients")]
-    pub max_clients: usize,
-    /// A registered client unused for this long is deleted.
-    #[serde(default = "default_dcr_client_ttl")]
-    pub unused_client_ttl: ConfigDuration,
-    #[serde(default)]
-    pub rate_limit: RateLimitConfig,
-}
-
-impl Default for DcrConfig {
-    fn default() -> Self {
-        DcrConfig {
-            enabled: false,
-            allowed_redirect_patterns: Vec::new(),
-            allowed_redirect_profiles: Vec::new(),
-            max_clients: default_dcr_max_clients(),
-            unused_client_ttl: default_dcr_client_ttl(),
-            rate_limit: RateLimitConfig::default(),
-        }
-    }
-}
-
-/// At most `requests` per source address in each `window`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    #[serde(default = "default_rate_requests")]
-    pub requests: u32,
-    #[serde(default = "default_rate_window")]
-    pub window: ConfigDuration,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            requests: default_rate_requests(),
-            window: default_rate_window(),
-        }
-    }
 }
 
 impl Default for OAuthConfig {
@@ -280,13 +98,15 @@ impl Default for OAuthConfig {
         OAuthConfig {
             signing_key: None,
             signing: None,
-            access_token_ttl: default_access_ttl(),
-            refresh_token_ttl: default_refresh_ttl(),
-            refresh_token_max_lifetime: default_refresh_max(),
-            refresh_token_retry_window: default_refresh_retry_window(),
+            access_token_ttl: ConfigDuration(Duration::from_secs(3600)),
+            refresh_token_ttl: ConfigDuration(Duration::from_secs(30 * 86400)),
+            refresh_token_max_lifetime: ConfigDuration(Duration::from_secs(90 * 86400)),
+            refresh_token_retry_window: ConfigDuration(Duration::from_secs(300)),
             audience: None,
             resources: Vec::new(),
-            scopes_supported: default_scopes(),
+            scopes_supported: ["openid", "profile", "email", "offline_access"]
+                .map(String::from)
+                .to_vec(),
             clients: Vec::new(),
             dcr: DcrConfig::default(),
             cimd: CimdConfig::default(),
@@ -294,57 +114,15 @@ impl Default for OAuthConfig {
             local_users: Vec::new(),
             login_throttle: ThrottleSettings::default(),
             introspection_tokens: Vec::new(),
-            access_token_claims: default_access_token_claims(),
-            secret_hash_cost: default_secret_hash_cost(),
-            authorize_rate_limit: default_authorize_rate_limit(),
-            max_pending_authorizations: default_max_pending(),
+            access_token_claims: vec![crate::oauth::disclosure::IdentityClaim::Groups],
+            secret_hash_cost: bcrypt::DEFAULT_COST,
+            authorize_rate_limit: RateLimitConfig {
+                requests: 60,
+                window: ConfigDuration(Duration::from_secs(60)),
+            },
+            max_pending_authorizations: 20_000,
         }
     }
-}
-
-fn default_cimd_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(5))
-}
-fn default_cimd_max_bytes() -> usize {
-    16 * 1024
-}
-fn default_cimd_min_cache() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(300))
-}
-fn default_cimd_max_cache() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(86400))
-}
-fn default_dcr_max_clients() -> usize {
-    1000
-}
-fn default_dcr_client_ttl() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30 * 86400))
-}
-fn default_rate_requests() -> u32 {
-    10
-}
-fn default_rate_window() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(60))
-}
-fn default_address() -> String {
-    "0.0.0.0:8080".to_owned()
-}
-fn default_access_ttl() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(3600))
-}
-fn default_refresh_ttl() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30 * 86400))
-}
-fn default_refresh_max() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(90 * 86400))
-}
-fn default_refresh_retry_window() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(300))
-}
-fn default_scopes() -> Vec<String> {
-    ["openid", "profile", "email", "offline_access"]
-        .map(String::from)
-        .to_vec()
 }
 
 impl Config {
@@ -408,16 +186,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.storage.validate(&mut problems);
-        if self.server.address.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "server.address: {:?} is not an address like 0.0.0.0:8080",
-                self.server.address
-            ));
-        }
-        if let Err(problem) = validate_base_url(&self.server.public_url) {
-            problems.push(format!("server.public_url: {problem}"));
-        }
-        self.server.validate_connections(&mut problems);
+        self.server.validate(&mut problems);
         self.oauth.validate(&mut problems);
         if let Some(proxy) = &self.proxy {
             proxy.validate(&self.oauth.scopes_supported, &mut problems);
@@ -451,37 +220,6 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
-        }
-    }
-}
-
-impl RateLimitConfig {
-    fn validate(&self, field: &str, problems: &mut Vec<String>) {
-        problems.extend(whole_seconds(&format!("{field}.window"), self.window, 1));
-        if self.requests == 0 {
-            problems.push(format!("{field}.requests: must be above zero"));
-        }
-    }
-}
-
-impl ServerConfig {
-    fn validate_connections(&self, problems: &mut Vec<String>) {
-        for (field, value) in [
-            ("server.header_timeout", &self.header_timeout),
-            ("server.body_timeout", &self.body_timeout),
-            ("server.idle_timeout", &self.idle_timeout),
-        ] {
-            if value.0 < Duration::from_millis(100) {
-                problems.push(format!("{field}: must be at least 100ms"));
-            }
-        }
-        // A semaphore holds the connection slots; far beyond any file-descriptor limit anyway.
-        const MOST: usize = 1_000_000;
-        if self.max_connections == 0 || self.max_connections > MOST {
-            problems.push(format!("server.max_connections: must be from 1 to {MOST}"));
-        }
-        if self.max_connections_per_address == 0 {
-            problems.push("server.max_connections_per_address: must be at least 1".to_owned());
         }
     }
 }
@@ -521,13 +259,6 @@ impl OAuthConfig {
             self.refresh_token_retry_window,
             0,
         ));
-        ttl(
-            "dcr.unused_client_ttl",
-            &self.dcr.unused_client_ttl,
-            problems,
-        );
-        ttl("cimd.min_cache", &self.cimd.min_cache, problems);
-        ttl("cimd.max_cache", &self.cimd.max_cache, problems);
         if self.refresh_token_max_lifetime.0 < self.refresh_token_ttl.0 {
             problems.push(
                 "oauth.refresh_token_max_lifetime: must not be shorter than refresh_token_ttl"
@@ -565,51 +296,18 @@ impl OAuthConfig {
                 ));
             }
         }
-        if self.cimd.enabled {
-            if self.dcr.allowed_redirect_patterns.is_empty()
-                && self.dcr.allowed_redirect_profiles.is_empty()
-            {
-                problems.push(
-                    "oauth.cimd: enabled, but oauth.dcr.allowed_redirect_patterns and allowed_redirect_profiles (which metadata documents obey too) are both empty".to_owned(),
-                );
-            }
-            if self.cimd.min_cache.0 > self.cimd.max_cache.0 {
-                problems.push("oauth.cimd.min_cache: must not exceed max_cache".to_owned());
-            }
-            if self.cimd.timeout.0.is_zero() || self.cimd.max_document_bytes == 0 {
-                problems.push(
-                    "oauth.cimd: timeout and max_document_bytes must be above zero".to_owned(),
-                );
-            }
-            for (i, path) in self.cimd.extra_root_certificates.iter().enumerate() {
-                if !path.is_file() {
-                    problems.push(format!(
-                        "oauth.cimd.extra_root_certificates[{i}]: {} is not a readable file",
-                        path.display()
-                    ));
-                }
-            }
+        // Metadata documents obey registration's redirect policy: it must allow something.
+        if self.cimd.enabled
+            && self.dcr.allowed_redirect_patterns.is_empty()
+            && self.dcr.allowed_redirect_profiles.is_empty()
+        {
+            problems.push(
+                "oauth.cimd: enabled, but oauth.dcr.allowed_redirect_patterns and allowed_redirect_profiles (which metadata documents obey too) are both empty".to_owned(),
+            );
         }
-        if self.dcr.enabled || self.cimd.enabled {
-            match crate::oauth::redirect_policy::RedirectPolicy::compile(
-                &self.dcr.allowed_redirect_patterns,
-                &self.dcr.allowed_redirect_profiles,
-            ) {
-                Ok(policy) if policy.is_empty() => problems.push(
-                    "oauth.dcr: enabled, but allowed_redirect_patterns and allowed_redirect_profiles are both empty, so nothing could register".to_owned(),
-                ),
-                Ok(_) => {}
-                Err(problem) => problems.push(format!("oauth.dcr.{problem}")),
-            }
-            self.dcr
-                .rate_limit
-                .validate("oauth.dcr.rate_limit", problems);
-        }
-        if self.cimd.enabled {
-            self.cimd
-                .fetch_rate_limit
-                .validate("oauth.cimd.fetch_rate_limit", problems);
-        }
+        self.cimd.validate(problems);
+        self.dcr
+            .validate(self.dcr.enabled || self.cimd.enabled, problems);
         self.authorize_rate_limit
             .validate("oauth.authorize_rate_limit", problems);
         if !crate::password_hash::COSTS.contains(&self.secret_hash_cost) {

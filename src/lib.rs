@@ -24,6 +24,8 @@ pub mod local_users;
 pub mod oauth;
 /// bcrypt: how client secrets and passwords are stored and checked.
 pub mod password_hash;
+/// Requests counted per source address and window.
+pub mod rate_limit;
 /// AES-256-GCM for the secrets kept in storage.
 pub mod sealing;
 /// Secret newtypes and constant-time comparison.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,13 +14,92 @@ use url::{Host, Url};
 
 use super::client::Client;
 use crate::clock::UnixTime;
+use crate::duration::{ConfigDuration, whole_seconds};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::registration::{RegistrationRequest, validate_registration};
+use crate::rate_limit::RateLimitConfig;
 
 /// Documents cached at most; past it the cache starts over.
 const MAX_CACHED: usize = 10_000;
 /// Without caching headers a document is kept this long (within the configured bounds).
 const DEFAULT_CACHE: Duration = Duration::from_secs(3600);
+
+/// `oauth.cimd`: Client ID Metadata Documents. Their redirect URIs obey `oauth.dcr`'s patterns
+/// and profiles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CimdConfig {
+    pub enabled: bool,
+    /// Hosts that may resolve to private, loopback or link-local addresses.
+    pub allowed_hosts: Vec<String>,
+    pub timeout: ConfigDuration,
+    pub max_document_bytes: usize,
+    pub min_cache: ConfigDuration,
+    pub max_cache: ConfigDuration,
+    /// PEM files of extra certificate authorities to trust for the fetch.
+    pub extra_root_certificates: Vec<PathBuf>,
+    /// Documents not yet cached that one client address may have fetched per window.
+    pub fetch_rate_limit: RateLimitConfig,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        CimdConfig {
+            enabled: false,
+            allowed_hosts: Vec::new(),
+            timeout: ConfigDuration(Duration::from_secs(5)),
+            max_document_bytes: 16 * 1024,
+            min_cache: ConfigDuration(Duration::from_secs(300)),
+            max_cache: ConfigDuration(Duration::from_secs(86400)),
+            extra_root_certificates: Vec::new(),
+            fetch_rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+impl CimdConfig {
+    /// Problems of `oauth.cimd`, with their field paths.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        for (name, value) in [("min_cache", self.min_cache), ("max_cache", self.max_cache)] {
+            problems.extend(whole_seconds(&format!("oauth.cimd.{name}"), value, 1));
+        }
+        if !self.enabled {
+            return;
+        }
+        if self.min_cache.0 > self.max_cache.0 {
+            problems.push("oauth.cimd.min_cache: must not exceed max_cache".to_owned());
+        }
+        if self.timeout.0.is_zero() || self.max_document_bytes == 0 {
+            problems
+                .push("oauth.cimd: timeout and max_document_bytes must be above zero".to_owned());
+        }
+        for (i, path) in self.extra_root_certificates.iter().enumerate() {
+            if !path.is_file() {
+                problems.push(format!(
+                    "oauth.cimd.extra_root_certificates[{i}]: {} is not a readable file",
+                    path.display()
+                ));
+            }
+        }
+        self.fetch_rate_limit
+            .validate("oauth.cimd.fetch_rate_limit", problems);
+    }
+}
+
+/// An extra certificate authority that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a PEM certificate")]
+    NotPem {
+        path: PathBuf,
+        source: reqwest::Error,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub struct CimdSettings {
@@ -166,6 +246,41 @@ fn cache_lifetime(header: Option<&str>, min: Duration, max: Duration) -> Duratio
         }
     }
     lifetime.clamp(min, max)
+}
+
+impl CimdSettings {
+    /// The running settings of `config`: its certificate authorities loaded, with the redirect
+    /// policy registrations share and the scopes the bridge supports.
+    pub fn configured(
+        config: &CimdConfig,
+        redirects: RedirectPolicy,
+        scopes_supported: Vec<String>,
+    ) -> Result<CimdSettings, CertificateError> {
+        let mut root_certificates = Vec::new();
+        for path in &config.extra_root_certificates {
+            let pem = std::fs::read(path).map_err(|source| CertificateError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|source| {
+                CertificateError::NotPem {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            root_certificates.push(certificate);
+        }
+        Ok(CimdSettings {
+            allowed_hosts: config.allowed_hosts.clone(),
+            timeout: config.timeout.0,
+            max_bytes: config.max_document_bytes,
+            min_cache: config.min_cache.0,
+            max_cache: config.max_cache.0,
+            root_certificates,
+            redirects,
+            scopes_supported,
+        })
+    }
 }
 
 impl MetadataDocuments {

@@ -8,12 +8,12 @@ use url::Url;
 use super::client_address::ClientAddress;
 use super::pages::{error_page, redirect};
 use super::params::parse_query;
-use super::rate_limit::bucket_of;
 use super::{AppState, cookies};
 use crate::oauth::authorize::{
     AuthorizationStep, AuthorizeError, UpstreamRedirect, binding_cookie_name, start_authorization,
 };
 use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
+use crate::rate_limit::bucket_of;
 
 pub const CONSENT_PURPOSE: &str = "consent";
 pub const REMEMBER_PURPOSE: &str = "remember";

@@ -12,11 +12,11 @@ use super::callback::signed_in_response;
 use super::client_address::ClientAddress;
 use super::pages::{error_page, login_page};
 use super::params::{parse_query, read_form};
-use super::rate_limit::bucket_of;
 use super::{AppState, cookies};
 use crate::oauth::authorize::AuthorizeError;
 use crate::oauth::login::{LoginOutcome, cancel_login, check_sign_in, submit_login};
 use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
+use crate::rate_limit::bucket_of;
 use crate::secret::SecretString;
 use crate::tokens::TokenHash;
 

@@ -13,7 +13,6 @@ mod login;
 pub mod pages;
 pub mod params;
 pub mod proxy;
-pub mod rate_limit;
 mod register;
 mod revoke;
 pub mod server;
@@ -53,9 +52,9 @@ pub struct AppState {
     /// Whose forwarding headers name the client's address.
     pub trusted_proxies: Arc<client_address::TrustedProxies>,
     /// Metadata documents fetched per client address, when they are on.
-    pub document_fetches: Option<Arc<rate_limit::RateLimiter>>,
+    pub document_fetches: Option<Arc<crate::rate_limit::RateLimiter>>,
     /// Authorizations started per client address.
-    pub authorizations: Arc<rate_limit::RateLimiter>,
+    pub authorizations: Arc<crate::rate_limit::RateLimiter>,
 }
 
 impl AppState {
@@ -75,7 +74,7 @@ impl AppState {
             return Ok(());
         }
         limiter
-            .check(address.ip.map(rate_limit::bucket_of), now)
+            .check(address.ip.map(crate::rate_limit::bucket_of), now)
             .map_err(|retry_after| {
                 tracing::info!(address = ?address.ip, "client metadata document fetch rate limited");
                 crate::oauth::OAuthError::TooManyRequests {
@@ -88,7 +87,7 @@ impl AppState {
 
 pub struct Registration {
     pub policy: crate::oauth::register::RegistrationPolicy,
-    pub limiter: rate_limit::RateLimiter,
+    pub limiter: crate::rate_limit::RateLimiter,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -285,7 +284,7 @@ mod tests {
             proxy: None,
             trusted_proxies: Default::default(),
             document_fetches: None,
-            authorizations: Arc::new(super::rate_limit::RateLimiter::new(
+            authorizations: Arc::new(crate::rate_limit::RateLimiter::new(
                 1000,
                 std::time::Duration::from_secs(60),
             )),
@@ -366,13 +365,13 @@ mod tests {
             cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
             registration: Some(Arc::new(super::Registration {
                 policy,
-                limiter: super::rate_limit::RateLimiter::new(2, std::time::Duration::from_secs(60)),
+                limiter: crate::rate_limit::RateLimiter::new(2, std::time::Duration::from_secs(60)),
             })),
             protected_resources: vec![],
             proxy: None,
             trusted_proxies: Default::default(),
             document_fetches: None,
-            authorizations: Arc::new(super::rate_limit::RateLimiter::new(
+            authorizations: Arc::new(crate::rate_limit::RateLimiter::new(
                 1000,
                 std::time::Duration::from_secs(60),
             )),

@@ -10,10 +10,10 @@ use super::AppState;
 use super::client_address::ClientAddress;
 use super::error::{limit_response, oauth_error_response};
 use super::params::{MAX_FORM_BYTES, read_body};
-use super::rate_limit::bucket_of;
 use crate::oauth::OAuthError;
 use crate::oauth::register::{RegistrationError, register};
 use crate::oauth::registration::RegistrationRequest;
+use crate::rate_limit::bucket_of;
 
 pub async fn register_post(State(state): State<AppState>, request: Request) -> Response {
     let Some(registration) = state.registration.as_ref() else {

@@ -28,33 +28,102 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use super::rate_limit::bucket_of;
+use serde::Deserialize;
 
-/// How long each part of a connection's life may take, and how many there may be.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    /// Connections from one address (IPv6 by /64) at most, so that one client cannot take them
-    /// all; the trusted proxies, which carry everybody's, are not counted.
-    pub max_connections_per_address: usize,
+use super::client_address::ClientAddressHeader;
+use crate::duration::ConfigDuration;
+use crate::oauth::redirect_uri::validate_base_url;
+use crate::rate_limit::bucket_of;
+
+/// `server`: where the bridge listens, what it is called, and how long each part of a
+/// connection's life may take and how many there may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// The issuer identifier; every endpoint lives under it.
+    pub public_url: String,
+    /// Proxies (CIDR networks) whose `X-Forwarded-For`/`Forwarded` name the client's address;
+    /// none by default, so the TCP peer is the client.
+    #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// How long shutdown waits for requests in flight (streams never end by themselves).
-    pub shutdown_timeout: Duration,
+    /// Which header the trusted proxies append to: `x-forwarded-for` or `forwarded`.
+    #[serde(default)]
+    pub client_address_header: ClientAddressHeader,
+    /// From the first byte of a request to the end of its headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: ConfigDuration,
+    /// From the end of the headers to the end of the body; later is `408`.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: ConfigDuration,
+    /// A kept-alive connection with no request, or one whose client stopped reading the
+    /// answer, is closed after this long without a byte moving.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+    /// Open connections at most; beyond it new ones are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one address (IPv6 by /64) at most; trusted proxies are not counted.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// How long shutdown waits for the requests in flight before it closes what is still open.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: ConfigDuration,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
-            max_connections_per_address: 1_000,
-            trusted_proxies: Vec::new(),
-            shutdown_timeout: Duration::from_secs(30),
+fn default_max_connections_per_address() -> usize {
+    1_000
+}
+fn default_shutdown_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+fn default_header_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_body_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_address() -> String {
+    "0.0.0.0:8080".to_owned()
+}
+
+impl ServerConfig {
+    /// Problems of `server`, with their field paths.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.address.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.address: {:?} is not an address like 0.0.0.0:8080",
+                self.address
+            ));
+        }
+        if let Err(problem) = validate_base_url(&self.public_url) {
+            problems.push(format!("server.public_url: {problem}"));
+        }
+        for (field, value) in [
+            ("server.header_timeout", &self.header_timeout),
+            ("server.body_timeout", &self.body_timeout),
+            ("server.idle_timeout", &self.idle_timeout),
+        ] {
+            if value.0 < Duration::from_millis(100) {
+                problems.push(format!("{field}: must be at least 100ms"));
+            }
+        }
+        // A semaphore holds the connection slots; far beyond any file-descriptor limit anyway.
+        const MOST: usize = 1_000_000;
+        if self.max_connections == 0 || self.max_connections > MOST {
+            problems.push(format!("server.max_connections: must be from 1 to {MOST}"));
+        }
+        if self.max_connections_per_address == 0 {
+            problems.push("server.max_connections_per_address: must be at least 1".to_owned());
         }
     }
 }
@@ -128,7 +197,7 @@ impl Drop for AddressSlot {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ConnectionLimits,
+    limits: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = Arc::new(limits);
@@ -207,7 +276,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     drop(done_rx);
-    if tokio::time::timeout(limits.shutdown_timeout, done_tx.closed())
+    if tokio::time::timeout(limits.shutdown_timeout.0, done_tx.closed())
         .await
         .is_err()
     {
@@ -233,7 +302,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
-    limits: Arc<ConnectionLimits>,
+    limits: Arc<ServerConfig>,
     _slots: (OwnedSemaphorePermit, Option<AddressSlot>),
     mut signals: Signals,
 ) {
@@ -243,7 +312,7 @@ async fn serve_connection(
         activity: Arc::clone(&activity),
     });
     let service_activity = Arc::clone(&activity);
-    let body_timeout = limits.body_timeout;
+    let body_timeout = limits.body_timeout.0;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let router = router.clone();
         let guard = service_activity.request_started();
@@ -265,7 +334,7 @@ async fn serve_connection(
     builder
         .max_buf_size(MAX_HEAD_BYTES)
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout);
+        .header_read_timeout(limits.idle_timeout.0);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;
@@ -393,25 +462,25 @@ impl Activity {
 
     /// When a deadline could next have passed (never sooner than a moment from now, so that a
     /// check that finds nothing overdue does not spin).
-    fn next_check(&self, limits: &ConnectionLimits) -> Instant {
+    fn next_check(&self, limits: &ServerConfig) -> Instant {
         let now = Instant::now();
         let next = if !self.first_request_seen.load(Ordering::Acquire) {
-            self.started + limits.header_timeout
+            self.started + limits.header_timeout.0
         } else if self.in_flight.load(Ordering::Acquire) > 0
             && self.write_blocked.load(Ordering::Relaxed)
         {
-            self.at(self.last_moved.load(Ordering::Relaxed)) + limits.idle_timeout
+            self.at(self.last_moved.load(Ordering::Relaxed)) + limits.idle_timeout.0
         } else {
             // Only a write that blocks can become overdue now; it is looked at again later.
-            now + limits.idle_timeout
+            now + limits.idle_timeout.0
         };
         next.max(now + Duration::from_millis(10))
     }
 
     /// Why the connection should close now, if it should.
-    fn overdue(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+    fn overdue(&self, limits: &ServerConfig) -> Option<&'static str> {
         if !self.first_request_seen.load(Ordering::Acquire) {
-            return (self.started.elapsed() >= limits.header_timeout)
+            return (self.started.elapsed() >= limits.header_timeout.0)
                 .then_some("the first request's headers were too slow");
         }
         let silent_for = Instant::now()
@@ -419,7 +488,7 @@ impl Activity {
         // An answer in progress may take its time, as long as the client takes what it sends.
         (self.in_flight.load(Ordering::Acquire) > 0
             && self.write_blocked.load(Ordering::Relaxed)
-            && silent_for >= limits.idle_timeout)
+            && silent_for >= limits.idle_timeout.0)
             .then_some("the client stopped reading")
     }
 }

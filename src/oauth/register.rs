@@ -2,15 +2,81 @@
 //! credentials, store it. Registered clients are public or confidential by
 //! `token_endpoint_auth_method`, and always need the user's consent at /oauth/authorize.
 
-use serde::Serialize;
+use std::time::Duration;
 
-use super::redirect_policy::RedirectPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::redirect_policy::{PolicyError, RedirectPolicy};
 use super::registration::{RegistrationRequest, validate_registration};
 use super::{Bridge, OAuthError, scope};
 use crate::clock::UnixTime;
+use crate::duration::{ConfigDuration, whole_seconds};
+use crate::rate_limit::RateLimitConfig;
 use crate::secret::SecretString;
 use crate::storage::RegisteredClient;
 use crate::tokens::opaque::random_string;
+
+/// `oauth.dcr`: Dynamic Client Registration (RFC 7591). Its redirect patterns and profiles
+/// also bound the clients that metadata documents describe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DcrConfig {
+    pub enabled: bool,
+    /// Regular expressions a registered redirect URI must match whole.
+    pub allowed_redirect_patterns: Vec<String>,
+    /// Built-in pattern lists by name: claude, cursor, vscode, chatgpt, inspector, loopback.
+    pub allowed_redirect_profiles: Vec<String>,
+    /// Registered clients at most; registration is refused beyond it.
+    pub max_clients: usize,
+    /// A registered client unused for this long is deleted.
+    pub unused_client_ttl: ConfigDuration,
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for DcrConfig {
+    fn default() -> Self {
+        DcrConfig {
+            enabled: false,
+            allowed_redirect_patterns: Vec::new(),
+            allowed_redirect_profiles: Vec::new(),
+            max_clients: 1000,
+            unused_client_ttl: ConfigDuration(Duration::from_secs(30 * 86400)),
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+impl DcrConfig {
+    /// The one redirect policy for clients that arrive unannounced, registered or described by
+    /// a metadata document.
+    pub fn redirect_policy(&self) -> Result<RedirectPolicy, PolicyError> {
+        RedirectPolicy::compile(
+            &self.allowed_redirect_patterns,
+            &self.allowed_redirect_profiles,
+        )
+    }
+
+    /// Problems of `oauth.dcr`, with their field paths; `policy_needed` when registration or
+    /// metadata documents will use the redirect policy.
+    pub fn validate(&self, policy_needed: bool, problems: &mut Vec<String>) {
+        problems.extend(whole_seconds(
+            "oauth.dcr.unused_client_ttl",
+            self.unused_client_ttl,
+            1,
+        ));
+        if !policy_needed {
+            return;
+        }
+        match self.redirect_policy() {
+            Ok(policy) if policy.is_empty() => problems.push(
+                "oauth.dcr: enabled, but allowed_redirect_patterns and allowed_redirect_profiles are both empty, so nothing could register".to_owned(),
+            ),
+            Ok(_) => {}
+            Err(problem) => problems.push(format!("oauth.dcr.{problem}")),
+        }
+        self.rate_limit.validate("oauth.dcr.rate_limit", problems);
+    }
+}
 
 /// Registration settings derived from `oauth.dcr`.
 #[derive(Debug, Clone)]

@@ -1,11 +1,42 @@
-//! A fixed-window request counter per source address, for endpoints anyone may call.
+//! A fixed-window request counter per source address, for endpoints anyone may call, and the
+//! setting that sizes one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::clock::UnixTime;
+use crate::duration::{ConfigDuration, whole_seconds};
+
+/// At most `requests` per source address in each `window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub requests: u32,
+    pub window: ConfigDuration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests: 10,
+            window: ConfigDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Problems of the setting at `field`, with their path.
+    pub fn validate(&self, field: &str, problems: &mut Vec<String>) {
+        problems.extend(whole_seconds(&format!("{field}.window"), self.window, 1));
+        if self.requests == 0 {
+            problems.push(format!("{field}.requests: must be above zero"));
+        }
+    }
+}
 
 /// Addresses tracked at most; beyond it, finished windows are dropped first, then the oldest
 /// tenth (whose addresses start afresh: under such a flood that is the lesser harm).
@@ -32,6 +63,10 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    pub fn configured(config: &RateLimitConfig) -> Self {
+        RateLimiter::new(config.requests, config.window.0)
+    }
+
     pub fn new(max_requests: u32, window: Duration) -> Self {
         RateLimiter {
             max_requests,
