@@ -231,7 +231,10 @@ async fn refresh_once(bridge: &Bridge, refresh: &str, now: UnixTime) -> anyhow::
     let response = exchange(bridge, &public(), &params, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(response.refresh_token.unwrap_or_default())
+    Ok(response
+        .refresh_token
+        .map(|token| token.expose().to_owned())
+        .unwrap_or_default())
 }
 
 /// Sequential refresh grants and code exchanges on the bridge's storage.
@@ -252,7 +255,7 @@ async fn storage_figures(name: &str, bridge: &Bridge, rounds: u32) -> anyhow::Re
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     let started = Instant::now();
     for _ in 0..rounds {
-        let (code, hash) = generate_token();
+        let (code, hash): (String, _) = generate_token();
         bridge
             .storage
             .put_code(

@@ -33,33 +33,67 @@ impl<'de> Deserialize<'de> for SecretString {
     }
 }
 
-/// A one-time value the bridge keeps only to finish a flow it started (the PKCE verifier and the
-/// nonce of a sign-in at the provider): stored with the flow, never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FlowSecret(String);
+/// A credential that travels as text: (de)serialised as the plain string it is (records and
+/// responses keep their shape), shown by `expose` only, never by `Debug`, and of its own type so
+/// that one kind cannot be passed where another is expected.
+macro_rules! credential {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl FlowSecret {
-    pub fn new(value: impl Into<String>) -> Self {
-        FlowSecret(value.into())
-    }
+        impl $name {
+            pub fn new(value: impl Into<String>) -> Self {
+                $name(value.into())
+            }
 
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                $name(value)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                $name::new(value)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
 }
 
-impl From<&str> for FlowSecret {
-    fn from(value: &str) -> Self {
-        FlowSecret::new(value)
-    }
-}
+credential!(
+    /// A one-time value the bridge keeps only to finish a flow it started (the PKCE verifier and
+    /// the nonce of a sign-in at the provider): stored with the flow, never printed.
+    FlowSecret
+);
 
-impl std::fmt::Debug for FlowSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FlowSecret(<redacted>)")
-    }
-}
+credential!(
+    /// An authorization code we issued (RFC 6749 §4.1.2): travels once to the client, is stored
+    /// only as its hash.
+    AuthorizationCode
+);
+
+credential!(
+    /// A refresh token we issued (RFC 6749 §1.5): handed to the client, stored only as its hash.
+    RefreshToken
+);
+
+credential!(
+    /// The PKCE `code_verifier` a client presents at the token endpoint (RFC 7636 §4.5).
+    CodeVerifier
+);
 
 /// Compares two byte strings without leaking, through timing, where they first differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -79,6 +113,27 @@ mod tests {
         assert_eq!(stored, "\"verifier-0123456789\"");
         let read: FlowSecret = serde_json::from_str(&stored).unwrap();
         assert_eq!(read.expose(), "verifier-0123456789");
+    }
+
+    #[test]
+    fn no_credential_prints_itself() {
+        let code = AuthorizationCode::new("code-0123456789");
+        let refresh = RefreshToken::new("refresh-0123456789");
+        let verifier = CodeVerifier::new("verifier-0123456789");
+        for printed in [
+            format!("{code:?}"),
+            format!("{refresh:?}"),
+            format!("{verifier:?}"),
+        ] {
+            assert!(!printed.contains("0123456789"), "{printed}");
+            assert!(printed.ends_with("(<redacted>)"), "{printed}");
+        }
+        assert_eq!(format!("{refresh:?}"), "RefreshToken(<redacted>)");
+        // A response or record holds the plain string, as before the types existed.
+        assert_eq!(
+            serde_json::to_string(&Some(refresh)).unwrap(),
+            "\"refresh-0123456789\""
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
             )));
         }
         if !value.is_empty() {
-            params.0.insert(name.into_owned(), value.into_owned());
+            params.insert(name, value);
         }
     }
     Ok(params)
@@ -104,7 +104,7 @@ mod tests {
     fn oversized_query_is_refused() {
         let err = parse_query(Some(&"a".repeat(MAX_QUERY_BYTES + 1))).unwrap_err();
         assert_eq!(err, OAuthError::invalid_request("the request is too large"));
-        assert!(parse_query(None).unwrap().0.is_empty());
+        assert!(parse_query(None).unwrap().is_empty());
     }
 
     #[test]

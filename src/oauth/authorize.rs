@@ -258,7 +258,7 @@ pub async fn start_authorization(
         match remembered {
             Some(subject) => Consent::Remembered { subject },
             None => {
-                let (token, token_hash) = generate_token();
+                let (token, token_hash): (String, _) = generate_token();
                 let client_id = request.client_id.clone();
                 let pending_consent = ConsentRequest {
                     request,
@@ -288,7 +288,7 @@ pub async fn continue_upstream(
     consent: Consent,
     now: UnixTime,
 ) -> Result<UpstreamRedirect, AuthorizeError> {
-    let (upstream_state, state_hash) = generate_token();
+    let (upstream_state, state_hash): (String, _) = generate_token();
     let nonce = random_string(32);
     let upstream_verifier = random_string(32);
     let url = sign_in_url(
@@ -299,7 +299,7 @@ pub async fn continue_upstream(
         &upstream_verifier,
     )
     .map_err(|error| ClientRedirect::error(&request, error))?;
-    let (binding, binding_hash) = generate_token();
+    let (binding, binding_hash): (String, _) = generate_token();
     let pending = PendingAuthorization {
         request,
         consent,
@@ -392,8 +392,8 @@ mod tests {
         ]);
         for (name, value) in overrides {
             match value {
-                Some(v) => params.0.insert((*name).to_owned(), (*v).to_owned()),
-                None => params.0.remove(*name),
+                Some(v) => params.insert(*name, *v),
+                None => params.remove(name),
             };
         }
         params

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::clock::UnixTime;
 use crate::identity::Identity;
-use crate::secret::SecretString;
+use crate::secret::{AuthorizationCode, SecretString};
 use crate::storage::{
     AuthorizationCodeRecord, Consent, ConsentGrant, PendingAuthorization, PendingTake,
 };
@@ -202,7 +202,7 @@ pub async fn finish_sign_in(
         }
     };
 
-    let (code, code_hash) = generate_token();
+    let (code, code_hash): (AuthorizationCode, _) = generate_token();
     let mut record = code_record(pending, identity, user.auth_time, now);
     if let Some(sealer) = &bridge.revalidation {
         match &user.upstream_refresh {
@@ -224,7 +224,7 @@ pub async fn finish_sign_in(
         .await
         .map_err(|e| redirect(e.into()))?;
     tracing::info!(client_id, "user signed in; authorization code issued");
-    let mut response = vec![("code", code.as_str())];
+    let mut response = vec![("code", code.expose())];
     if let Some(state) = &pending.request.client_state {
         response.push(("state", state));
     }

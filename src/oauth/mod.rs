@@ -71,9 +71,22 @@ pub const REMEMBERED_CONSENT_TTL: Duration = Duration::from_secs(90 * 86400);
 /// Request parameters after the HTTP layer refused repeats; empty values count as absent
 /// (RFC 6749 §3.1).
 #[derive(Debug, Default, Clone)]
-pub struct Params(pub HashMap<String, String>);
+pub struct Params(HashMap<String, String>);
 
 impl Params {
+    /// Sets `name`; the HTTP layer refuses a repeated parameter before it gets here.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

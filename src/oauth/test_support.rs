@@ -15,7 +15,7 @@ use super::{Bridge, OAuthError, Params, Settings, SignIn};
 use crate::clients::ClientConfig;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, FixedClock, UnixTime};
-use crate::secret::SecretString;
+use crate::secret::{RefreshToken, SecretString};
 use crate::storage::{MemoryStorage, PendingAuthorization, PendingTake};
 use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
 use crate::tokens::keys::{KeyRing, SigningKey};
@@ -325,7 +325,7 @@ impl Harness {
     ) -> Result<SignedIn, AuthorizeError> {
         let mut params = Params::from([("state", login.state.as_str())]);
         for (k, v) in extra {
-            params.0.insert((*k).into(), (*v).into());
+            params.insert(*k, *v);
         }
         complete_authorization(&self.bridge, &params, Some(&login.binding), self.now()).await
     }
@@ -368,7 +368,7 @@ impl Harness {
             ("code_verifier", VERIFIER),
         ]);
         for (k, v) in overrides {
-            params.0.insert((*k).into(), (*v).into());
+            params.insert(*k, *v);
         }
         let credentials = ClientCredentials {
             client_id: client_id.into(),
@@ -389,20 +389,24 @@ impl Harness {
     pub async fn refresh_as(
         &self,
         credentials: &ClientCredentials,
-        refresh_token: &str,
+        refresh_token: &(impl TokenText + ?Sized),
         extra: &[(&str, &str)],
     ) -> Result<TokenResponse, OAuthError> {
+        let refresh_token = refresh_token.text();
         let mut params = Params::from([
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ]);
         for (k, v) in extra {
-            params.0.insert((*k).into(), (*v).into());
+            params.insert(*k, *v);
         }
         exchange(&self.bridge, credentials, &params, self.now()).await
     }
 
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OAuthError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &(impl TokenText + ?Sized),
+    ) -> Result<TokenResponse, OAuthError> {
         self.refresh_as(&public_credentials(), refresh_token, &[])
             .await
     }
@@ -416,5 +420,28 @@ impl Harness {
             self.now(),
         )
         .unwrap()
+    }
+}
+
+/// A refresh token as a test holds it: the type the bridge returned, or text the test made up.
+pub trait TokenText {
+    fn text(&self) -> &str;
+}
+
+impl TokenText for str {
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+impl TokenText for String {
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+impl TokenText for RefreshToken {
+    fn text(&self) -> &str {
+        self.expose()
     }
 }

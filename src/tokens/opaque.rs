@@ -27,10 +27,10 @@ impl std::fmt::Debug for TokenHash {
 }
 
 /// A fresh random credential (base64url of 32 random bytes) and its hash.
-pub fn generate_token() -> (String, TokenHash) {
+pub fn generate_token<T: From<String>>() -> (T, TokenHash) {
     let token = random_string(32);
     let hash = TokenHash::of(&token);
-    (token, hash)
+    (T::from(token), hash)
 }
 
 /// base64url of `bytes` random bytes; for identifiers that are not secrets too (jti, family ids).
@@ -46,8 +46,8 @@ mod tests {
 
     #[test]
     fn tokens_carry_256_bits_and_are_distinct() {
-        let (a, hash_a) = generate_token();
-        let (b, _) = generate_token();
+        let (a, hash_a): (String, _) = generate_token();
+        let (b, _): (String, _) = generate_token();
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
         assert_ne!(a, b);
         assert_eq!(TokenHash::of(&a), hash_a);

@@ -2,10 +2,12 @@
 //! client, redirect URI, PKCE challenge, resource and scope. A replayed code revokes what the
 //! first redemption issued (RFC 6749 §4.1.2, RFC 9700 §4.5).
 
+use super::request::CodeGrant;
 use super::{Grant, TokenResponse, check_resource, issue_access_token, issue_id_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
-use crate::oauth::{Bridge, Cause, GrantType, OAuthError, Params, pkce, scope};
+use crate::oauth::{Bridge, Cause, GrantType, OAuthError, pkce, scope};
+use crate::secret::CodeVerifier;
 use crate::storage::{AuthorizationCodeRecord, CodeRedemption};
 use crate::tokens::TokenHash;
 use crate::tokens::generate_token;
@@ -15,10 +17,9 @@ use crate::tokens::refresh::{IssuedAccessToken, RefreshFamily};
 pub(super) async fn exchange(
     bridge: &Bridge,
     client: &Client,
-    params: &Params,
+    request: &CodeGrant<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let code = params.require("code")?;
     let refresh = client
         .allows_grant(GrantType::RefreshToken)
         .then(generate_token);
@@ -31,7 +32,7 @@ pub(super) async fn exchange(
     // Runs inside the storage's atomic redemption, so it only checks and builds; the signing
     // happens once the grant is stored.
     let mut issue = |record: &AuthorizationCodeRecord| {
-        let outcome = check_request(params, record);
+        let outcome = check_request(request, record);
         let family = outcome.is_ok().then(|| {
             new_family(
                 bridge,
@@ -50,7 +51,12 @@ pub(super) async fn exchange(
     };
     let redemption = bridge
         .storage
-        .redeem_code(&TokenHash::of(code), &client.id, now, &mut issue)
+        .redeem_code(
+            &TokenHash::of(request.code.expose()),
+            &client.id,
+            now,
+            &mut issue,
+        )
         .await?;
     let record = match redemption {
         CodeRedemption::Redeemed(record) => record,
@@ -108,8 +114,11 @@ pub(super) async fn exchange(
 }
 
 /// Everything the token request must prove about the code it presents.
-fn check_request(params: &Params, record: &AuthorizationCodeRecord) -> Result<(), OAuthError> {
-    match params.get("redirect_uri") {
+fn check_request(
+    request: &CodeGrant<'_>,
+    record: &AuthorizationCodeRecord,
+) -> Result<(), OAuthError> {
+    match request.redirect_uri {
         Some(given) if given == record.redirect_uri => {}
         None if !record.redirect_uri_given => {}
         Some(_) => {
@@ -119,8 +128,11 @@ fn check_request(params: &Params, record: &AuthorizationCodeRecord) -> Result<()
         }
         None => return Err(OAuthError::invalid_request("redirect_uri is required")),
     }
-    pkce::verify(params.get("code_verifier"), &record.code_challenge)?;
-    check_resource(params, &record.audience)
+    pkce::verify(
+        request.code_verifier.as_ref().map(CodeVerifier::expose),
+        &record.code_challenge,
+    )?;
+    check_resource(request.resource, &record.audience)
 }
 
 fn new_family(
@@ -171,7 +183,7 @@ mod tests {
         assert_eq!(tokens.token_type, "Bearer");
         assert_eq!(tokens.expires_in, 3600);
         assert_eq!(tokens.scope, "openid email");
-        assert_eq!(tokens.refresh_token.as_ref().unwrap().len(), 43);
+        assert_eq!(tokens.refresh_token.as_ref().unwrap().expose().len(), 43);
         let claims = harness.verify_access_token(&tokens.access_token);
         assert_eq!(claims.aud, "https://mcp.example.com/mcp");
         assert_eq!(claims.client_id, PUBLIC_CLIENT);

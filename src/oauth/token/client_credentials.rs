@@ -2,11 +2,12 @@
 //! No user is involved, so `sub` is the client, no refresh token or ID token is issued, and
 //! the scopes that describe a user are not granted.
 
+use super::request::ClientCredentialsGrant;
 use super::{Grant, TokenResponse, issue_access_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
-use crate::oauth::{Bridge, OAuthError, Params, resource, scope};
+use crate::oauth::{Bridge, OAuthError, resource, scope};
 use crate::tokens::opaque::random_string;
 
 /// Scopes that only mean something for a signed-in user.
@@ -15,7 +16,7 @@ const USER_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub(super) async fn exchange(
     bridge: &Bridge,
     client: &Client,
-    params: &Params,
+    request: &ClientCredentialsGrant<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
     if client.is_public() {
@@ -29,7 +30,7 @@ pub(super) async fn exchange(
         .into_iter()
         .filter(|s| !USER_SCOPES.contains(&s.as_str()))
         .collect();
-    if let Some(requested) = params.get("scope") {
+    if let Some(requested) = request.scope {
         if let Some(user_scope) = scope::parse(requested)?
             .iter()
             .find(|s| USER_SCOPES.contains(&s.as_str()))
@@ -39,8 +40,8 @@ pub(super) async fn exchange(
             ));
         }
     }
-    let granted = scope::resolve(params.get("scope"), &allowed)?;
-    let audience = resource::resolve_audience(&bridge.settings, params.get("resource"))?;
+    let granted = scope::resolve(request.scope, &allowed)?;
+    let audience = resource::resolve_audience(&bridge.settings, request.resource)?;
     let identity = Identity {
         subject: client.id.clone(),
         email: None,

@@ -4,6 +4,7 @@
 mod authorization_code;
 mod client_credentials;
 mod refresh_token;
+mod request;
 mod revalidation;
 
 use serde::Serialize;
@@ -12,9 +13,10 @@ use super::disclosure::{self, IdentityClaim};
 use super::{Bridge, GrantType, OAuthError, Params, for_log, scope};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
-use crate::secret::SecretString;
+use crate::secret::{RefreshToken, SecretString};
 use crate::tokens::jwt::{AccessTokenClaims, IdTokenClaims, sign_access_token, sign_id_token};
 use crate::tokens::refresh::IssuedAccessToken;
+use request::TokenRequest;
 
 /// The client as it identified itself: by HTTP Basic, by body parameters, or (public) by id only.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<RefreshToken>,
     pub scope: String,
     /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,24 +53,21 @@ pub async fn exchange(
         .clients
         .authenticate(&credentials.client_id, credentials.secret.as_ref(), now)
         .await?;
-    let grant_name = params.require("grant_type")?;
-    let grant = GrantType::parse(grant_name).ok_or_else(|| {
-        OAuthError::UnsupportedGrantType(
-            format!("grant_type {:?} is not supported", for_log(grant_name)).into(),
-        )
-    })?;
+    let grant = request::grant_type(params)?;
     if !client.allows_grant(grant) {
         return Err(OAuthError::UnauthorizedClient(
             format!("this client may not use {}", grant.as_str()).into(),
         ));
     }
-    match grant {
-        GrantType::AuthorizationCode => {
-            authorization_code::exchange(bridge, &client, params, now).await
+    match TokenRequest::read(grant, params)? {
+        TokenRequest::AuthorizationCode(request) => {
+            authorization_code::exchange(bridge, &client, &request, now).await
         }
-        GrantType::RefreshToken => refresh_token::exchange(bridge, &client, params, now).await,
-        GrantType::ClientCredentials => {
-            client_credentials::exchange(bridge, &client, params, now).await
+        TokenRequest::RefreshToken(request) => {
+            refresh_token::exchange(bridge, &client, &request, now).await
+        }
+        TokenRequest::ClientCredentials(request) => {
+            client_credentials::exchange(bridge, &client, &request, now).await
         }
     }
 }
@@ -160,8 +159,8 @@ fn issue_id_token(
 }
 
 /// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.
-fn check_resource(params: &Params, audience: &str) -> Result<(), OAuthError> {
-    match params.get("resource") {
+fn check_resource(resource: Option<&str>, audience: &str) -> Result<(), OAuthError> {
+    match resource {
         Some(resource) if resource != audience => Err(wrong_resource()),
         _ => Ok(()),
     }

@@ -1,10 +1,12 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
+use super::request::RefreshGrant;
 use super::revalidation::revalidate;
 use super::{Grant, TokenResponse, issue_access_token, wrong_resource};
 use crate::clients::Client;
 use crate::clock::UnixTime;
-use crate::oauth::{Bridge, OAuthError, Params, scope};
+use crate::oauth::{Bridge, OAuthError, scope};
+use crate::secret::RefreshToken;
 use crate::tokens::opaque::random_string;
 use crate::tokens::refresh::{IssuedAccessToken, Presentation, RefreshRequest, Replacement};
 use crate::tokens::{TokenHash, generate_token};
@@ -12,15 +14,15 @@ use crate::tokens::{TokenHash, generate_token};
 pub(super) async fn exchange(
     bridge: &Bridge,
     client: &Client,
-    params: &Params,
+    grant: &RefreshGrant<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let presented = TokenHash::of(params.require("refresh_token")?);
-    let requested_scope = params.get("scope").map(scope::parse).transpose()?;
+    let presented = TokenHash::of(grant.refresh_token.expose());
+    let requested_scope = grant.scope.map(scope::parse).transpose()?;
     let request = RefreshRequest {
         client_id: &client.id,
         scope: requested_scope.as_deref(),
-        resource: params.get("resource"),
+        resource: grant.resource,
     };
 
     let identity = match &bridge.revalidation {
@@ -28,7 +30,7 @@ pub(super) async fn exchange(
         None => None,
     };
     // The access token's id and expiry are fixed before rotation so the family records it atomically.
-    let (new_refresh, new_hash) = generate_token();
+    let (new_refresh, new_hash): (RefreshToken, _) = generate_token();
     let jti = random_string(16);
     let replacement = Replacement {
         hash: new_hash,
