@@ -345,7 +345,7 @@ async fn signing_keys(config: &Config, storage: &dyn Storage) -> anyhow::Result<
 
 /// The configured storage; PostgreSQL is migrated first (under an advisory lock, so instances
 /// starting together do not race).
-pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+pub(crate) async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     match config.storage.backend {
         StorageBackend::Memory => Ok(Arc::new(MemoryStorage::new())),
         StorageBackend::Postgres => {

@@ -16,7 +16,7 @@ impl UnixTime {
         UnixTime(self.0.saturating_add(secs))
     }
 
-    pub fn minus(self, duration: Duration) -> UnixTime {
+    pub(crate) fn minus(self, duration: Duration) -> UnixTime {
         let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
         UnixTime(self.0.saturating_sub(secs))
     }

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::clients::ClientConfig;
 use crate::clients::metadata_documents::CimdConfig;
-pub use crate::duration::ConfigDuration;
+pub(crate) use crate::duration::ConfigDuration;
 use crate::duration::whole_seconds;
 use crate::http::proxy::settings::ProxyConfig;
 use crate::http::server::ServerConfig;
@@ -60,37 +60,37 @@ pub struct OAuthConfig {
     /// HS256 shared secret, for single-secret setups; exclusive with `signing`.
     pub signing_key: Option<SecretString>,
     pub signing: Option<SigningConfig>,
-    pub access_token_ttl: ConfigDuration,
-    pub refresh_token_ttl: ConfigDuration,
+    pub(crate) access_token_ttl: ConfigDuration,
+    pub(crate) refresh_token_ttl: ConfigDuration,
     /// Absolute lifetime of a refresh-token family, however often it is used.
-    pub refresh_token_max_lifetime: ConfigDuration,
+    pub(crate) refresh_token_max_lifetime: ConfigDuration,
     /// How long after rotation the previous refresh token may be retried (lost response).
-    pub refresh_token_retry_window: ConfigDuration,
+    pub(crate) refresh_token_retry_window: ConfigDuration,
     /// `aud` of tokens whose request named no `resource`; defaults to `server.public_url`.
-    pub audience: Option<String>,
+    pub(crate) audience: Option<String>,
     /// When non-empty, the only `resource` values (RFC 8707) clients may ask for.
-    pub resources: Vec<String>,
-    pub scopes_supported: Vec<String>,
-    pub clients: Vec<ClientConfig>,
+    pub(crate) resources: Vec<String>,
+    pub(crate) scopes_supported: Vec<String>,
+    pub(crate) clients: Vec<ClientConfig>,
     pub dcr: DcrConfig,
-    pub cimd: CimdConfig,
+    pub(crate) cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
     /// The built-in user directory, instead of `upstream`.
     pub local_users: Vec<LocalUserConfig>,
-    pub login_throttle: ThrottleSettings,
+    pub(crate) login_throttle: ThrottleSettings,
     /// Bearer tokens that let resource servers call `/oauth/introspect` without being a client.
-    pub introspection_tokens: Vec<SecretString>,
+    pub(crate) introspection_tokens: Vec<SecretString>,
     /// Identity claims (`email`, `name`, `groups`) every access token carries; the others only
     /// when their scope (`email`, `profile`, `groups`) was granted.
-    pub access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
+    pub(crate) access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
     /// bcrypt cost for the client secrets the bridge hashes: plain ones from this file, and those
     /// it generates at registration. Unknown clients are checked against a hash of this cost.
-    pub secret_hash_cost: u32,
+    pub(crate) secret_hash_cost: u32,
     /// Authorizations started per client address and window (`/oauth/authorize` requests).
-    pub authorize_rate_limit: RateLimitConfig,
+    pub(crate) authorize_rate_limit: RateLimitConfig,
     /// Authorizations in flight at most (consent pages shown and sign-ins under way, ten
     /// minutes each at most); beyond, new ones get `503`.
-    pub max_pending_authorizations: usize,
+    pub(crate) max_pending_authorizations: usize,
 }
 
 impl Default for OAuthConfig {
@@ -169,7 +169,7 @@ impl Config {
     /// written. Clients compare issuers as strings (RFC 8414 §3.3, RFC 9207), and an MCP server's
     /// own metadata may name us either way (the Python SDK 1.x always writes `https://host/`),
     /// so the operator decides; endpoints are built from the form without the slash.
-    pub fn issuer(&self) -> Result<String, ConfigError> {
+    pub(crate) fn issuer(&self) -> Result<String, ConfigError> {
         let base = self.public_url()?.as_str().trim_end_matches('/').to_owned();
         Ok(if self.server.public_url.ends_with('/') {
             format!("{base}/")
@@ -178,7 +178,7 @@ impl Config {
         })
     }
 
-    pub fn public_url(&self) -> Result<Url, ConfigError> {
+    pub(crate) fn public_url(&self) -> Result<Url, ConfigError> {
         Url::parse(self.server.public_url.trim_end_matches('/'))
             .map_err(|e| ConfigError::Invalid(vec![format!("server.public_url: {e}")]))
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     #[error("empty duration")]
     Empty,
     #[error("duration {0:?} is too large")]
@@ -22,10 +22,10 @@ pub enum DurationError {
 /// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare number
 /// (integer or all-digit string) is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
+pub(crate) struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
-    pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(DurationError::Empty);
@@ -97,7 +97,11 @@ impl<'de> Deserialize<'de> for ConfigDuration {
 
 /// Durations that become token times and windows are kept to the second: a fraction would be
 /// cut off silently (`500ms` would be no window at all), so it is refused.
-pub fn whole_seconds(field: &str, value: impl Into<Duration>, at_least: u64) -> Option<String> {
+pub(crate) fn whole_seconds(
+    field: &str,
+    value: impl Into<Duration>,
+    at_least: u64,
+) -> Option<String> {
     let value: Duration = value.into();
     if value.subsec_nanos() != 0 {
         Some(format!(
@@ -125,6 +129,8 @@ impl From<&ConfigDuration> for Duration {
 
 /// For a plain `Duration` field of a settings type:
 /// `#[serde(deserialize_with = "crate::duration::deserialize")]`.
-pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
     ConfigDuration::deserialize(deserializer).map(Duration::from)
 }

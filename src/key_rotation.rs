@@ -18,20 +18,20 @@ const KEY_NAME_PREFIX: &str = "signing-key/";
 const GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
-pub struct RotationSchedule {
-    pub period: Duration,
-    pub access_token_ttl: Duration,
+pub(crate) struct RotationSchedule {
+    pub(crate) period: Duration,
+    pub(crate) access_token_ttl: Duration,
 }
 
 /// Which keys a moment needs: the one that signs, and the oldest that may have signed a live token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyWindow {
+pub(crate) struct KeyWindow {
     signing: i64,
     oldest: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RotationError {
+pub(crate) enum RotationError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -57,7 +57,7 @@ impl RotationSchedule {
 
     /// The key set for `now`, creating the signing and the next key when they do not exist yet,
     /// and deleting keys no live token can need.
-    pub async fn load(
+    pub(crate) async fn load(
         &self,
         storage: &dyn Storage,
         now: UnixTime,
@@ -106,7 +106,7 @@ async fn key(storage: &dyn Storage, index: i64) -> Result<SigningKey, RotationEr
 /// Swaps the ring's key set whenever the period or the oldest needed key changes. Checked every
 /// second: cheap when nothing changed, and a storage outage only delays the swap (the grace
 /// period covers a short one). `loaded` is the window the ring's keys were loaded for.
-pub fn spawn_rotation(
+pub(crate) fn spawn_rotation(
     schedule: RotationSchedule,
     storage: Arc<dyn Storage>,
     ring: Arc<KeyRing>,

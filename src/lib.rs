@@ -11,13 +11,13 @@ pub mod clock;
 /// YAML configuration with environment substitution and validation.
 pub mod config;
 /// Durations as the configuration writes them.
-pub mod duration;
+mod duration;
 /// HTTP routes, parsing and rendering; no protocol rules.
-pub mod http;
+mod http;
 /// The signed-in user as the bridge records it.
 pub mod identity;
 /// Signing keys generated, published and retired on a schedule, shared through storage.
-pub mod key_rotation;
+mod key_rotation;
 /// The built-in user directory, for signing in without an identity provider.
 pub mod local_users;
 /// The OAuth 2.1 protocol rules, free of HTTP.
@@ -25,7 +25,7 @@ pub mod oauth;
 /// bcrypt: how client secrets and passwords are stored and checked.
 pub mod password_hash;
 /// Requests counted per source address and window.
-pub mod rate_limit;
+mod rate_limit;
 /// AES-256-GCM for the secrets kept in storage.
 pub mod sealing;
 /// Secret newtypes and constant-time comparison.

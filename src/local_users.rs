@@ -109,19 +109,19 @@ impl LocalUsers {
 #[serde(deny_unknown_fields)]
 pub struct LocalUserConfig {
     /// What the user types; matched without regard to case.
-    pub username: String,
+    pub(crate) username: String,
     /// A bcrypt hash (`$2b$…`), from `mcp-oauth-bridge hash-secret`.
-    pub password_hash: SecretString,
+    pub(crate) password_hash: SecretString,
     /// `sub` of the tokens; defaults to the username.
-    pub subject: Option<String>,
-    pub email: Option<String>,
-    pub name: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
 /// Every problem of `oauth.local_users`, with its field path.
-pub fn validate_configs(users: &[LocalUserConfig], problems: &mut Vec<String>) {
+pub(crate) fn validate_configs(users: &[LocalUserConfig], problems: &mut Vec<String>) {
     let mut usernames = std::collections::HashSet::new();
     let mut subjects = std::collections::HashSet::new();
     let mut costs = std::collections::BTreeSet::new();

@@ -9,9 +9,9 @@ use std::ops::RangeInclusive;
 
 use crate::secret::SecretString;
 
-pub const MAX_SECRET_BYTES: usize = 72;
+pub(crate) const MAX_SECRET_BYTES: usize = 72;
 /// Costs a configured hash may have: below 4 bcrypt refuses, above 16 one check takes seconds.
-pub const COSTS: RangeInclusive<u32> = 4..=16;
+pub(crate) const COSTS: RangeInclusive<u32> = 4..=16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -33,7 +33,7 @@ pub fn hash(secret: &SecretString, cost: u32) -> Result<String, HashError> {
 
 /// Whether `secret` is the one `hash` was made from; false for a malformed hash. Slow by design:
 /// call it off the async runtime.
-pub fn verify(secret: &SecretString, hash: &str) -> bool {
+pub(crate) fn verify(secret: &SecretString, hash: &str) -> bool {
     if secret.expose().len() > MAX_SECRET_BYTES {
         // Spend the time all the same, then fail: such a secret can never have been stored.
         let _ = bcrypt::verify("x", hash);
@@ -43,7 +43,7 @@ pub fn verify(secret: &SecretString, hash: &str) -> bool {
 }
 
 /// `$2a$`, `$2b$` or `$2y$`, a two-digit cost, then 53 characters of salt and hash.
-pub fn is_bcrypt_hash(value: &str) -> bool {
+pub(crate) fn is_bcrypt_hash(value: &str) -> bool {
     let bytes = value.as_bytes();
     bytes.len() == 60
         && matches!(&bytes[..4], b"$2a$" | b"$2b$" | b"$2y$")
@@ -56,7 +56,7 @@ pub fn is_bcrypt_hash(value: &str) -> bool {
 }
 
 /// The cost of a hash `is_bcrypt_hash` accepted.
-pub fn cost_of(hash: &str) -> u32 {
+pub(crate) fn cost_of(hash: &str) -> u32 {
     let bytes = hash.as_bytes();
     match (bytes.get(4), bytes.get(5)) {
         (Some(tens), Some(units)) if tens.is_ascii_digit() && units.is_ascii_digit() => {

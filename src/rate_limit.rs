@@ -14,9 +14,9 @@ use crate::duration::{ConfigDuration, whole_seconds};
 /// At most `requests` per source address in each `window`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RateLimitConfig {
-    pub requests: u32,
-    pub window: ConfigDuration,
+pub(crate) struct RateLimitConfig {
+    pub(crate) requests: u32,
+    pub(crate) window: ConfigDuration,
 }
 
 impl Default for RateLimitConfig {
@@ -30,7 +30,7 @@ impl Default for RateLimitConfig {
 
 impl RateLimitConfig {
     /// Problems of the setting at `field`, with their path.
-    pub fn validate(&self, field: &str, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, field: &str, problems: &mut Vec<String>) {
         problems.extend(whole_seconds(&format!("{field}.window"), self.window, 1));
         if self.requests == 0 {
             problems.push(format!("{field}.requests: must be above zero"));
@@ -43,7 +43,7 @@ impl RateLimitConfig {
 const MAX_TRACKED: usize = 100_000;
 
 /// The address a limit applies to: IPv4 as is, IPv6 by its /64 (one host usually has a whole /64).
-pub fn bucket_of(ip: IpAddr) -> IpAddr {
+pub(crate) fn bucket_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -56,18 +56,18 @@ pub fn bucket_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max_requests: u32,
     window: Duration,
     windows: Mutex<HashMap<Option<IpAddr>, (UnixTime, u32)>>,
 }
 
 impl RateLimiter {
-    pub fn configured(config: &RateLimitConfig) -> Self {
+    pub(crate) fn configured(config: &RateLimitConfig) -> Self {
         RateLimiter::new(config.requests, config.window.0)
     }
 
-    pub fn new(max_requests: u32, window: Duration) -> Self {
+    pub(crate) fn new(max_requests: u32, window: Duration) -> Self {
         RateLimiter {
             max_requests,
             window,
@@ -77,7 +77,7 @@ impl RateLimiter {
 
     /// Counts a request; `Err(seconds)` says how long until the address may try again.
     /// Requests whose address is unknown share one window.
-    pub fn check(&self, address: Option<IpAddr>, now: UnixTime) -> Result<(), u64> {
+    pub(crate) fn check(&self, address: Option<IpAddr>, now: UnixTime) -> Result<(), u64> {
         let Ok(mut windows) = self.windows.lock() else {
             return Ok(());
         };

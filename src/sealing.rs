@@ -43,7 +43,7 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(key: &SecretString) -> Self {
+    pub(crate) fn new(key: &SecretString) -> Self {
         let digest = Sha256::digest(
             [
                 b"mcp-oauth-bridge sealing key:".as_slice(),
@@ -57,7 +57,7 @@ impl Sealer {
     }
 
     /// `nonce || ciphertext+tag`.
-    pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
@@ -75,7 +75,7 @@ impl Sealer {
         Ok([nonce.as_slice(), &ciphertext].concat())
     }
 
-    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn open(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         if sealed.len() <= NONCE_BYTES {
             return Err(SealError::TooShort {
                 name: name.to_owned(),
@@ -108,13 +108,13 @@ impl std::fmt::Debug for SealedSecret {
 
 impl SealedSecret {
     /// The stored text (base64 of the sealed bytes; nothing readable).
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 impl Sealer {
-    pub fn seal_secret(
+    pub(crate) fn seal_secret(
         &self,
         name: &str,
         secret: &SecretString,
@@ -123,7 +123,7 @@ impl Sealer {
             .map(|sealed| SealedSecret(STANDARD.encode(sealed)))
     }
 
-    pub fn open_secret(
+    pub(crate) fn open_secret(
         &self,
         name: &str,
         sealed: &SealedSecret,

@@ -12,11 +12,11 @@ impl SecretString {
         SecretString(value.into())
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -44,7 +44,7 @@ macro_rules! credential {
         pub struct $name(String);
 
         impl $name {
-            pub fn new(value: impl Into<String>) -> Self {
+            pub(crate) fn new(value: impl Into<String>) -> Self {
                 $name(value.into())
             }
 
@@ -96,7 +96,7 @@ credential!(
 );
 
 /// Compares two byte strings without leaking, through timing, where they first differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 

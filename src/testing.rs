@@ -21,7 +21,7 @@ pub struct TestDatabaseError(#[source] ClusterError);
 
 /// Why no throwaway cluster could be started.
 #[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
+pub(crate) enum ClusterError {
     #[error("no PostgreSQL server binaries (initdb) are installed")]
     NoBinaries,
     #[error("the temporary directory is not UTF-8")]

@@ -9,20 +9,20 @@ use crate::storage::RegisteredClient;
 #[derive(Debug)]
 pub struct Client {
     pub id: String,
-    pub name: Option<String>,
-    pub redirect_uris: Vec<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) redirect_uris: Vec<String>,
     pub(super) secret_hash: Option<String>,
     /// None: every scope the server supports.
-    pub scopes: Option<Vec<String>>,
-    pub grant_types: Vec<GrantType>,
-    pub skip_consent: bool,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) grant_types: Vec<GrantType>,
+    pub(crate) skip_consent: bool,
     /// Registered through DCR: kept in storage, expires when unused.
-    pub registered: bool,
+    pub(crate) registered: bool,
 }
 
 impl Client {
     /// A client described by its metadata document (public; always asks for consent).
-    pub fn from_metadata_document(client_id: &str, valid: RegistrationRequest) -> Self {
+    pub(crate) fn from_metadata_document(client_id: &str, valid: RegistrationRequest) -> Self {
         Client {
             id: client_id.to_owned(),
             name: valid.client_name,
@@ -41,7 +41,7 @@ impl Client {
     }
 
     /// A client registered through DCR; such clients always need the user's consent.
-    pub fn from_registration(record: RegisteredClient) -> Self {
+    pub(crate) fn from_registration(record: RegisteredClient) -> Self {
         Client {
             id: record.client_id,
             name: record.client_name,
@@ -54,16 +54,16 @@ impl Client {
         }
     }
 
-    pub fn is_public(&self) -> bool {
+    pub(crate) fn is_public(&self) -> bool {
         self.secret_hash.is_none()
     }
 
-    pub fn allows_grant(&self, grant: GrantType) -> bool {
+    pub(crate) fn allows_grant(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
     }
 
     /// The registered URI the requested one matches (exact, or loopback with another port).
-    pub fn matching_redirect_uri(&self, requested: &str) -> bool {
+    pub(crate) fn matching_redirect_uri(&self, requested: &str) -> bool {
         self.redirect_uris
             .iter()
             .any(|registered| redirect_uri::matches(registered, requested))
@@ -71,14 +71,14 @@ impl Client {
 
     /// The redirect URI to use when the request names none: only when exactly one is registered
     /// and it needs no port chosen at run time (RFC 6749 §3.1.2.3).
-    pub fn default_redirect_uri(&self) -> Option<&str> {
+    pub(crate) fn default_redirect_uri(&self) -> Option<&str> {
         match self.redirect_uris.as_slice() {
             [only] if !only.starts_with("http://") => Some(only),
             _ => None,
         }
     }
 
-    pub fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {
+    pub(crate) fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {
         self.scopes.clone().unwrap_or_else(|| supported.to_vec())
     }
 }

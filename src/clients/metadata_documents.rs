@@ -28,18 +28,18 @@ const DEFAULT_CACHE: Duration = Duration::from_secs(3600);
 /// and profiles.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CimdConfig {
-    pub enabled: bool,
+pub(crate) struct CimdConfig {
+    pub(crate) enabled: bool,
     /// Hosts that may resolve to private, loopback or link-local addresses.
-    pub allowed_hosts: Vec<String>,
-    pub timeout: ConfigDuration,
-    pub max_document_bytes: usize,
-    pub min_cache: ConfigDuration,
-    pub max_cache: ConfigDuration,
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) timeout: ConfigDuration,
+    pub(crate) max_document_bytes: usize,
+    pub(crate) min_cache: ConfigDuration,
+    pub(crate) max_cache: ConfigDuration,
     /// PEM files of extra certificate authorities to trust for the fetch.
-    pub extra_root_certificates: Vec<PathBuf>,
+    pub(crate) extra_root_certificates: Vec<PathBuf>,
     /// Documents not yet cached that one client address may have fetched per window.
-    pub fetch_rate_limit: RateLimitConfig,
+    pub(crate) fetch_rate_limit: RateLimitConfig,
 }
 
 impl Default for CimdConfig {
@@ -59,7 +59,7 @@ impl Default for CimdConfig {
 
 impl CimdConfig {
     /// Problems of `oauth.cimd`, with their field paths.
-    pub fn validate(&self, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         for (name, value) in [("min_cache", self.min_cache), ("max_cache", self.max_cache)] {
             problems.extend(whole_seconds(&format!("oauth.cimd.{name}"), value, 1));
         }
@@ -88,7 +88,7 @@ impl CimdConfig {
 
 /// An extra certificate authority that could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum CertificateError {
+pub(crate) enum CertificateError {
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -148,7 +148,7 @@ pub enum DocumentError {
 
 impl DocumentError {
     /// The reason, for the log.
-    pub fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         match self {
             DocumentError::Unreachable { reason } | DocumentError::Invalid(reason) => reason,
             DocumentError::Busy => "fetch slots full",
@@ -171,12 +171,12 @@ pub struct MetadataDocuments {
 }
 
 /// Whether a `client_id` names a metadata document rather than a registered client.
-pub fn is_metadata_url(client_id: &str) -> bool {
+pub(crate) fn is_metadata_url(client_id: &str) -> bool {
     client_id.starts_with("https://")
 }
 
 /// Public unicast addresses only: what an internet-facing document may be served from.
-pub fn is_public(ip: IpAddr) -> bool {
+pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
@@ -220,7 +220,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 /// Host names compared as DNS does: case-insensitive, without a trailing dot or IPv6 brackets.
-pub fn normalize_host(host: &str) -> String {
+pub(crate) fn normalize_host(host: &str) -> String {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .trim_end_matches('.')
@@ -251,7 +251,7 @@ fn cache_lifetime(header: Option<&str>, min: Duration, max: Duration) -> Duratio
 impl CimdSettings {
     /// The running settings of `config`: its certificate authorities loaded, with the redirect
     /// policy registrations share and the scopes the bridge supports.
-    pub fn configured(
+    pub(crate) fn configured(
         config: &CimdConfig,
         redirects: RedirectPolicy,
         scopes_supported: Vec<String>,
@@ -293,7 +293,7 @@ impl MetadataDocuments {
     }
 
     /// Whether `client_id` would be fetched now (not cached, or cached and stale).
-    pub fn needs_fetch(&self, client_id: &str, now: UnixTime) -> bool {
+    pub(crate) fn needs_fetch(&self, client_id: &str, now: UnixTime) -> bool {
         self.cache.lock().map_or(true, |cache| {
             cache.get(client_id).is_none_or(|(_, until)| *until <= now)
         })

@@ -25,7 +25,7 @@ use crate::oauth::text::for_log;
 use crate::password_hash;
 use crate::secret::SecretString;
 use crate::storage::{Storage, StorageError};
-pub use client::Client;
+pub(crate) use client::Client;
 use metadata_documents::{DocumentError, MetadataDocuments, is_metadata_url};
 
 const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(600);
@@ -52,7 +52,7 @@ pub struct ClientRegistry {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientLookupError {
+pub(crate) enum ClientLookupError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -60,7 +60,7 @@ pub enum ClientLookupError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum NewSecretError {
+pub(crate) enum NewSecretError {
     #[error("the bcrypt pool is closed")]
     PoolClosed,
     #[error("the hashing task failed")]
@@ -130,20 +130,20 @@ impl ClientRegistry {
     }
 
     /// Also looks registered (DCR) clients up in `storage`.
-    pub fn with_registrations(mut self, storage: Arc<dyn Storage>) -> Self {
+    pub(crate) fn with_registrations(mut self, storage: Arc<dyn Storage>) -> Self {
         self.registrations = Some(storage);
         self
     }
 
     /// Also accepts https `client_id`s described by metadata documents.
-    pub fn with_metadata_documents(mut self, documents: Arc<MetadataDocuments>) -> Self {
+    pub(crate) fn with_metadata_documents(mut self, documents: Arc<MetadataDocuments>) -> Self {
         self.documents = Some(documents);
         self
     }
 
     /// Whether looking `client_id` up would fetch a metadata document now: what a per-address
     /// limit on fetches counts.
-    pub fn needs_document_fetch(&self, client_id: &str, now: UnixTime) -> bool {
+    pub(crate) fn needs_document_fetch(&self, client_id: &str, now: UnixTime) -> bool {
         !self.clients.contains_key(client_id)
             && is_metadata_url(client_id)
             && self
@@ -153,7 +153,7 @@ impl ClientRegistry {
     }
 
     /// A configured client, else a registered one, else one described by its metadata document.
-    pub async fn find(
+    pub(crate) async fn find(
         &self,
         client_id: &str,
         now: UnixTime,
@@ -273,7 +273,7 @@ impl ClientRegistry {
     }
 
     /// bcrypt-hashes a newly issued secret under the same one-per-core bound as the checks.
-    pub async fn hash_new_secret(
+    pub(crate) async fn hash_new_secret(
         &self,
         secret: SecretString,
         cost: u32,
@@ -367,7 +367,12 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Every problem of one `oauth.clients` entry (`field` is its path), with its field path.
-    pub fn validate(&self, field: &str, scopes_supported: &[String], problems: &mut Vec<String>) {
+    pub(crate) fn validate(
+        &self,
+        field: &str,
+        scopes_supported: &[String],
+        problems: &mut Vec<String>,
+    ) {
         if self.id.trim().is_empty() || self.id.chars().any(|c| c.is_control()) {
             problems.push(format!("{field}.id: must be a non-empty printable string"));
         }

@@ -15,25 +15,25 @@ use crate::oauth::authorize::{
 use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
 use crate::rate_limit::bucket_of;
 
-pub const CONSENT_PURPOSE: &str = "consent";
-pub const REMEMBER_PURPOSE: &str = "remember";
+pub(crate) const CONSENT_PURPOSE: &str = "consent";
+pub(crate) const REMEMBER_PURPOSE: &str = "remember";
 
 /// The cookie remembering who approved this client in this browser.
-pub fn remember_cookie_name(state: &AppState, client_id: &str) -> String {
+pub(crate) fn remember_cookie_name(state: &AppState, client_id: &str) -> String {
     cookies::host_only_name(state, &format!("mob_remember_{}", cookies::tag(client_id)))
 }
 
 /// The cookie binding a sign-in (upstream login or local form) to the browser that started it.
-pub fn sign_in_cookie_name(state: &AppState, sign_in: &str) -> String {
+pub(crate) fn sign_in_cookie_name(state: &AppState, sign_in: &str) -> String {
     cookies::host_only_name(state, &binding_cookie_name(sign_in))
 }
 
 /// The cookie binding a consent page to the browser it was shown in.
-pub fn consent_cookie_name(state: &AppState, token: &str) -> String {
+pub(crate) fn consent_cookie_name(state: &AppState, token: &str) -> String {
     cookies::host_only_name(state, &format!("mob_consent_{}", cookies::tag(token)))
 }
 
-pub async fn authorize_get(
+pub(crate) async fn authorize_get(
     State(state): State<AppState>,
     address: ClientAddress,
     headers: HeaderMap,
@@ -91,7 +91,7 @@ pub async fn authorize_get(
 }
 
 /// The redirect to the upstream login, with the cookie that binds it to this browser.
-pub fn to_upstream(state: &AppState, started: &UpstreamRedirect) -> Response {
+pub(crate) fn to_upstream(state: &AppState, started: &UpstreamRedirect) -> Response {
     let mut response = redirect(&started.url);
     let name = cookies::host_only_name(state, &started.binding_cookie.name);
     cookies::set(
@@ -104,7 +104,7 @@ pub fn to_upstream(state: &AppState, started: &UpstreamRedirect) -> Response {
     response
 }
 
-pub fn authorize_error(state: &AppState, error: AuthorizeError) -> Response {
+pub(crate) fn authorize_error(state: &AppState, error: AuthorizeError) -> Response {
     match error {
         AuthorizeError::Page(error) => error_page(&error),
         AuthorizeError::Redirect(to_client) => match to_client.url(&state.bridge.settings.issuer) {

@@ -10,7 +10,7 @@ use crate::oauth::bearer::BearerError;
 
 /// A request without a token gets no error code, only where to learn how to get one and, as
 /// MCP clients expect, the scopes to ask for (`scope_hint`).
-pub fn challenge(
+pub(crate) fn challenge(
     error: &BearerError,
     resource_metadata: Option<&str>,
     scope_hint: Option<&str>,

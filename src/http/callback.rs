@@ -14,7 +14,7 @@ use crate::clock::UnixTime;
 use crate::oauth::REMEMBERED_CONSENT_TTL;
 use crate::oauth::callback::{SignedIn, complete_authorization};
 
-pub async fn callback_get(
+pub(crate) async fn callback_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -43,7 +43,11 @@ pub async fn callback_get(
 
 /// The redirect back to the client, remembering in this browser who approved it when the
 /// approval was given during this sign-in.
-pub fn signed_in_response(state: &AppState, signed_in: &SignedIn, now: UnixTime) -> Response {
+pub(crate) fn signed_in_response(
+    state: &AppState,
+    signed_in: &SignedIn,
+    now: UnixTime,
+) -> Response {
     let mut response = redirect(&signed_in.url);
     if let Some(subject) = &signed_in.remember_consent_of {
         let value = state.cookie_signer.sign(

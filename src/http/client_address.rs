@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// The header the trusted proxies append the client's address to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ClientAddressHeader {
+pub(crate) enum ClientAddressHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, AWS ALB, most ingresses).
     #[default]
     XForwardedFor,
@@ -27,24 +27,24 @@ pub enum ClientAddressHeader {
 
 /// The proxies whose word about the client's address is taken.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies {
-    pub networks: Vec<IpNet>,
-    pub header: ClientAddressHeader,
+pub(crate) struct TrustedProxies {
+    pub(crate) networks: Vec<IpNet>,
+    pub(crate) header: ClientAddressHeader,
 }
 
 /// The client's address as the bridge believes it, put on every request by `resolve_client`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddress {
+pub(crate) struct ClientAddress {
     /// None only for requests that did not come over a socket (in-process tests).
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
     /// The request came through a trusted proxy.
-    pub via_trusted_proxy: bool,
+    pub(crate) via_trusted_proxy: bool,
 }
 
 impl ClientAddress {
     /// The address of a request, as resolved by the middleware (a request that bypassed it, in
     /// a test, counts as having no address).
-    pub fn of(request_extensions: &axum::http::Extensions) -> ClientAddress {
+    pub(crate) fn of(request_extensions: &axum::http::Extensions) -> ClientAddress {
         request_extensions
             .get::<ClientAddress>()
             .copied()
@@ -75,7 +75,7 @@ impl TrustedProxies {
     }
 
     /// The client behind `peer`, given the request's forwarding headers.
-    pub fn client_of(&self, peer: IpAddr, headers: &HeaderMap) -> ClientAddress {
+    pub(crate) fn client_of(&self, peer: IpAddr, headers: &HeaderMap) -> ClientAddress {
         let peer = canonical(peer);
         if !self.trusts(peer) {
             return ClientAddress {
@@ -165,7 +165,7 @@ use super::REQUEST_ID;
 /// Resolves the client's address for the rest of the stack, and drops any request id that came
 /// with the request (ours is set next): a client must not choose the id its requests are logged
 /// and forwarded under, and a load balancer in front may pass a client's one through untouched.
-pub async fn resolve_client(
+pub(crate) async fn resolve_client(
     State(proxies): State<Arc<TrustedProxies>>,
     mut request: Request,
     next: Next,

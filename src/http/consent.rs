@@ -39,7 +39,7 @@ async fn bound_request(
     Ok((token.to_owned(), page))
 }
 
-pub async fn consent_get(
+pub(crate) async fn consent_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -59,7 +59,7 @@ pub async fn consent_get(
     }
 }
 
-pub async fn consent_post(
+pub(crate) async fn consent_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,

@@ -17,7 +17,7 @@ use crate::secret::constant_time_eq;
 
 /// Over https the `__Host-` prefix pins the cookie to this exact host (no `Domain`, `Path=/`,
 /// `Secure`), so a sibling subdomain cannot plant one of its own.
-pub fn host_only_name(state: &AppState, name: &str) -> String {
+pub(crate) fn host_only_name(state: &AppState, name: &str) -> String {
     if state.secure_cookies {
         format!("__Host-{name}")
     } else {
@@ -26,7 +26,7 @@ pub fn host_only_name(state: &AppState, name: &str) -> String {
 }
 
 /// A short, stable tag of a value for a cookie name (not a secret).
-pub fn tag(value: &str) -> String {
+pub(crate) fn tag(value: &str) -> String {
     Sha256::digest(value.as_bytes())
         .iter()
         .take(6)
@@ -34,7 +34,13 @@ pub fn tag(value: &str) -> String {
         .collect()
 }
 
-pub fn set(response: &mut Response, state: &AppState, name: &str, value: &str, max_age: Duration) {
+pub(crate) fn set(
+    response: &mut Response,
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: Duration,
+) {
     append(
         response,
         state,
@@ -42,7 +48,7 @@ pub fn set(response: &mut Response, state: &AppState, name: &str, value: &str, m
     );
 }
 
-pub fn clear(response: &mut Response, state: &AppState, name: &str) {
+pub(crate) fn clear(response: &mut Response, state: &AppState, name: &str) {
     append(response, state, &format!("{name}=; Max-Age=0"));
 }
 
@@ -55,7 +61,7 @@ fn append(response: &mut Response, state: &AppState, cookie: &str) {
     }
 }
 
-pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -78,28 +84,29 @@ struct Signed {
 /// The stored cookie key has another length than 32 bytes (a damaged row, or not ours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the cookie key is {0} bytes, not 32")]
-pub struct CookieKeyLength(pub usize);
+pub(crate) struct CookieKeyLength(pub usize);
 
 /// HMAC-SHA256 signatures for cookies, under a key that lives as long as the process.
-pub struct CookieSigner {
+pub(crate) struct CookieSigner {
     key: [u8; 32],
 }
 
 impl CookieSigner {
-    pub fn generate() -> Self {
+    #[cfg(test)]
+    pub(crate) fn generate() -> Self {
         CookieSigner {
             key: Self::fresh_key(),
         }
     }
 
-    pub fn fresh_key() -> [u8; 32] {
+    pub(crate) fn fresh_key() -> [u8; 32] {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
         key
     }
 
     /// A signer on a key shared by every instance (kept in storage).
-    pub fn from_key(key: &[u8]) -> Result<Self, CookieKeyLength> {
+    pub(crate) fn from_key(key: &[u8]) -> Result<Self, CookieKeyLength> {
         let key: [u8; 32] = key.try_into().map_err(|_| CookieKeyLength(key.len()))?;
         Ok(CookieSigner { key })
     }
@@ -111,7 +118,13 @@ impl CookieSigner {
         Some(mac.finalize().into_bytes().to_vec())
     }
 
-    pub fn sign(&self, purpose: &str, client_id: &str, value: &str, expires: UnixTime) -> String {
+    pub(crate) fn sign(
+        &self,
+        purpose: &str,
+        client_id: &str,
+        value: &str,
+        expires: UnixTime,
+    ) -> String {
         let signed = Signed {
             purpose: purpose.to_owned(),
             client_id: client_id.to_owned(),
@@ -124,7 +137,7 @@ impl CookieSigner {
     }
 
     /// The value of a cookie signed by us, for this purpose and client, not yet expired.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         cookie: &str,
         purpose: &str,

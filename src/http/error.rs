@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::oauth::OAuthError;
 
-pub fn status_of(error: &OAuthError) -> StatusCode {
+pub(crate) fn status_of(error: &OAuthError) -> StatusCode {
     match error {
         OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
         OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -21,7 +21,7 @@ pub fn status_of(error: &OAuthError) -> StatusCode {
 
 /// JSON error body with the right status, `WWW-Authenticate` for client authentication
 /// failures, and no caching.
-pub fn oauth_error_response(error: &OAuthError) -> Response {
+pub(crate) fn oauth_error_response(error: &OAuthError) -> Response {
     let body = json!({ "error": error.code(), "error_description": error.description() });
     let mut response = (status_of(error), Json(body)).into_response();
     let headers = response.headers_mut();
@@ -55,7 +55,11 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
 
 /// A refusal for load reasons (rate limit, capacity): `temporarily_unavailable` in the RFC 6749
 /// shape, with the given status, a specific description and `Retry-After` when known.
-pub fn limit_response(status: StatusCode, description: &str, retry_after: Option<u64>) -> Response {
+pub(crate) fn limit_response(
+    status: StatusCode,
+    description: &str,
+    retry_after: Option<u64>,
+) -> Response {
     let body = json!({ "error": "temporarily_unavailable", "error_description": description });
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();

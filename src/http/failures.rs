@@ -12,34 +12,34 @@ use crate::oauth::{Cause, OAuthError};
 
 /// What a response reports as failed, attached by whoever built the response.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The error code the client was told.
-    pub code: &'static str,
-    pub cause: Cause,
+    pub(crate) code: &'static str,
+    pub(crate) cause: Cause,
 }
 
 impl Failure {
     /// The failure an error reports, `None` for the client's own mistakes.
-    pub fn of(error: &OAuthError) -> Option<Failure> {
+    pub(crate) fn of(error: &OAuthError) -> Option<Failure> {
         error.cause().map(|cause| Failure {
             code: error.code(),
             cause: cause.clone(),
         })
     }
 
-    pub fn attach_to(self, response: &mut Response) {
+    pub(crate) fn attach_to(self, response: &mut Response) {
         response.extensions_mut().insert(self);
     }
 }
 
 /// Attaches the failure `error` reports, if any, to `response`.
-pub fn attach(error: &OAuthError, response: &mut Response) {
+pub(crate) fn attach(error: &OAuthError, response: &mut Response) {
     if let Some(failure) = Failure::of(error) {
         failure.attach_to(response);
     }
 }
 
-pub async fn log_failures(request: Request, next: Next) -> Response {
+pub(crate) async fn log_failures(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let failure = response.extensions_mut().remove::<Failure>();
     let status = response.status();

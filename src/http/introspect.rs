@@ -14,7 +14,7 @@ use super::token::{client_credentials, no_store};
 use crate::oauth::introspect::{IntrospectorCredentials, authenticate, introspect};
 use crate::oauth::{OAuthError, Params};
 
-pub async fn introspect_post(
+pub(crate) async fn introspect_post(
     State(state): State<AppState>,
     address: ClientAddress,
     headers: HeaderMap,

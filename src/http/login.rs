@@ -66,7 +66,7 @@ fn form(
     login_page(&action, sign_in, &csrf, message, status)
 }
 
-pub async fn login_get(
+pub(crate) async fn login_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -86,7 +86,7 @@ pub async fn login_get(
     }
 }
 
-pub async fn login_post(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn login_post(State(state): State<AppState>, request: Request) -> Response {
     let address = ClientAddress::of(request.extensions()).ip.map(bucket_of);
     let (parts, body) = request.into_parts();
     let params = match read_form(&parts.headers, Body::new(body)).await {

@@ -3,19 +3,19 @@
 mod authorize;
 mod bearer;
 mod callback;
-pub mod client_address;
+pub(crate) mod client_address;
 mod consent;
-pub mod cookies;
-pub mod error;
+pub(crate) mod cookies;
+pub(crate) mod error;
 mod failures;
 mod introspect;
 mod login;
-pub mod pages;
-pub mod params;
-pub mod proxy;
+pub(crate) mod pages;
+pub(crate) mod params;
+pub(crate) mod proxy;
 mod register;
 mod revoke;
-pub mod server;
+pub(crate) mod server;
 mod token;
 mod userinfo;
 mod well_known;
@@ -35,26 +35,26 @@ use crate::clock::SharedClock;
 use crate::oauth::{Bridge, endpoints};
 
 #[derive(Clone)]
-pub struct AppState {
-    pub bridge: Arc<Bridge>,
-    pub clock: SharedClock,
+pub(crate) struct AppState {
+    pub(crate) bridge: Arc<Bridge>,
+    pub(crate) clock: SharedClock,
     /// Path of the issuer URL ("" or "/prefix"): every route lives below it.
-    pub base_path: String,
+    pub(crate) base_path: String,
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
-    pub secure_cookies: bool,
-    pub cookie_signer: Arc<cookies::CookieSigner>,
+    pub(crate) secure_cookies: bool,
+    pub(crate) cookie_signer: Arc<cookies::CookieSigner>,
     /// Dynamic Client Registration, when enabled.
-    pub registration: Option<Arc<Registration>>,
+    pub(crate) registration: Option<Arc<Registration>>,
     /// The resources whose RFC 9728 metadata the bridge serves: the proxy's and `oauth.resources`.
-    pub protected_resources: Vec<crate::oauth::protected_resource::ProtectedResource>,
+    pub(crate) protected_resources: Vec<crate::oauth::protected_resource::ProtectedResource>,
     /// The MCP server behind the bridge, when `proxy` is configured.
-    pub proxy: Option<Arc<proxy::Proxy>>,
+    pub(crate) proxy: Option<Arc<proxy::Proxy>>,
     /// Whose forwarding headers name the client's address.
-    pub trusted_proxies: Arc<client_address::TrustedProxies>,
+    pub(crate) trusted_proxies: Arc<client_address::TrustedProxies>,
     /// Metadata documents fetched per client address, when they are on.
-    pub document_fetches: Option<Arc<crate::rate_limit::RateLimiter>>,
+    pub(crate) document_fetches: Option<Arc<crate::rate_limit::RateLimiter>>,
     /// Authorizations started per client address.
-    pub authorizations: Arc<crate::rate_limit::RateLimiter>,
+    pub(crate) authorizations: Arc<crate::rate_limit::RateLimiter>,
 }
 
 impl AppState {
@@ -85,14 +85,14 @@ impl AppState {
     }
 }
 
-pub struct Registration {
-    pub policy: crate::oauth::register::RegistrationPolicy,
-    pub limiter: crate::rate_limit::RateLimiter,
+pub(crate) struct Registration {
+    pub(crate) policy: crate::oauth::register::RegistrationPolicy,
+    pub(crate) limiter: crate::rate_limit::RateLimiter,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     // Browser-based clients (MCP Inspector, web apps) call discovery and the token endpoint
     // cross-origin; no credentials are involved, so any origin may.
     let cors = CorsLayer::new()
@@ -209,7 +209,7 @@ fn observed(routes: Router) -> Router {
 
 /// The token of an `Authorization: Bearer` header (RFC 6750 §2.1); `None` without the header
 /// or with another scheme, an error when the header is unreadable.
-pub fn bearer_token(
+pub(crate) fn bearer_token(
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<&str>, crate::oauth::OAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {

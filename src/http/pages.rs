@@ -43,7 +43,7 @@ fn harden(response: &mut Response) {
 }
 
 /// The page for errors that must not be redirected (client or redirect URI not proven).
-pub fn error_page(error: &OAuthError) -> Response {
+pub(crate) fn error_page(error: &OAuthError) -> Response {
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
@@ -81,7 +81,7 @@ border:1px solid #555;background:#fff;cursor:pointer}button.allow{background:#1f
 button:focus-visible{outline:3px solid #7aa7ff;outline-offset:2px}";
 
 /// The consent page: who asks, where the result goes, what it learns, which scopes; Allow or Deny.
-pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
+pub(crate) fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
     let name = escape(page.client_name.as_deref().unwrap_or(&page.client_id));
     let learns: String = std::iter::once("your user ID at this service")
         .chain(page.claims.iter().map(|claim| claim.describe()))
@@ -130,7 +130,7 @@ pub fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Response {
 }
 
 /// The local login form: same look and protections as the consent page.
-pub fn login_page(
+pub(crate) fn login_page(
     action: &str,
     sign_in: &str,
     csrf: &str,
@@ -173,7 +173,7 @@ const LOGIN_STYLE: &str = "label{display:block;margin-top:1rem;font-weight:600}\
 input[name=username],input[type=password]{display:block;width:100%;box-sizing:border-box;font-size:1rem;\
 padding:.5rem;margin-top:.3rem;border:1px solid #888;border-radius:.3rem}";
 
-pub fn redirect(location: &Url) -> Response {
+pub(crate) fn redirect(location: &Url) -> Response {
     let mut response = StatusCode::FOUND.into_response();
     match HeaderValue::from_str(location.as_str()) {
         Ok(value) => {

@@ -7,12 +7,12 @@ use axum::http::{HeaderMap, header};
 use crate::oauth::{OAuthError, Params};
 
 /// Form bodies at the token endpoint are small; anything larger is not a real client.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Query strings of the browser-facing endpoints; real requests are far below this.
-pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_QUERY_BYTES: usize = 8 * 1024;
 
-pub fn parse_query(query: Option<&str>) -> Result<Params, OAuthError> {
+pub(crate) fn parse_query(query: Option<&str>) -> Result<Params, OAuthError> {
     let query = query.unwrap_or("");
     if query.len() > MAX_QUERY_BYTES {
         return Err(OAuthError::invalid_request("the request is too large"));
@@ -20,7 +20,7 @@ pub fn parse_query(query: Option<&str>) -> Result<Params, OAuthError> {
     parse_unique(query)
 }
 
-pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
+pub(crate) fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
     let mut params = Params::default();
     let mut seen = std::collections::HashSet::new();
     for (name, value) in url::form_urlencoded::parse(encoded.as_bytes()) {
@@ -38,7 +38,7 @@ pub fn parse_unique(encoded: &str) -> Result<Params, OAuthError> {
 
 /// A whole body of at most `limit` bytes: a larger announced `Content-Length` is refused before
 /// anything is read (`413`), one that does not arrive in time is `408`.
-pub async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -73,7 +73,7 @@ fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Reads an `application/x-www-form-urlencoded` body within the size limit.
-pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<Params, OAuthError> {
+pub(crate) async fn read_form(headers: &HeaderMap, body: Body) -> Result<Params, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -15,7 +15,7 @@ use crate::oauth::register::{RegistrationError, register};
 use crate::oauth::registration::RegistrationRequest;
 use crate::rate_limit::bucket_of;
 
-pub async fn register_post(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn register_post(State(state): State<AppState>, request: Request) -> Response {
     let Some(registration) = state.registration.as_ref() else {
         return super::well_known::not_found().await;
     };

@@ -11,7 +11,7 @@ use super::params::read_form;
 use super::token::{client_credentials, no_store};
 use crate::oauth::revoke::revoke;
 
-pub async fn revoke_post(
+pub(crate) async fn revoke_post(
     State(state): State<AppState>,
     address: ClientAddress,
     headers: HeaderMap,

@@ -43,33 +43,33 @@ pub struct ServerConfig {
     #[serde(default = "default_address")]
     pub address: String,
     /// The issuer identifier; every endpoint lives under it.
-    pub public_url: String,
+    pub(crate) public_url: String,
     /// Proxies (CIDR networks) whose `X-Forwarded-For`/`Forwarded` name the client's address;
     /// none by default, so the TCP peer is the client.
     #[serde(default)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Which header the trusted proxies append to: `x-forwarded-for` or `forwarded`.
     #[serde(default)]
-    pub client_address_header: ClientAddressHeader,
+    pub(crate) client_address_header: ClientAddressHeader,
     /// From the first byte of a request to the end of its headers.
     #[serde(default = "default_header_timeout")]
-    pub header_timeout: ConfigDuration,
+    pub(crate) header_timeout: ConfigDuration,
     /// From the end of the headers to the end of the body; later is `408`.
     #[serde(default = "default_body_timeout")]
-    pub body_timeout: ConfigDuration,
+    pub(crate) body_timeout: ConfigDuration,
     /// A kept-alive connection with no request, or one whose client stopped reading the
     /// answer, is closed after this long without a byte moving.
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: ConfigDuration,
+    pub(crate) idle_timeout: ConfigDuration,
     /// Open connections at most; beyond it new ones are closed at once.
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Open connections from one address (IPv6 by /64) at most; trusted proxies are not counted.
     #[serde(default = "default_max_connections_per_address")]
-    pub max_connections_per_address: usize,
+    pub(crate) max_connections_per_address: usize,
     /// How long shutdown waits for the requests in flight before it closes what is still open.
     #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: ConfigDuration,
+    pub(crate) shutdown_timeout: ConfigDuration,
 }
 
 fn default_max_connections_per_address() -> usize {
@@ -98,7 +98,7 @@ fn default_address() -> String {
 
 impl ServerConfig {
     /// Problems of `server`, with their field paths.
-    pub fn validate(&self, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if self.address.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "server.address: {:?} is not an address like 0.0.0.0:8080",
@@ -138,10 +138,10 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The error a request body gives when it did not arrive within `body_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive in time")]
-pub struct BodyTimedOut;
+pub(crate) struct BodyTimedOut;
 
 /// Whether `error`, or anything that caused it, is a body that did not arrive in time.
-pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
         if error.is::<BodyTimedOut>() {
@@ -194,7 +194,7 @@ impl Drop for AddressSlot {
 
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the requests in
 /// flight, `shutdown_timeout` at most.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerConfig,

@@ -15,7 +15,7 @@ use crate::oauth::token::{ClientCredentials, exchange};
 use crate::oauth::{OAuthError, Params};
 use crate::secret::SecretString;
 
-pub async fn token_post(
+pub(crate) async fn token_post(
     State(state): State<AppState>,
     address: ClientAddress,
     headers: HeaderMap,

@@ -12,7 +12,10 @@ use super::token::no_store;
 use crate::oauth::bearer::BearerError;
 use crate::oauth::userinfo::userinfo;
 
-pub async fn userinfo_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn userinfo_handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
     let result = match super::bearer_token(&headers) {
         Ok(token) => userinfo(&state.bridge, token, state.clock.now()).await,
         Err(_) => Err(BearerError::InvalidRequest(

@@ -18,14 +18,14 @@ fn cacheable(body: serde_json::Value, max_age: &'static str) -> Response {
     response
 }
 
-pub async fn authorization_server_get(State(state): State<AppState>) -> Response {
+pub(crate) async fn authorization_server_get(State(state): State<AppState>) -> Response {
     cacheable(
         metadata::authorization_server_metadata(&state.bridge.settings),
         "public, max-age=3600",
     )
 }
 
-pub async fn openid_configuration_get(State(state): State<AppState>) -> Response {
+pub(crate) async fn openid_configuration_get(State(state): State<AppState>) -> Response {
     let keys = state.bridge.keys.current();
     cacheable(
         metadata::openid_configuration(
@@ -37,7 +37,7 @@ pub async fn openid_configuration_get(State(state): State<AppState>) -> Response
     )
 }
 
-pub fn protected_resource_get(
+pub(crate) fn protected_resource_get(
     state: &AppState,
     resource: &crate::oauth::protected_resource::ProtectedResource,
 ) -> Response {
@@ -47,7 +47,7 @@ pub fn protected_resource_get(
     )
 }
 
-pub async fn jwks_get(State(state): State<AppState>) -> Response {
+pub(crate) async fn jwks_get(State(state): State<AppState>) -> Response {
     // Short: a rotated key must reach resource servers well before its first token does.
     match serde_json::to_value(state.bridge.keys.current().jwks()) {
         Ok(body) => cacheable(body, "public, max-age=300"),
@@ -55,12 +55,12 @@ pub async fn jwks_get(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn healthz_get() -> Response {
+pub(crate) async fn healthz_get() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
 /// Ready when the storage answers and, with an upstream provider, its discovery has succeeded.
-pub async fn readyz_get(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz_get(State(state): State<AppState>) -> Response {
     let storage = state.bridge.storage.ping().await;
     let upstream = match &state.bridge.sign_in {
         SignIn::Upstream(upstream) => Some(upstream.is_ready()),
@@ -99,7 +99,7 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
     response
 }
 
-pub async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": "not_found", "error_description": "no such endpoint"})),

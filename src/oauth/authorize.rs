@@ -19,7 +19,7 @@ use crate::upstream::UpstreamRequest;
 /// How long (in bytes) each parameter that the bridge stores or echoes may be. Beyond, the
 /// request is refused with a page before any client is looked up or anything is stored, so no
 /// request can make the bridge hold more than these add up to (plus fixed-size fields).
-pub const PARAMETER_LIMITS: [(&str, usize); 7] = [
+pub(crate) const PARAMETER_LIMITS: [(&str, usize); 7] = [
     ("client_id", 1024),
     ("redirect_uri", 2048),
     ("state", 1024),
@@ -44,22 +44,22 @@ fn check_lengths(params: &Params) -> Result<(), OAuthError> {
 /// Where an authorization error goes: before the client and redirect URI are proven, to the user
 /// as a page (never an open redirect); after, back to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthorizeError {
+pub(crate) enum AuthorizeError {
     Page(OAuthError),
     Redirect(ClientRedirect),
 }
 
 /// An authorization response to send the user agent back to the client with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRedirect {
-    pub redirect_uri: String,
-    pub state: Option<String>,
-    pub error: OAuthError,
+pub(crate) struct ClientRedirect {
+    pub(crate) redirect_uri: String,
+    pub(crate) state: Option<String>,
+    pub(crate) error: OAuthError,
 }
 
 impl ClientRedirect {
     /// An error for the client of an already validated request.
-    pub fn error(request: &AuthorizationRequest, error: OAuthError) -> AuthorizeError {
+    pub(crate) fn error(request: &AuthorizationRequest, error: OAuthError) -> AuthorizeError {
         AuthorizeError::Redirect(ClientRedirect {
             redirect_uri: request.redirect_uri.clone(),
             state: request.client_state.clone(),
@@ -67,7 +67,7 @@ impl ClientRedirect {
         })
     }
 
-    pub fn url(&self, issuer: &str) -> Result<Url, OAuthError> {
+    pub(crate) fn url(&self, issuer: &str) -> Result<Url, OAuthError> {
         let mut params = vec![
             ("error", self.error.code()),
             ("error_description", self.error.description()),
@@ -80,7 +80,7 @@ impl ClientRedirect {
 }
 
 /// Appends the response parameters and `iss` (RFC 9207) to the client's redirect URI.
-pub fn authorization_response(
+pub(crate) fn authorization_response(
     redirect_uri: &str,
     params: &[(&str, &str)],
     issuer: &str,
@@ -100,19 +100,19 @@ pub fn authorization_response(
 /// A started upstream login: where to send the user, and the cookie that binds the flow to
 /// this browser.
 #[derive(Debug)]
-pub struct UpstreamRedirect {
-    pub url: Url,
-    pub binding_cookie: BindingCookie,
+pub(crate) struct UpstreamRedirect {
+    pub(crate) url: Url,
+    pub(crate) binding_cookie: BindingCookie,
 }
 
 #[derive(Debug, Clone)]
-pub struct BindingCookie {
-    pub name: String,
-    pub value: String,
+pub(crate) struct BindingCookie {
+    pub(crate) name: String,
+    pub(crate) value: String,
 }
 
 /// Cookie names are per flow so that two sign-ins in one browser do not overwrite each other.
-pub fn binding_cookie_name(upstream_state: &str) -> String {
+pub(crate) fn binding_cookie_name(upstream_state: &str) -> String {
     let digest = TokenHash::of(upstream_state).0;
     let id: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     format!("mob_login_{id}")
@@ -120,7 +120,7 @@ pub fn binding_cookie_name(upstream_state: &str) -> String {
 
 /// What the browser does next after a valid authorization request.
 #[derive(Debug)]
-pub enum AuthorizationStep {
+pub(crate) enum AuthorizationStep {
     /// The user must approve the client first; the token names the consent request.
     Consent {
         token: String,
@@ -130,7 +130,7 @@ pub enum AuthorizationStep {
 }
 
 /// `remembered_subject`: who this browser's remembered consent for the client says the user is.
-pub async fn start_authorization(
+pub(crate) async fn start_authorization(
     bridge: &Bridge,
     params: &Params,
     remembered_subject: Option<&str>,
@@ -282,7 +282,7 @@ pub async fn start_authorization(
 
 /// Parks the request and builds the sign-in URL (the upstream provider's, with our own state,
 /// nonce and PKCE, or our login form's), bound to this browser by a cookie.
-pub async fn continue_upstream(
+pub(crate) async fn continue_upstream(
     bridge: &Bridge,
     request: AuthorizationRequest,
     consent: Consent,

@@ -9,11 +9,11 @@ use crate::tokens::jwt::{JwtError, verify_own_access_token};
 
 /// Why a presented access token does not count; safe to tell the presenter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inactive(pub &'static str);
+pub(crate) struct Inactive(pub &'static str);
 
 /// What a request with a bearer token is answered when the token is missing or not good enough.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BearerError {
+pub(crate) enum BearerError {
     /// No token at all: a bare challenge, no error code (RFC 6750 §3.1).
     Missing,
     InvalidToken(&'static str),
@@ -31,7 +31,7 @@ impl From<StorageError> for BearerError {
 }
 
 /// The claims of a live access token we issued, for any audience.
-pub async fn check_access_token(
+pub(crate) async fn check_access_token(
     bridge: &Bridge,
     token: &str,
     now: UnixTime,
@@ -58,7 +58,7 @@ pub async fn check_access_token(
 }
 
 /// As `check_access_token`, answered the RFC 6750 way.
-pub async fn require_access_token(
+pub(crate) async fn require_access_token(
     bridge: &Bridge,
     token: Option<&str>,
     now: UnixTime,

@@ -21,15 +21,15 @@ use crate::upstream::claims::{check_access, map_identity};
 /// A completed sign-in: where the browser goes, and whom to remember as having approved the
 /// client when the approval was given during this sign-in.
 #[derive(Debug)]
-pub struct SignedIn {
-    pub url: Url,
-    pub client_id: String,
-    pub remember_consent_of: Option<String>,
+pub(crate) struct SignedIn {
+    pub(crate) url: Url,
+    pub(crate) client_id: String,
+    pub(crate) remember_consent_of: Option<String>,
 }
 
 /// Completes the login; on success the URL sends the user back to the client with our code.
 /// `binding` is the value of the browser cookie named after `state`.
-pub async fn complete_authorization(
+pub(crate) async fn complete_authorization(
     bridge: &Bridge,
     params: &Params,
     binding: Option<&str>,
@@ -111,14 +111,14 @@ pub async fn complete_authorization(
 }
 
 /// Who signed in, when, and the provider's refresh token if it sent one.
-pub struct SignedInUser {
-    pub identity: Identity,
-    pub auth_time: UnixTime,
-    pub upstream_refresh: Option<SecretString>,
+pub(crate) struct SignedInUser {
+    pub(crate) identity: Identity,
+    pub(crate) auth_time: UnixTime,
+    pub(crate) upstream_refresh: Option<SecretString>,
 }
 
 /// Consumes the pending authorization a sign-in returns with, if this browser started it.
-pub async fn take_pending_sign_in(
+pub(crate) async fn take_pending_sign_in(
     bridge: &Bridge,
     state: &str,
     binding: Option<&str>,
@@ -134,7 +134,9 @@ pub async fn take_pending_sign_in(
 }
 
 /// The pending authorization, or the page for a sign-in that is gone or belongs elsewhere.
-pub fn pending_or_page(taken: PendingTake) -> Result<Box<PendingAuthorization>, AuthorizeError> {
+pub(crate) fn pending_or_page(
+    taken: PendingTake,
+) -> Result<Box<PendingAuthorization>, AuthorizeError> {
     match taken {
         PendingTake::Taken(pending) => Ok(pending),
         PendingTake::OtherBrowser => {
@@ -154,7 +156,7 @@ pub fn pending_or_page(taken: PendingTake) -> Result<Box<PendingAuthorization>, 
 
 /// The user is known and allowed: record a consent given during this sign-in, mint our code and
 /// send the browser back to the client.
-pub async fn finish_sign_in(
+pub(crate) async fn finish_sign_in(
     bridge: &Bridge,
     pending: &PendingAuthorization,
     user: SignedInUser,
@@ -242,7 +244,7 @@ pub async fn finish_sign_in(
 }
 
 /// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.
-pub fn upstream_refresh_name(family_id: &str) -> String {
+pub(crate) fn upstream_refresh_name(family_id: &str) -> String {
     format!("upstream-refresh-token/{family_id}")
 }
 

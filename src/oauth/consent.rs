@@ -13,21 +13,21 @@ use crate::tokens::TokenHash;
 
 /// What the consent page shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentPage {
-    pub client_id: String,
-    pub client_name: Option<String>,
+pub(crate) struct ConsentPage {
+    pub(crate) client_id: String,
+    pub(crate) client_name: Option<String>,
     /// Where the result goes, as the user should read it.
-    pub destination: String,
+    pub(crate) destination: String,
     /// The host (or, for an app's own scheme, the scheme) the user is sent back to: what a
     /// phishing client cannot hide, so the page shows it large.
-    pub destination_host: String,
+    pub(crate) destination_host: String,
     /// Set when the destination is neither https nor this computer.
-    pub warning: Option<String>,
-    pub scope: Vec<String>,
+    pub(crate) warning: Option<String>,
+    pub(crate) scope: Vec<String>,
     /// What the client's tokens will say about the user, beyond who they are.
-    pub claims: Vec<IdentityClaim>,
+    pub(crate) claims: Vec<IdentityClaim>,
     /// The resource (MCP server) the access is for.
-    pub resource: String,
+    pub(crate) resource: String,
 }
 
 fn expired() -> OAuthError {
@@ -80,7 +80,7 @@ fn destination_host(redirect_uri: &str) -> String {
 }
 
 /// The page for a consent request, without using it up.
-pub async fn consent_page(
+pub(crate) async fn consent_page(
     bridge: &Bridge,
     token: &str,
     now: UnixTime,
@@ -113,7 +113,7 @@ pub async fn consent_page(
 
 /// Applies the user's decision: Allow continues to the upstream login, Deny answers the client
 /// with `access_denied`. Each consent request is decided once.
-pub async fn decide(
+pub(crate) async fn decide(
     bridge: &Bridge,
     token: &str,
     approve: bool,

@@ -16,14 +16,14 @@ pub enum IdentityClaim {
 }
 
 impl IdentityClaim {
-    pub const ALL: [IdentityClaim; 3] = [
+    pub(crate) const ALL: [IdentityClaim; 3] = [
         IdentityClaim::Email,
         IdentityClaim::Name,
         IdentityClaim::Groups,
     ];
 
     /// The scope whose grant releases the claim.
-    pub fn scope(self) -> &'static str {
+    pub(crate) fn scope(self) -> &'static str {
         match self {
             IdentityClaim::Email => "email",
             IdentityClaim::Name => "profile",
@@ -32,7 +32,7 @@ impl IdentityClaim {
     }
 
     /// The claim as the consent page names it to a person.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             IdentityClaim::Email => "your email address",
             IdentityClaim::Name => "your name",
@@ -42,7 +42,7 @@ impl IdentityClaim {
 }
 
 /// The identity claims the tokens of a grant with `scope` carry.
-pub fn released(scope: &[String], always: &[IdentityClaim]) -> Vec<IdentityClaim> {
+pub(crate) fn released(scope: &[String], always: &[IdentityClaim]) -> Vec<IdentityClaim> {
     IdentityClaim::ALL
         .into_iter()
         .filter(|claim| always.contains(claim) || scope.iter().any(|s| s == claim.scope()))

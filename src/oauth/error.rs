@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-pub type Description = Cow<'static, str>;
+pub(crate) type Description = Cow<'static, str>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
@@ -66,7 +66,7 @@ pub enum OAuthError {
 }
 
 impl OAuthError {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient(_) => "invalid_client",
@@ -87,7 +87,7 @@ impl OAuthError {
         }
     }
 
-    pub fn description(&self) -> &str {
+    pub(crate) fn description(&self) -> &str {
         match self {
             OAuthError::InvalidRequest(d)
             | OAuthError::InvalidClient(d)
@@ -110,30 +110,30 @@ impl OAuthError {
         }
     }
 
-    pub fn invalid_request(description: impl Into<Description>) -> Self {
+    pub(crate) fn invalid_request(description: impl Into<Description>) -> Self {
         OAuthError::InvalidRequest(description.into())
     }
 
-    pub fn invalid_grant(description: impl Into<Description>) -> Self {
+    pub(crate) fn invalid_grant(description: impl Into<Description>) -> Self {
         OAuthError::InvalidGrant(description.into())
     }
 
-    pub fn invalid_client(description: impl Into<Description>) -> Self {
+    pub(crate) fn invalid_client(description: impl Into<Description>) -> Self {
         OAuthError::InvalidClient(description.into())
     }
 
     /// `server_error` because of `cause`.
-    pub fn internal(cause: impl Into<Cause>) -> Self {
+    pub(crate) fn internal(cause: impl Into<Cause>) -> Self {
         OAuthError::ServerError(cause.into())
     }
 
     /// `temporarily_unavailable` because of `cause`.
-    pub fn unavailable(cause: impl Into<Cause>) -> Self {
+    pub(crate) fn unavailable(cause: impl Into<Cause>) -> Self {
         OAuthError::TemporarilyUnavailable(cause.into())
     }
 
     /// What failed below this answer, for the log; `None` for the client's own mistakes.
-    pub fn cause(&self) -> Option<&Cause> {
+    pub(crate) fn cause(&self) -> Option<&Cause> {
         match self {
             OAuthError::ServerError(cause) | OAuthError::TemporarilyUnavailable(cause) => {
                 Some(cause)
@@ -156,16 +156,16 @@ pub struct Cause(Option<Arc<dyn std::error::Error + Send + Sync>>);
 
 impl Cause {
     /// A reason that is no error value of its own (a state that should not happen).
-    pub fn because(reason: &'static str) -> Self {
+    pub(crate) fn because(reason: &'static str) -> Self {
         Cause(Some(Arc::new(Reason(reason))))
     }
 
-    pub fn error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+    pub(crate) fn error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         self.0.as_deref()
     }
 
     /// `a: b: c`, or a fixed text when nothing was recorded.
-    pub fn chain(&self) -> String {
+    pub(crate) fn chain(&self) -> String {
         match self.error() {
             Some(error) => crate::error_chain(error),
             None => "no cause recorded".to_owned(),

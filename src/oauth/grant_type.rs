@@ -1,7 +1,7 @@
 //! The grant types of RFC 6749 the token endpoint serves.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantType {
+pub(crate) enum GrantType {
     AuthorizationCode,
     RefreshToken,
     /// RFC 6749 §4.4: a confidential client acting for itself, no user involved.
@@ -9,7 +9,7 @@ pub enum GrantType {
 }
 
 impl GrantType {
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         match name {
             "authorization_code" => Some(GrantType::AuthorizationCode),
             "refresh_token" => Some(GrantType::RefreshToken),
@@ -18,7 +18,7 @@ impl GrantType {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::RefreshToken => "refresh_token",

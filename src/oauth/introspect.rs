@@ -16,7 +16,7 @@ use crate::tokens::refresh::RefreshFamily;
 use crate::tokens::{AccessTokenClaims, TokenHash};
 
 /// Who asks.
-pub enum Introspector {
+pub(crate) enum Introspector {
     /// A confidential client. One the operator configured may see any access token (it may be
     /// the resource server); one that registered itself (DCR) only its own tokens, or anyone
     /// could register and read other users' identities. Refresh tokens: only its own.
@@ -26,13 +26,13 @@ pub enum Introspector {
 }
 
 /// How the caller identified itself over HTTP.
-pub enum IntrospectorCredentials {
+pub(crate) enum IntrospectorCredentials {
     Bearer(String),
     Client(ClientCredentials),
     None,
 }
 
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     bridge: &Bridge,
     credentials: IntrospectorCredentials,
     now: UnixTime,
@@ -68,7 +68,7 @@ pub async fn authenticate(
     }
 }
 
-pub async fn introspect(
+pub(crate) async fn introspect(
     bridge: &Bridge,
     caller: &Introspector,
     params: &Params,

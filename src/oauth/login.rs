@@ -21,12 +21,12 @@ const MAX_USERNAME_LEN: usize = 256;
 
 pub struct LocalLogin {
     pub users: LocalUsers,
-    pub throttle: LoginThrottle,
+    pub(crate) throttle: LoginThrottle,
 }
 
 /// What became of a submitted form.
 #[derive(Debug)]
-pub enum LoginOutcome {
+pub(crate) enum LoginOutcome {
     SignedIn(SignedIn),
     /// Show the form again with one message for a wrong password and an unknown user alike.
     WrongCredentials,
@@ -47,7 +47,7 @@ fn local_login(bridge: &Bridge) -> Result<&LocalLogin, AuthorizeError> {
 
 /// Checks that the sign-in named by `state` is alive and was started by this browser, without
 /// consuming it: the form may be shown, and submitted with a wrong password, more than once.
-pub async fn check_sign_in(
+pub(crate) async fn check_sign_in(
     bridge: &Bridge,
     state: &str,
     binding: Option<&str>,
@@ -65,7 +65,7 @@ pub async fn check_sign_in(
 
 /// The user gave up at the form: the sign-in ends, and the client hears `access_denied`, as
 /// when a user cancels at an upstream provider.
-pub async fn cancel_login(
+pub(crate) async fn cancel_login(
     bridge: &Bridge,
     state: &str,
     binding: Option<&str>,
@@ -88,7 +88,7 @@ pub async fn cancel_login(
 
 /// Checks a submitted username and password under the throttle; a right one completes the
 /// sign-in. `address` is the source address as the caller buckets it.
-pub async fn submit_login(
+pub(crate) async fn submit_login(
     bridge: &Bridge,
     state: &str,
     binding: Option<&str>,

@@ -27,17 +27,17 @@ const MAX_SLOWDOWN_STEPS: u32 = 5;
 /// `oauth.login_throttle`: how the local login form slows and then refuses password guessing.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ThrottleSettings {
+pub(crate) struct ThrottleSettings {
     /// Failures for one username from one source address within `window` before that address
     /// may not try that username again.
-    pub max_failures_per_user: u32,
+    pub(crate) max_failures_per_user: u32,
     /// Failures per source address (IPv6 by /64) within `window` before it is refused.
-    pub max_failures_per_address: u32,
+    pub(crate) max_failures_per_address: u32,
     #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Added to every answer per failure already counted (up to five times this).
     #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub slowdown: Duration,
+    pub(crate) slowdown: Duration,
 }
 
 impl Default for ThrottleSettings {
@@ -52,7 +52,7 @@ impl Default for ThrottleSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Check the password, after waiting this long.
     Allowed { delay: Duration },
     /// Do not check anything; try again after this many seconds.
@@ -76,14 +76,14 @@ fn user_digest(username: &str) -> UserDigest {
     Sha256::digest(username.to_lowercase().as_bytes()).into()
 }
 
-pub struct LoginThrottle {
+pub(crate) struct LoginThrottle {
     settings: ThrottleSettings,
     /// When each key's window started, and its failures since.
     failures: Mutex<HashMap<Key, (UnixTime, u32)>>,
 }
 
 impl LoginThrottle {
-    pub fn new(settings: ThrottleSettings) -> Self {
+    pub(crate) fn new(settings: ThrottleSettings) -> Self {
         LoginThrottle {
             settings,
             failures: Mutex::new(HashMap::new()),
@@ -109,7 +109,12 @@ impl LoginThrottle {
     /// Begins an attempt for `username` from `address` (the caller's bucket of the source
     /// address, IPv6 by /64), before any password is checked: refused at a limit, otherwise
     /// counted as a failure until `record_success` says otherwise.
-    pub fn begin_attempt(&self, username: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
+    pub(crate) fn begin_attempt(
+        &self,
+        username: &str,
+        address: Option<IpAddr>,
+        now: UnixTime,
+    ) -> Verdict {
         let Ok(mut failures) = self.failures.lock() else {
             return Verdict::Refused { retry_after: 1 };
         };
@@ -159,7 +164,7 @@ impl LoginThrottle {
 
     /// The attempt begun for `username` from `address` was right: the username starts afresh
     /// everywhere, and the address's count loses this attempt.
-    pub fn record_success(&self, username: &str, address: Option<IpAddr>) {
+    pub(crate) fn record_success(&self, username: &str, address: Option<IpAddr>) {
         let Ok(mut failures) = self.failures.lock() else {
             return;
         };
@@ -174,7 +179,7 @@ impl LoginThrottle {
 
 impl ThrottleSettings {
     /// Every problem of `oauth.login_throttle`, with its field path.
-    pub fn validate(&self, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if self.max_failures_per_user == 0 || self.max_failures_per_address == 0 {
             problems.push(
                 "oauth.login_throttle: max_failures_per_user and max_failures_per_address must be above zero"

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Settings, endpoints};
 
-pub fn authorization_server_metadata(settings: &Settings) -> Value {
+pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
     let mut document = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.endpoint(endpoints::AUTHORIZE),
@@ -45,7 +45,10 @@ pub fn authorization_server_metadata(settings: &Settings) -> Value {
 /// The same metadata plus the OpenID Connect Discovery fields (§3). ID tokens are signed with
 /// the access-token key; with a shared HS256 key none are issued (`id_token_algorithm` None),
 /// so none is advertised.
-pub fn openid_configuration(settings: &Settings, id_token_algorithm: Option<Algorithm>) -> Value {
+pub(crate) fn openid_configuration(
+    settings: &Settings,
+    id_token_algorithm: Option<Algorithm>,
+) -> Value {
     let mut document = authorization_server_metadata(settings);
     if let Value::Object(fields) = &mut document {
         fields.insert("subject_types_supported".into(), json!(["public"]));

@@ -1,30 +1,30 @@
 //! The OAuth 2.1 protocol: every rule the bridge enforces, with no HTTP types. Functions take
 //! the current time as an argument; `http` parses and renders, this module decides.
 
-pub mod authorize;
-pub mod bearer;
-pub mod callback;
-pub mod consent;
+pub(crate) mod authorize;
+pub(crate) mod bearer;
+pub(crate) mod callback;
+pub(crate) mod consent;
 pub mod disclosure;
-pub mod error;
-pub mod grant_type;
-pub mod introspect;
-pub mod login;
-pub mod login_throttle;
-pub mod metadata;
+pub(crate) mod error;
+pub(crate) mod grant_type;
+pub(crate) mod introspect;
+pub(crate) mod login;
+pub(crate) mod login_throttle;
+pub(crate) mod metadata;
 pub mod pending_cap;
-pub mod pkce;
-pub mod protected_resource;
+pub(crate) mod pkce;
+pub(crate) mod protected_resource;
 pub mod redirect_policy;
-pub mod redirect_uri;
-pub mod register;
-pub mod registration;
-pub mod resource;
-pub mod revoke;
-pub mod scope;
-pub mod text;
+pub(crate) mod redirect_uri;
+pub(crate) mod register;
+pub(crate) mod registration;
+pub(crate) mod resource;
+pub(crate) mod revoke;
+pub(crate) mod scope;
+pub(crate) mod text;
 pub mod token;
-pub mod userinfo;
+pub(crate) mod userinfo;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -33,9 +33,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::{Cause, OAuthError};
-pub use grant_type::GrantType;
-pub use text::for_log;
+pub(crate) use error::{Cause, OAuthError};
+pub(crate) use grant_type::GrantType;
+pub(crate) use text::for_log;
 
 use crate::clients::ClientRegistry;
 use crate::storage::Storage;
@@ -44,29 +44,29 @@ use crate::upstream::Upstream;
 use crate::upstream::claims::{AccessPolicy, ClaimsConfig};
 
 /// Endpoint paths below the issuer, shared by the router and the discovery documents.
-pub mod endpoints {
-    pub const AUTHORIZE: &str = "/oauth/authorize";
-    pub const CALLBACK: &str = "/oauth/callback";
-    pub const CONSENT: &str = "/oauth/consent";
-    pub const LOGIN: &str = "/oauth/login";
-    pub const REGISTER: &str = "/oauth/register";
-    pub const TOKEN: &str = "/oauth/token";
-    pub const REVOKE: &str = "/oauth/revoke";
-    pub const INTROSPECT: &str = "/oauth/introspect";
-    pub const USERINFO: &str = "/oauth/userinfo";
-    pub const JWKS: &str = "/oauth/jwks";
-    pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
-    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
-    pub const HEALTH: &str = "/healthz";
-    pub const READY: &str = "/readyz";
+pub(crate) mod endpoints {
+    pub(crate) const AUTHORIZE: &str = "/oauth/authorize";
+    pub(crate) const CALLBACK: &str = "/oauth/callback";
+    pub(crate) const CONSENT: &str = "/oauth/consent";
+    pub(crate) const LOGIN: &str = "/oauth/login";
+    pub(crate) const REGISTER: &str = "/oauth/register";
+    pub(crate) const TOKEN: &str = "/oauth/token";
+    pub(crate) const REVOKE: &str = "/oauth/revoke";
+    pub(crate) const INTROSPECT: &str = "/oauth/introspect";
+    pub(crate) const USERINFO: &str = "/oauth/userinfo";
+    pub(crate) const JWKS: &str = "/oauth/jwks";
+    pub(crate) const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
+    pub(crate) const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    pub(crate) const HEALTH: &str = "/healthz";
+    pub(crate) const READY: &str = "/readyz";
 }
 
 /// How long an authorization code and a pending upstream login live (RFC 6749 §4.1.2 advises
 /// ten minutes at most for a code).
-pub const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(600);
-pub const PENDING_AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
+pub(crate) const AUTHORIZATION_CODE_TTL: Duration = Duration::from_secs(600);
+pub(crate) const PENDING_AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
 /// How long a user's approval of a client is remembered.
-pub const REMEMBERED_CONSENT_TTL: Duration = Duration::from_secs(90 * 86400);
+pub(crate) const REMEMBERED_CONSENT_TTL: Duration = Duration::from_secs(90 * 86400);
 
 /// Request parameters after the HTTP layer refused repeats; empty values count as absent
 /// (RFC 6749 §3.1).
@@ -75,23 +75,25 @@ pub struct Params(HashMap<String, String>);
 
 impl Params {
     /// Sets `name`; the HTTP layer refuses a repeated parameter before it gets here.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.insert(name.into(), value.into());
     }
 
-    pub fn remove(&mut self, name: &str) {
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, name: &str) {
         self.0.remove(name);
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
-    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name)
             .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
     }
@@ -135,7 +137,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn endpoint(&self, path: &str) -> String {
+    pub(crate) fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer.trim_end_matches('/'))
     }
 }

@@ -41,7 +41,7 @@ struct Count {
 
 /// Room for one record, held until it is stored (or given up).
 #[must_use = "the room is held until the record is stored"]
-pub struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     cap: &'a PendingCap,
 }
 
@@ -61,12 +61,8 @@ impl PendingCap {
         }
     }
 
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Reserves room for one more record, or refuses with `temporarily_unavailable`.
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         storage: &dyn Storage,
         now: UnixTime,

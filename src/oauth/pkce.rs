@@ -11,7 +11,7 @@ use crate::secret::constant_time_eq;
 const S256_CHALLENGE_LEN: usize = 43;
 
 /// Checks the challenge sent to /authorize (RFC 7636 §4.3).
-pub fn validate_challenge(
+pub(crate) fn validate_challenge(
     challenge: Option<&str>,
     method: Option<&str>,
 ) -> Result<String, OAuthError> {
@@ -45,7 +45,7 @@ pub fn validate_challenge(
 }
 
 /// Checks the verifier sent to /token against the stored challenge (RFC 7636 §4.6).
-pub fn verify(verifier: Option<&str>, challenge: &str) -> Result<(), OAuthError> {
+pub(crate) fn verify(verifier: Option<&str>, challenge: &str) -> Result<(), OAuthError> {
     let verifier =
         verifier.ok_or_else(|| OAuthError::invalid_request("code_verifier is required"))?;
     if !(43..=128).contains(&verifier.len()) || !verifier.bytes().all(is_unreserved_byte) {
@@ -62,7 +62,7 @@ pub fn verify(verifier: Option<&str>, challenge: &str) -> Result<(), OAuthError>
     }
 }
 
-pub fn s256(verifier: &str) -> String {
+pub(crate) fn s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 

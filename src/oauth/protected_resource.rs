@@ -10,18 +10,18 @@ use super::bearer::{BearerError, Inactive, check_access_token};
 use crate::clock::UnixTime;
 use crate::tokens::AccessTokenClaims;
 
-pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 #[derive(Debug, Clone)]
-pub struct ProtectedResource {
+pub(crate) struct ProtectedResource {
     /// The resource identifier: the `aud` its tokens carry.
-    pub url: String,
-    pub required_scopes: Vec<String>,
+    pub(crate) url: String,
+    pub(crate) required_scopes: Vec<String>,
 }
 
 /// RFC 9728 §3.1: the metadata lives at the resource's host, the well-known path inserted before
 /// the resource's own path; the bridge serves that path for every resource it knows.
-pub fn metadata_path(resource: &str) -> Option<String> {
+pub(crate) fn metadata_path(resource: &str) -> Option<String> {
     let url = url::Url::parse(resource).ok()?;
     Some(format!(
         "{METADATA_PATH}{}",
@@ -31,7 +31,7 @@ pub fn metadata_path(resource: &str) -> Option<String> {
 
 /// RFC 9728 §2. The scopes are those the resource requires when it names any (what a client
 /// should ask for), else every scope the authorization server knows.
-pub fn metadata(settings: &Settings, resource: &ProtectedResource) -> Value {
+pub(crate) fn metadata(settings: &Settings, resource: &ProtectedResource) -> Value {
     let scopes = if resource.required_scopes.is_empty() {
         &settings.scopes_supported
     } else {
@@ -46,7 +46,7 @@ pub fn metadata(settings: &Settings, resource: &ProtectedResource) -> Value {
 }
 
 /// The claims of the token, if it may be used for `resource`.
-pub async fn authorize_request(
+pub(crate) async fn authorize_request(
     bridge: &Bridge,
     resource: &ProtectedResource,
     token: Option<&str>,

@@ -20,7 +20,7 @@ pub enum PolicyError {
 }
 
 /// Built-in pattern lists, by the name the configuration includes them with.
-pub const PROFILES: &[(&str, &[&str])] = &[
+pub(crate) const PROFILES: &[(&str, &[&str])] = &[
     (
         "claude",
         &[
@@ -97,11 +97,11 @@ impl RedirectPolicy {
         Ok(RedirectPolicy { patterns: compiled })
     }
 
-    pub fn allows(&self, redirect_uri: &str) -> bool {
+    pub(crate) fn allows(&self, redirect_uri: &str) -> bool {
         self.patterns.iter().any(|p| p.is_match(redirect_uri))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
 }

@@ -8,7 +8,7 @@ const FORBIDDEN_SCHEMES: [&str; 5] = ["javascript", "data", "file", "vbscript", 
 /// What is wrong with a URI from a registration, a metadata document or the configuration. The
 /// message quotes the URI, so that the one who sent it sees which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UriProblem {
+pub(crate) enum UriProblem {
     /// Quoted cut short: it may be long and is not a URI anyway.
     #[error("{0:?} contains white space or control characters")]
     InvisibleCharacters(String),
@@ -39,7 +39,7 @@ pub enum UriProblem {
 }
 
 /// Whether the URL's host is a loopback address or `localhost`.
-pub fn is_loopback_host(url: &Url) -> bool {
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
@@ -49,13 +49,16 @@ pub fn is_loopback_host(url: &Url) -> bool {
 }
 
 /// Checks a redirect URI before it is registered.
-pub fn validate_registered(uri: &str) -> Result<(), UriProblem> {
+pub(crate) fn validate_registered(uri: &str) -> Result<(), UriProblem> {
     validate_registrable(uri, false)
 }
 
 /// As `validate_registered`; `http_explicitly_allowed` lets a non-loopback http URI through when an
 /// operator's pattern names it (README, "Registration, profiles and consent"). Fragments, credentials and script schemes never pass.
-pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<(), UriProblem> {
+pub(crate) fn validate_registrable(
+    uri: &str,
+    http_explicitly_allowed: bool,
+) -> Result<(), UriProblem> {
     // The URL parser drops tabs and newlines silently, so they are refused before it sees them:
     // what is registered must be exactly what is compared and redirected to.
     if uri
@@ -90,7 +93,7 @@ pub fn validate_registrable(uri: &str, http_explicitly_allowed: bool) -> Result<
 }
 
 /// Whether `requested` (from an authorization request) matches the registered URI.
-pub fn matches(registered: &str, requested: &str) -> bool {
+pub(crate) fn matches(registered: &str, requested: &str) -> bool {
     if requested.contains('#')
         || requested
             .chars()
@@ -116,7 +119,7 @@ pub fn matches(registered: &str, requested: &str) -> bool {
 }
 
 /// An https URL (http only for loopback hosts) without query or fragment.
-pub fn validate_base_url(text: &str) -> Result<(), UriProblem> {
+pub(crate) fn validate_base_url(text: &str) -> Result<(), UriProblem> {
     let url = Url::parse(text).map_err(|reason| UriProblem::NotAbsoluteUrl {
         uri: text.to_owned(),
         reason,

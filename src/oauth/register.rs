@@ -23,14 +23,14 @@ use crate::tokens::opaque::random_string;
 pub struct DcrConfig {
     pub enabled: bool,
     /// Regular expressions a registered redirect URI must match whole.
-    pub allowed_redirect_patterns: Vec<String>,
+    pub(crate) allowed_redirect_patterns: Vec<String>,
     /// Built-in pattern lists by name: claude, cursor, vscode, chatgpt, inspector, loopback.
     pub allowed_redirect_profiles: Vec<String>,
     /// Registered clients at most; registration is refused beyond it.
-    pub max_clients: usize,
+    pub(crate) max_clients: usize,
     /// A registered client unused for this long is deleted.
-    pub unused_client_ttl: ConfigDuration,
-    pub rate_limit: RateLimitConfig,
+    pub(crate) unused_client_ttl: ConfigDuration,
+    pub(crate) rate_limit: RateLimitConfig,
 }
 
 impl Default for DcrConfig {
@@ -49,7 +49,7 @@ impl Default for DcrConfig {
 impl DcrConfig {
     /// The one redirect policy for clients that arrive unannounced, registered or described by
     /// a metadata document.
-    pub fn redirect_policy(&self) -> Result<RedirectPolicy, PolicyError> {
+    pub(crate) fn redirect_policy(&self) -> Result<RedirectPolicy, PolicyError> {
         RedirectPolicy::compile(
             &self.allowed_redirect_patterns,
             &self.allowed_redirect_profiles,
@@ -58,7 +58,7 @@ impl DcrConfig {
 
     /// Problems of `oauth.dcr`, with their field paths; `policy_needed` when registration or
     /// metadata documents will use the redirect policy.
-    pub fn validate(&self, policy_needed: bool, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, policy_needed: bool, problems: &mut Vec<String>) {
         problems.extend(whole_seconds(
             "oauth.dcr.unused_client_ttl",
             self.unused_client_ttl,
@@ -80,36 +80,36 @@ impl DcrConfig {
 
 /// Registration settings derived from `oauth.dcr`.
 #[derive(Debug, Clone)]
-pub struct RegistrationPolicy {
-    pub redirects: RedirectPolicy,
-    pub max_clients: usize,
-    pub secret_cost: u32,
+pub(crate) struct RegistrationPolicy {
+    pub(crate) redirects: RedirectPolicy,
+    pub(crate) max_clients: usize,
+    pub(crate) secret_cost: u32,
 }
 
 /// RFC 7591 §3.2.1.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct RegistrationResponse {
-    pub client_id: String,
+pub(crate) struct RegistrationResponse {
+    pub(crate) client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_secret: Option<String>,
-    pub client_id_issued_at: i64,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_id_issued_at: i64,
     /// 0: the secret does not expire. Absent for public clients, which have none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_secret_expires_at: Option<i64>,
-    pub redirect_uris: Vec<String>,
-    pub token_endpoint_auth_method: String,
-    pub grant_types: Vec<String>,
-    pub response_types: Vec<String>,
+    pub(crate) client_secret_expires_at: Option<i64>,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) token_endpoint_auth_method: String,
+    pub(crate) grant_types: Vec<String>,
+    pub(crate) response_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_name: Option<String>,
+    pub(crate) client_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub application_type: Option<String>,
+    pub(crate) application_type: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum RegistrationError {
+pub(crate) enum RegistrationError {
     Rejected(OAuthError),
     /// `max_clients` are registered already.
     Full {
@@ -133,7 +133,7 @@ fn registry_full(policy: &RegistrationPolicy) -> RegistrationError {
     }
 }
 
-pub async fn register(
+pub(crate) async fn register(
     bridge: &Bridge,
     policy: &RegistrationPolicy,
     request: RegistrationRequest,

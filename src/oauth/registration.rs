@@ -16,14 +16,14 @@ const MAX_CLIENT_NAME: usize = 200;
 
 /// RFC 7591 §2 client metadata we act on; other fields are ignored.
 #[derive(Debug, Default, Deserialize)]
-pub struct RegistrationRequest {
-    pub redirect_uris: Option<Vec<String>>,
-    pub token_endpoint_auth_method: Option<String>,
-    pub grant_types: Option<Vec<String>>,
-    pub response_types: Option<Vec<String>>,
-    pub client_name: Option<String>,
-    pub scope: Option<String>,
-    pub application_type: Option<String>,
+pub(crate) struct RegistrationRequest {
+    pub(crate) redirect_uris: Option<Vec<String>>,
+    pub(crate) token_endpoint_auth_method: Option<String>,
+    pub(crate) grant_types: Option<Vec<String>>,
+    pub(crate) response_types: Option<Vec<String>>,
+    pub(crate) client_name: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) application_type: Option<String>,
 }
 
 fn metadata_error(description: String) -> OAuthError {
@@ -31,7 +31,7 @@ fn metadata_error(description: String) -> OAuthError {
 }
 
 /// Checks the metadata against RFC 7591 and our policy; returns the normalised metadata.
-pub fn validate_registration(
+pub(crate) fn validate_registration(
     request: RegistrationRequest,
     policy: &RedirectPolicy,
     scopes_supported: &[String],

@@ -5,7 +5,10 @@ use url::Url;
 use super::{OAuthError, Settings};
 
 /// The audience for a request's `resource`, or the default audience when it names none.
-pub fn resolve_audience(settings: &Settings, resource: Option<&str>) -> Result<String, OAuthError> {
+pub(crate) fn resolve_audience(
+    settings: &Settings,
+    resource: Option<&str>,
+) -> Result<String, OAuthError> {
     let Some(resource) = resource else {
         return Ok(settings.default_audience.clone());
     };
@@ -24,7 +27,7 @@ pub fn resolve_audience(settings: &Settings, resource: Option<&str>) -> Result<S
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResourceUriProblem {
+pub(crate) enum ResourceUriProblem {
     #[error("{0:?} is not an absolute URI")]
     NotAbsolute(String),
     #[error("{0:?} must not contain a fragment")]
@@ -32,7 +35,7 @@ pub enum ResourceUriProblem {
 }
 
 /// RFC 8707 §2: an absolute URI without a fragment.
-pub fn validate_resource_uri(text: &str) -> Result<(), ResourceUriProblem> {
+pub(crate) fn validate_resource_uri(text: &str) -> Result<(), ResourceUriProblem> {
     let url = Url::parse(text).map_err(|_| ResourceUriProblem::NotAbsolute(text.to_owned()))?;
     if url.fragment().is_some() || text.contains('#') {
         return Err(ResourceUriProblem::Fragment(text.to_owned()));

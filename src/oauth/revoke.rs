@@ -8,7 +8,7 @@ use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
 
-pub async fn revoke(
+pub(crate) async fn revoke(
     bridge: &Bridge,
     client: &Client,
     params: &Params,

@@ -3,7 +3,7 @@
 use super::error::OAuthError;
 
 /// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`
-pub fn is_valid_scope_token(token: &str) -> bool {
+pub(crate) fn is_valid_scope_token(token: &str) -> bool {
     !token.is_empty()
         && token
             .bytes()
@@ -11,7 +11,7 @@ pub fn is_valid_scope_token(token: &str) -> bool {
 }
 
 /// Splits a scope parameter into distinct tokens, keeping the client's order.
-pub fn parse(scope: &str) -> Result<Vec<String>, OAuthError> {
+pub(crate) fn parse(scope: &str) -> Result<Vec<String>, OAuthError> {
     let mut tokens: Vec<String> = Vec::new();
     for token in scope.split(' ').filter(|t| !t.is_empty()) {
         if !is_valid_scope_token(token) {
@@ -27,7 +27,10 @@ pub fn parse(scope: &str) -> Result<Vec<String>, OAuthError> {
 }
 
 /// The scope a request gets: what it asked for, all within `allowed`; with no request, all of `allowed`.
-pub fn resolve(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String>, OAuthError> {
+pub(crate) fn resolve(
+    requested: Option<&str>,
+    allowed: &[String],
+) -> Result<Vec<String>, OAuthError> {
     let Some(requested) = requested else {
         return Ok(allowed.to_vec());
     };
@@ -44,7 +47,7 @@ pub fn resolve(requested: Option<&str>, allowed: &[String]) -> Result<Vec<String
     Ok(tokens)
 }
 
-pub fn join(scope: &[String]) -> String {
+pub(crate) fn join(scope: &[String]) -> String {
     scope.join(" ")
 }
 

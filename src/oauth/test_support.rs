@@ -24,20 +24,20 @@ use crate::upstream::claims::AccessPolicy;
 use crate::upstream::claims::ClaimsConfig;
 use crate::upstream::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
 
-pub const ISSUER: &str = "https://bridge.example.com";
-pub const PUBLIC_CLIENT: &str = "public-client";
-pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:4321/callback";
-pub const CONFIDENTIAL_CLIENT: &str = "web-client";
+pub(crate) const ISSUER: &str = "https://bridge.example.com";
+pub(crate) const PUBLIC_CLIENT: &str = "public-client";
+pub(crate) const PUBLIC_REDIRECT: &str = "http://127.0.0.1:4321/callback";
+pub(crate) const CONFIDENTIAL_CLIENT: &str = "web-client";
 /// A public client that needs the user's consent.
-pub const CONSENTING_CLIENT: &str = "consenting-client";
+pub(crate) const CONSENTING_CLIENT: &str = "consenting-client";
 /// A public client that may not use refresh tokens.
-pub const NO_REFRESH_CLIENT: &str = "no-refresh-client";
-pub const CONFIDENTIAL_SECRET: &str = "web-client-secret";
+pub(crate) const NO_REFRESH_CLIENT: &str = "no-refresh-client";
+pub(crate) const CONFIDENTIAL_SECRET: &str = "web-client-secret";
 // RFC 7636 Appendix B.
-pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-pub fn settings() -> Settings {
+pub(crate) fn settings() -> Settings {
     Settings {
         issuer: ISSUER.into(),
         default_audience: ISSUER.into(),
@@ -59,14 +59,14 @@ pub fn settings() -> Settings {
 }
 
 #[derive(Debug, Clone)]
-pub struct Exchange {
-    pub code: String,
-    pub verifier: String,
-    pub nonce: String,
+pub(crate) struct Exchange {
+    pub(crate) code: String,
+    pub(crate) verifier: String,
+    pub(crate) nonce: String,
 }
 
 /// An upstream that logs the configured user in, or fails as told.
-pub struct ScriptedUpstream {
+pub(crate) struct ScriptedUpstream {
     ready: AtomicBool,
     claims: Mutex<serde_json::Value>,
     failure: Mutex<Option<UpstreamError>>,
@@ -74,16 +74,16 @@ pub struct ScriptedUpstream {
 }
 
 impl ScriptedUpstream {
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
-    pub fn set_claims(&self, claims: serde_json::Value) {
+    pub(crate) fn set_claims(&self, claims: serde_json::Value) {
         *self.claims.lock().unwrap() = claims;
     }
-    pub fn fail_with(&self, error: UpstreamError) {
+    pub(crate) fn fail_with(&self, error: UpstreamError) {
         *self.failure.lock().unwrap() = Some(error);
     }
-    pub fn last_exchange(&self) -> Option<Exchange> {
+    pub(crate) fn last_exchange(&self) -> Option<Exchange> {
         self.exchanges.lock().unwrap().last().cloned()
     }
 }
@@ -140,27 +140,27 @@ impl Upstream for ScriptedUpstream {
 }
 
 /// A login parked upstream: what the upstream received, and the browser's binding cookie.
-pub struct Login {
-    pub state: String,
-    pub nonce: String,
-    pub upstream_challenge: String,
-    pub binding: String,
+pub(crate) struct Login {
+    pub(crate) state: String,
+    pub(crate) nonce: String,
+    pub(crate) upstream_challenge: String,
+    pub(crate) binding: String,
 }
 
-pub struct Harness {
-    pub bridge: Bridge,
-    pub clock: Arc<FixedClock>,
-    pub upstream: Arc<ScriptedUpstream>,
+pub(crate) struct Harness {
+    pub(crate) bridge: Bridge,
+    pub(crate) clock: Arc<FixedClock>,
+    pub(crate) upstream: Arc<ScriptedUpstream>,
 }
 
-pub fn public_credentials() -> ClientCredentials {
+pub(crate) fn public_credentials() -> ClientCredentials {
     ClientCredentials {
         client_id: PUBLIC_CLIENT.into(),
         secret: None,
     }
 }
 
-pub fn confidential_credentials() -> ClientCredentials {
+pub(crate) fn confidential_credentials() -> ClientCredentials {
     ClientCredentials {
         client_id: CONFIDENTIAL_CLIENT.into(),
         secret: Some(SecretString::new(CONFIDENTIAL_SECRET)),
@@ -168,7 +168,7 @@ pub fn confidential_credentials() -> ClientCredentials {
 }
 
 impl Harness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let clients = ClientRegistry::from_config(
             &[
                 ClientConfig {
@@ -237,11 +237,15 @@ impl Harness {
         }
     }
 
-    pub fn now(&self) -> UnixTime {
+    pub(crate) fn now(&self) -> UnixTime {
         self.clock.now()
     }
 
-    pub async fn take_pending(&self, state: &str, binding: &str) -> Option<PendingAuthorization> {
+    pub(crate) async fn take_pending(
+        &self,
+        state: &str,
+        binding: &str,
+    ) -> Option<PendingAuthorization> {
         match self
             .bridge
             .storage
@@ -258,22 +262,22 @@ impl Harness {
         }
     }
 
-    pub async fn authorize_public(&self) -> Login {
+    pub(crate) async fn authorize_public(&self) -> Login {
         self.authorize_as(PUBLIC_CLIENT).await
     }
 
     /// Starts an authorization for one of the public loopback clients.
-    pub async fn authorize_as(&self, client_id: &str) -> Login {
+    pub(crate) async fn authorize_as(&self, client_id: &str) -> Login {
         self.authorize_with(client_id, "openid email").await
     }
 
-    pub async fn authorize_with(&self, client_id: &str, scope: &str) -> Login {
+    pub(crate) async fn authorize_with(&self, client_id: &str, scope: &str) -> Login {
         let params = self.authorization_params(client_id, scope);
         Self::login_from(self.start(&params).await)
     }
 
     /// The authorization request the harness always sends, for `client_id` and `scope`.
-    pub fn authorization_params(&self, client_id: &str, scope: &str) -> Params {
+    pub(crate) fn authorization_params(&self, client_id: &str, scope: &str) -> Params {
         Params::from([
             ("client_id", client_id),
             ("redirect_uri", PUBLIC_REDIRECT),
@@ -288,7 +292,7 @@ impl Harness {
     }
 
     /// Straight to the upstream redirect: for the clients that skip consent.
-    pub async fn start(&self, params: &Params) -> UpstreamRedirect {
+    pub(crate) async fn start(&self, params: &Params) -> UpstreamRedirect {
         match start_authorization(&self.bridge, params, None, self.now())
             .await
             .unwrap()
@@ -298,7 +302,7 @@ impl Harness {
         }
     }
 
-    pub fn login_from(started: UpstreamRedirect) -> Login {
+    pub(crate) fn login_from(started: UpstreamRedirect) -> Login {
         let query: HashMap<_, _> = started.url.query_pairs().into_owned().collect();
         Login {
             state: query["state"].clone(),
@@ -308,7 +312,7 @@ impl Harness {
         }
     }
 
-    pub async fn callback(
+    pub(crate) async fn callback(
         &self,
         login: &Login,
         extra: &[(&str, &str)],
@@ -318,7 +322,7 @@ impl Harness {
             .map(|signed_in| signed_in.url)
     }
 
-    pub async fn sign_in(
+    pub(crate) async fn sign_in(
         &self,
         login: &Login,
         extra: &[(&str, &str)],
@@ -330,11 +334,11 @@ impl Harness {
         complete_authorization(&self.bridge, &params, Some(&login.binding), self.now()).await
     }
 
-    pub async fn code_for_public_client(&self) -> String {
+    pub(crate) async fn code_for_public_client(&self) -> String {
         self.code_for(PUBLIC_CLIENT).await
     }
 
-    pub async fn code_for(&self, client_id: &str) -> String {
+    pub(crate) async fn code_for(&self, client_id: &str) -> String {
         let login = self.authorize_as(client_id).await;
         let url = self
             .callback(&login, &[("code", "upstream-code")])
@@ -347,7 +351,7 @@ impl Harness {
             .into_owned()
     }
 
-    pub async fn redeem_with(
+    pub(crate) async fn redeem_with(
         &self,
         code: &str,
         overrides: &[(&str, &str)],
@@ -355,7 +359,7 @@ impl Harness {
         self.redeem_as(PUBLIC_CLIENT, code, overrides).await
     }
 
-    pub async fn redeem_as(
+    pub(crate) async fn redeem_as(
         &self,
         client_id: &str,
         code: &str,
@@ -377,16 +381,16 @@ impl Harness {
         exchange(&self.bridge, &credentials, &params, self.now()).await
     }
 
-    pub async fn redeem(&self, code: &str) -> Result<TokenResponse, OAuthError> {
+    pub(crate) async fn redeem(&self, code: &str) -> Result<TokenResponse, OAuthError> {
         self.redeem_with(code, &[]).await
     }
 
-    pub async fn tokens_for_public_client(&self) -> TokenResponse {
+    pub(crate) async fn tokens_for_public_client(&self) -> TokenResponse {
         let code = self.code_for_public_client().await;
         self.redeem(&code).await.unwrap()
     }
 
-    pub async fn refresh_as(
+    pub(crate) async fn refresh_as(
         &self,
         credentials: &ClientCredentials,
         refresh_token: &(impl TokenText + ?Sized),
@@ -403,7 +407,7 @@ impl Harness {
         exchange(&self.bridge, credentials, &params, self.now()).await
     }
 
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         refresh_token: &(impl TokenText + ?Sized),
     ) -> Result<TokenResponse, OAuthError> {
@@ -411,7 +415,7 @@ impl Harness {
             .await
     }
 
-    pub fn verify_access_token(&self, token: &str) -> AccessTokenClaims {
+    pub(crate) fn verify_access_token(&self, token: &str) -> AccessTokenClaims {
         verify_access_token(
             &self.bridge.keys.current(),
             token,
@@ -424,7 +428,7 @@ impl Harness {
 }
 
 /// A refresh token as a test holds it: the type the bridge returned, or text the test made up.
-pub trait TokenText {
+pub(crate) trait TokenText {
     fn text(&self) -> &str;
 }
 

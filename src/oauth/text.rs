@@ -29,7 +29,7 @@ const FORMAT_CHARACTERS: &[(char, char)] = &[
 ];
 
 /// Whether `c` is a format character (category Cf).
-pub fn is_format(c: char) -> bool {
+pub(crate) fn is_format(c: char) -> bool {
     FORMAT_CHARACTERS
         .iter()
         .any(|(first, last)| (*first..=*last).contains(&c))
@@ -37,12 +37,12 @@ pub fn is_format(c: char) -> bool {
 
 /// A character that shows nothing or changes how the rest is shown: controls (Cc), format
 /// characters (Cf), and the line and paragraph separators (Zl, Zp).
-pub fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// A request value as it may appear in a log line: attacker-chosen text is cut short.
-pub fn for_log(value: &str) -> &str {
+pub(crate) fn for_log(value: &str) -> &str {
     const MAX: usize = 64;
     if value.len() <= MAX {
         return value;

@@ -7,7 +7,7 @@ use super::Bridge;
 use super::bearer::{BearerError, require_access_token};
 use crate::clock::UnixTime;
 
-pub async fn userinfo(
+pub(crate) async fn userinfo(
     bridge: &Bridge,
     token: Option<&str>,
     now: UnixTime,

@@ -1,12 +1,12 @@
 //! Persistence behind one trait: in memory for one instance, PostgreSQL for many. Every single-use operation
 //! (state, code, refresh rotation) is one atomic call, so it stays single-use across instances.
 
-pub mod memory;
-pub mod postgres;
+pub(crate) mod memory;
+pub(crate) mod postgres;
 pub mod settings;
 
 #[cfg(test)]
-pub mod contract_tests;
+pub(crate) mod contract_tests;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -42,17 +42,17 @@ pub enum StorageError {
 pub struct RegisteredClient {
     pub client_id: String,
     /// bcrypt hash; None for a public client (`token_endpoint_auth_method: none`).
-    pub secret_hash: Option<String>,
-    pub token_endpoint_auth_method: String,
-    pub client_name: Option<String>,
-    pub redirect_uris: Vec<String>,
-    pub grant_types: Vec<String>,
-    pub response_types: Vec<String>,
-    pub application_type: Option<String>,
-    pub scope: Option<Vec<String>>,
-    pub issued_at: UnixTime,
+    pub(crate) secret_hash: Option<String>,
+    pub(crate) token_endpoint_auth_method: String,
+    pub(crate) client_name: Option<String>,
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) grant_types: Vec<String>,
+    pub(crate) response_types: Vec<String>,
+    pub(crate) application_type: Option<String>,
+    pub(crate) scope: Option<Vec<String>>,
+    pub(crate) issued_at: UnixTime,
     /// None until the client first uses the token endpoint.
-    pub last_used_at: Option<UnixTime>,
+    pub(crate) last_used_at: Option<UnixTime>,
 }
 
 /// An authorization request once every rule of /oauth/authorize has passed.
@@ -61,13 +61,13 @@ pub struct AuthorizationRequest {
     pub client_id: String,
     pub redirect_uri: String,
     /// Whether the client sent `redirect_uri`; if so the token request must repeat it (RFC 6749 §4.1.3).
-    pub redirect_uri_given: bool,
-    pub client_state: Option<String>,
+    pub(crate) redirect_uri_given: bool,
+    pub(crate) client_state: Option<String>,
     /// The client's OpenID Connect `nonce`, echoed in the ID token we issue.
-    pub client_nonce: Option<String>,
-    pub code_challenge: String,
-    pub scope: Vec<String>,
-    pub audience: String,
+    pub(crate) client_nonce: Option<String>,
+    pub(crate) code_challenge: String,
+    pub(crate) scope: Vec<String>,
+    pub(crate) audience: String,
 }
 
 /// How the user's consent to this client was established before the upstream login.
@@ -86,11 +86,11 @@ pub enum Consent {
 pub struct PendingAuthorization {
     pub request: AuthorizationRequest,
     pub consent: Consent,
-    pub upstream_nonce: FlowSecret,
-    pub upstream_pkce_verifier: FlowSecret,
+    pub(crate) upstream_nonce: FlowSecret,
+    pub(crate) upstream_pkce_verifier: FlowSecret,
     /// Hash of the cookie value that ties the flow to the browser that started it.
-    pub browser_binding: TokenHash,
-    pub expires_at: UnixTime,
+    pub(crate) browser_binding: TokenHash,
+    pub(crate) expires_at: UnixTime,
 }
 
 /// An authorization request shown on the consent page, waiting for Allow or Deny.
@@ -105,11 +105,11 @@ pub struct ConsentRequest {
 pub struct ConsentGrant {
     pub subject: String,
     pub client_id: String,
-    pub redirect_uri: String,
-    pub scope: Vec<String>,
+    pub(crate) redirect_uri: String,
+    pub(crate) scope: Vec<String>,
     /// The resource (audience) the approval was for.
-    pub audience: String,
-    pub expires_at: UnixTime,
+    pub(crate) audience: String,
+    pub(crate) expires_at: UnixTime,
 }
 
 /// Our authorization code, bound to everything the token request must prove.
@@ -159,7 +159,8 @@ pub enum CodeRedemption {
 
 /// Checks a token request against the code it presents and builds the grant it turns into;
 /// `None` when the request fails a check (the code is used up all the same).
-pub type IssueGrant<'a> = dyn FnMut(&AuthorizationCodeRecord) -> Option<RefreshFamily> + Send + 'a;
+pub(crate) type IssueGrant<'a> =
+    dyn FnMut(&AuthorizationCodeRecord) -> Option<RefreshFamily> + Send + 'a;
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {

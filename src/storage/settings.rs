@@ -15,11 +15,11 @@ pub struct StorageConfig {
         default = "default_sweep_interval",
         deserialize_with = "crate::duration::deserialize"
     )]
-    pub sweep_interval: Duration,
+    pub(crate) sweep_interval: Duration,
     /// Required with `backend: postgres`.
-    pub postgres: Option<PostgresConfig>,
+    pub(crate) postgres: Option<PostgresConfig>,
     /// Encrypts secrets kept in storage (AES-256-GCM); any random string of 32 characters or more.
-    pub encryption_key: Option<SecretString>,
+    pub(crate) encryption_key: Option<SecretString>,
 }
 
 impl Default for StorageConfig {
@@ -69,7 +69,7 @@ fn default_sweep_interval() -> Duration {
 
 impl StorageConfig {
     /// Every problem of `storage`, with its field path.
-    pub fn validate(&self, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if self
             .encryption_key
             .as_ref()

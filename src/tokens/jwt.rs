@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::KeySet;
 use crate::clock::UnixTime;
 
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Tolerance for clocks of resource servers that run slightly ahead or behind.
 const LEEWAY_SECONDS: i64 = 30;
 
@@ -33,53 +33,56 @@ pub struct AccessTokenClaims {
 
 /// An OpenID Connect ID token (OIDC Core §2), issued when the grant includes `openid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdTokenClaims {
-    pub iss: String,
-    pub sub: String,
+pub(crate) struct IdTokenClaims {
+    pub(crate) iss: String,
+    pub(crate) sub: String,
     /// The client the ID token is for.
-    pub aud: String,
-    pub exp: i64,
-    pub iat: i64,
-    pub auth_time: i64,
+    pub(crate) aud: String,
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) auth_time: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<String>,
+    pub(crate) nonce: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email_verified: Option<bool>,
+    pub(crate) email_verified: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// Who is calling, as the proxy tells the MCP server behind it (`proxy.identity_jwt`). Its own
 /// `typ`, so that it can never pass for an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdentityClaims {
-    pub iss: String,
-    pub sub: String,
+pub(crate) struct IdentityClaims {
+    pub(crate) iss: String,
+    pub(crate) sub: String,
     /// The MCP server's URL.
-    pub aud: String,
-    pub exp: i64,
-    pub iat: i64,
-    pub client_id: String,
+    pub(crate) aud: String,
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub scope: String,
+    pub(crate) scope: String,
     /// The resource the caller's access token was issued for (its `aud`).
-    pub resource: String,
+    pub(crate) resource: String,
     /// The access token's `jti` and `exp`, for audit trails; the token itself never travels on.
-    pub access_token_jti: String,
-    pub access_token_exp: i64,
+    pub(crate) access_token_jti: String,
+    pub(crate) access_token_exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
-pub const IDENTITY_TOKEN_TYPE: &str = "identity+jwt";
+pub(crate) const IDENTITY_TOKEN_TYPE: &str = "identity+jwt";
 
-pub fn sign_identity_token(keys: &KeySet, claims: &IdentityClaims) -> Result<String, JwtError> {
+pub(crate) fn sign_identity_token(
+    keys: &KeySet,
+    claims: &IdentityClaims,
+) -> Result<String, JwtError> {
     sign(keys, claims, Some(IDENTITY_TOKEN_TYPE))
 }
 
@@ -103,7 +106,7 @@ pub fn sign_access_token(keys: &KeySet, claims: &AccessTokenClaims) -> Result<St
     sign(keys, claims, Some(ACCESS_TOKEN_TYPE))
 }
 
-pub fn sign_id_token(keys: &KeySet, claims: &IdTokenClaims) -> Result<String, JwtError> {
+pub(crate) fn sign_id_token(keys: &KeySet, claims: &IdTokenClaims) -> Result<String, JwtError> {
     sign(keys, claims, None)
 }
 
@@ -118,8 +121,9 @@ fn sign(keys: &KeySet, claims: &impl Serialize, typ: Option<&str>) -> Result<Str
         .map_err(|e| JwtError::Signing(e.to_string()))
 }
 
+#[cfg(test)]
 /// Verifies signature, `typ`, `iss`, `aud`, `exp` and `nbf` (RFC 9068 §4).
-pub fn verify_access_token(
+pub(crate) fn verify_access_token(
     keys: &KeySet,
     token: &str,
     issuer: &str,
@@ -132,7 +136,7 @@ pub fn verify_access_token(
 /// As `verify_access_token`, for the bridge's own endpoints (introspection, userinfo,
 /// revocation), which serve every audience. No leeway: the clock that set `exp` is ours, and
 /// a revoked token is remembered exactly until its `exp`.
-pub fn verify_own_access_token(
+pub(crate) fn verify_own_access_token(
     keys: &KeySet,
     token: &str,
     issuer: &str,

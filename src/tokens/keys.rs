@@ -25,8 +25,8 @@ pub enum KeyError {
 }
 
 pub struct SigningKey {
-    pub kid: String,
-    pub algorithm: Algorithm,
+    pub(crate) kid: String,
+    pub(crate) algorithm: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// None for HS256: a shared secret is never published.
@@ -48,7 +48,7 @@ impl SigningKey {
     }
 
     /// A new ES256 private key as PKCS#8 PEM, for storing where other instances find it.
-    pub fn generate_es256_pem() -> Result<String, KeyError> {
+    pub(crate) fn generate_es256_pem() -> Result<String, KeyError> {
         let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
         secret
             .to_pkcs8_pem(LineEnding::LF)
@@ -56,11 +56,14 @@ impl SigningKey {
             .map_err(|e| KeyError::Invalid(format!("cannot encode generated key: {e}")))
     }
 
-    pub fn from_es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+    pub(crate) fn from_es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
         Self::from_asymmetric(EncodingKey::from_ec_pem(pem), Algorithm::ES256)
     }
 
-    pub fn from_pem_file(path: &Path, algorithm: SigningAlgorithm) -> Result<Self, KeyError> {
+    pub(crate) fn from_pem_file(
+        path: &Path,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Self, KeyError> {
         let pem = std::fs::read(path).map_err(|source| KeyError::Read {
             path: path.display().to_string(),
             source,
@@ -76,7 +79,7 @@ impl SigningKey {
         .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
     }
 
-    pub fn from_shared_secret(secret: &[u8]) -> Self {
+    pub(crate) fn from_shared_secret(secret: &[u8]) -> Self {
         // The kid identifies the key without revealing it: a truncated hash of a >= 256-bit secret.
         let digest = Sha256::digest([b"mcp-oauth-bridge kid:".as_slice(), secret].concat());
         let kid = format!("hs256-{}", hex_prefix(&digest, 8));
@@ -118,11 +121,11 @@ impl SigningKey {
         })
     }
 
-    pub fn encoding_key(&self) -> &EncodingKey {
+    pub(crate) fn encoding_key(&self) -> &EncodingKey {
         &self.encoding
     }
 
-    pub fn decoding_key(&self) -> &DecodingKey {
+    pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
     }
 }
@@ -143,7 +146,7 @@ impl KeySet {
         }
     }
 
-    pub fn with_verify_only(mut self, keys: Vec<SigningKey>) -> Self {
+    pub(crate) fn with_verify_only(mut self, keys: Vec<SigningKey>) -> Self {
         self.verify_only = keys;
         self
     }
@@ -188,22 +191,22 @@ impl KeySet {
         }
     }
 
-    pub fn active(&self) -> &SigningKey {
+    pub(crate) fn active(&self) -> &SigningKey {
         &self.active
     }
 
-    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+    pub(crate) fn find(&self, kid: &str) -> Option<&SigningKey> {
         std::iter::once(&self.active)
             .chain(&self.verify_only)
             .find(|key| key.kid == kid)
     }
 
     /// Whether clients can verify what this key signs: not a shared secret they do not hold.
-    pub fn is_publicly_verifiable(&self) -> bool {
+    pub(crate) fn is_publicly_verifiable(&self) -> bool {
         self.active.public_jwk.is_some()
     }
 
-    pub fn jwks(&self) -> JwkSet {
+    pub(crate) fn jwks(&self) -> JwkSet {
         JwkSet {
             keys: std::iter::once(&self.active)
                 .chain(&self.verify_only)
@@ -230,7 +233,7 @@ impl KeyRing {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    pub fn replace(&self, keys: KeySet) {
+    pub(crate) fn replace(&self, keys: KeySet) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
     }
 }
@@ -244,32 +247,32 @@ fn hex_prefix(bytes: &[u8], len: usize) -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
-    pub algorithm: Option<SigningAlgorithm>,
-    pub key_file: Option<PathBuf>,
+    pub(crate) algorithm: Option<SigningAlgorithm>,
+    pub(crate) key_file: Option<PathBuf>,
     #[serde(default)]
-    pub keys: Vec<SigningKeyConfig>,
-    pub rotation_period: Option<ConfigDuration>,
+    pub(crate) keys: Vec<SigningKeyConfig>,
+    pub(crate) rotation_period: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SigningKeyConfig {
-    pub algorithm: SigningAlgorithm,
-    pub key_file: PathBuf,
+pub(crate) struct SigningKeyConfig {
+    pub(crate) algorithm: SigningAlgorithm,
+    pub(crate) key_file: PathBuf,
     /// Published and accepted, but signs nothing: a key on its way in or out.
     #[serde(default)]
-    pub verify_only: bool,
+    pub(crate) verify_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum SigningAlgorithm {
+pub(crate) enum SigningAlgorithm {
     ES256,
     RS256,
 }
 
 impl SigningConfig {
     /// Every problem of `oauth.signing`, with its field path.
-    pub fn validate(&self, access_token_ttl: &ConfigDuration, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, access_token_ttl: &ConfigDuration, problems: &mut Vec<String>) {
         let readable = |field: String, path: &PathBuf, problems: &mut Vec<String>| {
             if !path.is_file() {
                 problems.push(format!(

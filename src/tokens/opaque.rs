@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
-    pub fn of(token: &str) -> Self {
+    pub(crate) fn of(token: &str) -> Self {
         TokenHash(Sha256::digest(token.as_bytes()).into())
     }
 }

@@ -17,23 +17,23 @@ use crate::sealing::SealedSecret;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedAccessToken {
-    pub jti: String,
-    pub expires_at: UnixTime,
+    pub(crate) jti: String,
+    pub(crate) expires_at: UnixTime,
 }
 
 /// A token rotated out, kept so that a lost response can be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiredToken {
     pub hash: TokenHash,
-    pub rotated_at: UnixTime,
+    pub(crate) rotated_at: UnixTime,
     /// Times it was presented again since; each retry mints an access token, so they are few.
     #[serde(default)]
-    pub retries: u32,
+    pub(crate) retries: u32,
 }
 
 /// Retries of one retired token before a further presentation counts as reuse: enough for a
 /// client whose responses got lost, never a source of unlimited parallel access tokens.
-pub const MAX_RETRIES: u32 = 3;
+pub(crate) const MAX_RETRIES: u32 = 3;
 
 /// Everything one authorization code produced. A grant whose client may not refresh has no
 /// refresh token, but still records its access tokens so that a code replay can revoke them.
@@ -80,7 +80,7 @@ pub enum Presentation {
 pub struct RefreshRequest<'a> {
     pub client_id: &'a str,
     pub scope: Option<&'a [String]>,
-    pub resource: Option<&'a str>,
+    pub(crate) resource: Option<&'a str>,
 }
 
 /// The token that replaces the presented one, the access token issued with it, and the policy.
@@ -88,19 +88,19 @@ pub struct RefreshRequest<'a> {
 pub struct Replacement {
     pub hash: TokenHash,
     pub access_token: IssuedAccessToken,
-    pub ttl: Duration,
-    pub retry_window: Duration,
+    pub(crate) ttl: Duration,
+    pub(crate) retry_window: Duration,
     /// The user as the provider described them again on re-validation.
-    pub identity: Option<Identity>,
+    pub(crate) identity: Option<Identity>,
 }
 
 /// Live access tokens one family keeps track of. A client that refreshes faster than its access
 /// tokens expire gets its oldest ones revoked early rather than growing the family without bound.
-pub const MAX_TRACKED_ACCESS_TOKENS: usize = 32;
+pub(crate) const MAX_TRACKED_ACCESS_TOKENS: usize = 32;
 
 impl RefreshFamily {
     /// Removes the oldest tracked access tokens beyond the limit; the caller revokes them.
-    pub fn evict_excess_access_tokens(&mut self) -> Vec<IssuedAccessToken> {
+    pub(crate) fn evict_excess_access_tokens(&mut self) -> Vec<IssuedAccessToken> {
         let excess = self
             .access_tokens
             .len()
@@ -108,13 +108,13 @@ impl RefreshFamily {
         self.access_tokens.drain(..excess).collect()
     }
 
-    pub fn sliding_expiry(&self, now: UnixTime, ttl: Duration) -> UnixTime {
+    pub(crate) fn sliding_expiry(&self, now: UnixTime, ttl: Duration) -> UnixTime {
         now.plus(ttl).min(self.absolute_expires_at)
     }
 
     /// What a request asks beyond the grant, checked before anything changes (RFC 6749 §6,
     /// RFC 8707 §2.2).
-    pub fn exceeded_by(&self, request: &RefreshRequest<'_>) -> Option<Presentation> {
+    pub(crate) fn exceeded_by(&self, request: &RefreshRequest<'_>) -> Option<Presentation> {
         if let Some(scope) = request.scope
             && scope.iter().any(|s| !self.scope.contains(s))
         {
@@ -130,7 +130,7 @@ impl RefreshFamily {
     }
 
     /// Applies the rotation rule; the caller persists `self` atomically with the lookup.
-    pub fn present(
+    pub(crate) fn present(
         &mut self,
         presented: &TokenHash,
         request: &RefreshRequest<'_>,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::identity::Identity;
 
 /// Follows a dotted path (`realm_access.roles`) through nested objects.
-pub fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     // A claim whose own name contains dots (`https://example.com/groups`) wins over traversal.
     if let Some(value) = claims.get(path) {
         return Some(value);
@@ -23,7 +23,7 @@ fn as_text(value: &Value) -> Option<String> {
     }
 }
 
-pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, NoSubject> {
+pub(crate) fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, NoSubject> {
     let subject = lookup(claims, &mapping.subject)
         .and_then(as_text)
         .ok_or_else(|| NoSubject {
@@ -50,13 +50,13 @@ pub fn map_identity(claims: &Value, mapping: &ClaimsConfig) -> Result<Identity, 
 /// The ID token does not name the user where the mapping says it does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the ID token has no usable subject claim {claim:?}")]
-pub struct NoSubject {
-    pub claim: String,
+pub(crate) struct NoSubject {
+    pub(crate) claim: String,
 }
 
 /// Why the access policy refuses a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("the user is in none of the allowed groups")]
     NoAllowedGroup,
     #[error("the user has no email address")]
@@ -70,9 +70,9 @@ pub enum Refusal {
 /// Who may sign in: the upstream policy of the configuration.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
-    pub allowed_groups: Vec<String>,
-    pub allowed_email_domains: Vec<String>,
-    pub require_verified_email: bool,
+    pub(crate) allowed_groups: Vec<String>,
+    pub(crate) allowed_email_domains: Vec<String>,
+    pub(crate) require_verified_email: bool,
 }
 
 impl Default for AccessPolicy {
@@ -87,7 +87,7 @@ impl Default for AccessPolicy {
 }
 
 /// `allowed_groups` and `allowed_email_domains`: each, when set, must be satisfied.
-pub fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), Refusal> {
+pub(crate) fn check_access(identity: &Identity, policy: &AccessPolicy) -> Result<(), Refusal> {
     if !policy.allowed_groups.is_empty()
         && !identity
             .groups
@@ -125,9 +125,9 @@ pub struct ClaimsConfig {
     #[serde(default = "claim_sub")]
     pub subject: String,
     #[serde(default = "claim_email")]
-    pub email: String,
+    pub(crate) email: String,
     #[serde(default = "claim_name")]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default = "claim_groups")]
     pub groups: String,
 }

@@ -2,7 +2,7 @@
 
 pub mod claims;
 pub mod oidc;
-pub mod settings;
+pub(crate) mod settings;
 
 use async_trait::async_trait;
 use url::Url;
@@ -38,7 +38,7 @@ pub struct UpstreamLogin {
     /// The validated ID token's claims, completed from UserInfo where needed.
     pub claims: serde_json::Value,
     /// Kept (sealed) only when sessions are re-validated on refresh.
-    pub refresh_token: Option<SecretString>,
+    pub(crate) refresh_token: Option<SecretString>,
 }
 
 /// The provider's answer to a refresh: the session is still alive.
@@ -47,16 +47,16 @@ pub struct UpstreamRefresh {
     /// The replacement, when the provider rotates its refresh tokens.
     pub refresh_token: Option<SecretString>,
     /// The claims of a new ID token, when the provider sent one (validated, nonce aside).
-    pub claims: Option<serde_json::Value>,
+    pub(crate) claims: Option<serde_json::Value>,
 }
 
 /// What the bridge sends along with the user: its own state, nonce and PKCE challenge.
 #[derive(Debug, Clone)]
 pub struct UpstreamRequest<'a> {
     pub state: &'a str,
-    pub nonce: &'a str,
+    pub(crate) nonce: &'a str,
     /// The verifier stays with us; the implementation sends its S256 challenge.
-    pub pkce_verifier: &'a str,
+    pub(crate) pkce_verifier: &'a str,
 }
 
 #[async_trait]

@@ -43,15 +43,15 @@ const ALLOWED_ID_TOKEN_ALGS: [CoreJwsSigningAlgorithm; 10] = [
 ];
 
 #[derive(Debug, Clone)]
-pub struct OidcSettings {
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub redirect_uri: String,
-    pub scopes: Vec<String>,
+pub(crate) struct OidcSettings {
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) redirect_uri: String,
+    pub(crate) scopes: Vec<String>,
     /// Claim paths the bridge maps (email, name, groups): when the ID token lacks one, the
     /// provider's UserInfo endpoint is asked.
-    pub wanted_claims: Vec<String>,
+    pub(crate) wanted_claims: Vec<String>,
 }
 
 /// The client as `from_provider_metadata` builds it: authorization endpoint known, token and
@@ -73,7 +73,7 @@ struct Discovered {
 
 /// Why the provider client could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
-pub enum OidcSetupError {
+pub(crate) enum OidcSetupError {
     #[error("upstream issuer")]
     Issuer(#[source] url::ParseError),
     #[error("upstream redirect_uri")]
@@ -84,7 +84,7 @@ pub enum OidcSetupError {
 
 /// Why discovery failed; the provider may only be starting, so the caller may retry.
 #[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
+pub(crate) enum DiscoveryError {
     #[error(transparent)]
     Fetch(Box<dyn std::error::Error + Send + Sync>),
     #[error("the provider's discovery document has no token_endpoint")]
@@ -102,7 +102,7 @@ pub struct OidcUpstream {
 }
 
 impl OidcUpstream {
-    pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, OidcSetupError> {
+    pub(crate) fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, OidcSetupError> {
         let issuer = IssuerUrl::new(settings.issuer.clone()).map_err(OidcSetupError::Issuer)?;
         let redirect_uri =
             RedirectUrl::new(settings.redirect_uri.clone()).map_err(OidcSetupError::RedirectUri)?;
@@ -125,7 +125,7 @@ impl OidcUpstream {
 
     /// Fetches the discovery document and JWKS (the library checks the issuer matches) and
     /// builds the client every login then shares.
-    pub async fn discover(&self) -> Result<(), DiscoveryError> {
+    pub(crate) async fn discover(&self) -> Result<(), DiscoveryError> {
         let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
             .await
             .map_err(|e| DiscoveryError::Fetch(Box::new(e)))?;
@@ -159,7 +159,7 @@ impl OidcUpstream {
 
     /// Keeps trying discovery in the background until it succeeds, so the bridge can start before
     /// its provider does.
-    pub fn discover_in_background(self: &Arc<Self>) {
+    pub(crate) fn discover_in_background(self: &Arc<Self>) {
         let upstream = Arc::clone(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_secs(1);
@@ -476,7 +476,7 @@ const PROTOCOL_CLAIMS: [&str; 15] = [
 /// signed), protocol claims come from it alone, and `email` travels with its `email_verified`:
 /// both from the ID token when it has an address, else both from UserInfo. A UserInfo response
 /// about another subject is refused (OIDC Core §5.3.2: token substitution).
-pub fn merge_userinfo(
+pub(crate) fn merge_userinfo(
     mut id_token_claims: serde_json::Value,
     mut userinfo: serde_json::Map<String, serde_json::Value>,
 ) -> Result<serde_json::Value, UpstreamError> {
@@ -513,7 +513,7 @@ const SIGNATURE_PREFIX: &str = "signature:";
 
 /// Validates an ID token (signature against `jwks`, `iss`, `aud`, `exp`, `nonce`) at time `now`
 /// and returns its claims as JSON for mapping.
-pub fn verify_id_token(
+pub(crate) fn verify_id_token(
     id_token: &CoreIdToken,
     jwks: &CoreJsonWebKeySet,
     settings: &OidcSettings,

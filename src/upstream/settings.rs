@@ -13,31 +13,31 @@ use crate::secret::SecretString;
 pub struct UpstreamConfig {
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub(crate) client_secret: SecretString,
     /// Defaults to `<public_url>/oauth/callback`.
-    pub redirect_uri: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
     #[serde(default = "default_upstream_scopes")]
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     #[serde(default)]
     pub claims: ClaimsConfig,
     #[serde(default)]
     pub allowed_groups: Vec<String>,
     #[serde(default)]
-    pub allowed_email_domains: Vec<String>,
+    pub(crate) allowed_email_domains: Vec<String>,
     /// With `allowed_email_domains`, accept only addresses the provider marks `email_verified:
     /// true`. Turn off only for providers that never send the claim and verify every address.
     #[serde(default = "enabled")]
-    pub require_verified_email: bool,
+    pub(crate) require_verified_email: bool,
     /// Timeout of each call to the provider (discovery, JWKS, token exchange).
     #[serde(
         default = "default_upstream_timeout",
         deserialize_with = "crate::duration::deserialize"
     )]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Keep the provider's refresh token (sealed) and refresh it before each of our refreshes,
     /// so a user disabled or logged out upstream loses access at the next refresh.
     #[serde(default)]
-    pub revalidate_on_refresh: bool,
+    pub(crate) revalidate_on_refresh: bool,
 }
 
 fn default_upstream_scopes() -> Vec<String> {
@@ -54,7 +54,7 @@ fn default_upstream_timeout() -> Duration {
 
 impl UpstreamConfig {
     /// Every problem of `oauth.upstream`, with its field path.
-    pub fn validate(&self, problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if let Err(problem) = validate_base_url(&self.issuer) {
             problems.push(format!("oauth.upstream.issuer: {problem}"));
         }

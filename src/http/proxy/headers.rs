@@ -59,7 +59,7 @@ fn canonical_name(name: &str) -> String {
 }
 
 /// Which incoming headers never reach the MCP server.
-pub struct HeaderPolicy {
+pub(crate) struct HeaderPolicy {
     /// Canonical names of the headers the proxy sets (identity, identity JWT) and those listed
     /// in `NEVER_FROM_CLIENT`.
     reserved: Vec<String>,
@@ -67,7 +67,7 @@ pub struct HeaderPolicy {
 }
 
 impl HeaderPolicy {
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         set_by_proxy: impl IntoIterator<Item = &'a HeaderName>,
         allow_underscores: bool,
     ) -> Self {

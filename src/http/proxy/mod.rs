@@ -5,7 +5,7 @@
 //! the upstream request with it.
 
 mod headers;
-pub mod settings;
+pub(crate) mod settings;
 mod target;
 
 use std::net::IpAddr;
@@ -28,33 +28,33 @@ use crate::oauth::protected_resource::{ProtectedResource, authorize_request};
 use crate::oauth::{Bridge, Cause, OAuthError};
 use crate::tokens::AccessTokenClaims;
 use crate::tokens::jwt::{IdentityClaims, sign_identity_token};
-pub use headers::HeaderPolicy;
+pub(crate) use headers::HeaderPolicy;
 use headers::{add_forwarding, answered_headers, forwarded_headers};
 use target::{Unroutable, upstream_url};
 
-pub struct Proxy {
-    pub resource: ProtectedResource,
+pub(crate) struct Proxy {
+    pub(crate) resource: ProtectedResource,
     /// The MCP server. Without a path of its own, requests keep theirs (`/mcp/x` goes to
     /// `<upstream>/mcp/x`); with one, it replaces `path` (as nginx's `proxy_pass` does).
-    pub upstream: Url,
+    pub(crate) upstream: Url,
     /// `proxy.path`, below the issuer.
-    pub path: String,
+    pub(crate) path: String,
     /// The path the proxy is served at, base path of the issuer included.
-    pub mount: String,
-    pub resource_metadata_url: String,
-    pub public_origin: PublicOrigin,
-    pub timeout: Duration,
-    pub identity: IdentityHeaders,
-    pub identity_jwt: Option<IdentityJwt>,
+    pub(crate) mount: String,
+    pub(crate) resource_metadata_url: String,
+    pub(crate) public_origin: PublicOrigin,
+    pub(crate) timeout: Duration,
+    pub(crate) identity: IdentityHeaders,
+    pub(crate) identity_jwt: Option<IdentityJwt>,
     /// Which of the client's headers never reach the MCP server.
-    pub headers: HeaderPolicy,
+    pub(crate) headers: HeaderPolicy,
     /// Added to every answer (`proxy.content_security_policy`); `None` when turned off.
-    pub content_security_policy: Option<HeaderValue>,
-    pub client: reqwest::Client,
+    pub(crate) content_security_policy: Option<HeaderValue>,
+    pub(crate) client: reqwest::Client,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OriginError {
+pub(crate) enum OriginError {
     #[error("{0} has no host")]
     NoHost(String),
     #[error("{0:?} is not a header value")]
@@ -63,17 +63,17 @@ pub enum OriginError {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the proxy's HTTP client")]
-pub struct ClientBuildError(#[source] reqwest::Error);
+pub(crate) struct ClientBuildError(#[source] reqwest::Error);
 
 /// How clients reach the bridge (from `public_url`), as told to the MCP server.
-pub struct PublicOrigin {
-    pub proto: HeaderValue,
+pub(crate) struct PublicOrigin {
+    pub(crate) proto: HeaderValue,
     /// Host, with the port when `public_url` names one.
-    pub host: HeaderValue,
+    pub(crate) host: HeaderValue,
 }
 
 impl PublicOrigin {
-    pub fn of(public_url: &Url) -> Result<Self, OriginError> {
+    pub(crate) fn of(public_url: &Url) -> Result<Self, OriginError> {
         let host = match (public_url.host_str(), public_url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
@@ -89,22 +89,22 @@ impl PublicOrigin {
     }
 }
 
-pub struct IdentityHeaders {
-    pub user: HeaderName,
-    pub email: HeaderName,
-    pub groups: HeaderName,
+pub(crate) struct IdentityHeaders {
+    pub(crate) user: HeaderName,
+    pub(crate) email: HeaderName,
+    pub(crate) groups: HeaderName,
 }
 
-pub struct IdentityJwt {
-    pub header: HeaderName,
-    pub ttl: Duration,
+pub(crate) struct IdentityJwt {
+    pub(crate) header: HeaderName,
+    pub(crate) ttl: Duration,
 }
 
 impl Proxy {
     /// The HTTP client for the MCP server: no redirects followed (they are the client's to
     /// follow), no proxy from the environment, and a connect timeout; the response timeout is
     /// per request, up to the headers only, so long streams are not cut.
-    pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
+    pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -115,7 +115,7 @@ impl Proxy {
     }
 }
 
-pub async fn proxy_handler(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Request) -> Response {
     let Some(proxy) = state.proxy.as_deref() else {
         return StatusCode::NOT_FOUND.into_response();
     };

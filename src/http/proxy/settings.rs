@@ -15,28 +15,28 @@ pub struct ProxyConfig {
     pub upstream_url: String,
     /// Below `server.public_url`; `<public_url><path>` is the resource clients ask tokens for.
     #[serde(default = "default_proxy_path")]
-    pub path: String,
+    pub(crate) path: String,
     /// Scopes every request needs; missing ones are answered `403 insufficient_scope`.
     #[serde(default)]
-    pub required_scopes: Vec<String>,
+    pub(crate) required_scopes: Vec<String>,
     /// How long the MCP server may take to start answering (then `504`); streams may last longer.
     #[serde(
         default = "default_proxy_timeout",
         deserialize_with = "crate::duration::deserialize"
     )]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     #[serde(default)]
-    pub identity_headers: IdentityHeadersConfig,
+    pub(crate) identity_headers: IdentityHeadersConfig,
     /// Also pass the identity as a short-lived JWT signed with the bridge's key.
-    pub identity_jwt: Option<IdentityJwtConfig>,
+    pub(crate) identity_jwt: Option<IdentityJwtConfig>,
     /// Forward client headers whose names contain `_` (dropped by default, as nginx does: CGI
     /// servers read `_` and `-` alike). Spellings of the proxy's own headers are dropped anyway.
     #[serde(default)]
-    pub allow_underscore_headers: bool,
+    pub(crate) allow_underscore_headers: bool,
     /// Added to every proxied answer: the MCP server's pages share the bridge's origin.
     /// An empty string adds none.
     #[serde(default = "default_proxy_csp")]
-    pub content_security_policy: String,
+    pub(crate) content_security_policy: String,
 }
 
 fn default_proxy_csp() -> String {
@@ -46,13 +46,13 @@ fn default_proxy_csp() -> String {
 /// Headers that tell the MCP server who is calling; whatever the client sent in them is removed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IdentityHeadersConfig {
+pub(crate) struct IdentityHeadersConfig {
     #[serde(default = "default_user_header")]
-    pub user: String,
+    pub(crate) user: String,
     #[serde(default = "default_email_header")]
-    pub email: String,
+    pub(crate) email: String,
     #[serde(default = "default_groups_header")]
-    pub groups: String,
+    pub(crate) groups: String,
 }
 
 impl Default for IdentityHeadersConfig {
@@ -67,14 +67,14 @@ impl Default for IdentityHeadersConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IdentityJwtConfig {
+pub(crate) struct IdentityJwtConfig {
     #[serde(default = "default_identity_jwt_header")]
-    pub header: String,
+    pub(crate) header: String,
     #[serde(
         default = "default_identity_jwt_ttl",
         deserialize_with = "crate::duration::deserialize"
     )]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 }
 
 fn default_proxy_path() -> String {
@@ -101,7 +101,7 @@ fn default_identity_jwt_ttl() -> Duration {
 
 impl ProxyConfig {
     /// Every problem of `proxy`, with its field path.
-    pub fn validate(&self, scopes_supported: &[String], problems: &mut Vec<String>) {
+    pub(crate) fn validate(&self, scopes_supported: &[String], problems: &mut Vec<String>) {
         match Url::parse(&self.upstream_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                 // It is logged and named in the identity JWT: no credentials in it.

@@ -28,15 +28,15 @@ pub struct ClientCredentials {
 /// RFC 6749 §5.1.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
+    pub(crate) access_token: String,
+    pub(crate) token_type: &'static str,
+    pub(crate) expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<RefreshToken>,
-    pub scope: String,
+    pub(crate) scope: String,
     /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
+    pub(crate) id_token: Option<String>,
 }
 
 #[tracing::instrument(skip_all, fields(

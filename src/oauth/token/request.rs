@@ -7,25 +7,25 @@ use crate::secret::{AuthorizationCode, CodeVerifier, RefreshToken};
 /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5, RFC 8707 §2.2).
 #[derive(Debug)]
 pub(super) struct CodeGrant<'a> {
-    pub code: AuthorizationCode,
-    pub redirect_uri: Option<&'a str>,
-    pub code_verifier: Option<CodeVerifier>,
-    pub resource: Option<&'a str>,
+    pub(crate) code: AuthorizationCode,
+    pub(crate) redirect_uri: Option<&'a str>,
+    pub(crate) code_verifier: Option<CodeVerifier>,
+    pub(crate) resource: Option<&'a str>,
 }
 
 /// `grant_type=refresh_token` (RFC 6749 §6).
 #[derive(Debug)]
 pub(super) struct RefreshGrant<'a> {
-    pub refresh_token: RefreshToken,
-    pub scope: Option<&'a str>,
-    pub resource: Option<&'a str>,
+    pub(crate) refresh_token: RefreshToken,
+    pub(crate) scope: Option<&'a str>,
+    pub(crate) resource: Option<&'a str>,
 }
 
 /// `grant_type=client_credentials` (RFC 6749 §4.4).
 #[derive(Debug)]
 pub(super) struct ClientCredentialsGrant<'a> {
-    pub scope: Option<&'a str>,
-    pub resource: Option<&'a str>,
+    pub(crate) scope: Option<&'a str>,
+    pub(crate) resource: Option<&'a str>,
 }
 
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use deadpool_postgres::ClientWrapper;
 const MIGRATION_LOCK: i64 = 0x6d63_706f_6d69_6772;
 
 /// Each migration in order; a released one is never edited, a change is a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "shared secrets", V2),
     (3, "expiry indexes for the sweep", V3),
@@ -110,7 +110,7 @@ pub enum MigrationError {
 }
 
 /// Applies every migration the database lacks; returns the versions applied.
-pub async fn migrate(client: &mut ClientWrapper) -> Result<Vec<i32>, MigrationError> {
+pub(crate) async fn migrate(client: &mut ClientWrapper) -> Result<Vec<i32>, MigrationError> {
     // Waiting behind another instance's migrations is normal; forever is not.
     client.batch_execute("SET lock_timeout = '120s'").await?;
     client

@@ -3,7 +3,7 @@
 //! row lock, so it holds whichever instance a request reaches. Records are JSON documents next to
 //! the columns the statements select on; secrets are stored as hashes only.
 
-pub mod migrations;
+pub(crate) mod migrations;
 #[cfg(test)]
 mod tests;
 
@@ -116,13 +116,14 @@ impl PostgresStorage {
         Ok(storage)
     }
 
+    #[cfg(test)]
     /// Seals the secrets this storage shares from now on.
-    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+    pub(crate) fn with_sealer(mut self, sealer: Sealer) -> Self {
         self.sealer = Some(sealer);
         self
     }
 
-    pub fn with_config(
+    pub(crate) fn with_config(
         mut config: tokio_postgres::Config,
         pool_size: usize,
         connect_timeout: Duration,

@@ -19,13 +19,13 @@ fn admin_url() -> Option<String> {
 
 /// Creates databases on the server of `admin_url`; `drop_all` drops them (a failing test leaves
 /// its databases behind, named `mob_test_…`).
-pub struct Databases {
+pub(crate) struct Databases {
     admin_url: String,
     created: Mutex<Vec<String>>,
 }
 
 impl Databases {
-    pub fn new(admin_url: String) -> Self {
+    pub(crate) fn new(admin_url: String) -> Self {
         Databases {
             admin_url,
             created: Mutex::new(Vec::new()),
@@ -41,7 +41,7 @@ impl Databases {
     }
 
     /// A new, migrated database and a storage on it.
-    pub async fn fresh(&self) -> PostgresStorage {
+    pub(crate) async fn fresh(&self) -> PostgresStorage {
         let name = format!(
             "mob_test_{}",
             random_string(9).to_lowercase().replace(['-', '_'], "x")
@@ -60,7 +60,10 @@ impl Databases {
     }
 
     /// A plain connection to the database `storage` uses, outside its pool.
-    pub async fn fresh_connection_to(&self, storage: &PostgresStorage) -> tokio_postgres::Client {
+    pub(crate) async fn fresh_connection_to(
+        &self,
+        storage: &PostgresStorage,
+    ) -> tokio_postgres::Client {
         let name = storage.database_name().await;
         let mut config: tokio_postgres::Config = self.admin_url.parse().unwrap();
         config.dbname(&name);
@@ -69,7 +72,7 @@ impl Databases {
         client
     }
 
-    pub async fn drop_all(&self) {
+    pub(crate) async fn drop_all(&self) {
         let names = std::mem::take(&mut *self.created.lock().unwrap());
         let admin = self.admin().await;
         for name in names {
