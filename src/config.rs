@@ -7,21 +7,25 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::clients::ClientConfig;
-use crate::clients::metadata_documents::CimdConfig;
-pub(crate) use crate::duration::ConfigDuration;
+// The sections of the file, each defined by the module whose settings it holds; named here too
+// so that code (the tests) can write a configuration as values.
+pub use crate::clients::ClientConfig;
+pub use crate::clients::metadata_documents::CimdConfig;
+pub use crate::duration::ConfigDuration;
 use crate::duration::whole_seconds;
-use crate::http::proxy::settings::ProxyConfig;
-use crate::http::server::ServerConfig;
-use crate::local_users::LocalUserConfig;
-use crate::oauth::login_throttle::ThrottleSettings;
-use crate::oauth::register::DcrConfig;
+pub use crate::http::client_address::ClientAddressHeader;
+pub use crate::http::proxy::settings::{IdentityJwtConfig, ProxyConfig};
+pub use crate::http::server::ServerConfig;
+pub use crate::local_users::LocalUserConfig;
+pub use crate::oauth::disclosure::IdentityClaim;
+pub use crate::oauth::login_throttle::ThrottleSettings;
+pub use crate::oauth::register::DcrConfig;
 use crate::oauth::resource::validate_resource_uri;
-use crate::rate_limit::RateLimitConfig;
+pub use crate::rate_limit::RateLimitConfig;
 use crate::secret::SecretString;
-use crate::storage::settings::{StorageBackend, StorageConfig};
-use crate::tokens::keys::SigningConfig;
-use crate::upstream::settings::UpstreamConfig;
+pub use crate::storage::settings::{PostgresConfig, StorageBackend, StorageConfig};
+pub use crate::tokens::keys::SigningConfig;
+pub use crate::upstream::settings::UpstreamConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,7 +64,7 @@ pub struct OAuthConfig {
     /// HS256 shared secret, for single-secret setups; exclusive with `signing`.
     pub signing_key: Option<SecretString>,
     pub signing: Option<SigningConfig>,
-    pub(crate) access_token_ttl: ConfigDuration,
+    pub access_token_ttl: ConfigDuration,
     pub(crate) refresh_token_ttl: ConfigDuration,
     /// Absolute lifetime of a refresh-token family, however often it is used.
     pub(crate) refresh_token_max_lifetime: ConfigDuration,
@@ -71,26 +75,26 @@ pub struct OAuthConfig {
     /// When non-empty, the only `resource` values (RFC 8707) clients may ask for.
     pub(crate) resources: Vec<String>,
     pub(crate) scopes_supported: Vec<String>,
-    pub(crate) clients: Vec<ClientConfig>,
+    pub clients: Vec<ClientConfig>,
     pub dcr: DcrConfig,
-    pub(crate) cimd: CimdConfig,
+    pub cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
     /// The built-in user directory, instead of `upstream`.
     pub local_users: Vec<LocalUserConfig>,
-    pub(crate) login_throttle: ThrottleSettings,
+    pub login_throttle: ThrottleSettings,
     /// Bearer tokens that let resource servers call `/oauth/introspect` without being a client.
-    pub(crate) introspection_tokens: Vec<SecretString>,
+    pub introspection_tokens: Vec<SecretString>,
     /// Identity claims (`email`, `name`, `groups`) every access token carries; the others only
     /// when their scope (`email`, `profile`, `groups`) was granted.
-    pub(crate) access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
+    pub access_token_claims: Vec<crate::oauth::disclosure::IdentityClaim>,
     /// bcrypt cost for the client secrets the bridge hashes: plain ones from this file, and those
     /// it generates at registration. Unknown clients are checked against a hash of this cost.
     pub(crate) secret_hash_cost: u32,
     /// Authorizations started per client address and window (`/oauth/authorize` requests).
-    pub(crate) authorize_rate_limit: RateLimitConfig,
+    pub authorize_rate_limit: RateLimitConfig,
     /// Authorizations in flight at most (consent pages shown and sign-ins under way, ten
     /// minutes each at most); beyond, new ones get `503`.
-    pub(crate) max_pending_authorizations: usize,
+    pub max_pending_authorizations: usize,
 }
 
 impl Default for OAuthConfig {
@@ -183,7 +187,9 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(vec![format!("server.public_url: {e}")]))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Every problem of the configuration, with its field path, as loading reports them; for a
+    /// configuration changed after loading.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.storage.validate(&mut problems);
         self.server.validate(&mut problems);

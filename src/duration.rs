@@ -22,7 +22,7 @@ pub(crate) enum DurationError {
 /// A duration written as `90s`, `10m`, `1h`, `30d` or a combination (`1h30m`); a bare number
 /// (integer or all-digit string) is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConfigDuration(pub Duration);
+pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
     pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {

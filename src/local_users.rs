@@ -109,15 +109,15 @@ impl LocalUsers {
 #[serde(deny_unknown_fields)]
 pub struct LocalUserConfig {
     /// What the user types; matched without regard to case.
-    pub(crate) username: String,
+    pub username: String,
     /// A bcrypt hash (`$2b$…`), from `mcp-oauth-bridge hash-secret`.
-    pub(crate) password_hash: SecretString,
+    pub password_hash: SecretString,
     /// `sub` of the tokens; defaults to the username.
-    pub(crate) subject: Option<String>,
-    pub(crate) email: Option<String>,
-    pub(crate) name: Option<String>,
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
     #[serde(default)]
-    pub(crate) groups: Vec<String>,
+    pub groups: Vec<String>,
 }
 
 /// Every problem of `oauth.local_users`, with its field path.

@@ -14,9 +14,9 @@ use crate::duration::{ConfigDuration, whole_seconds};
 /// At most `requests` per source address in each `window`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct RateLimitConfig {
-    pub(crate) requests: u32,
-    pub(crate) window: ConfigDuration,
+pub struct RateLimitConfig {
+    pub requests: u32,
+    pub window: ConfigDuration,
 }
 
 impl Default for RateLimitConfig {

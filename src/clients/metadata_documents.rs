@@ -28,18 +28,18 @@ const DEFAULT_CACHE: Duration = Duration::from_secs(3600);
 /// and profiles.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct CimdConfig {
-    pub(crate) enabled: bool,
+pub struct CimdConfig {
+    pub enabled: bool,
     /// Hosts that may resolve to private, loopback or link-local addresses.
-    pub(crate) allowed_hosts: Vec<String>,
-    pub(crate) timeout: ConfigDuration,
-    pub(crate) max_document_bytes: usize,
-    pub(crate) min_cache: ConfigDuration,
-    pub(crate) max_cache: ConfigDuration,
+    pub allowed_hosts: Vec<String>,
+    pub timeout: ConfigDuration,
+    pub max_document_bytes: usize,
+    pub min_cache: ConfigDuration,
+    pub max_cache: ConfigDuration,
     /// PEM files of extra certificate authorities to trust for the fetch.
-    pub(crate) extra_root_certificates: Vec<PathBuf>,
+    pub extra_root_certificates: Vec<PathBuf>,
     /// Documents not yet cached that one client address may have fetched per window.
-    pub(crate) fetch_rate_limit: RateLimitConfig,
+    pub fetch_rate_limit: RateLimitConfig,
 }
 
 impl Default for CimdConfig {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// The header the trusted proxies append the client's address to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum ClientAddressHeader {
+pub enum ClientAddressHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, AWS ALB, most ingresses).
     #[default]
     XForwardedFor,

@@ -47,29 +47,29 @@ pub struct ServerConfig {
     /// Proxies (CIDR networks) whose `X-Forwarded-For`/`Forwarded` name the client's address;
     /// none by default, so the TCP peer is the client.
     #[serde(default)]
-    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Which header the trusted proxies append to: `x-forwarded-for` or `forwarded`.
     #[serde(default)]
-    pub(crate) client_address_header: ClientAddressHeader,
+    pub client_address_header: ClientAddressHeader,
     /// From the first byte of a request to the end of its headers.
     #[serde(default = "default_header_timeout")]
-    pub(crate) header_timeout: ConfigDuration,
+    pub header_timeout: ConfigDuration,
     /// From the end of the headers to the end of the body; later is `408`.
     #[serde(default = "default_body_timeout")]
-    pub(crate) body_timeout: ConfigDuration,
+    pub body_timeout: ConfigDuration,
     /// A kept-alive connection with no request, or one whose client stopped reading the
     /// answer, is closed after this long without a byte moving.
     #[serde(default = "default_idle_timeout")]
-    pub(crate) idle_timeout: ConfigDuration,
+    pub idle_timeout: ConfigDuration,
     /// Open connections at most; beyond it new ones are closed at once.
     #[serde(default = "default_max_connections")]
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// Open connections from one address (IPv6 by /64) at most; trusted proxies are not counted.
     #[serde(default = "default_max_connections_per_address")]
-    pub(crate) max_connections_per_address: usize,
+    pub max_connections_per_address: usize,
     /// How long shutdown waits for the requests in flight before it closes what is still open.
     #[serde(default = "default_shutdown_timeout")]
-    pub(crate) shutdown_timeout: ConfigDuration,
+    pub shutdown_timeout: ConfigDuration,
 }
 
 fn default_max_connections_per_address() -> usize {

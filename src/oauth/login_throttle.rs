@@ -27,17 +27,17 @@ const MAX_SLOWDOWN_STEPS: u32 = 5;
 /// `oauth.login_throttle`: how the local login form slows and then refuses password guessing.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct ThrottleSettings {
+pub struct ThrottleSettings {
     /// Failures for one username from one source address within `window` before that address
     /// may not try that username again.
-    pub(crate) max_failures_per_user: u32,
+    pub max_failures_per_user: u32,
     /// Failures per source address (IPv6 by /64) within `window` before it is refused.
-    pub(crate) max_failures_per_address: u32,
+    pub max_failures_per_address: u32,
     #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub(crate) window: Duration,
+    pub window: Duration,
     /// Added to every answer per failure already counted (up to five times this).
     #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub(crate) slowdown: Duration,
+    pub slowdown: Duration,
 }
 
 impl Default for ThrottleSettings {

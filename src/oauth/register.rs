@@ -23,14 +23,14 @@ use crate::tokens::opaque::random_string;
 pub struct DcrConfig {
     pub enabled: bool,
     /// Regular expressions a registered redirect URI must match whole.
-    pub(crate) allowed_redirect_patterns: Vec<String>,
+    pub allowed_redirect_patterns: Vec<String>,
     /// Built-in pattern lists by name: claude, cursor, vscode, chatgpt, inspector, loopback.
     pub allowed_redirect_profiles: Vec<String>,
     /// Registered clients at most; registration is refused beyond it.
-    pub(crate) max_clients: usize,
+    pub max_clients: usize,
     /// A registered client unused for this long is deleted.
-    pub(crate) unused_client_ttl: ConfigDuration,
-    pub(crate) rate_limit: RateLimitConfig,
+    pub unused_client_ttl: ConfigDuration,
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for DcrConfig {

@@ -17,9 +17,9 @@ pub struct StorageConfig {
     )]
     pub(crate) sweep_interval: Duration,
     /// Required with `backend: postgres`.
-    pub(crate) postgres: Option<PostgresConfig>,
+    pub postgres: Option<PostgresConfig>,
     /// Encrypts secrets kept in storage (AES-256-GCM); any random string of 32 characters or more.
-    pub(crate) encryption_key: Option<SecretString>,
+    pub encryption_key: Option<SecretString>,
 }
 
 impl Default for StorageConfig {

@@ -247,17 +247,17 @@ fn hex_prefix(bytes: &[u8], len: usize) -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
-    pub(crate) algorithm: Option<SigningAlgorithm>,
-    pub(crate) key_file: Option<PathBuf>,
+    pub algorithm: Option<SigningAlgorithm>,
+    pub key_file: Option<PathBuf>,
     #[serde(default)]
-    pub(crate) keys: Vec<SigningKeyConfig>,
-    pub(crate) rotation_period: Option<ConfigDuration>,
+    pub keys: Vec<SigningKeyConfig>,
+    pub rotation_period: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SigningKeyConfig {
-    pub(crate) algorithm: SigningAlgorithm,
+pub struct SigningKeyConfig {
+    pub algorithm: SigningAlgorithm,
     pub(crate) key_file: PathBuf,
     /// Published and accepted, but signs nothing: a key on its way in or out.
     #[serde(default)]
@@ -265,7 +265,7 @@ pub(crate) struct SigningKeyConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub(crate) enum SigningAlgorithm {
+pub enum SigningAlgorithm {
     ES256,
     RS256,
 }

@@ -37,7 +37,7 @@ pub struct UpstreamConfig {
     /// Keep the provider's refresh token (sealed) and refresh it before each of our refreshes,
     /// so a user disabled or logged out upstream loses access at the next refresh.
     #[serde(default)]
-    pub(crate) revalidate_on_refresh: bool,
+    pub revalidate_on_refresh: bool,
 }
 
 fn default_upstream_scopes() -> Vec<String> {

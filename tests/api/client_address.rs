@@ -6,15 +6,20 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const DCR: &str = "  dcr:
-    enabled: true
-    allowed_redirect_profiles: [loopback]
-    rate_limit: { requests: 2, window: 1m }";
-
-async fn dcr_app(server: &str) -> TestApp {
+async fn dcr_app(server: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
     spawn_app_with(Options {
-        extra_oauth: DCR.into(),
-        server: server.into(),
+        configure: configure(|config| {
+            config.oauth.dcr = DcrConfig {
+                enabled: true,
+                allowed_redirect_profiles: strings(["loopback"]),
+                rate_limit: RateLimitConfig {
+                    requests: 2,
+                    window: seconds(60),
+                },
+                ..DcrConfig::default()
+            };
+            server(config);
+        }),
         ..Options::default()
     })
     .await
@@ -33,7 +38,7 @@ async fn register_from(app: &TestApp, forwarded_for: &str) -> StatusCode {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_address_has_its_own_limit() {
-    let app = dcr_app("  trusted_proxies: [\"127.0.0.0/8\", \"10.0.0.0/8\"]").await;
+    let app = dcr_app(|config| trust_proxies(config, &["127.0.0.0/8", "10.0.0.0/8"])).await;
     // The client forged the first entry; the proxies appended the rest.
     let first = "6.6.6.6, 198.51.100.1, 10.0.0.7";
     assert_eq!(register_from(&app, first).await, StatusCode::CREATED);
@@ -55,7 +60,7 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_limit() {
 
 #[tokio::test]
 async fn without_trusted_proxies_forwarding_headers_are_ignored() {
-    let app = dcr_app("").await;
+    let app = dcr_app(|_| {}).await;
     assert_eq!(
         register_from(&app, "198.51.100.1").await,
         StatusCode::CREATED
@@ -73,9 +78,9 @@ async fn without_trusted_proxies_forwarding_headers_are_ignored() {
 
 #[tokio::test]
 async fn a_request_id_is_always_ours() {
-    for server in ["", "  trusted_proxies: [\"127.0.0.1/32\"]"] {
+    for trusted in [&[][..], &["127.0.0.1/32"][..]] {
         let app = spawn_app_with(Options {
-            server: server.into(),
+            configure: configure(move |config| trust_proxies(config, trusted)),
             ..Options::default()
         })
         .await;
@@ -87,15 +92,18 @@ async fn a_request_id_is_always_ours() {
             .await
             .unwrap();
         let id = response.headers()["x-request-id"].to_str().unwrap();
-        assert_ne!(id, "chosen-by-client", "{server}");
+        assert_ne!(id, "chosen-by-client", "{trusted:?}");
         assert_eq!(id.len(), 36, "a UUID: {id}");
     }
 }
 
 #[tokio::test]
 async fn the_forwarded_header_is_read_when_configured() {
-    let app =
-        dcr_app("  trusted_proxies: [\"127.0.0.1/32\"]\n  client_address_header: forwarded").await;
+    let app = dcr_app(|config| {
+        trust_proxies(config, &["127.0.0.1/32"]);
+        config.server.client_address_header = ClientAddressHeader::Forwarded;
+    })
+    .await;
     let register = |forwarded: &'static str| {
         app.api
             .post(app.url("/oauth/register"))

@@ -11,11 +11,16 @@ use tokio::net::TcpStream;
 use crate::helpers::*;
 use crate::mcp_upstream::McpUpstream;
 
-const TIGHT: &str = "  header_timeout: 1s\n  body_timeout: 1s\n  idle_timeout: 2s";
+/// One second for headers and for a body, two for an idle connection.
+fn tight(config: &mut Config) {
+    config.server.header_timeout = seconds(1);
+    config.server.body_timeout = seconds(1);
+    config.server.idle_timeout = seconds(2);
+}
 
-async fn app_with(server: &str) -> TestApp {
+async fn app_with(server: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
     spawn_app_with(Options {
-        server: server.into(),
+        configure: configure(server),
         ..Options::default()
     })
     .await
@@ -41,7 +46,7 @@ async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Durat
 
 #[tokio::test]
 async fn a_client_that_sends_its_headers_slowly_or_not_at_all_is_disconnected() {
-    let app = app_with(TIGHT).await;
+    let app = app_with(tight).await;
     let mut half = connect(&app).await;
     half.write_all(b"GET /healthz HT").await.unwrap();
     let mut silent = connect(&app).await;
@@ -65,7 +70,7 @@ async fn a_client_that_sends_its_headers_slowly_or_not_at_all_is_disconnected() 
 
 #[tokio::test]
 async fn a_kept_alive_connection_lives_for_the_idle_timeout_not_the_header_timeout() {
-    let app = app_with(TIGHT).await;
+    let app = app_with(tight).await;
     let mut stream = connect(&app).await;
     for _ in 0..2 {
         stream
@@ -84,7 +89,7 @@ async fn a_kept_alive_connection_lives_for_the_idle_timeout_not_the_header_timeo
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_408_and_one_announced_too_large_is_413_at_once() {
-    let app = app_with(TIGHT).await;
+    let app = app_with(tight).await;
     let mut slow = connect(&app).await;
     slow.write_all(
         b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=",
@@ -122,7 +127,7 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_one_announced_too_large_
 
 #[tokio::test]
 async fn a_full_server_closes_new_connections_and_serves_again_once_one_closes() {
-    let app = app_with("  max_connections: 3").await;
+    let app = app_with(|config| config.server.max_connections = 3).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut stream = connect(&app).await;
@@ -144,22 +149,26 @@ async fn a_full_server_closes_new_connections_and_serves_again_once_one_closes()
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-async fn proxied_app(server: &str) -> (TestApp, McpUpstream, String) {
+async fn proxied_app(
+    server: impl FnOnce(&mut Config) + Send + 'static,
+) -> (TestApp, McpUpstream, String) {
     proxied_app_until(server, None).await
 }
 
 /// A bridge proxying to a test MCP server, shut down when `shutdown` fires; with a token for it.
 async fn proxied_app_until(
-    server: &str,
+    server: impl FnOnce(&mut Config) + Send + 'static,
     shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> (TestApp, McpUpstream, String) {
     let upstream = McpUpstream::start().await;
+    let upstream_url = upstream.url.clone();
     let app = spawn_app_with(Options {
-        proxy: format!(
-            "proxy:\n  upstream_url: \"{}\"\n  timeout: 5s\n",
-            upstream.url
-        ),
-        server: server.into(),
+        configure: configure(move |config| {
+            let mut proxy = ProxyConfig::forwarding_to(upstream_url);
+            proxy.timeout = Duration::from_secs(5);
+            config.proxy = Some(proxy);
+            server(config);
+        }),
         shutdown,
         ..Options::default()
     })
@@ -181,7 +190,7 @@ async fn token_for_the_proxy(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn a_stream_that_keeps_moving_outlives_every_timeout() {
-    let (app, _upstream, token) = proxied_app(TIGHT).await;
+    let (app, _upstream, token) = proxied_app(tight).await;
     let mut response = app
         .api
         .get(app.url("/mcp/endless"))
@@ -205,7 +214,7 @@ async fn a_stream_that_keeps_moving_outlives_every_timeout() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_and_the_upstream_request_cancelled() {
-    let (app, upstream, token) = proxied_app(TIGHT).await;
+    let (app, upstream, token) = proxied_app(tight).await;
     let mut stream = connect(&app).await;
     stream
         .write_all(
@@ -231,7 +240,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_upstream_request_ca
 #[tokio::test]
 async fn shutdown_lets_the_request_in_flight_finish_and_refuses_new_ones() {
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let (app, upstream, token) = proxied_app_until("", Some(stopped)).await;
+    let (app, upstream, token) = proxied_app_until(|_| {}, Some(stopped)).await;
     let in_flight = tokio::spawn({
         let request = app.api.get(app.url("/mcp/pause")).bearer_auth(&token);
         async move { request.send().await.unwrap().text().await.unwrap() }
@@ -255,7 +264,7 @@ async fn shutdown_lets_the_request_in_flight_finish_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn a_proxied_upload_that_stops_arriving_is_408() {
-    let (app, _upstream, token) = proxied_app(TIGHT).await;
+    let (app, _upstream, token) = proxied_app(tight).await;
     let mut stream = connect(&app).await;
     stream
         .write_all(
@@ -273,7 +282,7 @@ async fn a_proxied_upload_that_stops_arriving_is_408() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_cannot_trickle_its_next_request_forever() {
-    let app = app_with(TIGHT).await;
+    let app = app_with(tight).await;
     let mut stream = connect(&app).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -299,7 +308,7 @@ async fn a_kept_alive_connection_cannot_trickle_its_next_request_forever() {
 
 #[tokio::test]
 async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() {
-    let (app, _upstream, _token) = proxied_app("").await;
+    let (app, _upstream, _token) = proxied_app(|_| {}).await;
     let mut stream = connect(&app).await;
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#;
     // The headers first, the body a moment later: the refusal (no token) is ready before it.
@@ -336,7 +345,11 @@ async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() 
 #[tokio::test]
 async fn shutdown_waits_for_a_stream_only_as_long_as_the_shutdown_timeout() {
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let (app, _upstream, token) = proxied_app_until("  shutdown_timeout: 1s", Some(stopped)).await;
+    let (app, _upstream, token) = proxied_app_until(
+        |config| config.server.shutdown_timeout = seconds(1),
+        Some(stopped),
+    )
+    .await;
     let mut endless = app
         .api
         .get(app.url("/mcp/endless"))
@@ -380,7 +393,7 @@ async fn one_address_cannot_take_every_connection_unless_it_is_a_trusted_proxy()
         }
         streams
     }
-    let app = app_with("  max_connections_per_address: 2").await;
+    let app = app_with(|config| config.server.max_connections_per_address = 2).await;
     let _two = held(&app, 2).await;
     let mut third = connect(&app).await;
     let (answer, after) = until_closed(&mut third, Duration::from_secs(2)).await;
@@ -389,8 +402,11 @@ async fn one_address_cannot_take_every_connection_unless_it_is_a_trusted_proxy()
         "{answer}"
     );
 
-    let behind_a_proxy =
-        app_with("  max_connections_per_address: 2\n  trusted_proxies: [\"127.0.0.1/32\"]").await;
+    let behind_a_proxy = app_with(|config| {
+        config.server.max_connections_per_address = 2;
+        trust_proxies(config, &["127.0.0.1/32"]);
+    })
+    .await;
     let held_open = held(&behind_a_proxy, 5).await;
     assert_eq!(held_open.len(), 5);
 }

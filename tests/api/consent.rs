@@ -191,7 +191,7 @@ async fn access_tokens_carry_only_the_identity_the_consent_page_listed() {
     );
 
     let strict = spawn_app_with(Options {
-        extra_oauth: "  access_token_claims: []".into(),
+        configure: configure(|config| config.oauth.access_token_claims = Vec::new()),
         ..Options::default()
     })
     .await;
@@ -214,7 +214,9 @@ async fn the_consent_page_shows_where_the_user_is_sent_back_to() {
 async fn introspecting_a_refresh_token_says_no_more_of_the_user_than_its_access_tokens() {
     const RESOURCE_SERVER: &str = "resource-server-introspection-token-0123456789";
     let app = spawn_app_with(Options {
-        extra_oauth: format!("  introspection_tokens: [\"{RESOURCE_SERVER}\"]"),
+        configure: configure(|config| {
+            config.oauth.introspection_tokens = vec![SecretString::new(RESOURCE_SERVER)];
+        }),
         ..Options::default()
     })
     .await;

@@ -183,7 +183,13 @@ async fn an_issuer_written_with_a_trailing_slash_is_kept_exactly_everywhere() {
 #[tokio::test]
 async fn claims_the_provider_releases_only_at_userinfo_reach_the_access_token() {
     let app = spawn_app_with(Options {
-        extra_oauth: "  access_token_claims: [email, name, groups]".into(),
+        configure: configure(|config| {
+            config.oauth.access_token_claims = vec![
+                IdentityClaim::Email,
+                IdentityClaim::Name,
+                IdentityClaim::Groups,
+            ];
+        }),
         ..Options::default()
     })
     .await;
@@ -240,7 +246,7 @@ async fn a_provider_key_rotated_after_discovery_is_picked_up() {
 #[tokio::test]
 async fn group_policy_refuses_users_outside_the_allowed_groups() {
     let app = spawn_app_with(Options {
-        extra_upstream: "    allowed_groups: [admins]",
+        configure: configure(|config| upstream(config).allowed_groups = strings(["admins"])),
         ..Options::default()
     })
     .await;

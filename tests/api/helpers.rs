@@ -7,7 +7,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcp_oauth_bridge::app;
 use mcp_oauth_bridge::clock::{SharedClock, SystemClock};
-use mcp_oauth_bridge::config::Config;
+// What tests need to write a configuration as values.
+pub use mcp_oauth_bridge::config::{
+    CimdConfig, ClientAddressHeader, ClientConfig, Config, ConfigDuration, DcrConfig,
+    IdentityClaim, IdentityJwtConfig, LocalUserConfig, PostgresConfig, ProxyConfig,
+    RateLimitConfig, SigningConfig, StorageBackend, ThrottleSettings, UpstreamConfig,
+};
+pub use mcp_oauth_bridge::secret::SecretString;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -56,30 +62,76 @@ impl Pkce {
     }
 }
 
+/// Changes a test makes to the base configuration, as typed values; the result is validated
+/// as a file would be.
+pub type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// `configure: configure(|config| config.oauth.max_pending_authorizations = 5)`.
+pub fn configure(change: impl FnOnce(&mut Config) + Send + 'static) -> Option<Configure> {
+    Some(Box::new(change))
+}
+
 #[derive(Default)]
 pub struct Options {
     pub base_path: &'static str,
-    pub extra_upstream: &'static str,
-    /// YAML lines under `oauth:` (indented two spaces), e.g. a `dcr:` block.
-    pub extra_oauth: String,
-    /// More entries of `oauth.clients` (indented four spaces).
-    pub extra_clients: String,
-    /// A top-level `proxy:` section.
-    pub proxy: String,
+    /// Applied to the base configuration (two clients, the test provider, memory storage).
+    pub configure: Option<Configure>,
     pub provider: Option<TestProvider>,
     pub upstream_issuer: Option<String>,
-    /// YAML under `oauth:` that replaces the `upstream:` block (`local_users:`, `login_throttle:`).
-    pub local_users: Option<String>,
     /// The bridge's clock; the system clock when `None`.
     pub clock: Option<SharedClock>,
-    /// The `storage:` section's YAML (indented two spaces); memory when empty.
-    pub storage: String,
     /// Another instance's issuer, to run this one as a second instance behind the same name.
     pub public_url: Option<String>,
-    /// More lines under `server:` (indented two spaces), e.g. `trusted_proxies`.
-    pub server: String,
     /// Shuts the server down when it fires; it runs until the test ends otherwise.
     pub shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// A client of `oauth.clients` with nothing but its id set.
+pub fn client(id: &str) -> ClientConfig {
+    ClientConfig {
+        id: id.to_owned(),
+        secret: None,
+        redirect_uris: Vec::new(),
+        name: None,
+        scopes: None,
+        grant_types: None,
+        skip_consent: false,
+    }
+}
+
+/// `server.trusted_proxies`.
+pub fn trust_proxies(config: &mut Config, networks: &[&str]) {
+    config.server.trusted_proxies = networks
+        .iter()
+        .map(|network| network.parse().unwrap())
+        .collect();
+}
+
+pub fn strings<const N: usize>(values: [&str; N]) -> Vec<String> {
+    values.map(str::to_owned).to_vec()
+}
+
+pub fn seconds(seconds: u64) -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(seconds))
+}
+
+/// The base configuration's upstream provider, to change in place.
+pub fn upstream(config: &mut Config) -> &mut UpstreamConfig {
+    config
+        .oauth
+        .upstream
+        .as_mut()
+        .expect("the base configuration signs in at the test provider")
+}
+
+/// Storage in the PostgreSQL database at `url`.
+pub fn postgres<'a>(config: &'a mut Config, url: &str) -> &'a mut PostgresConfig {
+    config.storage.backend = StorageBackend::Postgres;
+    config.storage.postgres.insert(PostgresConfig {
+        url: SecretString::new(url),
+        pool_size: 16,
+        connect_timeout: std::time::Duration::from_secs(5),
+    })
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -98,12 +150,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let local = format!("{origin}{}", options.base_path);
     let issuer = options.public_url.clone().unwrap_or_else(|| local.clone());
+    // The base is a file as an operator writes one; each test changes it as typed values.
     let yaml = format!(
         r#"
 server:
   address: "127.0.0.1:0"
   public_url: "{issuer}"
-{server}
 oauth:
   clients:
     - id: {PUBLIC_CLIENT}
@@ -114,37 +166,26 @@ oauth:
       skip_consent: true
       secret: "{WEB_SECRET}"
       redirect_uris: ["{WEB_REDIRECT}"]
-{extra_clients}
-{extra_oauth}
-{sign_in}
-storage:
-{storage}
-{proxy}
-"#,
-        server = options.server,
-        extra_oauth = options.extra_oauth,
-        extra_clients = options.extra_clients,
-        proxy = options.proxy,
-        storage = if options.storage.is_empty() {
-            "  backend: memory".to_owned()
-        } else {
-            options.storage.clone()
-        },
-        sign_in = options.local_users.unwrap_or_else(|| format!(
-            r#"  upstream:
+  upstream:
     issuer: "{upstream_issuer}"
     client_id: {client_id}
     client_secret: "{client_secret}"
     timeout: 2s
     claims:
       groups: realm_access.roles
-{extra}"#,
-            client_id = oidc_provider::CLIENT_ID,
-            client_secret = oidc_provider::CLIENT_SECRET,
-            extra = options.extra_upstream,
-        )),
+storage:
+  backend: memory
+"#,
+        client_id = oidc_provider::CLIENT_ID,
+        client_secret = oidc_provider::CLIENT_SECRET,
     );
-    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let mut config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    if let Some(change) = options.configure {
+        change(&mut config);
+        if let Err(problems) = config.validate() {
+            panic!("the test's configuration is invalid: {problems}");
+        }
+    }
     let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let service = app::build(&config, clock).await.unwrap();
     let shutdown = options.shutdown;

@@ -17,21 +17,30 @@ const RESOURCE_SERVER_SECRET: &str = "resource-server-secret-0123";
 const INTROSPECTION_TOKEN: &str = "introspection-token-0123456789abcdef";
 
 /// The secrets are hashed at cost 4 (from `hash-secret --cost 4`) to keep the tests quick.
-fn clients() -> String {
-    format!(
-        r#"    - id: {SERVICE}
-      secret: "$2b$04$U3GXWr0zljxBButxQWdqJeDSjYi8dLdUZYVnlE.Qxo3GD1k0nDCUG"
-      grant_types: [client_credentials]
-    - id: {RESOURCE_SERVER}
-      secret: "$2b$04$BBCHpcomaHfj5a5xXGOL7eEXbVW2tAjyjwz1lp0.GgcYxavV5aIIa"
-      grant_types: [client_credentials]"#
-    )
+/// The two service clients, and the token resource servers introspect with.
+fn services(config: &mut Config) {
+    for (id, hash) in [
+        (
+            SERVICE,
+            "$2b$04$U3GXWr0zljxBButxQWdqJeDSjYi8dLdUZYVnlE.Qxo3GD1k0nDCUG",
+        ),
+        (
+            RESOURCE_SERVER,
+            "$2b$04$BBCHpcomaHfj5a5xXGOL7eEXbVW2tAjyjwz1lp0.GgcYxavV5aIIa",
+        ),
+    ] {
+        config.oauth.clients.push(ClientConfig {
+            secret: Some(SecretString::new(hash)),
+            grant_types: Some(strings(["client_credentials"])),
+            ..client(id)
+        });
+    }
+    config.oauth.introspection_tokens = vec![SecretString::new(INTROSPECTION_TOKEN)];
 }
 
 async fn app_with(clock: Option<Arc<FixedClock>>) -> TestApp {
     spawn_app_with(Options {
-        extra_clients: clients(),
-        extra_oauth: format!("  introspection_tokens: [\"{INTROSPECTION_TOKEN}\"]"),
+        configure: configure(services),
         clock: clock.map(|c| c as _),
         ..Options::default()
     })
@@ -505,10 +514,16 @@ async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_the
     let boundary = 20_000 * DAY;
     let clock = Arc::new(FixedClock::at(boundary - 1800));
     let app = spawn_app_with(Options {
-        extra_clients: clients(),
-        extra_oauth: format!(
-            "  introspection_tokens: [\"{INTROSPECTION_TOKEN}\"]\n  access_token_ttl: 1h\n  signing:\n    rotation_period: 1d"
-        ),
+        configure: configure(|config| {
+            services(config);
+            config.oauth.access_token_ttl = seconds(3600);
+            config.oauth.signing = Some(SigningConfig {
+                algorithm: None,
+                key_file: None,
+                keys: Vec::new(),
+                rotation_period: Some(seconds(86_400)),
+            });
+        }),
         clock: Some(Arc::clone(&clock) as _),
         ..Options::default()
     })
@@ -560,7 +575,10 @@ async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_the
 #[tokio::test]
 async fn a_self_registered_client_sees_only_its_own_tokens_at_introspection() {
     let app = spawn_app_with(Options {
-        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback] }".to_owned(),
+        configure: configure(|config| {
+            config.oauth.dcr.enabled = true;
+            config.oauth.dcr.allowed_redirect_profiles = strings(["loopback"]);
+        }),
         ..Options::default()
     })
     .await;

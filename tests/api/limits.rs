@@ -32,8 +32,13 @@ async fn oversized_authorization_parameters_are_a_400_page_not_a_stored_request(
 #[tokio::test]
 async fn starting_authorizations_is_limited_per_address() {
     let app = spawn_app_with(Options {
-        extra_oauth: "  authorize_rate_limit: { requests: 3, window: 1m }".into(),
-        server: "  trusted_proxies: [\"127.0.0.1/32\"]".into(),
+        configure: configure(|config| {
+            config.oauth.authorize_rate_limit = RateLimitConfig {
+                requests: 3,
+                window: seconds(60),
+            };
+            trust_proxies(config, &["127.0.0.1/32"]);
+        }),
         ..Options::default()
     })
     .await;
@@ -68,7 +73,7 @@ async fn starting_authorizations_is_limited_per_address() {
 #[tokio::test]
 async fn past_the_cap_of_live_authorizations_new_ones_are_503_and_those_in_flight_finish() {
     let app = spawn_app_with(Options {
-        extra_oauth: "  max_pending_authorizations: 5".into(),
+        configure: configure(|config| config.oauth.max_pending_authorizations = 5),
         ..Options::default()
     })
     .await;

@@ -13,27 +13,28 @@ pub const DEMO_PASSWORD: &str = "correct horse battery staple";
 
 /// `local_users` with one user whose hash is made here (cost 4: tests stay fast), and a
 /// throttle of three failures per user in a ten-minute window, slowing by 50 ms per failure.
-fn local_users() -> String {
+fn local_users(config: &mut Config) {
     let hash = bcrypt::hash(DEMO_PASSWORD, 4).unwrap();
-    format!(
-        r#"  local_users:
-    - username: demo
-      password_hash: "{hash}"
-      email: demo@example.com
-      name: Demo User
-      groups: [mcp-users]
-  login_throttle:
-    max_failures_per_user: 3
-    max_failures_per_address: 10
-    window: 10m
-    slowdown: 50ms
-"#
-    )
+    config.oauth.upstream = None;
+    config.oauth.local_users = vec![LocalUserConfig {
+        username: "demo".into(),
+        password_hash: SecretString::new(hash),
+        subject: None,
+        email: Some("demo@example.com".into()),
+        name: Some("Demo User".into()),
+        groups: strings(["mcp-users"]),
+    }];
+    config.oauth.login_throttle = ThrottleSettings {
+        max_failures_per_user: 3,
+        max_failures_per_address: 10,
+        window: Duration::from_secs(600),
+        slowdown: Duration::from_millis(50),
+    };
 }
 
 pub async fn spawn_local(clock: Option<Arc<FixedClock>>) -> TestApp {
     spawn_app_with(Options {
-        local_users: Some(local_users()),
+        configure: configure(local_users),
         clock: clock.map(|c| c as mcp_oauth_bridge::clock::SharedClock),
         ..Options::default()
     })
@@ -414,8 +415,10 @@ async fn the_repositorys_local_configuration_lets_the_readme_demo_user_in() {
 #[tokio::test]
 async fn nobody_can_lock_a_user_out_from_another_address() {
     let app = spawn_app_with(Options {
-        local_users: Some(local_users()),
-        server: "  trusted_proxies: [\"127.0.0.1/32\"]".into(),
+        configure: configure(|config| {
+            local_users(config);
+            trust_proxies(config, &["127.0.0.1/32"]);
+        }),
         ..Options::default()
     })
     .await;

@@ -6,16 +6,24 @@ use serde_json::{Value, json};
 use crate::document_server::{Answer, CA_FILE, DocumentServer};
 use crate::helpers::*;
 
-fn cimd_config(allowed_hosts: &str) -> String {
-    format!(
-        "  dcr:\n    allowed_redirect_profiles: [loopback]\n  cimd:\n    enabled: true\n    allowed_hosts: [{allowed_hosts}]\n    extra_root_certificates: [\"{CA_FILE}\"]"
-    )
+/// Metadata documents on, trusting the test CA, with `allowed_hosts` allowed to be private.
+fn cimd_config(config: &mut Config, allowed_hosts: &[&str]) {
+    config.oauth.dcr.allowed_redirect_profiles = strings(["loopback"]);
+    config.oauth.cimd = CimdConfig {
+        enabled: true,
+        allowed_hosts: allowed_hosts
+            .iter()
+            .map(|host| (*host).to_owned())
+            .collect(),
+        extra_root_certificates: vec![CA_FILE.into()],
+        ..CimdConfig::default()
+    };
 }
 
 async fn app_with_documents() -> (TestApp, DocumentServer) {
     let documents = DocumentServer::start().await;
     let app = spawn_app_with(Options {
-        extra_oauth: cimd_config("localhost"),
+        configure: configure(|config| cimd_config(config, &["localhost"])),
         ..Options::default()
     })
     .await;
@@ -210,7 +218,7 @@ async fn a_document_that_cannot_be_fetched_is_refused_with_one_message_whatever_
 async fn a_document_on_a_private_or_loopback_address_is_refused_without_an_allow_list() {
     let documents = DocumentServer::start().await;
     let app = spawn_app_with(Options {
-        extra_oauth: cimd_config(""),
+        configure: configure(|config| cimd_config(config, &[])),
         ..Options::default()
     })
     .await;
@@ -262,10 +270,13 @@ async fn an_unusable_document_client_is_invalid_client_at_the_token_endpoint() {
 async fn each_address_may_have_only_a_few_documents_fetched_per_window() {
     let documents = DocumentServer::start().await;
     let app = spawn_app_with(Options {
-        extra_oauth: format!(
-            "{}\n    fetch_rate_limit: {{ requests: 2, window: 1m }}",
-            cimd_config("localhost")
-        ),
+        configure: configure(|config| {
+            cimd_config(config, &["localhost"]);
+            config.oauth.cimd.fetch_rate_limit = RateLimitConfig {
+                requests: 2,
+                window: seconds(60),
+            };
+        }),
         ..Options::default()
     })
     .await;

@@ -4,6 +4,7 @@
 //! cluster).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -65,11 +66,15 @@ impl TestDatabase {
 /// load balancer), sharing that instance's upstream provider. No signing key is configured: the
 /// instances must share the one generated in the database.
 async fn instance(db: &TestDatabase, behind: Option<&TestApp>) -> TestApp {
+    let url = db.url.clone();
     spawn_app_with(Options {
-        storage: format!("  backend: postgres\n  postgres: {{ url: \"{}\" }}", db.url),
+        configure: configure(move |config| {
+            postgres(config, &url);
+            config.oauth.dcr.enabled = true;
+            config.oauth.dcr.allowed_redirect_profiles = strings(["loopback"]);
+        }),
         public_url: behind.map(|a| a.issuer.clone()),
         upstream_issuer: behind.map(|a| a.provider.issuer.clone()),
-        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback] }".to_owned(),
         ..Options::default()
     })
     .await
@@ -413,9 +418,9 @@ async fn a_database_outage_is_a_503_and_not_ready_then_service_resumes_with_noth
     through_relay.set_host(Some("127.0.0.1")).unwrap();
     through_relay.set_port(Some(relay.port)).unwrap();
     let app = spawn_app_with(Options {
-        storage: format!(
-            "  backend: postgres\n  postgres: {{ url: \"{through_relay}\", connect_timeout: 1s }}"
-        ),
+        configure: configure(move |config| {
+            postgres(config, through_relay.as_str()).connect_timeout = Duration::from_secs(1);
+        }),
         ..Options::default()
     })
     .await;
@@ -486,19 +491,22 @@ async fn the_providers_refresh_token_is_stored_sealed_and_used_by_every_instance
     let Some(db) = test_database().await else {
         return;
     };
-    let storage = format!(
-        "  backend: postgres\n  postgres: {{ url: \"{}\" }}\n  encryption_key: \"an encryption key of at least 32 characters\"",
-        db.url
-    );
+    let sealed_revalidation = |url: String| {
+        configure(move |config| {
+            postgres(config, &url);
+            config.storage.encryption_key = Some(SecretString::new(
+                "an encryption key of at least 32 characters",
+            ));
+            upstream(config).revalidate_on_refresh = true;
+        })
+    };
     let a = spawn_app_with(Options {
-        storage: storage.clone(),
-        extra_upstream: "    revalidate_on_refresh: true",
+        configure: sealed_revalidation(db.url.clone()),
         ..Options::default()
     })
     .await;
     let b = spawn_app_with(Options {
-        storage,
-        extra_upstream: "    revalidate_on_refresh: true",
+        configure: sealed_revalidation(db.url.clone()),
         public_url: Some(a.issuer.clone()),
         upstream_issuer: Some(a.provider.issuer.clone()),
         ..Options::default()

@@ -18,19 +18,25 @@ struct Proxied {
     resource: String,
 }
 
-async fn proxied(extra: &str, clock: Option<Arc<FixedClock>>) -> Proxied {
+/// How a test's proxy differs from one forwarding to the test server with a one-second timeout.
+type ProxyChange = fn(&mut ProxyConfig);
+
+async fn proxied(change: ProxyChange, clock: Option<Arc<FixedClock>>) -> Proxied {
     let upstream = McpUpstream::start().await;
-    proxied_to(&upstream.url.clone(), upstream, extra, clock).await
+    proxied_to(&upstream.url.clone(), upstream, change, clock).await
 }
 
 async fn proxied_to(
     upstream_url: &str,
     upstream: McpUpstream,
-    extra: &str,
+    change: ProxyChange,
     clock: Option<Arc<FixedClock>>,
 ) -> Proxied {
+    let mut proxy = ProxyConfig::forwarding_to(upstream_url);
+    proxy.timeout = Duration::from_secs(1);
+    change(&mut proxy);
     let app = spawn_app_with(Options {
-        proxy: format!("proxy:\n  upstream_url: \"{upstream_url}\"\n  timeout: 1s\n{extra}"),
+        configure: configure(move |config| config.proxy = Some(proxy)),
         clock: clock.map(|c| c as _),
         ..Options::default()
     })
@@ -128,7 +134,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn a_request_without_a_token_learns_where_to_sign_in() {
-    let proxied = proxied("  required_scopes: [email]\n", None).await;
+    let proxied = proxied(|proxy| proxy.required_scopes = strings(["email"]), None).await;
     let response = proxied.get("/mcp", None).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let params = challenge_params(&response);
@@ -172,7 +178,7 @@ async fn a_request_without_a_token_learns_where_to_sign_in() {
 async fn tokens_for_another_resource_expired_or_revoked_never_reach_the_server() {
     // Ahead of the provider's clock, so its ID tokens are never issued in our future.
     let clock = Arc::new(FixedClock::at(SystemClock.now().seconds() + 30));
-    let proxied = proxied("", Some(Arc::clone(&clock))).await;
+    let proxied = proxied(|_| {}, Some(Arc::clone(&clock))).await;
 
     // A resource the bridge does not serve is refused at authorize time (RFC 8707).
     let pkce = Pkce::new();
@@ -242,7 +248,11 @@ async fn tokens_for_another_resource_expired_or_revoked_never_reach_the_server()
 
 #[tokio::test]
 async fn a_missing_scope_is_insufficient_scope_naming_what_is_needed() {
-    let proxied = proxied("  required_scopes: [email, profile]\n", None).await;
+    let proxied = proxied(
+        |proxy| proxy.required_scopes = strings(["email", "profile"]),
+        None,
+    )
+    .await;
     let token = proxied.access_token().await;
     let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -256,7 +266,12 @@ async fn a_missing_scope_is_insufficient_scope_naming_what_is_needed() {
 #[tokio::test]
 async fn the_server_gets_the_callers_identity_and_nothing_the_client_forged() {
     let proxied = proxied(
-        "  identity_jwt: { header: X-Identity-Token, ttl: 60s }\n",
+        |proxy| {
+            proxy.identity_jwt = Some(IdentityJwtConfig {
+                header: "X-Identity-Token".into(),
+                ttl: Duration::from_secs(60),
+            });
+        },
         None,
     )
     .await;
@@ -334,7 +349,7 @@ async fn the_server_gets_the_callers_identity_and_nothing_the_client_forged() {
 
 #[tokio::test]
 async fn server_sent_events_arrive_one_by_one() {
-    let proxied = proxied("", None).await;
+    let proxied = proxied(|_| {}, None).await;
     let token = proxied.access_token().await;
     let mut response = proxied
         .get("/mcp/events", Some(&token))
@@ -363,7 +378,7 @@ async fn server_sent_events_arrive_one_by_one() {
 async fn a_hundred_megabyte_upload_streams_through() {
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 100;
-    let proxied = proxied("", None).await;
+    let proxied = proxied(|_| {}, None).await;
     let token = proxied.access_token().await;
     let state = Arc::clone(&proxied.upstream.state);
     // Half the body, then wait until the server has most of it: a proxy that buffered the
@@ -405,7 +420,7 @@ async fn a_hundred_megabyte_upload_streams_through() {
 async fn a_server_that_is_down_is_502_and_one_that_is_slow_is_504() {
     // Port 1 is privileged and unused: a freed ephemeral port could be taken by another test.
     let upstream = McpUpstream::start().await;
-    let down = proxied_to("http://127.0.0.1:1", upstream, "", None).await;
+    let down = proxied_to("http://127.0.0.1:1", upstream, |_| {}, None).await;
     let token = down.access_token().await;
     let response = down.get("/mcp", Some(&token)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
@@ -418,7 +433,7 @@ async fn a_server_that_is_down_is_502_and_one_that_is_slow_is_504() {
             .contains("MCP server")
     );
 
-    let slow = proxied("", None).await;
+    let slow = proxied(|_| {}, None).await;
     let token = slow.access_token().await;
     let started = std::time::Instant::now();
     let response = slow.get("/mcp/slow", Some(&token)).send().await.unwrap();
@@ -430,7 +445,7 @@ async fn a_server_that_is_down_is_502_and_one_that_is_slow_is_504() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_request() {
-    let proxied = proxied("", None).await;
+    let proxied = proxied(|_| {}, None).await;
     let token = proxied.access_token().await;
     let mut response = proxied
         .get("/mcp/endless", Some(&token))
@@ -462,7 +477,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
 
 #[tokio::test]
 async fn headers_a_cgi_server_would_merge_with_the_identity_never_reach_it() {
-    let proxied = proxied("", None).await;
+    let proxied = proxied(|_| {}, None).await;
     let token = proxied.access_token().await;
     let mut request = proxied
         .app
@@ -534,7 +549,7 @@ async fn headers_a_cgi_server_would_merge_with_the_identity_never_reach_it() {
 
 #[tokio::test]
 async fn underscored_headers_pass_when_allowed_but_never_as_the_proxys_own() {
-    let proxied = proxied("  allow_underscore_headers: true\n", None).await;
+    let proxied = proxied(|proxy| proxy.allow_underscore_headers = true, None).await;
     let token = proxied.access_token().await;
     let environ: Value = proxied
         .app
@@ -555,7 +570,7 @@ async fn underscored_headers_pass_when_allowed_but_never_as_the_proxys_own() {
 
 #[tokio::test]
 async fn paths_some_server_would_resolve_out_of_the_mount_are_refused_the_rest_pass_untouched() {
-    let proxied = proxied("", None).await;
+    let proxied = proxied(|_| {}, None).await;
     let token = proxied.access_token().await;
     for path in [
         "/mcp/..;/secret",
@@ -588,12 +603,12 @@ async fn paths_some_server_would_resolve_out_of_the_mount_are_refused_the_rest_p
 
 #[tokio::test]
 async fn proxied_answers_are_sandboxed_unless_the_operator_says_otherwise() {
-    let proxied = proxied("", None).await;
+    let proxied = proxied(|_| {}, None).await;
     let token = proxied.access_token().await;
     let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
     assert_eq!(response.headers()["content-security-policy"], "sandbox");
     let custom = self::proxied(
-        "  content_security_policy: \"sandbox allow-scripts\"\n",
+        |proxy| proxy.content_security_policy = "sandbox allow-scripts".into(),
         None,
     )
     .await;
@@ -603,7 +618,7 @@ async fn proxied_answers_are_sandboxed_unless_the_operator_says_otherwise() {
         response.headers()["content-security-policy"],
         "sandbox allow-scripts"
     );
-    let none = self::proxied("  content_security_policy: \"\"\n", None).await;
+    let none = self::proxied(|proxy| proxy.content_security_policy = String::new(), None).await;
     let token = none.access_token().await;
     let response = none.get("/mcp", Some(&token)).send().await.unwrap();
     assert!(response.headers().get("content-security-policy").is_none());

@@ -5,15 +5,25 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const DCR: &str = "  dcr:
-    enabled: true
-    allowed_redirect_profiles: [claude, loopback]
-    allowed_redirect_patterns: ['https://app\\.example\\.com/oauth/.+']
-    rate_limit: { requests: 5, window: 1m }";
+/// Registration open to Claude, loopback and one web pattern, `requests` per minute and address.
+fn dcr(requests: u32) -> Option<Configure> {
+    configure(move |config| {
+        config.oauth.dcr = DcrConfig {
+            enabled: true,
+            allowed_redirect_profiles: strings(["claude", "loopback"]),
+            allowed_redirect_patterns: strings([r"https://app\.example\.com/oauth/.+"]),
+            rate_limit: RateLimitConfig {
+                requests,
+                window: seconds(60),
+            },
+            ..DcrConfig::default()
+        };
+    })
+}
 
 async fn dcr_app() -> TestApp {
     spawn_app_with(Options {
-        extra_oauth: DCR.into(),
+        configure: dcr(5),
         ..Options::default()
     })
     .await
@@ -220,7 +230,11 @@ async fn redirect_uris_outside_the_policy_are_refused_at_registration_and_at_aut
 #[tokio::test]
 async fn inconsistent_or_malformed_metadata_is_invalid_client_metadata() {
     let app = spawn_app_with(Options {
-        extra_oauth: "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], rate_limit: { requests: 50 } }".into(),
+        configure: configure(|config| {
+            config.oauth.dcr.enabled = true;
+            config.oauth.dcr.allowed_redirect_profiles = strings(["loopback"]);
+            config.oauth.dcr.rate_limit.requests = 50;
+        }),
         ..Options::default()
     })
     .await;
@@ -290,14 +304,15 @@ async fn registration_is_rate_limited_per_address() {
 
 #[tokio::test]
 async fn registration_stops_at_the_configured_number_of_clients() {
-    let app =
-        spawn_app_with(Options {
-            extra_oauth:
-                "  dcr: { enabled: true, allowed_redirect_profiles: [loopback], max_clients: 2 }"
-                    .into(),
-            ..Options::default()
-        })
-        .await;
+    let app = spawn_app_with(Options {
+        configure: configure(|config| {
+            config.oauth.dcr.enabled = true;
+            config.oauth.dcr.allowed_redirect_profiles = strings(["loopback"]);
+            config.oauth.dcr.max_clients = 2;
+        }),
+        ..Options::default()
+    })
+    .await;
     let body = json!({"redirect_uris": ["http://127.0.0.1:9000/cb"], "token_endpoint_auth_method": "none"});
     assert_eq!(
         register(&app, body.clone()).await.status(),
@@ -322,7 +337,7 @@ async fn registration_stops_at_the_configured_number_of_clients() {
 #[tokio::test]
 async fn names_that_hide_characters_and_redirect_uris_with_control_characters_are_refused() {
     let app = spawn_app_with(Options {
-        extra_oauth: DCR.replace("requests: 5", "requests: 50"),
+        configure: dcr(50),
         ..Options::default()
     })
     .await;

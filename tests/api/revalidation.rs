@@ -8,7 +8,7 @@ use crate::helpers::*;
 
 async fn revalidating_app() -> TestApp {
     spawn_app_with(Options {
-        extra_upstream: "    revalidate_on_refresh: true",
+        configure: configure(|config| upstream(config).revalidate_on_refresh = true),
         ..Options::default()
     })
     .await
@@ -99,7 +99,11 @@ async fn without_revalidation_refresh_works_from_the_stored_claims() {
 #[tokio::test]
 async fn a_user_the_provider_no_longer_puts_in_an_allowed_group_loses_access_at_refresh() {
     let app = spawn_app_with(Options {
-        extra_upstream: "    revalidate_on_refresh: true\n    allowed_groups: [mcp-users]",
+        configure: configure(|config| {
+            let upstream = upstream(config);
+            upstream.revalidate_on_refresh = true;
+            upstream.allowed_groups = strings(["mcp-users"]);
+        }),
         ..Options::default()
     })
     .await;

@@ -18,25 +18,25 @@ pub struct ProxyConfig {
     pub(crate) path: String,
     /// Scopes every request needs; missing ones are answered `403 insufficient_scope`.
     #[serde(default)]
-    pub(crate) required_scopes: Vec<String>,
+    pub required_scopes: Vec<String>,
     /// How long the MCP server may take to start answering (then `504`); streams may last longer.
     #[serde(
         default = "default_proxy_timeout",
         deserialize_with = "crate::duration::deserialize"
     )]
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     #[serde(default)]
     pub(crate) identity_headers: IdentityHeadersConfig,
     /// Also pass the identity as a short-lived JWT signed with the bridge's key.
-    pub(crate) identity_jwt: Option<IdentityJwtConfig>,
+    pub identity_jwt: Option<IdentityJwtConfig>,
     /// Forward client headers whose names contain `_` (dropped by default, as nginx does: CGI
     /// servers read `_` and `-` alike). Spellings of the proxy's own headers are dropped anyway.
     #[serde(default)]
-    pub(crate) allow_underscore_headers: bool,
+    pub allow_underscore_headers: bool,
     /// Added to every proxied answer: the MCP server's pages share the bridge's origin.
     /// An empty string adds none.
     #[serde(default = "default_proxy_csp")]
-    pub(crate) content_security_policy: String,
+    pub content_security_policy: String,
 }
 
 fn default_proxy_csp() -> String {
@@ -67,14 +67,14 @@ impl Default for IdentityHeadersConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct IdentityJwtConfig {
+pub struct IdentityJwtConfig {
     #[serde(default = "default_identity_jwt_header")]
-    pub(crate) header: String,
+    pub header: String,
     #[serde(
         default = "default_identity_jwt_ttl",
         deserialize_with = "crate::duration::deserialize"
     )]
-    pub(crate) ttl: Duration,
+    pub ttl: Duration,
 }
 
 fn default_proxy_path() -> String {
@@ -100,6 +100,20 @@ fn default_identity_jwt_ttl() -> Duration {
 }
 
 impl ProxyConfig {
+    /// Guarding the MCP server at `upstream_url`, everything else as a file that names only it.
+    pub fn forwarding_to(upstream_url: impl Into<String>) -> ProxyConfig {
+        ProxyConfig {
+            upstream_url: upstream_url.into(),
+            path: default_proxy_path(),
+            required_scopes: Vec::new(),
+            timeout: default_proxy_timeout(),
+            identity_headers: IdentityHeadersConfig::default(),
+            identity_jwt: None,
+            allow_underscore_headers: false,
+            content_security_policy: default_proxy_csp(),
+        }
+    }
+
     /// Every problem of `proxy`, with its field path.
     pub(crate) fn validate(&self, scopes_supported: &[String], problems: &mut Vec<String>) {
         match Url::parse(&self.upstream_url) {
