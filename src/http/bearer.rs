@@ -1,6 +1,7 @@
 //! Answers to requests whose bearer token is missing or not good enough (RFC 6750 §3), with the
 //! protected-resource metadata URL when there is one (RFC 9728 §5.1, the MCP discovery hook).
 
+use crate::tokens::BEARER;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -47,9 +48,9 @@ pub(crate) fn challenge(
         params.push(format!("resource_metadata=\"{url}\""));
     }
     let value = if params.is_empty() {
-        "Bearer".to_owned()
+        BEARER.to_owned()
     } else {
-        format!("Bearer {}", params.join(", "))
+        format!("{BEARER} {}", params.join(", "))
     };
     let mut response = status.into_response();
     if let Ok(value) = HeaderValue::from_str(&value) {

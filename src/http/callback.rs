@@ -12,7 +12,8 @@ use super::params::parse_query;
 use super::{AppState, cookies};
 use crate::clock::UnixTime;
 use crate::oauth::REMEMBERED_CONSENT_TTL;
-use crate::oauth::callback::{SignedIn, complete_authorization};
+use crate::oauth::callback::complete_authorization;
+use crate::oauth::sign_in::SignedIn;
 
 pub(crate) async fn callback_get(
     State(state): State<AppState>,

@@ -220,7 +220,7 @@ pub(crate) fn bearer_token(
         .map_err(|_| crate::oauth::OAuthError::invalid_request("malformed Authorization header"))?;
     Ok(text
         .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(crate::tokens::BEARER))
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty()))
 }

@@ -113,7 +113,7 @@ async fn access_token(
 fn access_token_answer(claims: AccessTokenClaims) -> Value {
     let mut answer = Map::new();
     answer.insert("active".into(), json!(true));
-    answer.insert("token_type".into(), json!("Bearer"));
+    answer.insert("token_type".into(), json!(crate::tokens::BEARER));
     answer.insert("token_use".into(), json!("access_token"));
     answer.insert("scope".into(), json!(claims.scope));
     answer.insert("client_id".into(), json!(claims.client_id));

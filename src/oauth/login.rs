@@ -6,10 +6,10 @@
 use std::net::IpAddr;
 
 use super::authorize::{AuthorizeError, ClientRedirect};
-use super::callback::{
+use super::login_throttle::{LoginThrottle, Verdict};
+use super::sign_in::{
     SignedIn, SignedInUser, finish_sign_in, pending_or_page, take_pending_sign_in,
 };
-use super::login_throttle::{LoginThrottle, Verdict};
 use super::{Bridge, OAuthError, SignIn};
 use crate::clock::UnixTime;
 use crate::local_users::LocalUsers;

@@ -22,6 +22,7 @@ pub(crate) mod registration;
 pub(crate) mod resource;
 pub(crate) mod revoke;
 pub(crate) mod scope;
+pub(crate) mod sign_in;
 pub(crate) mod text;
 pub mod token;
 pub(crate) mod userinfo;

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::authorize::{AuthorizationStep, AuthorizeError, UpstreamRedirect, start_authorization};
-use super::callback::{SignedIn, complete_authorization};
+use super::callback::complete_authorization;
+use super::sign_in::SignedIn;
 use super::token::{ClientCredentials, TokenResponse, exchange};
 use super::{Bridge, OAuthError, Params, Settings, SignIn};
 use crate::clients::ClientConfig;

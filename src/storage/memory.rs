@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -13,10 +12,9 @@ use super::{
 use crate::clock::UnixTime;
 use crate::sealing::SealedSecret;
 use crate::tokens::TokenHash;
-use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
-
-/// How long a revocation of a family that does not exist yet is remembered.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+use crate::tokens::refresh::{
+    Persist, Presentation, REVOKED_FAMILY_TOMBSTONE_TTL, RefreshFamily, RefreshRequest, Replacement,
+};
 
 #[derive(Default)]
 pub struct MemoryStorage {
@@ -64,7 +62,7 @@ impl Inner {
 
     fn revoke_family(&mut self, family_id: &str, now: UnixTime) {
         self.family_tombstones
-            .insert(family_id.to_owned(), now.plus(TOMBSTONE_TTL));
+            .insert(family_id.to_owned(), now.plus(REVOKED_FAMILY_TOMBSTONE_TTL));
         if let Some(family) = self.families.get_mut(family_id) {
             family.revoked = true;
             for token in family.access_tokens.drain(..) {
@@ -220,16 +218,12 @@ impl Storage for MemoryStorage {
                 .revoked_access_tokens
                 .insert(token.jti, token.expires_at);
         }
-        match outcome {
-            Presentation::Rotated | Presentation::RetriedLostResponse => {
+        match outcome.persist() {
+            Persist::IndexReplacement => {
                 inner.refresh_index.insert(new_hash, family_id);
             }
-            Presentation::Reused => inner.revoke_family(&family_id, now),
-            Presentation::Expired
-            | Presentation::Revoked
-            | Presentation::WrongClient
-            | Presentation::ScopeExceeded
-            | Presentation::WrongResource => {}
+            Persist::RevokeFamily => inner.revoke_family(&family_id, now),
+            Persist::Nothing => {}
         }
         Ok(Some((outcome, snapshot)))
     }

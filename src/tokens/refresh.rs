@@ -75,6 +75,34 @@ pub enum Presentation {
     WrongResource,
 }
 
+/// What storage must write, besides the family itself, once a token was presented: decided here
+/// so that every backend persists the same outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persist {
+    /// Index the replacement token under the family.
+    IndexReplacement,
+    /// Revoke the whole family (and its access tokens).
+    RevokeFamily,
+    Nothing,
+}
+
+impl Presentation {
+    pub(crate) fn persist(self) -> Persist {
+        match self {
+            Presentation::Rotated | Presentation::RetriedLostResponse => Persist::IndexReplacement,
+            Presentation::Reused => Persist::RevokeFamily,
+            Presentation::Expired
+            | Presentation::Revoked
+            | Presentation::WrongClient
+            | Presentation::ScopeExceeded
+            | Presentation::WrongResource => Persist::Nothing,
+        }
+    }
+}
+
+/// How long a revocation of a family that does not exist yet is remembered (by both backends).
+pub(crate) const REVOKED_FAMILY_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
 /// What the refresh request asks for, checked before anything changes.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshRequest<'a> {

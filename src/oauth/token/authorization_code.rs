@@ -105,7 +105,7 @@ pub(super) async fn exchange(
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: crate::tokens::BEARER,
         expires_in: bridge.settings.access_token_ttl.as_secs(),
         refresh_token,
         scope: scope::join(&record.scope),

@@ -59,7 +59,7 @@ pub(super) async fn exchange(
     tracing::info!("tokens issued for client credentials");
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: crate::tokens::BEARER,
         expires_in: bridge.settings.access_token_ttl.as_secs(),
         refresh_token: None,
         scope: scope::join(&granted),

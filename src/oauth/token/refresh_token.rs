@@ -89,7 +89,7 @@ pub(super) async fn exchange(
     let (access_token, _) = issue_access_token(bridge, &grant, jti, now)?;
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: crate::tokens::BEARER,
         expires_in: bridge.settings.access_token_ttl.as_secs(),
         refresh_token: Some(new_refresh),
         scope: scope::join(&scope),

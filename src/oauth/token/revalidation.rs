@@ -5,7 +5,7 @@
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
-use crate::oauth::callback::upstream_refresh_name;
+use crate::oauth::sign_in::upstream_refresh_name;
 use crate::oauth::{Bridge, OAuthError, SignIn};
 use crate::sealing::Sealer;
 use crate::tokens::TokenHash;

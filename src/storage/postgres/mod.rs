@@ -25,10 +25,10 @@ use crate::sealing::{SealedSecret, Sealer};
 use crate::secret::SecretString;
 use crate::storage::settings::PostgresConfig;
 use crate::tokens::TokenHash;
-use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
+use crate::tokens::refresh::{
+    Persist, Presentation, REVOKED_FAMILY_TOMBSTONE_TTL, RefreshFamily, RefreshRequest, Replacement,
+};
 
-/// How long a revocation of a family that does not exist yet is remembered.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement by the sweep, so it never holds long locks.
 const SWEEP_BATCH: i64 = 1000;
 /// Batches per table per sweep at most; what is left goes at the next sweep.
@@ -241,7 +241,10 @@ async fn revoke_family_in(
         .execute(
             "INSERT INTO family_tombstones (id, expires_at) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
-            &[&family_id, &now.plus(TOMBSTONE_TTL).seconds()],
+            &[
+                &family_id,
+                &now.plus(REVOKED_FAMILY_TOMBSTONE_TTL).seconds(),
+            ],
         )
         .await
         .map_err(unavailable)?;
@@ -555,8 +558,8 @@ impl Storage for PostgresStorage {
             )
             .await
             .map_err(unavailable)?;
-        match outcome {
-            Presentation::Rotated | Presentation::RetriedLostResponse => {
+        match outcome.persist() {
+            Persist::IndexReplacement => {
                 transaction
                     .execute(
                         "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)
@@ -566,12 +569,8 @@ impl Storage for PostgresStorage {
                     .await
                     .map_err(unavailable)?;
             }
-            Presentation::Reused => revoke_family_in(&transaction, &family_id, now).await?,
-            Presentation::Expired
-            | Presentation::Revoked
-            | Presentation::WrongClient
-            | Presentation::ScopeExceeded
-            | Presentation::WrongResource => {}
+            Persist::RevokeFamily => revoke_family_in(&transaction, &family_id, now).await?,
+            Persist::Nothing => {}
         }
         transaction.commit().await.map_err(unavailable)?;
         Ok(Some((outcome, snapshot)))

@@ -1,0 +1,186 @@
+//! Finishing a sign-in, however the user proved who they are (at the upstream provider, returning
+//! to the callback, or at the local login form): the pending authorization taken once and only by
+//! the browser that started it, a consent given during the sign-in recorded, our authorization
+//! code minted and the browser sent back to the client.
+
+use url::Url;
+
+use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
+use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, REMEMBERED_CONSENT_TTL};
+use crate::clock::UnixTime;
+use crate::identity::Identity;
+use crate::secret::{AuthorizationCode, SecretString};
+use crate::storage::{
+    AuthorizationCodeRecord, Consent, ConsentGrant, PendingAuthorization, PendingTake,
+};
+use crate::tokens::opaque::random_string;
+use crate::tokens::{TokenHash, generate_token};
+
+/// A completed sign-in: where the browser goes, and whom to remember as having approved the
+/// client when the approval was given during this sign-in.
+#[derive(Debug)]
+pub(crate) struct SignedIn {
+    pub(crate) url: Url,
+    pub(crate) client_id: String,
+    pub(crate) remember_consent_of: Option<String>,
+}
+
+/// Who signed in, when, and the provider's refresh token if it sent one.
+pub(crate) struct SignedInUser {
+    pub(crate) identity: Identity,
+    pub(crate) auth_time: UnixTime,
+    pub(crate) upstream_refresh: Option<SecretString>,
+}
+
+/// Consumes the pending authorization a sign-in returns with, if this browser started it.
+pub(crate) async fn take_pending_sign_in(
+    bridge: &Bridge,
+    state: &str,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<PendingAuthorization, AuthorizeError> {
+    let binding = binding.map(TokenHash::of);
+    let taken = bridge
+        .storage
+        .take_pending(&TokenHash::of(state), binding.as_ref(), now)
+        .await
+        .map_err(|e| AuthorizeError::Page(e.into()))?;
+    pending_or_page(taken).map(|pending| *pending)
+}
+
+/// The pending authorization, or the page for a sign-in that is gone or belongs elsewhere.
+pub(crate) fn pending_or_page(
+    taken: PendingTake,
+) -> Result<Box<PendingAuthorization>, AuthorizeError> {
+    match taken {
+        PendingTake::Taken(pending) => Ok(pending),
+        PendingTake::OtherBrowser => {
+            tracing::warn!("a sign-in reached a browser that did not start it");
+            Err(AuthorizeError::Page(OAuthError::invalid_request(
+                "this sign-in was started in another browser; start again",
+            )))
+        }
+        PendingTake::Missing => {
+            tracing::info!("a sign-in with an unknown, expired or already used state");
+            Err(AuthorizeError::Page(OAuthError::invalid_request(
+                "this sign-in has expired or was already completed; start again",
+            )))
+        }
+    }
+}
+
+/// The user is known and allowed: record a consent given during this sign-in, mint our code and
+/// send the browser back to the client.
+pub(crate) async fn finish_sign_in(
+    bridge: &Bridge,
+    pending: &PendingAuthorization,
+    user: SignedInUser,
+    now: UnixTime,
+) -> Result<SignedIn, AuthorizeError> {
+    let client_id = pending.request.client_id.as_str();
+    let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
+    let identity = user.identity;
+    let remember_consent_of = match &pending.consent {
+        Consent::NotNeeded => None,
+        Consent::GivenNow => {
+            let grant = ConsentGrant {
+                subject: identity.subject.clone(),
+                client_id: pending.request.client_id.clone(),
+                redirect_uri: pending.request.redirect_uri.clone(),
+                scope: pending.request.scope.clone(),
+                audience: pending.request.audience.clone(),
+                expires_at: now.plus(REMEMBERED_CONSENT_TTL),
+            };
+            bridge
+                .storage
+                .put_consent_grant(grant)
+                .await
+                .map_err(|e| redirect(e.into()))?;
+            Some(identity.subject.clone())
+        }
+        Consent::Remembered { subject } if *subject == identity.subject => None,
+        // The browser remembered someone else's approval: this user must have given their own.
+        Consent::Remembered { .. } => {
+            let approved = bridge
+                .storage
+                .has_consent(&identity.subject, &pending.request, now)
+                .await
+                .map_err(|e| redirect(e.into()))?;
+            if !approved {
+                tracing::info!(
+                    client_id,
+                    "signed-in user differs from the remembered consent"
+                );
+                return Err(redirect(OAuthError::AccessDenied(
+                    "you have not approved this application yet; start again to review it".into(),
+                )));
+            }
+            None
+        }
+    };
+
+    let (code, code_hash): (AuthorizationCode, _) = generate_token();
+    let mut record = code_record(pending, identity, user.auth_time, now);
+    if let Some(sealer) = &bridge.revalidation {
+        match &user.upstream_refresh {
+            Some(token) => {
+                let sealed = sealer
+                    .seal_secret(&upstream_refresh_name(&record.family_id), token)
+                    .map_err(|error| redirect(OAuthError::internal(error)))?;
+                record.upstream_refresh = Some(sealed);
+            }
+            None => tracing::warn!(
+                client_id,
+                "the provider sent no refresh token, so this session cannot be re-validated: no refresh token will be issued (does upstream.scopes need offline_access?)"
+            ),
+        }
+    }
+    bridge
+        .storage
+        .put_code(code_hash, record)
+        .await
+        .map_err(|e| redirect(e.into()))?;
+    tracing::info!(client_id, "user signed in; authorization code issued");
+    let mut response = vec![("code", code.expose())];
+    if let Some(state) = &pending.request.client_state {
+        response.push(("state", state));
+    }
+    let url = authorization_response(
+        &pending.request.redirect_uri,
+        &response,
+        &bridge.settings.issuer,
+    )
+    .map_err(AuthorizeError::Page)?;
+    Ok(SignedIn {
+        url,
+        client_id: pending.request.client_id.clone(),
+        remember_consent_of,
+    })
+}
+
+/// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.
+pub(crate) fn upstream_refresh_name(family_id: &str) -> String {
+    format!("upstream-refresh-token/{family_id}")
+}
+
+fn code_record(
+    pending: &PendingAuthorization,
+    identity: Identity,
+    auth_time: UnixTime,
+    now: UnixTime,
+) -> AuthorizationCodeRecord {
+    AuthorizationCodeRecord {
+        client_id: pending.request.client_id.clone(),
+        redirect_uri: pending.request.redirect_uri.clone(),
+        redirect_uri_given: pending.request.redirect_uri_given,
+        code_challenge: pending.request.code_challenge.clone(),
+        scope: pending.request.scope.clone(),
+        audience: pending.request.audience.clone(),
+        identity,
+        auth_time,
+        client_nonce: pending.request.client_nonce.clone(),
+        family_id: random_string(16),
+        expires_at: now.plus(AUTHORIZATION_CODE_TTL),
+        upstream_refresh: None,
+    }
+}
