@@ -17,7 +17,7 @@ use crate::http::proxy::settings::ProxyConfig;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::server::ServerConfig;
 use crate::http::{AppState, Registration, router};
-use crate::key_rotation::{RotationSchedule, spawn_rotation};
+use crate::key_rotation::{KeyWindow, RotationSchedule, spawn_rotation};
 use crate::local_users::LocalUsers;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::LoginThrottle;
@@ -52,101 +52,22 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let base_path = public_url.path().trim_end_matches('/').to_owned();
 
     let storage = open_storage(config).await?;
-    let rotation = config
-        .oauth
-        .signing
-        .as_ref()
-        .and_then(|signing| signing.rotation_period.as_ref())
-        .map(|period| RotationSchedule {
-            period: period.0,
-            access_token_ttl: config.oauth.access_token_ttl.0,
-        });
-    let (keys, loaded_window) = match rotation {
-        Some(schedule) => {
-            let (keys, window) = schedule
-                .load(storage.as_ref(), clock.now())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot load the rotated signing keys: {e}"))?;
-            (keys, Some(window))
-        }
-        None => (signing_keys(config, storage.as_ref()).await?, None),
-    };
+    let (keys, rotation) = load_signing_keys(config, storage.as_ref(), &clock).await?;
     // Consent pages, login forms and remembered consents verify on every instance.
     let cookie_key = storage
         .shared_secret(COOKIE_KEY, CookieSigner::fresh_key().to_vec())
         .await
-        .map_err(|e| anyhow::anyhow!("cannot load the cookie key: {e}"))?;
+        .context("cannot load the cookie key")?;
     let cookie_signer = CookieSigner::from_key(&cookie_key)?;
-    let client_configs = config.oauth.clients.clone();
-    let secret_cost = config.oauth.secret_hash_cost;
-    let mut clients = tokio::task::spawn_blocking(move || {
-        ClientRegistry::from_config(&client_configs, secret_cost)
-    })
-    .await
-    .context("client loading was interrupted")??;
+    let (clients, registration) = client_registry(config, &storage).await?;
+    let sign_in = sign_in(config).await?;
+
     let dcr = &config.oauth.dcr;
-    // One policy for both ways a client can arrive unannounced.
-    let redirects = dcr.redirect_policy()?;
-    let registration = if dcr.enabled {
-        clients = clients.with_registrations(Arc::clone(&storage));
-        Some(Arc::new(Registration {
-            policy: RegistrationPolicy {
-                redirects: redirects.clone(),
-                max_clients: dcr.max_clients,
-                secret_cost,
-            },
-            limiter: RateLimiter::configured(&dcr.rate_limit),
-        }))
-    } else {
-        None
-    };
-    let cimd = &config.oauth.cimd;
-    if cimd.enabled {
-        let documents = MetadataDocuments::new(CimdSettings::configured(
-            cimd,
-            redirects,
-            config.oauth.scopes_supported.clone(),
-        )?);
-        clients = clients.with_metadata_documents(Arc::new(documents));
-    }
-
-    let sign_in = match &config.oauth.upstream {
-        Some(upstream_config) => SignIn::Upstream(connect_upstream(config, upstream_config).await?),
-        None => {
-            let users = config.oauth.local_users.clone();
-            let users = tokio::task::spawn_blocking(move || LocalUsers::from_config(&users))
-                .await
-                .context("loading the local users was interrupted")??;
-            tracing::info!(
-                users = config.oauth.local_users.len(),
-                "users sign in with the local login form"
-            );
-            SignIn::Local(Arc::new(LocalLogin {
-                users,
-                throttle: LoginThrottle::new(config.oauth.login_throttle.clone()),
-            }))
-        }
-    };
-    // The claim mapping and access policy speak of the upstream provider's claims; local users
-    // are configured with their identity and are all allowed.
-    let (claims, access_policy) = match &config.oauth.upstream {
-        Some(upstream) => (
-            upstream.claims.clone(),
-            AccessPolicy {
-                allowed_groups: upstream.allowed_groups.clone(),
-                allowed_email_domains: upstream.allowed_email_domains.clone(),
-                require_verified_email: upstream.require_verified_email,
-            },
-        ),
-        None => (ClaimsConfig::default(), AccessPolicy::default()),
-    };
-
-    let unused_client_ttl = dcr.enabled.then_some(dcr.unused_client_ttl.0);
     spawn_sweeper(
         Arc::clone(&storage),
         clock.clone(),
         config.storage.sweep_interval,
-        unused_client_ttl,
+        dcr.enabled.then_some(dcr.unused_client_ttl.0),
     );
 
     // The proxied MCP server is a resource like those configured: tokens are asked for it by name.
@@ -171,33 +92,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         )?)),
         _ => None,
     };
-    // The issuer as written, trailing slash and all: a client that names no resource gets it.
-    let default_audience = config
-        .oauth
-        .audience
-        .clone()
-        .unwrap_or_else(|| issuer.clone());
-    let settings = Settings {
-        issuer,
-        default_audience,
-        allowed_resources: protected_resources.iter().map(|r| r.url.clone()).collect(),
-        scopes_supported: config.oauth.scopes_supported.clone(),
-        access_token_ttl: config.oauth.access_token_ttl.0,
-        refresh_token_ttl: config.oauth.refresh_token_ttl.0,
-        refresh_token_max_lifetime: config.oauth.refresh_token_max_lifetime.0,
-        refresh_token_retry_window: config.oauth.refresh_token_retry_window.0,
-        registration_enabled: dcr.enabled,
-        metadata_documents_enabled: config.oauth.cimd.enabled,
-        introspection_tokens: config
-            .oauth
-            .introspection_tokens
-            .iter()
-            .map(|token| TokenHash::of(token.expose()))
-            .collect(),
-        claims,
-        access_policy,
-        access_token_claims: config.oauth.access_token_claims.clone(),
-    };
+    let settings = protocol_settings(config, issuer, &protected_resources);
     let keys = Arc::new(KeyRing::new(keys));
     let revalidation = config
         .oauth
@@ -210,7 +105,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             // and what it seals dies with the process anyway.
             None => Sealer::new(&SecretString::new(random_string(43))),
         });
-    if let (Some(schedule), Some(window)) = (rotation, loaded_window) {
+    if let Some((schedule, window)) = rotation {
         if config.storage.backend == StorageBackend::Memory {
             tracing::warn!(
                 "signing keys rotate in memory: they, and the tokens they signed, do not survive a restart"
@@ -233,6 +128,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         revalidation,
         pending: PendingCap::new(config.oauth.max_pending_authorizations),
     });
+    let cimd = &config.oauth.cimd;
     let state = AppState {
         bridge: Arc::clone(&bridge),
         clock,
@@ -256,6 +152,134 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         bridge,
         server: config.server.clone(),
     })
+}
+
+/// The keys tokens are signed with now, and with automatic rotation its schedule and the window
+/// of keys loaded (which the rotation task carries on from).
+async fn load_signing_keys(
+    config: &Config,
+    storage: &dyn Storage,
+    clock: &SharedClock,
+) -> anyhow::Result<(KeySet, Option<(RotationSchedule, KeyWindow)>)> {
+    let schedule = config
+        .oauth
+        .signing
+        .as_ref()
+        .and_then(|signing| signing.rotation_period.as_ref())
+        .map(|period| RotationSchedule {
+            period: period.0,
+            access_token_ttl: config.oauth.access_token_ttl.0,
+        });
+    match schedule {
+        Some(schedule) => {
+            let (keys, window) = schedule
+                .load(storage, clock.now())
+                .await
+                .context("cannot load the rotated signing keys")?;
+            Ok((keys, Some((schedule, window))))
+        }
+        None => Ok((signing_keys(config, storage).await?, None)),
+    }
+}
+
+/// The clients the file lists (plain secrets hashed now, off the runtime), with the registered
+/// ones and those described by metadata documents when those are on; and registration's endpoint.
+async fn client_registry(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+) -> anyhow::Result<(ClientRegistry, Option<Arc<Registration>>)> {
+    let client_configs = config.oauth.clients.clone();
+    let secret_cost = config.oauth.secret_hash_cost;
+    let mut clients = tokio::task::spawn_blocking(move || {
+        ClientRegistry::from_config(&client_configs, secret_cost)
+    })
+    .await
+    .context("client loading was interrupted")??;
+    let dcr = &config.oauth.dcr;
+    // One policy for both ways a client can arrive unannounced.
+    let redirects = dcr.redirect_policy()?;
+    let registration = if dcr.enabled {
+        clients = clients.with_registrations(Arc::clone(storage));
+        Some(Arc::new(Registration {
+            policy: RegistrationPolicy {
+                redirects: redirects.clone(),
+                max_clients: dcr.max_clients,
+                secret_cost,
+            },
+            limiter: RateLimiter::configured(&dcr.rate_limit),
+        }))
+    } else {
+        None
+    };
+    let cimd = &config.oauth.cimd;
+    if cimd.enabled {
+        let documents = MetadataDocuments::new(CimdSettings::configured(
+            cimd,
+            redirects,
+            config.oauth.scopes_supported.clone(),
+        )?);
+        clients = clients.with_metadata_documents(Arc::new(documents));
+    }
+    Ok((clients, registration))
+}
+
+/// How users prove who they are: at the upstream provider (discovered now, or in the background
+/// while it starts), or at the local login form.
+async fn sign_in(config: &Config) -> anyhow::Result<SignIn> {
+    if let Some(upstream_config) = &config.oauth.upstream {
+        return Ok(SignIn::Upstream(
+            connect_upstream(config, upstream_config).await?,
+        ));
+    }
+    let users = config.oauth.local_users.clone();
+    let users = tokio::task::spawn_blocking(move || LocalUsers::from_config(&users))
+        .await
+        .context("loading the local users was interrupted")??;
+    tracing::info!(
+        users = config.oauth.local_users.len(),
+        "users sign in with the local login form"
+    );
+    Ok(SignIn::Local(Arc::new(LocalLogin {
+        users,
+        throttle: LoginThrottle::new(config.oauth.login_throttle.clone()),
+    })))
+}
+
+/// The protocol's settings: the `oauth` section with the issuer and the resources tokens may be
+/// asked for.
+fn protocol_settings(
+    config: &Config,
+    issuer: String,
+    protected_resources: &[ProtectedResource],
+) -> Settings {
+    let oauth = &config.oauth;
+    // The claim mapping and access policy speak of the upstream provider's claims; local users
+    // are configured with their identity and are all allowed.
+    let (claims, access_policy) = match &oauth.upstream {
+        Some(upstream) => (upstream.claims.clone(), upstream.access_policy()),
+        None => (ClaimsConfig::default(), AccessPolicy::default()),
+    };
+    Settings {
+        // The issuer as written, trailing slash and all: a client that names no resource gets it.
+        default_audience: oauth.audience.clone().unwrap_or_else(|| issuer.clone()),
+        issuer,
+        allowed_resources: protected_resources.iter().map(|r| r.url.clone()).collect(),
+        scopes_supported: oauth.scopes_supported.clone(),
+        access_token_ttl: oauth.access_token_ttl.0,
+        refresh_token_ttl: oauth.refresh_token_ttl.0,
+        refresh_token_max_lifetime: oauth.refresh_token_max_lifetime.0,
+        refresh_token_retry_window: oauth.refresh_token_retry_window.0,
+        registration_enabled: oauth.dcr.enabled,
+        metadata_documents_enabled: oauth.cimd.enabled,
+        introspection_tokens: oauth
+            .introspection_tokens
+            .iter()
+            .map(|token| TokenHash::of(token.expose()))
+            .collect(),
+        claims,
+        access_policy,
+        access_token_claims: oauth.access_token_claims.clone(),
+    }
 }
 
 fn build_proxy(
@@ -330,7 +354,7 @@ async fn signing_keys(config: &Config, storage: &dyn Storage) -> anyhow::Result<
     let pem = storage
         .shared_secret(SIGNING_KEY, fresh.into_bytes())
         .await
-        .map_err(|e| anyhow::anyhow!("cannot load the signing key: {e}"))?;
+        .context("cannot load the signing key")?;
     let key = SigningKey::from_es256_pem(&pem)?;
     match config.storage.backend {
         StorageBackend::Memory => tracing::warn!(

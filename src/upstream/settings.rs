@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::claims::ClaimsConfig;
+use super::claims::{AccessPolicy, ClaimsConfig};
 use crate::oauth::redirect_uri::validate_base_url;
 use crate::secret::SecretString;
 
@@ -53,6 +53,15 @@ fn default_upstream_timeout() -> Duration {
 }
 
 impl UpstreamConfig {
+    /// Who may sign in, as this section says.
+    pub(crate) fn access_policy(&self) -> AccessPolicy {
+        AccessPolicy {
+            allowed_groups: self.allowed_groups.clone(),
+            allowed_email_domains: self.allowed_email_domains.clone(),
+            require_verified_email: self.require_verified_email,
+        }
+    }
+
     /// Every problem of `oauth.upstream`, with its field path.
     pub(crate) fn validate(&self, problems: &mut Vec<String>) {
         if let Err(problem) = validate_base_url(&self.issuer) {
