@@ -55,10 +55,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let (keys, rotation) = load_signing_keys(config, storage.as_ref(), &clock).await?;
     // Consent pages, login forms and remembered consents verify on every instance.
     let cookie_key = storage
-        .shared_secret(COOKIE_KEY, CookieSigner::fresh_key().to_vec())
+        .shared_secret(COOKIE_KEY, CookieSigner::fresh_key().to_vec().into())
         .await
         .context("cannot load the cookie key")?;
-    let cookie_signer = CookieSigner::from_key(&cookie_key)?;
+    let cookie_signer = CookieSigner::from_key(cookie_key.expose())?;
     let (clients, registration) = client_registry(config, &storage).await?;
     let sign_in = sign_in(config).await?;
 
@@ -352,10 +352,10 @@ async fn signing_keys(config: &Config, storage: &dyn Storage) -> anyhow::Result<
     }
     let fresh = SigningKey::generate_es256_pem()?;
     let pem = storage
-        .shared_secret(SIGNING_KEY, fresh.into_bytes())
+        .shared_secret(SIGNING_KEY, fresh.into_bytes().into())
         .await
         .context("cannot load the signing key")?;
-    let key = SigningKey::from_es256_pem(&pem)?;
+    let key = SigningKey::from_es256_pem(pem.expose())?;
     match config.storage.backend {
         StorageBackend::Memory => tracing::warn!(
             "no signing key configured: generated an ES256 key for this process; tokens will not survive a restart"

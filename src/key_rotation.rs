@@ -98,9 +98,9 @@ fn index_of(name: &str) -> Option<i64> {
 async fn key(storage: &dyn Storage, index: i64) -> Result<SigningKey, RotationError> {
     let fresh = SigningKey::generate_es256_pem()?;
     let pem = storage
-        .shared_secret(&key_name(index), fresh.into_bytes())
+        .shared_secret(&key_name(index), fresh.into_bytes().into())
         .await?;
-    Ok(SigningKey::from_es256_pem(&pem)?)
+    Ok(SigningKey::from_es256_pem(pem.expose())?)
 }
 
 /// Swaps the ring's key set whenever the period or the oldest needed key changes. Checked every
@@ -131,6 +131,7 @@ pub(crate) fn spawn_rotation(
                 }
                 // Once per outage, not once a second.
                 Err(error) if !failing => {
+                    let error = crate::error_chain(&error);
                     tracing::warn!(%error, "signing key rotation failed; retrying every second");
                     failing = true;
                 }

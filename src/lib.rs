@@ -41,14 +41,47 @@ pub mod tokens;
 /// The upstream OpenID Connect provider.
 pub mod upstream;
 
-/// An error with its causes, for logs: `a: b: c`.
+/// An error with its causes, for logs: `a: b: c`. A cause an error already quotes at the end of
+/// its own message (`#[error("…: {0}")]` with `#[from]`) is not repeated.
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk full")]
+    struct Disk;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Quoting {
+        #[error("cannot save: {0}")]
+        Quotes(#[from] Disk),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot save")]
+    struct Wrapping(#[source] Disk);
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        assert_eq!(
+            super::error_chain(&Wrapping(Disk)),
+            "cannot save: disk full"
+        );
+        assert_eq!(
+            super::error_chain(&Quoting::from(Disk)),
+            "cannot save: disk full"
+        );
+    }
 }

@@ -95,6 +95,43 @@ credential!(
     CodeVerifier
 );
 
+/// Secret bytes shared through storage (the cookie key, a generated signing key): never printed,
+/// read only through `expose`, compared in constant time.
+#[derive(Clone)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for SecretBytes {
+    fn from(value: Vec<u8>) -> Self {
+        SecretBytes(value)
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretBytes {}
+
+impl<const N: usize> PartialEq<&[u8; N]> for SecretBytes {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        constant_time_eq(&self.0, other.as_slice())
+    }
+}
+
 /// Compares two byte strings without leaking, through timing, where they first differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
@@ -134,6 +171,14 @@ mod tests {
             serde_json::to_string(&Some(refresh)).unwrap(),
             "\"refresh-0123456789\""
         );
+    }
+
+    #[test]
+    fn secret_bytes_never_print_and_compare_by_content() {
+        let key = SecretBytes::from(b"cookie-key-0123456789".to_vec());
+        assert_eq!(format!("{key:?}"), "SecretBytes(<redacted>)");
+        assert_eq!(key, b"cookie-key-0123456789");
+        assert_ne!(key, SecretBytes::from(b"cookie-key-0123456788".to_vec()));
     }
 
     #[test]

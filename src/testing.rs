@@ -16,8 +16,11 @@ static SERVER: OnceLock<Result<Option<String>, TestDatabaseError>> = OnceLock::n
 
 /// Why the PostgreSQL tests have no server although they must run (`CI=true`).
 #[derive(Debug, thiserror::Error)]
-#[error("CI=true: the PostgreSQL tests must run, but TEST_DATABASE_URL is not set")]
-pub struct TestDatabaseError(#[source] ClusterError);
+#[error(
+    "CI=true: the PostgreSQL tests must run, but TEST_DATABASE_URL is not set and {}",
+    crate::error_chain(.0)
+)]
+pub struct TestDatabaseError(ClusterError);
 
 /// Why no throwaway cluster could be started.
 #[derive(Debug, thiserror::Error)]

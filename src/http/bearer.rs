@@ -1,13 +1,13 @@
 //! Answers to requests whose bearer token is missing or not good enough (RFC 6750 §3), with the
 //! protected-resource metadata URL when there is one (RFC 9728 §5.1, the MCP discovery hook).
 
-use crate::tokens::BEARER;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::token::no_store;
 use crate::oauth::OAuthError;
 use crate::oauth::bearer::BearerError;
+use crate::tokens::BEARER;
 
 /// A request without a token gets no error code, only where to learn how to get one and, as
 /// MCP clients expect, the scopes to ask for (`scope_hint`).

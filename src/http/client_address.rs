@@ -14,6 +14,8 @@ use axum::response::Response;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::REQUEST_ID;
+
 /// The header the trusted proxies append the client's address to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -159,8 +161,6 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         })
         .collect()
 }
-
-use super::REQUEST_ID;
 
 /// Resolves the client's address for the rest of the stack, and drops any request id that came
 /// with the request (ours is set next): a client must not choose the id its requests are logged

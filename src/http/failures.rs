@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::oauth::{Cause, OAuthError};
+use crate::storage::StorageError;
 
 /// What a response reports as failed, attached by whoever built the response.
 #[derive(Clone, Debug)]
@@ -30,6 +31,16 @@ impl Failure {
     pub(crate) fn attach_to(self, response: &mut Response) {
         response.extensions_mut().insert(self);
     }
+
+    /// Our own defect or our storage failing is an error; what we refuse on purpose (a limit
+    /// reached) or what is down beside us (the provider, the MCP server) is a warning.
+    fn is_error(&self) -> bool {
+        self.code == "server_error"
+            || self
+                .cause
+                .error()
+                .is_some_and(|error| error.downcast_ref::<StorageError>().is_some())
+    }
 }
 
 /// Attaches the failure `error` reports, if any, to `response`.
@@ -48,8 +59,9 @@ pub(crate) async fn log_failures(request: Request, next: Next) -> Response {
     }
     let status = status.as_u16();
     match failure {
-        Some(Failure { code, cause }) if code == "server_error" => {
-            tracing::error!(status, error = code, cause = %cause.chain(), "request failed");
+        Some(failure) if failure.is_error() => {
+            let cause = failure.cause.chain();
+            tracing::error!(status, error = failure.code, %cause, "request failed");
         }
         Some(Failure { code, cause }) => {
             tracing::warn!(status, error = code, cause = %cause.chain(), "request failed");
@@ -169,6 +181,8 @@ mod tests {
             storage[0]
         );
         assert!(storage[0].contains("/storage-down"), "{}", storage[0]);
+        // Storage failing is an error of ours, though the client is told to come back.
+        assert!(storage[0].contains("ERROR"), "{}", storage[0]);
         // The client's own mistake is not a failure of ours.
         assert!(about("req-client-2").is_empty(), "{lines:#?}");
         let bare = about("req-bare-3");

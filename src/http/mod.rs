@@ -27,6 +27,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderName, Request, header};
 use axum::routing::{any, get, post};
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -201,7 +202,15 @@ fn observed(routes: Router) -> Router {
                     let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
                     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
                 })
-                .on_failure(()),
+                // A 5xx is logged by `failures`; only a failure of the body (a stream that
+                // broke after its head was sent) is left for this layer to tell.
+                .on_failure(
+                    |failure: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                        if let ServerErrorsFailureClass::Error(error) = failure {
+                            tracing::error!(%error, ?latency, "response body failed");
+                        }
+                    },
+                ),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))

@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::client_address::ClientAddress;
 use super::error::{limit_response, oauth_error_response};
+use super::failures::Failure;
 use super::params::{MAX_FORM_BYTES, read_body};
-use crate::oauth::OAuthError;
 use crate::oauth::register::{RegistrationError, register};
 use crate::oauth::registration::RegistrationRequest;
+use crate::oauth::{Cause, OAuthError};
 use crate::rate_limit::bucket_of;
 
 pub(crate) async fn register_post(State(state): State<AppState>, request: Request) -> Response {
@@ -42,11 +43,21 @@ pub(crate) async fn register_post(State(state): State<AppState>, request: Reques
             response
         }
         Err(RegistrationError::Rejected(error)) => oauth_error_response(&error),
-        Err(RegistrationError::Full { max_clients }) => limit_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("this server has reached its limit of {max_clients} registered clients"),
-            None,
-        ),
+        Err(RegistrationError::Full { max_clients }) => {
+            let mut response = limit_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("this server has reached its limit of {max_clients} registered clients"),
+                None,
+            );
+            Failure {
+                code: "temporarily_unavailable",
+                cause: Cause::because(
+                    "client registration refused: oauth.dcr.max_clients is reached",
+                ),
+            }
+            .attach_to(&mut response);
+            response
+        }
     }
 }
 

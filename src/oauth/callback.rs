@@ -31,12 +31,15 @@ pub(crate) async fn complete_authorization(
 
     if let Some(upstream_error) = params.get("error") {
         let error = map_upstream_error(upstream_error);
-        // The mapped code only: the raw value is whatever arrived in the query string.
-        tracing::info!(
-            client_id,
-            error = error.code(),
-            "the upstream provider returned an error"
-        );
+        // A failure (with a cause) is logged once with the answer; a refusal is said here, by
+        // its mapped code only: the raw value is whatever arrived in the query string.
+        if error.cause().is_none() {
+            tracing::info!(
+                client_id,
+                error = error.code(),
+                "the upstream provider returned an error"
+            );
+        }
         return Err(redirect(error));
     }
     let code = params.get("code").ok_or_else(|| {

@@ -124,10 +124,6 @@ impl From<OAuthError> for RegistrationError {
 }
 
 fn registry_full(policy: &RegistrationPolicy) -> RegistrationError {
-    tracing::warn!(
-        max_clients = policy.max_clients,
-        "client registration refused: the limit is reached"
-    );
     RegistrationError::Full {
         max_clients: policy.max_clients,
     }

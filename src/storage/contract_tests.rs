@@ -135,7 +135,10 @@ pub(crate) async fn a_refresh_token_current_or_retired_names_its_family(storage:
 
 pub(crate) async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dyn Storage) {
     for name in ["signing-key/1", "signing-key/2", "cookie-key"] {
-        storage.shared_secret(name, b"x".to_vec()).await.unwrap();
+        storage
+            .shared_secret(name, b"x".to_vec().into())
+            .await
+            .unwrap();
     }
     let mut names = storage.shared_secret_names("signing-key/").await.unwrap();
     names.sort();
@@ -146,7 +149,7 @@ pub(crate) async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dy
         ["signing-key/2"]
     );
     let fresh = storage
-        .shared_secret("signing-key/1", b"new".to_vec())
+        .shared_secret("signing-key/1", b"new".to_vec().into())
         .await
         .unwrap();
     assert_eq!(fresh, b"new");
@@ -157,17 +160,17 @@ pub(crate) async fn the_first_shared_secret_stored_is_the_one_everybody_gets(
 ) {
     storage.ping().await.unwrap();
     let first = storage
-        .shared_secret("cookie-key", b"first".to_vec())
+        .shared_secret("cookie-key", b"first".to_vec().into())
         .await
         .unwrap();
     assert_eq!(first, b"first");
     let again = storage
-        .shared_secret("cookie-key", b"second".to_vec())
+        .shared_secret("cookie-key", b"second".to_vec().into())
         .await
         .unwrap();
     assert_eq!(again, b"first");
     let other = storage
-        .shared_secret("signing-key", b"pem".to_vec())
+        .shared_secret("signing-key", b"pem".to_vec().into())
         .await
         .unwrap();
     assert_eq!(other, b"pem");

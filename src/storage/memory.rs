@@ -11,6 +11,7 @@ use super::{
 };
 use crate::clock::UnixTime;
 use crate::sealing::SealedSecret;
+use crate::secret::SecretBytes;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{
     Persist, Presentation, REVOKED_FAMILY_TOMBSTONE_TTL, RefreshFamily, RefreshRequest, Replacement,
@@ -34,7 +35,7 @@ struct Inner {
     /// Keyed by subject and client; one grant per redirect URI.
     consent_grants: HashMap<(String, String), Vec<ConsentGrant>>,
     registered_clients: HashMap<String, RegisteredClient>,
-    shared_secrets: HashMap<String, Vec<u8>>,
+    shared_secrets: HashMap<String, SecretBytes>,
 }
 
 struct CodeEntry {
@@ -408,7 +409,11 @@ impl Storage for MemoryStorage {
         Ok(self.lock()?.registered_clients.len())
     }
 
-    async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+    async fn shared_secret(
+        &self,
+        name: &str,
+        fresh: SecretBytes,
+    ) -> Result<SecretBytes, StorageError> {
         Ok(self
             .lock()?
             .shared_secrets

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::sealing::SealedSecret;
-use crate::secret::FlowSecret;
+use crate::secret::{FlowSecret, SecretBytes};
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{Presentation, RefreshFamily, RefreshRequest, Replacement};
 
@@ -291,7 +291,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The secret stored under `name` (the cookie key, a generated signing key), storing
     /// `fresh` first when there is none: every instance sharing the storage gets the same one.
-    async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError>;
+    async fn shared_secret(
+        &self,
+        name: &str,
+        fresh: SecretBytes,
+    ) -> Result<SecretBytes, StorageError>;
 
     /// Names of the shared secrets that start with `prefix`.
     async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError>;

@@ -7,14 +7,10 @@ use serde::Deserialize;
 use crate::secret::SecretString;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    #[serde(default)]
     pub backend: StorageBackend,
-    #[serde(
-        default = "default_sweep_interval",
-        deserialize_with = "crate::duration::deserialize"
-    )]
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub(crate) sweep_interval: Duration,
     /// Required with `backend: postgres`.
     pub postgres: Option<PostgresConfig>,
@@ -26,7 +22,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             backend: StorageBackend::default(),
-            sweep_interval: default_sweep_interval(),
+            sweep_interval: Duration::from_secs(60),
             postgres: None,
             encryption_key: None,
         }
@@ -61,10 +57,6 @@ fn default_pool_size() -> usize {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
-}
-
-fn default_sweep_interval() -> Duration {
-    Duration::from_secs(60)
 }
 
 impl StorageConfig {

@@ -121,8 +121,8 @@ fn sign(keys: &KeySet, claims: &impl Serialize, typ: Option<&str>) -> Result<Str
         .map_err(|e| JwtError::Signing(e.to_string()))
 }
 
-#[cfg(test)]
 /// Verifies signature, `typ`, `iss`, `aud`, `exp` and `nbf` (RFC 9068 §4).
+#[cfg(test)]
 pub(crate) fn verify_access_token(
     keys: &KeySet,
     token: &str,

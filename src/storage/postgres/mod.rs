@@ -22,7 +22,7 @@ use super::{
 };
 use crate::clock::UnixTime;
 use crate::sealing::{SealedSecret, Sealer};
-use crate::secret::SecretString;
+use crate::secret::{SecretBytes, SecretString};
 use crate::storage::settings::PostgresConfig;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{
@@ -116,8 +116,8 @@ impl PostgresStorage {
         Ok(storage)
     }
 
-    #[cfg(test)]
     /// Seals the secrets this storage shares from now on.
+    #[cfg(test)]
     pub(crate) fn with_sealer(mut self, sealer: Sealer) -> Self {
         self.sealer = Some(sealer);
         self
@@ -855,11 +855,15 @@ impl Storage for PostgresStorage {
         Ok(removed)
     }
 
-    async fn shared_secret(&self, name: &str, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+    async fn shared_secret(
+        &self,
+        name: &str,
+        fresh: SecretBytes,
+    ) -> Result<SecretBytes, StorageError> {
         let client = self.client().await?;
         let (value, sealed) = match &self.sealer {
-            Some(sealer) => (sealer.seal(name, &fresh)?, true),
-            None => (fresh, false),
+            Some(sealer) => (sealer.seal(name, fresh.expose())?, true),
+            None => (fresh.expose().to_vec(), false),
         };
         // Whoever inserts first wins; everybody then reads the winner.
         client
@@ -880,11 +884,11 @@ impl Storage for PostgresStorage {
         let stored: Vec<u8> = row.try_get(0).map_err(unavailable)?;
         let stored_sealed: bool = row.try_get(1).map_err(unavailable)?;
         match (stored_sealed, &self.sealer) {
-            (true, Some(sealer)) => Ok(sealer.open(name, &stored)?),
+            (true, Some(sealer)) => Ok(SecretBytes::from(sealer.open(name, &stored)?)),
             (true, None) => Err(StorageError::EncryptionKeyMissing {
                 name: name.to_owned(),
             }),
-            (false, None) => Ok(stored),
+            (false, None) => Ok(SecretBytes::from(stored)),
             (false, Some(sealer)) => {
                 // Stored before storage.encryption_key was set: seal it now.
                 let value = sealer.seal(name, &stored)?;
@@ -897,7 +901,7 @@ impl Storage for PostgresStorage {
                     .await
                     .map_err(unavailable)?;
                 tracing::info!(name, "a shared secret stored unencrypted is now encrypted");
-                Ok(stored)
+                Ok(SecretBytes::from(stored))
             }
         }
     }

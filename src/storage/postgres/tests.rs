@@ -189,7 +189,7 @@ async fn shared_secrets_are_sealed_at_rest_and_need_the_key_to_open() {
     let key = SecretString::new("an encryption key of at least thirty-two chars");
     let sealed = databases.fresh().await.with_sealer(Sealer::new(&key));
     let secret = sealed
-        .shared_secret("cookie-key", b"0123456789abcdef".to_vec())
+        .shared_secret("cookie-key", b"0123456789abcdef".to_vec().into())
         .await
         .unwrap();
     assert_eq!(secret, b"0123456789abcdef");
@@ -213,7 +213,7 @@ async fn shared_secrets_are_sealed_at_rest_and_need_the_key_to_open() {
     config.dbname(&database);
     let keyless = PostgresStorage::with_config(config.clone(), 2, Duration::from_secs(5)).unwrap();
     let error = keyless
-        .shared_secret("cookie-key", b"x".to_vec())
+        .shared_secret("cookie-key", b"x".to_vec().into())
         .await
         .unwrap_err()
         .to_string();
@@ -224,7 +224,7 @@ async fn shared_secrets_are_sealed_at_rest_and_need_the_key_to_open() {
             "some other key, also thirty-two chars",
         )));
     let error = wrong
-        .shared_secret("cookie-key", b"x".to_vec())
+        .shared_secret("cookie-key", b"x".to_vec().into())
         .await
         .unwrap_err()
         .to_string();
@@ -270,7 +270,7 @@ async fn a_secret_stored_before_the_encryption_key_was_set_gets_sealed() {
     let databases = Databases::new(url);
     let plain = databases.fresh().await;
     plain
-        .shared_secret("cookie-key", b"0123456789abcdef".to_vec())
+        .shared_secret("cookie-key", b"0123456789abcdef".to_vec().into())
         .await
         .unwrap();
     let other = databases.fresh_connection_to(&plain).await;
@@ -287,7 +287,7 @@ async fn a_secret_stored_before_the_encryption_key_was_set_gets_sealed() {
             "an encryption key of thirty-two chars or so",
         )));
     let secret = sealed
-        .shared_secret("cookie-key", b"x".to_vec())
+        .shared_secret("cookie-key", b"x".to_vec().into())
         .await
         .unwrap();
     assert_eq!(secret, b"0123456789abcdef");
