@@ -113,6 +113,7 @@ pub(crate) fn sign_id_token(keys: &KeySet, claims: &IdTokenClaims) -> Result<Str
 /// Signs with the active key, named by `kid`; `typ` keeps one kind of token from passing for
 /// another.
 fn sign(keys: &KeySet, claims: &impl Serialize, typ: Option<&str>) -> Result<String, JwtError> {
+    super::crypto::install();
     let key = keys.active();
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
@@ -153,6 +154,7 @@ fn verify(
     leeway: i64,
     now: UnixTime,
 ) -> Result<AccessTokenClaims, JwtError> {
+    super::crypto::install();
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {

@@ -80,6 +80,7 @@ impl SigningKey {
     }
 
     pub(crate) fn from_shared_secret(secret: &[u8]) -> Self {
+        super::crypto::install();
         // The kid identifies the key without revealing it: a truncated hash of a >= 256-bit secret.
         let digest = Sha256::digest([b"mcp-oauth-bridge kid:".as_slice(), secret].concat());
         let kid = format!("hs256-{}", hex_prefix(&digest, 8));
@@ -96,6 +97,7 @@ impl SigningKey {
         encoding: Result<EncodingKey, jsonwebtoken::errors::Error>,
         algorithm: Algorithm,
     ) -> Result<Self, KeyError> {
+        super::crypto::install();
         let encoding = encoding.map_err(|e| {
             KeyError::Invalid(format!("not a valid {algorithm:?} private key: {e}"))
         })?;

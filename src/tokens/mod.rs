@@ -1,5 +1,6 @@
 //! Our own credentials: JWT access tokens and their keys, opaque codes and refresh tokens.
 
+mod crypto;
 pub mod jwt;
 pub mod keys;
 pub mod opaque;
