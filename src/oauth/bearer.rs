@@ -5,7 +5,7 @@ use super::{Bridge, Cause};
 use crate::clock::UnixTime;
 use crate::storage::StorageError;
 use crate::tokens::AccessTokenClaims;
-use crate::tokens::jwt::{JwtError, verify_own_access_token};
+use crate::tokens::jwt::JwtError;
 
 /// Why a presented access token does not count; safe to tell the presenter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,10 @@ pub(crate) async fn check_access_token(
     token: &str,
     now: UnixTime,
 ) -> Result<Result<AccessTokenClaims, Inactive>, StorageError> {
-    let keys = bridge.keys.current();
-    let claims = match verify_own_access_token(&keys, token, &bridge.settings.issuer, now) {
+    let claims = match bridge
+        .keys
+        .verify_own_access_token(token, &bridge.settings.issuer, now)
+    {
         Ok(claims) => claims,
         Err(JwtError::Expired) => return Ok(Err(Inactive("the access token has expired"))),
         Err(JwtError::UnknownKey) => {

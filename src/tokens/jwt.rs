@@ -178,6 +178,16 @@ fn verify(
     let data = jsonwebtoken::decode::<AccessTokenClaims>(token, key.decoding_key(), &validation)
         .map_err(|e| JwtError::Invalid(e.to_string()))?;
     let claims = data.claims;
+    check_times(&claims, leeway, now)?;
+    Ok(claims)
+}
+
+/// Expiry with `leeway`, and not-before: the checks that depend on when a token is presented.
+pub(crate) fn check_times(
+    claims: &AccessTokenClaims,
+    leeway: i64,
+    now: UnixTime,
+) -> Result<(), JwtError> {
     if now.seconds() >= claims.exp.saturating_add(leeway) {
         return Err(JwtError::Expired);
     }
@@ -185,7 +195,7 @@ fn verify(
     if now.seconds().saturating_add(LEEWAY_SECONDS) < claims.nbf {
         return Err(JwtError::NotYetValid);
     }
-    Ok(claims)
+    Ok(())
 }
 
 #[cfg(test)]

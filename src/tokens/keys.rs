@@ -10,6 +10,9 @@ use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::jwt::{AccessTokenClaims, JwtError};
+use super::verified::VerifiedTokens;
+use crate::clock::UnixTime;
 use crate::duration::ConfigDuration;
 use crate::secret::SecretString;
 
@@ -222,13 +225,27 @@ impl KeySet {
 #[derive(Debug)]
 pub struct KeyRing {
     current: RwLock<Arc<KeySet>>,
+    verified: VerifiedTokens,
 }
 
 impl KeyRing {
     pub fn new(keys: KeySet) -> Self {
         KeyRing {
             current: RwLock::new(Arc::new(keys)),
+            verified: VerifiedTokens::default(),
         }
+    }
+
+    /// One of our access tokens, for any audience, checked against the current keys (RFC 9068
+    /// §4 but the audience); a token verified before under the same keys is not verified again.
+    pub(crate) fn verify_own_access_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        now: UnixTime,
+    ) -> Result<AccessTokenClaims, JwtError> {
+        self.verified
+            .verify_own(&self.current(), token, issuer, now)
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -237,6 +254,7 @@ impl KeyRing {
 
     pub(crate) fn replace(&self, keys: KeySet) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        self.verified.clear();
     }
 }
 

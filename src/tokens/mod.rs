@@ -5,6 +5,7 @@ pub mod jwt;
 pub mod keys;
 pub mod opaque;
 pub mod refresh;
+mod verified;
 
 /// The type of every access token we issue (RFC 6750), which is also the authentication scheme
 /// it is presented with (`Authorization: Bearer …`) and the challenge asking for one.
