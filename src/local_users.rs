@@ -17,8 +17,6 @@ use crate::secret::SecretString;
 pub enum LocalUsersError {
     #[error("local user {username:?}: password_hash is not a bcrypt hash of cost 4 to 16")]
     NotABcryptHash { username: String },
-    #[error("cannot prepare the password check")]
-    DummyHash(#[source] crate::password_hash::HashError),
 }
 
 struct LocalUser {
@@ -37,8 +35,7 @@ pub struct LocalUsers {
 }
 
 impl LocalUsers {
-    /// Builds the directory; validation has checked every hash's shape. Hashes the dummy
-    /// password, so call it off the async runtime.
+    /// Builds the directory; validation has checked every hash's shape.
     pub fn from_config(configs: &[LocalUserConfig]) -> Result<Self, LocalUsersError> {
         let mut users = HashMap::new();
         let mut highest_cost = 4;
@@ -70,9 +67,7 @@ impl LocalUsers {
                 },
             );
         }
-        let dummy = SecretString::new(crate::tokens::opaque::random_string(24));
-        let dummy_hash =
-            crate::password_hash::hash(&dummy, highest_cost).map_err(LocalUsersError::DummyHash)?;
+        let dummy_hash = crate::password_hash::dummy_hash(highest_cost);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(LocalUsers {
             users,

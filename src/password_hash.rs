@@ -66,9 +66,48 @@ pub(crate) fn cost_of(hash: &str) -> u32 {
     }
 }
 
+/// What an unknown client id or username is checked against, so that it costs the same bcrypt as
+/// a real one and the answer's timing tells nothing. One hash per cost, of random secrets nobody
+/// kept: a constant, not computed at start (a cost-12 hash alone took ≈ 235 ms of start-up), and
+/// no answer ever depends on whether it matches.
+const DUMMY_HASHES: [&str; 13] = [
+    "$2b$04$YeMfcsiO8GAZm/uuUHdfsOOzG1TUFM.b1fzN2bFEIN.ZCf2rKCobi",
+    "$2b$05$bMqvogeS5J89paziMMSCJ.fUGKs27JxJtJ0oovNZCW65uFBGLI1tG",
+    "$2b$06$B500WsL2jtqfnIbZsDa0/uXAZl1z2clBmvVaEMuiNJ1MWMEsK5TKO",
+    "$2b$07$mZcN8LGdm25N.9vnYzlbQ.hGeGbTcFygPtE51pG8YtVelgU9NgVBi",
+    "$2b$08$huQWniqjnSlTzXKRBBV5.eGFObrawI/udT1wzcii0qW5XS0eHaurq",
+    "$2b$09$9vFs65YrHCoymShw6d8MxexSJ/aReyYMvKvRypkNcukoU349Uw0Am",
+    "$2b$10$rcwCKJSLG9fMX1C4qTDf0ub.rwzrmEAXgzdgs8pzq.D3lCXCSadUm",
+    "$2b$11$97k/3tIAgSFdUR9xQVH1Q.wfiPqRGKUgLs/xewZ34WvQ8PJHcuGFO",
+    "$2b$12$7g8THdQ39NqiFhrxUeyGnuVY6HK30GNypShXOErvi.BncHOLA0hqC",
+    "$2b$13$WH1IrLJYxFo0/XjELOfOf.4Ol01C0Nod4V.9Z8Qu7vPWa8gsVH.fC",
+    "$2b$14$lm6Hg0VRfG75BNMiKoNHsuEFu/PdFIbMu8OO6YRs6vTmI6kipWDGW",
+    "$2b$15$uB8EFshpSymlAGLXe4Xok.WmCbWtNAJivzu3K7n8X/v8ewAdXGGPO",
+    "$2b$16$j/AFXteNYBsFXzh0yd8R0OXBJqXDWh8BASTbrp8Ys5yM2AuqaYEzi",
+];
+
+/// The dummy hash of `cost` (clamped to `COSTS`).
+pub(crate) fn dummy_hash(cost: u32) -> &'static str {
+    let cost = cost.clamp(*COSTS.start(), *COSTS.end());
+    let index = usize::try_from(cost - COSTS.start()).unwrap_or(0);
+    DUMMY_HASHES.get(index).copied().unwrap_or(DUMMY_HASHES[0])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn there_is_a_dummy_hash_of_every_cost_and_it_is_a_bcrypt_hash() {
+        for cost in COSTS {
+            let hash = dummy_hash(cost);
+            assert!(is_bcrypt_hash(hash), "{hash}");
+            assert_eq!(cost_of(hash), cost);
+        }
+        assert_eq!(cost_of(dummy_hash(99)), 16);
+        // Checking it costs what a real check costs: the secret is simply not the one it holds.
+        assert!(!verify(&SecretString::new("guess"), dummy_hash(4)));
+    }
 
     const COST: u32 = 4;
 

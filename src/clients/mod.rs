@@ -70,12 +70,13 @@ pub(crate) enum NewSecretError {
 }
 
 impl ClientRegistry {
-    /// Builds the registry, bcrypt-hashing plain secrets; slow by design, so call it off the runtime.
+    /// Builds the registry, bcrypt-hashing plain secrets (all cores at once); slow by design, so
+    /// call it off the runtime.
     pub fn from_config(configs: &[ClientConfig], cost: u32) -> Result<Self, ClientLoadError> {
         let mut clients = HashMap::new();
         let mut max_cost = cost;
-        for (i, config) in configs.iter().enumerate() {
-            let field = format!("oauth.clients[{i}].secret");
+        let mut plain_hashes = hash_plain_secrets(configs, cost).into_iter();
+        for config in configs {
             let secret_hash = match &config.secret {
                 None => None,
                 Some(secret) => match bcrypt::HashParts::from_str(secret.expose()) {
@@ -83,12 +84,10 @@ impl ClientRegistry {
                         max_cost = max_cost.max(parts.get_cost());
                         Some(secret.expose().to_owned())
                     }
-                    Err(_) => Some(password_hash::hash(secret, cost).map_err(|error| {
-                        ClientLoadError {
-                            field,
-                            problem: crate::error_chain(&error),
-                        }
-                    })?),
+                    Err(_) => Some(plain_hashes.next().ok_or_else(|| ClientLoadError {
+                        field: "oauth.clients".into(),
+                        problem: "a plain secret was not hashed".into(),
+                    })??),
                 },
             };
             let grant_types = match &config.grant_types {
@@ -110,14 +109,7 @@ impl ClientRegistry {
             };
             clients.insert(client.id.clone(), Arc::new(client));
         }
-        let dummy_hash = password_hash::hash(
-            &SecretString::new(crate::tokens::opaque::random_string(32)),
-            max_cost,
-        )
-        .map_err(|error| ClientLoadError {
-            field: "oauth.clients".into(),
-            problem: crate::error_chain(&error),
-        })?;
+        let dummy_hash = password_hash::dummy_hash(max_cost);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(ClientRegistry {
             clients,
@@ -290,6 +282,50 @@ impl ClientRegistry {
         .map_err(|_| NewSecretError::TaskFailed)?
         .map_err(NewSecretError::Hash)
     }
+}
+
+/// The bcrypt hashes of the clients' plain secrets, in the clients' order, hashed on every core at
+/// once rather than one after another on the start-up path.
+fn hash_plain_secrets(configs: &[ClientConfig], cost: u32) -> Vec<Result<String, ClientLoadError>> {
+    let plain: Vec<(usize, &SecretString)> = configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, config)| config.secret.as_ref().map(|secret| (i, secret)))
+        .filter(|(_, secret)| bcrypt::HashParts::from_str(secret.expose()).is_err())
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = plain.len().div_ceil(cores).max(1);
+    let hash = |(i, secret): &(usize, &SecretString)| {
+        password_hash::hash(secret, cost).map_err(|error| ClientLoadError {
+            field: format!("oauth.clients[{i}].secret"),
+            problem: crate::error_chain(&error),
+        })
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = plain
+            .chunks(per_thread)
+            .map(|chunk| {
+                let worker = scope.spawn(move || chunk.iter().map(hash).collect::<Vec<_>>());
+                (chunk.len(), worker)
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|(len, worker)| {
+                // One answer per secret whatever happens, so that each stays with its client.
+                worker.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| {
+                            Err(ClientLoadError {
+                                field: "oauth.clients".into(),
+                                problem: "hashing a secret panicked".into(),
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 /// The slot travels into the blocking task: it is released when bcrypt ends, not when a
@@ -482,6 +518,33 @@ mod tests {
                 .id,
             "hashed"
         );
+    }
+
+    #[tokio::test]
+    async fn plain_secrets_hashed_at_once_each_stay_with_their_client() {
+        let prehashed = password_hash::hash(&secret("prehashed-secret"), 4).unwrap();
+        let mut configs: Vec<ClientConfig> = (0..7)
+            .map(|i| config(&format!("plain-{i}"), Some(&format!("secret-{i}"))))
+            .collect();
+        configs.insert(3, config("prehashed", Some(&prehashed)));
+        configs.insert(5, config("public", None));
+        let registry = ClientRegistry::from_config(&configs, 4).unwrap();
+        for i in 0..7 {
+            let id = format!("plain-{i}");
+            let own = secret(&format!("secret-{i}"));
+            let found = registry.authenticate(&id, Some(&own), NOW).await;
+            assert_eq!(found.unwrap().id, id);
+            let other = format!("secret-{}", (i + 1) % 7);
+            assert!(
+                registry
+                    .authenticate(&id, Some(&secret(&other)), NOW)
+                    .await
+                    .is_err()
+            );
+        }
+        let right = secret("prehashed-secret");
+        let found = registry.authenticate("prehashed", Some(&right), NOW).await;
+        assert_eq!(found.unwrap().id, "prehashed");
     }
 
     #[tokio::test]
