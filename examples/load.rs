@@ -46,12 +46,12 @@ async fn main() -> anyhow::Result<()> {
             "--connections" => connections = args.next().unwrap_or_default().parse()?,
             "--only" => only = args.next().unwrap_or_default(),
             other => anyhow::bail!(
-                "unknown argument {other:?} (--seconds N, --connections C, --only TEXT)"
+                "unknown argument {other:?} (--seconds N, --connections C, --only TEXT|TEXT)"
             ),
         }
     }
-    // The rows whose name contains `--only`'s text; all of them without it.
-    let wanted = |name: &str| name.contains(only.as_str());
+    // The rows whose name contains one of `--only`'s `|`-separated texts; all without it.
+    let wanted = |name: &str| only.split('|').any(|text| name.contains(text));
     let run = Duration::from_secs(seconds);
     let provider = oidc_provider::TestProvider::start().await;
     let mcp = mcp_upstream::McpUpstream::start().await;
