@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         report(mcp_row(name, &proxied, Some(&access), connections, run).await);
     }
 
-    if let Some(url) = database_url().await? {
+    if let Some((url, made)) = database_url().await? {
         let postgres = start_bridge(&provider, &mcp.url, Some(&url)).await?;
         if wanted("refresh grant, PostgreSQL") {
             report(refresh_row("refresh grant, PostgreSQL", &postgres, connections, run).await?);
@@ -123,6 +123,15 @@ async fn main() -> anyhow::Result<()> {
             report(
                 code_exchange_row("code exchange, PostgreSQL", &postgres, connections, run).await?,
             );
+        }
+        if let Some((admin_url, name)) = made {
+            // Made for this run: gone with it, though the bridge still holds connections to it.
+            let (admin, connection) =
+                tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            admin
+                .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .await?;
         }
     } else {
         println!("(no BENCH_DATABASE_URL or TEST_DATABASE_URL: PostgreSQL rows skipped)");
@@ -134,10 +143,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A database for the PostgreSQL bridge: `BENCH_DATABASE_URL` as it is, or a fresh one made on
-/// the server of `TEST_DATABASE_URL`.
-async fn database_url() -> anyhow::Result<Option<String>> {
+/// the server of `TEST_DATABASE_URL` (then also the admin URL and the name, to drop it after).
+async fn database_url() -> anyhow::Result<Option<(String, Option<(String, String)>)>> {
     if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
-        return Ok(Some(url));
+        return Ok(Some((url, None)));
     }
     let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
         return Ok(None);
@@ -150,7 +159,7 @@ async fn database_url() -> anyhow::Result<Option<String>> {
         .await?;
     let mut url = url::Url::parse(&admin_url)?;
     url.set_path(&format!("/{name}"));
-    Ok(Some(url.to_string()))
+    Ok(Some((url.to_string(), Some((admin_url, name)))))
 }
 
 /// A bridge on 127.0.0.1 in front of `provider`, proxying to `mcp`; its issuer.
