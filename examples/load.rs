@@ -218,6 +218,20 @@ fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+fn clients(connections: usize) -> Vec<reqwest::Client> {
+    (0..connections).map(|_| client()).collect()
+}
+
+/// A `200` whose whole body arrived.
+async fn answered_ok(sent: reqwest::Result<reqwest::Response>) -> bool {
+    match sent {
+        Ok(response) => {
+            response.status() == reqwest::StatusCode::OK && response.bytes().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
 struct Row {
     name: &'static str,
     done: u64,
@@ -518,7 +532,7 @@ async fn sign_in_row(
     let issuer = issuer.to_owned();
     Ok(measure(
         name,
-        (0..connections).map(|_| client()).collect(),
+        clients(connections),
         run,
         move |browser: reqwest::Client| {
             let issuer = issuer.clone();
@@ -535,18 +549,12 @@ async fn get_row(name: &'static str, url: &str, connections: usize, run: Duratio
     let url = url.to_owned();
     measure(
         name,
-        (0..connections).map(|_| client()).collect(),
+        clients(connections),
         run,
         move |client: reqwest::Client| {
             let url = url.clone();
             async move {
-                let ok = match client.get(&url).send().await {
-                    Ok(response) => {
-                        response.status() == reqwest::StatusCode::OK
-                            && response.bytes().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
+                let ok = answered_ok(client.get(&url).send().await).await;
                 Some((client, ok))
             }
         },
@@ -567,7 +575,7 @@ async fn introspection_row(
     let url = format!("{issuer}/oauth/introspect");
     Ok(measure(
         name,
-        (0..connections).map(|_| client()).collect(),
+        clients(connections),
         run,
         move |client: reqwest::Client| {
             let (url, token) = (url.clone(), token.clone());
@@ -603,7 +611,7 @@ async fn mcp_row(
     let token = token.map(str::to_owned);
     measure(
         name,
-        (0..connections).map(|_| client()).collect(),
+        clients(connections),
         run,
         move |client: reqwest::Client| {
             let (url, token) = (url.clone(), token.clone());
@@ -616,13 +624,7 @@ async fn mcp_row(
                 if let Some(token) = &token {
                     request = request.bearer_auth(token);
                 }
-                let ok = match request.send().await {
-                    Ok(response) => {
-                        response.status() == reqwest::StatusCode::OK
-                            && response.bytes().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
+                let ok = answered_ok(request.send().await).await;
                 Some((client, ok))
             }
         },
