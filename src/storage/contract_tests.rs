@@ -54,7 +54,8 @@ macro_rules! storage_contract {
             shared_secrets_are_listed_by_prefix_and_deleted;
             shared:
             concurrent_redemptions_succeed_exactly_once,
-            concurrent_rotations_of_one_token_rotate_exactly_once
+            concurrent_rotations_of_one_token_rotate_exactly_once,
+            a_reuse_racing_a_revocation_revokes_without_failing
         );
     };
     (@rules $backend:ty; borrowed: $($rule:ident),*; shared: $($shared:ident),*) => {
@@ -600,6 +601,81 @@ pub(crate) async fn concurrent_rotations_of_one_token_rotate_exactly_once<S: Sto
     assert_eq!(rotated, 1, "exactly one presentation rotates");
     assert_eq!(retried, crate::tokens::refresh::MAX_RETRIES as usize);
     assert_eq!(reused, contenders - 1 - retried);
+}
+
+/// A stolen token replayed while the user signs out: the rotation that finds the reuse revokes
+/// the family while `revoke_family` revokes it too. Both take the family's locks in the same
+/// order, so neither waits for the other forever (PostgreSQL would abort one as a deadlock).
+pub(crate) async fn a_reuse_racing_a_revocation_revokes_without_failing<S: Storage>(
+    storage: Arc<S>,
+) {
+    let families = 16;
+    let mut racers = Vec::new();
+    for f in 0..families {
+        let id = format!("fam-clash-{f}");
+        let retired = TokenHash::of(&format!("clash-{f}-0"));
+        assert!(storage.create_family(family(&id, retired)).await.unwrap());
+        let mut current = retired;
+        // Two rotations: the first token is no longer the one a lost response may retry.
+        for n in 1..=2 {
+            let next = replacement(&format!("clash-{f}-{n}"));
+            let hash = next.hash;
+            storage
+                .rotate_refresh(&current, &CLIENT, next, NOW)
+                .await
+                .unwrap()
+                .unwrap();
+            current = hash;
+        }
+        let start = Arc::new(Barrier::new(4));
+        for racer in 0..4 {
+            let storage = Arc::clone(&storage);
+            let start = Arc::clone(&start);
+            let id = id.clone();
+            racers.push(tokio::spawn(async move {
+                start.wait().await;
+                if racer % 2 == 0 {
+                    let next = replacement(&format!("{id}-replay-{racer}"));
+                    let (outcome, _) = storage
+                        .rotate_refresh(&retired, &CLIENT, next, NOW)
+                        .await
+                        .expect("a reuse racing a revocation must not fail")
+                        .expect("the family exists");
+                    assert!(
+                        matches!(outcome, Presentation::Reused | Presentation::Revoked),
+                        "{outcome:?}"
+                    );
+                } else {
+                    storage
+                        .revoke_family(&id, NOW)
+                        .await
+                        .expect("a revocation racing a reuse must not fail");
+                }
+            }));
+        }
+    }
+    for racer in racers {
+        racer.await.unwrap();
+    }
+    for f in 0..families {
+        for jti in [
+            format!("fam-clash-{f}-at-0"),
+            format!("clash-{f}-1-at"),
+            format!("clash-{f}-2-at"),
+        ] {
+            assert!(
+                storage.is_access_token_revoked(&jti, NOW).await.unwrap(),
+                "{jti} must be revoked"
+            );
+        }
+        let current = TokenHash::of(&format!("clash-{f}-2"));
+        let (outcome, _) = storage
+            .rotate_refresh(&current, &CLIENT, replacement("after"), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, Presentation::Revoked);
+    }
 }
 
 pub(crate) async fn rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing(

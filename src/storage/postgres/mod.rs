@@ -4,6 +4,7 @@
 //! the columns the statements select on; secrets are stored as hashes only.
 
 pub(crate) mod migrations;
+mod prepared;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +17,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use self::prepared::Prepared;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
     IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
@@ -38,6 +40,9 @@ const REGISTRATION_LOCK: i64 = 0x6d63_7072_6567_6973;
 /// No statement of ours takes long; one that does means the database is in trouble.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Optimistic rotations of one token before it waits for the family's locks instead: only
+/// presentations of one family at the same moment collide, and each collision has a winner.
+const OPTIMISTIC_ROTATION_ATTEMPTS: usize = 4;
 /// Held by the instance sweeping; the others skip their turn.
 const SWEEP_LOCK: i64 = 0x6d63_7073_7765_6570;
 
@@ -167,11 +172,7 @@ impl PostgresStorage {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StorageError> {
-        self.client()
-            .await?
-            .execute(sql, params)
-            .await
-            .map_err(unavailable)
+        self.client().await?.run(sql, params).await
     }
 
     async fn query_opt(
@@ -179,11 +180,7 @@ impl PostgresStorage {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StorageError> {
-        self.client()
-            .await?
-            .query_opt(sql, params)
-            .await
-            .map_err(unavailable)
+        self.client().await?.row_opt(sql, params).await
     }
 
     async fn query_one(
@@ -191,11 +188,7 @@ impl PostgresStorage {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, StorageError> {
-        self.client()
-            .await?
-            .query_one(sql, params)
-            .await
-            .map_err(unavailable)
+        self.client().await?.row(sql, params).await
     }
 
     async fn query(
@@ -203,11 +196,7 @@ impl PostgresStorage {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StorageError> {
-        self.client()
-            .await?
-            .query(sql, params)
-            .await
-            .map_err(unavailable)
+        self.client().await?.rows(sql, params).await
     }
 
     #[cfg(test)]
@@ -219,6 +208,76 @@ impl PostgresStorage {
             .await
             .unwrap()
             .get(0)
+    }
+
+    /// The rotation rule under the family's locks, in one transaction: for a reuse, which revokes
+    /// the family, and when a family changed under every optimistic attempt.
+    async fn rotate_refresh_locked(
+        &self,
+        presented: &TokenHash,
+        request: &RefreshRequest<'_>,
+        replacement: Replacement,
+        now: UnixTime,
+    ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        // One statement finds the family, takes its advisory lock, then its row lock: the order
+        // of `revoke_family`, both held until commit, so concurrent presentations of the
+        // family's tokens, on any instance, apply the rotation rule one after another. A CTE with
+        // a volatile function is never inlined, so the advisory lock is held before the row is
+        // locked; FOR UPDATE then reads the row as last committed, not as the statement began.
+        let row = transaction
+            .row_opt(
+                "WITH token AS (
+                     SELECT family_id, pg_advisory_xact_lock(hashtext(family_id)) AS locked
+                     FROM refresh_tokens WHERE token_hash = $1)
+                 SELECT f.id, f.data FROM token JOIN refresh_families f ON f.id = token.family_id
+                 FOR UPDATE OF f",
+                &[&hash(presented)],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let family_id: String = row.try_get(0).map_err(unavailable)?;
+        let Json(mut family): Json<RefreshFamily> = row.try_get(1).map_err(unavailable)?;
+        let new_hash = replacement.hash;
+        let outcome = family.present(presented, request, replacement, now);
+        let evicted = family.evict_excess_access_tokens();
+        let (evicted_jtis, evicted_expiries): (Vec<&str>, Vec<i64>) = evicted
+            .iter()
+            .map(|token| (token.jti.as_str(), token.expires_at.seconds()))
+            .unzip();
+        let replacement_index =
+            (outcome.persist() == Persist::IndexReplacement).then(|| hash(&new_hash));
+        // The family, its new token's index and the access tokens it no longer tracks, in one
+        // statement.
+        transaction
+            .run(
+                "WITH family AS (
+                     UPDATE refresh_families SET data = $2, expires_at = $3 WHERE id = $1),
+                 replacement AS (
+                     INSERT INTO refresh_tokens (token_hash, family_id)
+                     SELECT $4::bytea, $1::text WHERE $4::bytea IS NOT NULL
+                     ON CONFLICT (token_hash) DO NOTHING)
+                 INSERT INTO revoked_access_tokens (jti, expires_at)
+                 SELECT * FROM unnest($5::text[], $6::bigint[])
+                 ON CONFLICT (jti) DO NOTHING",
+                &[
+                    &family_id,
+                    &Json(&family),
+                    &family_expiry(&family),
+                    &replacement_index,
+                    &evicted_jtis,
+                    &evicted_expiries,
+                ],
+            )
+            .await?;
+        if outcome.persist() == Persist::RevokeFamily {
+            revoke_family_in(&transaction, &family_id, now).await?;
+        }
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(Some((outcome, family)))
     }
 
     /// Applies the embedded migrations (under an advisory lock); returns the versions applied.
@@ -238,7 +297,7 @@ async fn revoke_family_in(
     now: UnixTime,
 ) -> Result<(), StorageError> {
     client
-        .execute(
+        .run(
             "INSERT INTO family_tombstones (id, expires_at) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
             &[
@@ -246,15 +305,13 @@ async fn revoke_family_in(
                 &now.plus(REVOKED_FAMILY_TOMBSTONE_TTL).seconds(),
             ],
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let row = client
-        .query_opt(
+        .row_opt(
             "SELECT data FROM refresh_families WHERE id = $1 FOR UPDATE",
             &[&family_id],
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let Some(row) = row else {
         return Ok(());
     };
@@ -264,12 +321,11 @@ async fn revoke_family_in(
         revoke_access_token(client, &token.jti, token.expires_at).await?;
     }
     client
-        .execute(
+        .run(
             "UPDATE refresh_families SET data = $2, expires_at = $3 WHERE id = $1",
             &[&family_id, &Json(&family), &family_expiry(&family)],
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     Ok(())
 }
 
@@ -279,56 +335,128 @@ async fn revoke_access_token(
     expires_at: UnixTime,
 ) -> Result<(), StorageError> {
     client
-        .execute(
+        .run(
             "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2)
              ON CONFLICT (jti) DO NOTHING",
             &[&jti, &expires_at.seconds()],
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     Ok(())
 }
 
-async fn is_tombstoned(client: &impl GenericClient, family_id: &str) -> Result<bool, StorageError> {
-    let row = client
-        .query_opt(
-            "SELECT 1 FROM family_tombstones WHERE id = $1",
-            &[&family_id],
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(row.is_some())
+/// What one optimistic attempt at a rotation came to.
+#[allow(clippy::large_enum_variant)] // moved once per attempt; a box would only add an allocation
+enum Optimistic {
+    Done(Option<(Presentation, RefreshFamily)>),
+    /// Another writer changed the family between the read and the write: read it again.
+    Changed,
+    /// The outcome revokes the family, which takes the family's locks.
+    NeedsLock,
 }
 
+/// A rotation in two statements and no transaction: read the family, apply the rule, write it
+/// back only if no one else wrote it in between. The row's `xmin` (the transaction that wrote
+/// this version) changes with every write to it, whoever makes it, so no writer can be
+/// overwritten unseen. Refusals change nothing and are answered from the read.
+async fn rotate_if_unchanged(
+    client: &impl GenericClient,
+    presented: &TokenHash,
+    request: &RefreshRequest<'_>,
+    replacement: Replacement,
+    now: UnixTime,
+) -> Result<Optimistic, StorageError> {
+    let row = client
+        .row_opt(
+            "SELECT f.id, f.data, f.xmin::text FROM refresh_tokens t
+             JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
+            &[&hash(presented)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Optimistic::Done(None));
+    };
+    let family_id: String = row.try_get(0).map_err(unavailable)?;
+    let Json(mut family): Json<RefreshFamily> = row.try_get(1).map_err(unavailable)?;
+    let version: String = row.try_get(2).map_err(unavailable)?;
+    let new_hash = replacement.hash;
+    let outcome = family.present(presented, request, replacement, now);
+    match outcome.persist() {
+        Persist::Nothing => return Ok(Optimistic::Done(Some((outcome, family)))),
+        Persist::RevokeFamily => return Ok(Optimistic::NeedsLock),
+        Persist::IndexReplacement => {}
+    }
+    let evicted = family.evict_excess_access_tokens();
+    let (evicted_jtis, evicted_expiries): (Vec<&str>, Vec<i64>) = evicted
+        .iter()
+        .map(|token| (token.jti.as_str(), token.expires_at.seconds()))
+        .unzip();
+    // The family, its new token's index and the access tokens it no longer tracks, all or
+    // nothing: the inserts only follow an update that found the version read.
+    let written: i64 = client
+        .row(
+            "WITH family AS (
+                 UPDATE refresh_families SET data = $2, expires_at = $3
+                 WHERE id = $1 AND xmin::text = $4 RETURNING id),
+             replacement AS (
+                 INSERT INTO refresh_tokens (token_hash, family_id)
+                 SELECT $5, id FROM family
+                 ON CONFLICT (token_hash) DO NOTHING),
+             evicted AS (
+                 INSERT INTO revoked_access_tokens (jti, expires_at)
+                 SELECT * FROM unnest($6::text[], $7::bigint[]) WHERE EXISTS (SELECT 1 FROM family)
+                 ON CONFLICT (jti) DO NOTHING)
+             SELECT count(*) FROM family",
+            &[
+                &family_id,
+                &Json(&family),
+                &family_expiry(&family),
+                &version,
+                &hash(&new_hash),
+                &evicted_jtis,
+                &evicted_expiries,
+            ],
+        )
+        .await?
+        .try_get(0)
+        .map_err(unavailable)?;
+    Ok(if written == 1 {
+        Optimistic::Done(Some((outcome, family)))
+    } else {
+        Optimistic::Changed
+    })
+}
+
+/// Inserts a family and indexes its current token; whether a tombstone says it was revoked before
+/// it existed. Call it under the family's lock, in a statement of its own, so that the check sees
+/// a tombstone committed while the lock was awaited.
 async fn insert_family_in(
     client: &impl GenericClient,
     family: &RefreshFamily,
-) -> Result<(), StorageError> {
-    client
-        .execute(
-            "INSERT INTO refresh_families (id, data, expires_at) VALUES ($1, $2, $3)",
-            &[&family.id, &Json(family), &family_expiry(family)],
+) -> Result<bool, StorageError> {
+    let row = client
+        .row(
+            "WITH family AS (
+                 INSERT INTO refresh_families (id, data, expires_at) VALUES ($1, $2, $3)),
+             current AS (
+                 INSERT INTO refresh_tokens (token_hash, family_id)
+                 SELECT $4::bytea, $1::text WHERE $4::bytea IS NOT NULL)
+             SELECT EXISTS (SELECT 1 FROM family_tombstones WHERE id = $1)",
+            &[
+                &family.id,
+                &Json(family),
+                &family_expiry(family),
+                &family.current.as_ref().map(hash),
+            ],
         )
-        .await
-        .map_err(unavailable)?;
-    if let Some(current) = &family.current {
-        client
-            .execute(
-                "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)",
-                &[&hash(current), &family.id],
-            )
-            .await
-            .map_err(unavailable)?;
-    }
-    Ok(())
+        .await?;
+    row.try_get(0).map_err(unavailable)
 }
 
 /// Serialises everything that creates or revokes one family, across instances.
 async fn lock_family(client: &impl GenericClient, family_id: &str) -> Result<(), StorageError> {
     client
-        .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&family_id])
-        .await
-        .map_err(unavailable)?;
+        .run("SELECT pg_advisory_xact_lock(hashtext($1))", &[&family_id])
+        .await?;
     Ok(())
 }
 
@@ -362,13 +490,12 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         if let Some(binding) = binding {
             let taken = client
-                .query_opt(
+                .row_opt(
                     "DELETE FROM pending_authorizations
                      WHERE state_hash = $1 AND binding = $2 AND expires_at > $3 RETURNING data",
                     &[&hash(state), &hash(binding), &now.seconds()],
                 )
-                .await
-                .map_err(unavailable)?;
+                .await?;
             if let Some(row) = taken {
                 let Json(pending): Json<PendingAuthorization> =
                     row.try_get(0).map_err(unavailable)?;
@@ -376,12 +503,11 @@ impl Storage for PostgresStorage {
             }
         }
         let alive = client
-            .query_opt(
+            .row_opt(
                 "SELECT 1 FROM pending_authorizations WHERE state_hash = $1 AND expires_at > $2",
                 &[&hash(state), &now.seconds()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(if alive.is_some() {
             PendingTake::OtherBrowser
         } else {
@@ -450,22 +576,20 @@ impl Storage for PostgresStorage {
         // The row stays locked until the grant is stored: a concurrent redemption waits here,
         // then sees the code redeemed and the family it must revoke.
         let redeemed = transaction
-            .query_opt(
+            .row_opt(
                 "UPDATE authorization_codes SET redeemed = true
                  WHERE code_hash = $1 AND NOT redeemed AND expires_at > $2
                    AND data->>'client_id' = $3
                  RETURNING data",
                 &[&hash(code), &now.seconds(), &client_id],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if let Some(row) = redeemed {
             let Json(record): Json<AuthorizationCodeRecord> =
                 row.try_get(0).map_err(unavailable)?;
             if let Some(family) = issue(&record) {
                 lock_family(&transaction, &family.id).await?;
-                insert_family_in(&transaction, &family).await?;
-                if is_tombstoned(&transaction, &family.id).await? {
+                if insert_family_in(&transaction, &family).await? {
                     revoke_family_in(&transaction, &family.id, now).await?;
                 }
             }
@@ -473,12 +597,11 @@ impl Storage for PostgresStorage {
             return Ok(CodeRedemption::Redeemed(Box::new(record)));
         }
         let row = transaction
-            .query_opt(
+            .row_opt(
                 "SELECT data, redeemed FROM authorization_codes WHERE code_hash = $1",
                 &[&hash(code)],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let Some(row) = row else {
             return Ok(CodeRedemption::Unknown);
         };
@@ -500,10 +623,10 @@ impl Storage for PostgresStorage {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(unavailable)?;
         lock_family(&transaction, &family.id).await?;
-        if is_tombstoned(&transaction, &family.id).await? {
+        if insert_family_in(&transaction, &family).await? {
+            // Dropped without commit: the insert is rolled back.
             return Ok(false);
         }
-        insert_family_in(&transaction, &family).await?;
         transaction.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -515,65 +638,18 @@ impl Storage for PostgresStorage {
         replacement: Replacement,
         now: UnixTime,
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(unavailable)?;
-        let family_id: Option<String> = transaction
-            .query_opt(
-                "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
-                &[&hash(presented)],
-            )
-            .await
-            .map_err(unavailable)?
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(unavailable)?;
-        let Some(family_id) = family_id else {
-            return Ok(None);
-        };
-        // The advisory lock first, then the row, in the same order as `revoke_family`; both stay
-        // held until commit, so concurrent presentations of the family's tokens, on any
-        // instance, apply the rotation rule one after another.
-        lock_family(&transaction, &family_id).await?;
-        let row = transaction
-            .query_opt(
-                "SELECT data FROM refresh_families WHERE id = $1 FOR UPDATE",
-                &[&family_id],
-            )
-            .await
-            .map_err(unavailable)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let Json(mut family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
-        let new_hash = replacement.hash;
-        let outcome = family.present(presented, request, replacement, now);
-        for token in family.evict_excess_access_tokens() {
-            revoke_access_token(&transaction, &token.jti, token.expires_at).await?;
-        }
-        let snapshot = family.clone();
-        transaction
-            .execute(
-                "UPDATE refresh_families SET data = $2, expires_at = $3 WHERE id = $1",
-                &[&family_id, &Json(&family), &family_expiry(&family)],
-            )
-            .await
-            .map_err(unavailable)?;
-        match outcome.persist() {
-            Persist::IndexReplacement => {
-                transaction
-                    .execute(
-                        "INSERT INTO refresh_tokens (token_hash, family_id) VALUES ($1, $2)
-                         ON CONFLICT (token_hash) DO NOTHING",
-                        &[&hash(&new_hash), &family_id],
-                    )
-                    .await
-                    .map_err(unavailable)?;
+        let client = self.client().await?;
+        for _ in 0..OPTIMISTIC_ROTATION_ATTEMPTS {
+            match rotate_if_unchanged(&client, presented, request, replacement.clone(), now).await?
+            {
+                Optimistic::Done(done) => return Ok(done),
+                Optimistic::Changed => continue,
+                Optimistic::NeedsLock => break,
             }
-            Persist::RevokeFamily => revoke_family_in(&transaction, &family_id, now).await?,
-            Persist::Nothing => {}
         }
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(Some((outcome, snapshot)))
+        drop(client);
+        self.rotate_refresh_locked(presented, request, replacement, now)
+            .await
     }
 
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError> {
@@ -746,20 +822,18 @@ impl Storage for PostgresStorage {
         let mut connection = self.client().await?;
         let transaction = connection.transaction().await.map_err(unavailable)?;
         transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRATION_LOCK])
-            .await
-            .map_err(unavailable)?;
+            .run("SELECT pg_advisory_xact_lock($1)", &[&REGISTRATION_LOCK])
+            .await?;
         let count: i64 = transaction
-            .query_one("SELECT count(*) FROM registered_clients", &[])
-            .await
-            .map_err(unavailable)?
+            .row("SELECT count(*) FROM registered_clients", &[])
+            .await?
             .try_get(0)
             .map_err(unavailable)?;
         if usize::try_from(count).unwrap_or(usize::MAX) >= max_clients {
             return Ok(false);
         }
         transaction
-            .execute(
+            .run(
                 "INSERT INTO registered_clients (client_id, data, issued_at, last_used_at)
                  VALUES ($1, $2, $3, $4)",
                 &[
@@ -769,8 +843,7 @@ impl Storage for PostgresStorage {
                     &client.last_used_at.map(UnixTime::seconds),
                 ],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         transaction.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -831,9 +904,8 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         // One instance at a time: a session lock, released below (or when the connection ends).
         let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
-            .await
-            .map_err(unavailable)?
+            .row("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
+            .await?
             .try_get(0)
             .map_err(unavailable)?;
         if !locked {
@@ -841,9 +913,8 @@ impl Storage for PostgresStorage {
         }
         let swept = sweep(&client, now).await;
         let unlocked = client
-            .query_one("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
+            .row("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
             .await
-            .map_err(unavailable)
             .and_then(|row| row.try_get::<_, bool>(0).map_err(unavailable));
         if !matches!(unlocked, Ok(true)) {
             // The session may still hold the lock: keep that connection out of the pool, or
@@ -867,20 +938,18 @@ impl Storage for PostgresStorage {
         };
         // Whoever inserts first wins; everybody then reads the winner.
         client
-            .execute(
+            .run(
                 "INSERT INTO shared_secrets (name, value, sealed) VALUES ($1, $2, $3)
                  ON CONFLICT (name) DO NOTHING",
                 &[&name, &value, &sealed],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let row = client
-            .query_one(
+            .row(
                 "SELECT value, sealed FROM shared_secrets WHERE name = $1",
                 &[&name],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let stored: Vec<u8> = row.try_get(0).map_err(unavailable)?;
         let stored_sealed: bool = row.try_get(1).map_err(unavailable)?;
         match (stored_sealed, &self.sealer) {
@@ -893,13 +962,12 @@ impl Storage for PostgresStorage {
                 // Stored before storage.encryption_key was set: seal it now.
                 let value = sealer.seal(name, &stored)?;
                 client
-                    .execute(
+                    .run(
                         "UPDATE shared_secrets SET value = $2, sealed = true
                          WHERE name = $1 AND NOT sealed",
                         &[&name, &value],
                     )
-                    .await
-                    .map_err(unavailable)?;
+                    .await?;
                 tracing::info!(name, "a shared secret stored unencrypted is now encrypted");
                 Ok(SecretBytes::from(stored))
             }
@@ -936,7 +1004,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
     // not cascade over an unbounded number of rows.
     for _ in 0..SWEEP_MAX_BATCHES {
         let deleted = client
-            .execute(
+            .run(
                 &format!(
                     "DELETE FROM refresh_tokens WHERE ctid IN
                      (SELECT t.ctid FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
@@ -944,8 +1012,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
                 ),
                 &[&now.seconds()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
             break;
         }
@@ -967,10 +1034,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
              (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED)"
         );
         for _ in 0..SWEEP_MAX_BATCHES {
-            let deleted = client
-                .execute(statement.as_str(), &[&now.seconds()])
-                .await
-                .map_err(unavailable)?;
+            let deleted = client.run(statement.as_str(), &[&now.seconds()]).await?;
             if counted {
                 removed += usize::try_from(deleted).unwrap_or(0);
             }
