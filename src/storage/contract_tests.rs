@@ -228,7 +228,7 @@ fn code(family_id: &str, expires_at: UnixTime) -> AuthorizationCodeRecord {
     }
 }
 
-fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
+pub(crate) fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
     RefreshFamily {
         id: id.into(),
         client_id: "client".into(),

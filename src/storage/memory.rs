@@ -1,9 +1,13 @@
 //! In-memory storage for a single instance: one mutex over plain maps, never held across `.await`.
+//! The maps that expire are `IndexMap`s, so that the sweep can walk them by position a chunk at a
+//! time and let requests in between.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use indexmap::IndexMap;
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
@@ -24,16 +28,16 @@ pub struct MemoryStorage {
 
 #[derive(Default)]
 struct Inner {
-    pending: HashMap<TokenHash, PendingAuthorization>,
-    codes: HashMap<TokenHash, CodeEntry>,
-    families: HashMap<String, RefreshFamily>,
+    pending: IndexMap<TokenHash, PendingAuthorization>,
+    codes: IndexMap<TokenHash, CodeEntry>,
+    families: IndexMap<String, RefreshFamily>,
     /// Every refresh token a family ever had, current or retired, so reuse can be recognised.
-    refresh_index: HashMap<TokenHash, String>,
-    family_tombstones: HashMap<String, UnixTime>,
-    revoked_access_tokens: HashMap<String, UnixTime>,
-    consent_requests: HashMap<TokenHash, ConsentRequest>,
+    refresh_index: IndexMap<TokenHash, String>,
+    family_tombstones: IndexMap<String, UnixTime>,
+    revoked_access_tokens: IndexMap<String, UnixTime>,
+    consent_requests: IndexMap<TokenHash, ConsentRequest>,
     /// Keyed by subject and client; one grant per redirect URI.
-    consent_grants: HashMap<(String, String), Vec<ConsentGrant>>,
+    consent_grants: IndexMap<(String, String), Vec<ConsentGrant>>,
     registered_clients: HashMap<String, RegisteredClient>,
     shared_secrets: HashMap<String, SecretBytes>,
 }
@@ -96,7 +100,7 @@ impl Storage for MemoryStorage {
             return Ok(PendingTake::Missing);
         };
         if pending.expires_at <= now {
-            inner.pending.remove(state);
+            inner.pending.swap_remove(state);
             return Ok(PendingTake::Missing);
         }
         if binding != Some(&pending.browser_binding) {
@@ -104,7 +108,7 @@ impl Storage for MemoryStorage {
         }
         Ok(inner
             .pending
-            .remove(state)
+            .swap_remove(state)
             .map_or(PendingTake::Missing, |p| PendingTake::Taken(Box::new(p))))
     }
 
@@ -317,7 +321,7 @@ impl Storage for MemoryStorage {
         Ok(self
             .lock()?
             .consent_requests
-            .remove(token)
+            .swap_remove(token)
             .filter(|r| r.expires_at > now))
     }
 
@@ -442,39 +446,128 @@ impl Storage for MemoryStorage {
     }
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
-        let mut inner = self.lock()?;
-        let before = inner.pending.len()
-            + inner.codes.len()
-            + inner.families.len()
-            + inner.family_tombstones.len()
-            + inner.revoked_access_tokens.len();
-        inner.pending.retain(|_, p| p.expires_at > now);
-        inner.codes.retain(|_, c| c.record.expires_at > now);
+        let mut removed = 0;
+        removed += self
+            .sweep(|inner, at, removed| {
+                sweep_chunk(&mut inner.pending, at, removed, |_, p| p.expires_at <= now)
+            })
+            .await?;
+        removed += self
+            .sweep(|inner, at, removed| {
+                sweep_chunk(&mut inner.codes, at, removed, |_, c| {
+                    c.record.expires_at <= now
+                })
+            })
+            .await?;
         // A revoked family is kept to its absolute end so that its tokens keep failing as revoked.
-        inner.families.retain(|_, f| {
-            f.absolute_expires_at > now && (f.revoked || f.current_expires_at > now)
-        });
-        let Inner {
-            families,
-            refresh_index,
-            ..
-        } = &mut *inner;
-        refresh_index.retain(|_, family_id| families.contains_key(family_id));
-        inner.family_tombstones.retain(|_, until| *until > now);
-        inner.consent_requests.retain(|_, r| r.expires_at > now);
-        for grants in inner.consent_grants.values_mut() {
-            grants.retain(|g| g.expires_at > now);
+        removed += self
+            .sweep(|inner, at, removed| {
+                sweep_chunk(&mut inner.families, at, removed, |_, f| {
+                    f.absolute_expires_at <= now || (!f.revoked && f.current_expires_at <= now)
+                })
+            })
+            .await?;
+        self.sweep(|inner, at, removed| {
+            let Inner {
+                families,
+                refresh_index,
+                ..
+            } = inner;
+            sweep_chunk(refresh_index, at, removed, |_, family_id| {
+                !families.contains_key(family_id)
+            })
+        })
+        .await?;
+        removed += self
+            .sweep(|inner, at, removed| {
+                sweep_chunk(&mut inner.family_tombstones, at, removed, |_, until| {
+                    *until <= now
+                })
+            })
+            .await?;
+        self.sweep(|inner, at, removed| {
+            sweep_chunk(&mut inner.consent_requests, at, removed, |_, r| {
+                r.expires_at <= now
+            })
+        })
+        .await?;
+        self.sweep(|inner, at, removed| {
+            sweep_chunk(&mut inner.consent_grants, at, removed, |_, grants| {
+                grants.retain(|g| g.expires_at > now);
+                grants.is_empty()
+            })
+        })
+        .await?;
+        removed += self
+            .sweep(|inner, at, removed| {
+                sweep_chunk(
+                    &mut inner.revoked_access_tokens,
+                    at,
+                    removed,
+                    |_, expires_at| *expires_at <= now,
+                )
+            })
+            .await?;
+        Ok(removed)
+    }
+}
+
+/// Entries the sweep looks at per hold of the lock: well under a millisecond of work, so that a
+/// million expired families cost each request at most a short wait.
+const SWEEP_CHUNK: usize = 512;
+
+impl MemoryStorage {
+    /// Runs `chunk` under the lock until it has walked its whole map, letting other tasks run
+    /// between chunks; what it removed is freed outside the lock, in a buffer reused for every
+    /// chunk. How many entries it removed.
+    async fn sweep<V>(
+        &self,
+        mut chunk: impl FnMut(&mut Inner, &mut usize, &mut Vec<V>) -> Walked,
+    ) -> Result<usize, StorageError> {
+        let mut position = 0;
+        let mut removed = 0;
+        let mut garbage = Vec::new();
+        loop {
+            let walked = chunk(&mut *self.lock()?, &mut position, &mut garbage);
+            removed += garbage.len();
+            garbage.clear();
+            if walked == Walked::Whole {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
         }
-        inner.consent_grants.retain(|_, grants| !grants.is_empty());
-        inner
-            .revoked_access_tokens
-            .retain(|_, expires_at| *expires_at > now);
-        let after = inner.pending.len()
-            + inner.codes.len()
-            + inner.families.len()
-            + inner.family_tombstones.len()
-            + inner.revoked_access_tokens.len();
-        Ok(before - after)
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Walked {
+    Chunk,
+    Whole,
+}
+
+/// Moves the expired entries among the next `SWEEP_CHUNK` from `position` into `removed`. An
+/// entry removed takes the last one's place, which is looked at next. Between chunks, requests
+/// may remove entries (moving others behind `position`) or add them: the next sweep sees those.
+fn sweep_chunk<K: Hash + Eq, V>(
+    map: &mut IndexMap<K, V>,
+    position: &mut usize,
+    removed: &mut Vec<V>,
+    mut expired: impl FnMut(&K, &mut V) -> bool,
+) -> Walked {
+    for _ in 0..SWEEP_CHUNK {
+        let Some((key, value)) = map.get_index_mut(*position) else {
+            return Walked::Whole;
+        };
+        if expired(key, value) {
+            removed.extend(map.swap_remove_index(*position).map(|(_, value)| value));
+        } else {
+            *position += 1;
+        }
+    }
+    if *position >= map.len() {
+        Walked::Whole
+    } else {
+        Walked::Chunk
     }
 }
 
@@ -504,5 +597,88 @@ mod tests {
         use super::Memory;
 
         crate::storage::contract_tests::storage_contract!(Memory);
+    }
+
+    const NOW: UnixTime = UnixTime(1_700_000_000);
+
+    /// `n` families named `{prefix}-{i}`; every other one ended before `NOW`.
+    async fn families(storage: &MemoryStorage, prefix: &str, n: usize) {
+        for i in 0..n {
+            let mut family = crate::storage::contract_tests::family(
+                &format!("{prefix}-{i}"),
+                TokenHash::of(&format!("{prefix}-token-{i}")),
+            );
+            if i % 2 == 0 {
+                family.absolute_expires_at = NOW;
+            }
+            assert!(storage.create_family(family).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sweep_over_many_chunks_removes_exactly_the_expired() {
+        let storage = MemoryStorage::new();
+        let n = 3 * SWEEP_CHUNK + 7;
+        families(&storage, "many", n).await;
+        assert_eq!(storage.sweep_expired(NOW).await.unwrap(), n.div_ceil(2));
+        let inner = storage.lock().unwrap();
+        assert_eq!(inner.families.len(), n / 2);
+        assert_eq!(inner.refresh_index.len(), n / 2);
+        for i in 0..n {
+            assert_eq!(
+                inner.families.contains_key(&format!("many-{i}")),
+                i % 2 == 1,
+                "family {i}"
+            );
+            assert_eq!(
+                inner
+                    .refresh_index
+                    .contains_key(&TokenHash::of(&format!("many-token-{i}"))),
+                i % 2 == 1,
+                "token {i}"
+            );
+        }
+    }
+
+    /// On one thread, a sweep that never let go of the lock would finish before anything else ran.
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_go_on_between_the_chunks_of_a_long_sweep() {
+        let storage = Arc::new(MemoryStorage::new());
+        families(&storage, "long", 8 * SWEEP_CHUNK).await;
+        let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sweep = tokio::spawn({
+            let storage = Arc::clone(&storage);
+            let sweeping = Arc::clone(&sweeping);
+            async move {
+                let removed = storage.sweep_expired(NOW).await.unwrap();
+                sweeping.store(false, std::sync::atomic::Ordering::SeqCst);
+                removed
+            }
+        });
+        let prober = tokio::spawn({
+            let storage = Arc::clone(&storage);
+            let sweeping = Arc::clone(&sweeping);
+            async move {
+                let mut answered_during_sweep = 0;
+                loop {
+                    let found = storage
+                        .refresh_family_of(&TokenHash::of("long-token-1"))
+                        .await
+                        .unwrap();
+                    if !sweeping.load(std::sync::atomic::Ordering::SeqCst) {
+                        return answered_during_sweep;
+                    }
+                    assert!(found.is_some());
+                    answered_during_sweep += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        assert_eq!(sweep.await.unwrap(), 4 * SWEEP_CHUNK);
+        let answered = prober.await.unwrap();
+        assert!(
+            answered >= 4,
+            "only {answered} requests were answered while the sweep ran"
+        );
     }
 }

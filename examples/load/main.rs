@@ -1,5 +1,6 @@
-//! `cargo run --release --example load -- [--seconds N] [--connections C]`: the bridge under
-//! concurrent load over real HTTP on loopback, and one table of what it sustained.
+//! `cargo run --release --example load -- [--seconds N] [--connections C] [--only TEXT|TEXT]
+//! [--families N]`: the bridge under concurrent load over real HTTP on loopback, and one table of
+//! what it sustained. `--families N` adds the rows at scale (`scale.rs`).
 //!
 //! In this process: the test OpenID Connect provider of `tests/api` (answers at once, RS256 ID
 //! tokens), the small MCP server of `tests/api` behind the bridge's proxy, and the bridge itself
@@ -11,14 +12,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a measuring tool
 
 #[allow(dead_code)]
-#[path = "../tests/api/mcp_upstream.rs"]
+#[path = "../../tests/api/mcp_upstream.rs"]
 mod mcp_upstream;
 #[allow(dead_code)]
-#[path = "../tests/api/oidc_provider.rs"]
+#[path = "../../tests/api/oidc_provider.rs"]
 mod oidc_provider;
+mod scale;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -26,6 +29,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcp_oauth_bridge::app;
 use mcp_oauth_bridge::clock::SystemClock;
 use mcp_oauth_bridge::config::Config;
+use mcp_oauth_bridge::storage::Storage;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -39,14 +43,16 @@ async fn main() -> anyhow::Result<()> {
     let mut seconds: u64 = 10;
     let mut connections: usize = 32;
     let mut only = String::new();
+    let mut families: usize = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--seconds" => seconds = args.next().unwrap_or_default().parse()?,
             "--connections" => connections = args.next().unwrap_or_default().parse()?,
             "--only" => only = args.next().unwrap_or_default(),
+            "--families" => families = args.next().unwrap_or_default().parse()?,
             other => anyhow::bail!(
-                "unknown argument {other:?} (--seconds N, --connections C, --only TEXT|TEXT)"
+                "unknown argument {other:?} (--seconds N, --connections C, --only TEXT|TEXT, --families N)"
             ),
         }
     }
@@ -55,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let run = Duration::from_secs(seconds);
     let provider = oidc_provider::TestProvider::start().await;
     let mcp = mcp_upstream::McpUpstream::start().await;
-    let memory = start_bridge(&provider, &mcp.url, None).await?;
+    let (memory, memory_storage) = start_bridge(&provider, &mcp.url, None).await?;
     println!(
         "{} connections, {} s per row, {} cores",
         connections,
@@ -114,8 +120,20 @@ async fn main() -> anyhow::Result<()> {
         report(mcp_row(name, &proxied, Some(&access), connections, run).await);
     }
 
+    if families > 0 && wanted("refresh, memory,") {
+        let scale = scale::Scale {
+            backend: "memory",
+            issuer: &memory,
+            storage: memory_storage,
+            families,
+            connections,
+            run,
+        };
+        scale.rows(&mut report).await?;
+    }
+
     if let Some((url, made)) = database_url().await? {
-        let postgres = start_bridge(&provider, &mcp.url, Some(&url)).await?;
+        let (postgres, postgres_storage) = start_bridge(&provider, &mcp.url, Some(&url)).await?;
         if wanted("refresh grant, PostgreSQL") {
             report(refresh_row("refresh grant, PostgreSQL", &postgres, connections, run).await?);
         }
@@ -123,6 +141,17 @@ async fn main() -> anyhow::Result<()> {
             report(
                 code_exchange_row("code exchange, PostgreSQL", &postgres, connections, run).await?,
             );
+        }
+        if families > 0 && wanted("refresh, PostgreSQL,") {
+            let scale = scale::Scale {
+                backend: "PostgreSQL",
+                issuer: &postgres,
+                storage: postgres_storage,
+                families,
+                connections,
+                run,
+            };
+            scale.rows(&mut report).await?;
         }
         if let Some((admin_url, name)) = made {
             // Made for this run: gone with it, though the bridge still holds connections to it.
@@ -162,12 +191,12 @@ async fn database_url() -> anyhow::Result<Option<(String, Option<(String, String
     Ok(Some((url.to_string(), Some((admin_url, name)))))
 }
 
-/// A bridge on 127.0.0.1 in front of `provider`, proxying to `mcp`; its issuer.
+/// A bridge on 127.0.0.1 in front of `provider`, proxying to `mcp`; its issuer and its storage.
 async fn start_bridge(
     provider: &oidc_provider::TestProvider,
     mcp: &str,
     database: Option<&str>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Arc<dyn Storage>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer = format!("http://{}", listener.local_addr()?);
     let storage = match database {
@@ -202,10 +231,11 @@ proxy:
     );
     let config = Config::from_yaml(&yaml, &|_| None)?;
     let service = app::build(&config, Arc::new(SystemClock)).await?;
+    let storage = Arc::clone(&service.bridge.storage);
     tokio::spawn(async move {
         let _ = app::serve(listener, service, std::future::pending()).await;
     });
-    Ok(issuer)
+    Ok((issuer, storage))
 }
 
 /// One keep-alive connection's worth of HTTP client, with cookies (the sign-in binds the browser).
@@ -271,22 +301,47 @@ fn micros(us: u32) -> String {
 
 /// Runs `step` on every connection's state until `run` is over (or a state says it has nothing
 /// left to do); `step` returns the state for the next request and whether this one succeeded.
-async fn measure<S, F, Fut>(name: &'static str, states: Vec<S>, run: Duration, step: F) -> Row
+/// When a row stops: after a while, or when something else says so (a sweep that ended).
+#[derive(Clone)]
+enum Until {
+    Elapsed(Duration),
+    Set(Arc<AtomicBool>),
+}
+
+impl From<Duration> for Until {
+    fn from(run: Duration) -> Self {
+        Until::Elapsed(run)
+    }
+}
+
+async fn measure<S, F, Fut>(name: &'static str, states: Vec<S>, until: Until, step: F) -> Row
 where
     S: Send + 'static,
     F: Fn(S) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Option<(S, bool)>> + Send,
 {
     let started = Instant::now();
-    let deadline = started + run;
+    let stop = match until {
+        Until::Set(flag) => flag,
+        Until::Elapsed(run) => {
+            let flag = Arc::new(AtomicBool::new(false));
+            let set = Arc::clone(&flag);
+            tokio::spawn(async move {
+                tokio::time::sleep(run).await;
+                set.store(true, Ordering::Relaxed);
+            });
+            flag
+        }
+    };
     let tasks: Vec<_> = states
         .into_iter()
         .map(|state| {
             let step = step.clone();
+            let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
                 let mut state = state;
-                while Instant::now() < deadline {
+                while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
                     let Some((next, ok)) = step(state).await else {
                         break;
@@ -317,7 +372,7 @@ where
         row.errors += errors;
         row.latencies.extend(latencies);
     }
-    row.elapsed = started.elapsed().min(run).max(Duration::from_millis(1));
+    row.elapsed = started.elapsed().max(Duration::from_millis(1));
     row
 }
 
@@ -418,20 +473,38 @@ async fn refresh_row(
     connections: usize,
     run: Duration,
 ) -> anyhow::Result<Row> {
-    let mut states = Vec::new();
+    let chains = refresh_chains(issuer, connections).await?;
+    Ok(refresh_measure(name, issuer, chains, run.into()).await)
+}
+
+/// A connection and a refresh token of its own for each of `connections`.
+async fn refresh_chains(
+    issuer: &str,
+    connections: usize,
+) -> anyhow::Result<Vec<(reqwest::Client, String)>> {
+    let mut chains = Vec::new();
     for _ in 0..connections {
         let client = client();
         let refresh = tokens(&client, issuer).await?["refresh_token"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no refresh token"))?
             .to_owned();
-        states.push((client, refresh));
+        chains.push((client, refresh));
     }
+    Ok(chains)
+}
+
+async fn refresh_measure(
+    name: &'static str,
+    issuer: &str,
+    chains: Vec<(reqwest::Client, String)>,
+    until: Until,
+) -> Row {
     let url = format!("{issuer}/oauth/token");
-    Ok(measure(
+    measure(
         name,
-        states,
-        run,
+        chains,
+        until,
         move |(client, refresh): (reqwest::Client, String)| {
             let url = url.clone();
             async move {
@@ -463,7 +536,7 @@ async fn refresh_row(
             }
         },
     )
-    .await)
+    .await
 }
 
 /// Codes are minted first (as many as `run` allows), then exchanged as fast as they go.
@@ -481,7 +554,7 @@ async fn code_exchange_row(
             .iter()
             .map(|pool| (client(), Arc::clone(pool)))
             .collect(),
-        run,
+        run.into(),
         {
             let issuer = issuer.to_owned();
             move |(browser, pool): (reqwest::Client, CodePool)| {
@@ -510,7 +583,7 @@ async fn code_exchange_row(
     Ok(measure(
         name,
         states,
-        run,
+        run.into(),
         move |(api, mut codes): (reqwest::Client, Vec<(String, Pkce)>)| {
             let issuer = issuer.clone();
             async move {
@@ -533,7 +606,7 @@ async fn sign_in_row(
     Ok(measure(
         name,
         clients(connections),
-        run,
+        run.into(),
         move |browser: reqwest::Client| {
             let issuer = issuer.clone();
             async move {
@@ -550,7 +623,7 @@ async fn get_row(name: &'static str, url: &str, connections: usize, run: Duratio
     measure(
         name,
         clients(connections),
-        run,
+        run.into(),
         move |client: reqwest::Client| {
             let url = url.clone();
             async move {
@@ -576,7 +649,7 @@ async fn introspection_row(
     Ok(measure(
         name,
         clients(connections),
-        run,
+        run.into(),
         move |client: reqwest::Client| {
             let (url, token) = (url.clone(), token.clone());
             async move {
@@ -612,7 +685,7 @@ async fn mcp_row(
     measure(
         name,
         clients(connections),
-        run,
+        run.into(),
         move |client: reqwest::Client| {
             let (url, token) = (url.clone(), token.clone());
             async move {

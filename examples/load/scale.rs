@@ -1,0 +1,184 @@
+//! `--families N`: the refresh grant with N live refresh families beside the ones being refreshed,
+//! the process's resident memory once they are in, and the refresh grant while the sweep deletes
+//! N expired families. The families are copies of one made by a real sign-in, stored through the
+//! storage the bridge itself uses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mcp_oauth_bridge::clock::{Clock, SystemClock, UnixTime};
+use mcp_oauth_bridge::storage::Storage;
+use mcp_oauth_bridge::tokens::TokenHash;
+use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Row, Until, client, refresh_chains, refresh_measure, refresh_row, tokens};
+
+/// Families stored at once while filling; enough to keep a database connection pool busy.
+const FILLERS: usize = 32;
+
+pub(crate) struct Scale<'a> {
+    pub(crate) backend: &'static str,
+    pub(crate) issuer: &'a str,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) families: usize,
+    pub(crate) connections: usize,
+    pub(crate) run: Duration,
+}
+
+impl Scale<'_> {
+    /// The rows, each handed to `report` as it ends.
+    pub(crate) async fn rows(&self, report: &mut impl FnMut(Row)) -> anyhow::Result<()> {
+        let template = self.template().await?;
+        let small = self.families.min(1000);
+        self.fill(&template, "live", 0..small, Lifetime::Live)
+            .await?;
+        report(
+            refresh_row(
+                self.name(small, "live"),
+                self.issuer,
+                self.connections,
+                self.run,
+            )
+            .await?,
+        );
+        self.fill(&template, "live", small..self.families, Lifetime::Live)
+            .await?;
+        println!(
+            "  {} live families stored ({}); resident memory of the whole process: {}",
+            self.families,
+            self.backend,
+            resident_memory()
+        );
+        let live = self.name(self.families, "live");
+        report(refresh_row(live, self.issuer, self.connections, self.run).await?);
+
+        self.fill(&template, "expired", 0..self.families, Lifetime::Expired)
+            .await?;
+        let chains = refresh_chains(self.issuer, self.connections).await?;
+        let swept = Arc::new(AtomicBool::new(false));
+        let storage = Arc::clone(&self.storage);
+        let done = Arc::clone(&swept);
+        let started = Instant::now();
+        // The sweep starts with the row and the row ends with it; a sweep of PostgreSQL removes
+        // a bounded number of rows per call, as the bridge's sweeper does each interval.
+        let sweep = tokio::spawn(async move {
+            let mut removed = 0;
+            let outcome = loop {
+                match storage.sweep_expired(SystemClock.now()).await {
+                    Ok(0) => break Ok(removed),
+                    Ok(more) => removed += more,
+                    Err(error) => break Err(error),
+                }
+            };
+            done.store(true, Ordering::Relaxed);
+            outcome
+        });
+        let name = self.name(self.families, "sweep");
+        let row = refresh_measure(name, self.issuer, chains, Until::Set(swept)).await;
+        let removed = sweep.await??;
+        report(row);
+        println!(
+            "  the sweep removed {removed} expired entries in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn name(&self, families: usize, kind: &str) -> &'static str {
+        let text = match kind {
+            "sweep" => format!("refresh, {}, sweeping {families} expired", self.backend),
+            _ => format!("refresh, {}, {families} families", self.backend),
+        };
+        // One per row of one run: leaking it is what keeps `Row` simple.
+        Box::leak(text.into_boxed_str())
+    }
+
+    /// A family as a real sign-in stores it, to copy.
+    async fn template(&self) -> anyhow::Result<Value> {
+        let refresh = tokens(&client(), self.issuer).await?["refresh_token"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no refresh token"))?
+            .to_owned();
+        let hash = TokenHash(Sha256::digest(refresh.as_bytes()).into());
+        let family = self
+            .storage
+            .refresh_family_of(&hash)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the sign-in stored no family"))?;
+        Ok(serde_json::to_value(family)?)
+    }
+
+    /// Stores copies `range` of the template under names of their own.
+    async fn fill(
+        &self,
+        template: &Value,
+        kind: &'static str,
+        range: std::ops::Range<usize>,
+        lifetime: Lifetime,
+    ) -> anyhow::Result<()> {
+        let now = SystemClock.now();
+        let fillers: Vec<_> = (0..FILLERS)
+            .map(|filler| {
+                let storage = Arc::clone(&self.storage);
+                let template = template.clone();
+                let range = range.clone();
+                tokio::spawn(async move {
+                    for n in range.skip(filler).step_by(FILLERS) {
+                        let family = copy(&template, kind, n, now, lifetime)?;
+                        anyhow::ensure!(storage.create_family(family).await?, "family refused");
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for filler in fillers {
+            filler.await??;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Lifetime {
+    Live,
+    /// Past both its sliding and its absolute end: the sweep's to delete.
+    Expired,
+}
+
+fn copy(
+    template: &Value,
+    kind: &str,
+    n: usize,
+    now: UnixTime,
+    lifetime: Lifetime,
+) -> anyhow::Result<RefreshFamily> {
+    let mut family = template.clone();
+    family["id"] = Value::from(format!("scale-{kind}-{n}"));
+    family["access_tokens"][0]["jti"] = Value::from(format!("scale-{kind}-{n}-at"));
+    family["previous"] = Value::Null;
+    if let Lifetime::Expired = lifetime {
+        let past = Value::from(now.seconds() - 1);
+        family["absolute_expires_at"] = past.clone();
+        family["current_expires_at"] = past;
+    }
+    let mut family: RefreshFamily = serde_json::from_value(family)?;
+    let token = format!("scale-{kind}-{n}-refresh");
+    family.current = Some(TokenHash(Sha256::digest(token.as_bytes()).into()));
+    Ok(family)
+}
+
+/// `VmRSS` of this process, as the kernel counts it.
+fn resident_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .map(|value| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
