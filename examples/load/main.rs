@@ -221,6 +221,8 @@ oauth:
     timeout: 5s
 storage:
   {storage}
+  # Only the rows at scale sweep, when they mean to.
+  sweep_interval: 1h
 proxy:
   upstream_url: "{mcp}"
   timeout: 5s

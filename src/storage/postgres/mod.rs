@@ -8,7 +8,7 @@ mod prepared;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -33,6 +33,8 @@ use crate::tokens::refresh::{
 
 /// Rows deleted per statement by the sweep, so it never holds long locks.
 const SWEEP_BATCH: i64 = 1000;
+/// See `rest_after`.
+const SWEEP_REST: u32 = 2;
 /// Batches per table per sweep at most; what is left goes at the next sweep.
 const SWEEP_MAX_BATCHES: usize = 50;
 /// Serialises registrations so the client cap holds across instances.
@@ -998,11 +1000,19 @@ impl Storage for PostgresStorage {
     }
 }
 
+/// Between two full batches the sweep rests `SWEEP_REST` times as long as the batch took: a
+/// backlog of expired rows is deleted at a share of the database's time, not at the expense of
+/// the requests sharing it.
+async fn rest_after(batch_started: Instant) {
+    tokio::time::sleep(batch_started.elapsed() * SWEEP_REST).await;
+}
+
 /// Deletes expired rows in bounded batches.
 async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, StorageError> {
     // The refresh tokens of expired families first, in batches, so that deleting a family does
     // not cascade over an unbounded number of rows.
     for _ in 0..SWEEP_MAX_BATCHES {
+        let started = Instant::now();
         let deleted = client
             .run(
                 &format!(
@@ -1016,6 +1026,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
         if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
             break;
         }
+        rest_after(started).await;
     }
     let mut removed = 0;
     // Counted like the memory backend: consent records go too, but are not counted.
@@ -1034,6 +1045,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
              (SELECT ctid FROM {table} WHERE expires_at <= $1 LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED)"
         );
         for _ in 0..SWEEP_MAX_BATCHES {
+            let started = Instant::now();
             let deleted = client.run(statement.as_str(), &[&now.seconds()]).await?;
             if counted {
                 removed += usize::try_from(deleted).unwrap_or(0);
@@ -1041,6 +1053,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
             if deleted < u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX) {
                 break;
             }
+            rest_after(started).await;
         }
     }
     Ok(removed)
