@@ -17,6 +17,7 @@ mod mcp_upstream;
 #[allow(dead_code)]
 #[path = "../../tests/api/oidc_provider.rs"]
 mod oidc_provider;
+mod reference;
 mod scale;
 
 use std::future::Future;
@@ -80,6 +81,12 @@ async fn main() -> anyhow::Result<()> {
 
     if wanted("refresh grant, memory") {
         report(refresh_row("refresh grant, memory", &memory, connections, run).await?);
+    }
+    if wanted("refresh grant, oidc-provider") {
+        if let Some(reference) = reference::ReferenceProvider::start().await? {
+            let name = "refresh grant, oidc-provider (reference)";
+            report(reference.refresh_row(name, connections, run).await?);
+        }
     }
     if wanted("code exchange, memory") {
         report(code_exchange_row("code exchange, memory", &memory, connections, run).await?);

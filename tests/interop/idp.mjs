@@ -4,7 +4,9 @@
 // PKCE required, refresh tokens — and, by default, an issuer with a path (`/realms/test`).
 //
 // usage: node idp.mjs --port N --client-secret S --redirect-uri URL [--issuer-path /realms/test]
-// Prints `ready <issuer>` on stdout once it listens on 127.0.0.1.
+//        [--exit-with-stdin]
+// Prints `ready <issuer>` on stdout once it listens on 127.0.0.1. With --exit-with-stdin it also
+// exits when its standard input closes, so it cannot outlive the process that started it.
 import { createServer } from 'node:http';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -17,8 +19,13 @@ const { values: args } = parseArgs({
     'client-secret': { type: 'string' },
     'redirect-uri': { type: 'string' },
     'issuer-path': { type: 'string', default: '/realms/test' },
+    'exit-with-stdin': { type: 'boolean', default: false },
   },
 });
+if (args['exit-with-stdin']) {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
 const port = Number(args.port);
 const mountPath = args['issuer-path'].replace(/\/$/, '');
 const issuer = `http://127.0.0.1:${port}${mountPath}`;
