@@ -448,62 +448,62 @@ impl Storage for MemoryStorage {
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {
         let mut removed = 0;
         removed += self
-            .sweep(|inner, at, removed| {
-                sweep_chunk(&mut inner.pending, at, removed, |_, p| p.expires_at <= now)
+            .sweep(|inner, at, garbage| {
+                sweep_chunk(&mut inner.pending, at, garbage, |_, p| p.expires_at <= now)
             })
             .await?;
         removed += self
-            .sweep(|inner, at, removed| {
-                sweep_chunk(&mut inner.codes, at, removed, |_, c| {
+            .sweep(|inner, at, garbage| {
+                sweep_chunk(&mut inner.codes, at, garbage, |_, c| {
                     c.record.expires_at <= now
                 })
             })
             .await?;
         // A revoked family is kept to its absolute end so that its tokens keep failing as revoked.
         removed += self
-            .sweep(|inner, at, removed| {
-                sweep_chunk(&mut inner.families, at, removed, |_, f| {
+            .sweep(|inner, at, garbage| {
+                sweep_chunk(&mut inner.families, at, garbage, |_, f| {
                     f.absolute_expires_at <= now || (!f.revoked && f.current_expires_at <= now)
                 })
             })
             .await?;
-        self.sweep(|inner, at, removed| {
+        self.sweep(|inner, at, garbage| {
             let Inner {
                 families,
                 refresh_index,
                 ..
             } = inner;
-            sweep_chunk(refresh_index, at, removed, |_, family_id| {
+            sweep_chunk(refresh_index, at, garbage, |_, family_id| {
                 !families.contains_key(family_id)
             })
         })
         .await?;
         removed += self
-            .sweep(|inner, at, removed| {
-                sweep_chunk(&mut inner.family_tombstones, at, removed, |_, until| {
+            .sweep(|inner, at, garbage| {
+                sweep_chunk(&mut inner.family_tombstones, at, garbage, |_, until| {
                     *until <= now
                 })
             })
             .await?;
-        self.sweep(|inner, at, removed| {
-            sweep_chunk(&mut inner.consent_requests, at, removed, |_, r| {
+        self.sweep(|inner, at, garbage| {
+            sweep_chunk(&mut inner.consent_requests, at, garbage, |_, r| {
                 r.expires_at <= now
             })
         })
         .await?;
-        self.sweep(|inner, at, removed| {
-            sweep_chunk(&mut inner.consent_grants, at, removed, |_, grants| {
+        self.sweep(|inner, at, garbage| {
+            sweep_chunk(&mut inner.consent_grants, at, garbage, |_, grants| {
                 grants.retain(|g| g.expires_at > now);
                 grants.is_empty()
             })
         })
         .await?;
         removed += self
-            .sweep(|inner, at, removed| {
+            .sweep(|inner, at, garbage| {
                 sweep_chunk(
                     &mut inner.revoked_access_tokens,
                     at,
-                    removed,
+                    garbage,
                     |_, expires_at| *expires_at <= now,
                 )
             })
