@@ -128,15 +128,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if families > 0 && wanted("refresh, memory,") {
-        let scale = scale::Scale {
-            backend: "memory",
-            issuer: &memory,
-            storage: memory_storage,
-            families,
-            connections,
-            run,
-        };
-        scale.rows(&mut report).await?;
+        let scale = scale::Scale::new("memory", &memory, memory_storage, families);
+        scale.rows(connections, run, &mut report).await?;
     }
 
     if let Some((url, made)) = database_url().await? {
@@ -150,15 +143,8 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         if families > 0 && wanted("refresh, PostgreSQL,") {
-            let scale = scale::Scale {
-                backend: "PostgreSQL",
-                issuer: &postgres,
-                storage: postgres_storage,
-                families,
-                connections,
-                run,
-            };
-            scale.rows(&mut report).await?;
+            let scale = scale::Scale::new("PostgreSQL", &postgres, postgres_storage, families);
+            scale.rows(connections, run, &mut report).await?;
         }
         if let Some((admin_url, name)) = made {
             // Made for this run: gone with it, though the bridge still holds connections to it.
@@ -308,8 +294,6 @@ fn micros(us: u32) -> String {
     }
 }
 
-/// Runs `step` on every connection's state until `run` is over (or a state says it has nothing
-/// left to do); `step` returns the state for the next request and whether this one succeeded.
 /// When a row stops: after a while, or when something else says so (a sweep that ended).
 #[derive(Clone)]
 enum Until {
@@ -323,6 +307,9 @@ impl From<Duration> for Until {
     }
 }
 
+/// Runs `step` on every connection's state until `until` says stop (or a state says it has
+/// nothing left to do); `step` returns the state for the next request and whether this one
+/// succeeded.
 async fn measure<S, F, Fut>(name: &'static str, states: Vec<S>, until: Until, step: F) -> Row
 where
     S: Send + 'static,

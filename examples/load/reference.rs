@@ -7,14 +7,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::{Row, client, location, measure};
+use super::{Row, client, location, measure, pkce, tokens_in};
 
 const CLIENT_ID: &str = "mcp-oauth-bridge";
 const CLIENT_SECRET: &str = "load-benchmark-reference-secret";
@@ -139,8 +136,7 @@ impl ReferenceProvider {
     /// of the client's own (node resets the browser's once the login is over) and a refresh token.
     async fn sign_in(&self) -> anyhow::Result<(reqwest::Client, String)> {
         let browser = &client();
-        let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let pkce = pkce();
         let authorize = browser
             .get(format!("{}/auth", self.issuer))
             .query(&[
@@ -148,7 +144,7 @@ impl ReferenceProvider {
                 ("redirect_uri", REDIRECT_URI),
                 ("response_type", "code"),
                 ("scope", "openid email"),
-                ("code_challenge", challenge.as_str()),
+                ("code_challenge", pkce.challenge.as_str()),
                 ("code_challenge_method", "S256"),
             ])
             .send()
@@ -185,7 +181,7 @@ impl ReferenceProvider {
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
                 ("redirect_uri", REDIRECT_URI),
-                ("code_verifier", verifier.as_str()),
+                ("code_verifier", pkce.verifier.as_str()),
             ],
         )
         .await
@@ -224,9 +220,5 @@ async fn token_request(
         .send()
         .await
         .ok()?;
-    if response.status() != reqwest::StatusCode::OK {
-        return None;
-    }
-    let body: Value = response.json().await.ok()?;
-    body["access_token"].is_string().then_some(body)
+    tokens_in(response).await
 }

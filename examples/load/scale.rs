@@ -20,30 +20,41 @@ use super::{Row, Until, client, refresh_chains, refresh_measure, refresh_row, to
 const FILLERS: usize = 32;
 
 pub(crate) struct Scale<'a> {
-    pub(crate) backend: &'static str,
-    pub(crate) issuer: &'a str,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) families: usize,
-    pub(crate) connections: usize,
-    pub(crate) run: Duration,
+    backend: &'static str,
+    issuer: &'a str,
+    storage: Arc<dyn Storage>,
+    families: usize,
 }
 
-impl Scale<'_> {
+impl<'a> Scale<'a> {
+    /// The rows for the bridge at `issuer`, whose storage is `storage`, with `families` families.
+    pub(crate) fn new(
+        backend: &'static str,
+        issuer: &'a str,
+        storage: Arc<dyn Storage>,
+        families: usize,
+    ) -> Self {
+        Scale {
+            backend,
+            issuer,
+            storage,
+            families,
+        }
+    }
+
     /// The rows, each handed to `report` as it ends.
-    pub(crate) async fn rows(&self, report: &mut impl FnMut(Row)) -> anyhow::Result<()> {
+    pub(crate) async fn rows(
+        &self,
+        connections: usize,
+        run: Duration,
+        report: &mut impl FnMut(Row),
+    ) -> anyhow::Result<()> {
         let template = self.template().await?;
         let small = self.families.min(1000);
         self.fill(&template, "live", 0..small, Lifetime::Live)
             .await?;
-        report(
-            refresh_row(
-                self.name(small, "live"),
-                self.issuer,
-                self.connections,
-                self.run,
-            )
-            .await?,
-        );
+        let name = self.name(&format!("{small} families"));
+        report(refresh_row(name, self.issuer, connections, run).await?);
         self.fill(&template, "live", small..self.families, Lifetime::Live)
             .await?;
         println!(
@@ -52,12 +63,12 @@ impl Scale<'_> {
             self.backend,
             resident_memory()
         );
-        let live = self.name(self.families, "live");
-        report(refresh_row(live, self.issuer, self.connections, self.run).await?);
+        let name = self.name(&format!("{} families", self.families));
+        report(refresh_row(name, self.issuer, connections, run).await?);
 
         self.fill(&template, "expired", 0..self.families, Lifetime::Expired)
             .await?;
-        let chains = refresh_chains(self.issuer, self.connections).await?;
+        let chains = refresh_chains(self.issuer, connections).await?;
         let swept = Arc::new(AtomicBool::new(false));
         let storage = Arc::clone(&self.storage);
         let done = Arc::clone(&swept);
@@ -76,7 +87,7 @@ impl Scale<'_> {
             done.store(true, Ordering::Relaxed);
             outcome
         });
-        let name = self.name(self.families, "sweep");
+        let name = self.name(&format!("sweeping {} expired", self.families));
         let row = refresh_measure(name, self.issuer, chains, Until::Set(swept)).await;
         let removed = sweep.await??;
         report(row);
@@ -87,13 +98,9 @@ impl Scale<'_> {
         Ok(())
     }
 
-    fn name(&self, families: usize, kind: &str) -> &'static str {
-        let text = match kind {
-            "sweep" => format!("refresh, {}, sweeping {families} expired", self.backend),
-            _ => format!("refresh, {}, {families} families", self.backend),
-        };
-        // One per row of one run: leaking it is what keeps `Row` simple.
-        Box::leak(text.into_boxed_str())
+    /// `refresh, <backend>, <what>`; one per row of one run, leaked to keep `Row` simple.
+    fn name(&self, what: &str) -> &'static str {
+        Box::leak(format!("refresh, {}, {what}", self.backend).into_boxed_str())
     }
 
     /// A family as a real sign-in stores it, to copy.
@@ -102,10 +109,9 @@ impl Scale<'_> {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no refresh token"))?
             .to_owned();
-        let hash = TokenHash(Sha256::digest(refresh.as_bytes()).into());
         let family = self
             .storage
-            .refresh_family_of(&hash)
+            .refresh_family_of(&hash_of(&refresh))
             .await?
             .ok_or_else(|| anyhow::anyhow!("the sign-in stored no family"))?;
         Ok(serde_json::to_value(family)?)
@@ -165,9 +171,13 @@ fn copy(
         family["current_expires_at"] = past;
     }
     let mut family: RefreshFamily = serde_json::from_value(family)?;
-    let token = format!("scale-{kind}-{n}-refresh");
-    family.current = Some(TokenHash(Sha256::digest(token.as_bytes()).into()));
+    family.current = Some(hash_of(&format!("scale-{kind}-{n}-refresh")));
     Ok(family)
+}
+
+/// What the bridge's storage keys a refresh token on.
+fn hash_of(token: &str) -> TokenHash {
+    TokenHash(Sha256::digest(token.as_bytes()).into())
 }
 
 /// `VmRSS` of this process, as the kernel counts it.

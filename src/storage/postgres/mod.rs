@@ -28,7 +28,8 @@ use crate::secret::{SecretBytes, SecretString};
 use crate::storage::settings::PostgresConfig;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{
-    Persist, Presentation, REVOKED_FAMILY_TOMBSTONE_TTL, RefreshFamily, RefreshRequest, Replacement,
+    IssuedAccessToken, Persist, Presentation, REVOKED_FAMILY_TOMBSTONE_TTL, RefreshFamily,
+    RefreshRequest, Replacement,
 };
 
 /// Rows deleted per statement by the sweep, so it never holds long locks.
@@ -246,10 +247,7 @@ impl PostgresStorage {
         let new_hash = replacement.hash;
         let outcome = family.present(presented, request, replacement, now);
         let evicted = family.evict_excess_access_tokens();
-        let (evicted_jtis, evicted_expiries): (Vec<&str>, Vec<i64>) = evicted
-            .iter()
-            .map(|token| (token.jti.as_str(), token.expires_at.seconds()))
-            .unzip();
+        let (evicted_jtis, evicted_expiries) = revocation_columns(&evicted);
         let replacement_index =
             (outcome.persist() == Persist::IndexReplacement).then(|| hash(&new_hash));
         // The family, its new token's index and the access tokens it no longer tracks, in one
@@ -346,6 +344,15 @@ async fn revoke_access_token(
     Ok(())
 }
 
+/// Access tokens as the two arrays `unnest($n::text[], $m::bigint[])` turns into
+/// `revoked_access_tokens` rows.
+fn revocation_columns(tokens: &[IssuedAccessToken]) -> (Vec<&str>, Vec<i64>) {
+    tokens
+        .iter()
+        .map(|token| (token.jti.as_str(), token.expires_at.seconds()))
+        .unzip()
+}
+
 /// What one optimistic attempt at a rotation came to.
 #[allow(clippy::large_enum_variant)] // moved once per attempt; a box would only add an allocation
 enum Optimistic {
@@ -388,10 +395,7 @@ async fn rotate_if_unchanged(
         Persist::IndexReplacement => {}
     }
     let evicted = family.evict_excess_access_tokens();
-    let (evicted_jtis, evicted_expiries): (Vec<&str>, Vec<i64>) = evicted
-        .iter()
-        .map(|token| (token.jti.as_str(), token.expires_at.seconds()))
-        .unzip();
+    let (evicted_jtis, evicted_expiries) = revocation_columns(&evicted);
     // The family, its new token's index and the access tokens it no longer tracks, all or
     // nothing: the inserts only follow an update that found the version read.
     let written: i64 = client
