@@ -132,11 +132,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let state = AppState {
         bridge: Arc::clone(&bridge),
         clock,
-        base_path,
+        base_path: Arc::from(base_path),
         secure_cookies: public_url.scheme() == "https",
         cookie_signer: Arc::new(cookie_signer),
         registration,
-        protected_resources,
+        protected_resources: Arc::from(protected_resources),
         proxy,
         trusted_proxies: Arc::new(TrustedProxies {
             networks: config.server.trusted_proxies.clone(),
@@ -334,7 +334,7 @@ fn build_proxy(
         identity_jwt,
         headers,
         content_security_policy,
-        client: Proxy::http_client(timeout)?,
+        client: crate::http::proxy::upstream_client(timeout),
     })
 }
 

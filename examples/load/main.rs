@@ -19,6 +19,7 @@ mod mcp_upstream;
 mod oidc_provider;
 mod reference;
 mod scale;
+mod wrk;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ use mcp_oauth_bridge::config::Config;
 use mcp_oauth_bridge::storage::Storage;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// The bridge's own allocator (src/main.rs), since the bridge runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CLIENT_ID: &str = "bench";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
@@ -96,18 +101,27 @@ async fn main() -> anyhow::Result<()> {
     }
     let metadata = format!("{}/.well-known/oauth-authorization-server", memory);
     if wanted("GET AS metadata") {
-        report(get_row("GET AS metadata", &metadata, connections, run).await);
+        report(
+            get_row(
+                "GET AS metadata",
+                &metadata,
+                r#""issuer""#,
+                connections,
+                run,
+            )
+            .await?,
+        );
     }
     if wanted("GET JWKS") {
         let jwks = format!("{memory}/oauth/jwks");
-        report(get_row("GET JWKS", &jwks, connections, run).await);
+        report(get_row("GET JWKS", &jwks, r#""keys""#, connections, run).await?);
     }
     if wanted("introspection") {
         report(introspection_row("introspection", &memory, connections, run).await?);
     }
     let direct = format!("{}/mcp", mcp.url);
     if wanted("POST /mcp direct, 1 connection") {
-        report(mcp_row("POST /mcp direct, 1 connection", &direct, None, 1, run).await);
+        report(mcp_row("POST /mcp direct, 1 connection", &direct, None, 1, run).await?);
     }
     let tokens = tokens(&client(), &memory).await?;
     let access = tokens["access_token"]
@@ -117,14 +131,14 @@ async fn main() -> anyhow::Result<()> {
     let proxied = format!("{memory}/mcp");
     if wanted("POST /mcp through the proxy, 1 connection") {
         let name = "POST /mcp through the proxy, 1 connection";
-        report(mcp_row(name, &proxied, Some(&access), 1, run).await);
+        report(mcp_row(name, &proxied, Some(&access), 1, run).await?);
     }
     if wanted("POST /mcp direct") {
-        report(mcp_row("POST /mcp direct", &direct, None, connections, run).await);
+        report(mcp_row("POST /mcp direct", &direct, None, connections, run).await?);
     }
     if wanted("POST /mcp through the proxy") {
         let name = "POST /mcp through the proxy";
-        report(mcp_row(name, &proxied, Some(&access), connections, run).await);
+        report(mcp_row(name, &proxied, Some(&access), connections, run).await?);
     }
 
     if families > 0 && wanted("refresh, memory,") {
@@ -247,16 +261,6 @@ fn clients(connections: usize) -> Vec<reqwest::Client> {
     (0..connections).map(|_| client()).collect()
 }
 
-/// A `200` whose whole body arrived.
-async fn answered_ok(sent: reqwest::Result<reqwest::Response>) -> bool {
-    match sent {
-        Ok(response) => {
-            response.status() == reqwest::StatusCode::OK && response.bytes().await.is_ok()
-        }
-        Err(_) => false,
-    }
-}
-
 struct Row {
     name: &'static str,
     done: u64,
@@ -264,6 +268,8 @@ struct Row {
     elapsed: Duration,
     /// Microseconds of each successful request.
     latencies: Vec<u32>,
+    /// p50 and p99 in microseconds, when the load generator gave them instead of `latencies`.
+    percentiles: Option<(u32, u32)>,
 }
 
 impl Row {
@@ -271,9 +277,16 @@ impl Row {
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
         let at = |q: f64| {
-            sorted
-                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-                .map_or_else(|| "-".to_owned(), |&us| micros(us))
+            let given = self
+                .percentiles
+                .map(|(p50, p99)| if q < 0.9 { p50 } else { p99 });
+            given
+                .or_else(|| {
+                    sorted
+                        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+                        .copied()
+                })
+                .map_or_else(|| "-".to_owned(), micros)
         };
         println!(
             "{:<40} {:>10.0} {:>10} {:>10} {:>8}",
@@ -361,6 +374,7 @@ where
         errors: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        percentiles: None,
     };
     for task in tasks {
         let (done, errors, latencies) = task.await.unwrap_or_default();
@@ -614,21 +628,21 @@ async fn sign_in_row(
     .await)
 }
 
-async fn get_row(name: &'static str, url: &str, connections: usize, run: Duration) -> Row {
-    let url = url.to_owned();
-    measure(
-        name,
-        clients(connections),
-        run.into(),
-        move |client: reqwest::Client| {
-            let url = url.clone();
-            async move {
-                let ok = answered_ok(client.get(&url).send().await).await;
-                Some((client, ok))
-            }
-        },
-    )
-    .await
+async fn get_row(
+    name: &'static str,
+    url: &str,
+    body_holds: &'static str,
+    connections: usize,
+    run: Duration,
+) -> anyhow::Result<Row> {
+    let request = wrk::WrkRequest {
+        url,
+        method: "GET",
+        headers: vec![],
+        body: None,
+        body_holds,
+    };
+    wrk::row(name, &request, connections, run).await
 }
 
 async fn introspection_row(
@@ -642,31 +656,20 @@ async fn introspection_row(
         .unwrap_or_default()
         .to_owned();
     let url = format!("{issuer}/oauth/introspect");
-    Ok(measure(
-        name,
-        clients(connections),
-        run.into(),
-        move |client: reqwest::Client| {
-            let (url, token) = (url.clone(), token.clone());
-            async move {
-                let response = client
-                    .post(&url)
-                    .bearer_auth(INTROSPECTION_TOKEN)
-                    .form(&[("token", token.as_str())])
-                    .send()
-                    .await;
-                let ok = match response {
-                    Ok(response) if response.status() == reqwest::StatusCode::OK => response
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|body| body["active"] == Value::Bool(true)),
-                    _ => false,
-                };
-                Some((client, ok))
-            }
-        },
-    )
-    .await)
+    let request = wrk::WrkRequest {
+        url: &url,
+        method: "POST",
+        headers: vec![
+            ("Authorization", format!("Bearer {INTROSPECTION_TOKEN}")),
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+        ],
+        body: Some(format!("token={token}")),
+        body_holds: r#""active":true"#,
+    };
+    wrk::row(name, &request, connections, run).await
 }
 
 async fn mcp_row(
@@ -675,28 +678,21 @@ async fn mcp_row(
     token: Option<&str>,
     connections: usize,
     run: Duration,
-) -> Row {
-    let url = url.to_owned();
-    let token = token.map(str::to_owned);
-    measure(
-        name,
-        clients(connections),
-        run.into(),
-        move |client: reqwest::Client| {
-            let (url, token) = (url.clone(), token.clone());
-            async move {
-                let mut request = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .body(MCP_BODY);
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
-                }
-                let ok = answered_ok(request.send().await).await;
-                Some((client, ok))
-            }
-        },
-    )
-    .await
+) -> anyhow::Result<Row> {
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_owned()),
+        ("Accept", "application/json, text/event-stream".to_owned()),
+    ];
+    if let Some(token) = token {
+        headers.push(("Authorization", format!("Bearer {token}")));
+    }
+    let request = wrk::WrkRequest {
+        url,
+        method: "POST",
+        headers,
+        body: Some(MCP_BODY.to_owned()),
+        // The echo of the small MCP server: the request reached it.
+        body_holds: r#""method":"POST""#,
+    };
+    wrk::row(name, &request, connections, run).await
 }

@@ -35,19 +35,21 @@ use tower_http::trace::TraceLayer;
 use crate::clock::SharedClock;
 use crate::oauth::{Bridge, endpoints};
 
+/// Cloned for every request (axum hands each handler its own copy): only `Arc`s and small
+/// copies here, no vector or string that a clone would allocate anew.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) bridge: Arc<Bridge>,
     pub(crate) clock: SharedClock,
     /// Path of the issuer URL ("" or "/prefix"): every route lives below it.
-    pub(crate) base_path: String,
+    pub(crate) base_path: Arc<str>,
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub(crate) secure_cookies: bool,
     pub(crate) cookie_signer: Arc<cookies::CookieSigner>,
     /// Dynamic Client Registration, when enabled.
     pub(crate) registration: Option<Arc<Registration>>,
     /// The resources whose RFC 9728 metadata the bridge serves: the proxy's and `oauth.resources`.
-    pub(crate) protected_resources: Vec<crate::oauth::protected_resource::ProtectedResource>,
+    pub(crate) protected_resources: Arc<[crate::oauth::protected_resource::ProtectedResource]>,
     /// The MCP server behind the bridge, when `proxy` is configured.
     pub(crate) proxy: Option<Arc<proxy::Proxy>>,
     /// Whose forwarding headers name the client's address.
@@ -143,7 +145,7 @@ pub(crate) fn router(state: AppState) -> Router {
             endpoints::OPENID_CONFIGURATION,
             get(well_known::openid_configuration_get).layer(cors.clone()),
         );
-    let base = state.base_path.clone();
+    let base = state.base_path.to_string();
     let trusted_proxies = Arc::clone(&state.trusted_proxies);
     let app = if base.is_empty() {
         protocol
@@ -285,11 +287,11 @@ mod tests {
         router(AppState {
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
-            base_path: String::new(),
+            base_path: Arc::from(""),
             secure_cookies: true,
             cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
             registration: None,
-            protected_resources: vec![],
+            protected_resources: Arc::from([]),
             proxy: None,
             trusted_proxies: Default::default(),
             document_fetches: None,
@@ -369,14 +371,14 @@ mod tests {
         let app = router(AppState {
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
-            base_path: String::new(),
+            base_path: Arc::from(""),
             secure_cookies: false,
             cookie_signer: Arc::new(super::cookies::CookieSigner::generate()),
             registration: Some(Arc::new(super::Registration {
                 policy,
                 limiter: crate::rate_limit::RateLimiter::new(2, std::time::Duration::from_secs(60)),
             })),
-            protected_resources: vec![],
+            protected_resources: Arc::from([]),
             proxy: None,
             trusted_proxies: Default::default(),
             document_fetches: None,

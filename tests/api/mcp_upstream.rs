@@ -25,6 +25,8 @@ pub struct UpstreamState {
     pub release_events: Notify,
     pub uploaded: AtomicU64,
     pub stream_cancelled: AtomicBool,
+    /// The address each request came from: one per connection the proxy opened.
+    pub peers: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
 }
 
 pub struct McpUpstream {
@@ -49,6 +51,7 @@ impl McpUpstream {
             .route("/mcp/pause", get(pause))
             .with_state(Arc::clone(&state));
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         McpUpstream { url, state }
@@ -70,6 +73,12 @@ fn seen(state: &UpstreamState, headers: &HeaderMap) {
 
 async fn echo(State(state): State<Arc<UpstreamState>>, request: Request) -> Response {
     seen(&state, request.headers());
+    if let Some(axum::extract::ConnectInfo(peer)) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        state.peers.lock().unwrap().insert(*peer);
+    }
     let body = json!({
         "method": request.method().as_str(),
         "path": request.uri().path(),

@@ -375,6 +375,20 @@ async fn server_sent_events_arrive_one_by_one() {
 }
 
 #[tokio::test]
+async fn requests_one_after_another_reuse_one_connection_to_the_server() {
+    let proxied = proxied(|_| {}, None).await;
+    let token = proxied.access_token().await;
+    for _ in 0..20 {
+        let response = proxied.get("/mcp", Some(&token)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(proxied.upstream.requests(), 20);
+    // A connection per request would cost a handshake each, and a port in TIME_WAIT.
+    assert_eq!(proxied.upstream.state.peers.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_hundred_megabyte_upload_streams_through() {
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 100;

@@ -7,6 +7,7 @@
 mod headers;
 pub(crate) mod settings;
 mod target;
+mod upstream_client;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::tokens::jwt::{IdentityClaims, sign_identity_token};
 pub(crate) use headers::HeaderPolicy;
 use headers::{add_forwarding, answered_headers, forwarded_headers};
 use target::{Unroutable, upstream_url};
+pub(crate) use upstream_client::{UpstreamClient, upstream_client};
 
 pub(crate) struct Proxy {
     pub(crate) resource: ProtectedResource,
@@ -50,7 +52,7 @@ pub(crate) struct Proxy {
     pub(crate) headers: HeaderPolicy,
     /// Added to every answer (`proxy.content_security_policy`); `None` when turned off.
     pub(crate) content_security_policy: Option<HeaderValue>,
-    pub(crate) client: reqwest::Client,
+    pub(crate) client: UpstreamClient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,10 +62,6 @@ pub(crate) enum OriginError {
     #[error("{0:?} is not a header value")]
     NotAHeaderValue(String),
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the proxy's HTTP client")]
-pub(crate) struct ClientBuildError(#[source] reqwest::Error);
 
 /// How clients reach the bridge (from `public_url`), as told to the MCP server.
 pub(crate) struct PublicOrigin {
@@ -98,21 +96,6 @@ pub(crate) struct IdentityHeaders {
 pub(crate) struct IdentityJwt {
     pub(crate) header: HeaderName,
     pub(crate) ttl: Duration,
-}
-
-impl Proxy {
-    /// The HTTP client for the MCP server: no redirects followed (they are the client's to
-    /// follow), no proxy from the environment, and a connect timeout; the response timeout is
-    /// per request, up to the headers only, so long streams are not cut.
-    pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(ClientBuildError)
-    }
 }
 
 pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Request) -> Response {
@@ -177,37 +160,43 @@ async fn forward(
     if let Err(error) = add_identity(&state.bridge, proxy, claims, now, &mut headers) {
         return error.into_response();
     }
-    let upstream_request = proxy
-        .client
-        .request(parts.method, url)
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    let response = match tokio::time::timeout(proxy.timeout, upstream_request.send()).await {
-        Ok(Ok(response)) => response,
-        // The client's body, streamed on as it came, stopped coming.
-        Ok(Err(error)) if super::server::is_body_timeout(&error) => {
-            return OAuthError::RequestTimeout.into_response();
-        }
-        Ok(Err(error)) if error.is_timeout() => return gateway_timeout(),
-        Ok(Err(error)) => {
-            let mut answer = gateway_error(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "the MCP server behind this proxy cannot be reached",
-            );
-            // Without the URL: its query string is the client's.
-            Failure {
-                code: "bad_gateway",
-                cause: error.without_url().into(),
-            }
-            .attach_to(&mut answer);
-            return answer;
-        }
-        Err(_) => return gateway_timeout(),
+    let Ok(uri) = axum::http::Uri::try_from(url.as_str()) else {
+        return OAuthError::internal(Cause::because(
+            "the MCP server's URL for this request is not a valid URI",
+        ))
+        .into_response();
     };
+    let mut upstream_request = axum::http::Request::new(body);
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = uri;
+    *upstream_request.headers_mut() = headers;
+    let response =
+        match tokio::time::timeout(proxy.timeout, proxy.client.request(upstream_request)).await {
+            Ok(Ok(response)) => response,
+            // The client's body, streamed on as it came, stopped coming.
+            Ok(Err(error)) if super::server::is_body_timeout(&error) => {
+                return OAuthError::RequestTimeout.into_response();
+            }
+            Ok(Err(error)) if error.is_connect() && is_timeout(&error) => return gateway_timeout(),
+            Ok(Err(error)) => {
+                let mut answer = gateway_error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the MCP server behind this proxy cannot be reached",
+                );
+                // hyper's errors name no URL, so the client's query string is not in the log.
+                Failure {
+                    code: "bad_gateway",
+                    cause: error.into(),
+                }
+                .attach_to(&mut answer);
+                return answer;
+            }
+            Err(_) => return gateway_timeout(),
+        };
     let status = response.status();
     let headers = answered_headers(response.headers(), proxy.content_security_policy.as_ref());
-    let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
+    let mut answer = Response::new(Body::new(response.into_body()));
     *answer.status_mut() = status;
     *answer.headers_mut() = headers;
     if status.is_server_error() {
@@ -274,6 +263,22 @@ fn add_identity(
     Ok(())
 }
 
+/// Whether `error`, or anything that caused it, is a timeout (the connect timeout of the
+/// connector, which hyper reports as an I/O error).
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 fn gateway_timeout() -> Response {
     let mut answer = gateway_error(
         StatusCode::GATEWAY_TIMEOUT,
@@ -325,7 +330,7 @@ pub(super) mod tests {
                 false,
             ),
             content_security_policy: Some(HeaderValue::from_static("sandbox")),
-            client: reqwest::Client::new(),
+            client: upstream_client(Duration::from_secs(1)),
         }
     }
 }
