@@ -2,7 +2,7 @@
 //! [--families N]`: the bridge under concurrent load over real HTTP on loopback, and one table of
 //! what it sustained. `--families N` adds the rows at scale (`scale.rs`).
 //!
-//! In this process: the test OpenID Connect provider of `tests/api` (answers at once, RS256 ID
+//! In this process: the test OpenID Connect provider of `tests/api` (answers at once, EdDSA ID
 //! tokens), the small MCP server of `tests/api` behind the bridge's proxy, and the bridge itself
 //! (memory storage; with `BENCH_DATABASE_URL`, or `TEST_DATABASE_URL` to make a fresh database on,
 //! a second bridge on PostgreSQL). Each of C connections is its own HTTP/1.1 keep-alive
@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     // The rows whose name contains one of `--only`'s `|`-separated texts; all without it.
     let wanted = |name: &str| only.split('|').any(|text| name.contains(text));
     let run = Duration::from_secs(seconds);
-    let provider = oidc_provider::TestProvider::start().await;
+    let provider = oidc_provider::TestProvider::start_eddsa().await;
     let mcp = mcp_upstream::McpUpstream::start().await;
     let (memory, memory_storage) = start_bridge(&provider, &mcp.url, None).await?;
     println!(

@@ -124,6 +124,19 @@ async fn replayed_code_fails_and_revokes_the_tokens_it_produced() {
 }
 
 #[tokio::test]
+async fn a_provider_signing_its_id_tokens_with_ed25519_signs_the_user_in() {
+    let app = spawn_app_with(Options {
+        provider: Some(TestProvider::start_eddsa().await),
+        ..Options::default()
+    })
+    .await;
+    let tokens = app.tokens().await;
+    let claims = verify_access_token(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["sub"], "upstream-user-42");
+    assert_eq!(claims["email"], "ada@corp.example");
+}
+
+#[tokio::test]
 async fn upstream_denial_reaches_the_client_as_access_denied() {
     let app = spawn_app().await;
     app.provider.set_behaviour(Behaviour::DenyLogin);

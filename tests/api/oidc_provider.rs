@@ -1,5 +1,7 @@
 //! A small OpenID Connect provider for the tests: discovery, JWKS, an authorize endpoint that logs
-//! a configured user in, and a token endpoint that checks PKCE and returns RS256 ID tokens.
+//! a configured user in, and a token endpoint that checks PKCE and returns RS256 ID tokens (or,
+//! started with `start_eddsa`, Ed25519 ones, which cost it microseconds instead of milliseconds:
+//! the load benchmark's provider answers as if instantly).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,7 +68,12 @@ pub struct ProviderState {
     /// Every code, token and PKCE verifier that crossed the wire, for tests that check the
     /// bridge's logs hold none of them.
     secrets: Mutex<Vec<String>>,
+    /// Signs ID tokens with this Ed25519 key instead of the RSA ones (and `behaviour`'s key
+    /// changes do not apply).
+    eddsa: Option<ring::signature::Ed25519KeyPair>,
 }
+
+const EDDSA_KEY_ID: &str = "test-ed25519";
 
 pub struct TestProvider {
     pub issuer: String,
@@ -79,7 +86,23 @@ impl TestProvider {
         Self::serve_on(listener)
     }
 
+    /// A provider whose ID tokens are signed EdDSA (Ed25519), with a key made now.
+    pub async fn start_eddsa() -> TestProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let random = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&random).unwrap();
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        Self::serve_with(listener, Some(key))
+    }
+
     pub fn serve_on(listener: tokio::net::TcpListener) -> TestProvider {
+        Self::serve_with(listener, None)
+    }
+
+    fn serve_with(
+        listener: tokio::net::TcpListener,
+        eddsa: Option<ring::signature::Ed25519KeyPair>,
+    ) -> TestProvider {
         let issuer = format!("http://{}{REALM_PATH}", listener.local_addr().unwrap());
         let state = Arc::new(ProviderState {
             issuer: issuer.clone(),
@@ -102,6 +125,7 @@ impl TestProvider {
                 CLIENT_SECRET.to_owned(),
                 UPSTREAM_ACCESS_TOKEN.to_owned(),
             ]),
+            eddsa,
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -160,7 +184,7 @@ async fn discovery(State(state): State<Arc<ProviderState>>) -> Json<Value> {
         "userinfo_endpoint": format!("{base}/protocol/openid-connect/userinfo"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": [if state.eddsa.is_some() { "EdDSA" } else { "RS256" }],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
     }))
@@ -174,12 +198,24 @@ fn active_key(behaviour: Behaviour) -> (&'static str, &'static str) {
     }
 }
 
-async fn jwks(State(state): State<Arc<ProviderState>>) -> Json<JwkSet> {
+async fn jwks(State(state): State<Arc<ProviderState>>) -> Response {
+    if let Some(key) = &state.eddsa {
+        use ring::signature::KeyPair;
+        return Json(json!({"keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": EDDSA_KEY_ID,
+            "x": URL_SAFE_NO_PAD.encode(key.public_key().as_ref()),
+        }]}))
+        .into_response();
+    }
     let (pem, kid) = active_key(*state.behaviour.lock().unwrap());
     let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
     let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
     jwk.common.key_id = Some(kid.into());
-    Json(JwkSet { keys: vec![jwk] })
+    Json(JwkSet { keys: vec![jwk] }).into_response()
 }
 
 fn bad_request(reason: &str) -> Response {
@@ -316,16 +352,31 @@ async fn token(
     token_response(&state, &claims, pem, kid)
 }
 
-/// Tokens with an RS256 ID token carrying `claims`, and a new refresh token.
+/// Tokens with an ID token carrying `claims` (RS256, or EdDSA for `start_eddsa`), and a new
+/// refresh token.
 fn token_response(state: &ProviderState, claims: &Value, pem: &str, kid: &str) -> Response {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.into());
-    let id_token = jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let id_token = match &state.eddsa {
+        Some(key) => {
+            let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": EDDSA_KEY_ID});
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let signature = key.sign(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+        }
+        None => {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(kid.into());
+            jsonwebtoken::encode(
+                &header,
+                claims,
+                &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            )
+            .unwrap()
+        }
+    };
     state.saw(&id_token);
     Json(json!({
         "access_token": UPSTREAM_ACCESS_TOKEN,
