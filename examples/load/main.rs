@@ -62,6 +62,12 @@ async fn main() -> anyhow::Result<()> {
             ),
         }
     }
+    // As `serve` logs (text at `info`, every request in its span), so that what logging costs
+    // is in the figures; written nowhere, since the table is this process's output.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .init();
     // The rows whose name contains one of `--only`'s `|`-separated texts; all without it.
     let wanted = |name: &str| only.split('|').any(|text| name.contains(text));
     let run = Duration::from_secs(seconds);

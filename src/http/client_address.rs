@@ -5,12 +5,9 @@
 //! it reached us through a proxy we trust, and only the hops that proxy appended count.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -165,11 +162,7 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// Resolves the client's address for the rest of the stack, and drops any request id that came
 /// with the request (ours is set next): a client must not choose the id its requests are logged
 /// and forwarded under, and a load balancer in front may pass a client's one through untouched.
-pub(crate) async fn resolve_client(
-    State(proxies): State<Arc<TrustedProxies>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) fn resolve_client(proxies: &TrustedProxies, mut request: Request) -> Request {
     let address = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => proxies.client_of(peer.ip(), request.headers()),
         None => ClientAddress {
@@ -179,7 +172,7 @@ pub(crate) async fn resolve_client(
     };
     request.headers_mut().remove(&REQUEST_ID);
     request.extensions_mut().insert(address);
-    next.run(request).await
+    request
 }
 
 #[cfg(test)]

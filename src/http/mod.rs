@@ -186,9 +186,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(endpoints::HEALTH, get(well_known::healthz_get))
         .route(endpoints::READY, get(well_known::readyz_get))
         .fallback(well_known::not_found);
-    observed(app.with_state(state)).layer(axum::middleware::from_fn_with_state(
-        trusted_proxies,
-        client_address::resolve_client,
+    // Plain tower maps, not axum's `from_fn`, which clones and boxes the rest of the stack for
+    // every request.
+    observed(app.with_state(state)).layer(tower::util::MapRequestLayer::new(
+        move |request: axum::extract::Request| {
+            client_address::resolve_client(&trusted_proxies, request)
+        },
     ))
 }
 
@@ -196,7 +199,7 @@ pub(crate) fn router(state: AppState) -> Router {
 /// are logged once, inside that span, by `failures` (not by the trace layer as well).
 fn observed(routes: Router) -> Router {
     routes
-        .layer(axum::middleware::from_fn(failures::log_failures))
+        .layer(tower::util::MapResponseLayer::new(failures::log_failures))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
