@@ -13,7 +13,8 @@ use mcp_oauth_bridge::{app, password_hash, tokens};
 
 /// glibc's allocator was a fifth of the proxy's time under load, and its arena locks another
 /// twentieth: hyper allocates on one worker thread what another frees. mimalloc frees to the
-/// owning thread's heap without a lock.
+/// owning thread's heap without a lock. Built without transparent huge pages (`no_thp`): with
+/// them, a million refresh families took 1.2 GB of resident memory instead of 0.83 GB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
