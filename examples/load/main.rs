@@ -253,8 +253,20 @@ proxy:
     Ok((issuer, storage))
 }
 
-/// One keep-alive connection's worth of HTTP client, with cookies (the sign-in binds the browser).
+/// One keep-alive connection's worth of HTTP client. No cookie jar: reqwest's keeps every
+/// sign-in's cookie it is told to forget and matches each request against all of them, which
+/// became a fifth of the sign-in row's time; `authorization_code` carries the one cookie a
+/// sign-in needs itself.
 fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A client with a cookie jar, for a provider's login form (the reference row).
+fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
@@ -439,9 +451,21 @@ async fn authorization_code(
         .await
         .ok()?;
     let to_provider = location(&authorize)?;
+    // The cookie that binds the sign-in to this browser, back to the bridge's callback.
+    let binding: Vec<&str> = authorize
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok()?.split(';').next())
+        .collect();
     let login = browser.get(&to_provider).send().await.ok()?;
     let to_callback = location(&login)?;
-    let callback = browser.get(&to_callback).send().await.ok()?;
+    let callback = browser
+        .get(&to_callback)
+        .header("cookie", binding.join("; "))
+        .send()
+        .await
+        .ok()?;
     let back = url::Url::parse(&location(&callback)?).ok()?;
     back.query_pairs()
         .find(|(name, _)| name == "code")

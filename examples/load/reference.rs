@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::{Row, client, location, measure, pkce, tokens_in};
+use super::{Row, browser, client, location, measure, pkce, tokens_in};
 
 const CLIENT_ID: &str = "mcp-oauth-bridge";
 const CLIENT_SECRET: &str = "load-benchmark-reference-secret";
@@ -135,7 +135,7 @@ impl ReferenceProvider {
     /// Authorize, the provider's login form, back with a code, the token endpoint: a connection
     /// of the client's own (node resets the browser's once the login is over) and a refresh token.
     async fn sign_in(&self) -> anyhow::Result<(reqwest::Client, String)> {
-        let browser = &client();
+        let browser = &browser();
         let pkce = pkce();
         let authorize = browser
             .get(format!("{}/auth", self.issuer))
