@@ -29,14 +29,21 @@ pub(crate) fn metadata_path(resource: &str) -> Option<String> {
     ))
 }
 
+/// Asks the authorization server for a refresh token: a resource has no use for it, so MCP
+/// 2026-07-28 keeps it out of resource metadata (a client asks for it by the AS's metadata).
+pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
+
 /// RFC 9728 §2. The scopes are those the resource requires when it names any (what a client
-/// should ask for), else every scope the authorization server knows.
+/// should ask for), else every scope the authorization server knows; never `offline_access`.
 pub(crate) fn metadata(settings: &Settings, resource: &ProtectedResource) -> Value {
-    let scopes = if resource.required_scopes.is_empty() {
+    let scopes: Vec<&String> = if resource.required_scopes.is_empty() {
         &settings.scopes_supported
     } else {
         &resource.required_scopes
-    };
+    }
+    .iter()
+    .filter(|scope| *scope != OFFLINE_ACCESS)
+    .collect();
     json!({
         "resource": resource.url,
         "authorization_servers": [settings.issuer],
@@ -78,6 +85,28 @@ pub(crate) async fn authorize_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::test_support::settings;
+
+    #[test]
+    fn the_metadata_never_lists_offline_access() {
+        // Every scope the authorization server knows, offline_access among them.
+        let open = ProtectedResource {
+            url: "https://mcp.example.com/mcp".into(),
+            required_scopes: vec![],
+        };
+        assert_eq!(
+            metadata(&settings(), &open)["scopes_supported"],
+            json!(["openid", "profile", "email"])
+        );
+        let guarded = ProtectedResource {
+            required_scopes: vec!["email".into(), "offline_access".into()],
+            ..open
+        };
+        assert_eq!(
+            metadata(&settings(), &guarded)["scopes_supported"],
+            json!(["email"])
+        );
+    }
 
     #[test]
     fn metadata_is_found_below_the_well_known_path_of_the_resource() {

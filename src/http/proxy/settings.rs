@@ -152,7 +152,11 @@ impl ProxyConfig {
             ));
         }
         for (i, scope) in self.required_scopes.iter().enumerate() {
-            if !scopes_supported.contains(scope) {
+            if scope == crate::oauth::protected_resource::OFFLINE_ACCESS {
+                problems.push(format!(
+                    "proxy.required_scopes[{i}]: {scope:?} asks for refresh tokens, which never reach the MCP server; a resource cannot require it"
+                ));
+            } else if !scopes_supported.contains(scope) {
                 problems.push(format!(
                     "proxy.required_scopes[{i}]: {scope:?} is not in oauth.scopes_supported"
                 ));
@@ -210,5 +214,34 @@ impl ProxyConfig {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(required_scopes: &[&str]) -> Vec<String> {
+        let mut proxy = ProxyConfig::forwarding_to("http://127.0.0.1:8000");
+        proxy.required_scopes = required_scopes.iter().map(|s| s.to_string()).collect();
+        let supported = ["openid", "email", "offline_access", "mcp:tools"].map(String::from);
+        let mut problems = Vec::new();
+        proxy.validate(&supported, &mut problems);
+        problems
+    }
+
+    #[test]
+    fn a_resource_may_require_known_scopes_but_never_offline_access() {
+        assert_eq!(problems_of(&["email", "mcp:tools"]), Vec::<String>::new());
+        assert_eq!(
+            problems_of(&["mcp:tools", "offline_access"]),
+            [
+                "proxy.required_scopes[1]: \"offline_access\" asks for refresh tokens, which never reach the MCP server; a resource cannot require it"
+            ]
+        );
+        assert_eq!(
+            problems_of(&["admin"]),
+            ["proxy.required_scopes[0]: \"admin\" is not in oauth.scopes_supported"]
+        );
     }
 }
