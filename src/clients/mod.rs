@@ -638,6 +638,7 @@ mod tests {
             scope: None,
             issued_at: NOW,
             last_used_at: None,
+            registration_token_hash: None,
         };
         storage.register_client(record, 10).await.unwrap();
         let later = NOW.plus(Duration::from_secs(86400));

@@ -134,6 +134,12 @@ pub(crate) fn router(state: AppState) -> Router {
             post(register::register_post).layer(cors.clone()),
         )
         .route(
+            &format!("{}/{{client_id}}", endpoints::REGISTER),
+            get(register::registration_get)
+                .delete(register::registration_delete)
+                .layer(cors.clone()),
+        )
+        .route(
             endpoints::JWKS,
             get(well_known::jwks_get).layer(cors.clone()),
         )

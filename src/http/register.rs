@@ -1,16 +1,19 @@
-//! POST /oauth/register (RFC 7591)
+//! POST /oauth/register (RFC 7591), and GET and DELETE of a registration (RFC 7592).
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::bearer::challenge;
 use super::client_address::ClientAddress;
 use super::error::{limit_response, oauth_error_response};
 use super::failures::Failure;
 use super::params::{MAX_FORM_BYTES, read_body};
+use crate::oauth::bearer::BearerError;
+use crate::oauth::manage_registration::{client_information, delete_registration, managed_client};
 use crate::oauth::register::{RegistrationError, register};
 use crate::oauth::registration::RegistrationRequest;
 use crate::oauth::{Cause, OAuthError};
@@ -35,13 +38,7 @@ pub(crate) async fn register_post(State(state): State<AppState>, request: Reques
         Err(error) => return oauth_error_response(&error),
     };
     match register(&state.bridge, &registration.policy, body, now).await {
-        Ok(registered) => {
-            let mut response = (StatusCode::CREATED, Json(registered)).into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
         Err(RegistrationError::Rejected(error)) => oauth_error_response(&error),
         Err(RegistrationError::Full { max_clients }) => {
             let mut response = limit_response(
@@ -87,4 +84,67 @@ async fn read_json(request: Request) -> Result<RegistrationRequest, OAuthError> 
             .into(),
         )
     })
+}
+
+/// GET /oauth/register/{client_id} (RFC 7592 §2.1): the registration, for its own token.
+pub(crate) async fn registration_get(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match management_token(&state, &headers).await {
+        Ok(token) => token,
+        Err(answer) => return answer,
+    };
+    match managed_client(&state.bridge, &client_id, token).await {
+        Ok(client) => {
+            let information = client_information(&state.bridge, client, token.unwrap_or_default());
+            no_store((StatusCode::OK, Json(information)).into_response())
+        }
+        Err(error) => challenge(&error, None, None),
+    }
+}
+
+/// DELETE /oauth/register/{client_id} (RFC 7592 §2.3): the registration and every grant of the
+/// client are gone; `204`.
+pub(crate) async fn registration_delete(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match management_token(&state, &headers).await {
+        Ok(token) => token,
+        Err(answer) => return answer,
+    };
+    let now = state.clock.now();
+    match delete_registration(&state.bridge, &client_id, token, now).await {
+        Ok(()) => no_store(StatusCode::NO_CONTENT.into_response()),
+        Err(error) => challenge(&error, None, None),
+    }
+}
+
+/// The registration access token of a management request (none when no bearer token came), or
+/// the answer that ends the request: `404` while registration is off, `400` for an unreadable
+/// `Authorization` header.
+async fn management_token<'a>(
+    state: &AppState,
+    headers: &'a HeaderMap,
+) -> Result<Option<&'a str>, Response> {
+    if state.registration.is_none() {
+        return Err(super::well_known::not_found().await);
+    }
+    super::bearer_token(headers).map_err(|_| {
+        challenge(
+            &BearerError::InvalidRequest("the Authorization header is malformed"),
+            None,
+            None,
+        )
+    })
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

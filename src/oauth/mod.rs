@@ -11,6 +11,7 @@ pub(crate) mod grant_type;
 pub(crate) mod introspect;
 pub(crate) mod login;
 pub(crate) mod login_throttle;
+pub(crate) mod manage_registration;
 pub(crate) mod metadata;
 pub mod pending_cap;
 pub(crate) mod pkce;

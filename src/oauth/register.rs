@@ -14,7 +14,7 @@ use crate::duration::{ConfigDuration, whole_seconds};
 use crate::rate_limit::RateLimitConfig;
 use crate::secret::SecretString;
 use crate::storage::RegisteredClient;
-use crate::tokens::opaque::random_string;
+use crate::tokens::opaque::{generate_token, random_string};
 
 /// `oauth.dcr`: Dynamic Client Registration (RFC 7591). Its redirect patterns and profiles
 /// also bound the clients that metadata documents describe.
@@ -106,6 +106,9 @@ pub(crate) struct RegistrationResponse {
     pub(crate) scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) application_type: Option<String>,
+    /// RFC 7592 §3: where this registration is read and deleted, with the token below.
+    pub(crate) registration_client_uri: String,
+    pub(crate) registration_access_token: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -127,6 +130,14 @@ fn registry_full(policy: &RegistrationPolicy) -> RegistrationError {
     RegistrationError::Full {
         max_clients: policy.max_clients,
     }
+}
+
+/// RFC 7592 §3: the registration's own URL, below the registration endpoint.
+pub(crate) fn registration_client_uri(settings: &super::Settings, client_id: &str) -> String {
+    format!(
+        "{}/{client_id}",
+        settings.endpoint(super::endpoints::REGISTER)
+    )
 }
 
 pub(crate) async fn register(
@@ -164,6 +175,7 @@ pub(crate) async fn register(
         (Some(secret), Some(hash))
     };
     let scope = valid.scope.as_deref().map(scope::parse).transpose()?;
+    let (registration_access_token, registration_token_hash): (String, _) = generate_token();
     let record = RegisteredClient {
         client_id: client_id.clone(),
         secret_hash,
@@ -176,6 +188,7 @@ pub(crate) async fn register(
         scope,
         issued_at: now,
         last_used_at: None,
+        registration_token_hash: Some(registration_token_hash),
     };
     if !bridge
         .storage
@@ -187,6 +200,8 @@ pub(crate) async fn register(
     }
     tracing::info!(client_id, public = secret.is_none(), "client registered");
     Ok(RegistrationResponse {
+        registration_client_uri: registration_client_uri(&bridge.settings, &client_id),
+        registration_access_token,
         client_id,
         client_secret_expires_at: secret.as_ref().map(|_| 0),
         client_secret: secret.map(|s| s.expose().to_owned()),

@@ -43,6 +43,7 @@ macro_rules! storage_contract {
             grant_without_refresh_token_still_revokes_its_access_tokens,
             consent_requests_are_single_use_and_expire,
             registered_clients_are_capped_and_deleted_when_unused,
+            deleting_a_client_revokes_its_grants_and_no_other,
             consent_grants_cover_their_subject_client_redirect_and_scopes,
             rapid_refreshing_revokes_the_oldest_access_tokens_instead_of_growing,
             refresh_rotation_and_reuse_revokes_family_and_its_access_tokens,
@@ -813,8 +814,8 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
     );
 }
 
-pub(crate) async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Storage) {
-    let client = |id: &str| RegisteredClient {
+fn registered(id: &str) -> RegisteredClient {
+    RegisteredClient {
         client_id: id.into(),
         secret_hash: None,
         token_endpoint_auth_method: "none".into(),
@@ -826,6 +827,90 @@ pub(crate) async fn registered_clients_are_capped_and_deleted_when_unused(storag
         scope: None,
         issued_at: NOW,
         last_used_at: None,
+        registration_token_hash: Some(TokenHash::of("registration-token")),
+    }
+}
+
+pub(crate) async fn deleting_a_client_revokes_its_grants_and_no_other(storage: &dyn Storage) {
+    assert!(
+        storage
+            .register_client(registered("leaving"), 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .register_client(registered("staying"), 10)
+            .await
+            .unwrap()
+    );
+    for (family_id, client_id) in [("l-1", "leaving"), ("l-2", "leaving"), ("s-1", "staying")] {
+        let mut grant = family(family_id, TokenHash::of(family_id));
+        grant.client_id = client_id.into();
+        assert!(storage.create_family(grant).await.unwrap());
+    }
+    assert_eq!(
+        storage.get_client("leaving").await.unwrap().unwrap(),
+        registered("leaving"),
+        "the registration token's hash is kept"
+    );
+    assert!(storage.delete_client("leaving", NOW).await.unwrap());
+    assert!(storage.get_client("leaving").await.unwrap().is_none());
+    assert!(
+        !storage.delete_client("leaving", NOW).await.unwrap(),
+        "deleted once"
+    );
+    let leaving = RefreshRequest {
+        client_id: "leaving",
+        ..CLIENT
+    };
+    for family_id in ["l-1", "l-2"] {
+        assert!(
+            storage
+                .is_access_token_revoked(&format!("{family_id}-at-0"), NOW)
+                .await
+                .unwrap(),
+            "{family_id}'s access token"
+        );
+        let (presentation, _) = storage
+            .rotate_refresh(
+                &TokenHash::of(family_id),
+                &leaving,
+                replacement(&format!("{family_id}-next")),
+                NOW,
+            )
+            .await
+            .unwrap()
+            .expect("the family is still known, as revoked");
+        assert_eq!(presentation, Presentation::Revoked, "{family_id}");
+    }
+    assert!(
+        !storage
+            .is_access_token_revoked("s-1-at-0", NOW)
+            .await
+            .unwrap()
+    );
+    let staying = RefreshRequest {
+        client_id: "staying",
+        ..CLIENT
+    };
+    let (presentation, _) = storage
+        .rotate_refresh(
+            &TokenHash::of("s-1"),
+            &staying,
+            replacement("s-1-next"),
+            NOW,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(presentation, Presentation::Rotated);
+}
+
+pub(crate) async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Storage) {
+    let client = |id: &str| RegisteredClient {
+        registration_token_hash: None,
+        ..registered(id)
     };
     assert!(storage.register_client(client("a"), 2).await.unwrap());
     assert!(storage.register_client(client("b"), 2).await.unwrap());

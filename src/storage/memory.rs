@@ -393,6 +393,23 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+        let mut inner = self.lock()?;
+        if inner.registered_clients.remove(client_id).is_none() {
+            return Ok(false);
+        }
+        let granted: Vec<String> = inner
+            .families
+            .values()
+            .filter(|family| family.client_id == client_id)
+            .map(|family| family.id.clone())
+            .collect();
+        for family_id in granted {
+            inner.revoke_family(&family_id, now);
+        }
+        Ok(true)
+    }
+
     async fn delete_unused_clients(
         &self,
         used_before: UnixTime,

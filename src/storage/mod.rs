@@ -53,6 +53,10 @@ pub struct RegisteredClient {
     pub(crate) issued_at: UnixTime,
     /// None until the client first uses the token endpoint.
     pub(crate) last_used_at: Option<UnixTime>,
+    /// RFC 7592: the hash of the token that reads or deletes this registration; None for
+    /// clients registered before the bridge issued them, which cannot be managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) registration_token_hash: Option<crate::tokens::TokenHash>,
 }
 
 /// An authorization request once every rule of /oauth/authorize has passed.
@@ -277,6 +281,9 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool, StorageError>;
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError>;
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError>;
+    /// Deletes a registered client and revokes every grant it holds (its refresh families and
+    /// their access tokens); false when there was no such client.
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError>;
     /// Deletes registered clients last used before `used_before`, and those never used that were
     /// registered before `never_used_before`; returns how many.
     async fn delete_unused_clients(

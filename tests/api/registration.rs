@@ -369,3 +369,189 @@ async fn names_that_hide_characters_and_redirect_uris_with_control_characters_ar
         oauth_error(response, StatusCode::BAD_REQUEST, "invalid_redirect_uri").await;
     }
 }
+
+/// Registers a public client and signs a user in with it: the registration and the tokens.
+async fn registered_and_signed_in(app: &TestApp) -> (Value, Value) {
+    let registered: Value = register(
+        app,
+        json!({
+            "client_name": "Managed",
+            "redirect_uris": ["http://localhost:33418/callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+    let pkce = Pkce::new();
+    let redirect = "http://localhost:40123/callback";
+    let back = location(
+        &app.sign_in(&authorize_params(client_id, redirect, &pkce))
+            .await,
+    );
+    let tokens: Value = app
+        .post_token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &query_of(&back)["code"]),
+            ("redirect_uri", redirect),
+            ("code_verifier", &pkce.verifier),
+        ])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    (registered, tokens)
+}
+
+async fn manage(
+    app: &TestApp,
+    method: reqwest::Method,
+    uri: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let request = app.api.request(method, uri);
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+    .send()
+    .await
+    .unwrap()
+}
+
+fn www_authenticate(response: &reqwest::Response) -> String {
+    response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_registration_is_read_with_its_own_token_only() {
+    let app = dcr_app().await;
+    let (registered, _) = registered_and_signed_in(&app).await;
+    let client_id = registered["client_id"].as_str().unwrap();
+    let uri = registered["registration_client_uri"].as_str().unwrap();
+    let token = registered["registration_access_token"].as_str().unwrap();
+    assert_eq!(uri, app.url(&format!("/oauth/register/{client_id}")));
+    assert!(token.len() >= 43, "a 256-bit token: {token}");
+
+    let read = manage(&app, reqwest::Method::GET, uri, Some(token)).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()["cache-control"], "no-store");
+    let information: Value = read.json().await.unwrap();
+    for field in [
+        "client_id",
+        "client_id_issued_at",
+        "client_name",
+        "redirect_uris",
+        "token_endpoint_auth_method",
+        "grant_types",
+        "response_types",
+        "registration_client_uri",
+        "registration_access_token",
+    ] {
+        assert_eq!(information[field], registered[field], "{field}");
+    }
+
+    let missing = manage(&app, reqwest::Method::GET, uri, None).await;
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(www_authenticate(&missing), "Bearer");
+    // A wrong token, another client's token, and a client that does not exist are told apart
+    // by nobody: each is the same 401.
+    let (other, _) = registered_and_signed_in(&app).await;
+    let other_token = other["registration_access_token"].as_str().unwrap();
+    let unknown = app.url("/oauth/register/dcr_does-not-exist");
+    let configured = app.url(&format!("/oauth/register/{PUBLIC_CLIENT}"));
+    for (uri, token) in [
+        (uri, "not-the-token"),
+        (uri, other_token),
+        (unknown.as_str(), token),
+        (configured.as_str(), token),
+    ] {
+        let refused = manage(&app, reqwest::Method::GET, uri, Some(token)).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(
+            www_authenticate(&refused).contains(r#"error="invalid_token""#),
+            "{uri}"
+        );
+        let body = refused.text().await.unwrap();
+        assert!(!body.contains("redirect_uris"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_registration_revokes_every_grant_of_the_client() {
+    let app = dcr_app().await;
+    let (registered, tokens) = registered_and_signed_in(&app).await;
+    let (other, other_tokens) = registered_and_signed_in(&app).await;
+    let client_id = registered["client_id"].as_str().unwrap();
+    let uri = registered["registration_client_uri"].as_str().unwrap();
+    let token = registered["registration_access_token"].as_str().unwrap();
+    let userinfo = |access: &Value| {
+        let access = access["access_token"].as_str().unwrap().to_owned();
+        let app = &app;
+        async move {
+            app.api
+                .get(app.url("/oauth/userinfo"))
+                .bearer_auth(access)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(userinfo(&tokens).await, StatusCode::OK);
+
+    let wrong = manage(&app, reqwest::Method::DELETE, uri, Some("not-the-token")).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let by_other = manage(
+        &app,
+        reqwest::Method::DELETE,
+        uri,
+        other["registration_access_token"].as_str(),
+    )
+    .await;
+    assert_eq!(by_other.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        manage(&app, reqwest::Method::GET, uri, Some(token))
+            .await
+            .status(),
+        StatusCode::OK,
+        "still registered"
+    );
+
+    let deleted = manage(&app, reqwest::Method::DELETE, uri, Some(token)).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(deleted.text().await.unwrap(), "");
+    assert_eq!(
+        manage(&app, reqwest::Method::GET, uri, Some(token))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "gone, and its token with it"
+    );
+    assert_eq!(
+        manage(&app, reqwest::Method::DELETE, uri, Some(token))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Its access token is revoked, not merely orphaned; its refresh token is dead.
+    assert_eq!(userinfo(&tokens).await, StatusCode::UNAUTHORIZED);
+    let refresh = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert!(refresh.status().is_client_error(), "{}", refresh.status());
+    // The other client keeps its grant.
+    assert_eq!(userinfo(&other_tokens).await, StatusCode::OK);
+}

@@ -881,6 +881,34 @@ impl Storage for PostgresStorage {
         Ok(())
     }
 
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        let deleted = transaction
+            .run(
+                "DELETE FROM registered_clients WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await?;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        // In one order, so that two deletions of one client cannot wait on each other's locks.
+        let granted = transaction
+            .rows(
+                "SELECT id FROM refresh_families WHERE data->>'client_id' = $1 ORDER BY id",
+                &[&client_id],
+            )
+            .await?;
+        for row in granted {
+            let family_id: String = row.try_get(0).map_err(unavailable)?;
+            lock_family(&transaction, &family_id).await?;
+            revoke_family_in(&transaction, &family_id, now).await?;
+        }
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
     async fn delete_unused_clients(
         &self,
         used_before: UnixTime,
