@@ -113,14 +113,18 @@ end
 }
 
 /// A Lua string literal in long brackets, which take any text without escapes; the level is
-/// raised until the text cannot close it.
+/// raised until neither the text nor its end can close it early. Lua drops a newline right after
+/// the opening bracket, so one is added for a text that starts with one.
 fn lua_string(text: &str) -> String {
     let mut level = 0;
-    while text.contains(&format!("]{}]", "=".repeat(level))) {
+    while text.contains(&format!("]{}]", "=".repeat(level)))
+        || text.ends_with(&format!("]{}", "=".repeat(level)))
+    {
         level += 1;
     }
     let equals = "=".repeat(level);
-    format!("[{equals}[{text}]{equals}]")
+    let lead = if text.starts_with('\n') { "\n" } else { "" };
+    format!("[{equals}[{lead}{text}]{equals}]")
 }
 
 /// A file that is removed when dropped.

@@ -849,6 +849,11 @@ pub(crate) async fn deleting_a_client_revokes_its_grants_and_no_other(storage: &
         grant.client_id = client_id.into();
         assert!(storage.create_family(grant).await.unwrap());
     }
+    // A code the client was given and has not redeemed yet: its grant must not outlive the client.
+    let in_flight = TokenHash::of("code-in-flight");
+    let mut record = code("l-3", NOW.plus(MINUTE));
+    record.client_id = "leaving".into();
+    storage.put_code(in_flight, record).await.unwrap();
     assert_eq!(
         storage.get_client("leaving").await.unwrap().unwrap(),
         registered("leaving"),
@@ -884,6 +889,23 @@ pub(crate) async fn deleting_a_client_revokes_its_grants_and_no_other(storage: &
             .expect("the family is still known, as revoked");
         assert_eq!(presentation, Presentation::Revoked, "{family_id}");
     }
+    // Redeemed after the deletion (the token endpoint had authenticated the client before it):
+    // the family it stores is revoked at once, its access token with it.
+    let redemption = storage
+        .redeem_code(&in_flight, "leaving", NOW, &mut |record| {
+            let mut grant = family(&record.family_id, TokenHash::of("l-3"));
+            grant.client_id = "leaving".into();
+            Some(grant)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    assert!(
+        storage
+            .is_access_token_revoked("l-3-at-0", NOW)
+            .await
+            .unwrap()
+    );
     assert!(
         !storage
             .is_access_token_revoked("s-1-at-0", NOW)

@@ -398,11 +398,20 @@ impl Storage for MemoryStorage {
         if inner.registered_clients.remove(client_id).is_none() {
             return Ok(false);
         }
+        // A code not redeemed yet names the family it will create: revoked now, that family is
+        // created revoked, whenever its redemption comes.
         let granted: Vec<String> = inner
             .families
             .values()
             .filter(|family| family.client_id == client_id)
             .map(|family| family.id.clone())
+            .chain(
+                inner
+                    .codes
+                    .values()
+                    .filter(|code| code.record.client_id == client_id)
+                    .map(|code| code.record.family_id.clone()),
+            )
             .collect();
         for family_id in granted {
             inner.revoke_family(&family_id, now);

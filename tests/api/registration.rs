@@ -542,7 +542,8 @@ async fn deleting_a_registration_revokes_every_grant_of_the_client() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    // Its access token is revoked, not merely orphaned; its refresh token is dead.
+    // Its access token is revoked, not merely orphaned (the storage contract checks that the
+    // refresh family is revoked too; here the refresh also fails for want of the client).
     assert_eq!(userinfo(&tokens).await, StatusCode::UNAUTHORIZED);
     let refresh = app
         .post_token(&[

@@ -17,7 +17,8 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// Deleting a client revokes its grants (RFC 7592): its families are found by client without a
-/// scan of every family.
+/// scan of every family. Built inside the migration's transaction, so rotations on instances
+/// still running the old release wait while it builds, once, at the upgrade.
 const V5: &str = "CREATE INDEX refresh_families_client ON refresh_families ((data->>'client_id'));";
 
 /// A family is rewritten on every rotation; once it tracks a few dozen access tokens its document

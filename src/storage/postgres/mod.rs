@@ -893,10 +893,15 @@ impl Storage for PostgresStorage {
         if deleted == 0 {
             return Ok(false);
         }
-        // In one order, so that two deletions of one client cannot wait on each other's locks.
+        // Its families, and those its codes will create: a redemption running now either holds
+        // the family's lock (and its family is found once it commits) or finds the tombstone
+        // left here. In one order, so that two deletions cannot wait on each other's locks.
         let granted = transaction
             .rows(
-                "SELECT id FROM refresh_families WHERE data->>'client_id' = $1 ORDER BY id",
+                "SELECT id FROM refresh_families WHERE data->>'client_id' = $1
+                 UNION
+                 SELECT data->>'family_id' FROM authorization_codes WHERE data->>'client_id' = $1
+                 ORDER BY 1",
                 &[&client_id],
             )
             .await?;
