@@ -6,9 +6,10 @@
 //! tokens), the small MCP server of `tests/api` behind the bridge's proxy, and the bridge itself
 //! (memory storage; with `BENCH_DATABASE_URL`, or `TEST_DATABASE_URL` to make a fresh database on,
 //! a second bridge on PostgreSQL). Each of C connections is its own HTTP/1.1 keep-alive
-//! connection; each row runs N seconds. Every response is checked (status and, for tokens, the
-//! body); anything else counts as an error, not as speed. Each connection keeps its own
-//! refresh-token chain, as a client does.
+//! connection; each row runs N seconds. Rows that carry no state from one request to the next are
+//! driven by wrk in its own process (`wrk.rs`), the others by a Rust client here. Every response
+//! is checked (status and body); anything else counts as an error, not as speed. Each connection
+//! keeps its own refresh-token chain, as a client does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a measuring tool
 
 #[allow(dead_code)]
