@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -89,13 +90,14 @@ async fn read_json(request: Request) -> Result<RegistrationRequest, OAuthError> 
 /// GET /oauth/register/{client_id} (RFC 7592 §2.1): the registration, for its own token.
 pub(crate) async fn registration_get(
     State(state): State<AppState>,
-    Path(client_id): Path<String>,
+    client_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
     let token = match management_token(&state, &headers).await {
         Ok(token) => token,
         Err(answer) => return answer,
     };
+    let client_id = named_client(client_id);
     match managed_client(&state.bridge, &client_id, token).await {
         Ok(client) => {
             let information = client_information(&state.bridge, client, token.unwrap_or_default());
@@ -109,13 +111,14 @@ pub(crate) async fn registration_get(
 /// client are gone; `204`.
 pub(crate) async fn registration_delete(
     State(state): State<AppState>,
-    Path(client_id): Path<String>,
+    client_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
     let token = match management_token(&state, &headers).await {
         Ok(token) => token,
         Err(answer) => return answer,
     };
+    let client_id = named_client(client_id);
     let now = state.clock.now();
     match delete_registration(&state.bridge, &client_id, token, now).await {
         Ok(()) => no_store(StatusCode::NO_CONTENT.into_response()),
@@ -140,6 +143,12 @@ async fn management_token<'a>(
             None,
         )
     })
+}
+
+/// The client id in a registration's URL. One that does not decode to UTF-8 names no client and
+/// is answered as an unknown one (`401`), not with a rejection that would tell them apart.
+fn named_client(path: Result<Path<String>, PathRejection>) -> String {
+    path.map(|Path(client_id)| client_id).unwrap_or_default()
 }
 
 fn no_store(mut response: Response) -> Response {

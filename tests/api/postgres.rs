@@ -529,3 +529,38 @@ async fn the_providers_refresh_token_is_stored_sealed_and_used_by_every_instance
     assert_eq!(a.provider.refresh_requests(), 1);
     db.drop_database().await;
 }
+
+/// Registration URLs with client ids no registration can have, against a real database: a NUL,
+/// which PostgreSQL refuses in text, a string far longer than any id, invalid UTF-8. Each is the
+/// same `401 invalid_token` as an unknown client, never a storage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_url_with_a_hostile_client_id_is_an_invalid_token() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let app = instance(&db, None).await;
+    let long = "a".repeat(8_000);
+    for id in ["dcr_%00", "%00", long.as_str(), "dcr_%ff%fe", "a%2Fb"] {
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let response = app
+                .api
+                .request(method.clone(), app.url(&format!("/oauth/register/{id}")))
+                .bearer_auth("any-token")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {}",
+                &id[..id.len().min(20)]
+            );
+            let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+            assert!(
+                challenge.contains(r#"error="invalid_token""#),
+                "{challenge}"
+            );
+        }
+    }
+    db.drop_database().await;
+}

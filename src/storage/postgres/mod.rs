@@ -458,6 +458,12 @@ async fn insert_family_in(
     row.try_get(0).map_err(unavailable)
 }
 
+/// Whether PostgreSQL can hold `text` in a text column: it refuses NUL, so a key with one (a
+/// client id from a URL or a form) names nothing stored, rather than failing the query.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 /// Serialises everything that creates or revokes one family, across instances.
 async fn lock_family(client: &impl GenericClient, family_id: &str) -> Result<(), StorageError> {
     client
@@ -855,6 +861,9 @@ impl Storage for PostgresStorage {
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
         let row = self
             .query_opt(
                 "SELECT data, last_used_at FROM registered_clients WHERE client_id = $1",
@@ -882,6 +891,9 @@ impl Storage for PostgresStorage {
     }
 
     async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+        if !storable(client_id) {
+            return Ok(false);
+        }
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(unavailable)?;
         let deleted = transaction
