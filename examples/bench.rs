@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         scopes: None,
         grant_types: None,
         skip_consent: false,
+        id_token_signed_response_alg: None,
     };
     let clients = ClientRegistry::from_config(
         &[client("public", None), client("confidential", Some(secret))],
@@ -137,6 +138,20 @@ async fn main() -> anyhow::Result<()> {
         sign_access_token(&bridge.keys.current(), &claims)?;
     }
     report("sign ES256 access token", rounds, started.elapsed());
+    // What an ID token costs a client that registered no algorithm (OIDC's RS256 default).
+    let rsa = KeySet::new(SigningKey::generate_rs256()?);
+    let rounds = 1_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        sign_access_token(&rsa, &claims)?;
+    }
+    report("sign RS256 (ID token default)", rounds, started.elapsed());
+    let rounds = 5;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        SigningKey::generate_rs256()?;
+    }
+    report("generate a 2048-bit RSA key", rounds, started.elapsed());
 
     storage_figures("memory", &bridge, 20_000).await?;
     if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
@@ -182,7 +197,10 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
         sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
         revalidation: None,
         pending: mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(1_000_000),
-        keys: Arc::new(KeyRing::new(KeySet::new(SigningKey::generate_es256()?))),
+        keys: Arc::new(KeyRing::new(
+            KeySet::new(SigningKey::generate_es256()?)
+                .with_id_token_keys(vec![SigningKey::generate_rs256()?]),
+        )),
     })
 }
 

@@ -24,7 +24,7 @@ use crate::oauth::resource::validate_resource_uri;
 pub use crate::rate_limit::RateLimitConfig;
 use crate::secret::SecretString;
 pub use crate::storage::settings::{PostgresConfig, StorageBackend, StorageConfig};
-pub use crate::tokens::keys::SigningConfig;
+pub use crate::tokens::keys::{SigningAlgorithm, SigningConfig};
 pub use crate::upstream::settings::UpstreamConfig;
 
 #[derive(Debug, thiserror::Error)]

@@ -3,16 +3,17 @@
 //! so every instance sharing the storage picks the same key without talking to the others.
 //! Key `n + 1` is published a whole period before it signs, so resource servers caching the
 //! JWKS know it in time; key `k` stays published until the last token it signed has expired,
-//! and is deleted after.
+//! and is deleted after. ID tokens follow the same schedule with RSA keys of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{SharedClock, UnixTime};
 use crate::storage::{Storage, StorageError};
-use crate::tokens::keys::{KeyError, KeyRing, KeySet, SigningKey};
+use crate::tokens::keys::{KeyError, KeyRing, KeySet, SigningAlgorithm, SigningKey};
 
 const KEY_NAME_PREFIX: &str = "signing-key/";
+const ID_TOKEN_KEY_NAME_PREFIX: &str = "id-token-key/";
 /// How much longer than strictly needed a key is kept: for instances whose clocks lag, or that
 /// swap keys a little late, so their last tokens still verify everywhere.
 const GRACE: Duration = Duration::from_secs(300);
@@ -63,13 +64,49 @@ impl RotationSchedule {
         now: UnixTime,
     ) -> Result<(KeySet, KeyWindow), RotationError> {
         let needed = self.needed_at(now);
-        let active = key(storage, needed.signing).await?;
-        let mut verify_only = vec![key(storage, needed.signing + 1).await?];
+        let access = self.load_keys(storage, needed, KEY_NAME_PREFIX, SigningAlgorithm::ES256);
+        let id_token = self.load_keys(
+            storage,
+            needed,
+            ID_TOKEN_KEY_NAME_PREFIX,
+            SigningAlgorithm::RS256,
+        );
+        let (access, id_token) = tokio::try_join!(access, id_token)?;
+        let mut access = access.into_iter();
+        let active = access
+            .next()
+            .ok_or_else(|| KeyError::Invalid("the rotation loaded no signing key".to_owned()))?;
+        Ok((
+            KeySet::new(active)
+                .with_verify_only(access.collect())
+                .with_id_token_keys(id_token),
+            needed,
+        ))
+    }
+
+    /// The keys of one kind a window needs, the signing one first, then the next one, then
+    /// older ones still needed; deletes the keys of this kind no live token can need.
+    async fn load_keys(
+        &self,
+        storage: &dyn Storage,
+        needed: KeyWindow,
+        prefix: &str,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Vec<SigningKey>, RotationError> {
+        let (active_name, next_name) = (
+            key_name(prefix, needed.signing),
+            key_name(prefix, needed.signing + 1),
+        );
+        let (active, next) = tokio::try_join!(
+            stored_key(storage, &active_name, algorithm),
+            stored_key(storage, &next_name, algorithm),
+        )?;
+        let mut keys = vec![active, next];
         let mut stored: Vec<(i64, String)> = storage
-            .shared_secret_names(KEY_NAME_PREFIX)
+            .shared_secret_names(prefix)
             .await?
             .into_iter()
-            .filter_map(|name| Some((index_of(&name)?, name)))
+            .filter_map(|name| Some((index_of(prefix, &name)?, name)))
             .collect();
         stored.sort();
         for (index, name) in stored {
@@ -77,30 +114,55 @@ impl RotationSchedule {
                 storage.delete_shared_secret(&name).await?;
                 tracing::info!(
                     key = index,
-                    "rotated-out signing key deleted: no live token needs it"
+                    kind = prefix.trim_end_matches('/'),
+                    "rotated-out key deleted: no live token needs it"
                 );
             } else if index < needed.signing {
-                verify_only.push(key(storage, index).await?);
+                keys.push(stored_key(storage, &name, algorithm).await?);
             }
         }
-        Ok((KeySet::new(active).with_verify_only(verify_only), needed))
+        Ok(keys)
     }
 }
 
-fn key_name(index: i64) -> String {
-    format!("{KEY_NAME_PREFIX}{index}")
+fn key_name(prefix: &str, index: i64) -> String {
+    format!("{prefix}{index}")
 }
 
-fn index_of(name: &str) -> Option<i64> {
-    name.strip_prefix(KEY_NAME_PREFIX)?.parse().ok()
+fn index_of(prefix: &str, name: &str) -> Option<i64> {
+    name.strip_prefix(prefix)?.parse().ok()
 }
 
-async fn key(storage: &dyn Storage, index: i64) -> Result<SigningKey, RotationError> {
-    let fresh = SigningKey::generate_es256_pem()?;
-    let pem = storage
-        .shared_secret(&key_name(index), fresh.into_bytes().into())
-        .await?;
-    Ok(SigningKey::from_es256_pem(pem.expose())?)
+/// The key stored under `name`, generated and stored first when there is none, so that every
+/// instance sharing the storage signs with the same one. Generated only when missing (an RSA
+/// key takes a sizeable fraction of a second, on the blocking pool).
+pub(crate) async fn stored_key(
+    storage: &dyn Storage,
+    name: &str,
+    algorithm: SigningAlgorithm,
+) -> Result<SigningKey, RotationError> {
+    let pem = match storage.existing_shared_secret(name).await? {
+        Some(pem) => pem,
+        None => {
+            let fresh = match algorithm {
+                SigningAlgorithm::ES256 => SigningKey::generate_es256_pem()?,
+                SigningAlgorithm::RS256 => {
+                    tokio::task::spawn_blocking(SigningKey::generate_rs256_pem)
+                        .await
+                        .map_err(|_| {
+                            KeyError::Invalid("generating an RSA key was interrupted".to_owned())
+                        })??
+                }
+            };
+            storage
+                .shared_secret(name, fresh.into_bytes().into())
+                .await?
+        }
+    };
+    Ok(match algorithm {
+        SigningAlgorithm::ES256 => SigningKey::from_es256_pem(pem.expose())?,
+        SigningAlgorithm::RS256 => SigningKey::from_rs256_pem(pem.expose())?,
+    })
 }
 
 /// Swaps the ring's key set whenever the period or the oldest needed key changes. Checked every
@@ -155,12 +217,32 @@ mod tests {
         }
     }
 
+    /// The published access-token keys (ES256).
     fn kids(keys: &KeySet) -> Vec<String> {
+        published(keys, "ES256")
+    }
+
+    /// The published ID-token keys (RS256).
+    fn id_kids(keys: &KeySet) -> Vec<String> {
+        published(keys, "RS256")
+    }
+
+    fn published(keys: &KeySet, algorithm: &str) -> Vec<String> {
         keys.jwks()
             .keys
             .iter()
+            .filter(|jwk| {
+                serde_json::to_value(jwk).is_ok_and(|jwk| jwk["alg"].as_str() == Some(algorithm))
+            })
             .filter_map(|jwk| jwk.common.key_id.clone())
             .collect()
+    }
+
+    fn signs_id_tokens(keys: &KeySet) -> String {
+        keys.id_token_key(jsonwebtoken::Algorithm::RS256)
+            .unwrap()
+            .kid
+            .clone()
     }
 
     #[tokio::test]
@@ -175,12 +257,17 @@ mod tests {
         let signing = first.active().kid.clone();
         let next = kids(&first)[1].clone();
         assert_eq!(kids(&first).len(), 2, "signing and next key");
+        assert_eq!(id_kids(&first).len(), 2, "ID tokens: signing and next key");
+        let id_signing = signs_id_tokens(&first);
+        let id_next = id_kids(&first)[1].clone();
+        assert_eq!(id_kids(&first)[0], id_signing);
         // Another instance at the same moment gets the same keys.
         let (again, _) = schedule
             .load(&storage, start.plus(Duration::from_secs(60)))
             .await
             .unwrap();
         assert_eq!(kids(&again), kids(&first));
+        assert_eq!(id_kids(&again), id_kids(&first));
 
         // The next period: the pre-published key signs, the old one still verifies.
         let after = start.plus(Duration::from_secs(day as u64));
@@ -188,6 +275,11 @@ mod tests {
         assert_eq!(second.active().kid, next);
         assert!(second.find(&signing).is_some());
         assert_eq!(kids(&second).len(), 3);
+        assert_eq!(signs_id_tokens(&second), id_next);
+        assert!(id_kids(&second).contains(&id_signing));
+        assert_eq!(id_kids(&second).len(), 3);
+        // An ID-token key never verifies an access token.
+        assert!(second.find(&id_signing).is_none());
 
         // Just before an hour (the token lifetime) and the grace have passed, it is still kept.
         let almost = after.plus(Duration::from_secs(HOUR) + GRACE - Duration::from_secs(1));
@@ -198,14 +290,15 @@ mod tests {
         let (third, _) = schedule.load(&storage, later).await.unwrap();
         assert!(third.find(&signing).is_none());
         assert_eq!(kids(&third).len(), 2);
-        assert_eq!(
-            storage
-                .shared_secret_names(KEY_NAME_PREFIX)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
+        assert!(!id_kids(&third).contains(&id_signing));
+        assert_eq!(id_kids(&third).len(), 2);
+        for prefix in [KEY_NAME_PREFIX, ID_TOKEN_KEY_NAME_PREFIX] {
+            assert_eq!(
+                storage.shared_secret_names(prefix).await.unwrap().len(),
+                2,
+                "{prefix}"
+            );
+        }
     }
 
     #[test]

@@ -227,7 +227,8 @@ oauth:
   authorize_rate_limit: {{ requests: 100000000, window: 1m }}
   max_pending_authorizations: 1000000
   clients:
-    - {{ id: {CLIENT_ID}, redirect_uris: ["http://127.0.0.1/callback"], skip_consent: true }}
+    # ES256 ID tokens: the code exchange row measures the bridge, not RSA (see the README).
+    - {{ id: {CLIENT_ID}, redirect_uris: ["http://127.0.0.1/callback"], skip_consent: true, id_token_signed_response_alg: ES256 }}
   upstream:
     issuer: "{upstream}"
     client_id: {client_id}

@@ -5,6 +5,7 @@ use crate::oauth::grant_type::GrantType;
 use crate::oauth::redirect_uri;
 use crate::oauth::registration::RegistrationRequest;
 use crate::storage::RegisteredClient;
+use crate::tokens::keys::SigningAlgorithm;
 
 #[derive(Debug)]
 pub struct Client {
@@ -18,6 +19,8 @@ pub struct Client {
     pub(crate) skip_consent: bool,
     /// Registered through DCR: kept in storage, expires when unused.
     pub(crate) registered: bool,
+    /// `id_token_signed_response_alg`; None: RS256, OIDC's default.
+    pub(crate) id_token_algorithm: Option<SigningAlgorithm>,
 }
 
 impl Client {
@@ -37,6 +40,10 @@ impl Client {
             grant_types: user_grants(&valid.grant_types.unwrap_or_default()),
             skip_consent: false,
             registered: false,
+            id_token_algorithm: valid
+                .id_token_signed_response_alg
+                .as_deref()
+                .and_then(SigningAlgorithm::parse),
         }
     }
 
@@ -51,6 +58,10 @@ impl Client {
             grant_types: user_grants(&record.grant_types),
             skip_consent: false,
             registered: true,
+            id_token_algorithm: record
+                .id_token_signed_response_alg
+                .as_deref()
+                .and_then(SigningAlgorithm::parse),
         }
     }
 
@@ -76,6 +87,11 @@ impl Client {
             [only] if !only.starts_with("http://") => Some(only),
             _ => None,
         }
+    }
+
+    /// How this client's ID tokens are signed.
+    pub(crate) fn id_token_algorithm(&self) -> SigningAlgorithm {
+        self.id_token_algorithm.unwrap_or(SigningAlgorithm::RS256)
     }
 
     pub(crate) fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {

@@ -18,6 +18,7 @@ use crate::duration::{ConfigDuration, whole_seconds};
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::registration::{RegistrationRequest, validate_registration};
 use crate::rate_limit::RateLimitConfig;
+use crate::tokens::keys::SigningAlgorithm;
 
 /// Documents cached at most; past it the cache starts over.
 const MAX_CACHED: usize = 10_000;
@@ -113,6 +114,8 @@ pub struct CimdSettings {
     pub root_certificates: Vec<reqwest::Certificate>,
     pub redirects: RedirectPolicy,
     pub scopes_supported: Vec<String>,
+    /// What a document's `id_token_signed_response_alg` may name.
+    pub id_token_algorithms: Vec<SigningAlgorithm>,
 }
 
 /// The fields of a metadata document we act on.
@@ -125,6 +128,7 @@ struct Document {
     grant_types: Option<Vec<String>>,
     response_types: Option<Vec<String>>,
     scope: Option<String>,
+    id_token_signed_response_alg: Option<String>,
 }
 
 /// Fetches under way at most: anyone can make the bridge fetch, so it must not fan out.
@@ -255,6 +259,7 @@ impl CimdSettings {
         config: &CimdConfig,
         redirects: RedirectPolicy,
         scopes_supported: Vec<String>,
+        id_token_algorithms: Vec<SigningAlgorithm>,
     ) -> Result<CimdSettings, CertificateError> {
         let mut root_certificates = Vec::new();
         for path in &config.extra_root_certificates {
@@ -279,6 +284,7 @@ impl CimdSettings {
             root_certificates,
             redirects,
             scopes_supported,
+            id_token_algorithms,
         })
     }
 }
@@ -364,9 +370,11 @@ impl MetadataDocuments {
                 client_name: document.client_name,
                 scope: document.scope,
                 application_type: None,
+                id_token_signed_response_alg: document.id_token_signed_response_alg,
             },
             &self.settings.redirects,
             &self.settings.scopes_supported,
+            &self.settings.id_token_algorithms,
         )
         .map_err(|error| invalid(error.description()))?;
         Ok((Client::from_metadata_document(client_id, valid), lifetime))

@@ -25,6 +25,7 @@ use crate::oauth::text::for_log;
 use crate::password_hash;
 use crate::secret::SecretString;
 use crate::storage::{Storage, StorageError};
+use crate::tokens::keys::SigningAlgorithm;
 pub(crate) use client::Client;
 use metadata_documents::{DocumentError, MetadataDocuments, is_metadata_url};
 
@@ -106,6 +107,7 @@ impl ClientRegistry {
                 grant_types,
                 skip_consent: config.skip_consent,
                 registered: false,
+                id_token_algorithm: config.id_token_signed_response_alg,
             };
             clients.insert(client.id.clone(), Arc::new(client));
         }
@@ -399,6 +401,8 @@ pub struct ClientConfig {
     pub grant_types: Option<Vec<String>>,
     #[serde(default)]
     pub skip_consent: bool,
+    /// How this client's ID tokens are signed; unset, RS256 (OIDC's default).
+    pub id_token_signed_response_alg: Option<SigningAlgorithm>,
 }
 
 impl ClientConfig {
@@ -479,6 +483,7 @@ mod tests {
             scopes: None,
             grant_types: None,
             skip_consent: false,
+            id_token_signed_response_alg: None,
         }
     }
 
@@ -639,6 +644,7 @@ mod tests {
             issued_at: NOW,
             last_used_at: None,
             registration_token_hash: None,
+            id_token_signed_response_alg: None,
         };
         storage.register_client(record, 10).await.unwrap();
         let later = NOW.plus(Duration::from_secs(86400));

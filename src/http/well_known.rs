@@ -26,12 +26,10 @@ pub(crate) async fn authorization_server_get(State(state): State<AppState>) -> R
 }
 
 pub(crate) async fn openid_configuration_get(State(state): State<AppState>) -> Response {
-    let keys = state.bridge.keys.current();
     cacheable(
         metadata::openid_configuration(
             &state.bridge.settings,
-            keys.is_publicly_verifiable()
-                .then(|| keys.active().algorithm),
+            &state.bridge.keys.current().id_token_algorithms(),
         ),
         "public, max-age=3600",
     )
@@ -47,10 +45,22 @@ pub(crate) fn protected_resource_get(
     )
 }
 
+/// How long a JWKS request made just after start-up waits for the ID tokens' RSA key.
+const ID_TOKEN_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn jwks_get(State(state): State<AppState>) -> Response {
+    let ring = &state.bridge.keys;
+    // A set without the ID token key, cached by a client, would fail the ID tokens it is about
+    // to receive: wait for the key, and should it still be missing, let nobody keep the set.
+    let complete = ring.signs_id_tokens() || ring.id_token_key_ready(ID_TOKEN_KEY_WAIT).await;
     // Short: a rotated key must reach resource servers well before its first token does.
-    match serde_json::to_value(state.bridge.keys.current().jwks()) {
-        Ok(body) => cacheable(body, "public, max-age=300"),
+    let cache = if complete {
+        "public, max-age=300"
+    } else {
+        "no-store"
+    };
+    match serde_json::to_value(ring.current().jwks()) {
+        Ok(body) => cacheable(body, cache),
         Err(error) => crate::oauth::OAuthError::internal(error).into_response(),
     }
 }

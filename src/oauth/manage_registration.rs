@@ -56,6 +56,7 @@ pub(crate) fn client_information(
         client_name: client.client_name,
         scope: client.scope.map(|scope| scope.join(" ")),
         application_type: client.application_type,
+        id_token_signed_response_alg: client.id_token_signed_response_alg,
         client_id: client.client_id,
     }
 }

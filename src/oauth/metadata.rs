@@ -1,7 +1,7 @@
 //! Discovery documents: RFC 8414 authorization server metadata and OpenID Connect Discovery.
 //! They advertise exactly what is implemented.
 
-use jsonwebtoken::Algorithm;
+use crate::tokens::keys::SigningAlgorithm;
 use serde_json::{Value, json};
 
 use super::{Settings, endpoints};
@@ -42,12 +42,11 @@ pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
     document
 }
 
-/// The same metadata plus the OpenID Connect Discovery fields (§3). ID tokens are signed with
-/// the access-token key; with a shared HS256 key none are issued (`id_token_algorithm` None),
-/// so none is advertised.
+/// The same metadata plus the OpenID Connect Discovery fields (§3), with the algorithms the keys
+/// sign ID tokens in: RS256 always (§3 requires it), ES256 too under an ES256 access-token key.
 pub(crate) fn openid_configuration(
     settings: &Settings,
-    id_token_algorithm: Option<Algorithm>,
+    id_token_algorithms: &[SigningAlgorithm],
 ) -> Value {
     let mut document = authorization_server_metadata(settings);
     if let Value::Object(fields) = &mut document {
@@ -56,12 +55,11 @@ pub(crate) fn openid_configuration(
             "userinfo_endpoint".into(),
             json!(settings.endpoint(endpoints::USERINFO)),
         );
-        if let Some(algorithm) = id_token_algorithm {
-            fields.insert(
-                "id_token_signing_alg_values_supported".into(),
-                json!([algorithm]),
-            );
-        }
+        let algorithms: Vec<&str> = id_token_algorithms.iter().map(|a| a.as_str()).collect();
+        fields.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(algorithms),
+        );
         fields.insert(
             "claims_supported".into(),
             json!([
@@ -138,21 +136,23 @@ mod tests {
 
     #[test]
     fn openid_configuration_adds_the_oidc_fields() {
-        let doc = openid_configuration(&settings(), Some(Algorithm::ES256));
+        let doc = openid_configuration(
+            &settings(),
+            &[SigningAlgorithm::RS256, SigningAlgorithm::ES256],
+        );
         assert_eq!(doc["subject_types_supported"], json!(["public"]));
         assert_eq!(
             doc["id_token_signing_alg_values_supported"],
-            json!(["ES256"])
+            json!(["RS256", "ES256"])
         );
         assert_eq!(
             doc["userinfo_endpoint"],
             "https://bridge.example.com/oauth/userinfo"
         );
-        let shared_key = openid_configuration(&settings(), None);
-        assert!(
-            shared_key
-                .get("id_token_signing_alg_values_supported")
-                .is_none()
+        let rsa_only = openid_configuration(&settings(), &[SigningAlgorithm::RS256]);
+        assert_eq!(
+            rsa_only["id_token_signing_alg_values_supported"],
+            json!(["RS256"])
         );
     }
 }

@@ -106,6 +106,8 @@ pub(crate) struct RegistrationResponse {
     pub(crate) scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) application_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id_token_signed_response_alg: Option<String>,
     /// RFC 7592 §3: where this registration is read and deleted, with the token below.
     pub(crate) registration_client_uri: String,
     pub(crate) registration_access_token: String,
@@ -150,6 +152,7 @@ pub(crate) async fn register(
         request,
         &policy.redirects,
         &bridge.settings.scopes_supported,
+        &bridge.keys.current().id_token_algorithms(),
     )?;
     let method = valid.token_endpoint_auth_method.unwrap_or_default();
     let client_id = format!("dcr_{}", random_string(16));
@@ -189,6 +192,7 @@ pub(crate) async fn register(
         issued_at: now,
         last_used_at: None,
         registration_token_hash: Some(registration_token_hash),
+        id_token_signed_response_alg: valid.id_token_signed_response_alg.clone(),
     };
     if !bridge
         .storage
@@ -213,5 +217,6 @@ pub(crate) async fn register(
         client_name: valid.client_name,
         scope: valid.scope,
         application_type: valid.application_type,
+        id_token_signed_response_alg: valid.id_token_signed_response_alg,
     })
 }

@@ -8,6 +8,7 @@ use super::grant_type::GrantType;
 use super::redirect_policy::RedirectPolicy;
 use super::text::{self, for_log};
 use super::{redirect_uri, scope};
+use crate::tokens::keys::SigningAlgorithm;
 
 const MAX_REDIRECT_URIS: usize = 20;
 /// As at the authorization endpoint, which compares against them.
@@ -24,6 +25,7 @@ pub(crate) struct RegistrationRequest {
     pub(crate) client_name: Option<String>,
     pub(crate) scope: Option<String>,
     pub(crate) application_type: Option<String>,
+    pub(crate) id_token_signed_response_alg: Option<String>,
 }
 
 fn metadata_error(description: String) -> OAuthError {
@@ -35,6 +37,7 @@ pub(crate) fn validate_registration(
     request: RegistrationRequest,
     policy: &RedirectPolicy,
     scopes_supported: &[String],
+    id_token_algorithms: &[SigningAlgorithm],
 ) -> Result<RegistrationRequest, OAuthError> {
     let redirect_uris = request
         .redirect_uris
@@ -142,6 +145,18 @@ pub(crate) fn validate_registration(
             "client_name must be at most {MAX_CLIENT_NAME} visible characters, without control, bidirectional or zero-width characters"
         )));
     }
+    // OIDC Registration §2: a client that names an algorithm we cannot sign in must hear so now,
+    // not reject every ID token later; `none` is never one of ours.
+    if let Some(algorithm) = &request.id_token_signed_response_alg
+        && !SigningAlgorithm::parse(algorithm).is_some_and(|a| id_token_algorithms.contains(&a))
+    {
+        let supported: Vec<&str> = id_token_algorithms.iter().map(|a| a.as_str()).collect();
+        return Err(metadata_error(format!(
+            "id_token_signed_response_alg {:?} is not supported; this server signs ID tokens with {}",
+            for_log(algorithm),
+            supported.join(" or ")
+        )));
+    }
     Ok(RegistrationRequest {
         redirect_uris: Some(redirect_uris),
         token_endpoint_auth_method: Some(method),
@@ -150,6 +165,7 @@ pub(crate) fn validate_registration(
         client_name: request.client_name,
         scope: requested_scope,
         application_type,
+        id_token_signed_response_alg: request.id_token_signed_response_alg,
     })
 }
 
@@ -167,6 +183,20 @@ mod tests {
 
     fn supported() -> Vec<String> {
         vec!["openid".into(), "email".into()]
+    }
+
+    /// Under keys that sign ID tokens in RS256 and ES256.
+    fn validate_registration(
+        request: RegistrationRequest,
+        policy: &RedirectPolicy,
+        scopes_supported: &[String],
+    ) -> Result<RegistrationRequest, OAuthError> {
+        super::validate_registration(
+            request,
+            policy,
+            scopes_supported,
+            &[SigningAlgorithm::RS256, SigningAlgorithm::ES256],
+        )
     }
 
     fn request(uris: &[&str]) -> RegistrationRequest {

@@ -180,6 +180,7 @@ impl Harness {
                     scopes: None,
                     grant_types: None,
                     skip_consent: true,
+                    id_token_signed_response_alg: None,
                 },
                 ClientConfig {
                     id: CONSENTING_CLIENT.into(),
@@ -189,6 +190,7 @@ impl Harness {
                     scopes: None,
                     grant_types: None,
                     skip_consent: false,
+                    id_token_signed_response_alg: None,
                 },
                 ClientConfig {
                     id: NO_REFRESH_CLIENT.into(),
@@ -198,6 +200,7 @@ impl Harness {
                     scopes: None,
                     grant_types: Some(vec!["authorization_code".into()]),
                     skip_consent: true,
+                    id_token_signed_response_alg: None,
                 },
                 ClientConfig {
                     id: CONFIDENTIAL_CLIENT.into(),
@@ -207,6 +210,7 @@ impl Harness {
                     scopes: Some(vec!["openid".into(), "profile".into()]),
                     grant_types: None,
                     skip_consent: true,
+                    id_token_signed_response_alg: None,
                 },
             ],
             4,
@@ -226,9 +230,10 @@ impl Harness {
             storage: Arc::new(MemoryStorage::new()),
             sign_in: SignIn::Upstream(upstream.clone()),
             revalidation: None,
-            keys: Arc::new(KeyRing::new(KeySet::new(
-                SigningKey::generate_es256().unwrap(),
-            ))),
+            keys: Arc::new(KeyRing::new(
+                KeySet::new(SigningKey::generate_es256().unwrap())
+                    .with_id_token_keys(vec![id_token_key()]),
+            )),
             pending: super::pending_cap::PendingCap::new(10_000),
         };
         Harness {
@@ -449,4 +454,11 @@ impl TokenText for RefreshToken {
     fn text(&self) -> &str {
         self.expose()
     }
+}
+
+/// An RSA key for ID tokens from the fixtures: generating one per test would cost more than the
+/// test.
+pub(crate) fn id_token_key() -> SigningKey {
+    const PEM: &str = include_str!("../../tests/fixtures/other_rsa.pem");
+    SigningKey::from_rs256_pem(PEM.as_bytes()).unwrap()
 }

@@ -161,6 +161,10 @@ pub(crate) async fn the_first_shared_secret_stored_is_the_one_everybody_gets(
     storage: &dyn Storage,
 ) {
     storage.ping().await.unwrap();
+    assert_eq!(
+        storage.existing_shared_secret("cookie-key").await.unwrap(),
+        None
+    );
     let first = storage
         .shared_secret("cookie-key", b"first".to_vec().into())
         .await
@@ -171,6 +175,11 @@ pub(crate) async fn the_first_shared_secret_stored_is_the_one_everybody_gets(
         .await
         .unwrap();
     assert_eq!(again, b"first");
+    let existing = storage.existing_shared_secret("cookie-key").await.unwrap();
+    assert_eq!(
+        existing.as_ref().map(|s| s.expose()),
+        Some(b"first".as_slice())
+    );
     let other = storage
         .shared_secret("signing-key", b"pem".to_vec().into())
         .await
@@ -828,6 +837,7 @@ fn registered(id: &str) -> RegisteredClient {
         issued_at: NOW,
         last_used_at: None,
         registration_token_hash: Some(TokenHash::of("registration-token")),
+        id_token_signed_response_alg: None,
     }
 }
 
@@ -932,6 +942,7 @@ pub(crate) async fn deleting_a_client_revokes_its_grants_and_no_other(storage: &
 pub(crate) async fn registered_clients_are_capped_and_deleted_when_unused(storage: &dyn Storage) {
     let client = |id: &str| RegisteredClient {
         registration_token_hash: None,
+        id_token_signed_response_alg: None,
         ..registered(id)
     };
     assert!(storage.register_client(client("a"), 2).await.unwrap());

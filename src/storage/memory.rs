@@ -452,6 +452,13 @@ impl Storage for MemoryStorage {
             .clone())
     }
 
+    async fn existing_shared_secret(
+        &self,
+        name: &str,
+    ) -> Result<Option<SecretBytes>, StorageError> {
+        Ok(self.lock()?.shared_secrets.get(name).cloned())
+    }
+
     async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         Ok(self
             .lock()?

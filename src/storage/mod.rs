@@ -57,6 +57,9 @@ pub struct RegisteredClient {
     /// clients registered before the bridge issued them, which cannot be managed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) registration_token_hash: Option<crate::tokens::TokenHash>,
+    /// OIDC Registration §2; None: RS256. Absent from registrations made before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id_token_signed_response_alg: Option<String>,
 }
 
 /// An authorization request once every rule of /oauth/authorize has passed.
@@ -303,6 +306,11 @@ pub trait Storage: Send + Sync + 'static {
         name: &str,
         fresh: SecretBytes,
     ) -> Result<SecretBytes, StorageError>;
+
+    /// The secret stored under `name`, if any: for secrets too costly to generate on the
+    /// chance that none is stored yet (an RSA key).
+    async fn existing_shared_secret(&self, name: &str)
+    -> Result<Option<SecretBytes>, StorageError>;
 
     /// Names of the shared secrets that start with `prefix`.
     async fn shared_secret_names(&self, prefix: &str) -> Result<Vec<String>, StorageError>;

@@ -1,5 +1,5 @@
-//! ES256 through `ring` for every JWT the bridge signs or verifies; the other algorithms stay
-//! with jsonwebtoken's RustCrypto provider. RustCrypto's portable P-256 arithmetic made one ES256
+//! ES256 through `ring` for every JWT the bridge signs or verifies, and RS256 signing (the ID
+//! tokens' default algorithm); the other algorithms stay with jsonwebtoken's RustCrypto provider. RustCrypto's portable P-256 arithmetic made one ES256
 //! signature cost ≈ 500 µs (measured with `examples/bench.rs`; `perf` put 85 % of the token
 //! endpoint's time in `p256::arithmetic::field`), which capped a core at ≈ 2,000 tokens/s; `ring`'s
 //! assembly does the same work in a few tens of microseconds. Validation is untouched: only the
@@ -15,7 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use p256::pkcs8::DecodePrivateKey;
 use ring::rand::SystemRandom;
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair, UnparsedPublicKey,
 };
 use sha2::{Digest, Sha256};
 
@@ -46,6 +47,7 @@ pub(crate) fn install() {
 fn signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
     match algorithm {
         Algorithm::ES256 => Ok(Box::new(Es256Signer(key_pair(key.as_bytes())?))),
+        Algorithm::RS256 => Ok(Box::new(Rs256Signer(rsa_key_pair(key.as_bytes())?))),
         _ => (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(algorithm, key),
     }
 }
@@ -57,14 +59,32 @@ fn verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerif
     }
 }
 
+type KeyCache<T> = OnceLock<Mutex<HashMap<[u8; 32], Arc<T>>>>;
+
 fn key_pair(pkcs8: &[u8]) -> Result<Arc<EcdsaKeyPair>, Error> {
-    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Arc<EcdsaKeyPair>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let id: [u8; 32] = Sha256::digest(pkcs8).into();
+    static CACHE: KeyCache<EcdsaKeyPair> = OnceLock::new();
+    cached(&CACHE, pkcs8, parse_key_pair)
+}
+
+/// jsonwebtoken keeps an RSA `EncodingKey` as PKCS#1 DER, which is what `ring` reads.
+fn rsa_key_pair(pkcs1: &[u8]) -> Result<Arc<RsaKeyPair>, Error> {
+    static CACHE: KeyCache<RsaKeyPair> = OnceLock::new();
+    cached(&CACHE, pkcs1, |der| {
+        RsaKeyPair::from_der(der).map_err(|_| ErrorKind::InvalidRsaKey(String::new()).into())
+    })
+}
+
+fn cached<T>(
+    cache: &'static KeyCache<T>,
+    der: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<T, Error>,
+) -> Result<Arc<T>, Error> {
+    let cache = cache.get_or_init(|| Mutex::new(HashMap::new()));
+    let id: [u8; 32] = Sha256::digest(der).into();
     if let Some(pair) = cache.lock().ok().and_then(|keys| keys.get(&id).cloned()) {
         return Ok(pair);
     }
-    let pair = Arc::new(parse_key_pair(pkcs8)?);
+    let pair = Arc::new(parse(der)?);
     if let Ok(mut keys) = cache.lock() {
         if keys.len() >= MAX_CACHED_KEYS {
             keys.clear();
@@ -107,6 +127,29 @@ impl Signer<Vec<u8>> for Es256Signer {
 impl JwtSigner for Es256Signer {
     fn algorithm(&self) -> Algorithm {
         Algorithm::ES256
+    }
+}
+
+struct Rs256Signer(Arc<RsaKeyPair>);
+
+impl Signer<Vec<u8>> for Rs256Signer {
+    fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, jsonwebtoken::signature::Error> {
+        let mut signature = vec![0; self.0.public().modulus_len()];
+        self.0
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|_| jsonwebtoken::signature::Error::new())?;
+        Ok(signature)
+    }
+}
+
+impl JwtSigner for Rs256Signer {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RS256
     }
 }
 

@@ -1,10 +1,10 @@
 //! JWT access tokens in the RFC 9068 profile: `typ: at+jwt`, `kid`, the required claims, plus
 //! the mapped identity. Time checks use our clock, not the library's.
 
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::keys::KeySet;
+use super::keys::{KeySet, SigningKey};
 use crate::clock::UnixTime;
 
 pub(crate) const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -83,7 +83,7 @@ pub(crate) fn sign_identity_token(
     keys: &KeySet,
     claims: &IdentityClaims,
 ) -> Result<String, JwtError> {
-    sign(keys, claims, Some(IDENTITY_TOKEN_TYPE))
+    sign(keys.active(), claims, Some(IDENTITY_TOKEN_TYPE))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,18 +103,24 @@ pub enum JwtError {
 }
 
 pub fn sign_access_token(keys: &KeySet, claims: &AccessTokenClaims) -> Result<String, JwtError> {
-    sign(keys, claims, Some(ACCESS_TOKEN_TYPE))
+    sign(keys.active(), claims, Some(ACCESS_TOKEN_TYPE))
 }
 
-pub(crate) fn sign_id_token(keys: &KeySet, claims: &IdTokenClaims) -> Result<String, JwtError> {
-    sign(keys, claims, None)
+/// Signs an ID token in `algorithm` (the client's `id_token_signed_response_alg`, RS256 unless
+/// it registered another); `Ok(None)` when these keys cannot sign in it.
+pub(crate) fn sign_id_token(
+    keys: &KeySet,
+    algorithm: Algorithm,
+    claims: &IdTokenClaims,
+) -> Result<Option<String>, JwtError> {
+    keys.id_token_key(algorithm)
+        .map(|key| sign(key, claims, None))
+        .transpose()
 }
 
-/// Signs with the active key, named by `kid`; `typ` keeps one kind of token from passing for
-/// another.
-fn sign(keys: &KeySet, claims: &impl Serialize, typ: Option<&str>) -> Result<String, JwtError> {
+/// Signs with `key`, named by `kid`; `typ` keeps one kind of token from passing for another.
+fn sign(key: &SigningKey, claims: &impl Serialize, typ: Option<&str>) -> Result<String, JwtError> {
     super::crypto::install();
-    let key = keys.active();
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
     header.typ = typ.map(str::to_owned);

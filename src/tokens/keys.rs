@@ -1,5 +1,5 @@
 //! Signing keys for access tokens: ES256 (generated or from PEM), RS256 from PEM, HS256 from a
-//! shared secret; the JWKS that publishes the public halves.
+//! shared secret; the RS256 keys of ID tokens; the JWKS that publishes the public halves.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -27,6 +27,7 @@ pub enum KeyError {
     Invalid(String),
 }
 
+#[derive(Clone)]
 pub struct SigningKey {
     pub(crate) kid: String,
     pub(crate) algorithm: Algorithm,
@@ -61,6 +62,27 @@ impl SigningKey {
 
     pub(crate) fn from_es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
         Self::from_asymmetric(EncodingKey::from_ec_pem(pem), Algorithm::ES256)
+    }
+
+    /// A new 2048-bit RSA key for ID tokens; as slow as `generate_rs256_pem`.
+    pub fn generate_rs256() -> Result<Self, KeyError> {
+        Self::from_rs256_pem(Self::generate_rs256_pem()?.as_bytes())
+    }
+
+    /// A new 2048-bit RSA private key as PKCS#8 PEM. Finding the primes costs tens to hundreds
+    /// of milliseconds: call it off the async runtime.
+    pub(crate) fn generate_rs256_pem() -> Result<String, KeyError> {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let secret = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_KEY_BITS)
+            .map_err(|e| KeyError::Invalid(format!("cannot generate an RSA key: {e}")))?;
+        secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| KeyError::Invalid(format!("cannot encode generated key: {e}")))
+    }
+
+    pub(crate) fn from_rs256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        Self::from_asymmetric(EncodingKey::from_rsa_pem(pem), Algorithm::RS256)
     }
 
     pub(crate) fn from_pem_file(
@@ -135,12 +157,21 @@ impl SigningKey {
     }
 }
 
+/// Modulus size of generated RSA keys: what OIDC providers publish by default (oidc-provider,
+/// Keycloak), and what every client library accepts.
+const RSA_KEY_BITS: usize = 2048;
+
 /// The key that signs new tokens plus every key that still verifies live ones.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeySet {
     active: SigningKey,
     /// Keys on their way in (published before they sign) or out (until their tokens expire).
     verify_only: Vec<SigningKey>,
+    /// RS256 keys for ID tokens, the first signing and the others published (rotating in or
+    /// out): OIDC makes RS256 the default a client expects when it registered no
+    /// `id_token_signed_response_alg` (Core §15.1, Registration §2). Never used for access
+    /// tokens. Empty when the access-token key is RS256 itself, which then signs both.
+    id_token_rsa: Vec<SigningKey>,
 }
 
 impl KeySet {
@@ -148,12 +179,55 @@ impl KeySet {
         KeySet {
             active,
             verify_only: Vec::new(),
+            id_token_rsa: Vec::new(),
         }
     }
 
     pub(crate) fn with_verify_only(mut self, keys: Vec<SigningKey>) -> Self {
         self.verify_only = keys;
         self
+    }
+
+    /// `keys[0]` signs ID tokens; the rest are published for ID tokens they signed or will.
+    pub fn with_id_token_keys(mut self, keys: Vec<SigningKey>) -> Self {
+        self.id_token_rsa = keys;
+        self
+    }
+
+    /// Whether ID tokens need an RSA key of their own: the access-token key is not RS256.
+    pub(crate) fn needs_id_token_key(&self) -> bool {
+        self.active.algorithm != Algorithm::RS256
+    }
+
+    /// The key that signs an ID token in `algorithm`, if this set has one: RS256 by the ID-token
+    /// key (or an RS256 access-token key), ES256 by an ES256 access-token key. Never HS256,
+    /// which a client could verify only with a secret of ours.
+    pub(crate) fn id_token_key(&self, algorithm: Algorithm) -> Option<&SigningKey> {
+        match algorithm {
+            Algorithm::RS256 => self
+                .id_token_rsa
+                .first()
+                .or(Some(&self.active).filter(|key| key.algorithm == Algorithm::RS256)),
+            Algorithm::ES256 => Some(&self.active).filter(|key| key.algorithm == Algorithm::ES256),
+            _ => None,
+        }
+    }
+
+    /// What `id_token_signing_alg_values_supported` says: RS256 first, as the default, and
+    /// always (an RSA key is loaded or generated for every key set that is not RS256 itself,
+    /// though a generated one may still be on its way: `KeyRing::id_token_key_ready`); ES256
+    /// under an ES256 access-token key.
+    pub(crate) fn id_token_algorithms(&self) -> Vec<SigningAlgorithm> {
+        let mut algorithms = vec![SigningAlgorithm::RS256];
+        if self.active.algorithm == Algorithm::ES256 {
+            algorithms.push(SigningAlgorithm::ES256);
+        }
+        algorithms
+    }
+
+    /// Whether ID tokens can be signed in every algorithm `id_token_algorithms` names.
+    fn has_id_token_keys(&self) -> bool {
+        !self.needs_id_token_key() || !self.id_token_rsa.is_empty()
     }
 
     /// The keys the configuration names, if it names any (automatic rotation names none).
@@ -206,15 +280,11 @@ impl KeySet {
             .find(|key| key.kid == kid)
     }
 
-    /// Whether clients can verify what this key signs: not a shared secret they do not hold.
-    pub(crate) fn is_publicly_verifiable(&self) -> bool {
-        self.active.public_jwk.is_some()
-    }
-
     pub(crate) fn jwks(&self) -> JwkSet {
         JwkSet {
             keys: std::iter::once(&self.active)
                 .chain(&self.verify_only)
+                .chain(&self.id_token_rsa)
                 .filter_map(|key| key.public_jwk.clone())
                 .collect(),
         }
@@ -226,14 +296,41 @@ impl KeySet {
 pub struct KeyRing {
     current: RwLock<Arc<KeySet>>,
     verified: VerifiedTokens,
+    /// True once the ID tokens' RSA key is in the set: one generated at start-up (a quarter of
+    /// a second of prime search) arrives after the server is already serving.
+    id_token_key_ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl KeyRing {
     pub fn new(keys: KeySet) -> Self {
+        let ready = keys.has_id_token_keys();
         KeyRing {
             current: RwLock::new(Arc::new(keys)),
             verified: VerifiedTokens::default(),
+            id_token_key_ready: tokio::sync::watch::Sender::new(ready),
         }
+    }
+
+    /// Adds the RSA key that signs ID tokens to a set loaded without it.
+    pub(crate) fn install_id_token_key(&self, key: SigningKey) {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new((**current).clone().with_id_token_keys(vec![key]));
+        drop(current);
+        self.verified.clear();
+        self.id_token_key_ready.send_replace(true);
+    }
+
+    /// Whether ID tokens can be signed now.
+    pub(crate) fn signs_id_tokens(&self) -> bool {
+        *self.id_token_key_ready.borrow()
+    }
+
+    /// Waits, at most `limit`, until ID tokens can be signed; whether they can.
+    pub(crate) async fn id_token_key_ready(&self, limit: std::time::Duration) -> bool {
+        let mut ready = self.id_token_key_ready.subscribe();
+        tokio::time::timeout(limit, ready.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|ready| ready.is_ok())
     }
 
     /// One of our access tokens, for any audience, checked against the current keys (RFC 9068
@@ -253,8 +350,12 @@ impl KeyRing {
     }
 
     pub(crate) fn replace(&self, keys: KeySet) {
+        let complete = keys.has_id_token_keys();
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
         self.verified.clear();
+        if complete {
+            self.id_token_key_ready.send_replace(true);
+        }
     }
 }
 
@@ -288,6 +389,31 @@ pub struct SigningKeyConfig {
 pub enum SigningAlgorithm {
     ES256,
     RS256,
+}
+
+impl SigningAlgorithm {
+    /// The JWS `alg` name (RFC 7518 §3.1), as clients write it in their metadata.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "ES256" => Some(SigningAlgorithm::ES256),
+            "RS256" => Some(SigningAlgorithm::RS256),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::ES256 => "ES256",
+            SigningAlgorithm::RS256 => "RS256",
+        }
+    }
+
+    pub(crate) fn jwt(self) -> Algorithm {
+        match self {
+            SigningAlgorithm::ES256 => Algorithm::ES256,
+            SigningAlgorithm::RS256 => Algorithm::RS256,
+        }
+    }
 }
 
 impl SigningConfig {
@@ -467,6 +593,60 @@ mod tests {
             crate::clock::UnixTime(1500),
         );
         assert!(verified.is_ok(), "{verified:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ring_without_its_id_token_key_waits_for_it_then_publishes_and_signs_with_it() {
+        let ring = std::sync::Arc::new(KeyRing::new(KeySet::new(
+            SigningKey::generate_es256().unwrap(),
+        )));
+        assert!(!ring.signs_id_tokens());
+        assert!(
+            !ring
+                .id_token_key_ready(std::time::Duration::from_millis(20))
+                .await
+        );
+        // What the ring promises meanwhile does not change: RS256, then ES256.
+        assert_eq!(
+            ring.current().id_token_algorithms(),
+            [SigningAlgorithm::RS256, SigningAlgorithm::ES256]
+        );
+        assert!(ring.current().id_token_key(Algorithm::RS256).is_none());
+        let waiting = {
+            let ring = std::sync::Arc::clone(&ring);
+            tokio::spawn(async move {
+                ring.id_token_key_ready(std::time::Duration::from_secs(5))
+                    .await
+            })
+        };
+        let rsa =
+            SigningKey::from_pem_file(&fixture("other_rsa.pem"), SigningAlgorithm::RS256).unwrap();
+        let kid = rsa.kid.clone();
+        ring.install_id_token_key(rsa);
+        assert!(waiting.await.unwrap());
+        assert!(ring.signs_id_tokens());
+        let keys = ring.current();
+        assert_eq!(keys.id_token_key(Algorithm::RS256).unwrap().kid, kid);
+        assert_eq!(keys.jwks().keys.len(), 2);
+        // Never an access-token key.
+        assert!(keys.find(&kid).is_none());
+    }
+
+    #[test]
+    fn an_rs256_access_token_key_needs_no_other_and_hs256_signs_no_id_token() {
+        let rsa = SigningKey::from_pem_file(&fixture("upstream_rsa.pem"), SigningAlgorithm::RS256)
+            .unwrap();
+        let keys = KeySet::new(rsa);
+        assert!(!keys.needs_id_token_key());
+        assert_eq!(keys.id_token_algorithms(), [SigningAlgorithm::RS256]);
+        assert!(keys.id_token_key(Algorithm::ES256).is_none());
+        assert!(KeyRing::new(keys).signs_id_tokens());
+        let shared = KeySet::new(SigningKey::from_shared_secret(
+            b"0123456789abcdef0123456789abcdef",
+        ));
+        assert!(shared.id_token_key(Algorithm::HS256).is_none());
+        assert!(shared.id_token_key(Algorithm::RS256).is_none());
+        assert_eq!(shared.id_token_algorithms(), [SigningAlgorithm::RS256]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ async fn metadata_advertises_exactly_what_is_implemented() {
     assert_eq!(oidc["userinfo_endpoint"], app.url("/oauth/userinfo"));
     assert_eq!(
         oidc["id_token_signing_alg_values_supported"],
-        json!(["ES256"])
+        json!(["RS256", "ES256"])
     );
 }
 

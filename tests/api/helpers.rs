@@ -11,7 +11,8 @@ use mcp_oauth_bridge::clock::{SharedClock, SystemClock};
 pub use mcp_oauth_bridge::config::{
     CimdConfig, ClientAddressHeader, ClientConfig, Config, ConfigDuration, DcrConfig,
     IdentityClaim, IdentityJwtConfig, LocalUserConfig, PostgresConfig, ProxyConfig,
-    RateLimitConfig, SigningConfig, StorageBackend, ThrottleSettings, UpstreamConfig,
+    RateLimitConfig, SigningAlgorithm, SigningConfig, StorageBackend, ThrottleSettings,
+    UpstreamConfig,
 };
 pub use mcp_oauth_bridge::secret::SecretString;
 use reqwest::StatusCode;
@@ -96,6 +97,7 @@ pub fn client(id: &str) -> ClientConfig {
         scopes: None,
         grant_types: None,
         skip_consent: false,
+        id_token_signed_response_alg: None,
     }
 }
 
@@ -406,4 +408,30 @@ pub fn jwt_payload(jwt: &str) -> Value {
 /// The `kid` a JWT was signed with.
 pub fn kid_of(jwt: &str) -> String {
     jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap()
+}
+
+/// Verifies a JWT of ours the way a relying party would: key from the published JWKS.
+pub async fn verify_with_jwks(
+    app: &TestApp,
+    token: &str,
+    algorithm: jsonwebtoken::Algorithm,
+    audience: &str,
+) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(app.get_json(&app.url("/oauth/jwks")).await).unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, algorithm);
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("token kid is published");
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[&app.issuer]);
+    jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims
 }

@@ -476,11 +476,18 @@ async fn client_credentials_is_refused_to_user_scopes_public_clients_and_clients
 }
 
 impl TestApp {
+    /// The published access-token keys (ES256).
     async fn published_kids(&self) -> Vec<String> {
+        self.published_kids_of("ES256").await
+    }
+
+    /// The published keys of `algorithm`.
+    async fn published_kids_of(&self, algorithm: &str) -> Vec<String> {
         self.get_json(&self.url("/oauth/jwks")).await["keys"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|key| key["alg"] == algorithm)
             .map(|key| key["kid"].as_str().unwrap().to_owned())
             .collect()
     }
@@ -538,6 +545,9 @@ async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_the
     );
     assert_eq!(published[0], old_kid);
     let next_kid = published[1].clone();
+    // ID tokens' RSA keys rotate on the same schedule.
+    let id_token_kids = app.published_kids_of("RS256").await;
+    assert_eq!(id_token_kids.len(), 2, "{id_token_kids:?}");
 
     // The period ends: the key published ahead signs, the old one still verifies its tokens.
     clock.advance(Duration::from_secs(1800));
@@ -567,6 +577,10 @@ async fn rotated_keys_are_published_ahead_sign_for_a_period_and_verify_until_the
     })
     .await;
     assert_eq!(app.published_kids().await.len(), 2);
+    let id_token_kids_now = app.published_kids_of("RS256").await;
+    assert_eq!(id_token_kids_now.len(), 2, "{id_token_kids_now:?}");
+    assert!(!id_token_kids_now.contains(&id_token_kids[0]));
+    assert_eq!(id_token_kids_now[0], id_token_kids[1]);
     let newest = app.service_access_token().await;
     assert_eq!(kid_of(&newest), next_kid);
     assert_eq!(app.introspect(&newest).await["active"], true);

@@ -13,6 +13,7 @@ mod discovery;
 mod document_server;
 mod flow;
 mod helpers;
+mod id_tokens;
 mod lifecycle;
 mod limits;
 mod local_login;

@@ -96,6 +96,7 @@ async fn reason(client_id: &str, allowed_hosts: &[&str]) -> String {
         )
         .unwrap(),
         scopes_supported: vec!["openid".into(), "email".into()],
+        id_token_algorithms: vec![SigningAlgorithm::RS256],
     });
     let now = mcp_oauth_bridge::clock::UnixTime(1_800_000_000);
     match documents.client(client_id, now).await {

@@ -241,6 +241,10 @@ def main():
                     clients.append((f"{prefix}typescript-sdk-{scenario}",
                                     ["node", "ts_client.mjs", scenario, "--server-url", server_url, "--issuer", issuer]))
 
+        if not args.no_typescript:
+            # A strict OpenID Connect relying party: the bridge as a web application's provider.
+            clients.append(("oauth4webapi-oidc", ["node", "oidc_client.mjs", "flow", "--issuer", issuer]))
+
         for name, command in clients:
             if args.only and args.only not in name:
                 continue

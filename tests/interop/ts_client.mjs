@@ -9,14 +9,13 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Browser, USERS } from './headless_browser.mjs';
 
 const sdkVersion = JSON.parse(
   readFileSync(new URL('./node_modules/@modelcontextprotocol/sdk/package.json', import.meta.url), 'utf8'),
 ).version;
 const LABEL = `typescript-sdk-${sdkVersion}`;
-const USERS = JSON.parse(readFileSync(new URL('./users.json', import.meta.url), 'utf8'));
 const REDIRECT_URI = 'http://127.0.0.1:33419/callback';
-const MAX_STEPS = 20;
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -29,91 +28,6 @@ const issuer = args.issuer;
 function check(condition, what) {
   if (!condition) throw new Error(`${LABEL}: ${what}`);
   console.log(`PASS ${LABEL}: ${what}`);
-}
-
-// ---- a small headless browser: cookies by host, redirects by hand, our two forms ----
-
-class Browser {
-  constructor(username, { upstream = 'login', consent = 'allow' } = {}) {
-    this.username = username;
-    this.upstream = upstream;
-    this.consent = consent;
-    this.cookies = new Map(); // host -> Map(name -> value)
-  }
-
-  async fetch(url, form) {
-    const target = new URL(url);
-    const jar = this.cookies.get(target.hostname) ?? new Map();
-    const headers = {};
-    if (jar.size) headers.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-    if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
-    const response = await fetch(url, {
-      method: form ? 'POST' : 'GET',
-      body: form ? new URLSearchParams(form).toString() : undefined,
-      headers,
-      redirect: 'manual',
-    });
-    for (const cookie of response.headers.getSetCookie()) {
-      const [pair, ...attributes] = cookie.split(';');
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      const expired = attributes.some((a) => /^\s*max-age=0\s*$/i.test(a)) || value === '';
-      if (expired) jar.delete(name);
-      else jar.set(name, value);
-    }
-    this.cookies.set(target.hostname, jar);
-    return response;
-  }
-
-  async authorize(authorizationUrl, redirectUri) {
-    let url = authorizationUrl;
-    let form;
-    const pages = [];
-    for (let step = 0; step < MAX_STEPS; step += 1) {
-      const response = await this.fetch(url, form);
-      if ([301, 302, 303, 307, 308].includes(response.status)) {
-        const location = new URL(response.headers.get('location'), url);
-        if (`${location.origin}${location.pathname}` === redirectUri) {
-          return { params: Object.fromEntries(location.searchParams), pages };
-        }
-        url = location.href;
-        form = undefined;
-        continue;
-      }
-      const body = await response.text();
-      if (response.status !== 200) throw new Error(`${response.status} at ${url.split('?')[0]}: ${body.slice(0, 500)}`);
-      [url, form] = this.answer(url, body, pages);
-    }
-    throw new Error(`more than ${MAX_STEPS} steps without reaching ${redirectUri}`);
-  }
-
-  answer(url, body, pages) {
-    const attr = (tag, name) => tag.match(new RegExp(`${name}="([^"]*)"`))?.[1];
-    const unescape = (s) => s.replace(/&#(\d+);/g, (_, n) => String.fromCharCode(Number(n))).replace(/&amp;/g, '&');
-    if (body.includes('name="decision"')) {
-      pages.push('bridge-consent');
-      const formTag = body.match(/<form[^>]*>/)[0];
-      const fields = {};
-      for (const input of body.match(/<input[^>]*>/g) ?? []) {
-        if (attr(input, 'type') === 'hidden') fields[attr(input, 'name')] = unescape(attr(input, 'value') ?? '');
-      }
-      fields.decision = this.consent;
-      return [new URL(unescape(attr(formTag, 'action')), url).href, fields];
-    }
-    if (body.includes('id="kc-form-login"')) {
-      if (body.includes('id="login-error"')) throw new Error('the identity provider refused the username or password');
-      pages.push('idp-login');
-      if (this.upstream === 'cancel') {
-        const cancel = body.match(/<a id="cancel" href="([^"]*)"/)[1];
-        return [new URL(unescape(cancel), url).href, undefined];
-      }
-      const formTag = body.match(/<form id="kc-form-login"[^>]*>/)[0];
-      const user = USERS[this.username];
-      return [new URL(unescape(attr(formTag, 'action')), url).href, { username: this.username, password: user.password, login: 'login' }];
-    }
-    throw new Error(`unexpected page at ${url.split('?')[0]}: ${body.slice(0, 500)}`);
-  }
 }
 
 // ---- the MCP host application: the SDK's OAuthClientProvider, kept in memory ----

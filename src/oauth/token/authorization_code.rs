@@ -14,12 +14,22 @@ use crate::tokens::generate_token;
 use crate::tokens::opaque::random_string;
 use crate::tokens::refresh::{IssuedAccessToken, RefreshFamily};
 
+/// How long a code exchange waits for the ID tokens' RSA key, generated just after start-up
+/// (a quarter of a second as measured; more on a loaded machine).
+const ID_TOKEN_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(super) async fn exchange(
     bridge: &Bridge,
     client: &Client,
     request: &CodeGrant<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
+    // Before the code is spent: a client told to retry still holds a code that works.
+    if !bridge.keys.signs_id_tokens() && !bridge.keys.id_token_key_ready(ID_TOKEN_KEY_WAIT).await {
+        return Err(OAuthError::TemporarilyUnavailable(Cause::because(
+            "the ID token signing key is still being generated",
+        )));
+    }
     let refresh = client
         .allows_grant(GrantType::RefreshToken)
         .then(generate_token);
@@ -98,7 +108,7 @@ pub(super) async fn exchange(
     // A signing failure now leaves a stored grant nobody holds a token of: harmless, and the
     // code was spent either way.
     let (access_token, _) = issue_access_token(bridge, &grant, access_token_id, now)?;
-    let id_token = issue_id_token(bridge, &record, now)?;
+    let id_token = issue_id_token(bridge, client, &record, now)?;
     let refresh_token = refresh
         .filter(|_| can_refresh(&record))
         .map(|(token, _)| token);
@@ -199,8 +209,16 @@ mod tests {
         let tokens = harness.redeem(&code).await.unwrap();
         let id_token = tokens.id_token.expect("openid was granted");
         let keys = harness.bridge.keys.current();
-        let key = keys.active();
-        let mut validation = jsonwebtoken::Validation::new(key.algorithm);
+        // RS256, OIDC's default for a client that registered no algorithm, by the ID-token key.
+        let key = keys.id_token_key(jsonwebtoken::Algorithm::RS256).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&id_token)
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some(key.kid.as_str())
+        );
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.set_audience(&[PUBLIC_CLIENT]);
         validation.set_issuer(&[ISSUER]);
         validation.validate_exp = false;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::disclosure::{self, IdentityClaim};
 use super::{Bridge, GrantType, OAuthError, Params, for_log, scope};
+use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::secret::{RefreshToken, SecretString};
@@ -127,17 +128,16 @@ fn issue_access_token(
     ))
 }
 
-/// An ID token for a grant that includes `openid`; identity claims follow the `email` and
-/// `profile` scopes (OIDC Core §5.4).
+/// An ID token for a grant that includes `openid`, signed as the client registered (RS256 by
+/// default); identity claims follow the `email` and `profile` scopes (OIDC Core §5.4).
 fn issue_id_token(
     bridge: &Bridge,
+    client: &Client,
     record: &crate::storage::AuthorizationCodeRecord,
     now: UnixTime,
 ) -> Result<Option<String>, OAuthError> {
     let has = |scope: &str| record.scope.iter().any(|s| s == scope);
-    // An HS256 ID token would need the client's own secret to verify (OIDC Core §10.1); ours is
-    // the server's, so under a shared key no ID token is issued at all.
-    if !has("openid") || !bridge.keys.current().is_publicly_verifiable() {
+    if !has("openid") {
         return Ok(None);
     }
     let identity = &record.identity;
@@ -153,9 +153,17 @@ fn issue_id_token(
         email_verified: identity.email_verified.filter(|_| has("email")),
         name: identity.name.clone().filter(|_| has("profile")),
     };
-    sign_id_token(&bridge.keys.current(), &claims)
+    let algorithm = client.id_token_algorithm();
+    // Registration and start-up refuse an algorithm the keys cannot sign in; none here means the
+    // keys changed under a client, which must not get an ID token it cannot verify.
+    sign_id_token(&bridge.keys.current(), algorithm.jwt(), &claims)
+        .map_err(OAuthError::internal)?
         .map(Some)
-        .map_err(OAuthError::internal)
+        .ok_or_else(|| {
+            OAuthError::internal(super::Cause::because(
+                "no key signs ID tokens in the client's id_token_signed_response_alg",
+            ))
+        })
 }
 
 /// RFC 8707 §2.2: a `resource` at the token endpoint must name the audience the grant is bound to.

@@ -982,33 +982,48 @@ impl Storage for PostgresStorage {
         name: &str,
         fresh: SecretBytes,
     ) -> Result<SecretBytes, StorageError> {
-        let client = self.client().await?;
         let (value, sealed) = match &self.sealer {
             Some(sealer) => (sealer.seal(name, fresh.expose())?, true),
             None => (fresh.expose().to_vec(), false),
         };
         // Whoever inserts first wins; everybody then reads the winner.
-        client
+        self.client()
+            .await?
             .run(
                 "INSERT INTO shared_secrets (name, value, sealed) VALUES ($1, $2, $3)
                  ON CONFLICT (name) DO NOTHING",
                 &[&name, &value, &sealed],
             )
             .await?;
-        let row = client
-            .row(
+        self.existing_shared_secret(name).await?.ok_or_else(|| {
+            StorageError::Database(format!(
+                "the shared secret {name} vanished as it was stored"
+            ))
+        })
+    }
+
+    async fn existing_shared_secret(
+        &self,
+        name: &str,
+    ) -> Result<Option<SecretBytes>, StorageError> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .row_opt(
                 "SELECT value, sealed FROM shared_secrets WHERE name = $1",
                 &[&name],
             )
-            .await?;
+            .await?
+        else {
+            return Ok(None);
+        };
         let stored: Vec<u8> = row.try_get(0).map_err(unavailable)?;
         let stored_sealed: bool = row.try_get(1).map_err(unavailable)?;
         match (stored_sealed, &self.sealer) {
-            (true, Some(sealer)) => Ok(SecretBytes::from(sealer.open(name, &stored)?)),
+            (true, Some(sealer)) => Ok(Some(SecretBytes::from(sealer.open(name, &stored)?))),
             (true, None) => Err(StorageError::EncryptionKeyMissing {
                 name: name.to_owned(),
             }),
-            (false, None) => Ok(SecretBytes::from(stored)),
+            (false, None) => Ok(Some(SecretBytes::from(stored))),
             (false, Some(sealer)) => {
                 // Stored before storage.encryption_key was set: seal it now.
                 let value = sealer.seal(name, &stored)?;
@@ -1020,7 +1035,7 @@ impl Storage for PostgresStorage {
                     )
                     .await?;
                 tracing::info!(name, "a shared secret stored unencrypted is now encrypted");
-                Ok(SecretBytes::from(stored))
+                Ok(Some(SecretBytes::from(stored)))
             }
         }
     }
