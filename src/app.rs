@@ -17,7 +17,9 @@ use crate::http::proxy::settings::ProxyConfig;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::server::ServerConfig;
 use crate::http::{AppState, Registration, router};
-use crate::key_rotation::{KeyWindow, RotationSchedule, spawn_rotation, stored_key};
+use crate::key_rotation::{
+    KeyWindow, RotationSchedule, spawn_rotation, stored_key, stored_key_keeping,
+};
 use crate::local_users::LocalUsers;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::LoginThrottle;
@@ -417,8 +419,15 @@ async fn signing_keys(config: &Config, storage: &dyn Storage) -> anyhow::Result<
 fn generate_id_token_key(storage: Arc<dyn Storage>, ring: Arc<KeyRing>) {
     tokio::spawn(async move {
         let mut failing = false;
+        let mut fresh = None;
         loop {
-            match stored_key(storage.as_ref(), ID_TOKEN_KEY, SigningAlgorithm::RS256).await {
+            let key = stored_key_keeping(
+                storage.as_ref(),
+                ID_TOKEN_KEY,
+                SigningAlgorithm::RS256,
+                &mut fresh,
+            );
+            match key.await {
                 Ok(key) => {
                     tracing::info!(kid = %key.kid, "ID token signing key (RS256) ready");
                     ring.install_id_token_key(key);

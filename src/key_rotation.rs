@@ -141,28 +141,46 @@ pub(crate) async fn stored_key(
     name: &str,
     algorithm: SigningAlgorithm,
 ) -> Result<SigningKey, RotationError> {
+    let mut fresh = None;
+    stored_key_keeping(storage, name, algorithm, &mut fresh).await
+}
+
+/// As `stored_key`, keeping a key it generated in `fresh` when storing it fails, so that a
+/// caller retrying does not search for new primes each time.
+pub(crate) async fn stored_key_keeping(
+    storage: &dyn Storage,
+    name: &str,
+    algorithm: SigningAlgorithm,
+    fresh: &mut Option<String>,
+) -> Result<SigningKey, RotationError> {
     let pem = match storage.existing_shared_secret(name).await? {
         Some(pem) => pem,
         None => {
-            let fresh = match algorithm {
-                SigningAlgorithm::ES256 => SigningKey::generate_es256_pem()?,
-                SigningAlgorithm::RS256 => {
-                    tokio::task::spawn_blocking(SigningKey::generate_rs256_pem)
-                        .await
-                        .map_err(|_| {
-                            KeyError::Invalid("generating an RSA key was interrupted".to_owned())
-                        })??
-                }
+            let generated = match fresh.take() {
+                Some(pem) => pem,
+                None => generate_pem(algorithm).await?,
             };
-            storage
-                .shared_secret(name, fresh.into_bytes().into())
-                .await?
+            *fresh = Some(generated.clone());
+            let stored = storage
+                .shared_secret(name, generated.into_bytes().into())
+                .await?;
+            *fresh = None;
+            stored
         }
     };
     Ok(match algorithm {
         SigningAlgorithm::ES256 => SigningKey::from_es256_pem(pem.expose())?,
         SigningAlgorithm::RS256 => SigningKey::from_rs256_pem(pem.expose())?,
     })
+}
+
+async fn generate_pem(algorithm: SigningAlgorithm) -> Result<String, KeyError> {
+    match algorithm {
+        SigningAlgorithm::ES256 => SigningKey::generate_es256_pem(),
+        SigningAlgorithm::RS256 => tokio::task::spawn_blocking(SigningKey::generate_rs256_pem)
+            .await
+            .map_err(|_| KeyError::Invalid("generating an RSA key was interrupted".to_owned()))?,
+    }
 }
 
 /// Swaps the ring's key set whenever the period or the oldest needed key changes. Checked every

@@ -47,7 +47,14 @@ pub(crate) fn install() {
 fn signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
     match algorithm {
         Algorithm::ES256 => Ok(Box::new(Es256Signer(key_pair(key.as_bytes())?))),
-        Algorithm::RS256 => Ok(Box::new(Rs256Signer(rsa_key_pair(key.as_bytes())?))),
+        // ring takes 2048-, 3072- and 4096-bit moduli with e ≥ 65537 only; a configured key
+        // outside that (2560 bits, e = 3) still signs, by RustCrypto.
+        Algorithm::RS256 => match rsa_key_pair(key.as_bytes()) {
+            Ok(pair) => Ok(Box::new(Rs256Signer(pair))),
+            Err(_) => {
+                (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(algorithm, key)
+            }
+        },
         _ => (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(algorithm, key),
     }
 }
@@ -214,6 +221,25 @@ mod tests {
         let ours = Es256Verifier(point);
         assert!(ours.verify(message, &theirs.to_vec()).is_ok());
         assert!(ours.verify(b"header.payloaD", &theirs.to_vec()).is_err());
+    }
+
+    #[test]
+    fn an_rsa_key_ring_refuses_still_signs_by_rustcrypto() {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let odd = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2560).unwrap();
+        let der = odd.to_pkcs1_der().unwrap().as_bytes().to_vec();
+        assert!(
+            RsaKeyPair::from_der(&der).is_err(),
+            "ring takes no 2560-bit key"
+        );
+        let signature = signer(&Algorithm::RS256, &EncodingKey::from_rsa_der(&der))
+            .unwrap()
+            .try_sign(b"header.payload")
+            .unwrap();
+        let public = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(odd.to_public_key());
+        let parsed = rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap();
+        use rsa::signature::Verifier as _;
+        assert!(public.verify(b"header.payload", &parsed).is_ok());
     }
 
     #[test]

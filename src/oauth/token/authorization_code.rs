@@ -24,11 +24,18 @@ pub(super) async fn exchange(
     request: &CodeGrant<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    // Before the code is spent: a client told to retry still holds a code that works.
-    if !bridge.keys.signs_id_tokens() && !bridge.keys.id_token_key_ready(ID_TOKEN_KEY_WAIT).await {
-        return Err(OAuthError::TemporarilyUnavailable(Cause::because(
-            "the ID token signing key is still being generated",
-        )));
+    // Before the code is spent, so that a client told to retry still holds a code that works:
+    // the key of this client's ID tokens (needed if the grant has `openid`, unknown until the
+    // code is redeemed). Only the generated RSA key can still be on its way.
+    let algorithm = client.id_token_algorithm().jwt();
+    if bridge.keys.current().id_token_key(algorithm).is_none() {
+        let coming = algorithm == jsonwebtoken::Algorithm::RS256
+            && bridge.keys.id_token_key_ready(ID_TOKEN_KEY_WAIT).await;
+        if !coming {
+            return Err(OAuthError::TemporarilyUnavailable(Cause::because(
+                "no key signs ID tokens in the client's id_token_signed_response_alg yet",
+            )));
+        }
     }
     let refresh = client
         .allows_grant(GrantType::RefreshToken)
@@ -231,6 +238,27 @@ mod tests {
         assert_eq!(claims["email"], "user@corp.com");
         assert_eq!(claims["auth_time"], harness.now().seconds());
         assert!(claims.get("name").is_none(), "name needs the profile scope");
+    }
+
+    #[tokio::test]
+    async fn a_code_exchange_just_after_start_up_waits_for_the_generated_id_token_key() {
+        use crate::tokens::KeySet;
+        use crate::tokens::keys::{KeyRing, SigningKey};
+        let mut harness = Harness::new();
+        let ring = std::sync::Arc::new(KeyRing::new(KeySet::new(
+            SigningKey::generate_es256().unwrap(),
+        )));
+        harness.bridge.keys = std::sync::Arc::clone(&ring);
+        let code = harness.code_for_public_client().await;
+        let installing = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            ring.install_id_token_key(crate::oauth::test_support::id_token_key());
+        });
+        let tokens = harness.redeem(&code).await.unwrap();
+        installing.await.unwrap();
+        let id_token = tokens.id_token.expect("openid was granted");
+        let header = jsonwebtoken::decode_header(&id_token).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
     }
 
     #[tokio::test]
