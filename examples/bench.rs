@@ -79,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         grant_types: None,
         skip_consent: false,
         id_token_signed_response_alg: None,
+        jwks: None,
+        jwks_uri: None,
     };
     let clients = ClientRegistry::from_config(
         &[client("public", None), client("confidential", Some(secret))],
@@ -241,6 +243,7 @@ fn public() -> ClientCredentials {
     ClientCredentials {
         client_id: "public".into(),
         secret: None,
+        assertion: None,
     }
 }
 

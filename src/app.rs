@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::clients::ClientRegistry;
+use crate::clients::client_keys::RemoteKeySets;
 use crate::clients::metadata_documents::{CimdSettings, MetadataDocuments};
+use crate::clients::{Assertions, ClientRegistry};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::http::client_address::TrustedProxies;
@@ -63,7 +64,17 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let cookie_signer = CookieSigner::from_key(cookie_key.expose())?;
     let id_token_algorithms = keys.id_token_algorithms();
     check_id_token_algorithms(config, &id_token_algorithms)?;
-    let (clients, registration) = client_registry(config, &storage, id_token_algorithms).await?;
+    // RFC 7523 §3: a client assertion is addressed to the token endpoint or to the issuer.
+    let assertion_audiences = vec![
+        format!(
+            "{}{}",
+            issuer.trim_end_matches('/'),
+            crate::oauth::endpoints::TOKEN
+        ),
+        issuer.clone(),
+    ];
+    let (clients, registration) =
+        client_registry(config, &storage, id_token_algorithms, assertion_audiences).await?;
     let sign_in = sign_in(config).await?;
 
     let dcr = &config.oauth.dcr;
@@ -195,6 +206,7 @@ async fn client_registry(
     config: &Config,
     storage: &Arc<dyn Storage>,
     id_token_algorithms: Vec<SigningAlgorithm>,
+    assertion_audiences: Vec<String>,
 ) -> anyhow::Result<(ClientRegistry, Option<Arc<Registration>>)> {
     let client_configs = config.oauth.clients.clone();
     let secret_cost = config.oauth.secret_hash_cost;
@@ -220,14 +232,27 @@ async fn client_registry(
         None
     };
     let cimd = &config.oauth.cimd;
+    let fetch = CimdSettings::configured(
+        cimd,
+        redirects,
+        config.oauth.scopes_supported.clone(),
+        id_token_algorithms,
+    )?;
+    // A jwks_uri the operator wrote for a configured client may be on an internal host; any
+    // other goes through the same guards as a metadata document.
+    let configured_jwks_uris = config
+        .oauth
+        .clients
+        .iter()
+        .filter_map(|client| client.jwks_uri.clone())
+        .collect();
+    clients = clients.with_assertions(Assertions {
+        audiences: assertion_audiences,
+        remote_keys: RemoteKeySets::new(fetch.clone(), configured_jwks_uris),
+        storage: Arc::clone(storage),
+    });
     if cimd.enabled {
-        let documents = MetadataDocuments::new(CimdSettings::configured(
-            cimd,
-            redirects,
-            config.oauth.scopes_supported.clone(),
-            id_token_algorithms,
-        )?);
-        clients = clients.with_metadata_documents(Arc::new(documents));
+        clients = clients.with_metadata_documents(Arc::new(MetadataDocuments::new(fetch)));
     }
     Ok((clients, registration))
 }

@@ -7,6 +7,9 @@ use crate::oauth::registration::RegistrationRequest;
 use crate::storage::RegisteredClient;
 use crate::tokens::keys::SigningAlgorithm;
 
+use super::client_keys::ClientKeys;
+use crate::oauth::client_assertion::PRIVATE_KEY_JWT;
+
 #[derive(Debug)]
 pub struct Client {
     pub id: String,
@@ -21,6 +24,8 @@ pub struct Client {
     pub(crate) registered: bool,
     /// `id_token_signed_response_alg`; None: RS256, OIDC's default.
     pub(crate) id_token_algorithm: Option<SigningAlgorithm>,
+    /// The keys of a `private_key_jwt` client, which authenticates with signed assertions.
+    pub(crate) keys: Option<ClientKeys>,
 }
 
 impl Client {
@@ -44,6 +49,11 @@ impl Client {
                 .id_token_signed_response_alg
                 .as_deref()
                 .and_then(SigningAlgorithm::parse),
+            keys: keys_of(
+                valid.token_endpoint_auth_method.as_deref(),
+                valid.jwks.as_ref(),
+                valid.jwks_uri.as_deref(),
+            ),
         }
     }
 
@@ -62,11 +72,16 @@ impl Client {
                 .id_token_signed_response_alg
                 .as_deref()
                 .and_then(SigningAlgorithm::parse),
+            keys: keys_of(
+                Some(&record.token_endpoint_auth_method),
+                record.jwks.as_ref(),
+                record.jwks_uri.as_deref(),
+            ),
         }
     }
 
     pub(crate) fn is_public(&self) -> bool {
-        self.secret_hash.is_none()
+        self.secret_hash.is_none() && self.keys.is_none()
     }
 
     pub(crate) fn allows_grant(&self, grant: GrantType) -> bool {
@@ -107,4 +122,23 @@ fn user_grants(names: &[String]) -> Vec<GrantType> {
         .filter_map(|name| GrantType::parse(name))
         .filter(|grant| *grant != GrantType::ClientCredentials)
         .collect()
+}
+
+/// The keys of a client whose metadata says `private_key_jwt`; metadata was validated when it
+/// arrived, so keys that do not parse now make a client that cannot authenticate, not a public
+/// one.
+fn keys_of(
+    method: Option<&str>,
+    jwks: Option<&serde_json::Value>,
+    jwks_uri: Option<&str>,
+) -> Option<ClientKeys> {
+    if method != Some(PRIVATE_KEY_JWT) {
+        return None;
+    }
+    Some(
+        ClientKeys::from_metadata(jwks, jwks_uri)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| ClientKeys::Inline(std::sync::Arc::new(Default::default()))),
+    )
 }

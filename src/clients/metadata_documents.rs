@@ -15,6 +15,7 @@ use url::{Host, Url};
 use super::client::Client;
 use crate::clock::UnixTime;
 use crate::duration::{ConfigDuration, whole_seconds};
+use crate::oauth::client_assertion::PRIVATE_KEY_JWT;
 use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::registration::{RegistrationRequest, validate_registration};
 use crate::rate_limit::RateLimitConfig;
@@ -129,6 +130,8 @@ struct Document {
     response_types: Option<Vec<String>>,
     scope: Option<String>,
     id_token_signed_response_alg: Option<String>,
+    jwks: Option<serde_json::Value>,
+    jwks_uri: Option<String>,
 }
 
 /// Fetches under way at most: anyone can make the bridge fetch, so it must not fan out.
@@ -353,24 +356,27 @@ impl MetadataDocuments {
                 "the metadata document's client_id differs from its URL",
             ));
         }
-        match document.token_endpoint_auth_method.as_deref() {
-            None | Some("none") => {}
+        let method = match document.token_endpoint_auth_method.as_deref() {
+            None | Some("none") => "none",
+            Some(PRIVATE_KEY_JWT) => PRIVATE_KEY_JWT,
             Some(_) => {
                 return Err(invalid(
-                    "only public clients (token_endpoint_auth_method none) are supported",
+                    "token_endpoint_auth_method must be none or private_key_jwt (a document cannot hold a secret)",
                 ));
             }
-        }
+        };
         let valid = validate_registration(
             RegistrationRequest {
                 redirect_uris: document.redirect_uris,
-                token_endpoint_auth_method: Some("none".to_owned()),
+                token_endpoint_auth_method: Some(method.to_owned()),
                 grant_types: document.grant_types,
                 response_types: document.response_types,
                 client_name: document.client_name,
                 scope: document.scope,
                 application_type: None,
                 id_token_signed_response_alg: document.id_token_signed_response_alg,
+                jwks: document.jwks,
+                jwks_uri: document.jwks_uri,
             },
             &self.settings.redirects,
             &self.settings.scopes_supported,
@@ -382,124 +388,159 @@ impl MetadataDocuments {
 
     /// The document's bytes and how long to cache them, within every bound of the fetch.
     async fn fetch_body(&self, client_id: &str) -> Result<(Vec<u8>, Duration), DocumentError> {
-        let url =
-            Url::parse(client_id).map_err(|_| unreachable("the client_id is not a valid URL"))?;
-        if url.scheme() != "https"
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return Err(unreachable(
-                "the client_id must be an https URL without fragment or credentials",
-            ));
-        }
-        if url.path() == "/" {
-            return Err(unreachable("the client_id URL must have a path"));
-        }
-        let host = url
-            .host()
-            .ok_or_else(|| unreachable("the client_id URL has no host"))?;
-        let host_name = normalize_host(url.host_str().unwrap_or_default());
-        let port = url.port_or_known_default().unwrap_or(443);
-        let allow_listed = self
-            .settings
-            .allowed_hosts
-            .iter()
-            .any(|h| normalize_host(h) == host_name);
-        // Checked before any lookup: the bridge must not probe other ports for anyone.
-        if !allow_listed && port != 443 {
-            return Err(unreachable(
-                "the client_id URL must use the default https port",
-            ));
-        }
-        let addresses: Vec<SocketAddr> = match host {
-            Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Host::Domain(domain) => tokio::net::lookup_host((domain, port))
-                .await
-                .map_err(|_| unreachable("the client_id host does not resolve"))?
-                .collect(),
-        };
-        if addresses.is_empty() {
-            return Err(unreachable("the client_id host does not resolve"));
-        }
-        if !allow_listed && addresses.iter().any(|a| !is_public(a.ip())) {
-            return Err(unreachable(
-                "the client_id host resolves to a private, loopback or link-local address",
-            ));
-        }
-        let mut builder = reqwest::Client::builder()
-            // A proxy from the environment would resolve the host itself and bypass the check above.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(true)
-            .timeout(self.settings.timeout)
-            .connect_timeout(self.settings.timeout);
-        if let Host::Domain(domain) = host {
-            // Connect to the address just checked, so a second lookup cannot be steered elsewhere.
-            builder = builder.resolve_to_addrs(domain, &addresses);
-        }
-        for certificate in &self.settings.root_certificates {
-            builder = builder.add_root_certificate(certificate.clone());
-        }
-        let http = builder
-            .build()
-            .map_err(|_| unreachable("cannot prepare the metadata fetch"))?;
-        let mut response = http
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                unreachable(if e.is_timeout() {
-                    "fetching the metadata document timed out"
-                } else {
-                    "the metadata document could not be fetched"
-                })
-            })?;
-        if response.status().is_redirection() {
-            return Err(unreachable(
-                "the metadata document URL redirects; redirects are not followed",
-            ));
-        }
-        if !response.status().is_success() {
-            return Err(unreachable(format!(
-                "fetching the metadata document answered {}",
-                response.status().as_u16()
-            )));
-        }
-        let max = self.settings.max_bytes;
-        if response
-            .content_length()
-            .is_some_and(|length| length > max as u64)
-        {
-            return Err(unreachable(format!(
-                "the metadata document is larger than {max} bytes"
-            )));
-        }
-        let lifetime = cache_lifetime(
-            response
-                .headers()
-                .get(reqwest::header::CACHE_CONTROL)
-                .and_then(|v| v.to_str().ok()),
-            self.settings.min_cache,
-            self.settings.max_cache,
-        );
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| unreachable("the metadata document could not be read"))?
-        {
-            if body.len() + chunk.len() > max {
-                return Err(unreachable(format!(
-                    "the metadata document is larger than {max} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((body, lifetime))
+        guarded_fetch(&self.settings, client_id, &METADATA_DOCUMENT).await
     }
+}
+
+/// What a guarded fetch is of, in its refusals: the URL's name and the document's.
+pub(crate) struct FetchLabels {
+    pub(crate) url: &'static str,
+    pub(crate) document: &'static str,
+}
+
+const METADATA_DOCUMENT: FetchLabels = FetchLabels {
+    url: "the client_id",
+    document: "the metadata document",
+};
+
+/// GETs `url` with every guard a URL chosen by someone else needs (SSRF): https on the default
+/// port unless the host is allow-listed, no private, loopback or link-local address unless
+/// allow-listed, the address checked is the one connected to, no redirect, no proxy, a timeout
+/// and a size bound. The body and how long it may be cached.
+pub(crate) async fn guarded_fetch(
+    settings: &CimdSettings,
+    target: &str,
+    labels: &FetchLabels,
+) -> Result<(Vec<u8>, Duration), DocumentError> {
+    let url = Url::parse(target)
+        .map_err(|_| unreachable(format!("{u} is not a valid URL", u = labels.url)))?;
+    if url.scheme() != "https"
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(unreachable(format!(
+            "{} must be an https URL without fragment or credentials",
+            labels.url
+        )));
+    }
+    if url.path() == "/" {
+        return Err(unreachable(format!(
+            "{u} URL must have a path",
+            u = labels.url
+        )));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| unreachable(format!("{u} URL has no host", u = labels.url)))?;
+    let host_name = normalize_host(url.host_str().unwrap_or_default());
+    let port = url.port_or_known_default().unwrap_or(443);
+    let allow_listed = settings
+        .allowed_hosts
+        .iter()
+        .any(|h| normalize_host(h) == host_name);
+    // Checked before any lookup: the bridge must not probe other ports for anyone.
+    if !allow_listed && port != 443 {
+        return Err(unreachable(format!(
+            "{} URL must use the default https port",
+            labels.url
+        )));
+    }
+    let addresses: Vec<SocketAddr> = match host {
+        Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        Host::Domain(domain) => tokio::net::lookup_host((domain, port))
+            .await
+            .map_err(|_| unreachable(format!("{u} host does not resolve", u = labels.url)))?
+            .collect(),
+    };
+    if addresses.is_empty() {
+        return Err(unreachable(format!(
+            "{u} host does not resolve",
+            u = labels.url
+        )));
+    }
+    if !allow_listed && addresses.iter().any(|a| !is_public(a.ip())) {
+        return Err(unreachable(format!(
+            "{} host resolves to a private, loopback or link-local address",
+            labels.url
+        )));
+    }
+    let mut builder = reqwest::Client::builder()
+        // A proxy from the environment would resolve the host itself and bypass the check above.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout);
+    if let Host::Domain(domain) = host {
+        // Connect to the address just checked, so a second lookup cannot be steered elsewhere.
+        builder = builder.resolve_to_addrs(domain, &addresses);
+    }
+    for certificate in &settings.root_certificates {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    let http = builder
+        .build()
+        .map_err(|_| unreachable(format!("cannot prepare the fetch of {}", labels.document)))?;
+    let mut response = http
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| {
+            unreachable(if e.is_timeout() {
+                format!("fetching {} timed out", labels.document)
+            } else {
+                format!("{} could not be fetched", labels.document)
+            })
+        })?;
+    if response.status().is_redirection() {
+        return Err(unreachable(format!(
+            "{} URL redirects; redirects are not followed",
+            labels.document
+        )));
+    }
+    if !response.status().is_success() {
+        return Err(unreachable(format!(
+            "fetching {} answered {}",
+            labels.document,
+            response.status().as_u16()
+        )));
+    }
+    let max = settings.max_bytes;
+    if response
+        .content_length()
+        .is_some_and(|length| length > max as u64)
+    {
+        return Err(unreachable(format!(
+            "{d} is larger than {max} bytes",
+            d = labels.document
+        )));
+    }
+    let lifetime = cache_lifetime(
+        response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        settings.min_cache,
+        settings.max_cache,
+    );
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| unreachable(format!("{d} could not be read", d = labels.document)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(unreachable(format!(
+                "{d} is larger than {max} bytes",
+                d = labels.document
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, lifetime))
 }
 
 #[cfg(test)]

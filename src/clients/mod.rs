@@ -5,6 +5,7 @@
 //! successful check is remembered under an HMAC of the secret so repeated calls skip bcrypt.
 
 pub mod client;
+pub(crate) mod client_keys;
 pub mod metadata_documents;
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::Deserialize;
@@ -19,6 +22,7 @@ use sha2::Sha256;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::clock::UnixTime;
+use crate::oauth::client_assertion;
 use crate::oauth::error::OAuthError;
 use crate::oauth::grant_type::GrantType;
 use crate::oauth::text::for_log;
@@ -27,6 +31,7 @@ use crate::secret::SecretString;
 use crate::storage::{Storage, StorageError};
 use crate::tokens::keys::SigningAlgorithm;
 pub(crate) use client::Client;
+use client_keys::{ClientKeys, RemoteKeySets};
 use metadata_documents::{DocumentError, MetadataDocuments, is_metadata_url};
 
 const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(600);
@@ -50,6 +55,27 @@ pub struct ClientRegistry {
     registrations: Option<Arc<dyn Storage>>,
     /// Clients identified by an https URL; None when metadata documents are off.
     documents: Option<Arc<MetadataDocuments>>,
+    /// How `private_key_jwt` assertions are checked; None: that method is refused.
+    assertions: Option<Assertions>,
+}
+
+/// The client as it identified itself: by HTTP Basic, by body parameters, by a signed
+/// assertion, or (public) by id only.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Option<SecretString>,
+    /// A `private_key_jwt` assertion (RFC 7523 §2.2): a credential, kept out of logs.
+    pub assertion: Option<SecretString>,
+}
+
+/// What checking a client assertion needs beyond the assertion: the names it may be addressed
+/// to, the clients' published keys, and storage to remember each `jti` in.
+pub(crate) struct Assertions {
+    /// The token endpoint's URL and the issuer (RFC 7523 §3; OIDC Core §9 names the first).
+    pub(crate) audiences: Vec<String>,
+    pub(crate) remote_keys: RemoteKeySets,
+    pub(crate) storage: Arc<dyn Storage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +134,11 @@ impl ClientRegistry {
                 skip_consent: config.skip_consent,
                 registered: false,
                 id_token_algorithm: config.id_token_signed_response_alg,
+                keys: ClientKeys::from_metadata(config.jwks.as_ref(), config.jwks_uri.as_deref())
+                    .map_err(|problem| ClientLoadError {
+                    field: format!("oauth.clients: {}.jwks", config.id),
+                    problem: problem.to_owned(),
+                })?,
             };
             clients.insert(client.id.clone(), Arc::new(client));
         }
@@ -120,12 +151,19 @@ impl ClientRegistry {
             bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             registrations: None,
             documents: None,
+            assertions: None,
         })
     }
 
     /// Also looks registered (DCR) clients up in `storage`.
     pub(crate) fn with_registrations(mut self, storage: Arc<dyn Storage>) -> Self {
         self.registrations = Some(storage);
+        self
+    }
+
+    /// Also authenticates `private_key_jwt` clients.
+    pub(crate) fn with_assertions(mut self, assertions: Assertions) -> Self {
+        self.assertions = Some(assertions);
         self
     }
 
@@ -173,6 +211,106 @@ impl ClientRegistry {
             .map(|record| Arc::new(Client::from_registration(record))))
     }
 
+    /// Authenticates the client of a token, revocation or introspection request by whatever it
+    /// presented: a signed assertion, a secret, or (public) nothing.
+    pub async fn authenticate_client(
+        &self,
+        credentials: &ClientCredentials,
+        now: UnixTime,
+    ) -> Result<Arc<Client>, OAuthError> {
+        match &credentials.assertion {
+            Some(assertion) => {
+                let client = self
+                    .verify_assertion(&credentials.client_id, assertion.expose(), now)
+                    .await?;
+                self.touch(&client, now).await?;
+                Ok(client)
+            }
+            None => {
+                self.authenticate(&credentials.client_id, credentials.secret.as_ref(), now)
+                    .await
+            }
+        }
+    }
+
+    async fn verify_assertion(
+        &self,
+        client_id: &str,
+        assertion: &str,
+        now: UnixTime,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let refused = |reason: &str| {
+            tracing::info!(
+                client_id = for_log(client_id),
+                reason,
+                "client assertion refused"
+            );
+            OAuthError::invalid_client("client authentication failed")
+        };
+        let client = match self.find(client_id, now).await {
+            Ok(Some(client)) => client,
+            Ok(None) => return Err(refused("unknown client")),
+            Err(ClientLookupError::Storage(error)) => return Err(error.into()),
+            Err(ClientLookupError::Metadata(error)) => return Err(refused(error.detail())),
+        };
+        let (Some(keys), Some(assertions)) = (&client.keys, &self.assertions) else {
+            return Err(refused(
+                "the client does not authenticate with private_key_jwt",
+            ));
+        };
+        let audiences = &assertions.audiences;
+        let verified = match keys {
+            ClientKeys::Inline(set) => {
+                client_assertion::verify(assertion, client_id, set, audiences, now)
+            }
+            ClientKeys::Remote(uri) => {
+                // Nothing is fetched for an assertion that would fail anyway.
+                client_assertion::precheck(assertion, client_id, audiences, now)
+                    .map_err(|refusal| refused(refusal.0))?;
+                let fetch = |stale| assertions.remote_keys.keys(uri, stale, now);
+                let set = fetch(false).await.map_err(|e| refused(e.detail()))?;
+                match client_assertion::verify(assertion, client_id, &set, audiences, now) {
+                    // The client may have rotated its keys since they were fetched.
+                    Err(refusal) if refusal.is_about_keys() => {
+                        let again = fetch(true).await.map_err(|e| refused(e.detail()))?;
+                        if Arc::ptr_eq(&again, &set) {
+                            Err(refusal)
+                        } else {
+                            client_assertion::verify(assertion, client_id, &again, audiences, now)
+                        }
+                    }
+                    verified => verified,
+                }
+            }
+        }
+        .map_err(|refusal| refused(refusal.0))?;
+        // Hashed: bounded in size, and a `jti` may hold anything, NUL included. Remembered a
+        // minute past `exp`, for instances whose clocks run behind the one that sweeps.
+        let digest = crate::tokens::TokenHash::of(&format!("{client_id}\0{}", verified.jti));
+        let key = format!("client-assertion:{}", URL_SAFE_NO_PAD.encode(digest.0));
+        let remembered_until = verified.expires_at.plus(Duration::from_secs(
+            client_assertion::LEEWAY_SECONDS.unsigned_abs(),
+        ));
+        if !assertions
+            .storage
+            .use_once(&key, remembered_until, now)
+            .await?
+        {
+            return Err(refused("the client assertion's jti was used before"));
+        }
+        Ok(client)
+    }
+
+    /// Successful use keeps a registered client alive; the sweeper deletes unused ones.
+    async fn touch(&self, client: &Client, now: UnixTime) -> Result<(), OAuthError> {
+        if let Some(storage) = &self.registrations
+            && client.registered
+        {
+            storage.touch_client(&client.id, now).await?;
+        }
+        Ok(())
+    }
+
     /// Authenticates a client at the token endpoint: a confidential client by its secret, a public
     /// client by presenting no secret. Every failure is `invalid_client`.
     pub async fn authenticate(
@@ -182,12 +320,7 @@ impl ClientRegistry {
         now: UnixTime,
     ) -> Result<Arc<Client>, OAuthError> {
         let client = self.verify_credentials(client_id, secret, now).await?;
-        if let Some(storage) = &self.registrations
-            && client.registered
-        {
-            // Successful use keeps a registered client alive; the sweeper deletes unused ones.
-            storage.touch_client(client_id, now).await?;
-        }
+        self.touch(&client, now).await?;
         Ok(client)
     }
 
@@ -248,6 +381,12 @@ impl ClientRegistry {
             (Some(client), Some(_), true) => {
                 self.verified.insert(cache_key, now);
                 Ok(client)
+            }
+            (Some(client), None, _) if client.keys.is_some() => {
+                tracing::info!(client_id, "private_key_jwt client presented a secret");
+                Err(OAuthError::invalid_client(
+                    "this client authenticates with private_key_jwt",
+                ))
             }
             (Some(_), None, _) => {
                 tracing::info!(client_id, "public client presented a secret");
@@ -403,6 +542,10 @@ pub struct ClientConfig {
     pub skip_consent: bool,
     /// How this client's ID tokens are signed; unset, RS256 (OIDC's default).
     pub id_token_signed_response_alg: Option<SigningAlgorithm>,
+    /// `private_key_jwt`: the client's public keys as a JWK Set (instead of a secret).
+    pub jwks: Option<serde_json::Value>,
+    /// `private_key_jwt`: where the client publishes its keys (https; instead of a secret).
+    pub jwks_uri: Option<String>,
 }
 
 impl ClientConfig {
@@ -433,7 +576,9 @@ impl ClientConfig {
                 "{field}.redirect_uris: at least one redirect URI is required"
             ));
         }
+        let has_keys = self.jwks.is_some() || self.jwks_uri.is_some();
         if self.secret.is_none()
+            && !has_keys
             && self
                 .grant_types
                 .iter()
@@ -441,8 +586,18 @@ impl ClientConfig {
                 .any(|g| g == "client_credentials")
         {
             problems.push(format!(
-                "{field}.grant_types: client_credentials needs a secret (a public client cannot prove who it is)"
+                "{field}.grant_types: client_credentials needs a secret or keys (a public client cannot prove who it is)"
             ));
+        }
+        if has_keys && self.secret.is_some() {
+            problems.push(format!(
+                "{field}: a client authenticates with a secret or with keys (jwks, jwks_uri), not both"
+            ));
+        }
+        if let Err(problem) =
+            client_keys::ClientKeys::from_metadata(self.jwks.as_ref(), self.jwks_uri.as_deref())
+        {
+            problems.push(format!("{field}.jwks: {problem}"));
         }
         for (j, uri) in self.redirect_uris.iter().enumerate() {
             if let Err(problem) = crate::oauth::redirect_uri::validate_registered(uri) {
@@ -484,6 +639,8 @@ mod tests {
             grant_types: None,
             skip_consent: false,
             id_token_signed_response_alg: None,
+            jwks: None,
+            jwks_uri: None,
         }
     }
 
@@ -645,6 +802,8 @@ mod tests {
             last_used_at: None,
             registration_token_hash: None,
             id_token_signed_response_alg: None,
+            jwks: None,
+            jwks_uri: None,
         };
         storage.register_client(record, 10).await.unwrap();
         let later = NOW.plus(Duration::from_secs(86400));

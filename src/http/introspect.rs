@@ -55,7 +55,10 @@ fn caller_credentials(
     if let Some(token) = super::bearer_token(headers)? {
         return Ok(IntrospectorCredentials::Bearer(token.to_owned()));
     }
-    if headers.contains_key(header::AUTHORIZATION) || params.get("client_id").is_some() {
+    if headers.contains_key(header::AUTHORIZATION)
+        || params.get("client_id").is_some()
+        || params.get("client_assertion").is_some()
+    {
         return client_credentials(headers, params).map(IntrospectorCredentials::Client);
     }
     Ok(IntrospectorCredentials::None)

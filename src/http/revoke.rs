@@ -25,7 +25,7 @@ pub(crate) async fn revoke_post(
         let client = state
             .bridge
             .clients
-            .authenticate(&credentials.client_id, credentials.secret.as_ref(), now)
+            .authenticate_client(&credentials, now)
             .await?;
         revoke(&state.bridge, &client, &params, now).await
     }

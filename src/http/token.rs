@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::AppState;
 use super::client_address::ClientAddress;
 use super::params::read_form;
+use crate::oauth::client_assertion::{JWT_BEARER_ASSERTION, claimed_client_id};
 use crate::oauth::token::{ClientCredentials, exchange};
 use crate::oauth::{OAuthError, Params};
 use crate::secret::SecretString;
@@ -42,11 +43,15 @@ pub(super) fn no_store(mut response: Response) -> Response {
     response
 }
 
-/// Exactly one way of identifying the client: Basic, body secret, or (public) body id only.
+/// Exactly one way of identifying the client: Basic, body secret, a signed assertion, or
+/// (public) body id only.
 pub(super) fn client_credentials(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<ClientCredentials, OAuthError> {
+    if params.get("client_assertion").is_some() || params.get("client_assertion_type").is_some() {
+        return assertion_credentials(headers, params);
+    }
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(value) => Some(parse_basic(value)?),
         None => None,
@@ -75,9 +80,47 @@ pub(super) fn client_credentials(
             Ok(ClientCredentials {
                 client_id: client_id.to_owned(),
                 secret: params.get("client_secret").map(SecretString::new),
+                assertion: None,
             })
         }
     }
+}
+
+/// RFC 7523 §2.2: `client_assertion_type` names a JWT, `client_assertion` is one; `client_id`
+/// may be left out (§3), the assertion's `sub` then names the client (checked with the rest).
+fn assertion_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
+    if headers.contains_key(header::AUTHORIZATION) || params.get("client_secret").is_some() {
+        return Err(OAuthError::invalid_request(
+            "use only one client authentication method",
+        ));
+    }
+    let (Some(kind), Some(assertion)) = (
+        params.get("client_assertion_type"),
+        params.get("client_assertion"),
+    ) else {
+        return Err(OAuthError::invalid_request(
+            "client_assertion and client_assertion_type go together",
+        ));
+    };
+    if kind != JWT_BEARER_ASSERTION {
+        return Err(OAuthError::invalid_client(
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+    }
+    let client_id = match params.get("client_id") {
+        Some(client_id) => client_id.to_owned(),
+        None => claimed_client_id(assertion).ok_or_else(|| {
+            OAuthError::invalid_client("the client assertion names no client (sub)")
+        })?,
+    };
+    Ok(ClientCredentials {
+        client_id,
+        secret: None,
+        assertion: Some(SecretString::new(assertion)),
+    })
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`.
@@ -107,6 +150,7 @@ fn parse_basic(value: &HeaderValue) -> Result<ClientCredentials, OAuthError> {
     Ok(ClientCredentials {
         client_id,
         secret: Some(SecretString::new(unescape(secret)?)),
+        assertion: None,
     })
 }
 
@@ -155,6 +199,72 @@ mod tests {
         assert_eq!(
             client_credentials(&headers, &params).unwrap_err().code(),
             "invalid_request"
+        );
+    }
+
+    #[test]
+    fn an_assertion_is_one_method_alone_and_names_its_client() {
+        let assertion = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzdmMifQ.c2ln";
+        let form = |extra: &[(&str, &str)]| {
+            let mut params = Params::from([
+                ("client_assertion_type", JWT_BEARER_ASSERTION),
+                ("client_assertion", assertion),
+            ]);
+            for (name, value) in extra {
+                params.insert(*name, *value);
+            }
+            params
+        };
+        let credentials = client_credentials(&HeaderMap::new(), &form(&[])).unwrap();
+        assert_eq!(credentials.client_id, "svc");
+        assert!(credentials.secret.is_none());
+        assert_eq!(credentials.assertion.unwrap().expose(), assertion);
+        let named = client_credentials(&HeaderMap::new(), &form(&[("client_id", "other")]));
+        assert_eq!(
+            named.unwrap().client_id,
+            "other",
+            "checked against sub later"
+        );
+        let code = |headers: &HeaderMap, params: &Params| {
+            client_credentials(headers, params).unwrap_err().code()
+        };
+        assert_eq!(
+            code(&HeaderMap::new(), &form(&[("client_secret", "s")])),
+            "invalid_request"
+        );
+        let mut basic_too = HeaderMap::new();
+        basic_too.insert(header::AUTHORIZATION, basic("svc", "s"));
+        assert_eq!(code(&basic_too, &form(&[])), "invalid_request");
+        assert_eq!(
+            code(
+                &HeaderMap::new(),
+                &Params::from([("client_assertion", assertion)])
+            ),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(
+                &HeaderMap::new(),
+                &Params::from([
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"
+                    ),
+                    ("client_assertion", assertion),
+                ])
+            ),
+            "invalid_client"
+        );
+        // No client_id and no sub to read it from.
+        assert_eq!(
+            code(
+                &HeaderMap::new(),
+                &Params::from([
+                    ("client_assertion_type", JWT_BEARER_ASSERTION),
+                    ("client_assertion", "not-a-jwt"),
+                ])
+            ),
+            "invalid_client"
         );
     }
 

@@ -53,7 +53,7 @@ pub(crate) async fn authenticate(
         IntrospectorCredentials::Client(credentials) => {
             let client = bridge
                 .clients
-                .authenticate(&credentials.client_id, credentials.secret.as_ref(), now)
+                .authenticate_client(&credentials, now)
                 .await?;
             if client.is_public() {
                 return Err(OAuthError::invalid_client(

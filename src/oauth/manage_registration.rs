@@ -57,6 +57,8 @@ pub(crate) fn client_information(
         scope: client.scope.map(|scope| scope.join(" ")),
         application_type: client.application_type,
         id_token_signed_response_alg: client.id_token_signed_response_alg,
+        jwks: client.jwks,
+        jwks_uri: client.jwks_uri,
         client_id: client.client_id,
     }
 }

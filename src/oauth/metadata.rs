@@ -1,12 +1,15 @@
 //! Discovery documents: RFC 8414 authorization server metadata and OpenID Connect Discovery.
 //! They advertise exactly what is implemented.
 
+use super::client_assertion::SIGNING_ALGORITHMS;
 use crate::tokens::keys::SigningAlgorithm;
 use serde_json::{Value, json};
 
 use super::{Settings, endpoints};
 
 pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
+    // Serialised as their JWS names (RFC 7518 §3.1).
+    let assertion_algorithms = json!(SIGNING_ALGORITHMS);
     let mut document = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.endpoint(endpoints::AUTHORIZE),
@@ -16,13 +19,16 @@ pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
         "revocation_endpoint": settings.endpoint(endpoints::REVOKE),
-        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
         "introspection_endpoint": settings.endpoint(endpoints::INTROSPECT),
         // Besides these, resource servers may present one of `oauth.introspection_tokens` as a
         // bearer token; RFC 8414 has no registered name for that.
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     });
@@ -115,8 +121,21 @@ mod tests {
         );
         assert_eq!(
             doc["introspection_endpoint_auth_methods_supported"],
-            json!(["client_secret_basic", "client_secret_post"])
+            json!([
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt"
+            ])
         );
+        let algorithms = json!([
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"
+        ]);
+        for endpoint in ["token", "revocation", "introspection"] {
+            assert_eq!(
+                doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")],
+                algorithms
+            );
+        }
     }
 
     #[test]

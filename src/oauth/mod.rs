@@ -4,6 +4,7 @@
 pub(crate) mod authorize;
 pub(crate) mod bearer;
 pub(crate) mod callback;
+pub(crate) mod client_assertion;
 pub(crate) mod consent;
 pub mod disclosure;
 pub(crate) mod error;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::client_assertion::PRIVATE_KEY_JWT;
 use super::redirect_policy::{PolicyError, RedirectPolicy};
 use super::registration::{RegistrationRequest, validate_registration};
 use super::{Bridge, OAuthError, scope};
@@ -108,6 +109,10 @@ pub(crate) struct RegistrationResponse {
     pub(crate) application_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) id_token_signed_response_alg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks_uri: Option<String>,
     /// RFC 7592 §3: where this registration is read and deleted, with the token below.
     pub(crate) registration_client_uri: String,
     pub(crate) registration_access_token: String,
@@ -166,7 +171,9 @@ pub(crate) async fn register(
     {
         return Err(registry_full(policy));
     }
-    let (secret, secret_hash) = if method == "none" {
+    // Public clients and private_key_jwt clients (which prove themselves with their keys) get
+    // no secret.
+    let (secret, secret_hash) = if method == "none" || method == PRIVATE_KEY_JWT {
         (None, None)
     } else {
         let secret = SecretString::new(random_string(32));
@@ -193,6 +200,8 @@ pub(crate) async fn register(
         last_used_at: None,
         registration_token_hash: Some(registration_token_hash),
         id_token_signed_response_alg: valid.id_token_signed_response_alg.clone(),
+        jwks: valid.jwks.clone(),
+        jwks_uri: valid.jwks_uri.clone(),
     };
     if !bridge
         .storage
@@ -218,5 +227,7 @@ pub(crate) async fn register(
         scope: valid.scope,
         application_type: valid.application_type,
         id_token_signed_response_alg: valid.id_token_signed_response_alg,
+        jwks: valid.jwks,
+        jwks_uri: valid.jwks_uri,
     })
 }

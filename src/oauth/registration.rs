@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::client_assertion::{PRIVATE_KEY_JWT, check_client_keys};
 use super::error::OAuthError;
 use super::grant_type::GrantType;
 use super::redirect_policy::RedirectPolicy;
@@ -26,6 +27,9 @@ pub(crate) struct RegistrationRequest {
     pub(crate) scope: Option<String>,
     pub(crate) application_type: Option<String>,
     pub(crate) id_token_signed_response_alg: Option<String>,
+    /// `private_key_jwt` only: the client's public keys, or where it publishes them.
+    pub(crate) jwks: Option<serde_json::Value>,
+    pub(crate) jwks_uri: Option<String>,
 }
 
 fn metadata_error(description: String) -> OAuthError {
@@ -93,12 +97,34 @@ pub(crate) fn validate_registration(
     let method = request
         .token_endpoint_auth_method
         .unwrap_or_else(|| "client_secret_basic".to_owned());
-    if !["none", "client_secret_basic", "client_secret_post"].contains(&method.as_str()) {
+    if ![
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+        PRIVATE_KEY_JWT,
+    ]
+    .contains(&method.as_str())
+    {
         return Err(metadata_error(format!(
-            "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post, not {:?}",
+            "token_endpoint_auth_method must be none, client_secret_basic, client_secret_post or private_key_jwt, not {:?}",
             for_log(&method)
         )));
     }
+    // Keys are what a private_key_jwt client authenticates with, and only that: kept for no
+    // other method, where they would make a public client look confidential.
+    let (jwks, jwks_uri) = if method == PRIVATE_KEY_JWT {
+        match check_client_keys(request.jwks.as_ref(), request.jwks_uri.as_deref()) {
+            Ok(true) => (request.jwks, request.jwks_uri),
+            Ok(false) => {
+                return Err(metadata_error(
+                    "private_key_jwt needs the client's keys: jwks or jwks_uri".to_owned(),
+                ));
+            }
+            Err(problem) => return Err(metadata_error(problem.to_owned())),
+        }
+    } else {
+        (None, None)
+    };
     let grant_types = request
         .grant_types
         .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
@@ -166,6 +192,8 @@ pub(crate) fn validate_registration(
         scope: requested_scope,
         application_type,
         id_token_signed_response_alg: request.id_token_signed_response_alg,
+        jwks,
+        jwks_uri,
     })
 }
 

@@ -158,6 +158,7 @@ pub(crate) fn public_credentials() -> ClientCredentials {
     ClientCredentials {
         client_id: PUBLIC_CLIENT.into(),
         secret: None,
+        assertion: None,
     }
 }
 
@@ -165,6 +166,7 @@ pub(crate) fn confidential_credentials() -> ClientCredentials {
     ClientCredentials {
         client_id: CONFIDENTIAL_CLIENT.into(),
         secret: Some(SecretString::new(CONFIDENTIAL_SECRET)),
+        assertion: None,
     }
 }
 
@@ -181,6 +183,8 @@ impl Harness {
                     grant_types: None,
                     skip_consent: true,
                     id_token_signed_response_alg: None,
+                    jwks: None,
+                    jwks_uri: None,
                 },
                 ClientConfig {
                     id: CONSENTING_CLIENT.into(),
@@ -191,6 +195,8 @@ impl Harness {
                     grant_types: None,
                     skip_consent: false,
                     id_token_signed_response_alg: None,
+                    jwks: None,
+                    jwks_uri: None,
                 },
                 ClientConfig {
                     id: NO_REFRESH_CLIENT.into(),
@@ -201,6 +207,8 @@ impl Harness {
                     grant_types: Some(vec!["authorization_code".into()]),
                     skip_consent: true,
                     id_token_signed_response_alg: None,
+                    jwks: None,
+                    jwks_uri: None,
                 },
                 ClientConfig {
                     id: CONFIDENTIAL_CLIENT.into(),
@@ -211,6 +219,8 @@ impl Harness {
                     grant_types: None,
                     skip_consent: true,
                     id_token_signed_response_alg: None,
+                    jwks: None,
+                    jwks_uri: None,
                 },
             ],
             4,
@@ -383,6 +393,7 @@ impl Harness {
         let credentials = ClientCredentials {
             client_id: client_id.into(),
             secret: None,
+            assertion: None,
         };
         exchange(&self.bridge, &credentials, &params, self.now()).await
     }

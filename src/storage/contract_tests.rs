@@ -52,7 +52,8 @@ macro_rules! storage_contract {
             the_first_shared_secret_stored_is_the_one_everybody_gets,
             revoked_access_tokens_are_remembered_until_they_expire,
             a_refresh_token_current_or_retired_names_its_family,
-            shared_secrets_are_listed_by_prefix_and_deleted;
+            shared_secrets_are_listed_by_prefix_and_deleted,
+            a_key_is_used_once_until_it_expires_then_swept;
             shared:
             concurrent_redemptions_succeed_exactly_once,
             concurrent_rotations_of_one_token_rotate_exactly_once,
@@ -155,6 +156,44 @@ pub(crate) async fn shared_secrets_are_listed_by_prefix_and_deleted(storage: &dy
         .await
         .unwrap();
     assert_eq!(fresh, b"new");
+}
+
+pub(crate) async fn a_key_is_used_once_until_it_expires_then_swept(storage: &dyn Storage) {
+    let until = NOW.plus(MINUTE);
+    assert!(storage.use_once("jti-a", until, NOW).await.unwrap());
+    assert!(!storage.use_once("jti-a", until, NOW).await.unwrap());
+    assert!(
+        !storage
+            .use_once(
+                "jti-a",
+                until.plus(MINUTE),
+                until.minus(Duration::from_secs(1))
+            )
+            .await
+            .unwrap(),
+        "still remembered until it expires"
+    );
+    assert!(storage.use_once("jti-b", until, NOW).await.unwrap());
+    // Once expired it counts as forgotten, swept or not.
+    assert!(
+        storage
+            .use_once("jti-a", until.plus(MINUTE), until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .use_once("jti-a", until.plus(MINUTE), until)
+            .await
+            .unwrap()
+    );
+    storage.sweep_expired(until.plus(MINUTE)).await.unwrap();
+    assert!(
+        storage
+            .use_once("jti-b", until.plus(DAY), until.plus(MINUTE))
+            .await
+            .unwrap()
+    );
 }
 
 pub(crate) async fn the_first_shared_secret_stored_is_the_one_everybody_gets(
@@ -838,6 +877,8 @@ fn registered(id: &str) -> RegisteredClient {
         last_used_at: None,
         registration_token_hash: Some(TokenHash::of("registration-token")),
         id_token_signed_response_alg: None,
+        jwks: None,
+        jwks_uri: None,
     }
 }
 
@@ -943,6 +984,8 @@ pub(crate) async fn registered_clients_are_capped_and_deleted_when_unused(storag
     let client = |id: &str| RegisteredClient {
         registration_token_hash: None,
         id_token_signed_response_alg: None,
+        jwks: None,
+        jwks_uri: None,
         ..registered(id)
     };
     assert!(storage.register_client(client("a"), 2).await.unwrap());

@@ -40,6 +40,7 @@ struct Inner {
     consent_grants: IndexMap<(String, String), Vec<ConsentGrant>>,
     registered_clients: HashMap<String, RegisteredClient>,
     shared_secrets: HashMap<String, SecretBytes>,
+    used_once: IndexMap<String, UnixTime>,
 }
 
 struct CodeEntry {
@@ -452,6 +453,27 @@ impl Storage for MemoryStorage {
             .clone())
     }
 
+    async fn use_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        let mut inner = self.lock()?;
+        match inner.used_once.get_mut(key) {
+            // Expired but not swept yet: as good as forgotten.
+            Some(until) if *until <= now => {
+                *until = expires_at;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                inner.used_once.insert(key.to_owned(), expires_at);
+                Ok(true)
+            }
+        }
+    }
+
     async fn existing_shared_secret(
         &self,
         name: &str,
@@ -528,6 +550,12 @@ impl Storage for MemoryStorage {
             sweep_chunk(&mut inner.consent_grants, at, garbage, |_, grants| {
                 grants.retain(|g| g.expires_at > now);
                 grants.is_empty()
+            })
+        })
+        .await?;
+        self.sweep(|inner, at, garbage| {
+            sweep_chunk(&mut inner.used_once, at, garbage, |_, expires_at| {
+                *expires_at <= now
             })
         })
         .await?;

@@ -60,6 +60,11 @@ pub struct RegisteredClient {
     /// OIDC Registration §2; None: RS256. Absent from registrations made before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) id_token_signed_response_alg: Option<String>,
+    /// `private_key_jwt`: the client's public keys, or where it publishes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks_uri: Option<String>,
 }
 
 /// An authorization request once every rule of /oauth/authorize has passed.
@@ -306,6 +311,16 @@ pub trait Storage: Send + Sync + 'static {
         name: &str,
         fresh: SecretBytes,
     ) -> Result<SecretBytes, StorageError>;
+
+    /// Records `key` as used until `expires_at`: true the first time, false while it is
+    /// remembered at `now` (a replayed client assertion's `jti`). Kept in storage so that a
+    /// replay to another instance is seen too; the sweep forgets a key once it has expired.
+    async fn use_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StorageError>;
 
     /// The secret stored under `name`, if any: for secrets too costly to generate on the
     /// chance that none is stored yet (an RSA key).

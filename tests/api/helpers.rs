@@ -98,6 +98,8 @@ pub fn client(id: &str) -> ClientConfig {
         grant_types: None,
         skip_consent: false,
         id_token_signed_response_alg: None,
+        jwks: None,
+        jwks_uri: None,
     }
 }
 

@@ -23,6 +23,7 @@ mod mcp_upstream;
 mod metadata_documents;
 mod oidc_provider;
 mod postgres;
+mod private_key_jwt;
 mod proxy;
 mod registration;
 mod revalidation;

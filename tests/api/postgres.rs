@@ -568,3 +568,47 @@ async fn a_registration_url_with_a_hostile_client_id_is_an_invalid_token() {
     }
     db.drop_database().await;
 }
+
+/// A client assertion's `jti` is remembered in the database: replayed to another instance, it
+/// is refused there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_assertion_is_single_use_across_instances() {
+    use crate::private_key_jwt::{RSA_KEY, RSA_PEM, assertion_with, public_jwk};
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let a = instance(&db, None).await;
+    let b = instance(&db, Some(&a)).await;
+    let registered: Value = a
+        .api
+        .post(a.url("/oauth/register"))
+        .json(&serde_json::json!({
+            "redirect_uris": ["http://localhost:33418/callback"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "jwks": {"keys": [public_jwk(RSA_PEM, jsonwebtoken::Algorithm::RS256, "rsa-1")]},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+    let assertion = assertion_with(client_id, &a.url("/oauth/token"), RSA_KEY, |_| {});
+    // Revoking an unknown token authenticates the client and changes nothing else.
+    let revoke = |app: &TestApp| {
+        let request = app.api.post(app.url("/oauth/revoke")).form(&[
+            ("token", "unknown"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ]);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(revoke(&a).await.status(), StatusCode::OK);
+    oauth_error(revoke(&b).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    db.drop_database().await;
+}

@@ -244,6 +244,8 @@ def main():
         if not args.no_typescript:
             # A strict OpenID Connect relying party: the bridge as a web application's provider.
             clients.append(("oauth4webapi-oidc", ["node", "oidc_client.mjs", "flow", "--issuer", issuer]))
+            clients.append(("oauth4webapi-private-key-jwt",
+                            ["node", "oidc_client.mjs", "private-key-jwt", "--issuer", issuer]))
 
         for name, command in clients:
             if args.only and args.only not in name:

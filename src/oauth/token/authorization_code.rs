@@ -490,6 +490,7 @@ mod tests {
         let credentials = crate::oauth::token::ClientCredentials {
             client_id: "deleted".into(),
             secret: None,
+            assertion: None,
         };
         let params = Params::from([("grant_type", "authorization_code"), ("code", "x")]);
         let err = exchange(&harness.bridge, &credentials, &params, harness.now())

@@ -12,19 +12,13 @@ use serde::Serialize;
 use super::disclosure::{self, IdentityClaim};
 use super::{Bridge, GrantType, OAuthError, Params, for_log, scope};
 use crate::clients::Client;
+pub use crate::clients::ClientCredentials;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
-use crate::secret::{RefreshToken, SecretString};
+use crate::secret::RefreshToken;
 use crate::tokens::jwt::{AccessTokenClaims, IdTokenClaims, sign_access_token, sign_id_token};
 use crate::tokens::refresh::IssuedAccessToken;
 use request::TokenRequest;
-
-/// The client as it identified itself: by HTTP Basic, by body parameters, or (public) by id only.
-#[derive(Debug, Clone)]
-pub struct ClientCredentials {
-    pub client_id: String,
-    pub secret: Option<SecretString>,
-}
 
 /// RFC 6749 §5.1.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -50,10 +44,7 @@ pub async fn exchange(
     params: &Params,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let client = bridge
-        .clients
-        .authenticate(&credentials.client_id, credentials.secret.as_ref(), now)
-        .await?;
+    let client = bridge.clients.authenticate_client(credentials, now).await?;
     let grant = request::grant_type(params)?;
     if !client.allows_grant(grant) {
         return Err(OAuthError::UnauthorizedClient(

@@ -14,7 +14,18 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "expiry indexes for the sweep", V3),
     (4, "refresh families stay uncompressed", V4),
     (5, "refresh families by client", V5),
+    (6, "single-use keys", V6),
 ];
+
+/// Client assertion `jti`s (RFC 7523 §3), remembered until the assertion expires, so that a
+/// replay to any instance is refused; the sweep deletes them by `expires_at`.
+const V6: &str = r#"
+CREATE TABLE used_once (
+    key TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX used_once_expiry ON used_once (expires_at);
+"#;
 
 /// Deleting a client revokes its grants (RFC 7592): its families are found by client without a
 /// scan of every family. Built inside the migration's transaction, so rotations on instances

@@ -1002,6 +1002,31 @@ impl Storage for PostgresStorage {
         })
     }
 
+    async fn use_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        if !storable(key) {
+            return Err(StorageError::Database(
+                "a single-use key holds a NUL character".to_owned(),
+            ));
+        }
+        // A key that expired but was not swept yet counts as forgotten, as in memory.
+        let touched = self
+            .client()
+            .await?
+            .run(
+                "INSERT INTO used_once (key, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                 WHERE used_once.expires_at <= $3",
+                &[&key, &expires_at.seconds(), &now.seconds()],
+            )
+            .await?;
+        Ok(touched == 1)
+    }
+
     async fn existing_shared_secret(
         &self,
         name: &str,
@@ -1104,6 +1129,7 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
         ("refresh_families", true),
         ("family_tombstones", true),
         ("revoked_access_tokens", true),
+        ("used_once", false),
         ("consent_requests", false),
         ("consent_grants", false),
     ] {
