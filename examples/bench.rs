@@ -193,12 +193,14 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             claims: ClaimsConfig::default(),
             access_policy: AccessPolicy::default(),
             access_token_claims: vec![mcp_oauth_bridge::oauth::disclosure::IdentityClaim::Groups],
+            jwt_bearer_grant: false,
         },
         clients,
         storage,
         sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
         revalidation: None,
         pending: mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(1_000_000),
+        identity_assertions: None,
         keys: Arc::new(KeyRing::new(
             KeySet::new(SigningKey::generate_es256()?)
                 .with_id_token_keys(vec![SigningKey::generate_rs256()?]),

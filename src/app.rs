@@ -22,10 +22,12 @@ use crate::key_rotation::{
     KeyWindow, RotationSchedule, spawn_rotation, stored_key, stored_key_keeping,
 };
 use crate::local_users::LocalUsers;
+use crate::oauth::identity_assertion::IdentityAssertions;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::LoginThrottle;
 use crate::oauth::pending_cap::PendingCap;
 use crate::oauth::protected_resource::{ProtectedResource, metadata_path};
+use crate::oauth::redirect_policy::RedirectPolicy;
 use crate::oauth::register::RegistrationPolicy;
 use crate::oauth::{Bridge, Settings, SignIn};
 use crate::rate_limit::RateLimiter;
@@ -137,6 +139,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             window,
         );
     }
+    let identity_assertions = identity_assertions(config)?;
     let bridge = Arc::new(Bridge {
         settings,
         clients,
@@ -145,6 +148,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         keys,
         revalidation,
         pending: PendingCap::new(config.oauth.max_pending_authorizations),
+        identity_assertions,
     });
     let cimd = &config.oauth.cimd;
     let state = AppState {
@@ -257,6 +261,28 @@ async fn client_registry(
     Ok((clients, registration))
 }
 
+/// The trusted issuers of ID-JAGs; their `jwks_uri`s, which the operator wrote, may be on
+/// internal hosts and are fetched with the metadata documents' other settings.
+fn identity_assertions(config: &Config) -> anyhow::Result<Option<IdentityAssertions>> {
+    let trusted = &config.oauth.identity_assertion;
+    if trusted.trusted_issuers.is_empty() {
+        return Ok(None);
+    }
+    let fetch = CimdSettings::configured(
+        &config.oauth.cimd,
+        RedirectPolicy::compile(&[], &[])?,
+        Vec::new(),
+        Vec::new(),
+    )?;
+    let uris = trusted
+        .trusted_issuers
+        .iter()
+        .filter_map(|issuer| issuer.jwks_uri.clone())
+        .collect();
+    IdentityAssertions::configured(trusted, Arc::new(RemoteKeySets::new(fetch, uris)))
+        .map_err(|problem| anyhow::anyhow!("oauth.identity_assertion: {problem}"))
+}
+
 /// A configured client's `id_token_signed_response_alg` must be one the keys can sign in: ES256
 /// needs an ES256 access-token key.
 fn check_id_token_algorithms(
@@ -334,6 +360,7 @@ fn protocol_settings(
         claims,
         access_policy,
         access_token_claims: oauth.access_token_claims.clone(),
+        jwt_bearer_grant: !oauth.identity_assertion.trusted_issuers.is_empty(),
     }
 }
 

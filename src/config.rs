@@ -79,6 +79,8 @@ pub struct OAuthConfig {
     pub dcr: DcrConfig,
     pub cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
+    /// Enterprise identity providers whose ID-JAGs the jwt-bearer grant accepts.
+    pub identity_assertion: crate::oauth::identity_assertion::IdentityAssertionConfig,
     /// The built-in user directory, instead of `upstream`.
     pub local_users: Vec<LocalUserConfig>,
     pub login_throttle: ThrottleSettings,
@@ -115,6 +117,7 @@ impl Default for OAuthConfig {
             dcr: DcrConfig::default(),
             cimd: CimdConfig::default(),
             upstream: None,
+            identity_assertion: Default::default(),
             local_users: Vec::new(),
             login_throttle: ThrottleSettings::default(),
             introspection_tokens: Vec::new(),
@@ -286,6 +289,21 @@ impl OAuthConfig {
                 problems.push(format!(
                     "oauth.scopes_supported[{i}]: {scope:?} is not a valid scope token"
                 ));
+            }
+        }
+        self.identity_assertion.validate(problems);
+        if self.identity_assertion.trusted_issuers.is_empty() {
+            for (i, client) in self.clients.iter().enumerate() {
+                if client
+                    .grant_types
+                    .iter()
+                    .flatten()
+                    .any(|g| g == crate::oauth::grant_type::JWT_BEARER)
+                {
+                    problems.push(format!(
+                        "oauth.clients[{i}].grant_types: the jwt-bearer grant needs oauth.identity_assertion.trusted_issuers"
+                    ));
+                }
             }
         }
         let mut seen = std::collections::HashSet::new();

@@ -120,7 +120,7 @@ fn user_grants(names: &[String]) -> Vec<GrantType> {
     names
         .iter()
         .filter_map(|name| GrantType::parse(name))
-        .filter(|grant| *grant != GrantType::ClientCredentials)
+        .filter(|grant| !grant.is_for_configured_clients_only())
         .collect()
 }
 

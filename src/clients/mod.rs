@@ -13,8 +13,6 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::Deserialize;
@@ -287,7 +285,7 @@ impl ClientRegistry {
         // Hashed: bounded in size, and a `jti` may hold anything, NUL included. Remembered a
         // minute past `exp`, for instances whose clocks run behind the one that sweeps.
         let digest = crate::tokens::TokenHash::of(&format!("{client_id}\0{}", verified.jti));
-        let key = format!("client-assertion:{}", URL_SAFE_NO_PAD.encode(digest.0));
+        let key = format!("client-assertion:{}", digest.to_base64());
         let remembered_until = verified.expires_at.plus(Duration::from_secs(
             client_assertion::LEEWAY_SECONDS.unsigned_abs(),
         ));
@@ -614,7 +612,7 @@ impl ClientConfig {
         for (j, grant) in self.grant_types.iter().flatten().enumerate() {
             if GrantType::parse(grant).is_none() {
                 problems.push(format!(
-                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials)"
+                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:jwt-bearer)"
                 ));
             }
         }

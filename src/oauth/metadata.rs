@@ -10,6 +10,10 @@ use super::{Settings, endpoints};
 pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
     // Serialised as their JWS names (RFC 7518 §3.1).
     let assertion_algorithms = json!(SIGNING_ALGORITHMS);
+    let mut grant_types = vec!["authorization_code", "refresh_token", "client_credentials"];
+    if settings.jwt_bearer_grant {
+        grant_types.push(super::grant_type::JWT_BEARER);
+    }
     let mut document = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.endpoint(endpoints::AUTHORIZE),
@@ -18,7 +22,7 @@ pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
         "scopes_supported": settings.scopes_supported,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
         "revocation_endpoint": settings.endpoint(endpoints::REVOKE),

@@ -9,6 +9,7 @@ pub(crate) mod consent;
 pub mod disclosure;
 pub(crate) mod error;
 pub(crate) mod grant_type;
+pub mod identity_assertion;
 pub(crate) mod introspect;
 pub(crate) mod login;
 pub(crate) mod login_throttle;
@@ -137,6 +138,8 @@ pub struct Settings {
     pub access_policy: AccessPolicy,
     /// Identity claims every access token carries whatever its scope.
     pub access_token_claims: Vec<disclosure::IdentityClaim>,
+    /// Whether the jwt-bearer grant (ID-JAG) is offered, and advertised.
+    pub jwt_bearer_grant: bool,
 }
 
 impl Settings {
@@ -157,6 +160,8 @@ pub struct Bridge {
     pub revalidation: Option<crate::sealing::Sealer>,
     /// How many authorizations may be in flight at once.
     pub pending: pending_cap::PendingCap,
+    /// The enterprise identity providers whose ID-JAGs the jwt-bearer grant accepts.
+    pub identity_assertions: Option<identity_assertion::IdentityAssertions>,
 }
 
 /// How users prove who they are.

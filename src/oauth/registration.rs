@@ -128,11 +128,12 @@ pub(crate) fn validate_registration(
     let grant_types = request
         .grant_types
         .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
-    // A client that registered itself gets no tokens without a user: client_credentials is for
-    // clients the operator configured.
+    // A client that registered itself gets no tokens without a user at our authorization
+    // endpoint: client_credentials and the jwt-bearer grant are for clients the operator
+    // configured.
     if let Some(unknown) = grant_types
         .iter()
-        .find(|g| GrantType::parse(g).is_none_or(|g| g == GrantType::ClientCredentials))
+        .find(|g| GrantType::parse(g).is_none_or(GrantType::is_for_configured_clients_only))
     {
         return Err(metadata_error(format!(
             "grant type {:?} is not supported",

@@ -56,6 +56,7 @@ pub(crate) fn settings() -> Settings {
         claims: ClaimsConfig::default(),
         access_policy: AccessPolicy::default(),
         access_token_claims: vec![crate::oauth::disclosure::IdentityClaim::Groups],
+        jwt_bearer_grant: false,
     }
 }
 
@@ -245,6 +246,7 @@ impl Harness {
                     .with_id_token_keys(vec![id_token_key()]),
             )),
             pending: super::pending_cap::PendingCap::new(10_000),
+            identity_assertions: None,
         };
         Harness {
             bridge,

@@ -13,6 +13,11 @@ impl TokenHash {
     pub(crate) fn of(token: &str) -> Self {
         TokenHash(Sha256::digest(token.as_bytes()).into())
     }
+
+    /// base64url, for keys that must be text.
+    pub(crate) fn to_base64(self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
 }
 
 impl std::fmt::Debug for TokenHash {

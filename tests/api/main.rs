@@ -14,6 +14,7 @@ mod document_server;
 mod flow;
 mod helpers;
 mod id_tokens;
+mod identity_assertion;
 mod lifecycle;
 mod limits;
 mod local_login;

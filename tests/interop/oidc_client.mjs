@@ -8,13 +8,23 @@
 // secret, authenticating with oauth4webapi's signed client assertions (RFC 7523) at the token,
 // introspection and revocation endpoints.
 //
+// `id-jag`: Enterprise-Managed Authorization. This script is also the company's identity
+// provider: it mints an Identity Assertion JWT Authorization Grant for alice and the configured
+// client `enterprise-agent`; oauth4webapi trades it for our access token (jwt-bearer grant), and
+// the official MCP TypeScript SDK calls a tool through the bridge's proxy with it.
+// `enterprise-jwks` prints the provider's public keys, for the bridge's configuration.
+//
 // The one setting changed from the defaults: plain http is allowed, because every server of the
 // suite listens on loopback without TLS.
 //
-// usage: node oidc_client.mjs flow|private-key-jwt --issuer URL
-import { webcrypto } from 'node:crypto';
+// usage: node oidc_client.mjs flow|private-key-jwt|id-jag --issuer URL [--server-url URL]
+//        node oidc_client.mjs enterprise-jwks
+import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as oauth from 'oauth4webapi';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Browser, USERS } from './headless_browser.mjs';
 
 const LABEL = 'oauth4webapi';
@@ -24,7 +34,7 @@ const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: { issuer: { type: 'string' }, 'server-url': { type: 'string' } },
 });
-const issuer = new URL(args.issuer);
+const issuer = args.issuer ? new URL(args.issuer) : undefined;
 const insecure = { [oauth.allowInsecureRequests]: true };
 
 function check(condition, what) {
@@ -185,10 +195,83 @@ async function scenarioPrivateKeyJwt() {
   check(second.status === 401 && (await second.json()).error === 'invalid_client', 'and is refused when replayed');
 }
 
+// ---- the enterprise identity provider of the id-jag scenario ----
+
+export const ENTERPRISE_ISSUER = 'https://idp.corp.example';
+export const ENTERPRISE_CLIENT = 'enterprise-agent';
+export const ENTERPRISE_SECRET = 'enterprise-agent-secret-0123456789';
+const ENTERPRISE_KID = 'corp-idp-1';
+const enterprisePem = readFileSync(new URL('../fixtures/other_rsa.pem', import.meta.url), 'utf8');
+
+function enterpriseJwks() {
+  const jwk = createPublicKey(enterprisePem).export({ format: 'jwk' });
+  return { keys: [{ ...jwk, kid: ENTERPRISE_KID, alg: 'RS256', use: 'sig' }] };
+}
+
+async function mintIdJag(claims) {
+  const key = await webcrypto.subtle.importKey(
+    'jwk',
+    createPrivateKey(enterprisePem).export({ format: 'jwk' }),
+    { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+    false,
+    ['sign'],
+  );
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${b64({ alg: 'RS256', typ: 'oauth-id-jag+jwt', kid: ENTERPRISE_KID })}.${b64(claims)}`;
+  const signature = await webcrypto.subtle.sign('RSASSA-PKCS1-v1_5', key, Buffer.from(input));
+  return `${input}.${Buffer.from(signature).toString('base64url')}`;
+}
+
+async function scenarioIdJag() {
+  const as = await discover();
+  check(as.grant_types_supported.includes('urn:ietf:params:oauth:grant-type:jwt-bearer'), 'the jwt-bearer grant is advertised');
+  const alice = USERS.alice;
+  const now = Math.floor(Date.now() / 1000);
+  const resource = args['server-url'];
+  const assertion = await mintIdJag({
+    iss: ENTERPRISE_ISSUER,
+    sub: alice.sub,
+    aud: as.issuer,
+    client_id: ENTERPRISE_CLIENT,
+    jti: oauth.generateRandomState(),
+    iat: now,
+    exp: now + 120,
+    resource,
+    scope: 'mcp:tools email',
+    email: alice.email,
+    email_verified: true,
+    name: alice.name,
+    groups: alice.groups,
+  });
+  const client = { client_id: ENTERPRISE_CLIENT };
+  const clientAuth = oauth.ClientSecretBasic(ENTERPRISE_SECRET);
+  const grant = () =>
+    oauth.genericTokenEndpointRequest(as, client, clientAuth, 'urn:ietf:params:oauth:grant-type:jwt-bearer', { assertion }, insecure);
+  const tokens = await oauth.processGenericTokenEndpointResponse(as, client, await grant());
+  check(typeof tokens.access_token === 'string' && tokens.scope === 'mcp:tools email', 'the ID-JAG was traded for an access token (jwt-bearer grant)');
+  const replay = await grant();
+  check(replay.status === 400 && (await replay.json()).error === 'invalid_grant', 'the same ID-JAG again is refused');
+
+  // The MCP server behind the bridge's proxy sees alice, as the enterprise IdP vouched.
+  const mcp = new Client({ name: 'interop-id-jag', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(resource), {
+    requestInit: { headers: { authorization: `Bearer ${tokens.access_token}` } },
+  });
+  await mcp.connect(transport);
+  const result = await mcp.callTool({ name: 'whoami', arguments: {} });
+  const identity = result.structuredContent?.result ?? result.structuredContent ?? JSON.parse(result.content[0].text);
+  check(identity.sub === alice.sub && identity.email === alice.email && identity.client_id === ENTERPRISE_CLIENT, 'the MCP server sees the user the enterprise IdP vouched for');
+  await mcp.close();
+}
+
 const started = Date.now();
 try {
   const scenario = positionals[0];
-  await { flow: scenarioFlow, 'private-key-jwt': scenarioPrivateKeyJwt }[scenario]();
+  if (scenario === 'enterprise-jwks') {
+    console.log(JSON.stringify(enterpriseJwks()));
+    process.exit(0);
+  }
+  await { flow: scenarioFlow, 'private-key-jwt': scenarioPrivateKeyJwt, 'id-jag': scenarioIdJag }[scenario]();
   console.log(`DONE ${LABEL} ${scenario} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
   process.exit(0);
 } catch (error) {

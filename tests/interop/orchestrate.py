@@ -125,7 +125,7 @@ class Processes:
             self.stop(name)
 
 
-def bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret):
+def bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret, enterprise_jwks):
     # With the trailing slash: the MCP server (Python SDK 1.x) names its authorization server
     # `http://host:port/` in its metadata, and SDK 2.x clients require the identical string.
     issuer = f"http://127.0.0.1:{bridge_port}/"
@@ -142,6 +142,13 @@ oauth:
   scopes_supported: [openid, profile, email, offline_access, "{SCOPE}"]
   # The MCP server shows who calls it: every token carries these, and the consent page says so.
   access_token_claims: [email, name, groups]
+  clients:
+    # Enterprise-Managed Authorization: trades ID-JAGs from the enterprise IdP of oidc_client.mjs.
+    - {{ id: enterprise-agent, secret: "enterprise-agent-secret-0123456789",
+        grant_types: ["urn:ietf:params:oauth:grant-type:jwt-bearer"] }}
+  identity_assertion:
+    trusted_issuers:
+      - {{ issuer: "https://idp.corp.example", jwks: {enterprise_jwks}, allowed_groups: [mcp-users] }}
   dcr:
     enabled: true
     allowed_redirect_profiles: [loopback]
@@ -195,7 +202,11 @@ def main():
     server_urls = {"": f"http://127.0.0.1:{mcp_port}/mcp", "proxied-": f"{issuer}mcp"}
     client_secret = "interop-upstream-client-secret"
     config = work / "bridge.yaml"
-    config.write_text(bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret))
+    # The enterprise IdP's public keys, from the script that mints its ID-JAGs.
+    enterprise_jwks = subprocess.run(["node", "oidc_client.mjs", "enterprise-jwks"], cwd=HERE, check=True,
+                                     capture_output=True, text=True).stdout.strip()
+    config.write_text(bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret,
+                                    enterprise_jwks))
 
     def start_bridge():
         log = logs / "bridge.log"
@@ -246,6 +257,8 @@ def main():
             clients.append(("oauth4webapi-oidc", ["node", "oidc_client.mjs", "flow", "--issuer", issuer]))
             clients.append(("oauth4webapi-private-key-jwt",
                             ["node", "oidc_client.mjs", "private-key-jwt", "--issuer", issuer]))
+            clients.append(("enterprise-id-jag", ["node", "oidc_client.mjs", "id-jag", "--issuer", issuer,
+                                                  "--server-url", server_urls["proxied-"]]))
 
         for name, command in clients:
             if args.only and args.only not in name:

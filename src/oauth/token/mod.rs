@@ -3,6 +3,7 @@
 
 mod authorization_code;
 mod client_credentials;
+mod jwt_bearer;
 mod refresh_token;
 mod request;
 mod revalidation;
@@ -60,6 +61,9 @@ pub async fn exchange(
         }
         TokenRequest::ClientCredentials(request) => {
             client_credentials::exchange(bridge, &client, &request, now).await
+        }
+        TokenRequest::JwtBearer(request) => {
+            jwt_bearer::exchange(bridge, &client, &request, now).await
         }
     }
 }

@@ -2,7 +2,7 @@
 //! credentials among them typed so they cannot be printed or passed in the wrong place.
 
 use crate::oauth::{GrantType, OAuthError, Params, for_log};
-use crate::secret::{AuthorizationCode, CodeVerifier, RefreshToken};
+use crate::secret::{AuthorizationCode, CodeVerifier, RefreshToken, SecretString};
 
 /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5, RFC 8707 §2.2).
 #[derive(Debug)]
@@ -28,11 +28,20 @@ pub(super) struct ClientCredentialsGrant<'a> {
     pub(crate) resource: Option<&'a str>,
 }
 
+/// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1): an ID-JAG.
+#[derive(Debug)]
+pub(super) struct JwtBearerGrant {
+    pub(crate) assertion: SecretString,
+    pub(crate) scope: Option<String>,
+    pub(crate) resource: Option<String>,
+}
+
 #[derive(Debug)]
 pub(super) enum TokenRequest<'a> {
     AuthorizationCode(CodeGrant<'a>),
     RefreshToken(RefreshGrant<'a>),
     ClientCredentials(ClientCredentialsGrant<'a>),
+    JwtBearer(JwtBearerGrant),
 }
 
 /// The grant a request names; an unknown one is `unsupported_grant_type` (RFC 6749 §5.2).
@@ -66,6 +75,11 @@ impl<'a> TokenRequest<'a> {
             GrantType::ClientCredentials => {
                 TokenRequest::ClientCredentials(ClientCredentialsGrant { scope, resource })
             }
+            GrantType::JwtBearer => TokenRequest::JwtBearer(JwtBearerGrant {
+                assertion: SecretString::new(params.require("assertion")?),
+                scope: scope.map(str::to_owned),
+                resource: resource.map(str::to_owned),
+            }),
         })
     }
 }

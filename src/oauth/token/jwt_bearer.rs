@@ -1,0 +1,134 @@
+//! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1) with an ID-JAG:
+//! an access token for the user the company's identity provider vouches for, for the client it
+//! issued the grant to, without a sign-in here. A refresh token too when the trusted issuer's
+//! `refresh_tokens` is on and the client may refresh.
+
+use super::request::JwtBearerGrant;
+use super::{Grant, TokenResponse, issue_access_token};
+use crate::clients::Client;
+use crate::clock::UnixTime;
+use crate::oauth::{Bridge, GrantType, OAuthError, resource, scope};
+use crate::tokens::generate_token;
+use crate::tokens::opaque::random_string;
+use crate::tokens::refresh::{IssuedAccessToken, RefreshFamily};
+
+pub(super) async fn exchange(
+    bridge: &Bridge,
+    client: &Client,
+    request: &JwtBearerGrant,
+    now: UnixTime,
+) -> Result<TokenResponse, OAuthError> {
+    let Some(assertions) = &bridge.identity_assertions else {
+        return Err(OAuthError::UnsupportedGrantType(
+            "no identity provider is trusted for jwt-bearer grants here".into(),
+        ));
+    };
+    if client.is_public() {
+        return Err(OAuthError::UnauthorizedClient(
+            "the jwt-bearer grant is for confidential clients".into(),
+        ));
+    }
+    let grant = assertions
+        .verify(
+            request.assertion.expose(),
+            &client.id,
+            &bridge.settings.issuer,
+            now,
+        )
+        .await
+        .map_err(|refusal| {
+            tracing::info!(client_id = %client.id, reason = refusal.0, "identity assertion refused");
+            OAuthError::invalid_grant("the identity assertion is not valid")
+        })?;
+    // RFC 8707 §2.2: a resource in the request must be the one the provider granted.
+    if let (Some(asked), Some(granted)) = (request.resource.as_deref(), grant.resource.as_deref())
+        && asked != granted
+    {
+        return Err(OAuthError::InvalidTarget(
+            "resource differs from the one the identity assertion grants".into(),
+        ));
+    }
+    let audience = resource::resolve_audience(
+        &bridge.settings,
+        request.resource.as_deref().or(grant.resource.as_deref()),
+    )?;
+    // What the client may have, within what the provider granted when it said.
+    let mut allowed = client.allowed_scopes(&bridge.settings.scopes_supported);
+    if let Some(granted) = &grant.scope {
+        let granted = scope::parse(granted).map_err(|_| {
+            OAuthError::invalid_grant("the identity assertion's scope is malformed")
+        })?;
+        allowed.retain(|s| granted.contains(s));
+    }
+    let scope = scope::resolve(
+        request.scope.as_deref().or(grant.scope.as_deref()),
+        &allowed,
+    )?;
+    // Single use, across instances: remembered a minute past `exp` for clocks that lag.
+    let key = format!(
+        "id-jag:{}",
+        crate::tokens::TokenHash::of(&format!("{}\0{}", grant.issuer, grant.jti)).to_base64()
+    );
+    let remembered_until = grant.expires_at.plus(std::time::Duration::from_secs(
+        crate::oauth::client_assertion::LEEWAY_SECONDS.unsigned_abs(),
+    ));
+    if !bridge.storage.use_once(&key, remembered_until, now).await? {
+        tracing::warn!(client_id = %client.id, "identity assertion replayed");
+        return Err(OAuthError::invalid_grant(
+            "the identity assertion was used before",
+        ));
+    }
+    let access_token_id = random_string(16);
+    let refresh = (grant.refresh_tokens
+        && client.allows_grant(GrantType::RefreshToken)
+        // Re-validation needs the provider's refresh token, which this grant has not.
+        && bridge.revalidation.is_none())
+    .then(generate_token::<crate::secret::RefreshToken>);
+    let issued = Grant {
+        client_id: &client.id,
+        identity: &grant.identity,
+        scope: &scope,
+        audience: &audience,
+    };
+    let (access_token, record) = issue_access_token(bridge, &issued, access_token_id, now)?;
+    let refresh_token = match refresh {
+        Some((token, hash)) => {
+            let mut family = RefreshFamily {
+                id: random_string(16),
+                client_id: client.id.clone(),
+                identity: grant.identity.clone(),
+                scope: scope.clone(),
+                audience: audience.clone(),
+                absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
+                current: Some(hash),
+                current_expires_at: record.expires_at,
+                previous: None,
+                revoked: false,
+                access_tokens: vec![IssuedAccessToken {
+                    jti: record.jti.clone(),
+                    expires_at: record.expires_at,
+                }],
+                upstream_refresh: None,
+            };
+            family.current_expires_at =
+                family.sliding_expiry(now, bridge.settings.refresh_token_ttl);
+            bridge.storage.create_family(family).await?;
+            Some(token)
+        }
+        None => None,
+    };
+    tracing::info!(
+        client_id = %client.id,
+        subject = %grant.identity.subject,
+        issuer = %grant.issuer,
+        "tokens issued for an identity assertion"
+    );
+    Ok(TokenResponse {
+        access_token,
+        token_type: crate::tokens::BEARER,
+        expires_in: bridge.settings.access_token_ttl.as_secs(),
+        refresh_token,
+        scope: scope::join(&scope),
+        id_token: None,
+    })
+}
