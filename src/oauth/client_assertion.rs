@@ -217,11 +217,28 @@ fn check_claims(
             "the client assertion's aud names neither the token endpoint nor the issuer",
         ));
     }
-    let exp = claims
-        .exp
-        .ok_or(AssertionRefused("the client assertion has no exp"))?;
+    check_lifetime(
+        claims.exp,
+        claims.nbf,
+        claims.iat,
+        claims.jti.as_deref(),
+        now,
+    )
+}
+
+/// The checks every one-time assertion gets, client assertion or ID-JAG: `exp` present, in the
+/// future and at most five minutes ahead (with a minute of leeway), `nbf` and `iat` not in the
+/// future, a `jti` of at most 256 bytes; the `jti`.
+pub(crate) fn check_lifetime(
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    jti: Option<&str>,
+    now: UnixTime,
+) -> Result<String, AssertionRefused> {
+    let exp = exp.ok_or(AssertionRefused("the assertion has no exp"))?;
     if exp <= now.seconds() {
-        return Err(AssertionRefused("the client assertion has expired"));
+        return Err(AssertionRefused("the assertion has expired"));
     }
     if exp
         > now
@@ -229,21 +246,19 @@ fn check_claims(
             .saturating_add(MAX_LIFETIME_SECONDS + LEEWAY_SECONDS)
     {
         return Err(AssertionRefused(
-            "the client assertion expires more than five minutes ahead",
+            "the assertion expires more than five minutes ahead",
         ));
     }
     let ahead = now.seconds().saturating_add(LEEWAY_SECONDS);
-    if claims.nbf.is_some_and(|nbf| nbf > ahead) || claims.iat.is_some_and(|iat| iat > ahead) {
+    if nbf.is_some_and(|nbf| nbf > ahead) || iat.is_some_and(|iat| iat > ahead) {
         return Err(AssertionRefused(
-            "the client assertion is not valid yet (nbf or iat in the future)",
+            "the assertion is not valid yet (nbf or iat in the future)",
         ));
     }
-    claims
-        .jti
-        .clone()
-        .filter(|jti| !jti.is_empty() && jti.len() <= MAX_JTI_BYTES)
+    jti.filter(|jti| !jti.is_empty() && jti.len() <= MAX_JTI_BYTES)
+        .map(str::to_owned)
         .ok_or(AssertionRefused(
-            "the client assertion needs a jti of at most 256 bytes",
+            "the assertion needs a jti of at most 256 bytes",
         ))
 }
 

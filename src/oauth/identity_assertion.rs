@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client_assertion::{AssertionRefused, LEEWAY_SECONDS, check_client_keys, signed_claims};
+use super::client_assertion::{AssertionRefused, check_client_keys, check_lifetime, signed_claims};
 use crate::clients::client_keys::{ClientKeys, RemoteKeySets};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
@@ -18,10 +18,6 @@ use crate::upstream::claims::{AccessPolicy, ClaimsConfig, check_access, map_iden
 
 /// The JWT `typ` of an ID-JAG; JOSE lets `application/` be left out (RFC 7515 §4.1.9).
 const ID_JAG_TYPE: &str = "oauth-id-jag+jwt";
-/// An ID-JAG is made for one token request just before it (the draft's examples live five
-/// minutes); its `jti` is remembered until it expires.
-const MAX_LIFETIME_SECONDS: i64 = 300;
-const MAX_JTI_BYTES: usize = 256;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -258,32 +254,13 @@ fn check_claims(
             "the assertion was issued to another client (client_id)",
         ));
     }
-    let exp = claims
-        .exp
-        .ok_or(AssertionRefused("the assertion has no exp"))?;
-    if exp <= now.seconds() {
-        return Err(AssertionRefused("the assertion has expired"));
-    }
-    if exp
-        > now
-            .seconds()
-            .saturating_add(MAX_LIFETIME_SECONDS + LEEWAY_SECONDS)
-    {
-        return Err(AssertionRefused(
-            "the assertion expires more than five minutes ahead",
-        ));
-    }
-    let ahead = now.seconds().saturating_add(LEEWAY_SECONDS);
-    if claims.nbf.is_some_and(|nbf| nbf > ahead) || claims.iat.is_some_and(|iat| iat > ahead) {
-        return Err(AssertionRefused("the assertion is not valid yet"));
-    }
-    claims
-        .jti
-        .clone()
-        .filter(|jti| !jti.is_empty() && jti.len() <= MAX_JTI_BYTES)
-        .ok_or(AssertionRefused(
-            "the assertion needs a jti of at most 256 bytes",
-        ))
+    check_lifetime(
+        claims.exp,
+        claims.nbf,
+        claims.iat,
+        claims.jti.as_deref(),
+        now,
+    )
 }
 
 #[cfg(test)]
