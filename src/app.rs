@@ -274,6 +274,14 @@ fn identity_assertions(config: &Config) -> anyhow::Result<Option<IdentityAsserti
         Vec::new(),
         Vec::new(),
     )?;
+    for issuer in &trusted.trusted_issuers {
+        if issuer.allowed_groups.is_empty() && issuer.allowed_email_domains.is_empty() {
+            tracing::warn!(
+                issuer = %issuer.issuer,
+                "a trusted issuer of ID-JAGs has no allowed_groups or allowed_email_domains: every user it vouches for gets tokens"
+            );
+        }
+    }
     let uris = trusted
         .trusted_issuers
         .iter()

@@ -136,7 +136,20 @@ impl RemoteKeySets {
                 );
                 Ok(keys)
             }
+            // A set fetched again after a good one keeps the good one: a failed refetch (which
+            // anyone can prompt with an unknown kid) must not stop every signature for a minute.
             Err(error) => {
+                if let Some(Cached::Keys {
+                    keys,
+                    fetched_at,
+                    expires_at,
+                }) = cache.get_mut(uri)
+                    && *expires_at > now
+                {
+                    // Counted as a fetch, so the next one waits its minute too.
+                    *fetched_at = now;
+                    return Ok(Arc::clone(keys));
+                }
                 cache.insert(
                     uri.to_owned(),
                     Cached::Failed {

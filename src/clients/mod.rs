@@ -575,16 +575,16 @@ impl ClientConfig {
             ));
         }
         let has_keys = self.jwks.is_some() || self.jwks_uri.is_some();
-        if self.secret.is_none()
+        let without_user =
+            self.grant_types.iter().flatten().find(|g| {
+                GrantType::parse(g).is_some_and(GrantType::is_for_configured_clients_only)
+            });
+        if let Some(grant) = without_user
+            && self.secret.is_none()
             && !has_keys
-            && self
-                .grant_types
-                .iter()
-                .flatten()
-                .any(|g| g == "client_credentials")
         {
             problems.push(format!(
-                "{field}.grant_types: client_credentials needs a secret or keys (a public client cannot prove who it is)"
+                "{field}.grant_types: {grant} needs a secret or keys (a public client cannot prove who it is)"
             ));
         }
         if has_keys && self.secret.is_some() {

@@ -50,7 +50,8 @@ pub(crate) const MAX_CLIENT_KEYS: usize = 10;
 /// Keys of a set published at a URL, most of which may be for something else.
 const MAX_PUBLISHED_KEYS: usize = 50;
 
-/// Why an assertion is refused: for the log; the client hears `invalid_client` only.
+/// Why an assertion is refused: for the log; the client hears only `invalid_client` (a client
+/// assertion) or `invalid_grant` (an ID-JAG).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct AssertionRefused(pub(crate) &'static str);

@@ -96,8 +96,8 @@ pub(crate) struct VerifiedGrant {
     pub(crate) expires_at: UnixTime,
     /// The `scope` claim, when the provider limited the grant.
     pub(crate) scope: Option<String>,
-    /// The `resource` claim: the resource server the token is for.
-    pub(crate) resource: Option<String>,
+    /// The `resource` claim: the resource servers the token may be for.
+    pub(crate) resources: Vec<String>,
     pub(crate) refresh_tokens: bool,
 }
 
@@ -112,7 +112,20 @@ struct Claims {
     nbf: Option<i64>,
     jti: Option<String>,
     scope: Option<String>,
-    resource: Option<String>,
+    #[serde(default)]
+    resource: Resources,
+    /// Rich authorization requests the bridge does not implement: refused, not ignored.
+    authorization_details: Option<Value>,
+}
+
+/// The draft allows one resource or several.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Resources {
+    One(String),
+    Many(Vec<String>),
+    #[default]
+    None,
 }
 
 #[derive(Deserialize, Default)]
@@ -222,7 +235,11 @@ impl IdentityAssertions {
             jti,
             expires_at: UnixTime(signed.exp.unwrap_or_default()),
             scope: signed.scope,
-            resource: signed.resource,
+            resources: match signed.resource {
+                Resources::One(resource) => vec![resource],
+                Resources::Many(resources) => resources,
+                Resources::None => Vec::new(),
+            },
             refresh_tokens: trusted.refresh_tokens,
         })
     }
@@ -239,9 +256,10 @@ fn check_claims(
     if claims.iss.as_deref() != Some(trusted.issuer.as_str()) {
         return Err(AssertionRefused("the assertion's issuer is not trusted"));
     }
+    // One audience only: an ID-JAG good at several servers could be redeemed at each.
     let for_us = match &claims.aud {
         Audience::One(aud) => aud == our_issuer,
-        Audience::Many(auds) => auds.iter().any(|aud| aud == our_issuer),
+        Audience::Many(auds) => auds.len() == 1 && auds[0] == our_issuer,
         Audience::None => false,
     };
     if !for_us {
@@ -252,6 +270,14 @@ fn check_claims(
     if claims.client_id.as_deref() != Some(client_id) {
         return Err(AssertionRefused(
             "the assertion was issued to another client (client_id)",
+        ));
+    }
+    if claims.iat.is_none() {
+        return Err(AssertionRefused("the assertion has no iat"));
+    }
+    if claims.authorization_details.is_some() {
+        return Err(AssertionRefused(
+            "the assertion carries authorization_details, which this server does not implement",
         ));
     }
     check_lifetime(
@@ -309,7 +335,7 @@ mod tests {
 
     fn id_jag(typ: &str, change: impl FnOnce(&mut Value)) -> String {
         let mut claims = json!({"iss": IDP, "sub": "u1", "aud": US, "client_id": "agent",
-            "exp": NOW.seconds() + 60, "jti": "j1", "email": "u1@corp.example",
+            "iat": NOW.seconds(), "exp": NOW.seconds() + 60, "jti": "j1", "email": "u1@corp.example",
             "email_verified": true});
         change(&mut claims);
         let mut header = Header::new(Algorithm::RS256);

@@ -36,6 +36,15 @@ pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     });
+    // draft-ietf-oauth-identity-assertion-authz-grant: the ID-JAG profile of the jwt-bearer grant.
+    if settings.jwt_bearer_grant
+        && let Value::Object(fields) = &mut document
+    {
+        fields.insert(
+            "authorization_grant_profiles_supported".into(),
+            json!(["urn:ietf:params:oauth:grant-profile:id-jag"]),
+        );
+    }
     if settings.metadata_documents_enabled
         && let Value::Object(fields) = &mut document
     {

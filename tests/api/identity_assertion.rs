@@ -15,6 +15,8 @@ const AGENT: &str = "enterprise-agent";
 const AGENT_SECRET: &str = "enterprise-agent-secret-0123456789";
 const OTHER_RSA_PEM: &str = include_str!("../fixtures/upstream_rsa.pem");
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// A second trusted provider, with keys of its own.
+const SECOND_IDP: &str = "https://idp.partner.example";
 
 fn now() -> i64 {
     use mcp_oauth_bridge::clock::Clock;
@@ -51,8 +53,9 @@ fn id_jag_signed_by(
 }
 
 fn trusted(config: &mut Config, keys: String) {
+    let second = json!({"keys": [public_jwk(OTHER_RSA_PEM, Algorithm::RS256, "idp-1")]});
     let yaml = format!(
-        "trusted_issuers:\n  - issuer: {ENTERPRISE_IDP}\n    {keys}\n    allowed_groups: [mcp-users]\n    refresh_tokens: true\n"
+        "trusted_issuers:\n  - issuer: {ENTERPRISE_IDP}\n    {keys}\n    allowed_groups: [mcp-users]\n    refresh_tokens: true\n  - issuer: {SECOND_IDP}\n    jwks: {second}\n    allowed_groups: [mcp-users]\n"
     );
     config.oauth.identity_assertion = serde_yaml::from_str(&yaml).unwrap();
     config.oauth.clients.push(ClientConfig {
@@ -123,6 +126,17 @@ async fn an_id_jag_from_a_trusted_idp_brings_an_access_token_for_its_user() {
         .unwrap();
     assert_eq!(refreshed.status(), StatusCode::OK);
 
+    // Without a scope: what the grant names that the client may have (`admin` is no scope here).
+    let partly = id_jag(&app.issuer, |c, _| c["scope"] = json!("openid email admin"));
+    let partly: Value = grant(&app, &partly, &[]).await.json().await.unwrap();
+    assert_eq!(partly["scope"], "openid email");
+    let metadata = app
+        .get_json(&app.url("/.well-known/oauth-authorization-server"))
+        .await;
+    assert_eq!(
+        metadata["authorization_grant_profiles_supported"],
+        json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
     // Narrower than granted is fine; wider is not.
     let narrower = grant(&app, &id_jag(&app.issuer, |_, _| {}), &[("scope", "email")]).await;
     let narrower: Value = narrower.json().await.unwrap();
@@ -206,6 +220,28 @@ async fn every_wrong_id_jag_is_invalid_grant_and_a_replay_too() {
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"guess")).unwrap()
         }),
         ("not a JWT", "not-a-jwt".to_owned()),
+        (
+            "two audiences",
+            id_jag(&issuer, |c, _| {
+                c["aud"] = json!(["https://other-as.example", issuer])
+            }),
+        ),
+        (
+            "no iat",
+            id_jag(&issuer, |c, _| {
+                c.as_object_mut().unwrap().remove("iat");
+            }),
+        ),
+        (
+            "authorization_details",
+            id_jag(&issuer, |c, _| {
+                c["authorization_details"] = json!([{"type": "payment_initiation"}]);
+            }),
+        ),
+        (
+            "another trusted issuer named, ours signing",
+            id_jag(&issuer, |c, _| c["iss"] = json!(SECOND_IDP)),
+        ),
     ];
     for (what, assertion) in cases {
         let response = grant(&app, &assertion, &[]).await;
@@ -232,6 +268,23 @@ async fn every_wrong_id_jag_is_invalid_grant_and_a_replay_too() {
         "invalid_target",
     )
     .await;
+    // Several resources granted: the request must name one of them.
+    let several = id_jag(&issuer, |c, _| {
+        c["resource"] = json!(["https://other.example/mcp", RESOURCE])
+    });
+    oauth_error(
+        grant(&app, &several, &[]).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    let named = grant(&app, &several, &[("resource", RESOURCE)]).await;
+    assert_eq!(named.status(), StatusCode::OK);
+    // A scope wider than granted is refused without spending the ID-JAG.
+    let spared = id_jag(&issuer, |_, _| {});
+    let wider = grant(&app, &spared, &[("scope", "openid profile")]).await;
+    oauth_error(wider, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    assert_eq!(grant(&app, &spared, &[]).await.status(), StatusCode::OK);
     let good = id_jag(&issuer, |_, _| {});
     let differs = grant(
         &app,

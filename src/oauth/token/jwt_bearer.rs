@@ -40,18 +40,24 @@ pub(super) async fn exchange(
             tracing::info!(client_id = %client.id, reason = refusal.0, "identity assertion refused");
             OAuthError::invalid_grant("the identity assertion is not valid")
         })?;
-    // RFC 8707 §2.2: a resource in the request must be the one the provider granted.
-    if let (Some(asked), Some(granted)) = (request.resource.as_deref(), grant.resource.as_deref())
-        && asked != granted
-    {
-        return Err(OAuthError::InvalidTarget(
-            "resource differs from the one the identity assertion grants".into(),
-        ));
-    }
-    let audience = resource::resolve_audience(
-        &bridge.settings,
-        request.resource.as_deref().or(grant.resource.as_deref()),
-    )?;
+    // RFC 8707 §2.2: a resource in the request must be one the provider granted; with several
+    // granted, the request must say which.
+    let wanted = match (request.resource.as_deref(), grant.resources.as_slice()) {
+        (Some(asked), granted) if !granted.is_empty() && !granted.iter().any(|g| g == asked) => {
+            return Err(OAuthError::InvalidTarget(
+                "resource is not one the identity assertion grants".into(),
+            ));
+        }
+        (Some(asked), _) => Some(asked),
+        (None, [only]) => Some(only.as_str()),
+        (None, []) => None,
+        (None, _) => {
+            return Err(OAuthError::InvalidTarget(
+                "the identity assertion grants several resources: name one".into(),
+            ));
+        }
+    };
+    let audience = resource::resolve_audience(&bridge.settings, wanted)?;
     // What the client may have, within what the provider granted when it said.
     let mut allowed = client.allowed_scopes(&bridge.settings.scopes_supported);
     if let Some(granted) = &grant.scope {
@@ -60,10 +66,8 @@ pub(super) async fn exchange(
         })?;
         allowed.retain(|s| granted.contains(s));
     }
-    let scope = scope::resolve(
-        request.scope.as_deref().or(grant.scope.as_deref()),
-        &allowed,
-    )?;
+    // Without a requested scope, all of the grant the client may have (RFC 6749 §3.3).
+    let scope = scope::resolve(request.scope.as_deref(), &allowed)?;
     // Single use, across instances: remembered a minute past `exp` for clocks that lag.
     let key = format!(
         "id-jag:{}",
