@@ -101,7 +101,7 @@ impl ClientRegistry {
         let mut clients = HashMap::new();
         let mut max_cost = cost;
         let mut plain_hashes = hash_plain_secrets(configs, cost).into_iter();
-        for config in configs {
+        for (i, config) in configs.iter().enumerate() {
             let secret_hash = match &config.secret {
                 None => None,
                 Some(secret) => match bcrypt::HashParts::from_str(secret.expose()) {
@@ -134,7 +134,7 @@ impl ClientRegistry {
                 id_token_algorithm: config.id_token_signed_response_alg,
                 keys: ClientKeys::from_metadata(config.jwks.as_ref(), config.jwks_uri.as_deref())
                     .map_err(|problem| ClientLoadError {
-                    field: format!("oauth.clients: {}.jwks", config.id),
+                    field: format!("oauth.clients[{i}].jwks"),
                     problem: problem.to_owned(),
                 })?,
             };
