@@ -10,7 +10,9 @@ use tokio::sync::Semaphore;
 
 use super::metadata_documents::{CimdSettings, DocumentError, FetchLabels, guarded_fetch};
 use crate::clock::UnixTime;
-use crate::oauth::client_assertion::{check_client_keys, client_key_set, published_key_set};
+use crate::oauth::client_assertion::{
+    AssertionRefused, check_client_keys, client_key_set, published_key_set,
+};
 
 /// Where a client's signing keys are.
 #[derive(Debug, Clone)]
@@ -33,6 +35,36 @@ impl ClientKeys {
             (None, Some(uri)) => ClientKeys::Remote(uri.to_owned()),
             (None, None) => return Ok(None),
         }))
+    }
+}
+
+impl ClientKeys {
+    /// What `check` says of these keys: inline ones, or the set at the URL, fetched again once
+    /// when none of it verifies the signature (its owner may have rotated its keys). The outer
+    /// error: the keys could not be fetched.
+    pub(crate) async fn check_with<T>(
+        &self,
+        remote: &RemoteKeySets,
+        now: UnixTime,
+        check: impl Fn(&JwkSet) -> Result<T, AssertionRefused>,
+    ) -> Result<Result<T, AssertionRefused>, DocumentError> {
+        let uri = match self {
+            ClientKeys::Inline(keys) => return Ok(check(keys)),
+            ClientKeys::Remote(uri) => uri,
+        };
+        let keys = remote.keys(uri, false, now).await?;
+        match check(&keys) {
+            Err(refusal) if refusal.is_about_keys() => {
+                let again = remote.keys(uri, true, now).await?;
+                // The same set again (fetched too recently to fetch anew) verifies nothing new.
+                if Arc::ptr_eq(&again, &keys) {
+                    Ok(Err(refusal))
+                } else {
+                    Ok(check(&again))
+                }
+            }
+            outcome => Ok(outcome),
+        }
     }
 }
 

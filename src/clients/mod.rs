@@ -257,41 +257,26 @@ impl ClientRegistry {
             ));
         };
         let audiences = &assertions.audiences;
-        let verified = match keys {
-            ClientKeys::Inline(set) => {
-                client_assertion::verify(assertion, client_id, set, audiences, now)
-            }
-            ClientKeys::Remote(uri) => {
-                // Nothing is fetched for an assertion that would fail anyway.
-                client_assertion::precheck(assertion, client_id, audiences, now)
-                    .map_err(|refusal| refused(refusal.0))?;
-                let fetch = |stale| assertions.remote_keys.keys(uri, stale, now);
-                let set = fetch(false).await.map_err(|e| refused(e.detail()))?;
-                match client_assertion::verify(assertion, client_id, &set, audiences, now) {
-                    // The client may have rotated its keys since they were fetched.
-                    Err(refusal) if refusal.is_about_keys() => {
-                        let again = fetch(true).await.map_err(|e| refused(e.detail()))?;
-                        if Arc::ptr_eq(&again, &set) {
-                            Err(refusal)
-                        } else {
-                            client_assertion::verify(assertion, client_id, &again, audiences, now)
-                        }
-                    }
-                    verified => verified,
-                }
-            }
+        if let ClientKeys::Remote(_) = keys {
+            // Nothing is fetched for an assertion that would fail anyway.
+            client_assertion::precheck(assertion, client_id, audiences, now)
+                .map_err(|refusal| refused(refusal.0))?;
         }
-        .map_err(|refusal| refused(refusal.0))?;
-        // Hashed: bounded in size, and a `jti` may hold anything, NUL included. Remembered a
-        // minute past `exp`, for instances whose clocks run behind the one that sweeps.
-        let digest = crate::tokens::TokenHash::of(&format!("{client_id}\0{}", verified.jti));
-        let key = format!("client-assertion:{}", digest.to_base64());
-        let remembered_until = verified.expires_at.plus(Duration::from_secs(
-            client_assertion::LEEWAY_SECONDS.unsigned_abs(),
-        ));
+        let verified = keys
+            .check_with(&assertions.remote_keys, now, |set| {
+                client_assertion::verify(assertion, client_id, set, audiences, now)
+            })
+            .await
+            .map_err(|error| refused(error.detail()))?
+            .map_err(|refusal| refused(refusal.0))?;
+        let key = client_assertion::single_use_key("client-assertion", client_id, &verified.jti);
         if !assertions
             .storage
-            .use_once(&key, remembered_until, now)
+            .use_once(
+                &key,
+                client_assertion::remembered_until(verified.expires_at),
+                now,
+            )
             .await?
         {
             return Err(refused("the client assertion's jti was used before"));

@@ -43,7 +43,7 @@ const MAX_LIFETIME_SECONDS: i64 = 300;
 pub(crate) const LEEWAY_SECONDS: i64 = 60;
 /// An assertion longer than this is not one a client made (a few keys' worth of header and
 /// claims): refused before any parsing.
-const MAX_ASSERTION_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 const MAX_JTI_BYTES: usize = 256;
 /// Keys a client may register: enough for a rotation, not a store to search.
 pub(crate) const MAX_CLIENT_KEYS: usize = 10;
@@ -86,13 +86,49 @@ struct Claims {
     jti: Option<String>,
 }
 
+/// `aud`: one name or several (RFC 7519 §4.1.3).
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
     #[default]
     None,
+}
+
+impl Audience {
+    /// Whether it names one of `names`, among others or alone.
+    fn names_any(&self, names: &[String]) -> bool {
+        match self {
+            Audience::One(aud) => names.contains(aud),
+            Audience::Many(auds) => auds.iter().any(|aud| names.contains(aud)),
+            Audience::None => false,
+        }
+    }
+
+    /// Whether it names `name` and nothing else.
+    pub(crate) fn is_only(&self, name: &str) -> bool {
+        match self {
+            Audience::One(aud) => aud == name,
+            Audience::Many(auds) => matches!(auds.as_slice(), [only] if only == name),
+            Audience::None => false,
+        }
+    }
+}
+
+/// The storage key that makes an assertion single use: `kind`, then a hash of who issued the
+/// assertion and its `jti` (bounded in size, and a `jti` may hold anything, NUL included).
+pub(crate) fn single_use_key(kind: &str, issuer: &str, jti: &str) -> String {
+    let digest = crate::tokens::TokenHash::of(&format!("{issuer}\0{jti}"));
+    format!("{kind}:{}", digest.to_base64())
+}
+
+/// Until when a `jti` is remembered: a minute past `exp`, for instances whose clocks run behind
+/// the one that sweeps.
+pub(crate) fn remembered_until(expires_at: UnixTime) -> UnixTime {
+    expires_at.plus(std::time::Duration::from_secs(
+        LEEWAY_SECONDS.unsigned_abs(),
+    ))
 }
 
 /// The client an assertion says it is from (`sub`, unverified): for a request that sends no
@@ -208,12 +244,7 @@ fn check_claims(
             "the client assertion's iss and sub must both be the client id",
         ));
     }
-    let names_us = match &claims.aud {
-        Audience::One(aud) => audiences.contains(aud),
-        Audience::Many(auds) => auds.iter().any(|aud| audiences.contains(aud)),
-        Audience::None => false,
-    };
-    if !names_us {
+    if !claims.aud.names_any(audiences) {
         return Err(AssertionRefused(
             "the client assertion's aud names neither the token endpoint nor the issuer",
         ));

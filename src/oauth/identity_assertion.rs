@@ -10,7 +10,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client_assertion::{AssertionRefused, check_client_keys, check_lifetime, signed_claims};
+use super::client_assertion::{
+    AssertionRefused, Audience, MAX_ASSERTION_BYTES, check_client_keys, check_lifetime,
+    signed_claims,
+};
 use crate::clients::client_keys::{ClientKeys, RemoteKeySets};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
@@ -128,15 +131,6 @@ enum Resources {
     None,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-    #[default]
-    None,
-}
-
 impl IdentityAssertions {
     /// None without trusted issuers: the grant is then not offered.
     pub(crate) fn configured(
@@ -177,6 +171,10 @@ impl IdentityAssertions {
         our_issuer: &str,
         now: UnixTime,
     ) -> Result<VerifiedGrant, AssertionRefused> {
+        // Nothing is parsed of an assertion no provider would make.
+        if assertion.len() > MAX_ASSERTION_BYTES {
+            return Err(AssertionRefused("the assertion is too long"));
+        }
         let header = jsonwebtoken::decode_header(assertion)
             .map_err(|_| AssertionRefused("the assertion is not a JWT"))?;
         let typ = header
@@ -200,28 +198,13 @@ impl IdentityAssertions {
             .ok_or(AssertionRefused("the assertion's issuer is not trusted"))?;
         // Nothing is fetched for an assertion that would fail anyway.
         check_claims(&named, trusted, client_id, our_issuer, now)?;
-        let (_, claims): (_, Value) = match &trusted.keys {
-            ClientKeys::Inline(keys) => signed_claims(assertion, keys)?,
-            ClientKeys::Remote(uri) => {
-                let fetch = |stale| self.remote_keys.keys(uri, stale, now);
-                let keys = fetch(false)
-                    .await
-                    .map_err(|_| AssertionRefused("the issuer's keys cannot be fetched"))?;
-                match signed_claims(assertion, &keys) {
-                    // The provider may have rotated its keys since they were fetched.
-                    Err(refusal) if refusal.is_about_keys() => {
-                        let again = fetch(true)
-                            .await
-                            .map_err(|_| AssertionRefused("the issuer's keys cannot be fetched"))?;
-                        if Arc::ptr_eq(&again, &keys) {
-                            return Err(refusal);
-                        }
-                        signed_claims(assertion, &again)?
-                    }
-                    outcome => outcome?,
-                }
-            }
-        };
+        let (_, claims): (_, Value) = trusted
+            .keys
+            .check_with(&self.remote_keys, now, |keys| {
+                signed_claims(assertion, keys)
+            })
+            .await
+            .map_err(|_| AssertionRefused("the issuer's keys cannot be fetched"))??;
         let signed: Claims = serde_json::from_value(claims.clone())
             .map_err(|_| AssertionRefused("the assertion's claims cannot be read"))?;
         let jti = check_claims(&signed, trusted, client_id, our_issuer, now)?;
@@ -257,12 +240,7 @@ fn check_claims(
         return Err(AssertionRefused("the assertion's issuer is not trusted"));
     }
     // One audience only: an ID-JAG good at several servers could be redeemed at each.
-    let for_us = match &claims.aud {
-        Audience::One(aud) => aud == our_issuer,
-        Audience::Many(auds) => auds.len() == 1 && auds[0] == our_issuer,
-        Audience::None => false,
-    };
-    if !for_us {
+    if !claims.aud.is_only(our_issuer) {
         return Err(AssertionRefused(
             "the assertion's aud is not this authorization server",
         ));

@@ -7,6 +7,7 @@ use super::request::JwtBearerGrant;
 use super::{Grant, TokenResponse, issue_access_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
+use crate::oauth::client_assertion::{remembered_until, single_use_key};
 use crate::oauth::{Bridge, GrantType, OAuthError, resource, scope};
 use crate::tokens::generate_token;
 use crate::tokens::opaque::random_string;
@@ -68,15 +69,13 @@ pub(super) async fn exchange(
     }
     // Without a requested scope, all of the grant the client may have (RFC 6749 §3.3).
     let scope = scope::resolve(request.scope.as_deref(), &allowed)?;
-    // Single use, across instances: remembered a minute past `exp` for clocks that lag.
-    let key = format!(
-        "id-jag:{}",
-        crate::tokens::TokenHash::of(&format!("{}\0{}", grant.issuer, grant.jti)).to_base64()
-    );
-    let remembered_until = grant.expires_at.plus(std::time::Duration::from_secs(
-        crate::oauth::client_assertion::LEEWAY_SECONDS.unsigned_abs(),
-    ));
-    if !bridge.storage.use_once(&key, remembered_until, now).await? {
+    // Single use, across instances.
+    let key = single_use_key("id-jag", &grant.issuer, &grant.jti);
+    if !bridge
+        .storage
+        .use_once(&key, remembered_until(grant.expires_at), now)
+        .await?
+    {
         tracing::warn!(client_id = %client.id, "identity assertion replayed");
         return Err(OAuthError::invalid_grant(
             "the identity assertion was used before",
