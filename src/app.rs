@@ -425,6 +425,8 @@ fn build_proxy(
         headers,
         content_security_policy,
         client: crate::http::proxy::upstream_client(timeout),
+        tool_scopes: config.tool_scopes.clone(),
+        max_message_bytes: config.max_message_bytes,
     })
 }
 

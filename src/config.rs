@@ -21,6 +21,7 @@ pub use crate::oauth::disclosure::IdentityClaim;
 pub use crate::oauth::login_throttle::ThrottleSettings;
 pub use crate::oauth::register::DcrConfig;
 use crate::oauth::resource::validate_resource_uri;
+pub use crate::oauth::tool_scopes::ToolScopeRule;
 pub use crate::rate_limit::RateLimitConfig;
 use crate::secret::SecretString;
 pub use crate::storage::settings::{PostgresConfig, StorageBackend, StorageConfig};

@@ -92,10 +92,25 @@ pub(crate) fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Res
         .iter()
         .map(|scope| format!("<li><code>{}</code></li>", escape(scope)))
         .collect();
-    let scopes = if scopes.is_empty() {
-        "<p>No particular permissions are requested.</p>".to_owned()
+    let scopes = match (scopes.is_empty(), page.already_approved.is_empty()) {
+        (true, true) => "<p>No particular permissions are requested.</p>".to_owned(),
+        (true, false) => "<p>It asks for nothing beyond what you allowed before.</p>".to_owned(),
+        (false, true) => format!("<p>It asks for:</p><ul>{scopes}</ul>"),
+        (false, false) => format!(
+            "<p>Beyond what you allowed before, it now asks for:</p><ul class=\"new\">{scopes}</ul>"
+        ),
+    };
+    let before: String = page
+        .already_approved
+        .iter()
+        .map(|scope| format!("<li><code>{}</code></li>", escape(scope)))
+        .collect();
+    let scopes = if before.is_empty() {
+        scopes
     } else {
-        format!("<p>It asks for:</p><ul>{scopes}</ul>")
+        format!(
+            "{scopes}<p>You allowed before, and it keeps:</p><ul class=\"approved\">{before}</ul>"
+        )
     };
     let warning = page
         .warning

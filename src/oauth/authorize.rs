@@ -249,19 +249,26 @@ pub(crate) async fn start_authorization(
         let remembered = match remembered_subject {
             Some(subject) => bridge
                 .storage
-                .has_consent(subject, &request, now)
+                .consented_scopes(subject, &request, now)
                 .await
                 .map_err(|e| ClientRedirect::error(&request, e.into()))?
-                .then(|| subject.to_owned()),
+                .map(|scopes| (subject, scopes)),
             None => None,
         };
         match remembered {
-            Some(subject) => Consent::Remembered { subject },
-            None => {
+            Some((subject, approved)) if request.scope.iter().all(|s| approved.contains(s)) => {
+                Consent::Remembered {
+                    subject: subject.to_owned(),
+                }
+            }
+            remembered => {
+                // Incremental consent: what was approved before is not asked again.
+                let already_approved = remembered.map(|(_, approved)| approved).unwrap_or_default();
                 let (token, token_hash): (String, _) = generate_token();
                 let client_id = request.client_id.clone();
                 let pending_consent = ConsentRequest {
                     request,
+                    already_approved,
                     expires_at: now.plus(PENDING_AUTHORIZATION_TTL),
                 };
                 if let Err(e) = bridge

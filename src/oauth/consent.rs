@@ -23,7 +23,10 @@ pub(crate) struct ConsentPage {
     pub(crate) destination_host: String,
     /// Set when the destination is neither https nor this computer.
     pub(crate) warning: Option<String>,
+    /// What the request adds to what the user approved before: all the page asks for.
     pub(crate) scope: Vec<String>,
+    /// Approved for this client before, by the user this browser remembers; kept in the grant.
+    pub(crate) already_approved: Vec<String>,
     /// What the client's tokens will say about the user, beyond who they are.
     pub(crate) claims: Vec<IdentityClaim>,
     /// The resource (MCP server) the access is for.
@@ -99,14 +102,27 @@ pub(crate) async fn consent_page(
         .flatten()
         .ok_or_else(expired)?;
     let (destination, warning) = describe_destination(&request.redirect_uri);
+    let new_scope: Vec<String> = request
+        .scope
+        .iter()
+        .filter(|scope| !pending.already_approved.contains(scope))
+        .cloned()
+        .collect();
+    let whole_grant: Vec<String> = pending
+        .already_approved
+        .iter()
+        .chain(&new_scope)
+        .cloned()
+        .collect();
     Ok(ConsentPage {
         client_id: client.id.clone(),
         client_name: client.name.clone(),
         destination,
         destination_host: destination_host(&request.redirect_uri),
         warning,
-        claims: released(&request.scope, &bridge.settings.access_token_claims),
-        scope: request.scope,
+        claims: released(&whole_grant, &bridge.settings.access_token_claims),
+        scope: new_scope,
+        already_approved: pending.already_approved,
         resource: request.audience,
     })
 }

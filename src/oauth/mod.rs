@@ -28,6 +28,7 @@ pub(crate) mod scope;
 pub(crate) mod sign_in;
 pub(crate) mod text;
 pub mod token;
+pub mod tool_scopes;
 pub(crate) mod userinfo;
 
 #[cfg(test)]

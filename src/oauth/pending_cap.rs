@@ -163,6 +163,7 @@ mod tests {
                 TokenHash::of("a"),
                 ConsentRequest {
                     request: request(),
+                    already_approved: Vec::new(),
                     expires_at: later.plus(Duration::from_secs(600)),
                 },
             )
@@ -213,6 +214,7 @@ mod tests {
                                 token,
                                 ConsentRequest {
                                     request: request(),
+                                    already_approved: Vec::new(),
                                     expires_at: UnixTime(100_000),
                                 },
                             )

@@ -59,6 +59,18 @@ pub(crate) async fn authorize_request(
     token: Option<&str>,
     now: UnixTime,
 ) -> Result<AccessTokenClaims, BearerError> {
+    let claims = authenticate_for(bridge, resource, token, now).await?;
+    require_scopes(&claims, &resource.required_scopes)?;
+    Ok(claims)
+}
+
+/// The claims of a live access token issued for `resource`, whatever its scopes.
+pub(crate) async fn authenticate_for(
+    bridge: &Bridge,
+    resource: &ProtectedResource,
+    token: Option<&str>,
+    now: UnixTime,
+) -> Result<AccessTokenClaims, BearerError> {
     let token = token.ok_or(BearerError::Missing)?;
     let claims = check_access_token(bridge, token, now)
         .await?
@@ -69,17 +81,23 @@ pub(crate) async fn authorize_request(
             "the access token was issued for another resource",
         ));
     }
-    let granted: Vec<&str> = claims.scope.split(' ').collect();
-    if resource
-        .required_scopes
-        .iter()
-        .any(|needed| !granted.contains(&needed.as_str()))
-    {
-        return Err(BearerError::InsufficientScope(
-            resource.required_scopes.join(" "),
-        ));
-    }
     Ok(claims)
+}
+
+/// Every scope in `needed` is granted, or the challenge names them all (RFC 6750 §3.1: the
+/// scopes this request needs, not only the missing ones).
+pub(crate) fn require_scopes(
+    claims: &AccessTokenClaims,
+    needed: &[String],
+) -> Result<(), BearerError> {
+    let granted: Vec<&str> = claims.scope.split(' ').collect();
+    if needed
+        .iter()
+        .any(|scope| !granted.contains(&scope.as_str()))
+    {
+        return Err(BearerError::InsufficientScope(needed.join(" ")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::secret::{AuthorizationCode, SecretString};
 use crate::storage::{
-    AuthorizationCodeRecord, Consent, ConsentGrant, PendingAuthorization, PendingTake,
+    AuthorizationCodeRecord, AuthorizationRequest, Consent, ConsentGrant, PendingAuthorization,
+    PendingTake,
 };
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
@@ -119,8 +120,17 @@ pub(crate) async fn finish_sign_in(
         }
     };
 
+    let scope = match &pending.consent {
+        Consent::NotNeeded => pending.request.scope.clone(),
+        Consent::GivenNow | Consent::Remembered { .. } => {
+            granted_scope(bridge, &pending.request, &identity.subject, now)
+                .await
+                .map_err(redirect)?
+        }
+    };
     let (code, code_hash): (AuthorizationCode, _) = generate_token();
     let mut record = code_record(pending, identity, user.auth_time, now);
+    record.scope = scope;
     if let Some(sealer) = &bridge.revalidation {
         match &user.upstream_refresh {
             Some(token) => {
@@ -158,6 +168,39 @@ pub(crate) async fn finish_sign_in(
     })
 }
 
+/// The scopes a code grants: those requested and, from the user's approvals of this client for
+/// this redirect URI and resource, those granted before, still allowed to the client. A step-up
+/// (MCP's `insufficient_scope`) then adds to what the client could do instead of replacing it,
+/// whether or not the client asked again for what it had. `openid` is the one exception: it
+/// makes the answer an OpenID Connect one, which only the client may choose.
+async fn granted_scope(
+    bridge: &Bridge,
+    request: &AuthorizationRequest,
+    subject: &str,
+    now: UnixTime,
+) -> Result<Vec<String>, OAuthError> {
+    let approved = bridge
+        .storage
+        .consented_scopes(subject, request, now)
+        .await?
+        .unwrap_or_default();
+    let mut scope = request.scope.clone();
+    if approved.iter().all(|s| scope.contains(s)) {
+        return Ok(scope);
+    }
+    // A client that cannot be looked up now gets what it asked for; its code exchange decides.
+    let Ok(Some(client)) = bridge.clients.find(&request.client_id, now).await else {
+        return Ok(scope);
+    };
+    let allowed = client.allowed_scopes(&bridge.settings.scopes_supported);
+    for approved in approved {
+        if approved != "openid" && allowed.contains(&approved) && !scope.contains(&approved) {
+            scope.push(approved);
+        }
+    }
+    Ok(scope)
+}
+
 /// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.
 pub(crate) fn upstream_refresh_name(family_id: &str) -> String {
     format!("upstream-refresh-token/{family_id}")
@@ -182,5 +225,76 @@ fn code_record(
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),
         upstream_refresh: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::test_support::{CONSENTING_CLIENT, Harness};
+
+    fn request(scope: &[&str]) -> AuthorizationRequest {
+        AuthorizationRequest {
+            client_id: CONSENTING_CLIENT.into(),
+            redirect_uri: "http://127.0.0.1/callback".into(),
+            redirect_uri_given: true,
+            client_state: None,
+            client_nonce: None,
+            code_challenge: "challenge".into(),
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            audience: crate::oauth::test_support::ISSUER.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_code_carries_what_was_approved_before_that_the_client_may_still_use() {
+        let harness = Harness::new();
+        let now = harness.now();
+        let bridge = &harness.bridge;
+        assert_eq!(
+            granted_scope(bridge, &request(&["profile"]), "user-1", now)
+                .await
+                .unwrap(),
+            ["profile"],
+            "nothing approved yet"
+        );
+        let approved = |scope: &[&str], redirect_uri: &str| ConsentGrant {
+            subject: "user-1".into(),
+            client_id: CONSENTING_CLIENT.into(),
+            redirect_uri: redirect_uri.into(),
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            audience: crate::oauth::test_support::ISSUER.into(),
+            expires_at: now.plus(REMEMBERED_CONSENT_TTL),
+        };
+        // `retired` is no longer supported; approvals for another redirect URI are another app's.
+        bridge
+            .storage
+            .put_consent_grant(approved(
+                &["openid", "email", "retired", "offline_access"],
+                "http://127.0.0.1/callback",
+            ))
+            .await
+            .unwrap();
+        bridge
+            .storage
+            .put_consent_grant(approved(
+                &["profile", "groups"],
+                "https://elsewhere.example/cb",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            granted_scope(bridge, &request(&["profile"]), "user-1", now)
+                .await
+                .unwrap(),
+            ["profile", "email", "offline_access"]
+        );
+        assert_eq!(
+            granted_scope(bridge, &request(&["profile"]), "user-2", now)
+                .await
+                .unwrap(),
+            ["profile"],
+            "another user's approvals count for nobody else"
+        );
     }
 }

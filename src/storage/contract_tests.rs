@@ -403,6 +403,7 @@ pub(crate) async fn live_pending_state_is_counted(storage: &dyn Storage) {
                 TokenHash::of(&format!("c-{i}")),
                 ConsentRequest {
                     request: request(&["openid"]),
+                    already_approved: Vec::new(),
                     expires_at: NOW.plus(expires),
                 },
             )
@@ -766,6 +767,7 @@ pub(crate) async fn consent_requests_are_single_use_and_expire(storage: &dyn Sto
     let token = TokenHash::of("consent");
     let pending = ConsentRequest {
         request: request(&["openid"]),
+        already_approved: Vec::new(),
         expires_at: NOW.plus(MINUTE * 10),
     };
     storage.put_consent_request(token, pending).await.unwrap();
@@ -859,6 +861,28 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
             .has_consent("user-1", &request(&["openid"]), NOW.plus(DAY))
             .await
             .unwrap()
+    );
+    // What was approved, as one set, for showing only what a new request adds.
+    let mut consented = storage
+        .consented_scopes("user-1", &request(&["mcp:tools"]), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    consented.sort();
+    assert_eq!(consented, ["email", "openid"]);
+    assert_eq!(
+        storage
+            .consented_scopes("user-2", &request(&["openid"]), NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        storage
+            .consented_scopes("user-1", &request(&["openid"]), NOW.plus(DAY))
+            .await
+            .unwrap(),
+        None
     );
 }
 

@@ -350,21 +350,23 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn has_consent(
+    async fn consented_scopes(
         &self,
         subject: &str,
         request: &AuthorizationRequest,
         now: UnixTime,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<Vec<String>>, StorageError> {
         let inner = self.lock()?;
         let key = (subject.to_owned(), request.client_id.clone());
-        Ok(inner.consent_grants.get(&key).is_some_and(|grants| {
-            grants.iter().any(|g| {
-                g.expires_at > now
-                    && g.redirect_uri == request.redirect_uri
-                    && g.audience == request.audience
-                    && request.scope.iter().all(|s| g.scope.contains(s))
-            })
+        Ok(inner.consent_grants.get(&key).and_then(|grants| {
+            grants
+                .iter()
+                .find(|g| {
+                    g.expires_at > now
+                        && g.redirect_uri == request.redirect_uri
+                        && g.audience == request.audience
+                })
+                .map(|g| g.scope.clone())
         }))
     }
 

@@ -109,6 +109,9 @@ pub struct PendingAuthorization {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConsentRequest {
     pub request: AuthorizationRequest,
+    /// What the user this browser remembers approved before: the page asks only for the rest.
+    #[serde(default)]
+    pub already_approved: Vec<String>,
     pub expires_at: UnixTime,
 }
 
@@ -273,13 +276,24 @@ pub trait Storage: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<Option<ConsentRequest>, StorageError>;
     async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError>;
+    /// What the subject approved for this client, redirect URI and resource (the request's),
+    /// when a live approval exists.
+    async fn consented_scopes(
+        &self,
+        subject: &str,
+        request: &AuthorizationRequest,
+        now: UnixTime,
+    ) -> Result<Option<Vec<String>>, StorageError>;
     /// Whether the subject approved this client, for this redirect URI, for at least `scope`.
     async fn has_consent(
         &self,
         subject: &str,
         request: &AuthorizationRequest,
         now: UnixTime,
-    ) -> Result<bool, StorageError>;
+    ) -> Result<bool, StorageError> {
+        let consented = self.consented_scopes(subject, request, now).await?;
+        Ok(consented.is_some_and(|scopes| request.scope.iter().all(|s| scopes.contains(s))))
+    }
 
     /// Stores a registered client unless `max_clients` are registered already (then `false`).
     async fn register_client(

@@ -237,3 +237,42 @@ async fn introspecting_a_refresh_token_says_no_more_of_the_user_than_its_access_
     let answer: serde_json::Value = introspect(refresh).await.unwrap().json().await.unwrap();
     assert_eq!(answer["username"], "ada@corp.example");
 }
+
+#[tokio::test]
+async fn a_step_up_asks_only_for_what_is_new_and_the_token_keeps_what_was_granted() {
+    let app = spawn_app().await;
+    let (html, _, first) = consent_and_tokens(&app, "openid email").await;
+    assert!(html.contains("<p>It asks for:</p>"), "{html}");
+    assert_eq!(first["scope"], "openid email");
+    // The client comes back for one more scope only, as clients that replace their scopes on
+    // a step-up do: the page asks for that one, and says what stays.
+    let (html, claims, tokens) = consent_and_tokens(&app, "profile").await;
+    assert!(
+        html.contains(
+            "Beyond what you allowed before, it now asks for:</p><ul class=\"new\"><li><code>profile</code></li></ul>"
+        ),
+        "{html}"
+    );
+    let approved = html
+        .split("<ul class=\"approved\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</ul>").next())
+        .unwrap_or_else(|| panic!("{html}"));
+    assert!(approved.contains("<code>email</code>"), "{html}");
+    assert!(
+        html.contains("your email address") && html.contains("your name"),
+        "the page lists what the tokens will tell: {html}"
+    );
+    // The token carries the union, except openid, which only the request may ask for.
+    assert_eq!(tokens["scope"], "profile email");
+    assert_eq!(claims["scope"], "profile email");
+    assert_eq!(claims["email"], "ada@corp.example");
+    assert_eq!(claims["name"], "Ada Lovelace");
+    assert!(tokens.get("id_token").is_none(), "{tokens}");
+    // Everything is approved now: the next request for any of it goes straight to sign-in.
+    let mut params = app.authorize_params(&Pkce::new());
+    params.retain(|(k, _)| *k != "scope");
+    params.push(("scope", "email profile".to_owned()));
+    let next = location(&app.get_authorize(&params).await);
+    assert!(next.starts_with(&app.provider.issuer), "{next}");
+}

@@ -12,7 +12,7 @@ pub use mcp_oauth_bridge::config::{
     CimdConfig, ClientAddressHeader, ClientConfig, Config, ConfigDuration, DcrConfig,
     IdentityClaim, IdentityJwtConfig, LocalUserConfig, PostgresConfig, ProxyConfig,
     RateLimitConfig, SigningAlgorithm, SigningConfig, StorageBackend, ThrottleSettings,
-    UpstreamConfig,
+    ToolScopeRule, UpstreamConfig,
 };
 pub use mcp_oauth_bridge::secret::SecretString;
 use reqwest::StatusCode;

@@ -26,6 +26,7 @@ mod oidc_provider;
 mod postgres;
 mod private_key_jwt;
 mod proxy;
+mod proxy_tool_scopes;
 mod registration;
 mod revalidation;
 mod token_endpoint;

@@ -79,10 +79,15 @@ async fn echo(State(state): State<Arc<UpstreamState>>, request: Request) -> Resp
     {
         state.peers.lock().unwrap().insert(*peer);
     }
+    let (parts, body) = request.into_parts();
+    let received = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let body = json!({
-        "method": request.method().as_str(),
-        "path": request.uri().path(),
-        "query": request.uri().query(),
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "body": String::from_utf8_lossy(&received),
     });
     (
         [("mcp-session-id", "session-from-server")],

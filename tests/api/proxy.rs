@@ -12,16 +12,16 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::mcp_upstream::{EVENTS, McpUpstream};
 
-struct Proxied {
-    app: TestApp,
-    upstream: McpUpstream,
-    resource: String,
+pub(crate) struct Proxied {
+    pub(crate) app: TestApp,
+    pub(crate) upstream: McpUpstream,
+    pub(crate) resource: String,
 }
 
 /// How a test's proxy differs from one forwarding to the test server with a one-second timeout.
-type ProxyChange = fn(&mut ProxyConfig);
+pub(crate) type ProxyChange = fn(&mut ProxyConfig);
 
-async fn proxied(change: ProxyChange, clock: Option<Arc<FixedClock>>) -> Proxied {
+pub(crate) async fn proxied(change: ProxyChange, clock: Option<Arc<FixedClock>>) -> Proxied {
     let upstream = McpUpstream::start().await;
     proxied_to(&upstream.url.clone(), upstream, change, clock).await
 }
@@ -51,7 +51,7 @@ async fn proxied_to(
 
 impl Proxied {
     /// Signs in with `resource` (and `scope`) at authorize time: the token response.
-    async fn tokens_for(&self, resource: &str, scope: &str) -> Value {
+    pub(crate) async fn tokens_for(&self, resource: &str, scope: &str) -> Value {
         let pkce = Pkce::new();
         let params: Vec<(&str, String)> = self
             .app
@@ -73,7 +73,7 @@ impl Proxied {
         response.json().await.unwrap()
     }
 
-    async fn access_token(&self) -> String {
+    pub(crate) async fn access_token(&self) -> String {
         let tokens = self.tokens_for(&self.resource, "openid email").await;
         tokens["access_token"].as_str().unwrap().to_owned()
     }
@@ -109,7 +109,23 @@ async fn raw_status(origin: &str, path: &str, token: &str) -> u16 {
 }
 
 /// The parameters of a `WWW-Authenticate: Bearer k="v", …` challenge.
-fn challenge_params(response: &reqwest::Response) -> Vec<(String, String)> {
+/// The first event of `/mcp/events`, which the server sends alone: the others wait until it has
+/// come through the proxy, so a proxy that buffered the stream would never deliver it.
+pub(crate) async fn first_event(
+    proxied: &Proxied,
+    response: &mut reqwest::Response,
+) -> axum::body::Bytes {
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("the first event arrives before the last is produced")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("id: 0\n"));
+    proxied.upstream.state.release_events.notify_one();
+    first
+}
+
+pub(crate) fn challenge_params(response: &reqwest::Response) -> Vec<(String, String)> {
     let header = response.headers()["www-authenticate"].to_str().unwrap();
     let rest = header.strip_prefix("Bearer").unwrap().trim();
     let mut params = Vec::new();
@@ -125,7 +141,7 @@ fn challenge_params(response: &reqwest::Response) -> Vec<(String, String)> {
     params
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(n, _)| n == name)
@@ -358,14 +374,7 @@ async fn server_sent_events_arrive_one_by_one() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    // The server holds the other events back until this one has come through the proxy.
-    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
-        .await
-        .expect("the first event arrives before the last is produced")
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&first).starts_with("id: 0\n"));
-    proxied.upstream.state.release_events.notify_one();
+    let first = first_event(&proxied, &mut response).await;
     let mut text = String::from_utf8_lossy(&first).into_owned();
     while let Some(chunk) = response.chunk().await.unwrap() {
         text.push_str(&String::from_utf8_lossy(&chunk));

@@ -7,6 +7,7 @@
 mod headers;
 pub(crate) mod settings;
 mod target;
+mod tool_policy;
 mod upstream_client;
 
 use std::net::IpAddr;
@@ -25,7 +26,10 @@ use super::client_address::ClientAddress;
 use super::failures::Failure;
 use crate::clock::UnixTime;
 use crate::oauth::bearer::BearerError;
-use crate::oauth::protected_resource::{ProtectedResource, authorize_request};
+use crate::oauth::protected_resource::{
+    ProtectedResource, authenticate_for, authorize_request, require_scopes,
+};
+use crate::oauth::tool_scopes::ToolScopeRule;
 use crate::oauth::{Bridge, Cause, OAuthError};
 use crate::tokens::AccessTokenClaims;
 use crate::tokens::jwt::{IdentityClaims, sign_identity_token};
@@ -53,6 +57,9 @@ pub(crate) struct Proxy {
     /// Added to every answer (`proxy.content_security_policy`); `None` when turned off.
     pub(crate) content_security_policy: Option<HeaderValue>,
     pub(crate) client: UpstreamClient,
+    /// `proxy.tool_scopes`: when empty, no body is read and only the resource's scopes count.
+    pub(crate) tool_scopes: Vec<ToolScopeRule>,
+    pub(crate) max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,15 +120,32 @@ pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Reques
             return challenge(&error, metadata_url, scope_hint.as_deref());
         }
     };
-    let claims = match authorize_request(&state.bridge, &proxy.resource, token, now).await {
-        Ok(claims) => claims,
-        Err(error) => {
-            if let BearerError::InvalidToken(reason) = &error {
-                tracing::info!(reason, "proxy request refused");
-            }
-            return challenge(&error, metadata_url, scope_hint.as_deref());
+    let refuse = |error: BearerError| {
+        if let BearerError::InvalidToken(reason) = &error {
+            tracing::info!(reason, "proxy request refused");
         }
+        challenge(&error, metadata_url, scope_hint.as_deref())
     };
+    if proxy.tool_scopes.is_empty() {
+        let claims = match authorize_request(&state.bridge, &proxy.resource, token, now).await {
+            Ok(claims) => claims,
+            Err(error) => return refuse(error),
+        };
+        let peer = ClientAddress::of(request.extensions()).ip;
+        return forward(&state, proxy, request, &claims, peer, now).await;
+    }
+    // The body of a caller without a token is never read.
+    let claims = match authenticate_for(&state.bridge, &proxy.resource, token, now).await {
+        Ok(claims) => claims,
+        Err(error) => return refuse(error),
+    };
+    let (needed, request) = match tool_policy::needed_scopes_of(proxy, request).await {
+        Ok(decided) => decided,
+        Err(answer) => return answer,
+    };
+    if let Err(error) = require_scopes(&claims, &needed) {
+        return refuse(error);
+    }
     let peer = ClientAddress::of(request.extensions()).ip;
     forward(&state, proxy, request, &claims, peer, now).await
 }
@@ -331,6 +355,8 @@ pub(super) mod tests {
             ),
             content_security_policy: Some(HeaderValue::from_static("sandbox")),
             client: upstream_client(Duration::from_secs(1)),
+            tool_scopes: Vec::new(),
+            max_message_bytes: 1 << 20,
         }
     }
 }

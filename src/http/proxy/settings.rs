@@ -6,6 +6,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::duration::whole_seconds;
+use crate::oauth::tool_scopes::ToolScopeRule;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +20,13 @@ pub struct ProxyConfig {
     /// Scopes every request needs; missing ones are answered `403 insufficient_scope`.
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// Scopes per JSON-RPC method and tool, prompt or resource (`oauth::tool_scopes`); with
+    /// any, the proxy reads each request's body to decide, up to `max_message_bytes`.
+    #[serde(default)]
+    pub tool_scopes: Vec<ToolScopeRule>,
+    /// The largest request body the proxy reads to apply `tool_scopes` (larger: `413`).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// How long the MCP server may take to start answering (then `504`); streams may last longer.
     #[serde(
         default = "default_proxy_timeout",
@@ -37,6 +45,10 @@ pub struct ProxyConfig {
     /// An empty string adds none.
     #[serde(default = "default_proxy_csp")]
     pub content_security_policy: String,
+}
+
+fn default_max_message_bytes() -> usize {
+    1 << 20
 }
 
 fn default_proxy_csp() -> String {
@@ -106,6 +118,8 @@ impl ProxyConfig {
             upstream_url: upstream_url.into(),
             path: default_proxy_path(),
             required_scopes: Vec::new(),
+            tool_scopes: Vec::new(),
+            max_message_bytes: default_max_message_bytes(),
             timeout: default_proxy_timeout(),
             identity_headers: IdentityHeadersConfig::default(),
             identity_jwt: None,
@@ -161,6 +175,13 @@ impl ProxyConfig {
                     "proxy.required_scopes[{i}]: {scope:?} is not in oauth.scopes_supported"
                 ));
             }
+        }
+        crate::oauth::tool_scopes::validate(&self.tool_scopes, scopes_supported, problems);
+        if self.max_message_bytes < 1024 || self.max_message_bytes > 64 << 20 {
+            problems.push(format!(
+                "proxy.max_message_bytes: {} must be between 1024 and 67108864 (64 MiB)",
+                self.max_message_bytes
+            ));
         }
         problems.extend(whole_seconds("proxy.timeout", self.timeout, 1));
         let mut headers = vec![

@@ -802,28 +802,28 @@ impl Storage for PostgresStorage {
         Ok(())
     }
 
-    async fn has_consent(
+    async fn consented_scopes(
         &self,
         subject: &str,
         request: &AuthorizationRequest,
         now: UnixTime,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<Vec<String>>, StorageError> {
         let row = self
             .query_opt(
-                "SELECT 1 FROM consent_grants
+                "SELECT scope FROM consent_grants
                  WHERE subject = $1 AND client_id = $2 AND redirect_uri = $3 AND audience = $4
-                   AND expires_at > $5 AND scope @> $6::text[]",
+                   AND expires_at > $5",
                 &[
                     &subject,
                     &request.client_id,
                     &request.redirect_uri,
                     &request.audience,
                     &now.seconds(),
-                    &request.scope,
                 ],
             )
             .await?;
-        Ok(row.is_some())
+        row.map(|row| row.try_get::<_, Vec<String>>(0).map_err(unavailable))
+            .transpose()
     }
 
     async fn register_client(

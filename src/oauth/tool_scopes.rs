@@ -1,0 +1,734 @@
+//! Per-tool authorization at the proxy (`proxy.tool_scopes`). MCP 2026-07-28 clients mirror the
+//! JSON-RPC method and the tool, prompt or resource it names into `Mcp-Method` and `Mcp-Name`,
+//! so that intermediaries can decide without reading JSON; an intermediary that does decide on
+//! them must prove they say what the body says, or a request would be authorized as one call and
+//! run as another. Older clients send no such headers: their calls are read from the body alone.
+//!
+//! Nothing here knows HTTP: the proxy hands over the decoded headers and the body it read.
+
+use std::fmt;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// JSON-RPC error of MCP 2026-07-28: the mirrored headers disagree with the body.
+pub(crate) const HEADER_MISMATCH: i64 = -32020;
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+
+/// The methods that name something, and where the body names it.
+const NAMED_METHODS: [(&str, &str); 3] = [
+    ("tools/call", "name"),
+    ("prompts/get", "name"),
+    ("resources/read", "uri"),
+];
+
+fn name_field(method: &str) -> Option<&'static str> {
+    NAMED_METHODS
+        .iter()
+        .find(|(named, _)| *named == method)
+        .map(|(_, field)| *field)
+}
+
+/// One entry of `proxy.tool_scopes`: calls of `method` (naming `name`, when given) need `scopes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolScopeRule {
+    /// A JSON-RPC method, e.g. `tools/call`.
+    pub method: String,
+    /// The tool or prompt name (the resource URI for `resources/read`); a trailing `*` matches
+    /// every name that starts with what precedes it. Without it, every call of the method.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+impl ToolScopeRule {
+    fn applies_to(&self, call: &Call) -> bool {
+        if self.method != call.method {
+            return false;
+        }
+        match (&self.name, &call.name) {
+            (None, _) => true,
+            (Some(pattern), Some(name)) => match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => pattern == name,
+            },
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Every problem of `proxy.tool_scopes`, with its field path.
+pub(crate) fn validate(
+    rules: &[ToolScopeRule],
+    scopes_supported: &[String],
+    problems: &mut Vec<String>,
+) {
+    for (i, rule) in rules.iter().enumerate() {
+        let field = format!("proxy.tool_scopes[{i}]");
+        if rule.method.is_empty()
+            || rule
+                .method
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            problems.push(format!(
+                "{field}.method: {:?} is not a JSON-RPC method name",
+                rule.method
+            ));
+        }
+        if let Some(name) = &rule.name {
+            if name_field(&rule.method).is_none() {
+                problems.push(format!(
+                    "{field}.name: only tools/call, prompts/get and resources/read name what they call; {:?} does not",
+                    rule.method
+                ));
+            }
+            let prefix = name.strip_suffix('*').unwrap_or(name);
+            if prefix.is_empty() || prefix.contains('*') {
+                problems.push(format!(
+                    "{field}.name: {name:?} must be a name, or a prefix followed by one final *; leave name out to cover every call of the method"
+                ));
+            }
+        }
+        if rule.scopes.is_empty() {
+            problems.push(format!("{field}.scopes: name at least one scope"));
+        }
+        for (j, scope) in rule.scopes.iter().enumerate() {
+            if scope == super::protected_resource::OFFLINE_ACCESS {
+                problems.push(format!(
+                    "{field}.scopes[{j}]: \"offline_access\" asks for refresh tokens, which never reach the MCP server; a call cannot require it"
+                ));
+            } else if !scopes_supported.contains(scope) {
+                problems.push(format!(
+                    "{field}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"
+                ));
+            }
+        }
+        if rules[..i]
+            .iter()
+            .any(|earlier| earlier.method == rule.method && earlier.name == rule.name)
+        {
+            problems.push(format!(
+                "{field}: another entry already covers this method and name; list every scope in one"
+            ));
+        }
+    }
+}
+
+/// One JSON-RPC request or notification, as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Call {
+    pub(crate) method: String,
+    /// What a named method calls (tool, prompt or resource URI).
+    pub(crate) name: Option<String>,
+}
+
+/// What `Mcp-Method` and `Mcp-Name` say, decoded; `None` when the header was not sent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) method: Option<String>,
+    pub(crate) name: Option<String>,
+}
+
+/// Why a request is refused before the MCP server sees it, as a JSON-RPC error.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refused {
+    pub(crate) code: i64,
+    pub(crate) message: &'static str,
+    /// The request's id when the body had a readable one, else null (JSON-RPC §5).
+    pub(crate) id: Value,
+}
+
+impl Refused {
+    fn mismatch(message: &'static str, id: Value) -> Self {
+        Refused {
+            code: HEADER_MISMATCH,
+            message,
+            id,
+        }
+    }
+
+    fn invalid(message: &'static str, id: Value) -> Self {
+        Refused {
+            code: INVALID_REQUEST,
+            message,
+            id,
+        }
+    }
+
+    /// The body is larger than the proxy reads to decide.
+    pub(crate) fn too_large() -> Self {
+        Refused::invalid(
+            "the message is larger than this proxy reads to apply per-tool scopes (proxy.max_message_bytes)",
+            Value::Null,
+        )
+    }
+
+    /// A header value that cannot be read (not visible ASCII, a broken Base64 sentinel, sent twice).
+    pub(crate) fn malformed_header() -> Self {
+        Refused::mismatch(
+            "an Mcp-Method or Mcp-Name header is malformed or repeated",
+            Value::Null,
+        )
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": self.id,
+            "error": {"code": self.code, "message": self.message},
+        })
+    }
+}
+
+/// A header value as MCP encodes it: visible ASCII as it is, anything else as
+/// `=?base64?<standard Base64 of the UTF-8>?=`.
+pub(crate) fn decode_header_value(raw: &[u8]) -> Result<String, Refused> {
+    let text = std::str::from_utf8(raw).map_err(|_| Refused::malformed_header())?;
+    if text.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        return Err(Refused::malformed_header());
+    }
+    match text
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(Refused::malformed_header),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// The calls of a request that carries no body: what its headers claim, if anything.
+pub(crate) fn calls_from_headers(claimed: &Claimed) -> Result<Vec<Call>, Refused> {
+    match (&claimed.method, &claimed.name) {
+        (None, None) => Ok(Vec::new()),
+        (None, Some(_)) => Err(Refused::mismatch(
+            "an Mcp-Name header needs the Mcp-Method header it belongs to",
+            Value::Null,
+        )),
+        (Some(method), name) => {
+            if name.is_some() != name_field(method).is_some() {
+                return Err(Refused::mismatch(
+                    "the Mcp-Name header is sent exactly with tools/call, prompts/get and resources/read",
+                    Value::Null,
+                ));
+            }
+            Ok(vec![Call {
+                method: method.clone(),
+                name: name.clone(),
+            }])
+        }
+    }
+}
+
+/// The calls of a JSON-RPC body (one message or a batch), checked against the headers when the
+/// client sent them. Responses to the server's own requests call nothing.
+pub(crate) fn calls_from_body(claimed: &Claimed, body: &[u8]) -> Result<Vec<Call>, Refused> {
+    let body: Value = match serde_json::from_slice::<Strict>(body) {
+        Ok(Strict(value)) => value,
+        Err(error) if error.is_data() => {
+            return Err(Refused::invalid(
+                "a member name appears twice in one object: the message could be read two ways",
+                Value::Null,
+            ));
+        }
+        Err(_) => {
+            return Err(Refused {
+                code: PARSE_ERROR,
+                message: "the body is not JSON",
+                id: Value::Null,
+            });
+        }
+    };
+    let messages: &[Value] = match &body {
+        Value::Array(batch) if batch.is_empty() => {
+            return Err(Refused::invalid("an empty batch", Value::Null));
+        }
+        Value::Array(batch) => batch,
+        Value::Object(_) => std::slice::from_ref(&body),
+        _ => {
+            return Err(Refused::invalid(
+                "a JSON-RPC body is an object or a batch of them",
+                Value::Null,
+            ));
+        }
+    };
+    let id = match &body {
+        Value::Object(message) => readable_id(message),
+        _ => Value::Null,
+    };
+    let mut calls = Vec::with_capacity(messages.len());
+    for message in messages {
+        if let Some(call) = call_of(message, &id)? {
+            calls.push(call);
+        }
+    }
+    if claimed.method.is_none() && claimed.name.is_none() {
+        return Ok(calls);
+    }
+    let Some(claimed_method) = &claimed.method else {
+        return Err(Refused::mismatch(
+            "an Mcp-Name header needs the Mcp-Method header it belongs to",
+            id,
+        ));
+    };
+    let [call] = calls.as_slice() else {
+        return Err(Refused::mismatch(
+            "the Mcp-Method header describes one request, and the body is not one",
+            id,
+        ));
+    };
+    if !matches!(&body, Value::Object(_)) {
+        return Err(Refused::mismatch(
+            "the Mcp-Method header describes one request, and the body is a batch",
+            id,
+        ));
+    }
+    if *claimed_method != call.method {
+        return Err(Refused::mismatch(
+            "the Mcp-Method header does not match the method in the body",
+            id,
+        ));
+    }
+    match (&claimed.name, &call.name) {
+        (None, None) => Ok(calls),
+        (Some(claimed_name), Some(name)) if claimed_name == name => Ok(calls),
+        (Some(_), Some(_)) => Err(Refused::mismatch(
+            "the Mcp-Name header does not match the name in the body",
+            id,
+        )),
+        (None, Some(_)) => Err(Refused::mismatch(
+            "the Mcp-Name header is required for this method and was not sent",
+            id,
+        )),
+        (Some(_), None) => Err(Refused::mismatch(
+            "the Mcp-Name header is sent only with tools/call, prompts/get and resources/read",
+            id,
+        )),
+    }
+}
+
+fn readable_id(message: &Map<String, Value>) -> Value {
+    match message.get("id") {
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        _ => Value::Null,
+    }
+}
+
+/// The call one message makes; `None` for a response (no `method`).
+fn call_of(message: &Value, id: &Value) -> Result<Option<Call>, Refused> {
+    let Value::Object(message) = message else {
+        return Err(Refused::invalid(
+            "every message of a batch is an object",
+            id.clone(),
+        ));
+    };
+    let method = match message.get("method") {
+        None => return Ok(None),
+        Some(Value::String(method)) => method,
+        Some(_) => {
+            return Err(Refused::invalid("the method is not a string", id.clone()));
+        }
+    };
+    let name = match name_field(method) {
+        None => None,
+        Some(field) => match message.get("params").and_then(|params| params.get(field)) {
+            Some(Value::String(name)) => Some(name.clone()),
+            _ => {
+                return Err(Refused::invalid(
+                    "tools/call and prompts/get name what they call in params.name, resources/read in params.uri",
+                    id.clone(),
+                ));
+            }
+        },
+    };
+    Ok(Some(Call {
+        method: method.clone(),
+        name,
+    }))
+}
+
+/// Every scope the request needs: the resource's own, then each rule's that applies to a call,
+/// each named once, in that order (the order a challenge lists them in).
+pub(crate) fn needed_scopes(
+    required: &[String],
+    rules: &[ToolScopeRule],
+    calls: &[Call],
+) -> Vec<String> {
+    let mut needed: Vec<String> = Vec::new();
+    let applicable = rules
+        .iter()
+        .filter(|rule| calls.iter().any(|call| rule.applies_to(call)))
+        .flat_map(|rule| rule.scopes.iter());
+    for scope in required.iter().chain(applicable) {
+        if !needed.contains(scope) {
+            needed.push(scope.clone());
+        }
+    }
+    needed
+}
+
+/// JSON as `serde_json::Value`, except that an object naming a member twice is an error: parsers
+/// disagree on which one counts (most take the last, some the first), and the proxy must read
+/// the message the way every MCP server will.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(Strict(value)) = seq.next_element()? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(method: Option<&str>, name: Option<&str>) -> Claimed {
+        Claimed {
+            method: method.map(str::to_owned),
+            name: name.map(str::to_owned),
+        }
+    }
+
+    fn call(method: &str, name: Option<&str>) -> Call {
+        Call {
+            method: method.into(),
+            name: name.map(str::to_owned),
+        }
+    }
+
+    fn code_of(result: Result<Vec<Call>, Refused>) -> i64 {
+        result.expect_err("refused").code
+    }
+
+    const DELETE: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#;
+
+    #[test]
+    fn a_call_whose_headers_match_its_body_is_read_once() {
+        let calls = calls_from_body(
+            &claimed(Some("tools/call"), Some("delete_repo")),
+            DELETE.as_bytes(),
+        );
+        assert_eq!(calls, Ok(vec![call("tools/call", Some("delete_repo"))]));
+        let read = calls_from_body(
+            &claimed(Some("resources/read"), Some("file:///a b")),
+            br#"{"jsonrpc":"2.0","id":"x","method":"resources/read","params":{"uri":"file:///a b"}}"#,
+        );
+        assert_eq!(read, Ok(vec![call("resources/read", Some("file:///a b"))]));
+    }
+
+    #[test]
+    fn headers_that_say_another_call_than_the_body_are_a_mismatch() {
+        let refused = calls_from_body(
+            &claimed(Some("tools/call"), Some("list_repos")),
+            DELETE.as_bytes(),
+        )
+        .expect_err("mismatch");
+        assert_eq!(refused.code, HEADER_MISMATCH);
+        assert_eq!(
+            refused.id,
+            Value::from(7),
+            "the error answers the request's id"
+        );
+        for headers in [
+            claimed(Some("tools/list"), None),
+            claimed(Some("tools/call"), None),
+            claimed(None, Some("delete_repo")),
+            claimed(Some("tools/call"), Some("DELETE_REPO")),
+            claimed(Some("tools/call"), Some("delete_repo ")),
+        ] {
+            assert_eq!(
+                code_of(calls_from_body(&headers, DELETE.as_bytes())),
+                HEADER_MISMATCH,
+                "{headers:?}"
+            );
+        }
+        let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert_eq!(
+            code_of(calls_from_body(
+                &claimed(Some("tools/list"), Some("x")),
+                list
+            )),
+            HEADER_MISMATCH,
+            "a name on a method that names nothing"
+        );
+    }
+
+    #[test]
+    fn headers_describe_one_message_never_a_batch_or_a_response() {
+        let batch = format!("[{DELETE}]");
+        assert_eq!(
+            code_of(calls_from_body(
+                &claimed(Some("tools/call"), Some("delete_repo")),
+                batch.as_bytes()
+            )),
+            HEADER_MISMATCH
+        );
+        let response = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        assert_eq!(
+            code_of(calls_from_body(
+                &claimed(Some("tools/call"), Some("x")),
+                response
+            )),
+            HEADER_MISMATCH
+        );
+        assert_eq!(calls_from_body(&Claimed::default(), response), Ok(vec![]));
+    }
+
+    #[test]
+    fn older_clients_are_read_from_the_body_batches_included() {
+        let batch = format!(
+            r#"[{{"jsonrpc":"2.0","method":"notifications/initialized"}},{DELETE},{{"jsonrpc":"2.0","id":2,"result":{{}}}},
+               {{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{{"name":"p"}}}}]"#
+        );
+        assert_eq!(
+            calls_from_body(&Claimed::default(), batch.as_bytes()),
+            Ok(vec![
+                call("notifications/initialized", None),
+                call("tools/call", Some("delete_repo")),
+                call("prompts/get", Some("p")),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_body_that_can_be_read_two_ways_is_refused() {
+        // Most parsers keep the last member, some the first: the proxy would authorize one tool
+        // and the server could run the other.
+        let twice = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","name":"list_repos"}}"#;
+        assert_eq!(
+            code_of(calls_from_body(&Claimed::default(), twice)),
+            INVALID_REQUEST
+        );
+        let method_twice =
+            br#"{"method":"tools/list","method":"tools/call","params":{"name":"x"}}"#;
+        assert_eq!(
+            code_of(calls_from_body(&Claimed::default(), method_twice)),
+            INVALID_REQUEST
+        );
+        // JSON escapes spell the same name: it is still the same member.
+        let escaped = br#"{"method":"tools/call","params":{"name":"a","n\u0061me":"b"}}"#;
+        assert_eq!(
+            code_of(calls_from_body(&Claimed::default(), escaped)),
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_json_rpc_call_is_refused_not_guessed() {
+        let nobody = Claimed::default();
+        assert_eq!(code_of(calls_from_body(&nobody, b"{")), PARSE_ERROR);
+        assert_eq!(code_of(calls_from_body(&nobody, b"")), PARSE_ERROR);
+        assert_eq!(
+            code_of(calls_from_body(&nobody, b"{} trailing")),
+            PARSE_ERROR
+        );
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert_eq!(
+            code_of(calls_from_body(&nobody, deep.as_bytes())),
+            PARSE_ERROR
+        );
+        for body in [
+            &b"[]"[..],
+            b"42",
+            b"\"tools/call\"",
+            b"[1]",
+            br#"{"method":7}"#,
+            br#"{"method":"tools/call"}"#,
+            br#"{"method":"tools/call","params":{"name":5}}"#,
+            br#"{"method":"tools/call","params":["delete_repo"]}"#,
+            br#"{"method":"resources/read","params":{"name":"file:///x"}}"#,
+        ] {
+            assert_eq!(
+                code_of(calls_from_body(&nobody, body)),
+                INVALID_REQUEST,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_decode_from_the_base64_sentinel_only_when_well_formed() {
+        assert_eq!(
+            decode_header_value(b"delete_repo"),
+            Ok("delete_repo".into())
+        );
+        assert_eq!(
+            decode_header_value(b"=?base64?ZmlsZTovLy/DqXTDqQ==?="),
+            Ok("file:///été".into())
+        );
+        for raw in [
+            &b"=?base64?not base64?="[..],
+            b"=?base64?/w==?=", // not UTF-8
+            b"caf\xc3\xa9",
+            b"tab\there",
+        ] {
+            assert_eq!(
+                decode_header_value(raw).map_err(|r| r.code),
+                Err(HEADER_MISMATCH)
+            );
+        }
+    }
+
+    #[test]
+    fn requests_without_a_body_are_what_their_headers_claim() {
+        assert_eq!(calls_from_headers(&Claimed::default()), Ok(vec![]));
+        assert_eq!(
+            calls_from_headers(&claimed(Some("tools/call"), Some("x"))),
+            Ok(vec![call("tools/call", Some("x"))])
+        );
+        for headers in [
+            claimed(None, Some("x")),
+            claimed(Some("tools/call"), None),
+            claimed(Some("tools/list"), Some("x")),
+        ] {
+            assert_eq!(
+                calls_from_headers(&headers).map_err(|r| r.code),
+                Err(HEADER_MISMATCH)
+            );
+        }
+    }
+
+    fn rule(method: &str, name: Option<&str>, scopes: &[&str]) -> ToolScopeRule {
+        ToolScopeRule {
+            method: method.into(),
+            name: name.map(str::to_owned),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_request_needs_the_resource_scopes_and_those_of_every_rule_that_applies() {
+        let rules = [
+            rule("tools/call", None, &["mcp:tools"]),
+            rule("tools/call", Some("delete_repo"), &["repo:admin"]),
+            rule("tools/call", Some("repo_*"), &["repo:read", "mcp:tools"]),
+            rule("prompts/get", None, &["mcp:prompts"]),
+        ];
+        let required = ["openid".to_owned()];
+        let needed = |calls: &[Call]| needed_scopes(&required, &rules, calls);
+        assert_eq!(needed(&[]), ["openid"]);
+        assert_eq!(
+            needed(&[call("tools/call", Some("list"))]),
+            ["openid", "mcp:tools"]
+        );
+        assert_eq!(
+            needed(&[call("tools/call", Some("delete_repo"))]),
+            ["openid", "mcp:tools", "repo:admin"]
+        );
+        assert_eq!(
+            needed(&[call("tools/call", Some("repo_list"))]),
+            ["openid", "mcp:tools", "repo:read"]
+        );
+        assert_eq!(
+            needed(&[
+                call("tools/call", Some("repo")),
+                call("prompts/get", Some("p"))
+            ]),
+            ["openid", "mcp:tools", "mcp:prompts"],
+            "a batch needs what each of its calls needs"
+        );
+        assert_eq!(needed(&[call("tools/list", None)]), ["openid"]);
+    }
+
+    #[test]
+    fn rules_are_checked_when_the_file_is_loaded() {
+        let supported = ["mcp:tools", "repo:admin", "offline_access"].map(String::from);
+        let problems_of = |rules: &[ToolScopeRule]| {
+            let mut problems = Vec::new();
+            validate(rules, &supported, &mut problems);
+            problems
+        };
+        assert_eq!(
+            problems_of(&[rule("tools/call", Some("delete_*"), &["repo:admin"])]),
+            Vec::<String>::new()
+        );
+        let problems = problems_of(&[
+            rule("tools/list", Some("x"), &["mcp:tools"]),
+            rule("tools/call", Some("a*b"), &["mcp:tools"]),
+            rule("tools/call", Some("*"), &["mcp:tools"]),
+            rule("tools call", None, &[]),
+            rule("tools/call", None, &["offline_access", "admin"]),
+            rule("tools/call", None, &["mcp:tools"]),
+        ]);
+        assert_eq!(
+            problems,
+            [
+                "proxy.tool_scopes[0].name: only tools/call, prompts/get and resources/read name what they call; \"tools/list\" does not",
+                "proxy.tool_scopes[1].name: \"a*b\" must be a name, or a prefix followed by one final *; leave name out to cover every call of the method",
+                "proxy.tool_scopes[2].name: \"*\" must be a name, or a prefix followed by one final *; leave name out to cover every call of the method",
+                "proxy.tool_scopes[3].method: \"tools call\" is not a JSON-RPC method name",
+                "proxy.tool_scopes[3].scopes: name at least one scope",
+                "proxy.tool_scopes[4].scopes[0]: \"offline_access\" asks for refresh tokens, which never reach the MCP server; a call cannot require it",
+                "proxy.tool_scopes[4].scopes[1]: \"admin\" is not in oauth.scopes_supported",
+                "proxy.tool_scopes[5]: another entry already covers this method and name; list every scope in one",
+            ]
+        );
+    }
+}
