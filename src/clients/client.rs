@@ -16,7 +16,10 @@ pub struct Client {
     pub(crate) name: Option<String>,
     pub(crate) redirect_uris: Vec<String>,
     pub(super) secret_hash: Option<String>,
-    /// None: every scope the server supports.
+    /// The operator's limit (`oauth.clients[].scopes`); None: every scope the server supports.
+    /// A client that describes itself (DCR, metadata document) sets no limit with its `scope`:
+    /// RFC 7591 §2 makes it the scopes the client may use, it could register again with more,
+    /// and MCP's step-up asks for scopes beyond it. The user's consent is what limits such a client.
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) grant_types: Vec<GrantType>,
     pub(crate) skip_consent: bool,
@@ -36,12 +39,7 @@ impl Client {
             name: valid.client_name,
             redirect_uris: valid.redirect_uris.unwrap_or_default(),
             secret_hash: None,
-            scopes: valid.scope.as_deref().map(|s| {
-                s.split(' ')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
+            scopes: None,
             grant_types: user_grants(&valid.grant_types.unwrap_or_default()),
             skip_consent: false,
             registered: false,
@@ -64,7 +62,7 @@ impl Client {
             name: record.client_name,
             redirect_uris: record.redirect_uris,
             secret_hash: record.secret_hash,
-            scopes: record.scope,
+            scopes: None,
             grant_types: user_grants(&record.grant_types),
             skip_consent: false,
             registered: true,

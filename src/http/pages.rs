@@ -95,9 +95,9 @@ pub(crate) fn consent_page(page: &ConsentPage, action: &str, token: &str) -> Res
     let scopes = match (scopes.is_empty(), page.already_approved.is_empty()) {
         (true, true) => "<p>No particular permissions are requested.</p>".to_owned(),
         (true, false) => "<p>It asks for nothing beyond what you allowed before.</p>".to_owned(),
-        (false, true) => format!("<p>It asks for:</p><ul>{scopes}</ul>"),
+        (false, true) => format!("<p>It asks for:</p><ul class=\"asks\">{scopes}</ul>"),
         (false, false) => format!(
-            "<p>Beyond what you allowed before, it now asks for:</p><ul class=\"new\">{scopes}</ul>"
+            "<p>Beyond what you allowed before, it now asks for:</p><ul class=\"asks\">{scopes}</ul>"
         ),
     };
     let before: String = page

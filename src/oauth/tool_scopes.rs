@@ -18,11 +18,15 @@ pub(crate) const HEADER_MISMATCH: i64 = -32020;
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 
-/// The methods that name something, and where the body names it.
-const NAMED_METHODS: [(&str, &str); 3] = [
+/// The methods that name something, and where the body names it (the `Mcp-Name` sources of
+/// MCP 2026-07-28).
+const NAMED_METHODS: [(&str, &str); 6] = [
     ("tools/call", "name"),
     ("prompts/get", "name"),
     ("resources/read", "uri"),
+    ("tasks/get", "taskId"),
+    ("tasks/update", "taskId"),
+    ("tasks/cancel", "taskId"),
 ];
 
 fn name_field(method: &str) -> Option<&'static str> {
@@ -38,7 +42,8 @@ fn name_field(method: &str) -> Option<&'static str> {
 pub struct ToolScopeRule {
     /// A JSON-RPC method, e.g. `tools/call`.
     pub method: String,
-    /// The tool or prompt name (the resource URI for `resources/read`); a trailing `*` matches
+    /// The tool or prompt name (the resource URI for `resources/read`, the task id for
+    /// `tasks/*`); a trailing `*` matches
     /// every name that starts with what precedes it. Without it, every call of the method.
     #[serde(default)]
     pub name: Option<String>,
@@ -83,7 +88,7 @@ pub(crate) fn validate(
         if let Some(name) = &rule.name {
             if name_field(&rule.method).is_none() {
                 problems.push(format!(
-                    "{field}.name: only tools/call, prompts/get and resources/read name what they call; {:?} does not",
+                    "{field}.name: only tools/call, prompts/get, resources/read and tasks/get|update|cancel name what they call; {:?} does not",
                     rule.method
                 ));
             }
@@ -216,7 +221,7 @@ pub(crate) fn calls_from_headers(claimed: &Claimed) -> Result<Vec<Call>, Refused
         (Some(method), name) => {
             if name.is_some() != name_field(method).is_some() {
                 return Err(Refused::mismatch(
-                    "the Mcp-Name header is sent exactly with tools/call, prompts/get and resources/read",
+                    "the Mcp-Name header is sent exactly with the methods that name what they call",
                     Value::Null,
                 ));
             }
@@ -309,7 +314,7 @@ pub(crate) fn calls_from_body(claimed: &Claimed, body: &[u8]) -> Result<Vec<Call
             id,
         )),
         (Some(_), None) => Err(Refused::mismatch(
-            "the Mcp-Name header is sent only with tools/call, prompts/get and resources/read",
+            "the Mcp-Name header is sent only with the methods that name what they call",
             id,
         )),
     }
@@ -343,7 +348,7 @@ fn call_of(message: &Value, id: &Value) -> Result<Option<Call>, Refused> {
             Some(Value::String(name)) => Some(name.clone()),
             _ => {
                 return Err(Refused::invalid(
-                    "tools/call and prompts/get name what they call in params.name, resources/read in params.uri",
+                    "this method names what it calls in params (name, uri or taskId, a string)",
                     id.clone(),
                 ));
             }
@@ -720,7 +725,7 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "proxy.tool_scopes[0].name: only tools/call, prompts/get and resources/read name what they call; \"tools/list\" does not",
+                "proxy.tool_scopes[0].name: only tools/call, prompts/get, resources/read and tasks/get|update|cancel name what they call; \"tools/list\" does not",
                 "proxy.tool_scopes[1].name: \"a*b\" must be a name, or a prefix followed by one final *; leave name out to cover every call of the method",
                 "proxy.tool_scopes[2].name: \"*\" must be a name, or a prefix followed by one final *; leave name out to cover every call of the method",
                 "proxy.tool_scopes[3].method: \"tools call\" is not a JSON-RPC method name",

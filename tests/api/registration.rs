@@ -556,3 +556,34 @@ async fn deleting_a_registration_revokes_every_grant_of_the_client() {
     // The other client keeps its grant.
     assert_eq!(userinfo(&other_tokens).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_registered_scope_does_not_stop_a_step_up_beyond_it() {
+    // MCP clients register with the scope of their first challenge and later ask for more
+    // (403 insufficient_scope); the user's consent, not the client's own word, is the limit.
+    let app = dcr_app().await;
+    let registered: Value = register(
+        &app,
+        json!({"redirect_uris": ["http://127.0.0.1:4000/cb"], "token_endpoint_auth_method": "none",
+               "scope": "openid"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(registered["scope"], "openid");
+    let client_id = registered["client_id"].as_str().unwrap();
+    let pkce = Pkce::new();
+    let mut params = authorize_params(client_id, "http://127.0.0.1:4000/cb", &pkce);
+    params.retain(|(k, _)| *k != "scope");
+    params.push(("scope", "openid email profile".to_owned()));
+    let next = location(&app.get_authorize(&params).await);
+    assert!(next.starts_with(&app.url("/oauth/consent")), "{next}");
+    let (html, _) = app.consent_page(&next).await;
+    assert!(html.contains("<code>profile</code>"), "{html}");
+    // What the bridge does not support stays refused.
+    params.retain(|(k, _)| *k != "scope");
+    params.push(("scope", "openid admin".to_owned()));
+    let back = location(&app.get_authorize(&params).await);
+    assert_eq!(query_of(&back)["error"], "invalid_scope", "{back}");
+}

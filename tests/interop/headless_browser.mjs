@@ -65,6 +65,9 @@ export class Browser {
     const unescape = (s) => s.replace(/&#(\d+);/g, (_, n) => String.fromCharCode(Number(n))).replace(/&amp;/g, '&');
     if (body.includes('name="decision"')) {
       pages.push('bridge-consent');
+      // What the page asks for, and what it says was allowed before (incremental consent).
+      const listed = (cls) => [...(body.match(new RegExp(`<ul class="${cls}">(.*?)</ul>`))?.[1] ?? '').matchAll(/<code>([^<]*)<\/code>/g)].map((m) => m[1]);
+      this.lastConsent = { asks: listed('asks'), approvedBefore: listed('approved') };
       const formTag = body.match(/<form[^>]*>/)[0];
       const fields = {};
       for (const input of body.match(/<input[^>]*>/g) ?? []) {

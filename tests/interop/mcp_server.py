@@ -137,6 +137,11 @@ def main() -> None:
         """Echoes its argument."""
         return text
 
+    @server.tool()
+    def purge_cache() -> str:
+        """A guarded tool: behind the bridge's proxy it needs the admin scope (proxy.tool_scopes)."""
+        return "purged"
+
     print(f"ready {resource}", flush=True)
     server.run(transport="streamable-http")
 

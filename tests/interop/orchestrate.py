@@ -20,6 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SCOPE = "mcp:tools"
+# What the proxy asks of calls to the guarded tool (proxy.tool_scopes), and that tool.
+ADMIN_SCOPE = "mcp:admin"
+GUARDED_TOOL = "purge_cache"
 # Whether each SDK line registers again by itself when the bridge has forgotten its registration
 # (`401 invalid_client` on refresh). The Python SDKs keep the dead client_id and send the user to our
 # authorization endpoint with it; the suite then checks our error page and re-registers as a host
@@ -139,7 +142,7 @@ oauth:
   signing: {{ algorithm: ES256, key_file: "{key_file}" }}
   access_token_ttl: {ACCESS_TOKEN_TTL_SECONDS}s
   resources: ["http://127.0.0.1:{mcp_port}/mcp"]
-  scopes_supported: [openid, profile, email, offline_access, "{SCOPE}"]
+  scopes_supported: [openid, profile, email, offline_access, "{SCOPE}", "{ADMIN_SCOPE}"]
   # The MCP server shows who calls it: every token carries these, and the consent page says so.
   access_token_claims: [email, name, groups]
   clients:
@@ -166,6 +169,8 @@ proxy:
   upstream_url: "http://127.0.0.1:{proxied_mcp_port}"
   path: /mcp
   required_scopes: ["{SCOPE}"]
+  tool_scopes:
+    - {{ method: tools/call, name: {GUARDED_TOOL}, scopes: ["{ADMIN_SCOPE}"] }}
   identity_jwt: {{ header: X-Forwarded-Identity }}
 """
 
@@ -257,6 +262,10 @@ def main():
             clients.append(("oauth4webapi-oidc", ["node", "oidc_client.mjs", "flow", "--issuer", issuer]))
             clients.append(("oauth4webapi-private-key-jwt",
                             ["node", "oidc_client.mjs", "private-key-jwt", "--issuer", issuer]))
+            # Per-tool scopes: refused the guarded tool with 403, the SDK steps up and succeeds.
+            clients.append(("proxied-typescript-sdk-step-up",
+                            ["node", "ts_client.mjs", "step-up", "--server-url", server_urls["proxied-"],
+                             "--issuer", issuer, "--scope", ADMIN_SCOPE, "--tool", GUARDED_TOOL]))
             clients.append(("enterprise-id-jag", ["node", "oidc_client.mjs", "id-jag", "--issuer", issuer,
                                                   "--server-url", server_urls["proxied-"]]))
 

@@ -2,6 +2,7 @@
 // headlessly; the same scenarios as py_client.py (see there).
 //
 // usage: node ts_client.mjs flow|denied --server-url URL --issuer URL
+//        node ts_client.mjs step-up --server-url URL --issuer URL --scope ADMIN_SCOPE --tool GUARDED_TOOL
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -19,7 +20,7 @@ const REDIRECT_URI = 'http://127.0.0.1:33419/callback';
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
-  options: { 'server-url': { type: 'string' }, issuer: { type: 'string' } },
+  options: { 'server-url': { type: 'string' }, issuer: { type: 'string' }, scope: { type: 'string' }, tool: { type: 'string' } },
 });
 const scenario = positionals[0];
 const serverUrl = args['server-url'];
@@ -33,9 +34,13 @@ function check(condition, what) {
 // ---- the MCP host application: the SDK's OAuthClientProvider, kept in memory ----
 
 class HostApp {
-  constructor(username, browserOptions = {}) {
+  // `refresh: false` registers without the refresh_token grant; `oneBrowser` keeps one browser,
+  // with its cookies, for every sign-in (as a person's browser would).
+  constructor(username, browserOptions = {}, { refresh = true, oneBrowser = false } = {}) {
     this.username = username;
     this.browserOptions = browserOptions;
+    this.refresh = refresh;
+    this.oneBrowser = oneBrowser;
     this.stored = {};
     this.exchanges = [];
     this.outcomes = [];
@@ -79,7 +84,7 @@ class HostApp {
         return {
           client_name: `interop ${LABEL}`,
           redirect_uris: [REDIRECT_URI],
-          grant_types: ['authorization_code', 'refresh_token'],
+          grant_types: app.refresh ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
           response_types: ['code'],
           token_endpoint_auth_method: 'none',
         };
@@ -105,7 +110,8 @@ class HostApp {
       },
       redirectToAuthorization: async (authorizationUrl) => {
         app.lastAuthorization = Object.fromEntries(authorizationUrl.searchParams);
-        const browser = new Browser(app.username, app.browserOptions);
+        const browser = app.oneBrowser && app.browser ? app.browser : new Browser(app.username, app.browserOptions);
+        app.browser = browser;
         app.pending = await browser.authorize(authorizationUrl.href, REDIRECT_URI);
         app.outcomes.push(app.pending);
       },
@@ -116,6 +122,7 @@ class HostApp {
   async connect() {
     const client = new Client({ name: 'interop-ts', version: '1.0.0' });
     let transport = new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: this.provider, fetch: this.fetch });
+    this.transport = transport;
     try {
       await client.connect(transport);
       return client;
@@ -134,6 +141,7 @@ class HostApp {
     check(outcome.params.state && outcome.params.state === this.lastAuthorization.state, 'the authorization response carries our state');
     await transport.finishAuth(outcome.params.code);
     transport = new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: this.provider, fetch: this.fetch });
+    this.transport = transport;
     const reconnected = new Client({ name: 'interop-ts', version: '1.0.0' });
     await reconnected.connect(transport);
     return reconnected;
@@ -255,9 +263,47 @@ async function scenarioDenied() {
   await expectRefusal('alice', 'cancel', 'a user who cancels the upstream login');
 }
 
+// Per-tool scopes at the bridge's proxy: the guarded tool is refused with 403 insufficient_scope,
+// the SDK re-authorizes with the scopes the challenge names, the consent page asks only for what
+// is new, and the call succeeds. The app takes no refresh tokens: on a 403 this SDK line refreshes
+// first, which cannot widen a grant, and then gives up (typescript-sdk#2255).
+async function scenarioStepUp() {
+  const app = new HostApp('alice', {}, { refresh: false, oneBrowser: true });
+  app.client = await app.connect();
+  const firstScope = app.lastAuthorization.scope;
+  check(!app.stored.tokens.refresh_token && !app.stored.tokens.scope.split(' ').includes(args.scope), `signed in without ${args.scope}`);
+  const echoed = await app.client.callTool({ name: 'echo', arguments: { text: 'allowed' } });
+  check(!echoed.isError && echoed.content[0].text === 'allowed', 'an unguarded tool runs with the first token');
+
+  const mark = app.exchanges.length;
+  try {
+    await app.client.callTool({ name: args.tool, arguments: {} });
+    throw new Error(`${LABEL}: the guarded tool ran without its scope`);
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError) || !app.pending) throw error;
+  }
+  const refused = app.exchanges.slice(mark).find((e) => e.status === 403);
+  check(refused && refused.wwwAuthenticate.includes('error="insufficient_scope"') && refused.wwwAuthenticate.includes(`scope="${firstScope} ${args.scope}"`), '403 insufficient_scope naming every scope the call needs');
+  check(app.lastAuthorization.scope.split(' ').includes(args.scope), 'the SDK re-authorized with the wider scope');
+  const consent = app.browser.lastConsent;
+  check(JSON.stringify(consent.asks) === JSON.stringify([args.scope]) && consent.approvedBefore.includes(firstScope), `the consent page asked only for what is new (${JSON.stringify(consent)})`);
+  const outcome = app.pending;
+  app.pending = undefined;
+  check(outcome.params.iss === issuer && outcome.params.code && outcome.params.state === app.lastAuthorization.state, 'the step-up authorization answered with code, state and iss');
+  await app.transport.finishAuth(outcome.params.code);
+  const granted = app.stored.tokens.scope.split(' ');
+  check(granted.includes(args.scope) && granted.includes(firstScope), `the new token carries the union (${app.stored.tokens.scope})`);
+
+  const result = await app.client.callTool({ name: args.tool, arguments: {} });
+  check(!result.isError && result.content[0].text === 'purged', 'the guarded tool runs after the step-up');
+  const still = await app.client.callTool({ name: 'echo', arguments: { text: 'still' } });
+  check(!still.isError && still.content[0].text === 'still', 'the unguarded tool still runs');
+  await app.client.close();
+}
+
 const started = Date.now();
 try {
-  await { flow: scenarioFlow, denied: scenarioDenied }[scenario]();
+  await { flow: scenarioFlow, denied: scenarioDenied, 'step-up': scenarioStepUp }[scenario]();
   console.log(`DONE ${LABEL} ${scenario} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
   process.exit(0);
 } catch (error) {
