@@ -81,17 +81,26 @@ pub(crate) async fn complete_authorization(
             "you are not allowed to use this service".into(),
         ))
     })?;
-    // OIDC `auth_time` when the provider sent it (a reused upstream session), else now.
-    let auth_time = claims
-        .get("auth_time")
-        .and_then(serde_json::Value::as_i64)
-        .map_or(now, UnixTime);
+    let auth_time = upstream_auth_time(claims.get("auth_time"), now);
     let signed_in = SignedInUser {
         identity,
         auth_time,
         upstream_refresh: login.refresh_token,
     };
     finish_sign_in(bridge, &pending, signed_in, now).await
+}
+
+/// OIDC `auth_time` when the provider sent a plausible one (a reused upstream session), else now.
+/// Glewlwyd 2.7 sends `auth_time: 0`; a time before 2001 or in the future is no sign-in time, and
+/// passed on it would tell our clients the user signed in in 1970 (or not yet).
+fn upstream_auth_time(claim: Option<&serde_json::Value>, now: UnixTime) -> UnixTime {
+    const EARLIEST_PLAUSIBLE: i64 = 1_000_000_000;
+    match claim.and_then(serde_json::Value::as_i64) {
+        Some(seconds) if (EARLIEST_PLAUSIBLE..=now.seconds()).contains(&seconds) => {
+            UnixTime(seconds)
+        }
+        _ => now,
+    }
 }
 
 /// Passes the upstream's refusal on in RFC 6749 terms; the upstream's description is not
@@ -120,6 +129,22 @@ mod tests {
     use crate::oauth::test_support::*;
     use std::collections::HashMap;
     use url::Url;
+
+    #[test]
+    fn only_a_plausible_upstream_auth_time_is_kept() {
+        let now = UnixTime(1_800_000_000);
+        let at = |value: serde_json::Value| upstream_auth_time(Some(&value), now);
+        assert_eq!(
+            at(serde_json::json!(1_799_999_000)),
+            UnixTime(1_799_999_000)
+        );
+        assert_eq!(at(serde_json::json!(1_800_000_000)), now);
+        // Glewlwyd's 0, a time in the future, a string, nothing at all: the sign-in is now.
+        assert_eq!(at(serde_json::json!(0)), now);
+        assert_eq!(at(serde_json::json!(1_800_000_001)), now);
+        assert_eq!(at(serde_json::json!("1799999000")), now);
+        assert_eq!(upstream_auth_time(None, now), now);
+    }
 
     fn query(url: &Url) -> HashMap<String, String> {
         url.query_pairs().into_owned().collect()

@@ -1,5 +1,6 @@
 // A small headless browser for the interop clients: cookies by host, redirects by hand, and the
-// two forms a sign-in meets (the bridge's consent page, the provider's login form).
+// forms a sign-in meets (the bridge's consent page, the provider's login form, or Glewlwyd's login
+// application, which it drives through the API that application calls).
 import { readFileSync } from 'node:fs';
 
 export const USERS = JSON.parse(readFileSync(new URL('./users.json', import.meta.url), 'utf8'));
@@ -13,15 +14,16 @@ export class Browser {
     this.cookies = new Map(); // host -> Map(name -> value)
   }
 
-  async fetch(url, form) {
+  async fetch(url, form, { method, json } = {}) {
     const target = new URL(url);
     const jar = this.cookies.get(target.hostname) ?? new Map();
     const headers = {};
     if (jar.size) headers.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
     if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
+    if (json) headers['content-type'] = 'application/json';
     const response = await fetch(url, {
-      method: form ? 'POST' : 'GET',
-      body: form ? new URLSearchParams(form).toString() : undefined,
+      method: method ?? (form || json ? 'POST' : 'GET'),
+      body: json ? JSON.stringify(json) : form ? new URLSearchParams(form).toString() : undefined,
       headers,
       redirect: 'manual',
     });
@@ -49,6 +51,11 @@ export class Browser {
         if (`${location.origin}${location.pathname}` === redirectUri) {
           return { params: Object.fromEntries(location.searchParams), pages };
         }
+        if (location.pathname.endsWith('/login.html') && location.searchParams.has('callback_url')) {
+          url = await this.glewlwydLogin(location, pages);
+          form = undefined;
+          continue;
+        }
         url = location.href;
         form = undefined;
         continue;
@@ -58,6 +65,24 @@ export class Browser {
       [url, form] = this.answer(url, body, pages);
     }
     throw new Error(`more than ${MAX_STEPS} steps without reaching ${redirectUri}`);
+  }
+
+  // What Glewlwyd's login application does: sign in with the password, grant the client the
+  // scopes it asked for, then continue the authorization (`g_continue`).
+  async glewlwydLogin(location, pages) {
+    pages.push('idp-login');
+    const user = USERS[this.username];
+    const login = await this.fetch(new URL('/api/auth/', location).href, undefined, {
+      json: { username: this.username, password: user.password },
+    });
+    if (login.status !== 200) throw new Error(`glewlwyd refused the username or password: ${login.status}`);
+    const client = location.searchParams.get('client_id');
+    const grant = await this.fetch(new URL(`/api/auth/grant/${encodeURIComponent(client)}`, location).href, undefined, {
+      method: 'PUT',
+      json: { scope: location.searchParams.get('scope') },
+    });
+    if (grant.status !== 200) throw new Error(`glewlwyd did not record the grant: ${grant.status}`);
+    return `${location.searchParams.get('callback_url')}&g_continue`;
   }
 
   answer(url, body, pages) {

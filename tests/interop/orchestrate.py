@@ -6,6 +6,7 @@ started, by PID, whatever happens. Everything binds to 127.0.0.1 on free ports. 
 
 import argparse
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import glewlwyd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -175,6 +178,61 @@ proxy:
 """
 
 
+def glewlwyd_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret):
+    """A second bridge, with Glewlwyd as its provider, guarding its own MCP server."""
+    issuer = f"http://127.0.0.1:{bridge_port}/"
+    key_file = REPO / "tests" / "fixtures" / "signing_es256.pem"
+    return f"""
+server:
+  address: "127.0.0.1:{bridge_port}"
+  public_url: "{issuer}"
+oauth:
+  signing: {{ algorithm: ES256, key_file: "{key_file}" }}
+  access_token_ttl: {ACCESS_TOKEN_TTL_SECONDS}s
+  scopes_supported: [openid, profile, email, offline_access, "{SCOPE}"]
+  access_token_claims: [email, name, groups]
+  dcr:
+    enabled: true
+    allowed_redirect_profiles: [loopback]
+    rate_limit: {{ requests: 100, window: 1m }}
+  upstream:
+    issuer: "{provider_issuer}"
+    client_id: mcp-oauth-bridge
+    client_secret: "{client_secret}"
+    scopes: [openid, email, profile, groups]
+    claims: {{ groups: groups }}
+    allowed_groups: [mcp-users]
+storage:
+  backend: memory
+proxy:
+  upstream_url: "http://127.0.0.1:{proxied_mcp_port}"
+  path: /mcp
+  required_scopes: ["{SCOPE}"]
+  identity_jwt: {{ header: X-Forwarded-Identity }}
+"""
+
+
+def start_glewlwyd(processes, work, users, mcp_server_python):
+    """Glewlwyd, configured, with a bridge in front of an MCP server of its own; returns the
+    bridge's issuer and its starter."""
+    provider_port, bridge_port, mcp_port = free_port(), free_port(), free_port()
+    issuer = f"http://127.0.0.1:{bridge_port}/"
+    secret = "glewlwyd-upstream-client-secret"
+    config_file = glewlwyd.prepare(work / "glewlwyd", provider_port)
+    provider = processes.start("glewlwyd", ["glewlwyd", f"--config-file={config_file}"])
+    # Any answer will do: the API is up (the plugin that serves discovery comes with configure()).
+    wait_for(f"http://127.0.0.1:{provider_port}/api/mod/type/", "glewlwyd", provider, accept=(200, 401, 403, 404))
+    glewlwyd.configure(provider_port, work / "glewlwyd", users, "mcp-oauth-bridge", secret, f"{issuer}oauth/callback")
+    mcp = processes.start("glewlwyd-mcp-server", [
+        mcp_server_python, "mcp_server.py", "--port", str(mcp_port), "--issuer", issuer,
+        "--jwks-uri", f"{issuer}oauth/jwks", "--scope", SCOPE, "--behind-proxy"])
+    wait_for(f"http://127.0.0.1:{mcp_port}/mcp", "the MCP server behind the Glewlwyd bridge", mcp,
+             accept=(200, 400, 405, 406))
+    bridge_config = work / "bridge-glewlwyd.yaml"
+    bridge_config.write_text(glewlwyd_bridge_config(bridge_port, glewlwyd.issuer(provider_port), mcp_port, secret))
+    return issuer, bridge_config
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bridge", required=True, help="the mcp-oauth-bridge binary")
@@ -183,6 +241,7 @@ def main():
     parser.add_argument("--mcp-server-python", required=True, help="the interpreter that runs the MCP server")
     parser.add_argument("--no-typescript", action="store_true")
     parser.add_argument("--only", help="run only the client scenarios whose name contains this")
+    parser.add_argument("--no-glewlwyd", action="store_true", help="leave out the Glewlwyd provider")
     args = parser.parse_args()
 
     work = HERE / "work"
@@ -213,17 +272,23 @@ def main():
     config.write_text(bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret,
                                     enterprise_jwks))
 
-    def start_bridge():
-        log = logs / "bridge.log"
-        before = log.read_text(errors="replace").count("upstream provider discovered") if log.exists() else 0
-        process = processes.start("bridge", [args.bridge, "--config", str(config), "serve"],
-                                  env={"RUST_LOG": "info,mcp_oauth_bridge=debug"})
-        wait_for(f"{issuer}healthz", "the bridge", process)
-        deadline = time.monotonic() + 30
-        while log.read_text(errors="replace").count("upstream provider discovered") <= before:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the bridge did not discover the upstream provider")
-            time.sleep(0.1)
+    def bridge_starter(name, config_file, issuer_url):
+        """Starts (or restarts) one bridge and waits until it has discovered its provider."""
+        def start():
+            processes.stop(name)
+            log = logs / f"{name}.log"
+            before = log.read_text(errors="replace").count("upstream provider discovered") if log.exists() else 0
+            process = processes.start(name, [args.bridge, "--config", str(config_file), "serve"],
+                                      env={"RUST_LOG": "info,mcp_oauth_bridge=debug"})
+            wait_for(f"{issuer_url}healthz", name, process)
+            deadline = time.monotonic() + 30
+            while log.read_text(errors="replace").count("upstream provider discovered") <= before:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name} did not discover the upstream provider")
+                time.sleep(0.1)
+        return start
+
+    start_bridge = bridge_starter("bridge", config, issuer)
 
     failures = []
     try:
@@ -246,35 +311,48 @@ def main():
                 label, python = entry.split("=", 1)
                 for scenario in ("flow", "denied"):
                     clients.append((f"{prefix}{label}-{scenario}",
-                                    [python, "py_client.py", scenario, "--server-url", server_url, "--issuer", issuer]))
+                                    [python, "py_client.py", scenario, "--server-url", server_url, "--issuer", issuer],
+                                    start_bridge))
             if args.python_sdk:
                 label, python = args.python_sdk[0].split("=", 1)
                 clients.append((f"{prefix}resource-server",
                                 [python, "py_client.py", "resource-server", "--server-url", server_url,
-                                 "--issuer", issuer]))
+                                 "--issuer", issuer], start_bridge))
             if not args.no_typescript:
                 for scenario in ("flow", "denied"):
                     clients.append((f"{prefix}typescript-sdk-{scenario}",
-                                    ["node", "ts_client.mjs", scenario, "--server-url", server_url, "--issuer", issuer]))
+                                    ["node", "ts_client.mjs", scenario, "--server-url", server_url, "--issuer", issuer],
+                                    start_bridge))
 
         if not args.no_typescript:
             # A strict OpenID Connect relying party: the bridge as a web application's provider.
-            clients.append(("oauth4webapi-oidc", ["node", "oidc_client.mjs", "flow", "--issuer", issuer]))
+            clients.append(("oauth4webapi-oidc", ["node", "oidc_client.mjs", "flow", "--issuer", issuer], start_bridge))
             clients.append(("oauth4webapi-private-key-jwt",
-                            ["node", "oidc_client.mjs", "private-key-jwt", "--issuer", issuer]))
+                            ["node", "oidc_client.mjs", "private-key-jwt", "--issuer", issuer], start_bridge))
             # Per-tool scopes: refused the guarded tool with 403, the SDK steps up and succeeds.
             clients.append(("proxied-typescript-sdk-step-up",
                             ["node", "ts_client.mjs", "step-up", "--server-url", server_urls["proxied-"],
-                             "--issuer", issuer, "--scope", ADMIN_SCOPE, "--tool", GUARDED_TOOL]))
+                             "--issuer", issuer, "--scope", ADMIN_SCOPE, "--tool", GUARDED_TOOL], start_bridge))
             clients.append(("enterprise-id-jag", ["node", "oidc_client.mjs", "id-jag", "--issuer", issuer,
-                                                  "--server-url", server_urls["proxied-"]]))
+                                                  "--server-url", server_urls["proxied-"]], start_bridge))
 
-        for name, command in clients:
+        if not args.no_glewlwyd and not args.no_typescript:
+            users = json.loads((HERE / "users.json").read_text())
+            glewlwyd_issuer, glewlwyd_config = start_glewlwyd(processes, work, users, args.mcp_server_python)
+            start_glewlwyd_bridge = bridge_starter("bridge-glewlwyd", glewlwyd_config, glewlwyd_issuer)
+            start_glewlwyd_bridge()
+            # The same SDK flow with a second certified provider upstream.
+            for scenario in ("flow", "denied"):
+                clients.append((f"glewlwyd-typescript-sdk-{scenario}",
+                                ["node", "ts_client.mjs", scenario, "--server-url", f"{glewlwyd_issuer}mcp",
+                                 "--issuer", glewlwyd_issuer, "--provider", "glewlwyd"], start_glewlwyd_bridge))
+
+        for name, command, restart_bridge in clients:
             if args.only and args.only not in name:
                 continue
             print(f"== {name}", flush=True)
             process = processes.start(name, command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            ok = run_client(process, name, start_bridge, processes)
+            ok = run_client(process, name, restart_bridge)
             processes.running.pop(name, None)
             if not ok:
                 failures.append(name)
@@ -294,8 +372,8 @@ def main():
     print("interop suite passed", flush=True)
 
 
-def run_client(process, name, start_bridge, processes):
-    """Relays the client's output and restarts the bridge when it asks; a client that hangs is
+def run_client(process, name, restart_bridge):
+    """Relays the client's output and restarts its bridge when it asks; a client that hangs is
     killed after CLIENT_TIMEOUT_SECONDS."""
     watchdog = threading.Timer(CLIENT_TIMEOUT_SECONDS, lambda: kill_group(process))
     watchdog.start()
@@ -307,8 +385,7 @@ def run_client(process, name, start_bridge, processes):
             if line.startswith("RESULT ") and "reregistered_by_sdk=" in line:
                 reregistered = line.rsplit("=", 1)[1]
             if line == "RESTART":
-                processes.stop("bridge")
-                start_bridge()
+                restart_bridge()
                 process.stdin.write(b"RESTARTED\n")
                 process.stdin.flush()
         code = process.wait()
@@ -318,7 +395,8 @@ def run_client(process, name, start_bridge, processes):
     if code == -signal.SIGKILL:
         print(f"  {name} took longer than {CLIENT_TIMEOUT_SECONDS}s and was killed", flush=True)
     if code == 0 and name.endswith("-flow"):
-        expected = EXPECTED_REREGISTRATION.get(name.removeprefix("proxied-").removesuffix("-flow"))
+        sdk = name.removeprefix("glewlwyd-").removeprefix("proxied-").removesuffix("-flow")
+        expected = EXPECTED_REREGISTRATION.get(sdk)
         if reregistered != expected:
             print(f"  {name}: re-registered by itself: {reregistered}, expected {expected}; "
                   "if an SDK changed, update EXPECTED_REREGISTRATION and the README", flush=True)

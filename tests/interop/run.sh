@@ -14,6 +14,12 @@ python="${PYTHON:-python3}"
 for tool in node npm "$python"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is required" >&2; exit 1; }
 done
+# Glewlwyd, the second provider (Debian packages glewlwyd, sqlite3, openssl), unless left out.
+if [[ " $* " != *" --no-glewlwyd "* ]]; then
+  for tool in glewlwyd sqlite3 openssl; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is required (or pass --no-glewlwyd)" >&2; exit 1; }
+  done
+fi
 
 # Everything stays in folders of the suite; nothing local goes through a proxy.
 export npm_config_cache="$here/work/npm-cache"
