@@ -386,6 +386,9 @@ fn build_proxy(
         .ok_or_else(|| anyhow::anyhow!("the proxy's resource {:?} is not a URL", resource.url))?;
     let timeout = config.timeout;
     tracing::info!(path = %config.path, upstream = %config.upstream_url, "proxying to the MCP server");
+    for rule in crate::oauth::tool_scopes::unknown_methods(&config.tool_scopes) {
+        tracing::warn!(%rule, "no MCP client sends this method: the rule matches nothing (a typo?)");
+    }
     let identity = IdentityHeaders {
         user: header(&config.identity_headers.user)?,
         email: header(&config.identity_headers.email)?,

@@ -21,6 +21,9 @@ pub struct Client {
     /// RFC 7591 §2 makes it the scopes the client may use, it could register again with more,
     /// and MCP's step-up asks for scopes beyond it. The user's consent is what limits such a client.
     pub(crate) scopes: Option<Vec<String>>,
+    /// What a self-described client registered as its `scope`: what it gets when an
+    /// authorization request names none (RFC 6749 §3.3's predefined default), not a limit.
+    pub(crate) default_scope: Option<Vec<String>>,
     pub(crate) grant_types: Vec<GrantType>,
     pub(crate) skip_consent: bool,
     /// Registered through DCR: kept in storage, expires when unused.
@@ -40,6 +43,12 @@ impl Client {
             redirect_uris: valid.redirect_uris.unwrap_or_default(),
             secret_hash: None,
             scopes: None,
+            default_scope: valid.scope.as_deref().map(|s| {
+                s.split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             grant_types: user_grants(&valid.grant_types.unwrap_or_default()),
             skip_consent: false,
             registered: false,
@@ -63,6 +72,7 @@ impl Client {
             redirect_uris: record.redirect_uris,
             secret_hash: record.secret_hash,
             scopes: None,
+            default_scope: record.scope,
             grant_types: user_grants(&record.grant_types),
             skip_consent: false,
             registered: true,
@@ -109,6 +119,19 @@ impl Client {
 
     pub(crate) fn allowed_scopes(&self, supported: &[String]) -> Vec<String> {
         self.scopes.clone().unwrap_or_else(|| supported.to_vec())
+    }
+
+    /// The scope of an authorization request that names none: the registered one (what still
+    /// is allowed of it), else everything allowed.
+    pub(crate) fn default_scope(&self, allowed: &[String]) -> Vec<String> {
+        match &self.default_scope {
+            Some(registered) => registered
+                .iter()
+                .filter(|scope| allowed.contains(scope))
+                .cloned()
+                .collect(),
+            None => allowed.to_vec(),
+        }
     }
 }
 

@@ -128,6 +128,7 @@ impl ClientRegistry {
                 redirect_uris: config.redirect_uris.clone(),
                 secret_hash,
                 scopes: config.scopes.clone(),
+                default_scope: None,
                 grant_types,
                 skip_consent: config.skip_consent,
                 registered: false,

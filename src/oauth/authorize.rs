@@ -223,7 +223,10 @@ pub(crate) async fn start_authorization(
     )
     .map_err(redirect)?;
     let allowed_scopes = client.allowed_scopes(&bridge.settings.scopes_supported);
-    let scope = scope::resolve(params.get("scope"), &allowed_scopes).map_err(redirect)?;
+    let scope = match params.get("scope") {
+        None => client.default_scope(&allowed_scopes),
+        requested => scope::resolve(requested, &allowed_scopes).map_err(redirect)?,
+    };
     let audience =
         resource::resolve_audience(&bridge.settings, params.get("resource")).map_err(redirect)?;
 

@@ -149,7 +149,15 @@ pub(crate) async fn decide(
             OAuthError::AccessDenied("the user denied access".into()),
         ));
     }
-    continue_upstream(bridge, request, Consent::GivenNow, now).await
+    // What the page listed as approved before is all the code may carry on from it.
+    let consent = if pending.already_approved.is_empty() {
+        Consent::GivenNow
+    } else {
+        Consent::GivenOnTopOf {
+            earlier: pending.already_approved,
+        }
+    };
+    continue_upstream(bridge, request, consent, now).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
 use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, REMEMBERED_CONSENT_TTL};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
+use crate::oauth::protected_resource::OFFLINE_ACCESS;
 use crate::secret::{AuthorizationCode, SecretString};
 use crate::storage::{
     AuthorizationCodeRecord, AuthorizationRequest, Consent, ConsentGrant, PendingAuthorization,
@@ -83,7 +84,7 @@ pub(crate) async fn finish_sign_in(
     let identity = user.identity;
     let remember_consent_of = match &pending.consent {
         Consent::NotNeeded => None,
-        Consent::GivenNow => {
+        Consent::GivenNow | Consent::GivenOnTopOf { .. } => {
             let grant = ConsentGrant {
                 subject: identity.subject.clone(),
                 client_id: pending.request.client_id.clone(),
@@ -94,7 +95,7 @@ pub(crate) async fn finish_sign_in(
             };
             bridge
                 .storage
-                .put_consent_grant(grant)
+                .put_consent_grant(grant, now)
                 .await
                 .map_err(|e| redirect(e.into()))?;
             Some(identity.subject.clone())
@@ -120,10 +121,21 @@ pub(crate) async fn finish_sign_in(
         }
     };
 
+    // A page the user approved bounds what the code carries to what it listed; a remembered
+    // approval (no page) carries what the user approved before.
     let scope = match &pending.consent {
-        Consent::NotNeeded => pending.request.scope.clone(),
-        Consent::GivenNow | Consent::Remembered { .. } => {
-            granted_scope(bridge, &pending.request, &identity.subject, now)
+        Consent::NotNeeded | Consent::GivenNow => pending.request.scope.clone(),
+        Consent::GivenOnTopOf { earlier } => granted_scope(
+            bridge,
+            &pending.request,
+            &identity.subject,
+            Some(earlier),
+            now,
+        )
+        .await
+        .map_err(redirect)?,
+        Consent::Remembered { .. } => {
+            granted_scope(bridge, &pending.request, &identity.subject, None, now)
                 .await
                 .map_err(redirect)?
         }
@@ -169,21 +181,27 @@ pub(crate) async fn finish_sign_in(
 }
 
 /// The scopes a code grants: those requested and, from the user's approvals of this client for
-/// this redirect URI and resource, those granted before, still allowed to the client. A step-up
-/// (MCP's `insufficient_scope`) then adds to what the client could do instead of replacing it,
-/// whether or not the client asked again for what it had. `openid` is the one exception: it
-/// makes the answer an OpenID Connect one, which only the client may choose.
+/// this redirect URI and resource, those granted before (within `shown`, what the consent page
+/// listed, when there was one), still allowed to the client. A step-up (MCP's
+/// `insufficient_scope`) then adds to what the client could do instead of replacing it, whether
+/// or not the client asked again for what it had. `openid` and `offline_access` are not carried
+/// on: they change what kind of answer the client gets, which only its request may choose.
 async fn granted_scope(
     bridge: &Bridge,
     request: &AuthorizationRequest,
     subject: &str,
+    shown: Option<&[String]>,
     now: UnixTime,
 ) -> Result<Vec<String>, OAuthError> {
-    let approved = bridge
+    let approved: Vec<String> = bridge
         .storage
         .consented_scopes(subject, request, now)
         .await?
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|scope| scope != "openid" && scope != OFFLINE_ACCESS)
+        .filter(|scope| shown.is_none_or(|shown| shown.contains(scope)))
+        .collect();
     let mut scope = request.scope.clone();
     if approved.iter().all(|s| scope.contains(s)) {
         return Ok(scope);
@@ -194,7 +212,7 @@ async fn granted_scope(
     };
     let allowed = client.allowed_scopes(&bridge.settings.scopes_supported);
     for approved in approved {
-        if approved != "openid" && allowed.contains(&approved) && !scope.contains(&approved) {
+        if allowed.contains(&approved) && !scope.contains(&approved) {
             scope.push(approved);
         }
     }
@@ -251,11 +269,20 @@ mod tests {
         let harness = Harness::new();
         let now = harness.now();
         let bridge = &harness.bridge;
+        let granted = |scope: &'static [&'static str],
+                       subject: &'static str,
+                       shown: Option<&'static [&'static str]>| {
+            let shown: Option<Vec<String>> =
+                shown.map(|s| s.iter().map(|s| s.to_string()).collect());
+            async move {
+                granted_scope(bridge, &request(scope), subject, shown.as_deref(), now)
+                    .await
+                    .unwrap()
+            }
+        };
         assert_eq!(
-            granted_scope(bridge, &request(&["profile"]), "user-1", now)
-                .await
-                .unwrap(),
-            ["profile"],
+            granted(&["email"], "user-1", None).await,
+            ["email"],
             "nothing approved yet"
         );
         let approved = |scope: &[&str], redirect_uri: &str| ConsentGrant {
@@ -269,32 +296,50 @@ mod tests {
         // `retired` is no longer supported; approvals for another redirect URI are another app's.
         bridge
             .storage
-            .put_consent_grant(approved(
-                &["openid", "email", "retired", "offline_access"],
-                "http://127.0.0.1/callback",
-            ))
+            .put_consent_grant(
+                approved(
+                    &["openid", "email", "retired", "offline_access", "profile"],
+                    "http://127.0.0.1/callback",
+                ),
+                now,
+            )
             .await
             .unwrap();
         bridge
             .storage
-            .put_consent_grant(approved(
-                &["profile", "groups"],
-                "https://elsewhere.example/cb",
-            ))
+            .put_consent_grant(
+                approved(&["profile", "groups"], "https://elsewhere.example/cb"),
+                now,
+            )
             .await
             .unwrap();
+        // openid and offline_access are the request's to choose; retired is no longer supported.
         assert_eq!(
-            granted_scope(bridge, &request(&["profile"]), "user-1", now)
-                .await
-                .unwrap(),
-            ["profile", "email", "offline_access"]
+            granted(&["email"], "user-1", None).await,
+            ["email", "profile"]
+        );
+        // After a consent page, only what it listed as approved before is carried on.
+        assert_eq!(
+            granted(&["email"], "user-1", Some(&["openid"])).await,
+            ["email"]
         );
         assert_eq!(
-            granted_scope(bridge, &request(&["profile"]), "user-2", now)
+            granted(&["email"], "user-1", Some(&["profile", "groups"])).await,
+            ["email", "profile"]
+        );
+        assert_eq!(
+            granted(&["email"], "user-2", None).await,
+            ["email"],
+            "another user's approvals count for nobody else"
+        );
+        let mut other_resource = request(&["email"]);
+        other_resource.audience = "https://other.example.com/mcp".into();
+        assert_eq!(
+            granted_scope(bridge, &other_resource, "user-1", None, now)
                 .await
                 .unwrap(),
-            ["profile"],
-            "another user's approvals count for nobody else"
+            ["email"],
+            "approvals for another resource stay there"
         );
     }
 }

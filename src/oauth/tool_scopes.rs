@@ -6,17 +6,19 @@
 //!
 //! Nothing here knows HTTP: the proxy hands over the decoded headers and the body it read.
 
-use std::fmt;
+mod envelope;
 
 use base64::Engine;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use envelope::{Body, Message, Params, Text};
 
 /// JSON-RPC error of MCP 2026-07-28: the mirrored headers disagree with the body.
 pub(crate) const HEADER_MISMATCH: i64 = -32020;
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
 
 /// The methods that name something, and where the body names it (the `Mcp-Name` sources of
 /// MCP 2026-07-28).
@@ -28,6 +30,12 @@ const NAMED_METHODS: [(&str, &str); 6] = [
     ("tasks/update", "taskId"),
     ("tasks/cancel", "taskId"),
 ];
+
+/// Whether a 2026-07-28 client must mirror the name into `Mcp-Name` (the core three; clients
+/// differ on tasks).
+fn name_required(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read")
+}
 
 fn name_field(method: &str) -> Option<&'static str> {
     NAMED_METHODS
@@ -55,15 +63,68 @@ impl ToolScopeRule {
         if self.method != call.method {
             return false;
         }
-        match (&self.name, &call.name) {
-            (None, _) => true,
-            (Some(pattern), Some(name)) => match pattern.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => pattern == name,
-            },
-            (Some(_), None) => false,
+        let Some(pattern) = &self.name else {
+            return true;
+        };
+        let Some(name) = &call.name else {
+            return false;
+        };
+        let name = comparable_name(&call.method, name);
+        match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => *pattern == name,
         }
     }
+}
+
+/// A resource URI as servers read it: WHATWG-normalized, as pydantic's `AnyUrl` (the Python SDK)
+/// and the `url` crate both parse it, so `file:///public/../secret`, `FILE:///secret` and
+/// `file:///public/%2e%2e/secret` are all `file:///secret`. Other names compare as written.
+fn comparable_name<'a>(method: &str, name: &'a str) -> std::borrow::Cow<'a, str> {
+    if method != "resources/read" {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    match url::Url::parse(name) {
+        Ok(url) if url.as_str() != name => std::borrow::Cow::Owned(url.into()),
+        _ => std::borrow::Cow::Borrowed(name),
+    }
+}
+
+/// The methods of MCP 2026-07-28 a client sends; a rule for another one (`tool/call`,
+/// `Tools/Call`) matches nothing, which is worth a warning at start-up.
+const KNOWN_METHODS: [&str; 19] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/list",
+    "tasks/update",
+    "tasks/cancel",
+    "tasks/result",
+    "subscriptions/listen",
+];
+
+/// Rules whose method no MCP client sends (`proxy.tool_scopes[i].method`, for a warning).
+pub(crate) fn unknown_methods(rules: &[ToolScopeRule]) -> Vec<String> {
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| {
+            !KNOWN_METHODS.contains(&rule.method.as_str())
+                && !rule.method.starts_with("notifications/")
+        })
+        .map(|(i, rule)| format!("proxy.tool_scopes[{i}].method: {:?}", rule.method))
+        .collect()
 }
 
 /// Every problem of `proxy.tool_scopes`, with its field path.
@@ -96,6 +157,15 @@ pub(crate) fn validate(
             if prefix.is_empty() || prefix.contains('*') {
                 problems.push(format!(
                     "{field}.name: {name:?} must be a name, or a prefix followed by one final *; leave name out to cover every call of the method"
+                ));
+            }
+        }
+        if let (Some(name), "resources/read") = (&rule.name, rule.method.as_str()) {
+            let written = name.strip_suffix('*').unwrap_or(name);
+            let normalized = comparable_name(&rule.method, written);
+            if normalized != written {
+                problems.push(format!(
+                    "{field}.name: resource URIs are compared normalized; write {normalized:?}"
                 ));
             }
         }
@@ -173,6 +243,14 @@ impl Refused {
         )
     }
 
+    /// The body is not plain UTF-8 JSON as sent: another media type, charset or encoding.
+    pub(crate) fn unsupported_media_type() -> Self {
+        Refused::invalid(
+            "with per-tool scopes the body must be Content-Type: application/json (charset utf-8 at most), not encoded",
+            Value::Null,
+        )
+    }
+
     /// A header value that cannot be read (not visible ASCII, a broken Base64 sentinel, sent twice).
     pub(crate) fn malformed_header() -> Self {
         Refused::mismatch(
@@ -219,7 +297,8 @@ pub(crate) fn calls_from_headers(claimed: &Claimed) -> Result<Vec<Call>, Refused
             Value::Null,
         )),
         (Some(method), name) => {
-            if name.is_some() != name_field(method).is_some() {
+            let unexpected = name.is_some() && name_field(method).is_none();
+            if unexpected || (name.is_none() && name_required(method)) {
                 return Err(Refused::mismatch(
                     "the Mcp-Name header is sent exactly with the methods that name what they call",
                     Value::Null,
@@ -236,37 +315,40 @@ pub(crate) fn calls_from_headers(claimed: &Claimed) -> Result<Vec<Call>, Refused
 /// The calls of a JSON-RPC body (one message or a batch), checked against the headers when the
 /// client sent them. Responses to the server's own requests call nothing.
 pub(crate) fn calls_from_body(claimed: &Claimed, body: &[u8]) -> Result<Vec<Call>, Refused> {
-    let body: Value = match serde_json::from_slice::<Strict>(body) {
-        Ok(Strict(value)) => value,
-        Err(error) if error.is_data() => {
+    let body = envelope::parse(body).map_err(|_| Refused {
+        code: PARSE_ERROR,
+        message: "the body is not JSON",
+        id: Value::Null,
+    })?;
+    let (messages, one) = match body {
+        Body::One(message) => (vec![message], true),
+        Body::Batch { messages, .. } if messages.is_empty() => {
+            return Err(Refused::invalid("an empty batch", Value::Null));
+        }
+        Body::Batch { too_many: true, .. } => {
             return Err(Refused::invalid(
-                "a member name appears twice in one object: the message could be read two ways",
+                "more messages in one batch than this proxy reads (100)",
                 Value::Null,
             ));
         }
-        Err(_) => {
-            return Err(Refused {
-                code: PARSE_ERROR,
-                message: "the body is not JSON",
-                id: Value::Null,
-            });
+        Body::Batch { messages, .. } => {
+            let messages = messages
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    Refused::invalid("every message of a batch is an object", Value::Null)
+                })?;
+            (messages, false)
         }
-    };
-    let messages: &[Value] = match &body {
-        Value::Array(batch) if batch.is_empty() => {
-            return Err(Refused::invalid("an empty batch", Value::Null));
-        }
-        Value::Array(batch) => batch,
-        Value::Object(_) => std::slice::from_ref(&body),
-        _ => {
+        Body::Other => {
             return Err(Refused::invalid(
                 "a JSON-RPC body is an object or a batch of them",
                 Value::Null,
             ));
         }
     };
-    let id = match &body {
-        Value::Object(message) => readable_id(message),
+    let id = match (one, messages.first()) {
+        (true, Some(message)) => message.id.clone(),
         _ => Value::Null,
     };
     let mut calls = Vec::with_capacity(messages.len());
@@ -284,18 +366,12 @@ pub(crate) fn calls_from_body(claimed: &Claimed, body: &[u8]) -> Result<Vec<Call
             id,
         ));
     };
-    let [call] = calls.as_slice() else {
+    let ([call], true) = (calls.as_slice(), one) else {
         return Err(Refused::mismatch(
             "the Mcp-Method header describes one request, and the body is not one",
             id,
         ));
     };
-    if !matches!(&body, Value::Object(_)) {
-        return Err(Refused::mismatch(
-            "the Mcp-Method header describes one request, and the body is a batch",
-            id,
-        ));
-    }
     if *claimed_method != call.method {
         return Err(Refused::mismatch(
             "the Mcp-Method header does not match the method in the body",
@@ -309,6 +385,8 @@ pub(crate) fn calls_from_body(claimed: &Claimed, body: &[u8]) -> Result<Vec<Call
             "the Mcp-Name header does not match the name in the body",
             id,
         )),
+        // Tasks may be named in the header; what they call is read from the body either way.
+        (None, Some(_)) if !name_required(&call.method) => Ok(calls),
         (None, Some(_)) => Err(Refused::mismatch(
             "the Mcp-Name header is required for this method and was not sent",
             id,
@@ -320,44 +398,45 @@ pub(crate) fn calls_from_body(claimed: &Claimed, body: &[u8]) -> Result<Vec<Call
     }
 }
 
-fn readable_id(message: &Map<String, Value>) -> Value {
-    match message.get("id") {
-        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
-        _ => Value::Null,
-    }
-}
-
-/// The call one message makes; `None` for a response (no `method`).
-fn call_of(message: &Value, id: &Value) -> Result<Option<Call>, Refused> {
-    let Value::Object(message) = message else {
+/// The call one message makes; `None` for a response.
+fn call_of(message: Message, id: &Value) -> Result<Option<Call>, Refused> {
+    let named = match &message.params {
+        Params::Named(named) => Some(named),
+        Params::Absent | Params::Other => None,
+    };
+    if message.ambiguous || named.is_some_and(|named| named.ambiguous) {
         return Err(Refused::invalid(
-            "every message of a batch is an object",
+            "a member of the message appears twice, or spelled in another case: it could be read two ways",
             id.clone(),
         ));
-    };
-    let method = match message.get("method") {
-        None => return Ok(None),
-        Some(Value::String(method)) => method,
-        Some(_) => {
+    }
+    let method = match message.method {
+        Text::Absent if message.answers => return Ok(None),
+        Text::Absent => {
+            return Err(Refused::invalid(
+                "a message without a method must answer with result or error",
+                id.clone(),
+            ));
+        }
+        Text::Other => {
             return Err(Refused::invalid("the method is not a string", id.clone()));
         }
+        Text::Is(method) => method,
     };
-    let name = match name_field(method) {
+    let name = match name_field(&method) {
         None => None,
-        Some(field) => match message.get("params").and_then(|params| params.get(field)) {
-            Some(Value::String(name)) => Some(name.clone()),
+        Some(field) => match named.map(|named| named.field(field)) {
+            Some(Text::Is(name)) => Some(name.clone()),
             _ => {
-                return Err(Refused::invalid(
-                    "this method names what it calls in params (name, uri or taskId, a string)",
-                    id.clone(),
-                ));
+                return Err(Refused {
+                    code: INVALID_PARAMS,
+                    message: "this method names what it calls in params (name, uri or taskId, a string)",
+                    id: id.clone(),
+                });
             }
         },
     };
-    Ok(Some(Call {
-        method: method.clone(),
-        name,
-    }))
+    Ok(Some(Call { method, name }))
 }
 
 /// Every scope the request needs: the resource's own, then each rule's that applies to a call,
@@ -378,75 +457,6 @@ pub(crate) fn needed_scopes(
         }
     }
     needed
-}
-
-/// JSON as `serde_json::Value`, except that an object naming a member twice is an error: parsers
-/// disagree on which one counts (most take the last, some the first), and the proxy must read
-/// the message the way every MCP server will.
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("JSON")
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
-    }
-
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut values = Vec::new();
-        while let Some(Strict(value)) = seq.next_element()? {
-            values.push(value);
-        }
-        Ok(Value::Array(values))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(de::Error::custom("duplicate member name"));
-            }
-            let Strict(value) = map.next_value()?;
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
 }
 
 #[cfg(test)]
@@ -582,6 +592,21 @@ mod tests {
             code_of(calls_from_body(&Claimed::default(), escaped)),
             INVALID_REQUEST
         );
+        // Go's encoding/json matches member names in any case (and folds ſ and K): a proxy that
+        // read only the exact spelling would see a response, or another tool.
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"delete_repo"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_repos","Name":"delete_repo"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","PARAMS":{"name":"delete_repo"},"params":{"name":"x"}}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"paramſ\":{\"name\":\"delete_repo\"}}".as_bytes(),
+        ] {
+            assert_eq!(
+                code_of(calls_from_body(&Claimed::default(), body)),
+                INVALID_REQUEST,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
@@ -593,21 +618,28 @@ mod tests {
             code_of(calls_from_body(&nobody, b"{} trailing")),
             PARSE_ERROR
         );
-        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        // Nesting as deep as a megabyte allows overflows no stack: as a batch it is refused, in
+        // the arguments (skipped, never built) it leaves the call what it is.
+        let deep = "[".repeat(500_000) + &"]".repeat(500_000);
+        assert!(calls_from_body(&nobody, deep.as_bytes()).is_err());
+        let deep_arguments = r#"{"method":"tools/call","params":{"name":"x","arguments":"#
+            .to_owned()
+            + &"[".repeat(500_000)
+            + &"]".repeat(500_000)
+            + "}}";
         assert_eq!(
-            code_of(calls_from_body(&nobody, deep.as_bytes())),
-            PARSE_ERROR
+            calls_from_body(&nobody, deep_arguments.as_bytes()),
+            Ok(vec![call("tools/call", Some("x"))])
         );
         for body in [
             &b"[]"[..],
             b"42",
             b"\"tools/call\"",
             b"[1]",
+            b"[[]]",
             br#"{"method":7}"#,
-            br#"{"method":"tools/call"}"#,
-            br#"{"method":"tools/call","params":{"name":5}}"#,
-            br#"{"method":"tools/call","params":["delete_repo"]}"#,
-            br#"{"method":"resources/read","params":{"name":"file:///x"}}"#,
+            // Neither a request nor an answer: nothing says what it is.
+            br#"{"jsonrpc":"2.0","id":1}"#,
         ] {
             assert_eq!(
                 code_of(calls_from_body(&nobody, body)),
@@ -616,6 +648,28 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+        for body in [
+            &br#"{"method":"tools/call"}"#[..],
+            br#"{"method":"tools/call","params":{"name":5}}"#,
+            br#"{"method":"tools/call","params":["delete_repo"]}"#,
+            br#"{"method":"resources/read","params":{"name":"file:///x"}}"#,
+        ] {
+            assert_eq!(
+                code_of(calls_from_body(&nobody, body)),
+                INVALID_PARAMS,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let batch = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","method":"ping","id":1}"#; 101].join(",")
+        );
+        assert_eq!(
+            code_of(calls_from_body(&nobody, batch.as_bytes())),
+            INVALID_REQUEST,
+            "a batch of more than 100"
+        );
     }
 
     #[test]
@@ -639,6 +693,52 @@ mod tests {
                 Err(HEADER_MISMATCH)
             );
         }
+    }
+
+    #[test]
+    fn tasks_may_leave_their_name_out_of_the_headers() {
+        let get = br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t-1"}}"#;
+        assert_eq!(
+            calls_from_body(&claimed(Some("tasks/get"), None), get),
+            Ok(vec![call("tasks/get", Some("t-1"))])
+        );
+        assert_eq!(
+            code_of(calls_from_body(
+                &claimed(Some("tasks/get"), Some("t-2")),
+                get
+            )),
+            HEADER_MISMATCH
+        );
+        assert_eq!(
+            calls_from_headers(&claimed(Some("tasks/cancel"), None)),
+            Ok(vec![call("tasks/cancel", None)])
+        );
+    }
+
+    #[test]
+    fn resource_rules_match_the_uri_as_servers_normalize_it() {
+        let rules = [rule("resources/read", Some("file:///secret/*"), &["admin"])];
+        for uri in [
+            "file:///secret/key",
+            "file:///public/../secret/key",
+            "FILE:///secret/key",
+            "file:///public/%2e%2e/secret/key",
+            "file:///./secret/key",
+        ] {
+            assert_eq!(
+                needed_scopes(&[], &rules, &[call("resources/read", Some(uri))]),
+                ["admin"],
+                "{uri}"
+            );
+        }
+        assert_eq!(
+            needed_scopes(
+                &[],
+                &rules,
+                &[call("resources/read", Some("file:///public/key"))]
+            ),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -703,6 +803,19 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_for_a_method_no_client_sends_is_named() {
+        let rules = [
+            rule("tools/call", None, &["a"]),
+            rule("tool/call", None, &["a"]),
+            rule("notifications/initialized", None, &["a"]),
+        ];
+        assert_eq!(
+            unknown_methods(&rules),
+            ["proxy.tool_scopes[1].method: \"tool/call\""]
+        );
+    }
+
+    #[test]
     fn rules_are_checked_when_the_file_is_loaded() {
         let supported = ["mcp:tools", "repo:admin", "offline_access"].map(String::from);
         let problems_of = |rules: &[ToolScopeRule]| {
@@ -721,6 +834,7 @@ mod tests {
             rule("tools call", None, &[]),
             rule("tools/call", None, &["offline_access", "admin"]),
             rule("tools/call", None, &["mcp:tools"]),
+            rule("resources/read", Some("FILE:///a/../b/*"), &["mcp:tools"]),
         ]);
         assert_eq!(
             problems,
@@ -733,6 +847,7 @@ mod tests {
                 "proxy.tool_scopes[4].scopes[0]: \"offline_access\" asks for refresh tokens, which never reach the MCP server; a call cannot require it",
                 "proxy.tool_scopes[4].scopes[1]: \"admin\" is not in oauth.scopes_supported",
                 "proxy.tool_scopes[5]: another entry already covers this method and name; list every scope in one",
+                "proxy.tool_scopes[6].name: resource URIs are compared normalized; write \"file:///b/\"",
             ]
         );
     }

@@ -813,7 +813,10 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
         audience: "https://mcp.example.com".into(),
         expires_at: NOW.plus(DAY),
     };
-    storage.put_consent_grant(grant(&["openid"])).await.unwrap();
+    storage
+        .put_consent_grant(grant(&["openid"]), NOW)
+        .await
+        .unwrap();
     assert!(
         storage
             .has_consent("user-1", &request(&["openid"]), NOW)
@@ -849,7 +852,10 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
             .unwrap()
     );
     // A later approval adds its scopes to the earlier one.
-    storage.put_consent_grant(grant(&["email"])).await.unwrap();
+    storage
+        .put_consent_grant(grant(&["email"]), NOW)
+        .await
+        .unwrap();
     assert!(
         storage
             .has_consent("user-1", &request(&["openid", "email"]), NOW)
@@ -883,6 +889,18 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
             .await
             .unwrap(),
         None
+    );
+    // Once expired, an approval is not revived by the next one: only the new scopes count.
+    let later = NOW.plus(DAY).plus(DAY);
+    let mut renewed = grant(&["mcp:tools"]);
+    renewed.expires_at = later.plus(DAY);
+    storage.put_consent_grant(renewed, later).await.unwrap();
+    assert_eq!(
+        storage
+            .consented_scopes("user-1", &request(&["openid"]), later)
+            .await
+            .unwrap(),
+        Some(vec!["mcp:tools".to_owned()])
     );
 }
 

@@ -326,7 +326,11 @@ impl Storage for MemoryStorage {
             .filter(|r| r.expires_at > now))
     }
 
-    async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError> {
+    async fn put_consent_grant(
+        &self,
+        grant: ConsentGrant,
+        now: UnixTime,
+    ) -> Result<(), StorageError> {
         let mut inner = self.lock()?;
         let grants = inner
             .consent_grants
@@ -336,6 +340,7 @@ impl Storage for MemoryStorage {
             .iter_mut()
             .find(|g| g.redirect_uri == grant.redirect_uri && g.audience == grant.audience)
         {
+            Some(existing) if existing.expires_at <= now => *existing = grant,
             // A later approval adds to what was approved before and renews it.
             Some(existing) => {
                 for scope in grant.scope {

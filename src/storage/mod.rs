@@ -89,6 +89,9 @@ pub enum Consent {
     NotNeeded,
     /// The user approved on the consent page during this sign-in.
     GivenNow,
+    /// The user approved a page that asked only for what is new and listed `earlier`, what the
+    /// user this browser remembers had approved before: what the code may carry on.
+    GivenOnTopOf { earlier: Vec<String> },
     /// A consent remembered for this subject; the upstream login must turn out to be them.
     Remembered { subject: String },
 }
@@ -275,7 +278,13 @@ pub trait Storage: Send + Sync + 'static {
         token: &TokenHash,
         now: UnixTime,
     ) -> Result<Option<ConsentRequest>, StorageError>;
-    async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError>;
+    /// Records an approval: added to a live earlier one of the same subject, client, redirect URI
+    /// and resource, or replacing an expired one (whose scopes count no more).
+    async fn put_consent_grant(
+        &self,
+        grant: ConsentGrant,
+        now: UnixTime,
+    ) -> Result<(), StorageError>;
     /// What the subject approved for this client, redirect URI and resource (the request's),
     /// when a live approval exists.
     async fn consented_scopes(

@@ -281,13 +281,14 @@ async fn bodies_that_cannot_be_judged_are_refused_not_guessed() {
 #[tokio::test]
 async fn a_caller_without_a_token_is_refused_before_its_body_is_read() {
     let proxied = proxied(guarded, None).await;
-    // A body that never ends: a proxy that read it before checking the token would hang here.
+    // A body that never ends: a proxy that read it before checking the token would answer only
+    // once max_message_bytes had arrived (413), seconds later.
     let endless = futures_util::stream::unfold((), |()| async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Some((Ok::<_, std::io::Error>(vec![b' '; 64]), ()))
     });
     let response = tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(2),
         proxied
             .app
             .api
@@ -330,4 +331,143 @@ async fn without_tool_scopes_the_proxy_never_reads_the_body() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_the_server_would_decode_differently_is_refused() {
+    let proxied = proxied(guarded, None).await;
+    let token = proxied.token_with("openid email").await;
+    // In UTF-7 (which body-parser decodes) this says "name":"echo","x":"","name":"delete_repo":
+    // the proxy would judge echo, the server would run delete_repo.
+    let utf7 = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","x":"+ACIALAAi-name+ACI-:+ACI-delete_repo"}}"#;
+    for (content_type, encoding) in [
+        ("application/json; charset=utf-7", None),
+        ("application/json; charset=utf-16", None),
+        ("text/plain", None),
+        ("application/json; foo=bar", None),
+        ("application/json", Some("gzip")),
+    ] {
+        let mut request = proxied
+            .app
+            .api
+            .post(proxied.app.url("/mcp"))
+            .bearer_auth(&token)
+            .header("content-type", content_type);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let (status, answer) = json_rpc_error(request.body(utf7).send().await.unwrap()).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, &json!(-32600)),
+            "{content_type} {encoding:?}"
+        );
+    }
+    let response = proxied
+        .app
+        .api
+        .post(proxied.app.url("/mcp"))
+        .bearer_auth(&token)
+        .header("content-type", "Application/JSON; Charset=\"UTF-8\"")
+        .body(call(1, "list_repos").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "UTF-8 JSON, however spelled"
+    );
+    assert_eq!(proxied.upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn member_names_in_another_case_or_header_names_in_another_spelling_are_refused() {
+    let proxied = proxied(guarded, None).await;
+    let token = proxied.token_with("openid email").await;
+    // Go servers match member names in any case: to them this is a call of delete_repo.
+    let shouted =
+        r#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"delete_repo"}}"#;
+    let (status, answer) = json_rpc_error(proxied.post(&token, &[], shouted).await).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!(-32600))
+    );
+    let renamed = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_repos","Name":"delete_repo"}}"#;
+    let (status, _) = json_rpc_error(proxied.post(&token, &[], renamed).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // CGI servers read Mcp_Name as Mcp-Name.
+    let (status, answer) = json_rpc_error(
+        proxied
+            .post(
+                &token,
+                &[("mcp_name", "list_repos")],
+                call(1, "list_repos").to_string(),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!(-32020))
+    );
+    assert_eq!(proxied.upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_resource_rule_holds_however_the_uri_is_spelled() {
+    let proxied = proxied(
+        |proxy| {
+            guarded(proxy);
+            proxy.tool_scopes.push(ToolScopeRule {
+                method: "resources/read".into(),
+                name: Some("file:///secret/*".into()),
+                scopes: strings(["profile"]),
+            });
+        },
+        None,
+    )
+    .await;
+    let token = proxied.token_with("openid email").await;
+    for uri in [
+        "file:///secret/key",
+        "file:///public/../secret/key",
+        "FILE:///secret/key",
+        "file:///public/%2e%2e/secret/key",
+    ] {
+        let read =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}});
+        let headers = [("mcp-method", "resources/read"), ("mcp-name", uri)];
+        let response = proxied.post(&token, &headers, read.to_string()).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri}");
+    }
+    let public = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "file:///public/key"}});
+    let response = proxied.post(&token, &[], public.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_without_the_resources_own_scopes_is_refused_before_its_body_is_read() {
+    let proxied = proxied(guarded, None).await;
+    let token = proxied.token_with("openid").await;
+    let endless = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(vec![b' '; 64]), ()))
+    });
+    let response = tokio::time::timeout(
+        Duration::from_secs(2),
+        proxied
+            .app
+            .api
+            .post(proxied.app.url("/mcp"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(endless))
+            .send(),
+    )
+    .await
+    .expect("answered without reading the body")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(param(&challenge_params(&response), "scope"), Some("email"));
 }

@@ -581,6 +581,14 @@ async fn a_registered_scope_does_not_stop_a_step_up_beyond_it() {
     assert!(next.starts_with(&app.url("/oauth/consent")), "{next}");
     let (html, _) = app.consent_page(&next).await;
     assert!(html.contains("<code>profile</code>"), "{html}");
+    // Asking for nothing gets what the client registered, not every scope there is.
+    params.retain(|(k, _)| *k != "scope");
+    let next = location(&app.get_authorize(&params).await);
+    let (html, _) = app.consent_page(&next).await;
+    assert!(
+        html.contains("<ul class=\"asks\"><li><code>openid</code></li></ul>"),
+        "{html}"
+    );
     // What the bridge does not support stays refused.
     params.retain(|(k, _)| *k != "scope");
     params.push(("scope", "openid admin".to_owned()));

@@ -26,9 +26,7 @@ use super::client_address::ClientAddress;
 use super::failures::Failure;
 use crate::clock::UnixTime;
 use crate::oauth::bearer::BearerError;
-use crate::oauth::protected_resource::{
-    ProtectedResource, authenticate_for, authorize_request, require_scopes,
-};
+use crate::oauth::protected_resource::{ProtectedResource, authorize_request, require_scopes};
 use crate::oauth::tool_scopes::ToolScopeRule;
 use crate::oauth::{Bridge, Cause, OAuthError};
 use crate::tokens::AccessTokenClaims;
@@ -134,8 +132,8 @@ pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Reques
         let peer = ClientAddress::of(request.extensions()).ip;
         return forward(&state, proxy, request, &claims, peer, now).await;
     }
-    // The body of a caller without a token is never read.
-    let claims = match authenticate_for(&state.bridge, &proxy.resource, token, now).await {
+    // Nor is the body of a caller without a token, or without the resource's own scopes, read.
+    let claims = match authorize_request(&state.bridge, &proxy.resource, token, now).await {
         Ok(claims) => claims,
         Err(error) => return refuse(error),
     };

@@ -177,9 +177,10 @@ impl ProxyConfig {
             }
         }
         crate::oauth::tool_scopes::validate(&self.tool_scopes, scopes_supported, problems);
-        if self.max_message_bytes < 1024 || self.max_message_bytes > 64 << 20 {
+        // Each request with a body holds this much until it is judged.
+        if self.max_message_bytes < 1024 || self.max_message_bytes > 16 << 20 {
             problems.push(format!(
-                "proxy.max_message_bytes: {} must be between 1024 and 67108864 (64 MiB)",
+                "proxy.max_message_bytes: {} must be between 1024 and 16777216 (16 MiB)",
                 self.max_message_bytes
             ));
         }
@@ -249,6 +250,30 @@ mod tests {
         let mut problems = Vec::new();
         proxy.validate(&supported, &mut problems);
         problems
+    }
+
+    #[test]
+    fn tool_scopes_come_from_yaml_and_the_body_bound_is_bounded() {
+        let proxy: ProxyConfig = serde_yaml::from_str(
+            "upstream_url: http://127.0.0.1:8000\n\
+             tool_scopes:\n  - { method: tools/call, name: delete_repo, scopes: [mcp:tools] }\n\
+             max_message_bytes: 100000000\n",
+        )
+        .unwrap();
+        assert_eq!(proxy.tool_scopes[0].name.as_deref(), Some("delete_repo"));
+        let mut problems = Vec::new();
+        proxy.validate(&["mcp:tools".to_owned()], &mut problems);
+        assert_eq!(
+            problems,
+            ["proxy.max_message_bytes: 100000000 must be between 1024 and 16777216 (16 MiB)"]
+        );
+        let unknown = serde_yaml::from_str::<ProxyConfig>(
+            "upstream_url: http://x\ntool_scopes: [{ method: tools/call, scope: [a] }]\n",
+        );
+        assert!(
+            unknown.is_err(),
+            "a misspelt field is an error, not a rule without scopes"
+        );
     }
 
     #[test]

@@ -782,13 +782,20 @@ impl Storage for PostgresStorage {
         Ok(Some(request))
     }
 
-    async fn put_consent_grant(&self, grant: ConsentGrant) -> Result<(), StorageError> {
-        // A later approval adds to what was approved before and renews it.
+    async fn put_consent_grant(
+        &self,
+        grant: ConsentGrant,
+        now: UnixTime,
+    ) -> Result<(), StorageError> {
+        // A later approval adds to what was approved before and renews it; an expired one counts
+        // no more.
         self.execute(
                 "INSERT INTO consent_grants (subject, client_id, redirect_uri, audience, scope, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (subject, client_id, redirect_uri, audience) DO UPDATE SET
-                   scope = ARRAY(SELECT DISTINCT unnest(consent_grants.scope || EXCLUDED.scope)),
+                   scope = CASE WHEN consent_grants.expires_at > $7
+                     THEN ARRAY(SELECT DISTINCT unnest(consent_grants.scope || EXCLUDED.scope))
+                     ELSE EXCLUDED.scope END,
                    expires_at = EXCLUDED.expires_at",
                 &[
                     &grant.subject,
@@ -797,6 +804,7 @@ impl Storage for PostgresStorage {
                     &grant.audience,
                     &grant.scope,
                     &grant.expires_at.seconds(),
+                    &now.seconds(),
                 ],
             ).await?;
         Ok(())
