@@ -62,6 +62,14 @@ impl Proxied {
     }
 }
 
+/// A body that never ends: 64 spaces every 50 ms.
+fn endless_body() -> reqwest::Body {
+    reqwest::Body::wrap_stream(futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(vec![b' '; 64]), ()))
+    }))
+}
+
 async fn json_rpc_error(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let body: Value = response.json().await.unwrap();
@@ -283,17 +291,14 @@ async fn a_caller_without_a_token_is_refused_before_its_body_is_read() {
     let proxied = proxied(guarded, None).await;
     // A body that never ends: a proxy that read it before checking the token would answer only
     // once max_message_bytes had arrived (413), seconds later.
-    let endless = futures_util::stream::unfold((), |()| async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Some((Ok::<_, std::io::Error>(vec![b' '; 64]), ()))
-    });
+    let endless = endless_body();
     let response = tokio::time::timeout(
         Duration::from_secs(2),
         proxied
             .app
             .api
             .post(proxied.app.url("/mcp"))
-            .body(reqwest::Body::wrap_stream(endless))
+            .body(endless)
             .send(),
     )
     .await
@@ -450,10 +455,7 @@ async fn a_resource_rule_holds_however_the_uri_is_spelled() {
 async fn a_token_without_the_resources_own_scopes_is_refused_before_its_body_is_read() {
     let proxied = proxied(guarded, None).await;
     let token = proxied.token_with("openid").await;
-    let endless = futures_util::stream::unfold((), |()| async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Some((Ok::<_, std::io::Error>(vec![b' '; 64]), ()))
-    });
+    let endless = endless_body();
     let response = tokio::time::timeout(
         Duration::from_secs(2),
         proxied
@@ -462,7 +464,7 @@ async fn a_token_without_the_resources_own_scopes_is_refused_before_its_body_is_
             .post(proxied.app.url("/mcp"))
             .bearer_auth(&token)
             .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(endless))
+            .body(endless)
             .send(),
     )
     .await

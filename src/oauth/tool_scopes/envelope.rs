@@ -79,6 +79,30 @@ pub(super) fn parse(body: &[u8]) -> Result<Body, serde_json::Error> {
     serde_json::from_slice::<Body>(body)
 }
 
+/// The scalar visits of a visitor whose answer to any scalar is `$value`.
+macro_rules! every_scalar_is {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// `key` as Go would compare it, when it could stand for one of `names`.
 fn folded_match(key: &str, names: &[&'static str]) -> Option<&'static str> {
     // The longest name is 7 characters; folding only shortens a key by what `ſ`/`K` lose.
@@ -130,25 +154,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
         }
         Ok(Body::Batch { messages, too_many })
     }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Body, E> {
-        Ok(Body::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Body, E> {
-        Ok(Body::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Body, E> {
-        Ok(Body::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Body, E> {
-        Ok(Body::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Body, E> {
-        Ok(Body::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Body, E> {
-        Ok(Body::Other)
-    }
+    every_scalar_is!(Body::Other);
 }
 
 /// One element of a batch: a message, or `None` for anything else (skipped, arrays too).
@@ -174,24 +180,7 @@ impl<'de> Visitor<'de> for ElementVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Message>, A::Error> {
         skipped(seq).map(|()| None)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Option<Message>, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Option<Message>, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Option<Message>, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Option<Message>, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Option<Message>, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Option<Message>, E> {
-        Ok(None)
-    }
+    every_scalar_is!(None);
 }
 
 struct MessageVisitor;
@@ -372,24 +361,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Params, A::Error> {
         skipped(seq).map(|()| Params::Other)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Params, E> {
-        Ok(Params::Other)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Params, E> {
-        Ok(Params::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Params, E> {
-        Ok(Params::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Params, E> {
-        Ok(Params::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Params, E> {
-        Ok(Params::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Params, E> {
-        Ok(Params::Other)
-    }
+    every_scalar_is!(Params::Other);
 }
 
 #[cfg(test)]
