@@ -91,6 +91,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let proxy_resource = config.proxy.as_ref().map(|proxy| ProtectedResource {
         url: format!("{}{}", issuer.trim_end_matches('/'), proxy.path),
         required_scopes: proxy.required_scopes.clone(),
+        call_scopes: proxy
+            .tool_scopes
+            .iter()
+            .flat_map(|rule| rule.scopes.iter().cloned())
+            .collect(),
     });
     let protected_resources: Vec<ProtectedResource> = proxy_resource
         .iter()
@@ -98,6 +103,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         .chain(config.oauth.resources.iter().map(|url| ProtectedResource {
             url: url.clone(),
             required_scopes: Vec::new(),
+            call_scopes: Vec::new(),
         }))
         .collect();
     let proxy = match (&config.proxy, proxy_resource) {

@@ -17,6 +17,8 @@ pub(crate) struct ProtectedResource {
     /// The resource identifier: the `aud` its tokens carry.
     pub(crate) url: String,
     pub(crate) required_scopes: Vec<String>,
+    /// Scopes some of its calls need beyond those (the proxy's `tool_scopes`).
+    pub(crate) call_scopes: Vec<String>,
 }
 
 /// RFC 9728 §3.1: the metadata lives at the resource's host, the well-known path inserted before
@@ -34,16 +36,20 @@ pub(crate) fn metadata_path(resource: &str) -> Option<String> {
 pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
 
 /// RFC 9728 §2. The scopes are those the resource requires when it names any (what a client
-/// should ask for), else every scope the authorization server knows; never `offline_access`.
+/// should ask for first), then those some of its calls need, else every scope the authorization
+/// server knows; never `offline_access`.
 pub(crate) fn metadata(settings: &Settings, resource: &ProtectedResource) -> Value {
-    let scopes: Vec<&String> = if resource.required_scopes.is_empty() {
-        &settings.scopes_supported
+    let mut scopes: Vec<&String> = Vec::new();
+    let candidates = if resource.required_scopes.is_empty() {
+        settings.scopes_supported.iter().chain(&[])
     } else {
-        &resource.required_scopes
+        resource.required_scopes.iter().chain(&resource.call_scopes)
+    };
+    for scope in candidates {
+        if scope != OFFLINE_ACCESS && !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
     }
-    .iter()
-    .filter(|scope| *scope != OFFLINE_ACCESS)
-    .collect();
     json!({
         "resource": resource.url,
         "authorization_servers": [settings.issuer],
@@ -111,6 +117,7 @@ mod tests {
         let open = ProtectedResource {
             url: "https://mcp.example.com/mcp".into(),
             required_scopes: vec![],
+            call_scopes: vec![],
         };
         assert_eq!(
             metadata(&settings(), &open)["scopes_supported"],
@@ -123,6 +130,15 @@ mod tests {
         assert_eq!(
             metadata(&settings(), &guarded)["scopes_supported"],
             json!(["email"])
+        );
+        // Scopes of guarded tools come after those every request needs, each once.
+        let per_tool = ProtectedResource {
+            call_scopes: vec!["profile".into(), "email".into()],
+            ..guarded
+        };
+        assert_eq!(
+            metadata(&settings(), &per_tool)["scopes_supported"],
+            json!(["email", "profile"])
         );
     }
 

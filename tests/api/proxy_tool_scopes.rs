@@ -80,6 +80,17 @@ async fn json_rpc_error(response: reqwest::Response) -> (StatusCode, Value) {
 #[tokio::test]
 async fn a_guarded_tool_is_refused_for_step_up_and_passes_with_the_wider_token() {
     let proxied = proxied(guarded, None).await;
+    let metadata: Value = proxied
+        .app
+        .api
+        .get(proxied.app.url("/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["scopes_supported"], json!(["email", "profile"]));
     let token = proxied.token_with("openid email").await;
     let allowed = call(1, "list_repos").to_string();
     let response = proxied

@@ -14,8 +14,16 @@ python="${PYTHON:-python3}"
 for tool in node npm "$python"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is required" >&2; exit 1; }
 done
-# Glewlwyd, the second provider (Debian packages glewlwyd, sqlite3, openssl), unless left out.
+# Glewlwyd, the second provider (Debian packages glewlwyd, sqlite3, openssl), unless left out;
+# installed here when missing and apt-get may be used (as root, as in CI).
 if [[ " $* " != *" --no-glewlwyd "* ]]; then
+  if ! command -v glewlwyd >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      echo "== interop: Debian packages glewlwyd sqlite3 openssl"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glewlwyd sqlite3 openssl >/dev/null
+    fi
+  fi
   for tool in glewlwyd sqlite3 openssl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "interop: $tool is required (or pass --no-glewlwyd)" >&2; exit 1; }
   done

@@ -329,6 +329,7 @@ pub(super) mod tests {
             resource: ProtectedResource {
                 url: "https://bridge.example.com/auth/mcp".into(),
                 required_scopes: vec![],
+                call_scopes: vec![],
             },
             upstream: Url::parse(upstream).unwrap(),
             path: "/mcp".into(),
