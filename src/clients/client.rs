@@ -122,15 +122,18 @@ impl Client {
     }
 
     /// The scope of an authorization request that names none: the registered one (what still
-    /// is allowed of it), else everything allowed.
-    pub(crate) fn default_scope(&self, allowed: &[String]) -> Vec<String> {
+    /// is allowed of it), else everything allowed; `None` when the registered one has nothing left.
+    pub(crate) fn default_scope(&self, allowed: &[String]) -> Option<Vec<String>> {
         match &self.default_scope {
-            Some(registered) => registered
-                .iter()
-                .filter(|scope| allowed.contains(scope))
-                .cloned()
-                .collect(),
-            None => allowed.to_vec(),
+            Some(registered) => {
+                let still: Vec<String> = registered
+                    .iter()
+                    .filter(|scope| allowed.contains(scope))
+                    .cloned()
+                    .collect();
+                (!still.is_empty()).then_some(still)
+            }
+            None => Some(allowed.to_vec()),
         }
     }
 }
@@ -162,4 +165,45 @@ fn keys_of(
             .flatten()
             .unwrap_or_else(|| ClientKeys::Inline(std::sync::Arc::new(Default::default()))),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(scope: Option<&str>) -> Client {
+        Client::from_registration(RegisteredClient {
+            client_id: "dcr_x".into(),
+            secret_hash: None,
+            token_endpoint_auth_method: "none".into(),
+            client_name: None,
+            redirect_uris: vec!["http://127.0.0.1/cb".into()],
+            grant_types: vec!["authorization_code".into()],
+            response_types: vec!["code".into()],
+            application_type: None,
+            scope: scope.map(|s| s.split(' ').map(str::to_owned).collect()),
+            issued_at: crate::clock::UnixTime(1_700_000_000),
+            last_used_at: None,
+            registration_token_hash: None,
+            id_token_signed_response_alg: None,
+            jwks: None,
+            jwks_uri: None,
+        })
+    }
+
+    #[test]
+    fn a_registered_scope_is_the_default_never_the_limit() {
+        let supported = ["openid", "email", "mcp:tools"].map(String::from);
+        let client = registered(Some("openid retired"));
+        assert_eq!(client.allowed_scopes(&supported), supported);
+        assert_eq!(
+            client.default_scope(&supported),
+            Some(vec!["openid".to_owned()])
+        );
+        assert_eq!(registered(Some("retired")).default_scope(&supported), None);
+        assert_eq!(
+            registered(None).default_scope(&supported),
+            Some(supported.to_vec())
+        );
+    }
 }

@@ -224,7 +224,12 @@ pub(crate) async fn start_authorization(
     .map_err(redirect)?;
     let allowed_scopes = client.allowed_scopes(&bridge.settings.scopes_supported);
     let scope = match params.get("scope") {
-        None => client.default_scope(&allowed_scopes),
+        None => client.default_scope(&allowed_scopes).ok_or_else(|| {
+            redirect(OAuthError::InvalidScope(
+                "no scope was requested and none this client registered is available; name the scope"
+                    .into(),
+            ))
+        })?,
         requested => scope::resolve(requested, &allowed_scopes).map_err(redirect)?,
     };
     let audience =

@@ -138,7 +138,11 @@ mod tests {
             at(serde_json::json!(1_799_999_000)),
             UnixTime(1_799_999_000)
         );
-        assert_eq!(at(serde_json::json!(1_800_000_000)), now);
+        assert_eq!(
+            at(serde_json::json!(1_000_000_000)),
+            UnixTime(1_000_000_000)
+        );
+        assert_eq!(at(serde_json::json!(999_999_999)), now);
         // Glewlwyd's 0, a time in the future, a string, nothing at all: the sign-in is now.
         assert_eq!(at(serde_json::json!(0)), now);
         assert_eq!(at(serde_json::json!(1_800_000_001)), now);

@@ -69,24 +69,49 @@ impl ToolScopeRule {
         let Some(name) = &call.name else {
             return false;
         };
-        let name = comparable_name(&call.method, name);
+        if call.method != "resources/read" {
+            return match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => pattern == name,
+            };
+        }
+        let name = resource_key(name);
         match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => *pattern == name,
+            // `file:///secret/*` covers `file:///secret` itself and what is below it.
+            Some(prefix) => {
+                let directory = resource_key(prefix);
+                let below = if prefix.ends_with('/') {
+                    format!("{directory}/")
+                } else {
+                    directory.clone()
+                };
+                name.starts_with(&below) || name == directory
+            }
+            None => name == resource_key(pattern),
         }
     }
 }
 
-/// A resource URI as servers read it: WHATWG-normalized, as pydantic's `AnyUrl` (the Python SDK)
-/// and the `url` crate both parse it, so `file:///public/../secret`, `FILE:///secret` and
-/// `file:///public/%2e%2e/secret` are all `file:///secret`. Other names compare as written.
-fn comparable_name<'a>(method: &str, name: &'a str) -> std::borrow::Cow<'a, str> {
-    if method != "resources/read" {
-        return std::borrow::Cow::Borrowed(name);
-    }
-    match url::Url::parse(name) {
-        Ok(url) if url.as_str() != name => std::borrow::Cow::Owned(url.into()),
-        _ => std::borrow::Cow::Borrowed(name),
+/// A resource URI as servers read it, for comparing with rules: WHATWG-normalized (as pydantic's
+/// `AnyUrl` in the Python SDK parses it: `file:///public/../secret`, `FILE:///secret` and
+/// `file:///public/%2e%2e/secret` are all `file:///secret`), without query or fragment (the
+/// Python SDK's templates match without them), percent-decoded (FastMCP unquotes template
+/// parameters: `file:///%73ecret`, `file:///secret%2Fkey`) and without trailing slashes.
+fn resource_key(uri: &str) -> String {
+    let Ok(mut url) = url::Url::parse(uri) else {
+        return uri.to_owned();
+    };
+    url.set_query(None);
+    url.set_fragment(None);
+    let decoded = percent_encoding::percent_decode_str(url.as_str())
+        .decode_utf8_lossy()
+        .into_owned();
+    let trimmed = decoded.trim_end_matches('/');
+    if trimmed.ends_with(':') {
+        // `file:///` and its like are the root, not an empty path.
+        decoded
+    } else {
+        trimmed.to_owned()
     }
 }
 
@@ -157,15 +182,6 @@ pub(crate) fn validate(
             if prefix.is_empty() || prefix.contains('*') {
                 problems.push(format!(
                     "{field}.name: {name:?} must be a name, or a prefix followed by one final *; leave name out to cover every call of the method"
-                ));
-            }
-        }
-        if let (Some(name), "resources/read") = (&rule.name, rule.method.as_str()) {
-            let written = name.strip_suffix('*').unwrap_or(name);
-            let normalized = comparable_name(&rule.method, written);
-            if normalized != written {
-                problems.push(format!(
-                    "{field}.name: resource URIs are compared normalized; write {normalized:?}"
                 ));
             }
         }
@@ -595,7 +611,8 @@ mod tests {
         // Go's encoding/json matches member names in any case (and folds ſ and K): a proxy that
         // read only the exact spelling would see a response, or another tool.
         for body in [
-            &br#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"delete_repo"}}"#[..],
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"delete_repo"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a","task_id":"b"}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_repos","Name":"delete_repo"}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","PARAMS":{"name":"delete_repo"},"params":{"name":"x"}}"#,
             "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"paramſ\":{\"name\":\"delete_repo\"}}".as_bytes(),
@@ -718,27 +735,40 @@ mod tests {
     #[test]
     fn resource_rules_match_the_uri_as_servers_normalize_it() {
         let rules = [rule("resources/read", Some("file:///secret/*"), &["admin"])];
+        let needs = |rules: &[ToolScopeRule], uri: &str| {
+            needed_scopes(&[], rules, &[call("resources/read", Some(uri))])
+        };
         for uri in [
             "file:///secret/key",
             "file:///public/../secret/key",
             "FILE:///secret/key",
             "file:///public/%2e%2e/secret/key",
             "file:///./secret/key",
+            "file:///%73ecret/key",
+            "file:///secret%2Fkey",
+            "file:///secret/key?x=1",
+            "file:///secret/key/",
+            "file:///secret/",
+            "file:///secret",
         ] {
-            assert_eq!(
-                needed_scopes(&[], &rules, &[call("resources/read", Some(uri))]),
-                ["admin"],
-                "{uri}"
-            );
+            assert_eq!(needs(&rules, uri), ["admin"], "{uri}");
         }
-        assert_eq!(
-            needed_scopes(
-                &[],
-                &rules,
-                &[call("resources/read", Some("file:///public/key"))]
-            ),
-            Vec::<String>::new()
-        );
+        for uri in ["file:///public/key", "file:///secretive", "file:///"] {
+            assert_eq!(needs(&rules, uri), Vec::<String>::new(), "{uri}");
+        }
+        let exact = [rule(
+            "resources/read",
+            Some("weather://secret/current"),
+            &["admin"],
+        )];
+        for uri in [
+            "weather://secret/current",
+            "weather://secret/current?x=1",
+            "weather://secret/current/",
+            "WEATHER://secret/current#top",
+        ] {
+            assert_eq!(needs(&exact, uri), ["admin"], "{uri}");
+        }
     }
 
     #[test]
@@ -834,7 +864,6 @@ mod tests {
             rule("tools call", None, &[]),
             rule("tools/call", None, &["offline_access", "admin"]),
             rule("tools/call", None, &["mcp:tools"]),
-            rule("resources/read", Some("FILE:///a/../b/*"), &["mcp:tools"]),
         ]);
         assert_eq!(
             problems,
@@ -847,7 +876,6 @@ mod tests {
                 "proxy.tool_scopes[4].scopes[0]: \"offline_access\" asks for refresh tokens, which never reach the MCP server; a call cannot require it",
                 "proxy.tool_scopes[4].scopes[1]: \"admin\" is not in oauth.scopes_supported",
                 "proxy.tool_scopes[5]: another entry already covers this method and name; list every scope in one",
-                "proxy.tool_scopes[6].name: resource URIs are compared normalized; write \"file:///b/\"",
             ]
         );
     }

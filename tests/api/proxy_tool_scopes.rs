@@ -402,8 +402,7 @@ async fn member_names_in_another_case_or_header_names_in_another_spelling_are_re
     let proxied = proxied(guarded, None).await;
     let token = proxied.token_with("openid email").await;
     // Go servers match member names in any case: to them this is a call of delete_repo.
-    let shouted =
-        r#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"delete_repo"}}"#;
+    let shouted = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"delete_repo"}}"#;
     let (status, answer) = json_rpc_error(proxied.post(&token, &[], shouted).await).await;
     assert_eq!(
         (status, &answer["error"]["code"]),
@@ -450,6 +449,8 @@ async fn a_resource_rule_holds_however_the_uri_is_spelled() {
         "file:///public/../secret/key",
         "FILE:///secret/key",
         "file:///public/%2e%2e/secret/key",
+        "file:///%73ecret/key",
+        "file:///secret/key?v=2",
     ] {
         let read =
             json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}});

@@ -9,48 +9,67 @@ which is what the page does.
 """
 
 import json
-import re
 import subprocess
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
-PACKAGE_CONFIG = Path("/etc/glewlwyd/glewlwyd.conf")
-PACKAGE_SCHEMA = Path("/usr/share/doc/glewlwyd/database/init.sqlite3.sql.gz")
+# The package's schema: dbconfig-common's copy, or the documentation's (minimal images drop docs).
+SCHEMAS = [Path("/usr/share/dbconfig-common/data/glewlwyd/install/sqlite3"),
+           Path("/usr/share/doc/glewlwyd/database/init.sqlite3.sql.gz")]
+MODULES = Path("/usr/lib/glewlwyd")
 ADMIN = {"username": "admin", "password": "password"}  # the schema's initial administrator
 PLUGIN = "oidc"
 SCOPES = ["openid", "email", "profile", "groups"]
-
-
-def available():
-    return PACKAGE_CONFIG.exists() and PACKAGE_SCHEMA.exists()
 
 
 def issuer(port):
     return f"http://127.0.0.1:{port}/api/{PLUGIN}"
 
 
+def schema():
+    for path in SCHEMAS:
+        if path.exists():
+            data = path.read_bytes()
+            return subprocess.run(["zcat"], input=data, check=True, capture_output=True).stdout \
+                if path.suffix == ".gz" else data
+    raise RuntimeError(f"glewlwyd: no database schema at {' or '.join(map(str, SCHEMAS))}; is the package installed?")
+
+
 def prepare(work, port):
-    """A fresh database and a configuration file for `port`; returns the file's path."""
+    """A fresh database and a configuration file of our own for `port`, on loopback only."""
     work.mkdir(parents=True, exist_ok=True)
     database = work / "glewlwyd.sqlite3"
     database.unlink(missing_ok=True)
-    schema = subprocess.run(["zcat", str(PACKAGE_SCHEMA)], check=True, capture_output=True).stdout
-    subprocess.run(["sqlite3", str(database)], input=schema, check=True)
-    config = PACKAGE_CONFIG.read_text()
-    replacements = {
-        r"^port=.*$": f"port={port}",
-        r"^external_url=.*$": f'external_url="http://127.0.0.1:{port}"',
-        r"^log_mode=.*$": 'log_mode="console"',
-        r"^log_file=.*$": "",
-        r'^@include "[^"]*glewlwyd-db.conf"$': f'database =\n{{\n  type = "sqlite3"\n  path = "{database}"\n}};',
-    }
-    for pattern, replacement in replacements.items():
-        config, count = re.subn(pattern, replacement, config, flags=re.M)
-        if count != 1:
-            raise RuntimeError(f"glewlwyd: {pattern} not found once in {PACKAGE_CONFIG}")
+    subprocess.run(["sqlite3", str(database)], input=schema(), check=True)
     path = work / "glewlwyd.conf"
-    path.write_text(config)
+    path.write_text(f"""
+port={port}
+bind_address="127.0.0.1"
+external_url="http://127.0.0.1:{port}"
+login_url="login.html"
+api_prefix="api"
+log_mode="console"
+log_level="INFO"
+cookie_secure=0
+session_expiration=3600
+session_key="GLEWLWYD2_SESSION_ID"
+admin_session_authentication="cookie"
+profile_session_authentication="cookie"
+login_api_enabled=true
+admin_scope="g_admin"
+profile_scope="g_profile"
+user_module_path="{MODULES}/user"
+client_module_path="{MODULES}/client"
+user_auth_scheme_module_path="{MODULES}/scheme"
+plugin_module_path="{MODULES}/plugin"
+hash_algorithm="SHA512"
+database =
+{{
+  type = "sqlite3"
+  path = "{database}"
+}};
+""")
     return path
 
 

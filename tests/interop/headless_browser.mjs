@@ -70,6 +70,7 @@ export class Browser {
   // What Glewlwyd's login application does: sign in with the password, grant the client the
   // scopes it asked for, then continue the authorization (`g_continue`).
   async glewlwydLogin(location, pages) {
+    if (this.upstream !== 'login') throw new Error(`glewlwyd's login has no "${this.upstream}" to follow`);
     pages.push('idp-login');
     const user = USERS[this.username];
     const login = await this.fetch(new URL('/api/auth/', location).href, undefined, {
@@ -82,7 +83,9 @@ export class Browser {
       json: { scope: location.searchParams.get('scope') },
     });
     if (grant.status !== 200) throw new Error(`glewlwyd did not record the grant: ${grant.status}`);
-    return `${location.searchParams.get('callback_url')}&g_continue`;
+    const next = new URL(location.searchParams.get('callback_url'));
+    next.searchParams.set('g_continue', '');
+    return next.href;
   }
 
   answer(url, body, pages) {

@@ -336,16 +336,19 @@ def main():
             clients.append(("enterprise-id-jag", ["node", "oidc_client.mjs", "id-jag", "--issuer", issuer,
                                                   "--server-url", server_urls["proxied-"]], start_bridge))
 
-        if not args.no_glewlwyd and not args.no_typescript:
+        glewlwyd_scenarios = [f"glewlwyd-typescript-sdk-{scenario}" for scenario in ("flow", "denied")]
+        # Glewlwyd and its bridge start only when one of their scenarios runs.
+        glewlwyd_selected = any(not args.only or args.only in name for name in glewlwyd_scenarios)
+        if not args.no_glewlwyd and not args.no_typescript and glewlwyd_selected:
             users = json.loads((HERE / "users.json").read_text())
             glewlwyd_issuer, glewlwyd_config = start_glewlwyd(processes, work, users, args.mcp_server_python)
             start_glewlwyd_bridge = bridge_starter("bridge-glewlwyd", glewlwyd_config, glewlwyd_issuer)
             start_glewlwyd_bridge()
             # The same SDK flow with a second certified provider upstream.
-            for scenario in ("flow", "denied"):
-                clients.append((f"glewlwyd-typescript-sdk-{scenario}",
-                                ["node", "ts_client.mjs", scenario, "--server-url", f"{glewlwyd_issuer}mcp",
-                                 "--issuer", glewlwyd_issuer, "--provider", "glewlwyd"], start_glewlwyd_bridge))
+            for name in glewlwyd_scenarios:
+                clients.append((name, ["node", "ts_client.mjs", name.rsplit("-", 1)[1], "--server-url",
+                                       f"{glewlwyd_issuer}mcp", "--issuer", glewlwyd_issuer, "--provider", "glewlwyd"],
+                                start_glewlwyd_bridge))
 
         for name, command, restart_bridge in clients:
             if args.only and args.only not in name:

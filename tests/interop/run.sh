@@ -16,12 +16,14 @@ for tool in node npm "$python"; do
 done
 # Glewlwyd, the second provider (Debian packages glewlwyd, sqlite3, openssl), unless left out;
 # installed here when missing and apt-get may be used (as root, as in CI).
-if [[ " $* " != *" --no-glewlwyd "* ]]; then
+if [[ " $* " != *" --no-glewlwyd "* && " $* " != *" --no-typescript "* ]]; then
   if ! command -v glewlwyd >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
       echo "== interop: Debian packages glewlwyd sqlite3 openssl"
       DEBIAN_FRONTEND=noninteractive apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glewlwyd sqlite3 openssl >/dev/null
+      # The package starts a system service on all interfaces with a default admin: not ours.
+      (systemctl disable --now glewlwyd || service glewlwyd stop) >/dev/null 2>&1 || true
     fi
   fi
   for tool in glewlwyd sqlite3 openssl; do

@@ -103,13 +103,19 @@ macro_rules! every_scalar_is {
     };
 }
 
-/// `key` as Go would compare it, when it could stand for one of `names`.
+/// `key` as Go would compare it, when it could stand for one of `names`: `encoding/json` matches
+/// member names without regard to case (folding `ſ` to `s` and `K` to `k`), and json/v2 can be
+/// told to ignore `_` and `-` as well (`task_id`, `me-thod`); pydantic aliases accept `task_id`.
 fn folded_match(key: &str, names: &[&'static str]) -> Option<&'static str> {
-    // The longest name is 7 characters; folding only shortens a key by what `ſ`/`K` lose.
-    if key.chars().count() > 8 {
+    let significant = key.chars().filter(|c| !matches!(c, '_' | '-'));
+    // No case mapping makes a character disappear: a key longer than every name matches none.
+    if significant.clone().count() > 7 {
         return None;
     }
-    let folded = key.to_uppercase().to_lowercase();
+    let folded: String = significant
+        .collect::<String>()
+        .to_uppercase()
+        .to_lowercase();
     names
         .iter()
         .find(|name| name.to_lowercase() == folded)
@@ -377,6 +383,10 @@ mod tests {
         assert_eq!(folded_match("\u{212a}", &["k"]), Some("k"));
         assert_eq!(folded_match("arguments", &PARAMS), None);
         assert_eq!(folded_match("methods", &ENVELOPE), None);
+        assert_eq!(folded_match("task_id", &PARAMS), Some("taskId"));
+        assert_eq!(folded_match("me-thod", &ENVELOPE), Some("method"));
+        assert_eq!(folded_match("p_a_r_a_m_s", &ENVELOPE), Some("params"));
+        assert_eq!(folded_match("arguments_", &PARAMS), None);
     }
 
     #[test]
