@@ -173,21 +173,8 @@ mod tests {
 
     fn registered(scope: Option<&str>) -> Client {
         Client::from_registration(RegisteredClient {
-            client_id: "dcr_x".into(),
-            secret_hash: None,
-            token_endpoint_auth_method: "none".into(),
-            client_name: None,
-            redirect_uris: vec!["http://127.0.0.1/cb".into()],
-            grant_types: vec!["authorization_code".into()],
-            response_types: vec!["code".into()],
-            application_type: None,
             scope: scope.map(|s| s.split(' ').map(str::to_owned).collect()),
-            issued_at: crate::clock::UnixTime(1_700_000_000),
-            last_used_at: None,
-            registration_token_hash: None,
-            id_token_signed_response_alg: None,
-            jwks: None,
-            jwks_uri: None,
+            ..RegisteredClient::example("dcr_x")
         })
     }
 

@@ -906,21 +906,9 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
 
 fn registered(id: &str) -> RegisteredClient {
     RegisteredClient {
-        client_id: id.into(),
-        secret_hash: None,
-        token_endpoint_auth_method: "none".into(),
-        client_name: None,
-        redirect_uris: vec!["http://127.0.0.1/cb".into()],
-        grant_types: vec!["authorization_code".into()],
-        response_types: vec!["code".into()],
-        application_type: None,
-        scope: None,
         issued_at: NOW,
-        last_used_at: None,
         registration_token_hash: Some(TokenHash::of("registration-token")),
-        id_token_signed_response_alg: None,
-        jwks: None,
-        jwks_uri: None,
+        ..RegisteredClient::example(id)
     }
 }
 

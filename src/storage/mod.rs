@@ -67,6 +67,30 @@ pub struct RegisteredClient {
     pub(crate) jwks_uri: Option<String>,
 }
 
+#[cfg(test)]
+impl RegisteredClient {
+    /// A public loopback client, for tests to change what they look at.
+    pub(crate) fn example(client_id: &str) -> Self {
+        RegisteredClient {
+            client_id: client_id.into(),
+            secret_hash: None,
+            token_endpoint_auth_method: "none".into(),
+            client_name: None,
+            redirect_uris: vec!["http://127.0.0.1/cb".into()],
+            grant_types: vec!["authorization_code".into()],
+            response_types: vec!["code".into()],
+            application_type: None,
+            scope: None,
+            issued_at: UnixTime(1_700_000_000),
+            last_used_at: None,
+            registration_token_hash: None,
+            id_token_signed_response_alg: None,
+            jwks: None,
+            jwks_uri: None,
+        }
+    }
+}
+
 /// An authorization request once every rule of /oauth/authorize has passed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
