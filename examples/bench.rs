@@ -199,7 +199,10 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
         storage,
         sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
         revalidation: None,
-        pending: mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(1_000_000),
+        pending: Arc::new(mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(
+            1_000_000,
+        )),
+        metrics: Arc::new(mcp_oauth_bridge::metrics::Metrics::new()),
         identity_assertions: None,
         keys: Arc::new(KeyRing::new(
             KeySet::new(SigningKey::generate_es256()?)

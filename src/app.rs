@@ -22,6 +22,7 @@ use crate::key_rotation::{
     KeyWindow, RotationSchedule, spawn_rotation, stored_key, stored_key_keeping,
 };
 use crate::local_users::LocalUsers;
+use crate::metrics::Metrics;
 use crate::oauth::identity_assertion::IdentityAssertions;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::LoginThrottle;
@@ -33,6 +34,7 @@ use crate::oauth::{Bridge, Settings, SignIn};
 use crate::rate_limit::RateLimiter;
 use crate::sealing::Sealer;
 use crate::secret::SecretString;
+use crate::storage::metered::MeteredStorage;
 use crate::storage::settings::StorageBackend;
 use crate::storage::{MemoryStorage, PostgresStorage, Storage};
 use crate::tokens::keys::{KeyRing, SigningAlgorithm};
@@ -49,6 +51,8 @@ pub struct Service {
     pub router: axum::Router,
     pub bridge: Arc<Bridge>,
     pub server: ServerConfig,
+    /// `metrics.address`: where `/metrics` is served on a listener of its own.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Service> {
@@ -56,7 +60,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let issuer = config.issuer()?;
     let base_path = public_url.path().trim_end_matches('/').to_owned();
 
-    let storage = open_storage(config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let storage: Arc<dyn Storage> = Arc::new(MeteredStorage::new(
+        open_storage(config).await?,
+        Arc::clone(&metrics),
+    ));
     let (keys, rotation) = load_signing_keys(config, storage.as_ref(), &clock).await?;
     // Consent pages, login forms and remembered consents verify on every instance.
     let cookie_key = storage
@@ -75,9 +83,15 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         ),
         issuer.clone(),
     ];
-    let (clients, registration) =
-        client_registry(config, &storage, id_token_algorithms, assertion_audiences).await?;
-    let sign_in = sign_in(config).await?;
+    let (clients, registration) = client_registry(
+        config,
+        &storage,
+        id_token_algorithms,
+        assertion_audiences,
+        &metrics,
+    )
+    .await?;
+    let sign_in = sign_in(config, &metrics).await?;
 
     let dcr = &config.oauth.dcr;
     spawn_sweeper(
@@ -146,6 +160,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         );
     }
     let identity_assertions = identity_assertions(config)?;
+    let pending = Arc::new(PendingCap::new(config.oauth.max_pending_authorizations));
+    metrics.watch(Arc::clone(&pending) as _);
+    if let Some(gauges) = storage.gauges() {
+        metrics.watch(gauges);
+    }
     let bridge = Arc::new(Bridge {
         settings,
         clients,
@@ -153,7 +172,8 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         sign_in,
         keys,
         revalidation,
-        pending: PendingCap::new(config.oauth.max_pending_authorizations),
+        pending,
+        metrics,
         identity_assertions,
     });
     let cimd = &config.oauth.cimd;
@@ -174,11 +194,13 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         document_fetches: cimd
             .enabled
             .then(|| Arc::new(RateLimiter::configured(&cimd.fetch_rate_limit))),
+        serve_metrics: config.metrics.enabled && config.metrics.address.is_none(),
     };
     Ok(Service {
         router: router(state),
         bridge,
         server: config.server.clone(),
+        metrics_address: config.metrics.address.filter(|_| config.metrics.enabled),
     })
 }
 
@@ -217,6 +239,7 @@ async fn client_registry(
     storage: &Arc<dyn Storage>,
     id_token_algorithms: Vec<SigningAlgorithm>,
     assertion_audiences: Vec<String>,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(ClientRegistry, Option<Arc<Registration>>)> {
     let client_configs = config.oauth.clients.clone();
     let secret_cost = config.oauth.secret_hash_cost;
@@ -262,7 +285,9 @@ async fn client_registry(
         storage: Arc::clone(storage),
     });
     if cimd.enabled {
-        clients = clients.with_metadata_documents(Arc::new(MetadataDocuments::new(fetch)));
+        clients = clients.with_metadata_documents(Arc::new(
+            MetadataDocuments::new(fetch).observed(Arc::clone(metrics)),
+        ));
     }
     Ok((clients, registration))
 }
@@ -320,10 +345,10 @@ fn check_id_token_algorithms(
 
 /// How users prove who they are: at the upstream provider (discovered now, or in the background
 /// while it starts), or at the local login form.
-async fn sign_in(config: &Config) -> anyhow::Result<SignIn> {
+async fn sign_in(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<SignIn> {
     if let Some(upstream_config) = &config.oauth.upstream {
         return Ok(SignIn::Upstream(
-            connect_upstream(config, upstream_config).await?,
+            connect_upstream(config, upstream_config, metrics).await?,
         ));
     }
     let users = config.oauth.local_users.clone();
@@ -555,6 +580,7 @@ pub fn postgres_storage(config: &Config) -> anyhow::Result<PostgresStorage> {
 async fn connect_upstream(
     config: &Config,
     upstream_config: &UpstreamConfig,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Arc<dyn Upstream>> {
     let upstream = Arc::new(OidcUpstream::new(
         OidcSettings {
@@ -568,6 +594,7 @@ async fn connect_upstream(
             wanted_claims: wanted_claims(upstream_config),
         },
         upstream_config.timeout,
+        Arc::clone(metrics),
     )?);
     // The provider may still be starting: serve anyway and keep trying in the background.
     match upstream.discover().await {
@@ -653,6 +680,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
     tracing::info!(address = %config.server.address, issuer = %service.bridge.settings.issuer, "mcp-oauth-bridge listening");
+    if let Some(address) = service.metrics_address {
+        let metrics = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (metrics.address)"))?;
+        let router = crate::http::metrics_router(Arc::clone(&service.bridge.metrics));
+        tracing::info!(%address, "metrics listening");
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(metrics, router).await {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        });
+    }
     serve(listener, service, shutdown_signal()).await
 }
 

@@ -17,6 +17,7 @@ pub use crate::http::client_address::ClientAddressHeader;
 pub use crate::http::proxy::settings::{IdentityJwtConfig, ProxyConfig};
 pub use crate::http::server::ServerConfig;
 pub use crate::local_users::LocalUserConfig;
+pub use crate::metrics::MetricsConfig;
 pub use crate::oauth::disclosure::IdentityClaim;
 pub use crate::oauth::login_throttle::ThrottleSettings;
 pub use crate::oauth::register::DcrConfig;
@@ -57,6 +58,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Guard an MCP server: the bridge serves it at `proxy.path` to holders of valid tokens.
     pub proxy: Option<ProxyConfig>,
+    /// Prometheus metrics at `GET /metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Deserialize)]

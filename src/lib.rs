@@ -20,6 +20,8 @@ pub mod identity;
 mod key_rotation;
 /// The built-in user directory, for signing in without an identity provider.
 pub mod local_users;
+/// Prometheus metrics of the running bridge.
+pub mod metrics;
 /// The OAuth 2.1 protocol rules, free of HTTP.
 pub mod oauth;
 /// bcrypt: how client secrets and passwords are stored and checked.

@@ -175,6 +175,7 @@ pub struct MetadataDocuments {
     settings: CimdSettings,
     cache: Mutex<HashMap<String, Cached>>,
     fetches: tokio::sync::Semaphore,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Whether a `client_id` names a metadata document rather than a registered client.
@@ -298,7 +299,14 @@ impl MetadataDocuments {
             settings,
             cache: Mutex::new(HashMap::new()),
             fetches: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
+            metrics: None,
         }
+    }
+
+    /// Counts each fetch's outcome in `metrics`.
+    pub(crate) fn observed(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether `client_id` would be fetched now (not cached, or cached and stale).
@@ -329,6 +337,15 @@ impl MetadataDocuments {
             Ok(fetched) => fetched,
             Err(_) => Err(unreachable("fetching the metadata document timed out")),
         };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &fetched {
+                Ok(_) => "fetched",
+                Err(DocumentError::Invalid(_)) => "invalid",
+                Err(DocumentError::Unreachable { .. }) => "unreachable",
+                Err(DocumentError::Busy) => "busy",
+            };
+            metrics.registration("metadata_document", outcome);
+        }
         let (result, lifetime) = match fetched {
             Ok((client, lifetime)) => (Ok(Arc::new(client)), lifetime),
             Err(reason) => (Err(reason), FAILURE_CACHE),

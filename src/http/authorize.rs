@@ -42,6 +42,7 @@ pub(crate) async fn authorize_get(
     let now = state.clock.now();
     if let Err(retry_after) = state.authorizations.check(address.ip.map(bucket_of), now) {
         tracing::info!(address = ?address.ip, "authorization rate limited");
+        state.bridge.metrics.rate_limited("authorize");
         return error_page(&OAuthError::TooManyRequests {
             description: "too many sign-ins were started from your address; wait a moment and start again from the application".into(),
             retry_after,

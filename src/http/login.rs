@@ -138,6 +138,7 @@ pub(crate) async fn login_post(State(state): State<AppState>, request: Request) 
             StatusCode::OK,
         ),
         Ok(LoginOutcome::Throttled { retry_after }) => {
+            state.bridge.metrics.rate_limited("login");
             let minutes = retry_after.div_ceil(60);
             let message = format!(
                 "Too many failed attempts. Try again in {minutes} minute{}.",

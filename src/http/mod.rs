@@ -58,6 +58,8 @@ pub(crate) struct AppState {
     pub(crate) document_fetches: Option<Arc<crate::rate_limit::RateLimiter>>,
     /// Authorizations started per client address.
     pub(crate) authorizations: Arc<crate::rate_limit::RateLimiter>,
+    /// `GET /metrics` on this listener (`metrics.enabled` without `metrics.address`).
+    pub(crate) serve_metrics: bool,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             .check(address.ip.map(crate::rate_limit::bucket_of), now)
             .map_err(|retry_after| {
                 tracing::info!(address = ?address.ip, "client metadata document fetch rate limited");
+                self.bridge.metrics.rate_limited("metadata_document");
                 crate::oauth::OAuthError::TooManyRequests {
                     description: "too many client metadata documents fetched for this address; try again later".into(),
                     retry_after,
@@ -188,6 +191,11 @@ pub(crate) fn router(state: AppState) -> Router {
         }
         None => app,
     };
+    let app = if state.serve_metrics {
+        app.route(endpoints::METRICS, get(metrics_get))
+    } else {
+        app
+    };
     let app = app
         .route(endpoints::HEALTH, get(well_known::healthz_get))
         .route(endpoints::READY, get(well_known::readyz_get))
@@ -280,6 +288,30 @@ fn protected_resource_routes(
     app
 }
 
+async fn metrics_get(State(state): State<AppState>) -> axum::response::Response {
+    metrics_answer(&state.bridge.metrics)
+}
+
+fn metrics_answer(metrics: &crate::metrics::Metrics) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /metrics` alone, for a listener of its own (`metrics.address`).
+pub(crate) fn metrics_router(metrics: Arc<crate::metrics::Metrics>) -> Router {
+    Router::new().route(
+        endpoints::METRICS,
+        get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move { metrics_answer(&metrics) }
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -294,6 +326,7 @@ mod tests {
     fn https_router() -> axum::Router {
         let harness = Harness::new();
         router(AppState {
+            serve_metrics: false,
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
             base_path: Arc::from(""),
@@ -378,6 +411,7 @@ mod tests {
             secret_cost: 4,
         };
         let app = router(AppState {
+            serve_metrics: false,
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
             base_path: Arc::from(""),

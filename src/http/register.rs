@@ -28,6 +28,7 @@ pub(crate) async fn register_post(State(state): State<AppState>, request: Reques
     let address = ClientAddress::of(request.extensions()).ip.map(bucket_of);
     if let Err(retry_after) = registration.limiter.check(address, now) {
         tracing::info!(?address, "client registration rate limited");
+        state.bridge.metrics.rate_limited("register");
         return limit_response(
             StatusCode::TOO_MANY_REQUESTS,
             "too many registrations from this address; try again later",
@@ -38,10 +39,18 @@ pub(crate) async fn register_post(State(state): State<AppState>, request: Reques
         Ok(body) => body,
         Err(error) => return oauth_error_response(&error),
     };
+    let metrics = &state.bridge.metrics;
     match register(&state.bridge, &registration.policy, body, now).await {
-        Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
-        Err(RegistrationError::Rejected(error)) => oauth_error_response(&error),
+        Ok(registered) => {
+            metrics.registration("dcr", "created");
+            no_store((StatusCode::CREATED, Json(registered)).into_response())
+        }
+        Err(RegistrationError::Rejected(error)) => {
+            metrics.registration("dcr", error.code());
+            oauth_error_response(&error)
+        }
         Err(RegistrationError::Full { max_clients }) => {
+            metrics.registration("dcr", "full");
             let mut response = limit_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("this server has reached its limit of {max_clients} registered clients"),

@@ -12,6 +12,7 @@ use super::AppState;
 use super::client_address::ClientAddress;
 use super::params::read_form;
 use crate::oauth::client_assertion::{JWT_BEARER_ASSERTION, claimed_client_id};
+use crate::oauth::grant_type::GrantType;
 use crate::oauth::token::{ClientCredentials, exchange};
 use crate::oauth::{OAuthError, Params};
 use crate::secret::SecretString;
@@ -22,16 +23,28 @@ pub(crate) async fn token_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut grant_type = None;
     let result = async {
         let params = read_form(&headers, body).await?;
+        grant_type = params
+            .get("grant_type")
+            .and_then(GrantType::parse)
+            .map(GrantType::as_str);
         let credentials = client_credentials(&headers, &params)?;
         state.admit_document_fetch(Some(&credentials.client_id), address)?;
         exchange(&state.bridge, &credentials, &params, state.clock.now()).await
     }
     .await;
+    let metrics = &state.bridge.metrics;
     match result {
-        Ok(tokens) => no_store(Json(tokens).into_response()),
-        Err(error) => error.into_response(),
+        Ok(tokens) => {
+            metrics.token_issued(grant_type.unwrap_or("unknown"));
+            no_store(Json(tokens).into_response())
+        }
+        Err(error) => {
+            metrics.token_error(error.code());
+            error.into_response()
+        }
     }
 }
 

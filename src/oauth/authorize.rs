@@ -585,7 +585,8 @@ mod tests {
     #[tokio::test]
     async fn past_the_cap_of_live_authorizations_new_ones_are_refused_and_none_is_evicted() {
         let mut harness = Harness::new();
-        harness.bridge.pending = crate::oauth::pending_cap::PendingCap::new(100);
+        harness.bridge.pending =
+            std::sync::Arc::new(crate::oauth::pending_cap::PendingCap::new(100));
         let now = harness.now();
         let state = "s".repeat(1024);
         let nonce = "n".repeat(512);

@@ -2,9 +2,10 @@
 //! validate the ID token, apply the access policy; `sign_in` then mints our own authorization code.
 
 use super::authorize::{AuthorizeError, ClientRedirect};
-use super::sign_in::{SignedIn, SignedInUser, finish_sign_in, take_pending_sign_in};
+use super::sign_in::{SignedIn, SignedInUser, finish_sign_in, outcome_of, take_pending_sign_in};
 use super::{Bridge, Cause, OAuthError, Params, SignIn};
 use crate::clock::UnixTime;
+use crate::storage::PendingAuthorization;
 use crate::upstream::UpstreamError;
 use crate::upstream::claims::{check_access, map_identity};
 
@@ -26,6 +27,19 @@ pub(crate) async fn complete_authorization(
         .get("state")
         .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
+    let signed_in = sign_in_upstream(bridge, upstream.as_ref(), &pending, params, now).await;
+    bridge.metrics.sign_in(outcome_of(&signed_in), "upstream");
+    signed_in
+}
+
+/// The provider's answer for `pending`, turned into our code for the client, or the refusal.
+async fn sign_in_upstream(
+    bridge: &Bridge,
+    upstream: &dyn crate::upstream::Upstream,
+    pending: &PendingAuthorization,
+    params: &Params,
+    now: UnixTime,
+) -> Result<SignedIn, AuthorizeError> {
     let client_id = pending.request.client_id.as_str();
     let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
 
@@ -87,7 +101,7 @@ pub(crate) async fn complete_authorization(
         auth_time,
         upstream_refresh: login.refresh_token,
     };
-    finish_sign_in(bridge, &pending, signed_in, now).await
+    finish_sign_in(bridge, pending, signed_in, now).await
 }
 
 /// OIDC `auth_time` when the provider sent a plausible one (a reused upstream session), else now.

@@ -141,6 +141,9 @@ pub(crate) async fn decide(
         .await
         .map_err(|e| AuthorizeError::Page(e.into()))?
         .ok_or_else(|| AuthorizeError::Page(expired()))?;
+    bridge
+        .metrics
+        .consent(if approve { "allow" } else { "deny" });
     let request = pending.request;
     if !approve {
         tracing::info!(client_id = %request.client_id, "the user denied consent");

@@ -107,6 +107,7 @@ pub(crate) async fn submit_login(
         Verdict::Refused { retry_after } => {
             // No username in the log: people type passwords into that field too.
             tracing::warn!(?address, "login refused: too many failed attempts");
+            bridge.metrics.sign_in("throttled", "local");
             return Ok(LoginOutcome::Throttled { retry_after });
         }
         Verdict::Allowed { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
@@ -114,6 +115,7 @@ pub(crate) async fn submit_login(
     }
     let Some(identity) = login.users.authenticate(username, password).await else {
         tracing::info!(?address, "login failed: wrong username or password");
+        bridge.metrics.sign_in("wrong_credentials", "local");
         return Ok(LoginOutcome::WrongCredentials);
     };
     login.throttle.record_success(username, address);
@@ -125,7 +127,9 @@ pub(crate) async fn submit_login(
         auth_time: now,
         upstream_refresh: None,
     };
-    finish_sign_in(bridge, &pending, user, now)
-        .await
-        .map(LoginOutcome::SignedIn)
+    let signed_in = finish_sign_in(bridge, &pending, user, now).await;
+    bridge
+        .metrics
+        .sign_in(super::sign_in::outcome_of(&signed_in), "local");
+    signed_in.map(LoginOutcome::SignedIn)
 }

@@ -64,6 +64,7 @@ pub(crate) mod endpoints {
     pub(crate) const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
     pub(crate) const HEALTH: &str = "/healthz";
     pub(crate) const READY: &str = "/readyz";
+    pub(crate) const METRICS: &str = "/metrics";
 }
 
 /// How long an authorization code and a pending upstream login live (RFC 6749 §4.1.2 advises
@@ -160,7 +161,8 @@ pub struct Bridge {
     /// its presence turns the re-validation of every refresh on.
     pub revalidation: Option<crate::sealing::Sealer>,
     /// How many authorizations may be in flight at once.
-    pub pending: pending_cap::PendingCap,
+    pub pending: Arc<pending_cap::PendingCap>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The enterprise identity providers whose ID-JAGs the jwt-bearer grant accepts.
     pub identity_assertions: Option<identity_assertion::IdentityAssertions>,
 }

@@ -101,6 +101,18 @@ impl PendingCap {
         Ok(Admission { cap: self })
     }
 
+    /// Live pending authorizations as last counted, plus those admitted since.
+    pub(crate) fn estimate(&self) -> usize {
+        self.state.lock().map_or(0, |count| {
+            let since =
+                usize::try_from(count.admitted - count.admitted_at_count).unwrap_or(usize::MAX);
+            count
+                .counted
+                .map_or(0, |(_, live)| live)
+                .saturating_add(since)
+        })
+    }
+
     /// When a count is due and nobody is counting: this caller counts, from these figures.
     fn start_recount(&self, now: UnixTime) -> Option<(u64, usize)> {
         let mut count = self.state.lock().ok()?;
@@ -119,6 +131,16 @@ fn poisoned() -> OAuthError {
     OAuthError::internal(Cause::because(
         "the pending-authorization count lock is poisoned",
     ))
+}
+
+impl crate::metrics::Gauges for PendingCap {
+    fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
+        vec![(
+            "pending_authorizations",
+            "authorizations in flight (consent pages and sign-ins), as last counted plus those started since",
+            i64::try_from(self.estimate()).unwrap_or(i64::MAX),
+        )]
+    }
 }
 
 #[cfg(test)]

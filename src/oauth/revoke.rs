@@ -16,12 +16,19 @@ pub(crate) async fn revoke(
 ) -> Result<(), OAuthError> {
     let token = params.require("token")?;
     // The hint only orders the lookups (§2.1): a wrong or unknown hint changes nothing.
-    if params.get("token_type_hint") == Some("access_token") {
-        if !revoke_access_token(bridge, client, token, now).await? {
-            revoke_refresh_token(bridge, client, token, now).await?;
+    let access_first = params.get("token_type_hint") == Some("access_token");
+    let ours = match access_first {
+        true => {
+            revoke_access_token(bridge, client, token, now).await?
+                || revoke_refresh_token(bridge, client, token, now).await?
         }
-    } else if !revoke_refresh_token(bridge, client, token, now).await? {
-        revoke_access_token(bridge, client, token, now).await?;
+        false => {
+            revoke_refresh_token(bridge, client, token, now).await?
+                || revoke_access_token(bridge, client, token, now).await?
+        }
+    };
+    if ours {
+        bridge.metrics.revoked();
     }
     Ok(())
 }

@@ -219,6 +219,20 @@ async fn granted_scope(
     Ok(scope)
 }
 
+/// How a sign-in ended, for the metrics: `success`, `denied` (the user, the provider or the
+/// access policy said no) or `failed`.
+pub(crate) fn outcome_of(result: &Result<SignedIn, AuthorizeError>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(AuthorizeError::Redirect(redirect))
+            if matches!(redirect.error, OAuthError::AccessDenied(_)) =>
+        {
+            "denied"
+        }
+        Err(_) => "failed",
+    }
+}
+
 /// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.
 pub(crate) fn upstream_refresh_name(family_id: &str) -> String {
     format!("upstream-refresh-token/{family_id}")

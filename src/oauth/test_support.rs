@@ -245,7 +245,8 @@ impl Harness {
                 KeySet::new(SigningKey::generate_es256().unwrap())
                     .with_id_token_keys(vec![id_token_key()]),
             )),
-            pending: super::pending_cap::PendingCap::new(10_000),
+            pending: Arc::new(super::pending_cap::PendingCap::new(10_000)),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             identity_assertions: None,
         };
         Harness {

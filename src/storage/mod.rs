@@ -2,6 +2,7 @@
 //! (state, code, refresh rotation) is one atomic call, so it stays single-use across instances.
 
 pub(crate) mod memory;
+pub(crate) mod metered;
 pub(crate) mod postgres;
 pub mod settings;
 
@@ -309,6 +310,11 @@ pub trait Storage: Send + Sync + 'static {
         grant: ConsentGrant,
         now: UnixTime,
     ) -> Result<(), StorageError>;
+    /// Gauges of the backend read at each scrape of the metrics (PostgreSQL's pool).
+    fn gauges(&self) -> Option<std::sync::Arc<dyn crate::metrics::Gauges>> {
+        None
+    }
+
     /// What the subject approved for this client, redirect URI and resource (the request's),
     /// when a live approval exists.
     async fn consented_scopes(

@@ -99,10 +99,15 @@ pub struct OidcUpstream {
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// When an ID token's signature last forced a re-discovery.
     last_forced_refresh: Mutex<Option<Instant>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl OidcUpstream {
-    pub(crate) fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, OidcSetupError> {
+    pub(crate) fn new(
+        settings: OidcSettings,
+        timeout: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, OidcSetupError> {
         let issuer = IssuerUrl::new(settings.issuer.clone()).map_err(OidcSetupError::Issuer)?;
         let redirect_uri =
             RedirectUrl::new(settings.redirect_uri.clone()).map_err(OidcSetupError::RedirectUri)?;
@@ -120,15 +125,18 @@ impl OidcUpstream {
             http,
             discovered: RwLock::new(None),
             last_forced_refresh: Mutex::new(None),
+            metrics,
         })
     }
 
     /// Fetches the discovery document and JWKS (the library checks the issuer matches) and
     /// builds the client every login then shares.
     pub(crate) async fn discover(&self) -> Result<(), DiscoveryError> {
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
-            .await
-            .map_err(|e| DiscoveryError::Fetch(Box::new(e)))?;
+        let started = Instant::now();
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await;
+        self.metrics
+            .upstream_call("discovery", started.elapsed(), metadata.is_ok());
+        let metadata = metadata.map_err(|e| DiscoveryError::Fetch(Box::new(e)))?;
         if metadata.token_endpoint().is_none() {
             return Err(DiscoveryError::NoTokenEndpoint);
         }
@@ -287,10 +295,11 @@ impl Upstream for OidcUpstream {
             .set_pkce_verifier(openidconnect::PkceCodeVerifier::new(
                 pkce_verifier.to_owned(),
             ));
-        let response = request
-            .request_async(&self.http)
-            .await
-            .map_err(token_request_error)?;
+        let started = Instant::now();
+        let response = request.request_async(&self.http).await;
+        self.metrics
+            .upstream_call("token", started.elapsed(), response.is_ok());
+        let response = response.map_err(token_request_error)?;
         let refresh_token = response
             .refresh_token()
             .map(|token| SecretString::new(token.secret()));
@@ -340,29 +349,31 @@ impl Upstream for OidcUpstream {
     ) -> Result<UpstreamRefresh, UpstreamError> {
         let discovered = self.current()?;
         let token = openidconnect::RefreshToken::new(refresh_token.expose().to_owned());
-        let response = discovered
+        let request = discovered
             .client
             .exchange_refresh_token(&token)
             .map_err(|e| {
                 UpstreamError::Rejected(format!("the provider has no token endpoint: {e}"))
-            })?
-            .request_async(&self.http)
-            .await
-            .map_err(|error| match error {
-                // RFC 6749 §5.2: the refresh token is no longer valid — the session is over.
-                RequestTokenError::ServerResponse(body)
-                    if *body.error() == CoreErrorResponseType::InvalidGrant =>
-                {
-                    UpstreamError::RefreshRefused("error invalid_grant".to_owned())
-                }
-                // A 5xx page or an empty body is the provider in trouble, not a verdict.
-                RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
-                    UpstreamError::Unreachable(
-                        "the provider's token endpoint answered no token response".to_owned(),
-                    )
-                }
-                other => token_request_error(other),
             })?;
+        let started = Instant::now();
+        let response = request.request_async(&self.http).await;
+        self.metrics
+            .upstream_call("refresh", started.elapsed(), response.is_ok());
+        let response = response.map_err(|error| match error {
+            // RFC 6749 §5.2: the refresh token is no longer valid — the session is over.
+            RequestTokenError::ServerResponse(body)
+                if *body.error() == CoreErrorResponseType::InvalidGrant =>
+            {
+                UpstreamError::RefreshRefused("error invalid_grant".to_owned())
+            }
+            // A 5xx page or an empty body is the provider in trouble, not a verdict.
+            RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
+                UpstreamError::Unreachable(
+                    "the provider's token endpoint answered no token response".to_owned(),
+                )
+            }
+            other => token_request_error(other),
+        })?;
         // OIDC Core §12.2: a new ID token carries no nonce, but must be valid otherwise.
         let claims = match response.id_token() {
             Some(id_token) => Some(self.verify_with_key_refresh(id_token, None, now).await?),
@@ -398,6 +409,18 @@ fn token_request_error<E: std::error::Error + 'static>(
 
 impl OidcUpstream {
     async fn fetch_userinfo(
+        &self,
+        url: &Url,
+        access_token: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, UpstreamError> {
+        let started = Instant::now();
+        let answer = self.read_userinfo(url, access_token).await;
+        self.metrics
+            .upstream_call("userinfo", started.elapsed(), answer.is_ok());
+        answer
+    }
+
+    async fn read_userinfo(
         &self,
         url: &Url,
         access_token: &str,

@@ -22,6 +22,7 @@ mod log_hygiene;
 mod malformed;
 mod mcp_upstream;
 mod metadata_documents;
+mod metrics;
 mod oidc_provider;
 mod postgres;
 mod private_key_jwt;

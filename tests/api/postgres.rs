@@ -612,3 +612,39 @@ async fn a_client_assertion_is_single_use_across_instances() {
     oauth_error(revoke(&b).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_show_the_connection_pool() {
+    let Some(db) = test_database().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let app = spawn_app_with(Options {
+        configure: configure(move |config| {
+            postgres(config, &url);
+            config.metrics.enabled = true;
+        }),
+        ..Options::default()
+    })
+    .await;
+    app.tokens().await;
+    let text = app
+        .api
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> i64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{text}"))
+    };
+    assert!(gauge("mcp_oauth_bridge_storage_pool_idle") >= 1, "{text}");
+    assert!(gauge("mcp_oauth_bridge_storage_pool_in_use") >= 0);
+    assert_eq!(gauge("mcp_oauth_bridge_storage_pool_waiting"), 0);
+    drop(app);
+    db.drop_database().await;
+}

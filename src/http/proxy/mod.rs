@@ -107,6 +107,16 @@ pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Reques
     let Some(proxy) = state.proxy.as_deref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let started = std::time::Instant::now();
+    let answer = proxied(&state, proxy, request).await;
+    state
+        .bridge
+        .metrics
+        .proxied(answer.status().as_u16(), started.elapsed());
+    answer
+}
+
+async fn proxied(state: &AppState, proxy: &Proxy, request: Request) -> Response {
     let now = state.clock.now();
     let metadata_url = Some(proxy.resource_metadata_url.as_str());
     let scope_hint = (!proxy.resource.required_scopes.is_empty())
@@ -130,7 +140,7 @@ pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Reques
             Err(error) => return refuse(error),
         };
         let peer = ClientAddress::of(request.extensions()).ip;
-        return forward(&state, proxy, request, &claims, peer, now).await;
+        return forward(state, proxy, request, &claims, peer, now).await;
     }
     // Nor is the body of a caller without a token, or without the resource's own scopes, read.
     let claims = match authorize_request(&state.bridge, &proxy.resource, token, now).await {
@@ -145,7 +155,7 @@ pub(crate) async fn proxy_handler(State(state): State<AppState>, request: Reques
         return refuse(error);
     }
     let peer = ClientAddress::of(request.extensions()).ip;
-    forward(&state, proxy, request, &claims, peer, now).await
+    forward(state, proxy, request, &claims, peer, now).await
 }
 
 async fn forward(

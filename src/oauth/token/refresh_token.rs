@@ -56,6 +56,7 @@ pub(super) async fn exchange(
         }
         Presentation::Reused => {
             tracing::warn!(family = %family.id, subject = %family.identity.subject, "refresh token reuse detected; family revoked");
+            bridge.metrics.refresh_reuse_detected();
             return Err(OAuthError::invalid_grant(
                 "refresh token was already used; the grant has been revoked",
             ));

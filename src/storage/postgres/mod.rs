@@ -67,6 +67,34 @@ pub enum MigrateError {
     Migration(#[from] migrations::MigrationError),
 }
 
+/// The connection pool as gauges: connections in use and idle, and how many wait for one.
+struct PoolGauges(Pool);
+
+impl crate::metrics::Gauges for PoolGauges {
+    fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
+        let status = self.0.status();
+        let idle = i64::try_from(status.available).unwrap_or(i64::MAX);
+        let open = i64::try_from(status.size).unwrap_or(i64::MAX);
+        vec![
+            (
+                "storage_pool_in_use",
+                "PostgreSQL connections in use",
+                open.saturating_sub(idle),
+            ),
+            (
+                "storage_pool_idle",
+                "PostgreSQL connections open and idle",
+                idle,
+            ),
+            (
+                "storage_pool_waiting",
+                "requests waiting for a PostgreSQL connection",
+                i64::try_from(status.waiting).unwrap_or(i64::MAX),
+            ),
+        ]
+    }
+}
+
 pub struct PostgresStorage {
     pool: Pool,
     sealer: Option<Sealer>,
@@ -808,6 +836,10 @@ impl Storage for PostgresStorage {
                 ],
             ).await?;
         Ok(())
+    }
+
+    fn gauges(&self) -> Option<std::sync::Arc<dyn crate::metrics::Gauges>> {
+        Some(std::sync::Arc::new(PoolGauges(self.pool.clone())))
     }
 
     async fn consented_scopes(

@@ -1,0 +1,343 @@
+//! Prometheus metrics of one running bridge (`GET /metrics`, README "Metrics"). Every label takes
+//! a value from a fixed set (grant types, error codes, outcomes, routes): never a client id of a
+//! self-registered client, a subject or anything else a caller chooses, so a hostile client
+//! cannot grow the set of series.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// `metrics`: whether `GET /metrics` is served, and where.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Off by default: the counts say how the service is used, which is the operator's to share.
+    #[serde(default)]
+    pub enabled: bool,
+    /// A separate listener for `/metrics` alone (e.g. `127.0.0.1:9090`); without it, `/metrics`
+    /// is served on `server.address`.
+    #[serde(default)]
+    pub address: Option<std::net::SocketAddr>,
+}
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One label, both halves from a fixed set.
+type Label = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+
+/// Something whose current value is read at each scrape (pending authorizations, the pool).
+pub trait Gauges: Send + Sync + 'static {
+    /// `(name, help, value)` of each gauge, read now.
+    fn read(&self) -> Vec<(&'static str, &'static str, i64)>;
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Read at each scrape; added to after start (`watch`).
+    gauges: Arc<std::sync::Mutex<Vec<Arc<dyn Gauges>>>>,
+    upstream_latency: Family<Label, Histogram>,
+    storage_latency: Family<Label, Histogram>,
+    storage_errors: Family<Label, Counter>,
+    upstream_failures: Family<Label, Counter>,
+    tokens_issued: Family<Label, Counter>,
+    token_errors: Family<Label, Counter>,
+    refresh_reuse: Counter,
+    revocations: Counter,
+    sign_ins: Family<Labels2, Counter>,
+    consent_decisions: Family<Label, Counter>,
+    registrations: Family<Labels2, Counter>,
+    rate_limited: Family<Label, Counter>,
+    proxy_requests: Family<Label, Counter>,
+    proxy_latency: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mcp_oauth_bridge");
+        let gauges: Arc<std::sync::Mutex<Vec<Arc<dyn Gauges>>>> = Arc::default();
+        registry.register_collector(Box::new(GaugeCollector(Arc::clone(&gauges))));
+        let metrics = Metrics {
+            registry: Registry::default(),
+            gauges,
+            // 5 ms to about 20 s.
+            upstream_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 12))
+            }),
+            upstream_failures: Family::default(),
+            // 50 µs to about 3 s.
+            storage_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.00005, 3.0, 11))
+            }),
+            storage_errors: Family::default(),
+            tokens_issued: Family::default(),
+            token_errors: Family::default(),
+            refresh_reuse: Counter::default(),
+            revocations: Counter::default(),
+            sign_ins: Family::default(),
+            consent_decisions: Family::default(),
+            registrations: Family::default(),
+            rate_limited: Family::default(),
+            proxy_requests: Family::default(),
+            // 100 µs to about 26 s.
+            proxy_latency: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+        };
+        registry.register(
+            "build",
+            "the running version",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "tokens_issued",
+            "tokens issued at the token endpoint, by grant type",
+            metrics.tokens_issued.clone(),
+        );
+        registry.register(
+            "token_errors",
+            "token endpoint errors, by OAuth error code",
+            metrics.token_errors.clone(),
+        );
+        registry.register(
+            "refresh_reuse_detections",
+            "refresh tokens presented again after rotation; each revokes its family",
+            metrics.refresh_reuse.clone(),
+        );
+        registry.register(
+            "revocations",
+            "revocation requests for a token the bridge recognised (an access token only while live)",
+            metrics.revocations.clone(),
+        );
+        registry.register(
+            "upstream_request_duration_seconds",
+            "calls to the identity provider, by endpoint",
+            metrics.upstream_latency.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "calls to the identity provider that failed, by endpoint",
+            metrics.upstream_failures.clone(),
+        );
+        registry.register(
+            "storage_operation_duration_seconds",
+            "storage operations, by operation",
+            metrics.storage_latency.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "storage operations that failed, by operation",
+            metrics.storage_errors.clone(),
+        );
+        registry.register(
+            "sign_ins",
+            "sign-ins that ended, by outcome and provider",
+            metrics.sign_ins.clone(),
+        );
+        registry.register(
+            "consent_decisions",
+            "answers on the consent page",
+            metrics.consent_decisions.clone(),
+        );
+        registry.register(
+            "registrations",
+            "dynamic client registrations and metadata-document fetches, by outcome",
+            metrics.registrations.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "requests refused with 429, by route",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "proxy_requests",
+            "requests through the proxy, by status class",
+            metrics.proxy_requests.clone(),
+        );
+        registry.register(
+            "proxy_request_duration_seconds",
+            "time from a proxied request to the MCP server's answer headers (or the proxy's refusal)",
+            metrics.proxy_latency.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Adds gauges read at each scrape.
+    pub fn watch(&self, gauges: Arc<dyn Gauges>) {
+        if let Ok(mut watched) = self.gauges.lock() {
+            watched.push(gauges);
+        }
+    }
+
+    /// One call to the identity provider: `endpoint` is `discovery`, `token`, `refresh` or
+    /// `userinfo`.
+    pub(crate) fn upstream_call(&self, endpoint: &'static str, took: Duration, succeeded: bool) {
+        let label = [("endpoint", endpoint)];
+        self.upstream_latency
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        if !succeeded {
+            self.upstream_failures.get_or_create(&label).inc();
+        }
+    }
+
+    /// The text exposition format (version 0.0.4 / OpenMetrics text).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// One storage operation (the `Storage` method's name).
+    pub(crate) fn storage_call(&self, operation: &'static str, took: Duration, failed: bool) {
+        let label = [("operation", operation)];
+        self.storage_latency
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        if failed {
+            self.storage_errors.get_or_create(&label).inc();
+        }
+    }
+
+    pub(crate) fn token_issued(&self, grant_type: &'static str) {
+        self.tokens_issued
+            .get_or_create(&[("grant_type", grant_type)])
+            .inc();
+    }
+
+    pub(crate) fn token_error(&self, error: &'static str) {
+        self.token_errors.get_or_create(&[("error", error)]).inc();
+    }
+
+    pub(crate) fn refresh_reuse_detected(&self) {
+        self.refresh_reuse.inc();
+    }
+
+    pub(crate) fn revoked(&self) {
+        self.revocations.inc();
+    }
+
+    /// `outcome`: `success`, `denied` (by policy or the user), `failed`; `provider`: `upstream`
+    /// or `local`.
+    pub(crate) fn sign_in(&self, outcome: &'static str, provider: &'static str) {
+        self.sign_ins
+            .get_or_create(&[("outcome", outcome), ("provider", provider)])
+            .inc();
+    }
+
+    pub(crate) fn consent(&self, decision: &'static str) {
+        self.consent_decisions
+            .get_or_create(&[("decision", decision)])
+            .inc();
+    }
+
+    /// `kind`: `dcr` (`outcome`: `created`, `full` or the refusal's error code) or
+    /// `metadata_document` (`fetched`, `invalid`, `unreachable`, `busy`).
+    pub(crate) fn registration(&self, kind: &'static str, outcome: &'static str) {
+        self.registrations
+            .get_or_create(&[("kind", kind), ("outcome", outcome)])
+            .inc();
+    }
+
+    pub(crate) fn rate_limited(&self, route: &'static str) {
+        self.rate_limited.get_or_create(&[("route", route)]).inc();
+    }
+
+    pub(crate) fn proxied(&self, status: u16, took: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.proxy_requests
+            .get_or_create(&[("status", class)])
+            .inc();
+        self.proxy_latency.observe(took.as_secs_f64());
+    }
+}
+
+struct GaugeCollector(Arc<std::sync::Mutex<Vec<Arc<dyn Gauges>>>>);
+
+impl std::fmt::Debug for GaugeCollector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("GaugeCollector")
+    }
+}
+
+impl Collector for GaugeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let watched: Vec<Arc<dyn Gauges>> = match self.0.lock() {
+            Ok(watched) => watched.clone(),
+            Err(_) => return Ok(()),
+        };
+        for (name, help, value) in watched.iter().flat_map(|gauges| gauges.read()) {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Two;
+
+    impl Gauges for Two {
+        fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
+            vec![("pending_authorizations", "in flight", 2)]
+        }
+    }
+
+    #[test]
+    fn counters_and_gauges_render_in_the_text_format() {
+        let metrics = Metrics::new();
+        metrics.watch(Arc::new(Two));
+        metrics.upstream_call("token", Duration::from_millis(20), false);
+        metrics.token_issued("refresh_token");
+        metrics.token_issued("refresh_token");
+        metrics.token_error("invalid_grant");
+        metrics.proxied(200, Duration::from_millis(3));
+        let text = metrics.render();
+        for line in [
+            "mcp_oauth_bridge_tokens_issued_total{grant_type=\"refresh_token\"} 2",
+            "mcp_oauth_bridge_token_errors_total{error=\"invalid_grant\"} 1",
+            "mcp_oauth_bridge_proxy_requests_total{status=\"2xx\"} 1",
+            "mcp_oauth_bridge_proxy_request_duration_seconds_count 1",
+            "mcp_oauth_bridge_pending_authorizations 2",
+            "mcp_oauth_bridge_upstream_failures_total{endpoint=\"token\"} 1",
+            "mcp_oauth_bridge_upstream_request_duration_seconds_count{endpoint=\"token\"} 1",
+            "mcp_oauth_bridge_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+    }
+}
