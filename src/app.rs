@@ -61,10 +61,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let base_path = public_url.path().trim_end_matches('/').to_owned();
 
     let metrics = Arc::new(Metrics::new());
-    let storage: Arc<dyn Storage> = Arc::new(MeteredStorage::new(
-        open_storage(config).await?,
-        Arc::clone(&metrics),
-    ));
+    let storage = open_storage(config).await?;
+    // Timing every storage operation costs a little on every request: only when it is scraped.
+    let storage: Arc<dyn Storage> = match config.metrics.enabled {
+        true => Arc::new(MeteredStorage::new(storage, Arc::clone(&metrics))),
+        false => storage,
+    };
     let (keys, rotation) = load_signing_keys(config, storage.as_ref(), &clock).await?;
     // Consent pages, login forms and remembered consents verify on every instance.
     let cookie_key = storage
@@ -680,19 +682,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
     tracing::info!(address = %config.server.address, issuer = %service.bridge.settings.issuer, "mcp-oauth-bridge listening");
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
     if let Some(address) = service.metrics_address {
         let metrics = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address} (metrics.address)"))?;
         let router = crate::http::metrics_router(Arc::clone(&service.bridge.metrics));
+        // The same connection limits and timeouts as the service's own listener.
+        let limits = service.server.clone();
+        let shutdown = until_stopped(stopped.clone());
         tracing::info!(%address, "metrics listening");
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(metrics, router).await {
+            if let Err(error) = crate::http::server::serve(metrics, router, limits, shutdown).await
+            {
                 tracing::error!(%error, "the metrics listener failed");
             }
         });
     }
-    serve(listener, service, shutdown_signal()).await
+    serve(listener, service, until_stopped(stopped)).await
 }
 
 async fn shutdown_signal() {

@@ -202,6 +202,7 @@ impl Config {
         self.storage.validate(&mut problems);
         self.server.validate(&mut problems);
         self.oauth.validate(&mut problems);
+        self.metrics.validate(&self.server.address, &mut problems);
         if let Some(proxy) = &self.proxy {
             proxy.validate(&self.oauth.scopes_supported, &mut problems);
         }

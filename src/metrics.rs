@@ -28,8 +28,50 @@ pub struct MetricsConfig {
     pub address: Option<std::net::SocketAddr>,
 }
 
+impl MetricsConfig {
+    /// Every problem of `metrics`, with its field path.
+    pub(crate) fn validate(&self, server_address: &str, problems: &mut Vec<String>) {
+        match self.address {
+            Some(_) if !self.enabled => problems.push(
+                "metrics.address: set while metrics.enabled is false; enable the metrics or remove it"
+                    .to_owned(),
+            ),
+            Some(address) if address.to_string() == server_address => problems.push(format!(
+                "metrics.address: {address} is server.address; leave it out to serve /metrics there"
+            )),
+            _ => {}
+        }
+    }
+}
+
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The grant types of the token endpoint (`GrantType::as_str`) and what an unknown one counts as.
+const GRANT_TYPES: [&str; 5] = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "unknown",
+];
+
+/// The error codes `OAuthError::code` answers with.
+const ERROR_CODES: [&str; 13] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "unsupported_response_type",
+    "invalid_scope",
+    "access_denied",
+    "invalid_target",
+    "invalid_redirect_uri",
+    "invalid_client_metadata",
+    "server_error",
+    "temporarily_unavailable",
+];
 
 /// One label, both halves from a fixed set.
 type Label = [(&'static str, &'static str); 1];
@@ -83,12 +125,12 @@ impl Metrics {
             gauges,
             // 5 ms to about 20 s.
             upstream_latency: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.005, 2.0, 12))
+                Histogram::new(exponential_buckets(0.005, 2.0, 13))
             }),
             upstream_failures: Family::default(),
-            // 50 µs to about 3 s.
+            // 50 µs to about 9 s (past the pool's connect timeout).
             storage_latency: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.00005, 3.0, 11))
+                Histogram::new(exponential_buckets(0.00005, 3.0, 12))
             }),
             storage_errors: Family::default(),
             tokens_issued: Family::default(),
@@ -100,8 +142,8 @@ impl Metrics {
             registrations: Family::default(),
             rate_limited: Family::default(),
             proxy_requests: Family::default(),
-            // 100 µs to about 26 s.
-            proxy_latency: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            // 100 µs to about 105 s (past any proxy.timeout worth having).
+            proxy_latency: Histogram::new(exponential_buckets(0.0001, 4.0, 11)),
         };
         registry.register(
             "build",
@@ -150,7 +192,7 @@ impl Metrics {
         );
         registry.register(
             "sign_ins",
-            "sign-ins that ended, by outcome and provider",
+            "sign-ins that ended, and attempts at the local form refused, by outcome and provider",
             metrics.sign_ins.clone(),
         );
         registry.register(
@@ -178,9 +220,80 @@ impl Metrics {
             "time from a proxied request to the MCP server's answer headers (or the proxy's refusal)",
             metrics.proxy_latency.clone(),
         );
+        // Every series exists from the start, at 0: an alert on `increase(...)` then sees the
+        // first event, and a ratio has a denominator before anything went wrong.
+        for grant_type in GRANT_TYPES {
+            metrics
+                .tokens_issued
+                .get_or_create_owned(&[("grant_type", grant_type)]);
+        }
+        for error in ERROR_CODES {
+            metrics
+                .token_errors
+                .get_or_create_owned(&[("error", error)]);
+        }
+        for endpoint in ["discovery", "token", "refresh", "userinfo"] {
+            metrics
+                .upstream_latency
+                .get_or_create_owned(&[("endpoint", endpoint)]);
+            metrics
+                .upstream_failures
+                .get_or_create_owned(&[("endpoint", endpoint)]);
+        }
+        for provider in ["upstream", "local"] {
+            for outcome in ["success", "denied", "failed", "invalid_response"] {
+                metrics
+                    .sign_ins
+                    .get_or_create_owned(&[("outcome", outcome), ("provider", provider)]);
+            }
+        }
+        for outcome in ["wrong_credentials", "throttled"] {
+            metrics
+                .sign_ins
+                .get_or_create_owned(&[("outcome", outcome), ("provider", "local")]);
+        }
+        for decision in ["allow", "deny"] {
+            metrics
+                .consent_decisions
+                .get_or_create_owned(&[("decision", decision)]);
+        }
+        for (kind, outcome) in [
+            ("dcr", "created"),
+            ("dcr", "full"),
+            ("dcr", "invalid_client_metadata"),
+            ("dcr", "invalid_redirect_uri"),
+            ("dcr", "invalid_request"),
+            ("metadata_document", "fetched"),
+            ("metadata_document", "invalid"),
+            ("metadata_document", "unreachable"),
+            ("metadata_document", "busy"),
+        ] {
+            metrics
+                .registrations
+                .get_or_create_owned(&[("kind", kind), ("outcome", outcome)]);
+        }
+        for route in ["authorize", "register", "metadata_document_fetch", "login"] {
+            metrics
+                .rate_limited
+                .get_or_create_owned(&[("route", route)]);
+        }
+        for status in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            metrics
+                .proxy_requests
+                .get_or_create_owned(&[("status", status)]);
+        }
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Series for each storage operation, at 0 until used.
+    pub(crate) fn prepare_storage(&self, operations: &[&'static str]) {
+        for operation in operations {
+            let label = [("operation", *operation)];
+            self.storage_latency.get_or_create_owned(&label);
+            self.storage_errors.get_or_create_owned(&label);
         }
     }
 
@@ -196,20 +309,18 @@ impl Metrics {
     pub(crate) fn upstream_call(&self, endpoint: &'static str, took: Duration, succeeded: bool) {
         let label = [("endpoint", endpoint)];
         self.upstream_latency
-            .get_or_create(&label)
+            .get_or_create_owned(&label)
             .observe(took.as_secs_f64());
         if !succeeded {
-            self.upstream_failures.get_or_create(&label).inc();
+            self.upstream_failures.get_or_create_owned(&label).inc();
         }
     }
 
-    /// The text exposition format (version 0.0.4 / OpenMetrics text).
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text format; `None` if it could not be written.
+    pub fn render(&self) -> Option<String> {
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
-            text.clear();
-        }
-        text
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).ok()?;
+        Some(text)
     }
 
     /// One storage operation (the `Storage` method's name).
@@ -241,8 +352,10 @@ impl Metrics {
         self.revocations.inc();
     }
 
-    /// `outcome`: `success`, `denied` (by policy or the user), `failed`; `provider`: `upstream`
-    /// or `local`.
+    /// `outcome`: `success`, `denied` (by the user, the provider or the access policy),
+    /// `invalid_response` (an ID token or UserInfo answer that did not verify), `failed`, and for
+    /// attempts at the local form `wrong_credentials` and `throttled`; `provider`: `upstream` or
+    /// `local`.
     pub(crate) fn sign_in(&self, outcome: &'static str, provider: &'static str) {
         self.sign_ins
             .get_or_create(&[("outcome", outcome), ("provider", provider)])
@@ -318,6 +431,32 @@ mod tests {
     }
 
     #[test]
+    fn a_metrics_address_needs_the_metrics_on_and_its_own_port() {
+        let problems = |enabled: bool, address: &str| {
+            let config = MetricsConfig {
+                enabled,
+                address: Some(address.parse().unwrap()),
+            };
+            let mut problems = Vec::new();
+            config.validate("127.0.0.1:8080", &mut problems);
+            problems
+        };
+        assert_eq!(problems(true, "127.0.0.1:9090"), Vec::<String>::new());
+        assert_eq!(
+            problems(false, "127.0.0.1:9090"),
+            [
+                "metrics.address: set while metrics.enabled is false; enable the metrics or remove it"
+            ]
+        );
+        assert_eq!(
+            problems(true, "127.0.0.1:8080"),
+            [
+                "metrics.address: 127.0.0.1:8080 is server.address; leave it out to serve /metrics there"
+            ]
+        );
+    }
+
+    #[test]
     fn counters_and_gauges_render_in_the_text_format() {
         let metrics = Metrics::new();
         metrics.watch(Arc::new(Two));
@@ -326,7 +465,7 @@ mod tests {
         metrics.token_issued("refresh_token");
         metrics.token_error("invalid_grant");
         metrics.proxied(200, Duration::from_millis(3));
-        let text = metrics.render();
+        let text = metrics.render().unwrap();
         for line in [
             "mcp_oauth_bridge_tokens_issued_total{grant_type=\"refresh_token\"} 2",
             "mcp_oauth_bridge_token_errors_total{error=\"invalid_grant\"} 1",

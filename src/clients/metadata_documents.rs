@@ -329,6 +329,9 @@ impl MetadataDocuments {
             return cached.clone();
         }
         let Ok(_permit) = self.fetches.try_acquire() else {
+            if let Some(metrics) = &self.metrics {
+                metrics.registration("metadata_document", "busy");
+            }
             return Err(DocumentError::Busy);
         };
         // One bound for the whole fetch: DNS, connection, TLS and body together.
@@ -342,7 +345,7 @@ impl MetadataDocuments {
                 Ok(_) => "fetched",
                 Err(DocumentError::Invalid(_)) => "invalid",
                 Err(DocumentError::Unreachable { .. }) => "unreachable",
-                Err(DocumentError::Busy) => "busy",
+                Err(DocumentError::Busy) => "busy", // not from a fetch, counted above
             };
             metrics.registration("metadata_document", outcome);
         }

@@ -82,7 +82,7 @@ impl AppState {
             .check(address.ip.map(crate::rate_limit::bucket_of), now)
             .map_err(|retry_after| {
                 tracing::info!(address = ?address.ip, "client metadata document fetch rate limited");
-                self.bridge.metrics.rate_limited("metadata_document");
+                self.bridge.metrics.rate_limited("metadata_document_fetch");
                 crate::oauth::OAuthError::TooManyRequests {
                     description: "too many client metadata documents fetched for this address; try again later".into(),
                     retry_after,
@@ -294,11 +294,13 @@ async fn metrics_get(State(state): State<AppState>) -> axum::response::Response 
 
 fn metrics_answer(metrics: &crate::metrics::Metrics) -> axum::response::Response {
     use axum::response::IntoResponse;
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        metrics.render(),
-    )
-        .into_response()
+    match metrics.render() {
+        Some(text) => {
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+        }
+        // An empty 200 would read as a scrape with nothing in it.
+        None => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// `GET /metrics` alone, for a listener of its own (`metrics.address`).

@@ -37,7 +37,10 @@ pub(crate) async fn register_post(State(state): State<AppState>, request: Reques
     }
     let body = match read_json(request).await {
         Ok(body) => body,
-        Err(error) => return oauth_error_response(&error),
+        Err(error) => {
+            state.bridge.metrics.registration("dcr", error.code());
+            return oauth_error_response(&error);
+        }
     };
     let metrics = &state.bridge.metrics;
     match register(&state.bridge, &registration.policy, body, now).await {

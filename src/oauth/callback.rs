@@ -27,8 +27,21 @@ pub(crate) async fn complete_authorization(
         .get("state")
         .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
-    let signed_in = sign_in_upstream(bridge, upstream.as_ref(), &pending, params, now).await;
-    bridge.metrics.sign_in(outcome_of(&signed_in), "upstream");
+    let mut unverified = false;
+    let signed_in = sign_in_upstream(
+        bridge,
+        upstream.as_ref(),
+        &pending,
+        params,
+        now,
+        &mut unverified,
+    )
+    .await;
+    let outcome = match unverified {
+        true => "invalid_response",
+        false => outcome_of(&signed_in),
+    };
+    bridge.metrics.sign_in(outcome, "upstream");
     signed_in
 }
 
@@ -39,6 +52,7 @@ async fn sign_in_upstream(
     pending: &PendingAuthorization,
     params: &Params,
     now: UnixTime,
+    unverified: &mut bool,
 ) -> Result<SignedIn, AuthorizeError> {
     let client_id = pending.request.client_id.as_str();
     let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
@@ -79,6 +93,8 @@ async fn sign_in_upstream(
                 }
                 // Not our failure: no cause travels with it, so it is said here.
                 UpstreamError::InvalidIdToken(_) | UpstreamError::InvalidUserInfo(_) => {
+                    // Refused to the client like a denial, but no one said no: for the metrics.
+                    *unverified = true;
                     tracing::warn!(client_id, %error, "upstream login could not be completed");
                     OAuthError::AccessDenied(
                         "the identity provider's answer could not be verified".into(),

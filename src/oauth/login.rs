@@ -101,6 +101,7 @@ pub(crate) async fn submit_login(
     check_sign_in(bridge, state, binding, now).await?;
     let username = username.trim();
     if username.is_empty() || username.len() > MAX_USERNAME_LEN {
+        bridge.metrics.sign_in("wrong_credentials", "local");
         return Ok(LoginOutcome::WrongCredentials);
     }
     match login.throttle.begin_attempt(username, address, now) {

@@ -9,6 +9,41 @@ use async_trait::async_trait;
 use super::*;
 use crate::metrics::Metrics;
 
+/// Every operation, so that each has its series before its first use.
+const OPERATIONS: [&str; 31] = [
+    "consented_scopes",
+    "count_clients",
+    "count_pending",
+    "create_family",
+    "delete_client",
+    "delete_shared_secret",
+    "delete_unused_clients",
+    "existing_shared_secret",
+    "get_client",
+    "get_consent_request",
+    "is_access_token_revoked",
+    "peek_pending",
+    "ping",
+    "put_code",
+    "put_consent_grant",
+    "put_consent_request",
+    "put_pending",
+    "redeem_code",
+    "refresh_family_of",
+    "register_client",
+    "replace_upstream_refresh",
+    "revoke_access_token",
+    "revoke_family",
+    "rotate_refresh",
+    "shared_secret",
+    "shared_secret_names",
+    "sweep_expired",
+    "take_consent_request",
+    "take_pending",
+    "touch_client",
+    "use_once",
+];
+
 pub(crate) struct MeteredStorage {
     inner: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
@@ -16,6 +51,7 @@ pub(crate) struct MeteredStorage {
 
 impl MeteredStorage {
     pub(crate) fn new(inner: Arc<dyn Storage>, metrics: Arc<Metrics>) -> Self {
+        metrics.prepare_storage(&OPERATIONS);
         MeteredStorage { inner, metrics }
     }
 
@@ -371,13 +407,22 @@ mod tests {
         storage.ping().await.unwrap();
         storage.ping().await.unwrap();
         assert_eq!(storage.count_clients().await.unwrap(), 0);
-        let text = metrics.render();
+        let text = metrics.render().unwrap();
         for line in [
             "mcp_oauth_bridge_storage_operation_duration_seconds_count{operation=\"ping\"} 2",
             "mcp_oauth_bridge_storage_operation_duration_seconds_count{operation=\"count_clients\"} 1",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }
-        assert!(!text.contains("storage_errors_total{"), "{text}");
+        assert!(
+            text.contains("mcp_oauth_bridge_storage_errors_total{operation=\"ping\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mcp_oauth_bridge_storage_operation_duration_seconds_count{operation=\"rotate_refresh\"} 0"
+            ),
+            "every operation has its series before it is used: {text}"
+        );
     }
 }

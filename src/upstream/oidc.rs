@@ -298,7 +298,7 @@ impl Upstream for OidcUpstream {
         let started = Instant::now();
         let response = request.request_async(&self.http).await;
         self.metrics
-            .upstream_call("token", started.elapsed(), response.is_ok());
+            .upstream_call("token", started.elapsed(), answered(&response));
         let response = response.map_err(token_request_error)?;
         let refresh_token = response
             .refresh_token()
@@ -358,7 +358,7 @@ impl Upstream for OidcUpstream {
         let started = Instant::now();
         let response = request.request_async(&self.http).await;
         self.metrics
-            .upstream_call("refresh", started.elapsed(), response.is_ok());
+            .upstream_call("refresh", started.elapsed(), answered(&response));
         let response = response.map_err(|error| match error {
             // RFC 6749 §5.2: the refresh token is no longer valid — the session is over.
             RequestTokenError::ServerResponse(body)
@@ -579,6 +579,17 @@ pub(crate) fn verify_id_token(
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| UpstreamError::InvalidIdToken("unreadable payload".to_owned()))?;
     Ok(payload)
+}
+
+/// Whether the provider answered: an OAuth error (a bad code, a session that ended) is its
+/// verdict, not its failure; no answer, or one that is not OAuth, is.
+fn answered<T, E: std::error::Error + 'static>(
+    response: &Result<
+        T,
+        RequestTokenError<E, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+    >,
+) -> bool {
+    matches!(response, Ok(_) | Err(RequestTokenError::ServerResponse(_)))
 }
 
 #[cfg(test)]

@@ -161,9 +161,20 @@ async fn a_scripted_flow_is_counted_without_a_client_id_or_subject_in_a_label() 
         ),
         3.0
     );
-    assert!(
-        !text.contains("mcp_oauth_bridge_upstream_failures_total{"),
-        "{text}"
+    assert_eq!(
+        value(
+            &text,
+            "mcp_oauth_bridge_upstream_failures_total{endpoint=\"token\"}"
+        ),
+        0.0
+    );
+    // Series that saw nothing are there, at 0, for alerts to compare against.
+    assert_eq!(
+        value(
+            &text,
+            "mcp_oauth_bridge_token_errors_total{error=\"server_error\"}"
+        ),
+        0.0
     );
     assert!(
         value(

@@ -643,7 +643,7 @@ async fn the_metrics_show_the_connection_pool() {
             .unwrap_or_else(|| panic!("{name} in:\n{text}"))
     };
     assert!(gauge("mcp_oauth_bridge_storage_pool_idle") >= 1, "{text}");
-    assert!(gauge("mcp_oauth_bridge_storage_pool_in_use") >= 0);
+    assert_eq!(gauge("mcp_oauth_bridge_storage_pool_max"), 16);
     assert_eq!(gauge("mcp_oauth_bridge_storage_pool_waiting"), 0);
     drop(app);
     db.drop_database().await;

@@ -147,7 +147,7 @@ impl ProxyConfig {
                 self.upstream_url
             )),
         }
-        let reserved = ["/oauth", "/.well-known", "/healthz", "/readyz"];
+        let reserved = ["/oauth", "/.well-known", "/healthz", "/readyz", "/metrics"];
         if !self.path.starts_with('/')
             || self.path.len() < 2
             || self.path.ends_with('/')

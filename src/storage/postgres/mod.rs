@@ -87,6 +87,11 @@ impl crate::metrics::Gauges for PoolGauges {
                 idle,
             ),
             (
+                "storage_pool_max",
+                "PostgreSQL connections the pool may open",
+                i64::try_from(status.max_size).unwrap_or(i64::MAX),
+            ),
+            (
                 "storage_pool_waiting",
                 "requests waiting for a PostgreSQL connection",
                 i64::try_from(status.waiting).unwrap_or(i64::MAX),
