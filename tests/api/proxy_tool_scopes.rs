@@ -70,6 +70,17 @@ fn endless_body() -> reqwest::Body {
     }))
 }
 
+/// Refused before the MCP server: `status` with JSON-RPC error `code`; the whole answer.
+async fn assert_refused(response: reqwest::Response, status: StatusCode, code: i64) -> Value {
+    let (got, answer) = json_rpc_error(response).await;
+    assert_eq!(
+        (got, &answer["error"]["code"]),
+        (status, &json!(code)),
+        "{answer}"
+    );
+    answer
+}
+
 async fn json_rpc_error(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let body: Value = response.json().await.unwrap();
@@ -203,11 +214,7 @@ async fn headers_that_disagree_with_the_body_are_refused_with_32020() {
         .send()
         .await
         .unwrap();
-    let (status, answer) = json_rpc_error(repeated).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!(-32020))
-    );
+    assert_refused(repeated, StatusCode::BAD_REQUEST, -32020).await;
     assert_eq!(proxied.upstream.requests(), 0);
 }
 
@@ -233,16 +240,14 @@ async fn names_outside_visible_ascii_travel_base64_encoded() {
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     // The encoded header that names another tool than the body is still a mismatch.
-    let (status, answer) = json_rpc_error(
+    assert_refused(
         proxied
             .post(&token, &headers, call(1, "supprimer_depot").to_string())
             .await,
+        StatusCode::BAD_REQUEST,
+        -32020,
     )
     .await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!(-32020))
-    );
 }
 
 #[tokio::test]
@@ -276,24 +281,27 @@ async fn bodies_that_cannot_be_judged_are_refused_not_guessed() {
     let proxied = proxied(guarded, None).await;
     let token = proxied.token_with("openid email").await;
     let twice = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","name":"list_repos"}}"#;
-    let (status, answer) = json_rpc_error(proxied.post(&token, &[], twice).await).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!(-32600))
-    );
-    let (status, answer) = json_rpc_error(proxied.post(&token, &[], "{not json").await).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!(-32700))
-    );
+    assert_refused(
+        proxied.post(&token, &[], twice).await,
+        StatusCode::BAD_REQUEST,
+        -32600,
+    )
+    .await;
+    assert_refused(
+        proxied.post(&token, &[], "{not json").await,
+        StatusCode::BAD_REQUEST,
+        -32700,
+    )
+    .await;
     // Larger than proxy.max_message_bytes: 413, never half-read and guessed.
     let mut big = call(1, "list_repos");
     big["params"]["arguments"]["padding"] = json!("x".repeat(8192));
-    let (status, answer) = json_rpc_error(proxied.post(&token, &[], big.to_string()).await).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::PAYLOAD_TOO_LARGE, &json!(-32600))
-    );
+    assert_refused(
+        proxied.post(&token, &[], big.to_string()).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        -32600,
+    )
+    .await;
     assert_eq!(proxied.upstream.requests(), 0);
 }
 
@@ -403,16 +411,17 @@ async fn member_names_in_another_case_or_header_names_in_another_spelling_are_re
     let token = proxied.token_with("openid email").await;
     // Go servers match member names in any case: to them this is a call of delete_repo.
     let shouted = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"delete_repo"}}"#;
-    let (status, answer) = json_rpc_error(proxied.post(&token, &[], shouted).await).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!(-32600))
-    );
+    assert_refused(
+        proxied.post(&token, &[], shouted).await,
+        StatusCode::BAD_REQUEST,
+        -32600,
+    )
+    .await;
     let renamed = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_repos","Name":"delete_repo"}}"#;
     let (status, _) = json_rpc_error(proxied.post(&token, &[], renamed).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // CGI servers read Mcp_Name as Mcp-Name.
-    let (status, answer) = json_rpc_error(
+    assert_refused(
         proxied
             .post(
                 &token,
@@ -420,12 +429,10 @@ async fn member_names_in_another_case_or_header_names_in_another_spelling_are_re
                 call(1, "list_repos").to_string(),
             )
             .await,
+        StatusCode::BAD_REQUEST,
+        -32020,
     )
     .await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (StatusCode::BAD_REQUEST, &json!(-32020))
-    );
     assert_eq!(proxied.upstream.requests(), 0);
 }
 

@@ -131,11 +131,16 @@ class Processes:
             self.stop(name)
 
 
-def bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret, enterprise_jwks):
+def common_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret, oauth_extra="",
+                         proxy_extra="", scopes=(SCOPE,)):
+    """What both bridges share: the port, a configured key, DCR, the provider, memory storage and a
+    proxy to an MCP server of their own; `oauth_extra` and `proxy_extra` are YAML lines added to
+    those sections."""
     # With the trailing slash: the MCP server (Python SDK 1.x) names its authorization server
     # `http://host:port/` in its metadata, and SDK 2.x clients require the identical string.
     issuer = f"http://127.0.0.1:{bridge_port}/"
     key_file = REPO / "tests" / "fixtures" / "signing_es256.pem"
+    scopes_supported = ", ".join(["openid", "profile", "email", "offline_access"] + [f'"{s}"' for s in scopes])
     return f"""
 server:
   address: "127.0.0.1:{bridge_port}"
@@ -144,54 +149,10 @@ oauth:
   # A configured key: access tokens stay valid across the restart the suite performs.
   signing: {{ algorithm: ES256, key_file: "{key_file}" }}
   access_token_ttl: {ACCESS_TOKEN_TTL_SECONDS}s
-  resources: ["http://127.0.0.1:{mcp_port}/mcp"]
-  scopes_supported: [openid, profile, email, offline_access, "{SCOPE}", "{ADMIN_SCOPE}"]
+  scopes_supported: [{scopes_supported}]
   # The MCP server shows who calls it: every token carries these, and the consent page says so.
   access_token_claims: [email, name, groups]
-  clients:
-    # Enterprise-Managed Authorization: trades ID-JAGs from the enterprise IdP of oidc_client.mjs.
-    - {{ id: enterprise-agent, secret: "enterprise-agent-secret-0123456789",
-        grant_types: ["urn:ietf:params:oauth:grant-type:jwt-bearer"] }}
-  identity_assertion:
-    trusted_issuers:
-      - {{ issuer: "https://idp.corp.example", jwks: {enterprise_jwks}, allowed_groups: [mcp-users] }}
-  dcr:
-    enabled: true
-    allowed_redirect_profiles: [loopback]
-    rate_limit: {{ requests: 100, window: 1m }}
-  upstream:
-    issuer: "http://127.0.0.1:{idp_port}/realms/test"
-    client_id: mcp-oauth-bridge
-    client_secret: "{client_secret}"
-    scopes: [openid, email, profile, groups]
-    claims: {{ groups: groups }}
-    allowed_groups: [mcp-users]
-storage:
-  backend: memory
-proxy:
-  upstream_url: "http://127.0.0.1:{proxied_mcp_port}"
-  path: /mcp
-  required_scopes: ["{SCOPE}"]
-  tool_scopes:
-    - {{ method: tools/call, name: {GUARDED_TOOL}, scopes: ["{ADMIN_SCOPE}"] }}
-  identity_jwt: {{ header: X-Forwarded-Identity }}
-"""
-
-
-def glewlwyd_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret):
-    """A second bridge, with Glewlwyd as its provider, guarding its own MCP server."""
-    issuer = f"http://127.0.0.1:{bridge_port}/"
-    key_file = REPO / "tests" / "fixtures" / "signing_es256.pem"
-    return f"""
-server:
-  address: "127.0.0.1:{bridge_port}"
-  public_url: "{issuer}"
-oauth:
-  signing: {{ algorithm: ES256, key_file: "{key_file}" }}
-  access_token_ttl: {ACCESS_TOKEN_TTL_SECONDS}s
-  scopes_supported: [openid, profile, email, offline_access, "{SCOPE}"]
-  access_token_claims: [email, name, groups]
-  dcr:
+{oauth_extra}  dcr:
     enabled: true
     allowed_redirect_profiles: [loopback]
     rate_limit: {{ requests: 100, window: 1m }}
@@ -208,8 +169,32 @@ proxy:
   upstream_url: "http://127.0.0.1:{proxied_mcp_port}"
   path: /mcp
   required_scopes: ["{SCOPE}"]
-  identity_jwt: {{ header: X-Forwarded-Identity }}
+{proxy_extra}  identity_jwt: {{ header: X-Forwarded-Identity }}
 """
+
+
+def bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret, enterprise_jwks):
+    """The main bridge: panva's oidc-provider upstream, a resource that validates tokens itself,
+    an enterprise IdP's ID-JAGs, and a guarded tool behind its proxy."""
+    oauth_extra = f"""  resources: ["http://127.0.0.1:{mcp_port}/mcp"]
+  clients:
+    # Enterprise-Managed Authorization: trades ID-JAGs from the enterprise IdP of oidc_client.mjs.
+    - {{ id: enterprise-agent, secret: "enterprise-agent-secret-0123456789",
+        grant_types: ["urn:ietf:params:oauth:grant-type:jwt-bearer"] }}
+  identity_assertion:
+    trusted_issuers:
+      - {{ issuer: "https://idp.corp.example", jwks: {enterprise_jwks}, allowed_groups: [mcp-users] }}
+"""
+    proxy_extra = f"""  tool_scopes:
+    - {{ method: tools/call, name: {GUARDED_TOOL}, scopes: ["{ADMIN_SCOPE}"] }}
+"""
+    return common_bridge_config(bridge_port, f"http://127.0.0.1:{idp_port}/realms/test", proxied_mcp_port,
+                                client_secret, oauth_extra, proxy_extra, scopes=(SCOPE, ADMIN_SCOPE))
+
+
+def glewlwyd_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret):
+    """A second bridge, with Glewlwyd as its provider, guarding its own MCP server."""
+    return common_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret)
 
 
 def start_glewlwyd(processes, work, users, mcp_server_python):
