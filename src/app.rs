@@ -656,7 +656,12 @@ fn spawn_sweeper(
                     .await
                 {
                     Ok(0) => {}
-                    Ok(removed) => tracing::info!(removed, "unused registered clients deleted"),
+                    Ok(removed) => {
+                        tracing::info!(removed, "unused registered clients deleted");
+                        crate::audit::record(&crate::audit::Event::ClientsExpired {
+                            count: removed,
+                        });
+                    }
                     Err(error) => tracing::warn!(%error, "deleting unused clients failed"),
                 }
             }

@@ -45,6 +45,13 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall-clock time to the millisecond, RFC 3339 in UTC: the time of a log line, which no
+/// rule depends on (so not from `Clock`).
+#[allow(clippy::disallowed_methods)]
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A clock that only moves when told to; for tests of expiry rules.
 #[derive(Debug)]
 pub struct FixedClock(AtomicI64);

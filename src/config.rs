@@ -9,6 +9,7 @@ use url::Url;
 
 // The sections of the file, each defined by the module whose settings it holds; named here too
 // so that code (the tests) can write a configuration as values.
+pub use crate::audit::{AuditConfig, AuditOutput};
 pub use crate::clients::ClientConfig;
 pub use crate::clients::metadata_documents::CimdConfig;
 pub use crate::duration::ConfigDuration;
@@ -61,6 +62,9 @@ pub struct Config {
     /// Prometheus metrics at `GET /metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The audit trail's destination.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +207,7 @@ impl Config {
         self.server.validate(&mut problems);
         self.oauth.validate(&mut problems);
         self.metrics.validate(&self.server.address, &mut problems);
+        self.audit.validate(&mut problems);
         if let Some(proxy) = &self.proxy {
             proxy.validate(&self.oauth.scopes_supported, &mut problems);
         }

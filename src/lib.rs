@@ -3,6 +3,8 @@
 
 /// Build the service from configuration, bind, serve, shut down gracefully.
 pub mod app;
+/// The audit trail: security events as JSON lines.
+pub mod audit;
 /// Client registry: YAML clients, registered clients, metadata documents, and their
 /// authentication.
 pub mod clients;

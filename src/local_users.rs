@@ -76,6 +76,14 @@ impl LocalUsers {
         })
     }
 
+    /// The subject of the user `username` names, if one does: for the audit trail of a refused
+    /// login, which must not quote what was typed.
+    pub fn subject_of(&self, username: &str) -> Option<&str> {
+        self.users
+            .get(&username.to_lowercase())
+            .map(|user| user.identity.subject.as_str())
+    }
+
     /// The user's identity when the password is theirs; `None` for a wrong password and for an
     /// unknown username alike, after the same amount of work.
     pub async fn authenticate(&self, username: &str, password: &SecretString) -> Option<Identity> {

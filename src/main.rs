@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use mcp_oauth_bridge::audit::sink::{AuditLayer, Destination};
+use mcp_oauth_bridge::audit::{self, AuditConfig, AuditOutput};
 use mcp_oauth_bridge::config::Config;
 use mcp_oauth_bridge::secret::SecretString;
 use mcp_oauth_bridge::storage::settings::StorageBackend;
@@ -69,13 +71,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
-        Command::CheckConfig => check_config(&cli.config),
-        Command::Migrate => migrate(&cli.config),
-        Command::HashSecret { cost } => hash_secret(cost),
-        Command::Healthcheck { url } => healthcheck(&url),
+        Command::Serve => serve(&cli.config, cli.log_format),
+        command => init_tracing(cli.log_format, None).and_then(|()| match command {
+            Command::CheckConfig => check_config(&cli.config),
+            Command::Migrate => migrate(&cli.config),
+            Command::HashSecret { cost } => hash_secret(cost),
+            Command::Healthcheck { url } => healthcheck(&url),
+            Command::Serve => Ok(()),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,13 +122,24 @@ fn quotes_what_it_carries(metadata: &tracing::Metadata<'_>) -> bool {
             .any(|name| metadata.target().split("::").next() == Some(name))
 }
 
-fn init_tracing(format: LogFormat) {
+/// The service's log on standard error, and the audit trail: with that log (`audit.output: log`
+/// or no `audit` at hand), or on a layer of its own that `RUST_LOG` does not silence.
+fn init_tracing(format: LogFormat, audit: Option<&AuditConfig>) -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, filter};
     let levels = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let quiet = filter::filter_fn(|metadata| !quotes_what_it_carries(metadata));
+    let audit_in_log = audit.is_none_or(|audit| audit.output == AuditOutput::Log);
+    let audit_layer = match audit {
+        Some(audit) => Destination::configured(audit)?.map(|destination| {
+            AuditLayer::new(destination).with_filter(filter::filter_fn(AuditLayer::interest))
+        }),
+        None => None,
+    };
+    let quiet = filter::filter_fn(move |metadata| {
+        !quotes_what_it_carries(metadata) && (audit_in_log || metadata.target() != audit::TARGET)
+    });
     // Colours only for a person at a terminal; a log file or collector gets plain text.
     let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
@@ -135,11 +150,14 @@ fn init_tracing(format: LogFormat) {
     };
     tracing_subscriber::registry()
         .with(output.with_filter(quiet).with_filter(levels))
+        .with(audit_layer)
         .init();
+    Ok(())
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+fn serve(path: &std::path::Path, format: LogFormat) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    init_tracing(format, Some(&config.audit))?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(app::run(config))
 }

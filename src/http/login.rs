@@ -81,7 +81,7 @@ pub(crate) async fn login_get(
     };
     let cookie = binding(&state, &headers, &sign_in);
     match check_sign_in(&state.bridge, &sign_in, cookie, state.clock.now()).await {
-        Ok(()) => form(&state, &sign_in, cookie, None, StatusCode::OK),
+        Ok(_) => form(&state, &sign_in, cookie, None, StatusCode::OK),
         Err(error) => authorize_error(&state, error),
     }
 }

@@ -218,8 +218,22 @@ fn observed(routes: Router) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
                     // The path only: query strings of this service carry codes and state.
-                    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                    let request_id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let span = tracing::info_span!(
+                        crate::audit::REQUEST_SPAN,
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                        client_address = tracing::field::Empty,
+                    );
+                    if let Some(ip) = client_address::ClientAddress::of(request.extensions()).ip {
+                        span.record("client_address", tracing::field::display(ip));
+                    }
+                    span
                 })
                 // A 5xx is logged by `failures`; only a failure of the body (a stream that
                 // broke after its head was sent) is left for this layer to tell.

@@ -2,7 +2,9 @@
 //! validate the ID token, apply the access policy; `sign_in` then mints our own authorization code.
 
 use super::authorize::{AuthorizeError, ClientRedirect};
-use super::sign_in::{SignedIn, SignedInUser, finish_sign_in, outcome_of, take_pending_sign_in};
+use super::sign_in::{
+    SignedIn, SignedInUser, finish_sign_in, outcome_of, record_failed_sign_in, take_pending_sign_in,
+};
 use super::{Bridge, Cause, OAuthError, Params, SignIn};
 use crate::clock::UnixTime;
 use crate::storage::PendingAuthorization;
@@ -27,22 +29,43 @@ pub(crate) async fn complete_authorization(
         .get("state")
         .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
-    let mut unverified = false;
+    let mut attempt = Attempt::default();
     let signed_in = sign_in_upstream(
         bridge,
         upstream.as_ref(),
         &pending,
         params,
         now,
-        &mut unverified,
+        &mut attempt,
     )
     .await;
-    let outcome = match unverified {
+    let outcome = match attempt.unverified {
         true => "invalid_response",
         false => outcome_of(&signed_in),
     };
-    bridge.metrics.sign_in(outcome, "upstream");
+    bridge.metrics.sign_in(outcome, UPSTREAM);
+    if let Err(error) = &signed_in {
+        record_failed_sign_in(
+            UPSTREAM,
+            outcome,
+            Some(&pending.request.client_id),
+            attempt.subject.as_deref(),
+            error,
+        );
+    }
     signed_in
+}
+
+/// The provider's name in the metrics and the audit trail.
+const UPSTREAM: &str = "upstream";
+
+/// How far a sign-in that failed got, for the metrics and the audit trail.
+#[derive(Default)]
+struct Attempt {
+    /// The provider answered, but its answer did not verify.
+    unverified: bool,
+    /// The verified user the access policy refused.
+    subject: Option<String>,
 }
 
 /// The provider's answer for `pending`, turned into our code for the client, or the refusal.
@@ -52,7 +75,7 @@ async fn sign_in_upstream(
     pending: &PendingAuthorization,
     params: &Params,
     now: UnixTime,
-    unverified: &mut bool,
+    attempt: &mut Attempt,
 ) -> Result<SignedIn, AuthorizeError> {
     let client_id = pending.request.client_id.as_str();
     let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
@@ -94,7 +117,7 @@ async fn sign_in_upstream(
                 // Not our failure: no cause travels with it, so it is said here.
                 UpstreamError::InvalidIdToken(_) | UpstreamError::InvalidUserInfo(_) => {
                     // Refused to the client like a denial, but no one said no: for the metrics.
-                    *unverified = true;
+                    attempt.unverified = true;
                     tracing::warn!(client_id, %error, "upstream login could not be completed");
                     OAuthError::AccessDenied(
                         "the identity provider's answer could not be verified".into(),
@@ -107,12 +130,14 @@ async fn sign_in_upstream(
         .map_err(|reason| redirect(OAuthError::internal(reason)))?;
     check_access(&identity, &bridge.settings.access_policy).map_err(|reason| {
         tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
+        attempt.subject = Some(identity.subject.clone());
         redirect(OAuthError::AccessDenied(
             "you are not allowed to use this service".into(),
         ))
     })?;
     let auth_time = upstream_auth_time(claims.get("auth_time"), now);
     let signed_in = SignedInUser {
+        provider: UPSTREAM,
         identity,
         auth_time,
         upstream_refresh: login.refresh_token,

@@ -147,6 +147,12 @@ pub(crate) async fn decide(
     let request = pending.request;
     if !approve {
         tracing::info!(client_id = %request.client_id, "the user denied consent");
+        crate::audit::record(&crate::audit::Event::ConsentDenied {
+            client_id: &request.client_id,
+            redirect_uri: &request.redirect_uri,
+            scope: &request.scope,
+            audience: &request.audience,
+        });
         return Err(ClientRedirect::error(
             &request,
             OAuthError::AccessDenied("the user denied access".into()),

@@ -52,7 +52,7 @@ pub(crate) async fn check_sign_in(
     state: &str,
     binding: Option<&str>,
     now: UnixTime,
-) -> Result<(), AuthorizeError> {
+) -> Result<String, AuthorizeError> {
     local_login(bridge)?;
     let binding = binding.map(TokenHash::of);
     let peeked = bridge
@@ -60,7 +60,7 @@ pub(crate) async fn check_sign_in(
         .peek_pending(&TokenHash::of(state), binding.as_ref(), now)
         .await
         .map_err(|e| AuthorizeError::Page(e.into()))?;
-    pending_or_page(peeked).map(|_| ())
+    pending_or_page(peeked).map(|pending| pending.request.client_id)
 }
 
 /// The user gave up at the form: the sign-in ends, and the client hears `access_denied`, as
@@ -98,17 +98,22 @@ pub(crate) async fn submit_login(
     now: UnixTime,
 ) -> Result<LoginOutcome, AuthorizeError> {
     let login = local_login(bridge)?;
-    check_sign_in(bridge, state, binding, now).await?;
+    let client_id = check_sign_in(bridge, state, binding, now).await?;
     let username = username.trim();
     if username.is_empty() || username.len() > MAX_USERNAME_LEN {
-        bridge.metrics.sign_in("wrong_credentials", "local");
+        refused_login(bridge, "wrong_credentials", &client_id, None);
         return Ok(LoginOutcome::WrongCredentials);
     }
     match login.throttle.begin_attempt(username, address, now) {
         Verdict::Refused { retry_after } => {
             // No username in the log: people type passwords into that field too.
             tracing::warn!(?address, "login refused: too many failed attempts");
-            bridge.metrics.sign_in("throttled", "local");
+            refused_login(
+                bridge,
+                "throttled",
+                &client_id,
+                login.users.subject_of(username),
+            );
             return Ok(LoginOutcome::Throttled { retry_after });
         }
         Verdict::Allowed { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
@@ -116,21 +121,52 @@ pub(crate) async fn submit_login(
     }
     let Some(identity) = login.users.authenticate(username, password).await else {
         tracing::info!(?address, "login failed: wrong username or password");
-        bridge.metrics.sign_in("wrong_credentials", "local");
+        refused_login(
+            bridge,
+            "wrong_credentials",
+            &client_id,
+            login.users.subject_of(username),
+        );
         return Ok(LoginOutcome::WrongCredentials);
     };
     login.throttle.record_success(username, address);
     // Consumed only now: a replayed or concurrent submission finds it gone.
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
     tracing::info!(subject = %identity.subject, "local user signed in");
+    let subject = identity.subject.clone();
     let user = SignedInUser {
+        provider: LOCAL,
         identity,
         auth_time: now,
         upstream_refresh: None,
     };
     let signed_in = finish_sign_in(bridge, &pending, user, now).await;
-    bridge
-        .metrics
-        .sign_in(super::sign_in::outcome_of(&signed_in), "local");
+    let outcome = super::sign_in::outcome_of(&signed_in);
+    bridge.metrics.sign_in(outcome, LOCAL);
+    if let Err(error) = &signed_in {
+        super::sign_in::record_failed_sign_in(
+            LOCAL,
+            outcome,
+            Some(&pending.request.client_id),
+            Some(&subject),
+            error,
+        );
+    }
     signed_in.map(LoginOutcome::SignedIn)
+}
+
+/// The built-in users' name in the metrics and the audit trail.
+const LOCAL: &str = "local";
+
+/// A login refused before the user was known to be who they say. `subject` only when the
+/// username names a user: a username may be a password typed into the wrong field.
+fn refused_login(bridge: &Bridge, reason: &'static str, client_id: &str, subject: Option<&str>) {
+    bridge.metrics.sign_in(reason, LOCAL);
+    crate::audit::record(&crate::audit::Event::SignInFailed {
+        provider: LOCAL,
+        reason,
+        subject,
+        client_id: Some(client_id),
+        error: None,
+    });
 }

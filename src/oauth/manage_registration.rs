@@ -73,7 +73,12 @@ pub(crate) async fn delete_registration(
 ) -> Result<(), BearerError> {
     let client = managed_client(bridge, client_id, token).await?;
     // Deleted by a concurrent request in between: the outcome the client asked for.
-    bridge.storage.delete_client(&client.client_id, now).await?;
-    tracing::info!(client_id = client.client_id, "client registration deleted");
+    if bridge.storage.delete_client(&client.client_id, now).await? {
+        tracing::info!(client_id = client.client_id, "client registration deleted");
+        crate::audit::record(&crate::audit::Event::ClientDeleted {
+            client_id: &client.client_id,
+            reason: crate::audit::DeletionReason::ClientRequest,
+        });
+    }
     Ok(())
 }

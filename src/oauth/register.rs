@@ -212,6 +212,13 @@ pub(crate) async fn register(
         return Err(registry_full(policy));
     }
     tracing::info!(client_id, public = secret.is_none(), "client registered");
+    crate::audit::record(&crate::audit::Event::ClientRegistered {
+        client_id: &client_id,
+        client_name: valid.client_name.as_deref(),
+        redirect_uris: valid.redirect_uris.as_deref().unwrap_or_default(),
+        grant_types: valid.grant_types.as_deref().unwrap_or_default(),
+        token_endpoint_auth_method: &method,
+    });
     Ok(RegistrationResponse {
         registration_client_uri: registration_client_uri(&bridge.settings, &client_id),
         registration_access_token,

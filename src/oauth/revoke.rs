@@ -4,6 +4,7 @@
 
 use super::bearer::check_access_token;
 use super::{Bridge, OAuthError, Params};
+use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::tokens::TokenHash;
@@ -53,6 +54,12 @@ async fn revoke_refresh_token(
     }
     bridge.storage.revoke_family(&family.id, now).await?;
     tracing::info!(family = %family.id, "refresh token revoked with its family");
+    audit::record(&audit::Event::GrantRevoked {
+        reason: audit::RevocationReason::ClientRequest,
+        family_id: &family.id,
+        client_id: &family.client_id,
+        subject: Some(&family.identity.subject),
+    });
     Ok(true)
 }
 
@@ -76,6 +83,11 @@ async fn revoke_access_token(
         .revoke_access_token(&claims.jti, UnixTime(claims.exp))
         .await?;
     tracing::info!(jti = %claims.jti, "access token revoked");
+    audit::record(&audit::Event::AccessTokenRevoked {
+        client_id: &claims.client_id,
+        subject: &claims.sub,
+        jti: &claims.jti,
+    });
     Ok(true)
 }
 

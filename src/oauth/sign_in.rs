@@ -7,6 +7,7 @@ use url::Url;
 
 use super::authorize::{AuthorizeError, ClientRedirect, authorization_response};
 use super::{AUTHORIZATION_CODE_TTL, Bridge, OAuthError, REMEMBERED_CONSENT_TTL};
+use crate::audit;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::oauth::protected_resource::OFFLINE_ACCESS;
@@ -29,6 +30,8 @@ pub(crate) struct SignedIn {
 
 /// Who signed in, when, and the provider's refresh token if it sent one.
 pub(crate) struct SignedInUser {
+    /// `upstream` or `local`, for the audit trail.
+    pub(crate) provider: &'static str,
     pub(crate) identity: Identity,
     pub(crate) auth_time: UnixTime,
     pub(crate) upstream_refresh: Option<SecretString>,
@@ -141,6 +144,7 @@ pub(crate) async fn finish_sign_in(
         }
     };
     let (code, code_hash): (AuthorizationCode, _) = generate_token();
+    let record_subject = identity.subject.clone();
     let mut record = code_record(pending, identity, user.auth_time, now);
     record.scope = scope;
     if let Some(sealer) = &bridge.revalidation {
@@ -157,12 +161,32 @@ pub(crate) async fn finish_sign_in(
             ),
         }
     }
+    let granted = record.scope.clone();
     bridge
         .storage
         .put_code(code_hash, record)
         .await
         .map_err(|e| redirect(e.into()))?;
     tracing::info!(client_id, "user signed in; authorization code issued");
+    if matches!(
+        pending.consent,
+        Consent::GivenNow | Consent::GivenOnTopOf { .. }
+    ) {
+        audit::record(&audit::Event::ConsentGranted {
+            subject: &record_subject,
+            client_id,
+            redirect_uri: &pending.request.redirect_uri,
+            scope: &pending.request.scope,
+            audience: &pending.request.audience,
+        });
+    }
+    audit::record(&audit::Event::SignInSucceeded {
+        provider: user.provider,
+        subject: &record_subject,
+        client_id,
+        scope: &granted,
+        audience: &pending.request.audience,
+    });
     let mut response = vec![("code", code.expose())];
     if let Some(state) = &pending.request.client_state {
         response.push(("state", state));
@@ -231,6 +255,28 @@ pub(crate) fn outcome_of(result: &Result<SignedIn, AuthorizeError>) -> &'static 
         }
         Err(_) => "failed",
     }
+}
+
+/// A sign-in that ended without a code, in the audit trail: `reason` is its outcome in the
+/// metrics, `subject` the user when the sign-in had got as far as knowing them.
+pub(crate) fn record_failed_sign_in(
+    provider: &str,
+    reason: &str,
+    client_id: Option<&str>,
+    subject: Option<&str>,
+    error: &AuthorizeError,
+) {
+    let error = match error {
+        AuthorizeError::Redirect(redirect) => Some(redirect.error.code()),
+        AuthorizeError::Page(_) => None,
+    };
+    audit::record(&audit::Event::SignInFailed {
+        provider,
+        reason,
+        subject,
+        client_id,
+        error,
+    });
 }
 
 /// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.

@@ -148,3 +148,26 @@ fn migrate_applies_the_schema_once_then_says_it_is_up_to_date() {
     psql(format!("DROP DATABASE {name} WITH (FORCE)"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn serve_stops_at_start_up_when_the_audit_file_cannot_be_opened() {
+    let config = std::env::temp_dir().join(format!("mob-audit-{}.yaml", std::process::id()));
+    std::fs::write(
+        &config,
+        "server: { address: \"127.0.0.1:0\", public_url: \"http://127.0.0.1\" }\n\
+         oauth: { local_users: [{ username: ada, password_hash: \"$2b$04$abcdefghijklmnopqrstuuQ8aLUfnGIT7hpvS1pNxsb4ecXmwZW2y\" }] }\n\
+         audit: { output: file, file: /nonexistent-directory/audit.jsonl }\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("audit.file /nonexistent-directory/audit.jsonl"),
+        "{stderr}"
+    );
+}

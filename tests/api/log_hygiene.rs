@@ -19,18 +19,18 @@ use crate::oidc_provider::{self, TestProvider};
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-bridge");
 
 /// The bridge as a child process, its standard error collected as it is written.
-struct Bridge {
+pub(crate) struct Bridge {
     child: tokio::process::Child,
     log: Arc<Mutex<Vec<u8>>>,
     origin: String,
     config_path: std::path::PathBuf,
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{:032x}", rand::random::<u128>())
 }
 
-async fn free_port() -> u16 {
+pub(crate) async fn free_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -39,6 +39,18 @@ impl Bridge {
     /// Starts the binary on `port` with `config` (YAML, `{origin}` substituted), logging in
     /// `format` (text or json).
     async fn start(port: u16, config: &str, format: &str) -> Bridge {
+        // Everything, and the database driver's statements asked for by name too.
+        let everything = "trace,tokio_postgres=trace,tokio_postgres::query=trace";
+        Bridge::start_logging(port, config, format, everything).await
+    }
+
+    /// As `start`, logging what `rust_log` lets through.
+    pub(crate) async fn start_logging(
+        port: u16,
+        config: &str,
+        format: &str,
+        rust_log: &str,
+    ) -> Bridge {
         let origin = format!("http://127.0.0.1:{port}");
         let config_path = std::env::temp_dir().join(format!("{}.yaml", unique("mob-log-scan")));
         std::fs::write(&config_path, config.replace("{origin}", &origin)).unwrap();
@@ -50,11 +62,7 @@ impl Bridge {
                 format,
             ])
             .arg("serve")
-            // Everything, and the database driver's statements asked for by name too.
-            .env(
-                "RUST_LOG",
-                "trace,tokio_postgres=trace,tokio_postgres::query=trace",
-            )
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -89,7 +97,7 @@ impl Bridge {
         panic!("the bridge did not start: {}", bridge.log_text());
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin)
     }
 
@@ -97,7 +105,7 @@ impl Bridge {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -160,7 +168,7 @@ async fn database_with_password() -> Option<ScanDatabase> {
     })
 }
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
@@ -169,7 +177,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// Every `Set-Cookie` value of a response (the value only).
-fn cookie_values(response: &reqwest::Response) -> Vec<String> {
+pub(crate) fn cookie_values(response: &reqwest::Response) -> Vec<String> {
     response
         .headers()
         .get_all("set-cookie")
@@ -504,13 +512,10 @@ proxy:
     }
 }
 
-#[tokio::test]
-async fn nothing_secret_reaches_the_log_of_a_local_login() {
-    let password = unique("local-user-password");
-    let wrong_password = unique("wrong-password");
-    let hash = bcrypt::hash(&password, 4).unwrap();
-    let port = free_port().await;
-    let config = format!(
+/// A bridge on `port` whose one user, `ada` (subject `user-ada`), signs in with the password of
+/// `hash` for the client `cli`.
+pub(crate) fn local_login_config(port: u16, hash: &str) -> String {
+    format!(
         r#"
 server:
   address: "127.0.0.1:{port}"
@@ -519,10 +524,63 @@ oauth:
   clients:
     - {{ id: cli, redirect_uris: ["http://127.0.0.1/cb"], skip_consent: true }}
   local_users:
-    - {{ username: ada, password_hash: "{hash}" }}
+    - {{ username: ada, subject: user-ada, password_hash: "{hash}" }}
   login_throttle: {{ slowdown: 0s }}
 "#
-    );
+    )
+}
+
+/// The local login form of an authorization by `cli` (redirect `http://127.0.0.1:9/cb`), as
+/// this browser sees it.
+pub(crate) struct LoginForm {
+    pub(crate) state: String,
+    pub(crate) csrf: String,
+    pub(crate) cookies: Vec<String>,
+}
+
+impl LoginForm {
+    pub(crate) async fn open(bridge: &Bridge, browser: &reqwest::Client, pkce: &Pkce) -> Self {
+        let authorize = browser
+            .get(bridge.url("/oauth/authorize"))
+            .query(&[
+                ("client_id", "cli"),
+                ("redirect_uri", "http://127.0.0.1:9/cb"),
+                ("response_type", "code"),
+                ("code_challenge", &pkce.challenge),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let cookies = cookie_values(&authorize);
+        let form_url = location(&authorize);
+        let state = query_of(&form_url)["state"].clone();
+        let html = browser
+            .get(&form_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let marker = "name=\"csrf\" value=\"";
+        let start = html.find(marker).unwrap() + marker.len();
+        let csrf = html[start..].split('"').next().unwrap().to_owned();
+        LoginForm {
+            state,
+            csrf,
+            cookies,
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_secret_reaches_the_log_of_a_local_login() {
+    let password = unique("local-user-password");
+    let wrong_password = unique("wrong-password");
+    let hash = bcrypt::hash(&password, 4).unwrap();
+    let port = free_port().await;
+    let config = local_login_config(port, &hash);
     let bridge = Bridge::start(port, &config, "text").await;
     let browser = browser();
     let pkce = Pkce::new();
@@ -532,34 +590,10 @@ oauth:
         hash.clone(),
         pkce.verifier.clone(),
     ];
-    let authorize = browser
-        .get(bridge.url("/oauth/authorize"))
-        .query(&[
-            ("client_id", "cli"),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-            ("response_type", "code"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    secrets.extend(cookie_values(&authorize));
-    let form_url = location(&authorize);
-    let state = query_of(&form_url)["state"].clone();
-    secrets.push(state.clone());
-    let html = browser
-        .get(&form_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).unwrap() + marker.len();
-    let csrf = html[start..].split('"').next().unwrap().to_owned();
-    secrets.push(csrf.clone());
+    let form = LoginForm::open(&bridge, &browser, &pkce).await;
+    secrets.extend(form.cookies.iter().cloned());
+    let (state, csrf) = (form.state, form.csrf);
+    secrets.extend([state.clone(), csrf.clone()]);
     for attempt in [wrong_password.as_str(), password.as_str()] {
         let response = browser
             .post(bridge.url("/oauth/login"))

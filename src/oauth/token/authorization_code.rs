@@ -6,7 +6,7 @@ use super::request::CodeGrant;
 use super::{Grant, TokenResponse, check_resource, issue_access_token, issue_id_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
-use crate::oauth::{Bridge, Cause, GrantType, OAuthError, pkce, scope};
+use crate::oauth::{Bridge, Cause, GrantType, OAuthError, pkce};
 use crate::secret::CodeVerifier;
 use crate::storage::{AuthorizationCodeRecord, CodeRedemption};
 use crate::tokens::TokenHash;
@@ -83,6 +83,12 @@ pub(super) async fn exchange(
         } => {
             tracing::warn!(client_id = %client_id, presented_by = %client.id, "authorization code replayed; revoking its tokens");
             bridge.storage.revoke_family(&family_id, now).await?;
+            crate::audit::record(&crate::audit::Event::GrantRevoked {
+                reason: crate::audit::RevocationReason::CodeReplay,
+                family_id: &family_id,
+                client_id: &client_id,
+                subject: None,
+            });
             return Err(OAuthError::invalid_grant(
                 "authorization code was already used",
             ));
@@ -111,23 +117,23 @@ pub(super) async fn exchange(
         identity: &record.identity,
         scope: &record.scope,
         audience: &record.audience,
+        family_id: Some(&record.family_id),
     };
     // A signing failure now leaves a stored grant nobody holds a token of: harmless, and the
     // code was spent either way.
-    let (access_token, _) = issue_access_token(bridge, &grant, access_token_id, now)?;
+    let access_token = issue_access_token(bridge, &grant, access_token_id, now)?;
     let id_token = issue_id_token(bridge, client, &record, now)?;
     let refresh_token = refresh
         .filter(|_| can_refresh(&record))
         .map(|(token, _)| token);
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
-    Ok(TokenResponse {
+    Ok(TokenResponse::of_grant(
+        bridge,
+        &grant,
         access_token,
-        token_type: crate::tokens::BEARER,
-        expires_in: bridge.settings.access_token_ttl.as_secs(),
         refresh_token,
-        scope: scope::join(&record.scope),
         id_token,
-    })
+    ))
 }
 
 /// Everything the token request must prove about the code it presents.

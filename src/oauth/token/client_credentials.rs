@@ -54,15 +54,15 @@ pub(super) async fn exchange(
         identity: &identity,
         scope: &granted,
         audience: &audience,
+        family_id: None,
     };
-    let (access_token, _) = issue_access_token(bridge, &grant, random_string(16), now)?;
+    let access_token = issue_access_token(bridge, &grant, random_string(16), now)?;
     tracing::info!("tokens issued for client credentials");
-    Ok(TokenResponse {
+    Ok(TokenResponse::of_grant(
+        bridge,
+        &grant,
         access_token,
-        token_type: crate::tokens::BEARER,
-        expires_in: bridge.settings.access_token_ttl.as_secs(),
-        refresh_token: None,
-        scope: scope::join(&granted),
-        id_token: None,
-    })
+        None,
+        None,
+    ))
 }

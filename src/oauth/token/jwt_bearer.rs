@@ -87,17 +87,19 @@ pub(super) async fn exchange(
         // Re-validation needs the provider's refresh token, which this grant has not.
         && bridge.revalidation.is_none())
     .then(generate_token::<crate::secret::RefreshToken>);
+    let family_id = random_string(16);
     let issued = Grant {
         client_id: &client.id,
         identity: &grant.identity,
         scope: &scope,
         audience: &audience,
+        family_id: refresh.is_some().then_some(family_id.as_str()),
     };
     let (access_token, record) = issue_access_token(bridge, &issued, access_token_id, now)?;
     let refresh_token = match refresh {
         Some((token, hash)) => {
             let mut family = RefreshFamily {
-                id: random_string(16),
+                id: family_id.clone(),
                 client_id: client.id.clone(),
                 identity: grant.identity.clone(),
                 scope: scope.clone(),
@@ -126,12 +128,11 @@ pub(super) async fn exchange(
         issuer = %grant.issuer,
         "tokens issued for an identity assertion"
     );
-    Ok(TokenResponse {
-        access_token,
-        token_type: crate::tokens::BEARER,
-        expires_in: bridge.settings.access_token_ttl.as_secs(),
+    Ok(TokenResponse::of_grant(
+        bridge,
+        &issued,
+        (access_token, record),
         refresh_token,
-        scope: scope::join(&scope),
-        id_token: None,
-    })
+        None,
+    ))
 }

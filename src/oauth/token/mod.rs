@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::disclosure::{self, IdentityClaim};
 use super::{Bridge, GrantType, OAuthError, Params, for_log, scope};
+use crate::audit;
 use crate::clients::Client;
 pub use crate::clients::ClientCredentials;
 use crate::clock::UnixTime;
@@ -33,6 +34,64 @@ pub struct TokenResponse {
     /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) id_token: Option<String>,
+    /// What the audit trail says of this response; never sent.
+    #[serde(skip)]
+    pub(crate) issued: Issued,
+}
+
+/// The access token of a response as the audit trail names it: by its `jti`, never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Issued {
+    client_id: String,
+    subject: String,
+    jti: String,
+    scope: Vec<String>,
+    audience: String,
+    expires_at: UnixTime,
+    family_id: Option<String>,
+}
+
+impl TokenResponse {
+    /// The response for `grant`, whose access token `issue_access_token` signed.
+    fn of_grant(
+        bridge: &Bridge,
+        grant: &Grant<'_>,
+        (access_token, record): (String, IssuedAccessToken),
+        refresh_token: Option<RefreshToken>,
+        id_token: Option<String>,
+    ) -> TokenResponse {
+        TokenResponse {
+            access_token,
+            token_type: crate::tokens::BEARER,
+            expires_in: bridge.settings.access_token_ttl.as_secs(),
+            refresh_token,
+            scope: scope::join(grant.scope),
+            id_token,
+            issued: Issued {
+                client_id: grant.client_id.to_owned(),
+                subject: grant.identity.subject.clone(),
+                jti: record.jti,
+                scope: grant.scope.to_vec(),
+                audience: grant.audience.to_owned(),
+                expires_at: record.expires_at,
+                family_id: grant.family_id.map(str::to_owned),
+            },
+        }
+    }
+
+    fn audit(&self, grant_type: GrantType) {
+        let issued = &self.issued;
+        audit::record(&audit::Event::TokenIssued {
+            grant_type: grant_type.as_str(),
+            client_id: &issued.client_id,
+            subject: &issued.subject,
+            jti: &issued.jti,
+            scope: &issued.scope,
+            audience: &issued.audience,
+            expires_at: issued.expires_at.seconds(),
+            family_id: issued.family_id.as_deref(),
+        });
+    }
 }
 
 #[tracing::instrument(skip_all, fields(
@@ -52,7 +111,7 @@ pub async fn exchange(
             format!("this client may not use {}", grant.as_str()).into(),
         ));
     }
-    match TokenRequest::read(grant, params)? {
+    let response = match TokenRequest::read(grant, params)? {
         TokenRequest::AuthorizationCode(request) => {
             authorization_code::exchange(bridge, &client, &request, now).await
         }
@@ -65,7 +124,9 @@ pub async fn exchange(
         TokenRequest::JwtBearer(request) => {
             jwt_bearer::exchange(bridge, &client, &request, now).await
         }
-    }
+    }?;
+    response.audit(grant);
+    Ok(response)
 }
 
 /// What an access token is issued for.
@@ -74,6 +135,8 @@ struct Grant<'a> {
     identity: &'a Identity,
     scope: &'a [String],
     audience: &'a str,
+    /// The refresh-token family that records the access token, when there is one.
+    family_id: Option<&'a str>,
 }
 
 /// Signs an access token (RFC 9068) and returns it with the record that lets it be revoked.

@@ -3,6 +3,7 @@
 use super::request::RefreshGrant;
 use super::revalidation::revalidate;
 use super::{Grant, TokenResponse, issue_access_token, wrong_resource};
+use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::{Bridge, OAuthError, scope};
@@ -57,6 +58,17 @@ pub(super) async fn exchange(
         Presentation::Reused => {
             tracing::warn!(family = %family.id, subject = %family.identity.subject, "refresh token reuse detected; family revoked");
             bridge.metrics.refresh_reuse_detected();
+            audit::record(&audit::Event::RefreshReuseDetected {
+                client_id: &family.client_id,
+                subject: &family.identity.subject,
+                family_id: &family.id,
+            });
+            audit::record(&audit::Event::GrantRevoked {
+                reason: audit::RevocationReason::RefreshReuse,
+                family_id: &family.id,
+                client_id: &family.client_id,
+                subject: Some(&family.identity.subject),
+            });
             return Err(OAuthError::invalid_grant(
                 "refresh token was already used; the grant has been revoked",
             ));
@@ -86,16 +98,16 @@ pub(super) async fn exchange(
         identity: &family.identity,
         scope: &scope,
         audience: &family.audience,
+        family_id: Some(&family.id),
     };
-    let (access_token, _) = issue_access_token(bridge, &grant, jti, now)?;
-    Ok(TokenResponse {
+    let access_token = issue_access_token(bridge, &grant, jti, now)?;
+    Ok(TokenResponse::of_grant(
+        bridge,
+        &grant,
         access_token,
-        token_type: crate::tokens::BEARER,
-        expires_in: bridge.settings.access_token_ttl.as_secs(),
-        refresh_token: Some(new_refresh),
-        scope: scope::join(&scope),
-        id_token: None,
-    })
+        Some(new_refresh),
+        None,
+    ))
 }
 
 #[cfg(test)]
