@@ -239,6 +239,8 @@ async fn new_family(bridge: &Bridge, now: UnixTime) -> anyhow::Result<String> {
             revoked: false,
             access_tokens: vec![],
             upstream_refresh: None,
+            created_at: now,
+            last_used_at: None,
         })
         .await?;
     Ok(refresh)

@@ -6,7 +6,17 @@ use std::time::Duration;
 
 /// Seconds since the Unix epoch: the unit of JWT `exp`/`iat` and of every expiry we store.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub struct UnixTime(pub i64);
 

@@ -53,7 +53,10 @@ macro_rules! storage_contract {
             revoked_access_tokens_are_remembered_until_they_expire,
             a_refresh_token_current_or_retired_names_its_family,
             shared_secrets_are_listed_by_prefix_and_deleted,
-            a_key_is_used_once_until_it_expires_then_swept;
+            a_key_is_used_once_until_it_expires_then_swept,
+            registered_clients_are_listed_oldest_first_with_their_last_use,
+            a_users_grants_are_listed_then_revoked_with_codes_and_consents_alone,
+            a_clients_grants_are_revoked_with_its_consents_alone;
             shared:
             concurrent_redemptions_succeed_exactly_once,
             concurrent_rotations_of_one_token_rotate_exactly_once,
@@ -294,6 +297,8 @@ pub(crate) fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
             expires_at: NOW.plus(MINUTE * 60),
         }],
         upstream_refresh: None,
+        created_at: NOW,
+        last_used_at: None,
     }
 }
 
@@ -1171,5 +1176,253 @@ pub(crate) async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+pub(crate) async fn registered_clients_are_listed_oldest_first_with_their_last_use(
+    storage: &dyn Storage,
+) {
+    assert!(storage.list_clients().await.unwrap().is_empty());
+    let later = RegisteredClient {
+        issued_at: NOW.plus(MINUTE),
+        ..registered("a-later")
+    };
+    assert!(storage.register_client(later, 10).await.unwrap());
+    assert!(
+        storage
+            .register_client(registered("z-first"), 10)
+            .await
+            .unwrap()
+    );
+    storage
+        .touch_client("z-first", NOW.plus(DAY))
+        .await
+        .unwrap();
+    let listed = storage.list_clients().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c.client_id.as_str()).collect();
+    assert_eq!(ids, ["z-first", "a-later"]);
+    assert_eq!(listed[0].last_used_at, Some(NOW.plus(DAY)));
+    assert_eq!(listed[1].last_used_at, None);
+}
+
+/// A grant of `subject` for `client_id`, created at `created_at`.
+fn grant_of(id: &str, subject: &str, client_id: &str, created_at: UnixTime) -> RefreshFamily {
+    let mut grant = family(id, TokenHash::of(id));
+    grant.identity.subject = subject.into();
+    grant.client_id = client_id.into();
+    grant.created_at = created_at;
+    grant
+}
+
+fn consent_of(subject: &str, client_id: &str) -> ConsentGrant {
+    ConsentGrant {
+        subject: subject.into(),
+        client_id: client_id.into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        scope: vec!["openid".into()],
+        audience: "https://mcp.example.com".into(),
+        expires_at: NOW.plus(DAY),
+    }
+}
+
+fn consent_request_of(client_id: &str) -> AuthorizationRequest {
+    AuthorizationRequest {
+        client_id: client_id.into(),
+        ..request(&["openid"])
+    }
+}
+
+pub(crate) async fn a_users_grants_are_listed_then_revoked_with_codes_and_consents_alone(
+    storage: &dyn Storage,
+) {
+    for grant in [
+        grant_of("ada-2", "ada", "c2", NOW.plus(MINUTE)),
+        grant_of("ada-1", "ada", "c1", NOW),
+        grant_of("ada-revoked", "ada", "c1", NOW),
+        grant_of("bob-1", "bob", "c1", NOW),
+    ] {
+        assert!(storage.create_family(grant).await.unwrap());
+    }
+    storage.revoke_family("ada-revoked", NOW).await.unwrap();
+    let mut ended = grant_of("ada-ended", "ada", "c1", NOW);
+    ended.current_expires_at = NOW.plus(MINUTE);
+    ended.access_tokens.clear();
+    assert!(storage.create_family(ended).await.unwrap());
+    let used = NOW.plus(MINUTE * 2);
+    let ada_2 = RefreshRequest {
+        client_id: "c2",
+        ..CLIENT
+    };
+    storage
+        .rotate_refresh(
+            &TokenHash::of("ada-2"),
+            &ada_2,
+            replacement("ada-2-next"),
+            used,
+        )
+        .await
+        .unwrap();
+    let in_flight = TokenHash::of("ada-code");
+    let mut record = code("ada-3", NOW.plus(MINUTE * 10));
+    record.identity.subject = "ada".into();
+    storage.put_code(in_flight, record).await.unwrap();
+    for (subject, client_id) in [("ada", "c1"), ("bob", "c1")] {
+        storage
+            .put_consent_grant(consent_of(subject, client_id), NOW)
+            .await
+            .unwrap();
+    }
+
+    let now = NOW.plus(MINUTE * 3);
+    let ids = |grants: Vec<RefreshFamily>| -> Vec<String> {
+        grants.into_iter().map(|grant| grant.id).collect()
+    };
+    let ada = storage
+        .live_grants(GrantOwner::Subject("ada"), now)
+        .await
+        .unwrap();
+    assert_eq!(ada[1].last_used_at, Some(used));
+    assert_eq!(ada[0].created_at, NOW);
+    assert_eq!(
+        ids(ada),
+        ["ada-1", "ada-2"],
+        "oldest first; not the revoked or ended"
+    );
+    assert_eq!(
+        ids(storage
+            .live_grants(GrantOwner::Client("c1"), now)
+            .await
+            .unwrap()),
+        ["ada-1", "bob-1"]
+    );
+    assert!(
+        storage
+            .live_grants(GrantOwner::Subject("ad\0a"), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        storage
+            .revoke_grants(GrantOwner::Subject("ada"), now)
+            .await
+            .unwrap(),
+        2
+    );
+    for jti in ["ada-1-at-0", "ada-2-next-at"] {
+        assert!(
+            storage.is_access_token_revoked(jti, now).await.unwrap(),
+            "{jti}"
+        );
+    }
+    assert!(
+        !storage
+            .is_access_token_revoked("bob-1-at-0", now)
+            .await
+            .unwrap()
+    );
+    let (presentation, _) = storage
+        .rotate_refresh(&TokenHash::of("ada-2-next"), &ada_2, replacement("x"), now)
+        .await
+        .unwrap()
+        .expect("known, as revoked");
+    assert_eq!(presentation, Presentation::Revoked);
+    let redemption = storage
+        .redeem_code(&in_flight, "client", now, &mut |record| {
+            let mut grant = family(&record.family_id, TokenHash::of("ada-3"));
+            grant.identity.subject = "ada".into();
+            Some(grant)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    assert!(
+        storage
+            .is_access_token_revoked("ada-3-at-0", now)
+            .await
+            .unwrap(),
+        "the code's grant starts revoked"
+    );
+    assert_eq!(
+        storage
+            .consented_scopes("ada", &consent_request_of("c1"), now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        storage
+            .has_consent("bob", &consent_request_of("c1"), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .live_grants(GrantOwner::Subject("ada"), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        storage
+            .revoke_grants(GrantOwner::Subject("ada"), now)
+            .await
+            .unwrap(),
+        0,
+        "nothing live is left"
+    );
+    assert_eq!(
+        ids(storage
+            .live_grants(GrantOwner::Subject("bob"), now)
+            .await
+            .unwrap()),
+        ["bob-1"]
+    );
+}
+
+pub(crate) async fn a_clients_grants_are_revoked_with_its_consents_alone(storage: &dyn Storage) {
+    for grant in [
+        grant_of("c1-ada", "ada", "c1", NOW),
+        grant_of("c1-bob", "bob", "c1", NOW),
+        grant_of("c2-ada", "ada", "c2", NOW),
+    ] {
+        assert!(storage.create_family(grant).await.unwrap());
+    }
+    for client_id in ["c1", "c2"] {
+        storage
+            .put_consent_grant(consent_of("ada", client_id), NOW)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        storage
+            .revoke_grants(GrantOwner::Client("c1"), NOW)
+            .await
+            .unwrap(),
+        2
+    );
+    for (jti, revoked) in [
+        ("c1-ada-at-0", true),
+        ("c1-bob-at-0", true),
+        ("c2-ada-at-0", false),
+    ] {
+        assert_eq!(
+            storage.is_access_token_revoked(jti, NOW).await.unwrap(),
+            revoked,
+            "{jti}"
+        );
+    }
+    assert!(
+        !storage
+            .has_consent("ada", &consent_request_of("c1"), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .has_consent("ada", &consent_request_of("c2"), NOW)
+            .await
+            .unwrap()
     );
 }

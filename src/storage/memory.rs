@@ -11,7 +11,8 @@ use indexmap::IndexMap;
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
+    GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage,
+    StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::SealedSecret;
@@ -425,6 +426,63 @@ impl Storage for MemoryStorage {
             inner.revoke_family(&family_id, now);
         }
         Ok(true)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError> {
+        let mut clients: Vec<RegisteredClient> =
+            self.lock()?.registered_clients.values().cloned().collect();
+        clients.sort_by(|a, b| (a.issued_at, &a.client_id).cmp(&(b.issued_at, &b.client_id)));
+        Ok(clients)
+    }
+
+    // A walk over every family, under the lock: an administrator's occasional question, not
+    // worth an index that every family would pay for in memory.
+    async fn live_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<RefreshFamily>, StorageError> {
+        let mut grants: Vec<RefreshFamily> = self
+            .lock()?
+            .families
+            .values()
+            .filter(|family| owner.owns(&family.client_id, &family.identity))
+            .filter(|family| family.is_live(now))
+            .cloned()
+            .collect();
+        grants.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(grants)
+    }
+
+    async fn revoke_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<usize, StorageError> {
+        let mut inner = self.lock()?;
+        let mut live = 0;
+        let mut granted = Vec::new();
+        for family in inner.families.values() {
+            if owner.owns(&family.client_id, &family.identity) {
+                live += usize::from(family.is_live(now));
+                granted.push(family.id.clone());
+            }
+        }
+        granted.extend(
+            inner
+                .codes
+                .values()
+                .filter(|code| !code.redeemed)
+                .filter(|code| owner.owns(&code.record.client_id, &code.record.identity))
+                .map(|code| code.record.family_id.clone()),
+        );
+        for family_id in granted {
+            inner.revoke_family(&family_id, now);
+        }
+        inner
+            .consent_grants
+            .retain(|(subject, client_id), _| !owner.owns_consent(subject, client_id));
+        Ok(live)
     }
 
     async fn delete_unused_clients(

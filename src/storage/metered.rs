@@ -10,7 +10,7 @@ use super::*;
 use crate::metrics::Metrics;
 
 /// Every operation, so that each has its series before its first use.
-const OPERATIONS: [&str; 31] = [
+const OPERATIONS: [&str; 34] = [
     "consented_scopes",
     "count_clients",
     "count_pending",
@@ -22,6 +22,8 @@ const OPERATIONS: [&str; 31] = [
     "get_client",
     "get_consent_request",
     "is_access_token_revoked",
+    "list_clients",
+    "live_grants",
     "peek_pending",
     "ping",
     "put_code",
@@ -34,6 +36,7 @@ const OPERATIONS: [&str; 31] = [
     "replace_upstream_refresh",
     "revoke_access_token",
     "revoke_family",
+    "revoke_grants",
     "rotate_refresh",
     "shared_secret",
     "shared_secret_names",
@@ -332,6 +335,34 @@ impl Storage for MeteredStorage {
 
     async fn count_clients(&self) -> Result<usize, StorageError> {
         timed!(self, "count_clients", self.inner.count_clients().await)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError> {
+        timed!(self, "list_clients", self.inner.list_clients().await)
+    }
+
+    async fn live_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<RefreshFamily>, StorageError> {
+        timed!(
+            self,
+            "live_grants",
+            self.inner.live_grants(owner, now).await
+        )
+    }
+
+    async fn revoke_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<usize, StorageError> {
+        timed!(
+            self,
+            "revoke_grants",
+            self.inner.revoke_grants(owner, now).await
+        )
     }
 
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError> {

@@ -200,6 +200,31 @@ pub enum CodeRedemption {
     OtherClient,
 }
 
+/// Whose grants an administrator looks at or revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantOwner<'a> {
+    /// A user, by the `sub` of their tokens.
+    Subject(&'a str),
+    /// A client, configured or registered.
+    Client(&'a str),
+}
+
+impl GrantOwner<'_> {
+    pub(crate) fn owns(&self, client_id: &str, identity: &Identity) -> bool {
+        match self {
+            GrantOwner::Subject(subject) => identity.subject == *subject,
+            GrantOwner::Client(client) => client_id == *client,
+        }
+    }
+
+    pub(crate) fn owns_consent(&self, subject: &str, client_id: &str) -> bool {
+        match self {
+            GrantOwner::Subject(owner) => subject == *owner,
+            GrantOwner::Client(owner) => client_id == *owner,
+        }
+    }
+}
+
 /// Checks a token request against the code it presents and builds the grant it turns into;
 /// `None` when the request fails a check (the code is used up all the same).
 pub(crate) type IssueGrant<'a> =
@@ -353,6 +378,23 @@ pub trait Storage: Send + Sync + 'static {
         never_used_before: UnixTime,
     ) -> Result<usize, StorageError>;
     async fn count_clients(&self) -> Result<usize, StorageError>;
+    /// Every registered client, oldest first.
+    async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError>;
+
+    /// The grants of `owner` that still give access (`RefreshFamily::is_live`), oldest first.
+    async fn live_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<RefreshFamily>, StorageError>;
+    /// Revokes every grant of `owner` with its access tokens, the grants its codes not yet
+    /// redeemed would start (they start revoked), and its remembered consents; returns how many
+    /// of the grants were live.
+    async fn revoke_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<usize, StorageError>;
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;

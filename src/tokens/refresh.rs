@@ -55,6 +55,12 @@ pub struct RefreshFamily {
     /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
     #[serde(default)]
     pub upstream_refresh: Option<SealedSecret>,
+    /// When the grant began; 0 for families stored before it was kept.
+    #[serde(default)]
+    pub created_at: UnixTime,
+    /// The last rotation, if any.
+    #[serde(default)]
+    pub last_used_at: Option<UnixTime>,
 }
 
 /// What a presentation of a refresh token turned out to be.
@@ -157,6 +163,17 @@ impl RefreshFamily {
         None
     }
 
+    /// Whether the grant still gives access: not revoked, and a refresh token or an access
+    /// token of it not expired.
+    pub(crate) fn is_live(&self, now: UnixTime) -> bool {
+        !self.revoked
+            && (now < self.current_expires_at.min(self.absolute_expires_at)
+                || self
+                    .access_tokens
+                    .iter()
+                    .any(|token| token.expires_at > now))
+    }
+
     /// Applies the rotation rule; the caller persists `self` atomically with the lookup.
     pub(crate) fn present(
         &mut self,
@@ -207,6 +224,7 @@ impl RefreshFamily {
             Presentation::RetriedLostResponse
         };
         self.current = Some(replacement.hash);
+        self.last_used_at = Some(now);
         if let Some(identity) = replacement.identity {
             self.identity = identity;
         }
@@ -253,6 +271,8 @@ mod tests {
             revoked: false,
             access_tokens: vec![],
             upstream_refresh: None,
+            created_at: now,
+            last_used_at: None,
         }
     }
 

@@ -185,6 +185,8 @@ fn new_family(
         revoked: false,
         access_tokens: vec![issued],
         upstream_refresh: record.upstream_refresh.clone(),
+        created_at: now,
+        last_used_at: None,
     };
     if refresh.is_some() {
         family.current_expires_at = family.sliding_expiry(now, bridge.settings.refresh_token_ttl);

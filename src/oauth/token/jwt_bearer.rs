@@ -114,6 +114,8 @@ pub(super) async fn exchange(
                     expires_at: record.expires_at,
                 }],
                 upstream_refresh: None,
+                created_at: now,
+                last_used_at: None,
             };
             family.current_expires_at =
                 family.sliding_expiry(now, bridge.settings.refresh_token_ttl);

@@ -15,7 +15,16 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "refresh families stay uncompressed", V4),
     (5, "refresh families by client", V5),
     (6, "single-use keys", V6),
+    (7, "grants and consents by owner", V7),
 ];
+
+/// An administrator lists or revokes a user's grants, or a client's remembered consents, without
+/// a scan of every row (grants by client have their index since V5, consents by subject their
+/// primary key).
+const V7: &str = r#"
+CREATE INDEX refresh_families_subject ON refresh_families ((data->'identity'->>'subject'));
+CREATE INDEX consent_grants_client ON consent_grants (client_id);
+"#;
 
 /// Client assertion `jti`s (RFC 7523 §3), remembered until the assertion expires, so that a
 /// replay to any instance is refused; the sweep deletes them by `expires_at`.

@@ -20,7 +20,8 @@ use tokio_postgres::{NoTls, Row};
 use self::prepared::Prepared;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage, StorageError,
+    GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage,
+    StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::{SealedSecret, Sealer};
@@ -324,11 +325,13 @@ impl PostgresStorage {
 
 /// Marks a family revoked inside the caller's transaction: its access tokens join the revoked
 /// list, and a tombstone stops a family not created yet from ever being created.
+/// Revokes the family and its access tokens (or leaves a tombstone for a family to come);
+/// whether the family gave access until now.
 async fn revoke_family_in(
     client: &impl GenericClient,
     family_id: &str,
     now: UnixTime,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     client
         .run(
             "INSERT INTO family_tombstones (id, expires_at) VALUES ($1, $2)
@@ -346,9 +349,10 @@ async fn revoke_family_in(
         )
         .await?;
     let Some(row) = row else {
-        return Ok(());
+        return Ok(false);
     };
     let Json(mut family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
+    let was_live = family.is_live(now);
     family.revoked = true;
     for token in family.access_tokens.drain(..) {
         revoke_access_token(client, &token.jti, token.expires_at).await?;
@@ -359,7 +363,7 @@ async fn revoke_family_in(
             &[&family_id, &Json(&family), &family_expiry(&family)],
         )
         .await?;
-    Ok(())
+    Ok(was_live)
 }
 
 async fn revoke_access_token(
@@ -969,6 +973,96 @@ impl Storage for PostgresStorage {
         }
         transaction.commit().await.map_err(unavailable)?;
         Ok(true)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError> {
+        let rows = self
+            .query(
+                "SELECT data, last_used_at FROM registered_clients ORDER BY issued_at, client_id",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let Json(mut client): Json<RegisteredClient> =
+                    row.try_get(0).map_err(unavailable)?;
+                let last_used_at: Option<i64> = row.try_get(1).map_err(unavailable)?;
+                client.last_used_at = last_used_at.map(UnixTime);
+                Ok(client)
+            })
+            .collect()
+    }
+
+    async fn live_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<RefreshFamily>, StorageError> {
+        let (sql, value) = match owner {
+            GrantOwner::Subject(subject) => (
+                "SELECT data FROM refresh_families WHERE data->'identity'->>'subject' = $1",
+                subject,
+            ),
+            GrantOwner::Client(client_id) => (
+                "SELECT data FROM refresh_families WHERE data->>'client_id' = $1",
+                client_id,
+            ),
+        };
+        if !storable(value) {
+            return Ok(Vec::new());
+        }
+        let mut grants = Vec::new();
+        for row in self.query(sql, &[&value]).await? {
+            let Json(family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
+            if family.is_live(now) {
+                grants.push(family);
+            }
+        }
+        grants.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(grants)
+    }
+
+    async fn revoke_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<usize, StorageError> {
+        let (granted_sql, consents_sql, value) = match owner {
+            GrantOwner::Subject(subject) => (
+                "SELECT id FROM refresh_families WHERE data->'identity'->>'subject' = $1
+                 UNION
+                 SELECT data->>'family_id' FROM authorization_codes
+                 WHERE NOT redeemed AND data->'identity'->>'subject' = $1
+                 ORDER BY 1",
+                "DELETE FROM consent_grants WHERE subject = $1",
+                subject,
+            ),
+            GrantOwner::Client(client_id) => (
+                "SELECT id FROM refresh_families WHERE data->>'client_id' = $1
+                 UNION
+                 SELECT data->>'family_id' FROM authorization_codes
+                 WHERE NOT redeemed AND data->>'client_id' = $1
+                 ORDER BY 1",
+                "DELETE FROM consent_grants WHERE client_id = $1",
+                client_id,
+            ),
+        };
+        if !storable(value) {
+            return Ok(0);
+        }
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(unavailable)?;
+        let mut live = 0;
+        // In one order, as `delete_client` does, so that two revocations never wait on each
+        // other's family locks.
+        for row in transaction.rows(granted_sql, &[&value]).await? {
+            let family_id: String = row.try_get(0).map_err(unavailable)?;
+            lock_family(&transaction, &family_id).await?;
+            live += usize::from(revoke_family_in(&transaction, &family_id, now).await?);
+        }
+        transaction.run(consents_sql, &[&value]).await?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(live)
     }
 
     async fn delete_unused_clients(
