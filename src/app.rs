@@ -23,6 +23,7 @@ use crate::key_rotation::{
 };
 use crate::local_users::LocalUsers;
 use crate::metrics::Metrics;
+use crate::oauth::admin::AdminTokens;
 use crate::oauth::identity_assertion::IdentityAssertions;
 use crate::oauth::login::LocalLogin;
 use crate::oauth::login_throttle::LoginThrottle;
@@ -53,6 +54,8 @@ pub struct Service {
     pub server: ServerConfig,
     /// `metrics.address`: where `/metrics` is served on a listener of its own.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// `admin.address`, and the administration API served there.
+    pub admin: Option<(std::net::SocketAddr, axum::Router)>,
 }
 
 pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Service> {
@@ -179,6 +182,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         identity_assertions,
     });
     let cimd = &config.oauth.cimd;
+    let admin_tokens = AdminTokens::configured(&config.admin)
+        .map_err(|problem| anyhow::anyhow!("admin.tokens: {problem}"))?;
+    let admin_tokens = (!admin_tokens.is_empty()).then(|| Arc::new(admin_tokens));
     let state = AppState {
         bridge: Arc::clone(&bridge),
         clock,
@@ -197,12 +203,19 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
             .enabled
             .then(|| Arc::new(RateLimiter::configured(&cimd.fetch_rate_limit))),
         serve_metrics: config.metrics.enabled && config.metrics.address.is_none(),
+        admin: admin_tokens.clone(),
+        serve_admin: admin_tokens.is_some() && config.admin.address.is_none(),
+    };
+    let admin = match (config.admin.address, &admin_tokens) {
+        (Some(address), Some(_)) => Some((address, crate::http::admin_router(state.clone()))),
+        _ => None,
     };
     Ok(Service {
         router: router(state),
         bridge,
         server: config.server.clone(),
         metrics_address: config.metrics.address.filter(|_| config.metrics.enabled),
+        admin,
     })
 }
 
@@ -696,19 +709,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    let mut side_listeners = Vec::new();
     if let Some(address) = service.metrics_address {
-        let metrics = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address} (metrics.address)"))?;
         let router = crate::http::metrics_router(Arc::clone(&service.bridge.metrics));
+        side_listeners.push(("metrics", address, router));
+    }
+    if let Some((address, router)) = &service.admin {
+        side_listeners.push(("admin", *address, router.clone()));
+    }
+    for (name, address, router) in side_listeners {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} ({name}.address)"))?;
         // The same connection limits and timeouts as the service's own listener.
         let limits = service.server.clone();
         let shutdown = until_stopped(stopped.clone());
-        tracing::info!(%address, "metrics listening");
+        tracing::info!(%address, "{name} listening");
         tokio::spawn(async move {
-            if let Err(error) = crate::http::server::serve(metrics, router, limits, shutdown).await
+            if let Err(error) = crate::http::server::serve(listener, router, limits, shutdown).await
             {
-                tracing::error!(%error, "the metrics listener failed");
+                tracing::error!(%error, "the {name} listener failed");
             }
         });
     }

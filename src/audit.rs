@@ -82,6 +82,8 @@ pub enum RevocationReason {
 pub enum DeletionReason {
     /// The client deleted its own registration (RFC 7592).
     ClientRequest,
+    /// An administrator deleted it (`DELETE /admin/clients/…`).
+    Admin,
 }
 
 /// One security event. The `event` name and the fields of each are the schema: names stay,
@@ -191,6 +193,27 @@ pub enum Event<'a> {
     /// The sweep deleted registered clients unused for too long, and their grants.
     #[serde(rename = "clients.expired")]
     ClientsExpired { count: usize },
+    /// A request to the administration API, allowed.
+    #[serde(rename = "admin.action")]
+    AdminAction {
+        /// The first eight hex digits of the SHA-256 of the administrator's token.
+        admin: &'a str,
+        /// `clients.list`, `clients.delete`, `grants.list`, `grants.revoke`.
+        action: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+        /// Clients listed, clients deleted (0 or 1), grants listed, live grants revoked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
+    },
+    /// A request to the administration API without a valid token.
+    #[serde(rename = "admin.refused")]
+    AdminRefused {
+        /// `missing` (no bearer token) or `invalid`.
+        reason: &'a str,
+    },
 }
 
 /// Emits `event` on the `audit` target, serialised once, only when something listens.

@@ -19,6 +19,7 @@ pub use crate::http::proxy::settings::{IdentityJwtConfig, ProxyConfig};
 pub use crate::http::server::ServerConfig;
 pub use crate::local_users::LocalUserConfig;
 pub use crate::metrics::MetricsConfig;
+pub use crate::oauth::admin::AdminConfig;
 pub use crate::oauth::disclosure::IdentityClaim;
 pub use crate::oauth::login_throttle::ThrottleSettings;
 pub use crate::oauth::register::DcrConfig;
@@ -65,6 +66,9 @@ pub struct Config {
     /// The audit trail's destination.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The administration API under `/admin/`.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +212,7 @@ impl Config {
         self.oauth.validate(&mut problems);
         self.metrics.validate(&self.server.address, &mut problems);
         self.audit.validate(&mut problems);
+        self.admin.validate(&self.server.address, &mut problems);
         if let Some(proxy) = &self.proxy {
             proxy.validate(&self.oauth.scopes_supported, &mut problems);
         }

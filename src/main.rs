@@ -1,4 +1,5 @@
-//! Command line: `serve` (default), `check-config`, `migrate`, `hash-secret`, `healthcheck`.
+//! Command line: `serve` (default), `check-config`, `migrate`, `hash-secret`, `healthcheck`,
+//! `admin`.
 
 use std::io::BufRead;
 use std::io::IsTerminal;
@@ -67,6 +68,59 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
+    /// Call a running bridge's administration API (`admin.tokens`). The token is read from
+    /// MCP_OAUTH_BRIDGE_ADMIN_TOKEN, never from the command line (which `ps` shows).
+    Admin {
+        /// The bridge's address, or `admin.address` when it has one.
+        #[arg(
+            long,
+            env = "MCP_OAUTH_BRIDGE_ADMIN_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        url: String,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// List the registered clients.
+    Clients,
+    /// Delete a registered client; its grants are revoked with it.
+    DeleteClient { client_id: String },
+    /// List the live grants of a user or of a client.
+    Grants {
+        #[command(flatten)]
+        owner: GrantOwnerArgs,
+    },
+    /// Revoke every grant of a user or of a client (and forget their approvals).
+    Revoke {
+        #[command(flatten)]
+        owner: GrantOwnerArgs,
+    },
+    /// Read an admin token from standard input and print the hash to put in admin.tokens.
+    HashToken,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct GrantOwnerArgs {
+    /// The user, by the `sub` of their tokens.
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    client_id: Option<String>,
+}
+
+impl GrantOwnerArgs {
+    fn query(&self) -> Vec<(&'static str, &str)> {
+        match (&self.subject, &self.client_id) {
+            (Some(subject), _) => vec![("subject", subject.as_str())],
+            (None, Some(client_id)) => vec![("client_id", client_id.as_str())],
+            (None, None) => Vec::new(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -78,6 +132,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(&cli.config),
             Command::HashSecret { cost } => hash_secret(cost),
             Command::Healthcheck { url } => healthcheck(&url),
+            Command::Admin { url, action } => admin(&url, &action),
             Command::Serve => Ok(()),
         }),
     };
@@ -107,6 +162,71 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
             "{url} answered {}",
             response.status()
         );
+        Ok(())
+    })
+}
+
+const ADMIN_TOKEN_VARIABLE: &str = "MCP_OAUTH_BRIDGE_ADMIN_TOKEN";
+
+/// One request to the administration API; its JSON answer printed as it came.
+fn admin(base: &str, action: &AdminAction) -> anyhow::Result<()> {
+    if let AdminAction::HashToken = action {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let token = line.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!token.is_empty(), "no token on standard input");
+        println!("{}", mcp_oauth_bridge::oauth::admin::hashed_token(token));
+        return Ok(());
+    }
+    let token = std::env::var(ADMIN_TOKEN_VARIABLE)
+        .ok()
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("set {ADMIN_TOKEN_VARIABLE} to an admin token"))?;
+    let mut url =
+        reqwest::Url::parse(base).map_err(|error| anyhow::anyhow!("--url {base}: {error}"))?;
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("--url {base} cannot take a path"))?;
+        path.pop_if_empty().push("admin");
+        match action {
+            AdminAction::Clients => {
+                path.push("clients");
+            }
+            AdminAction::DeleteClient { client_id } => {
+                path.push("clients").push(client_id);
+            }
+            AdminAction::Grants { .. } | AdminAction::Revoke { .. } => {
+                path.push("grants");
+            }
+            AdminAction::HashToken => {}
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let request = match action {
+            AdminAction::Clients => client.get(url),
+            AdminAction::DeleteClient { .. } => client.delete(url),
+            AdminAction::Grants { owner } => client.get(url).query(&owner.query()),
+            AdminAction::Revoke { owner } => client.delete(url).query(&owner.query()),
+            AdminAction::HashToken => return Ok(()),
+        };
+        let response = request.bearer_auth(&token).send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "the bridge answered {status}: {}",
+            body.trim()
+        );
+        if !body.is_empty() {
+            println!("{body}");
+        }
         Ok(())
     })
 }

@@ -1,5 +1,6 @@
 //! HTTP: routes, request parsing, and rendering of what `oauth` decides. No protocol rules here.
 
+mod admin;
 mod authorize;
 mod bearer;
 mod callback;
@@ -60,6 +61,10 @@ pub(crate) struct AppState {
     pub(crate) authorizations: Arc<crate::rate_limit::RateLimiter>,
     /// `GET /metrics` on this listener (`metrics.enabled` without `metrics.address`).
     pub(crate) serve_metrics: bool,
+    /// The administrators' tokens, when the admin API is on.
+    pub(crate) admin: Option<Arc<crate::oauth::admin::AdminTokens>>,
+    /// `/admin/` on this listener (admin tokens without `admin.address`).
+    pub(crate) serve_admin: bool,
 }
 
 impl AppState {
@@ -196,10 +201,30 @@ pub(crate) fn router(state: AppState) -> Router {
     } else {
         app
     };
+    let app = if state.serve_admin {
+        app.merge(admin::routes())
+    } else {
+        app
+    };
     let app = app
         .route(endpoints::HEALTH, get(well_known::healthz_get))
-        .route(endpoints::READY, get(well_known::readyz_get))
-        .fallback(well_known::not_found);
+        .route(endpoints::READY, get(well_known::readyz_get));
+    served(app, state, trusted_proxies)
+}
+
+/// The administration API alone, for a listener of its own (`admin.address`), with the same
+/// request ids, client addresses and failure logging as the service's.
+pub(crate) fn admin_router(state: AppState) -> Router {
+    let trusted_proxies = Arc::clone(&state.trusted_proxies);
+    served(admin::routes(), state, trusted_proxies)
+}
+
+fn served(
+    app: Router<AppState>,
+    state: AppState,
+    trusted_proxies: Arc<client_address::TrustedProxies>,
+) -> Router {
+    let app = app.fallback(well_known::not_found);
     // Plain tower maps, not axum's `from_fn`, which clones and boxes the rest of the stack for
     // every request.
     observed(app.with_state(state)).layer(tower::util::MapRequestLayer::new(
@@ -343,6 +368,8 @@ mod tests {
         let harness = Harness::new();
         router(AppState {
             serve_metrics: false,
+            admin: None,
+            serve_admin: false,
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
             base_path: Arc::from(""),
@@ -428,6 +455,8 @@ mod tests {
         };
         let app = router(AppState {
             serve_metrics: false,
+            admin: None,
+            serve_admin: false,
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
             base_path: Arc::from(""),

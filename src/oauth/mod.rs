@@ -1,6 +1,7 @@
 //! The OAuth 2.1 protocol: every rule the bridge enforces, with no HTTP types. Functions take
 //! the current time as an argument; `http` parses and renders, this module decides.
 
+pub mod admin;
 pub(crate) mod authorize;
 pub(crate) mod bearer;
 pub(crate) mod callback;
@@ -65,6 +66,7 @@ pub(crate) mod endpoints {
     pub(crate) const HEALTH: &str = "/healthz";
     pub(crate) const READY: &str = "/readyz";
     pub(crate) const METRICS: &str = "/metrics";
+    pub(crate) const ADMIN: &str = "/admin";
 }
 
 /// How long an authorization code and a pending upstream login live (RFC 6749 §4.1.2 advises

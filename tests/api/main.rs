@@ -3,6 +3,7 @@
 // Helpers outside #[test] functions fail the test by panicking, which is what a test helper is for.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod audit;
 mod browser;
 mod cli;

@@ -14,10 +14,10 @@ use tokio_postgres::NoTls;
 use crate::helpers::*;
 
 /// A database of this test's own, dropped by `drop_database` at the end.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 async fn admin(url: &str) -> tokio_postgres::Client {
@@ -28,7 +28,7 @@ async fn admin(url: &str) -> tokio_postgres::Client {
     client
 }
 
-async fn test_database() -> Option<TestDatabase> {
+pub(crate) async fn test_database() -> Option<TestDatabase> {
     let admin_url = mcp_oauth_bridge::testing::postgres_url().unwrap()?;
     let name = format!("mob_it_{:016x}", rand::random::<u64>());
     admin(&admin_url)
@@ -50,7 +50,7 @@ impl TestDatabase {
         admin(&self.url).await
     }
 
-    async fn drop_database(self) {
+    pub(crate) async fn drop_database(self) {
         admin(&self.admin_url)
             .await
             .batch_execute(&format!(

@@ -147,7 +147,14 @@ impl ProxyConfig {
                 self.upstream_url
             )),
         }
-        let reserved = ["/oauth", "/.well-known", "/healthz", "/readyz", "/metrics"];
+        let reserved = [
+            "/oauth",
+            "/.well-known",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/admin",
+        ];
         if !self.path.starts_with('/')
             || self.path.len() < 2
             || self.path.ends_with('/')
