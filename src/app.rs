@@ -97,6 +97,9 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     )
     .await?;
     let sign_in = sign_in(config, &metrics).await?;
+    if let SignIn::Upstream(upstream) = &sign_in {
+        metrics.watch(Arc::new(crate::upstream::Discovery(Arc::clone(upstream))));
+    }
 
     let dcr = &config.oauth.dcr;
     spawn_sweeper(

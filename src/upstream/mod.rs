@@ -83,3 +83,17 @@ pub trait Upstream: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<UpstreamRefresh, UpstreamError>;
 }
+
+/// Whether the provider's discovery succeeded, as a gauge of the metrics (`upstream_discovered`):
+/// until it has, no sign-in can start and `/readyz` answers 503.
+pub(crate) struct Discovery(pub(crate) std::sync::Arc<dyn Upstream>);
+
+impl crate::metrics::Gauges for Discovery {
+    fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
+        vec![(
+            "upstream_discovered",
+            "1 once the identity provider's discovery document was read and sign-ins can start",
+            i64::from(self.0.is_ready()),
+        )]
+    }
+}

@@ -388,3 +388,123 @@ async fn the_kubernetes_manifests_parse_and_probe_real_endpoints() {
     assert!(probed.contains(&"/healthz".to_owned()));
     assert!(probed.contains(&"/readyz".to_owned()));
 }
+
+/// The names `mcp_oauth_bridge_…` that `text` mentions.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    regex::Regex::new(r"mcp_oauth_bridge_[a-z_]+")
+        .unwrap()
+        .find_iter(text)
+        .map(|found| found.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_alert_rules_ask_only_for_series_the_bridge_exports() {
+    let Some(database) = crate::postgres::test_database().await else {
+        return;
+    };
+    let upstream = crate::mcp_upstream::McpUpstream::start().await;
+    let (url, mcp) = (database.url.clone(), upstream.url.clone());
+    let app = spawn_app_with(Options {
+        configure: configure(move |config| {
+            postgres(config, &url);
+            config.metrics.enabled = true;
+            config.proxy = Some(ProxyConfig::forwarding_to(mcp));
+        }),
+        ..Options::default()
+    })
+    .await;
+    let exported = app
+        .api
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported = metric_names(&exported);
+    assert!(
+        exported.contains("mcp_oauth_bridge_storage_pool_in_use"),
+        "{exported:?}"
+    );
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/mcp-oauth-bridge.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let ids: std::collections::HashSet<_> = panels.iter().map(|p| p["id"].as_u64()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let mut expressions = String::new();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}");
+            expressions.push_str(target["expr"].as_str().unwrap());
+            expressions.push('\n');
+        }
+    }
+    let rules = read("deploy/prometheus/alerts.yml");
+    for (source, text) in [("dashboard", &expressions), ("alert rules", &rules)] {
+        let asked = metric_names(text);
+        assert!(asked.len() >= 8, "{source}: {asked:?}");
+        let unknown: Vec<_> = asked.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "the {source} ask for series the bridge does not export: {unknown:?}"
+        );
+    }
+    // The dashboard shows every family the bridge exports.
+    let families: std::collections::BTreeSet<String> = exported
+        .iter()
+        .map(|name| {
+            ["_bucket", "_count", "_sum", "_created"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name)
+                .to_owned()
+        })
+        .collect();
+    let shown = metric_names(&expressions);
+    let missing: Vec<_> = families
+        .iter()
+        .filter(|family| !shown.iter().any(|name| name.starts_with(family.as_str())))
+        .collect();
+    assert!(missing.is_empty(), "not on the dashboard: {missing:?}");
+    database.drop_database().await;
+}
+
+#[test]
+fn the_monitoring_profile_mounts_the_rules_and_the_dashboard_and_scrapes_the_metrics_listener() {
+    let compose = yaml("docker-compose.yml");
+    let services = &compose["services"];
+    for name in ["prometheus", "grafana"] {
+        assert_eq!(
+            strings(&services[name]["profiles"]),
+            ["monitoring"],
+            "{name}"
+        );
+        for volume in strings(&services[name]["volumes"]) {
+            let source = volume.split(':').next().unwrap();
+            if let Some(path) = source.strip_prefix("./") {
+                assert!(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(path).exists(),
+                    "{name} mounts {source}, which is not in the repository"
+                );
+            }
+        }
+    }
+    // Prometheus scrapes the address the compose configuration serves the metrics on, in the
+    // network namespace the bridge shares with Keycloak.
+    let config = compose_config();
+    assert!(config.metrics.enabled);
+    let port = config.metrics.address.unwrap().port();
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
+    let job = &prometheus["scrape_configs"][0];
+    assert_eq!(job["job_name"].as_str(), Some("mcp-oauth-bridge"));
+    assert_eq!(
+        strings(&job["static_configs"][0]["targets"]),
+        [format!("keycloak:{port}")]
+    );
+    assert!(read("deploy/prometheus/alerts.yml").contains("job=\"mcp-oauth-bridge\""));
+}

@@ -121,6 +121,7 @@ async fn a_scripted_flow_is_counted_without_a_client_id_or_subject_in_a_label() 
 
     let text = scrape(&app).await;
     for (series, expected) in [
+        ("mcp_oauth_bridge_upstream_discovered", 1.0),
         (
             "mcp_oauth_bridge_tokens_issued_total{grant_type=\"authorization_code\"}",
             3.0,
