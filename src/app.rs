@@ -187,7 +187,8 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     let cimd = &config.oauth.cimd;
     let admin_tokens = AdminTokens::configured(&config.admin)
         .map_err(|problem| anyhow::anyhow!("admin.tokens: {problem}"))?;
-    let admin_tokens = (!admin_tokens.is_empty()).then(|| Arc::new(admin_tokens));
+    let admin_tokens =
+        (!admin_tokens.is_empty()).then(|| crate::http::AdminAccess::new(admin_tokens));
     let state = AppState {
         bridge: Arc::clone(&bridge),
         clock,

@@ -74,6 +74,12 @@ pub enum RevocationReason {
     CodeReplay,
     /// The client asked for it (RFC 7009).
     ClientRequest,
+    /// The provider no longer refreshes the user's session there (re-validation on refresh).
+    UpstreamSessionEnded,
+    /// Its client was deleted (RFC 7592, or by an administrator).
+    ClientDeleted,
+    /// An administrator revoked the grants of its user or client.
+    Admin,
 }
 
 /// Why a registered client was deleted.
@@ -190,7 +196,8 @@ pub enum Event<'a> {
         client_id: &'a str,
         reason: DeletionReason,
     },
-    /// The sweep deleted registered clients unused for too long, and their grants.
+    /// The sweep deleted registered clients unused for too long (which can no longer use the
+    /// grants they hold: they authenticate nowhere).
     #[serde(rename = "clients.expired")]
     ClientsExpired { count: usize },
     /// A request to the administration API, allowed.
@@ -213,6 +220,9 @@ pub enum Event<'a> {
     AdminRefused {
         /// `missing` (no bearer token) or `invalid`.
         reason: &'a str,
+        method: &'a str,
+        /// The request's path (never its query).
+        path: &'a str,
     },
 }
 

@@ -213,8 +213,22 @@ impl Config {
         self.metrics.validate(&self.server.address, &mut problems);
         self.audit.validate(&mut problems);
         self.admin.validate(&self.server.address, &mut problems);
+        if let (Some(admin), Some(metrics)) = (self.admin.address, self.metrics.address)
+            && admin == metrics
+        {
+            problems.push(format!(
+                "admin.address: {admin} is metrics.address; each needs a listener of its own"
+            ));
+        }
         if let Some(proxy) = &self.proxy {
             proxy.validate(&self.oauth.scopes_supported, &mut problems);
+            let admin_here = !self.admin.tokens.is_empty() && self.admin.address.is_none();
+            if admin_here && (proxy.path == "/admin" || proxy.path.starts_with("/admin/")) {
+                problems.push(format!(
+                    "proxy.path: {:?} is where the admin API is served (admin.tokens); move one of them, or the admin API to admin.address",
+                    proxy.path
+                ));
+            }
         }
         if self
             .oauth

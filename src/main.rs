@@ -125,17 +125,20 @@ impl GrantOwnerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // `serve` reads its configuration first: the audit trail's destination is in it.
+    let result = match &command {
+        Command::Serve => Ok(()),
+        _ => init_tracing(cli.log_format, None),
+    }
+    .and_then(|()| match command {
         Command::Serve => serve(&cli.config, cli.log_format),
-        command => init_tracing(cli.log_format, None).and_then(|()| match command {
-            Command::CheckConfig => check_config(&cli.config),
-            Command::Migrate => migrate(&cli.config),
-            Command::HashSecret { cost } => hash_secret(cost),
-            Command::Healthcheck { url } => healthcheck(&url),
-            Command::Admin { url, action } => admin(&url, &action),
-            Command::Serve => Ok(()),
-        }),
-    };
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Migrate => migrate(&cli.config),
+        Command::HashSecret { cost } => hash_secret(cost),
+        Command::Healthcheck { url } => healthcheck(&url),
+        Command::Admin { url, action } => admin(&url, &action),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -167,6 +170,8 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
 }
 
 const ADMIN_TOKEN_VARIABLE: &str = "MCP_OAUTH_BRIDGE_ADMIN_TOKEN";
+/// As for a plain token in `admin.tokens`: a hash is kept, but the token behind it must be as long.
+const MIN_ADMIN_TOKEN_LENGTH: usize = 32;
 
 /// One request to the administration API; its JSON answer printed as it came.
 fn admin(base: &str, action: &AdminAction) -> anyhow::Result<()> {
@@ -174,7 +179,10 @@ fn admin(base: &str, action: &AdminAction) -> anyhow::Result<()> {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         let token = line.trim_end_matches(['\r', '\n']);
-        anyhow::ensure!(!token.is_empty(), "no token on standard input");
+        anyhow::ensure!(
+            token.chars().count() >= MIN_ADMIN_TOKEN_LENGTH,
+            "an admin token must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (openssl rand -base64 32)"
+        );
         println!("{}", mcp_oauth_bridge::oauth::admin::hashed_token(token));
         return Ok(());
     }
@@ -184,6 +192,17 @@ fn admin(base: &str, action: &AdminAction) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("set {ADMIN_TOKEN_VARIABLE} to an admin token"))?;
     let mut url =
         reqwest::Url::parse(base).map_err(|error| anyhow::anyhow!("--url {base}: {error}"))?;
+    // The token travels in every request: in clear only to this machine.
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    anyhow::ensure!(
+        url.scheme() == "https" || (url.scheme() == "http" && loopback),
+        "--url {base}: use https, or http to this machine only (a tunnel, kubectl port-forward)"
+    );
     {
         let mut path = url
             .path_segments_mut()
@@ -206,7 +225,9 @@ fn admin(base: &str, action: &AdminAction) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Never through an HTTP(S)_PROXY: the token is for the bridge alone.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
         let request = match action {
@@ -248,8 +269,15 @@ fn init_tracing(format: LogFormat, audit: Option<&AuditConfig>) -> anyhow::Resul
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, filter};
-    let levels = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut levels = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The trail is not log chatter: a RUST_LOG written for the crate (`mcp_oauth_bridge=debug`)
+    // or for quiet (`warn`) keeps it; only a RUST_LOG that names `audit` decides for it.
+    let names_audit =
+        std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("audit"));
+    if !names_audit && let Ok(directive) = "audit=info".parse() {
+        levels = levels.add_directive(directive);
+    }
     let audit_in_log = audit.is_none_or(|audit| audit.output == AuditOutput::Log);
     let audit_layer = match audit {
         Some(audit) => Destination::configured(audit)?.map(|destination| {

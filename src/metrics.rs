@@ -272,7 +272,13 @@ impl Metrics {
                 .registrations
                 .get_or_create_owned(&[("kind", kind), ("outcome", outcome)]);
         }
-        for route in ["authorize", "register", "metadata_document_fetch", "login"] {
+        for route in [
+            "authorize",
+            "register",
+            "metadata_document_fetch",
+            "login",
+            "admin",
+        ] {
             metrics
                 .rate_limited
                 .get_or_create_owned(&[("route", route)]);

@@ -21,6 +21,7 @@ pub enum Destination {
     Stderr,
     File(Mutex<std::fs::File>),
     /// For tests: lines collected in memory.
+    #[cfg(test)]
     Memory(std::sync::Arc<Mutex<Vec<u8>>>),
 }
 
@@ -62,6 +63,7 @@ impl Destination {
                 Ok(mut file) => file.write_all(line),
                 Err(_) => Err(std::io::Error::other("audit file lock poisoned")),
             },
+            #[cfg(test)]
             Destination::Memory(lines) => match lines.lock() {
                 Ok(mut lines) => {
                     lines.extend_from_slice(line);

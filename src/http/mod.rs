@@ -1,6 +1,7 @@
 //! HTTP: routes, request parsing, and rendering of what `oauth` decides. No protocol rules here.
 
 mod admin;
+pub(crate) use admin::AdminAccess;
 mod authorize;
 mod bearer;
 mod callback;
@@ -62,7 +63,7 @@ pub(crate) struct AppState {
     /// `GET /metrics` on this listener (`metrics.enabled` without `metrics.address`).
     pub(crate) serve_metrics: bool,
     /// The administrators' tokens, when the admin API is on.
-    pub(crate) admin: Option<Arc<crate::oauth::admin::AdminTokens>>,
+    pub(crate) admin: Option<Arc<admin::AdminAccess>>,
     /// `/admin/` on this listener (admin tokens without `admin.address`).
     pub(crate) serve_admin: bool,
 }
@@ -202,7 +203,7 @@ pub(crate) fn router(state: AppState) -> Router {
         app
     };
     let app = if state.serve_admin {
-        app.merge(admin::routes())
+        app.merge(admin::routes(&state))
     } else {
         app
     };
@@ -216,7 +217,7 @@ pub(crate) fn router(state: AppState) -> Router {
 /// request ids, client addresses and failure logging as the service's.
 pub(crate) fn admin_router(state: AppState) -> Router {
     let trusted_proxies = Arc::clone(&state.trusted_proxies);
-    served(admin::routes(), state, trusted_proxies)
+    served(admin::routes(&state), state, trusted_proxies)
 }
 
 fn served(

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use super::revoke::record_ended;
 use super::{Bridge, OAuthError};
 use crate::audit;
 use crate::clock::UnixTime;
@@ -172,20 +173,28 @@ pub(crate) struct GrantView {
     #[serde(skip_serializing_if = "Option::is_none")]
     created_at: Option<i64>,
     last_used_at: Option<i64>,
-    /// Whether the grant has a refresh token (else it lives as long as its access tokens).
+    /// Whether its refresh token still works (else it lives as long as its access tokens).
     refreshable: bool,
-    /// When it ends unless used again: its refresh token's expiry.
+    /// When it ends unless refreshed: its refresh token's expiry, else its last access token's.
     expires_at: i64,
 }
 
-impl From<RefreshFamily> for GrantView {
-    fn from(family: RefreshFamily) -> Self {
-        let expires_at = family
-            .current_expires_at
-            .min(family.absolute_expires_at)
-            .seconds();
+impl GrantView {
+    fn of(family: RefreshFamily, now: UnixTime) -> Self {
+        let refresh_ends = family.current_expires_at.min(family.absolute_expires_at);
+        // Live through its refresh token, or only through access tokens not expired yet.
+        let refreshable = family.current.is_some() && now < refresh_ends;
+        let expires_at = match refreshable {
+            true => refresh_ends,
+            false => family
+                .access_tokens
+                .iter()
+                .map(|token| token.expires_at)
+                .max()
+                .unwrap_or(refresh_ends),
+        };
         GrantView {
-            refreshable: family.current.is_some(),
+            refreshable,
             created_at: Some(family.created_at.seconds()).filter(|&at| at > 0),
             last_used_at: family.last_used_at.map(UnixTime::seconds),
             family_id: family.id,
@@ -193,7 +202,7 @@ impl From<RefreshFamily> for GrantView {
             subject: family.identity.subject,
             scope: family.scope,
             audience: family.audience,
-            expires_at,
+            expires_at: expires_at.seconds(),
         }
     }
 }
@@ -254,20 +263,22 @@ pub(crate) async fn delete_client(
     now: UnixTime,
 ) -> Result<bool, OAuthError> {
     let owner = grant_owner(None, Some(client_id))?;
-    let deleted = bridge.storage.delete_client(client_id, now).await?;
+    let ended = bridge.storage.delete_client(client_id, now).await?;
     record(
         admin,
         "clients.delete",
         Some(owner),
-        Some(usize::from(deleted)),
+        Some(usize::from(ended.is_some())),
     );
-    if deleted {
-        audit::record(&audit::Event::ClientDeleted {
-            client_id,
-            reason: audit::DeletionReason::Admin,
-        });
-    }
-    Ok(deleted)
+    let Some(ended) = ended else {
+        return Ok(false);
+    };
+    audit::record(&audit::Event::ClientDeleted {
+        client_id,
+        reason: audit::DeletionReason::Admin,
+    });
+    record_ended(&ended, audit::RevocationReason::ClientDeleted);
+    Ok(true)
 }
 
 pub(crate) async fn list_grants(
@@ -278,7 +289,10 @@ pub(crate) async fn list_grants(
 ) -> Result<Vec<GrantView>, OAuthError> {
     let grants = bridge.storage.live_grants(owner, now).await?;
     record(admin, "grants.list", Some(owner), Some(grants.len()));
-    Ok(grants.into_iter().map(GrantView::from).collect())
+    Ok(grants
+        .into_iter()
+        .map(|grant| GrantView::of(grant, now))
+        .collect())
 }
 
 /// Revokes every grant of `owner`; how many were live.
@@ -288,9 +302,10 @@ pub(crate) async fn revoke_grants(
     owner: GrantOwner<'_>,
     now: UnixTime,
 ) -> Result<usize, OAuthError> {
-    let revoked = bridge.storage.revoke_grants(owner, now).await?;
-    record(admin, "grants.revoke", Some(owner), Some(revoked));
-    Ok(revoked)
+    let ended = bridge.storage.revoke_grants(owner, now).await?;
+    let live = record_ended(&ended, audit::RevocationReason::Admin);
+    record(admin, "grants.revoke", Some(owner), Some(live));
+    Ok(live)
 }
 
 #[cfg(test)]

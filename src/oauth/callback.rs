@@ -64,7 +64,7 @@ const UPSTREAM: &str = "upstream";
 struct Attempt {
     /// The provider answered, but its answer did not verify.
     unverified: bool,
-    /// The verified user the access policy refused.
+    /// The verified user, once known (the access policy, or what came after, refused them).
     subject: Option<String>,
 }
 
@@ -128,9 +128,10 @@ async fn sign_in_upstream(
     let claims = &login.claims;
     let identity = map_identity(claims, &bridge.settings.claims)
         .map_err(|reason| redirect(OAuthError::internal(reason)))?;
+    // Known from here on: whatever refuses the sign-in now refuses this user.
+    attempt.subject = Some(identity.subject.clone());
     check_access(&identity, &bridge.settings.access_policy).map_err(|reason| {
         tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
-        attempt.subject = Some(identity.subject.clone());
         redirect(OAuthError::AccessDenied(
             "you are not allowed to use this service".into(),
         ))

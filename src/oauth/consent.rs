@@ -7,6 +7,7 @@ use url::{Host, Url};
 use super::authorize::{AuthorizeError, ClientRedirect, UpstreamRedirect, continue_upstream};
 use super::disclosure::{IdentityClaim, released};
 use super::{Bridge, OAuthError};
+use crate::audit;
 use crate::clock::UnixTime;
 use crate::storage::Consent;
 use crate::tokens::TokenHash;
@@ -147,7 +148,7 @@ pub(crate) async fn decide(
     let request = pending.request;
     if !approve {
         tracing::info!(client_id = %request.client_id, "the user denied consent");
-        crate::audit::record(&crate::audit::Event::ConsentDenied {
+        audit::record(&audit::Event::ConsentDenied {
             client_id: &request.client_id,
             redirect_uri: &request.redirect_uri,
             scope: &request.scope,

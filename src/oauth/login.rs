@@ -77,10 +77,19 @@ pub(crate) async fn cancel_login(
     match take_pending_sign_in(bridge, state, binding, now).await {
         Ok(pending) => {
             tracing::info!(client_id = %pending.request.client_id, "the user cancelled the sign-in");
-            ClientRedirect::error(
+            let error = ClientRedirect::error(
                 &pending.request,
                 OAuthError::AccessDenied("the user cancelled the sign-in".into()),
-            )
+            );
+            bridge.metrics.sign_in("denied", LOCAL);
+            super::sign_in::record_failed_sign_in(
+                LOCAL,
+                "denied",
+                Some(&pending.request.client_id),
+                None,
+                &error,
+            );
+            error
         }
         Err(error) => error,
     }

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use super::Bridge;
 use super::bearer::BearerError;
 use super::register::{RegistrationResponse, registration_client_uri};
+use crate::audit;
 use crate::clock::UnixTime;
 use crate::storage::RegisteredClient;
 use crate::tokens::TokenHash;
@@ -73,12 +74,13 @@ pub(crate) async fn delete_registration(
 ) -> Result<(), BearerError> {
     let client = managed_client(bridge, client_id, token).await?;
     // Deleted by a concurrent request in between: the outcome the client asked for.
-    if bridge.storage.delete_client(&client.client_id, now).await? {
+    if let Some(ended) = bridge.storage.delete_client(&client.client_id, now).await? {
         tracing::info!(client_id = client.client_id, "client registration deleted");
-        crate::audit::record(&crate::audit::Event::ClientDeleted {
+        audit::record(&audit::Event::ClientDeleted {
             client_id: &client.client_id,
-            reason: crate::audit::DeletionReason::ClientRequest,
+            reason: audit::DeletionReason::ClientRequest,
         });
+        super::revoke::record_ended(&ended, audit::RevocationReason::ClientDeleted);
     }
     Ok(())
 }

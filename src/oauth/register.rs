@@ -10,6 +10,7 @@ use super::client_assertion::PRIVATE_KEY_JWT;
 use super::redirect_policy::{PolicyError, RedirectPolicy};
 use super::registration::{RegistrationRequest, validate_registration};
 use super::{Bridge, OAuthError, scope};
+use crate::audit;
 use crate::clock::UnixTime;
 use crate::duration::{ConfigDuration, whole_seconds};
 use crate::rate_limit::RateLimitConfig;
@@ -212,7 +213,7 @@ pub(crate) async fn register(
         return Err(registry_full(policy));
     }
     tracing::info!(client_id, public = secret.is_none(), "client registered");
-    crate::audit::record(&crate::audit::Event::ClientRegistered {
+    audit::record(&audit::Event::ClientRegistered {
         client_id: &client_id,
         client_name: valid.client_name.as_deref(),
         redirect_uris: valid.redirect_uris.as_deref().unwrap_or_default(),

@@ -52,14 +52,15 @@ async fn revoke_refresh_token(
         tracing::warn!(owner = %family.client_id, "refresh token revocation by another client refused");
         return Err(not_yours());
     }
-    bridge.storage.revoke_family(&family.id, now).await?;
-    tracing::info!(family = %family.id, "refresh token revoked with its family");
-    audit::record(&audit::Event::GrantRevoked {
-        reason: audit::RevocationReason::ClientRequest,
-        family_id: &family.id,
-        client_id: &family.client_id,
-        subject: Some(&family.identity.subject),
-    });
+    if bridge.storage.revoke_family(&family.id, now).await? {
+        tracing::info!(family = %family.id, "refresh token revoked with its family");
+        audit::record(&audit::Event::GrantRevoked {
+            reason: audit::RevocationReason::ClientRequest,
+            family_id: &family.id,
+            client_id: &family.client_id,
+            subject: Some(&family.identity.subject),
+        });
+    }
     Ok(true)
 }
 
@@ -94,4 +95,20 @@ async fn revoke_access_token(
 /// RFC 7009 §2.1: the request is refused when the token was issued to another client.
 fn not_yours() -> OAuthError {
     OAuthError::UnauthorizedClient("this token was issued to another client".into())
+}
+
+/// Each grant a bulk revocation ended, in the audit trail; how many of them gave access.
+pub(crate) fn record_ended(
+    grants: &[crate::storage::EndedGrant],
+    reason: audit::RevocationReason,
+) -> usize {
+    for grant in grants {
+        audit::record(&audit::Event::GrantRevoked {
+            reason,
+            family_id: &grant.family_id,
+            client_id: &grant.client_id,
+            subject: Some(&grant.subject),
+        });
+    }
+    grants.iter().filter(|grant| grant.was_live).count()
 }

@@ -101,6 +101,13 @@ pub(crate) async fn finish_sign_in(
                 .put_consent_grant(grant, now)
                 .await
                 .map_err(|e| redirect(e.into()))?;
+            audit::record(&audit::Event::ConsentGranted {
+                subject: &identity.subject,
+                client_id,
+                redirect_uri: &pending.request.redirect_uri,
+                scope: &pending.request.scope,
+                audience: &pending.request.audience,
+            });
             Some(identity.subject.clone())
         }
         Consent::Remembered { subject } if *subject == identity.subject => None,
@@ -168,25 +175,6 @@ pub(crate) async fn finish_sign_in(
         .await
         .map_err(|e| redirect(e.into()))?;
     tracing::info!(client_id, "user signed in; authorization code issued");
-    if matches!(
-        pending.consent,
-        Consent::GivenNow | Consent::GivenOnTopOf { .. }
-    ) {
-        audit::record(&audit::Event::ConsentGranted {
-            subject: &record_subject,
-            client_id,
-            redirect_uri: &pending.request.redirect_uri,
-            scope: &pending.request.scope,
-            audience: &pending.request.audience,
-        });
-    }
-    audit::record(&audit::Event::SignInSucceeded {
-        provider: user.provider,
-        subject: &record_subject,
-        client_id,
-        scope: &granted,
-        audience: &pending.request.audience,
-    });
     let mut response = vec![("code", code.expose())];
     if let Some(state) = &pending.request.client_state {
         response.push(("state", state));
@@ -197,6 +185,13 @@ pub(crate) async fn finish_sign_in(
         &bridge.settings.issuer,
     )
     .map_err(AuthorizeError::Page)?;
+    audit::record(&audit::Event::SignInSucceeded {
+        provider: user.provider,
+        subject: &record_subject,
+        client_id,
+        scope: &granted,
+        audience: &pending.request.audience,
+    });
     Ok(SignedIn {
         url,
         client_id: pending.request.client_id.clone(),

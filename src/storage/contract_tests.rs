@@ -945,10 +945,23 @@ pub(crate) async fn deleting_a_client_revokes_its_grants_and_no_other(storage: &
         registered("leaving"),
         "the registration token's hash is kept"
     );
-    assert!(storage.delete_client("leaving", NOW).await.unwrap());
+    let ended = storage
+        .delete_client("leaving", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ended_ids(ended),
+        ["l-1 (live)", "l-2 (live)", "l-3"],
+        "its families and the grant of its code in flight"
+    );
     assert!(storage.get_client("leaving").await.unwrap().is_none());
     assert!(
-        !storage.delete_client("leaving", NOW).await.unwrap(),
+        storage
+            .delete_client("leaving", NOW)
+            .await
+            .unwrap()
+            .is_none(),
         "deleted once"
     );
     let leaving = RefreshRequest {
@@ -1205,6 +1218,19 @@ pub(crate) async fn registered_clients_are_listed_oldest_first_with_their_last_u
     assert_eq!(listed[1].last_used_at, None);
 }
 
+/// The ended grants' ids, sorted, each marked `(live)` when it was.
+fn ended_ids(ended: Vec<EndedGrant>) -> Vec<String> {
+    let mut ids: Vec<String> = ended
+        .into_iter()
+        .map(|grant| match grant.was_live {
+            true => format!("{} (live)", grant.family_id),
+            false => grant.family_id,
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// A grant of `subject` for `client_id`, created at `created_at`.
 fn grant_of(id: &str, subject: &str, client_id: &str, created_at: UnixTime) -> RefreshFamily {
     let mut grant = family(id, TokenHash::of(id));
@@ -1303,12 +1329,19 @@ pub(crate) async fn a_users_grants_are_listed_then_revoked_with_codes_and_consen
             .is_empty()
     );
 
+    let bob_code = TokenHash::of("bob-code");
+    let mut record = code("bob-2", NOW.plus(MINUTE * 10));
+    record.identity.subject = "bob".into();
+    storage.put_code(bob_code, record).await.unwrap();
     assert_eq!(
-        storage
-            .revoke_grants(GrantOwner::Subject("ada"), now)
-            .await
-            .unwrap(),
-        2
+        ended_ids(
+            storage
+                .revoke_grants(GrantOwner::Subject("ada"), now)
+                .await
+                .unwrap()
+        ),
+        ["ada-1 (live)", "ada-2 (live)", "ada-3", "ada-ended"],
+        "not ada-revoked, revoked before"
     );
     for jti in ["ada-1-at-0", "ada-2-next-at"] {
         assert!(
@@ -1364,20 +1397,43 @@ pub(crate) async fn a_users_grants_are_listed_then_revoked_with_codes_and_consen
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
+    assert!(
         storage
             .revoke_grants(GrantOwner::Subject("ada"), now)
             .await
+            .unwrap()
+            .is_empty(),
+        "nothing is left to end"
+    );
+    let redemption = storage
+        .redeem_code(&bob_code, "client", now, &mut |record| {
+            let mut grant = family(&record.family_id, TokenHash::of("bob-2"));
+            grant.identity.subject = "bob".into();
+            Some(grant)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    assert!(
+        !storage
+            .is_access_token_revoked("bob-2-at-0", now)
+            .await
             .unwrap(),
-        0,
-        "nothing live is left"
+        "another user's code is left alone"
     );
     assert_eq!(
         ids(storage
             .live_grants(GrantOwner::Subject("bob"), now)
             .await
             .unwrap()),
-        ["bob-1"]
+        ["bob-1", "bob-2"]
+    );
+    assert!(storage.revoke_family("bob-1", now).await.unwrap());
+    assert!(!storage.revoke_family("bob-1", now).await.unwrap(), "once");
+    assert!(storage.revoke_family("not-yet", now).await.unwrap());
+    assert!(
+        !storage.revoke_family("not-yet", now).await.unwrap(),
+        "once"
     );
 }
 
@@ -1395,12 +1451,34 @@ pub(crate) async fn a_clients_grants_are_revoked_with_its_consents_alone(storage
             .await
             .unwrap();
     }
+    let in_flight = TokenHash::of("c1-code");
+    let mut record = code("c1-pending", NOW.plus(MINUTE * 10));
+    record.client_id = "c1".into();
+    storage.put_code(in_flight, record).await.unwrap();
     assert_eq!(
+        ended_ids(
+            storage
+                .revoke_grants(GrantOwner::Client("c1"), NOW)
+                .await
+                .unwrap()
+        ),
+        ["c1-ada (live)", "c1-bob (live)", "c1-pending"]
+    );
+    let redemption = storage
+        .redeem_code(&in_flight, "c1", NOW, &mut |record| {
+            let mut grant = family(&record.family_id, TokenHash::of("c1-pending"));
+            grant.client_id = "c1".into();
+            Some(grant)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    assert!(
         storage
-            .revoke_grants(GrantOwner::Client("c1"), NOW)
+            .is_access_token_revoked("c1-pending-at-0", NOW)
             .await
             .unwrap(),
-        2
+        "the code's grant starts revoked"
     );
     for (jti, revoked) in [
         ("c1-ada-at-0", true),

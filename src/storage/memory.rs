@@ -11,8 +11,8 @@ use indexmap::IndexMap;
 
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage,
-    StorageError,
+    EndedGrant, GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient,
+    Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::SealedSecret;
@@ -67,16 +67,50 @@ impl Inner {
         self.families.insert(family.id.clone(), family);
     }
 
-    fn revoke_family(&mut self, family_id: &str, now: UnixTime) {
-        self.family_tombstones
-            .insert(family_id.to_owned(), now.plus(REVOKED_FAMILY_TOMBSTONE_TTL));
-        if let Some(family) = self.families.get_mut(family_id) {
-            family.revoked = true;
-            for token in family.access_tokens.drain(..) {
-                self.revoked_access_tokens
-                    .insert(token.jti, token.expires_at);
-            }
+    /// Revokes the family, or leaves a tombstone that revokes it when it is created; false
+    /// when it was revoked (or tombstoned) already.
+    fn revoke_family(&mut self, family_id: &str, now: UnixTime) -> bool {
+        let tombstoned = self
+            .family_tombstones
+            .insert(family_id.to_owned(), now.plus(REVOKED_FAMILY_TOMBSTONE_TTL))
+            .is_some();
+        let Some(family) = self.families.get_mut(family_id) else {
+            return !tombstoned;
+        };
+        let revoked_now = !family.revoked;
+        family.revoked = true;
+        for token in family.access_tokens.drain(..) {
+            self.revoked_access_tokens
+                .insert(token.jti, token.expires_at);
         }
+        revoked_now
+    }
+
+    /// Ends every grant of `owner` not ended yet: its families, and the grants its codes not
+    /// yet redeemed would start.
+    fn end_grants(&mut self, owner: GrantOwner<'_>, now: UnixTime) -> Vec<EndedGrant> {
+        let mut ended: Vec<EndedGrant> = self
+            .families
+            .values()
+            .filter(|family| !family.revoked && owner.owns(&family.client_id, &family.identity))
+            .map(|family| EndedGrant::of_family(family, now))
+            .collect();
+        ended.extend(
+            self.codes
+                .values()
+                .filter(|code| !code.redeemed)
+                .filter(|code| owner.owns(&code.record.client_id, &code.record.identity))
+                .filter(|code| {
+                    let family_id = &code.record.family_id;
+                    !self.families.contains_key(family_id)
+                        && !self.family_tombstones.contains_key(family_id)
+                })
+                .map(|code| EndedGrant::of_code(&code.record)),
+        );
+        for grant in &ended {
+            self.revoke_family(&grant.family_id, now);
+        }
+        ended
     }
 }
 
@@ -229,15 +263,16 @@ impl Storage for MemoryStorage {
             Persist::IndexReplacement => {
                 inner.refresh_index.insert(new_hash, family_id);
             }
-            Persist::RevokeFamily => inner.revoke_family(&family_id, now),
+            Persist::RevokeFamily => {
+                inner.revoke_family(&family_id, now);
+            }
             Persist::Nothing => {}
         }
         Ok(Some((outcome, snapshot)))
     }
 
-    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError> {
-        self.lock()?.revoke_family(family_id, now);
-        Ok(())
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+        Ok(self.lock()?.revoke_family(family_id, now))
     }
 
     async fn is_access_token_revoked(
@@ -402,30 +437,16 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+    async fn delete_client(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<Vec<EndedGrant>>, StorageError> {
         let mut inner = self.lock()?;
         if inner.registered_clients.remove(client_id).is_none() {
-            return Ok(false);
+            return Ok(None);
         }
-        // A code not redeemed yet names the family it will create: revoked now, that family is
-        // created revoked, whenever its redemption comes.
-        let granted: Vec<String> = inner
-            .families
-            .values()
-            .filter(|family| family.client_id == client_id)
-            .map(|family| family.id.clone())
-            .chain(
-                inner
-                    .codes
-                    .values()
-                    .filter(|code| code.record.client_id == client_id)
-                    .map(|code| code.record.family_id.clone()),
-            )
-            .collect();
-        for family_id in granted {
-            inner.revoke_family(&family_id, now);
-        }
-        Ok(true)
+        Ok(Some(inner.end_grants(GrantOwner::Client(client_id), now)))
     }
 
     async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError> {
@@ -458,31 +479,13 @@ impl Storage for MemoryStorage {
         &self,
         owner: GrantOwner<'_>,
         now: UnixTime,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<Vec<EndedGrant>, StorageError> {
         let mut inner = self.lock()?;
-        let mut live = 0;
-        let mut granted = Vec::new();
-        for family in inner.families.values() {
-            if owner.owns(&family.client_id, &family.identity) {
-                live += usize::from(family.is_live(now));
-                granted.push(family.id.clone());
-            }
-        }
-        granted.extend(
-            inner
-                .codes
-                .values()
-                .filter(|code| !code.redeemed)
-                .filter(|code| owner.owns(&code.record.client_id, &code.record.identity))
-                .map(|code| code.record.family_id.clone()),
-        );
-        for family_id in granted {
-            inner.revoke_family(&family_id, now);
-        }
+        let ended = inner.end_grants(owner, now);
         inner
             .consent_grants
             .retain(|(subject, client_id), _| !owner.owns_consent(subject, client_id));
-        Ok(live)
+        Ok(ended)
     }
 
     async fn delete_unused_clients(

@@ -168,7 +168,7 @@ impl Storage for MeteredStorage {
         result
     }
 
-    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError> {
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<bool, StorageError> {
         timed!(
             self,
             "revoke_family",
@@ -311,7 +311,11 @@ impl Storage for MeteredStorage {
         )
     }
 
-    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+    async fn delete_client(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<Vec<EndedGrant>>, StorageError> {
         timed!(
             self,
             "delete_client",
@@ -357,7 +361,7 @@ impl Storage for MeteredStorage {
         &self,
         owner: GrantOwner<'_>,
         now: UnixTime,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<Vec<EndedGrant>, StorageError> {
         timed!(
             self,
             "revoke_grants",

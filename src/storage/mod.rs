@@ -200,6 +200,36 @@ pub enum CodeRedemption {
     OtherClient,
 }
 
+/// A grant a revocation ended: a family, or the one a code not yet redeemed would start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedGrant {
+    pub family_id: String,
+    pub client_id: String,
+    pub subject: String,
+    /// Whether it gave access until then (`RefreshFamily::is_live`; false for a code's grant).
+    pub was_live: bool,
+}
+
+impl EndedGrant {
+    pub(crate) fn of_family(family: &RefreshFamily, now: UnixTime) -> Self {
+        EndedGrant {
+            family_id: family.id.clone(),
+            client_id: family.client_id.clone(),
+            subject: family.identity.subject.clone(),
+            was_live: family.is_live(now),
+        }
+    }
+
+    pub(crate) fn of_code(record: &AuthorizationCodeRecord) -> Self {
+        EndedGrant {
+            family_id: record.family_id.clone(),
+            client_id: record.client_id.clone(),
+            subject: record.identity.subject.clone(),
+            was_live: false,
+        }
+    }
+}
+
 /// Whose grants an administrator looks at or revokes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantOwner<'a> {
@@ -286,8 +316,9 @@ pub trait Storage: Send + Sync + 'static {
         replacement: Replacement,
         now: UnixTime,
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError>;
-    /// Revokes the family's refresh tokens and every access token it issued.
-    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError>;
+    /// Revokes the family's refresh tokens and every access token it issued (a family not
+    /// created yet is created revoked); false when the family was revoked already.
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<bool, StorageError>;
     async fn is_access_token_revoked(&self, jti: &str, now: UnixTime)
     -> Result<bool, StorageError>;
     /// Remembers a revoked access token until it would have expired anyway.
@@ -368,8 +399,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError>;
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError>;
     /// Deletes a registered client and revokes every grant it holds (its refresh families and
-    /// their access tokens); false when there was no such client.
-    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError>;
+    /// their access tokens, and the grants its codes not yet redeemed would start); the grants
+    /// this ended, `None` when there was no such client. The registration goes first, so that
+    /// the client starts no grant while the others are revoked.
+    async fn delete_client(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<Vec<EndedGrant>>, StorageError>;
     /// Deletes registered clients last used before `used_before`, and those never used that were
     /// registered before `never_used_before`; returns how many.
     async fn delete_unused_clients(
@@ -388,13 +425,13 @@ pub trait Storage: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<Vec<RefreshFamily>, StorageError>;
     /// Revokes every grant of `owner` with its access tokens, the grants its codes not yet
-    /// redeemed would start (they start revoked), and its remembered consents; returns how many
-    /// of the grants were live.
+    /// redeemed would start (they start revoked), and its remembered consents; the grants this
+    /// ended (not those revoked before).
     async fn revoke_grants(
         &self,
         owner: GrantOwner<'_>,
         now: UnixTime,
-    ) -> Result<usize, StorageError>;
+    ) -> Result<Vec<EndedGrant>, StorageError>;
 
     /// Deletes what has expired; returns how many entries went.
     async fn sweep_expired(&self, now: UnixTime) -> Result<usize, StorageError>;

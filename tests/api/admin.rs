@@ -80,9 +80,17 @@ async fn admin_delete(app: &TestApp, path: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn only_an_administrators_token_opens_the_api_and_it_is_absent_without_tokens() {
     let app = admin_app().await;
-    for path in ["/admin/clients", "/admin/grants?subject=x"] {
-        let (status, _, headers) = call(&app, reqwest::Method::GET, path, None).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    let (get, delete) = (reqwest::Method::GET, reqwest::Method::DELETE);
+    // Every route, even with an id its extractor cannot decode: nothing runs before the token.
+    for (method, path) in [
+        (&get, "/admin/clients"),
+        (&get, "/admin/grants?subject=x"),
+        (&delete, "/admin/grants?subject=x"),
+        (&delete, "/admin/clients/anyone"),
+        (&delete, "/admin/clients/%FF"),
+    ] {
+        let (status, _, headers) = call(&app, method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
         assert_eq!(headers["www-authenticate"], "Bearer");
         for wrong in [
             "admin-token-for-the-tests-0123456789abcdeF",
@@ -90,7 +98,7 @@ async fn only_an_administrators_token_opens_the_api_and_it_is_absent_without_tok
             // The hash that `admin hash-token` prints is what is kept, not a token.
             &mcp_oauth_bridge::oauth::admin::hashed_token(ADMIN_TOKEN),
         ] {
-            let (status, _, headers) = call(&app, reqwest::Method::GET, path, Some(wrong)).await;
+            let (status, _, headers) = call(&app, method.clone(), path, Some(wrong)).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {wrong}");
             assert!(
                 headers["www-authenticate"]
@@ -100,7 +108,17 @@ async fn only_an_administrators_token_opens_the_api_and_it_is_absent_without_tok
             );
         }
     }
-    // An access token of a signed-in user is no admin token.
+    // Twenty refusals a minute per address are answered and written down; then 429.
+    let (status, _, headers) = call(&app, get.clone(), "/admin/clients", None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        admin_get(&app, "/admin/clients").await,
+        json!({"clients": []}),
+        "an administrator is not slowed down"
+    );
+    // An access token of a signed-in user is no admin token (nor one past the refusals' limit).
+    let app = admin_app().await;
     let tokens = app.tokens().await;
     let (status, _, _) = call(
         &app,
@@ -251,12 +269,38 @@ async fn a_deleted_client_is_gone_with_its_grants_and_a_client_s_grants_go_alone
         "{text}"
     );
 
-    // The public client's grant survives a revocation of another client's.
+    // A user signs in to it; the public client's grant is another's.
     let public = app.tokens().await;
+    let pkce = Pkce::new();
+    let mut params = app.authorize_params(&pkce);
+    for (name, value) in params.iter_mut() {
+        match *name {
+            "client_id" => *value = client_id.clone(),
+            "redirect_uri" => *value = "http://127.0.0.1:7/cb".to_owned(),
+            _ => {}
+        }
+    }
+    let code = query_of(&location(&app.sign_in(&params).await))["code"].clone();
+    let doomed: Value = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth(&client_id, registered["client_secret"].as_str())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://127.0.0.1:7/cb"),
+            ("code_verifier", pkce.verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doomed_access = doomed["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&app, doomed_access).await["active"], true);
     let (status, body) = admin_delete(&app, &format!("/admin/grants?client_id={WEB_CLIENT}")).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"revoked": 0})));
-    let still = app.refresh(public["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(still.status(), StatusCode::OK);
 
     let (status, body) = admin_delete(&app, &format!("/admin/clients/{client_id}")).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
@@ -269,15 +313,32 @@ async fn a_deleted_client_is_gone_with_its_grants_and_a_client_s_grants_go_alone
     assert_eq!(body["error"], "not_found");
     let (status, _) = admin_delete(&app, &format!("/admin/clients/{PUBLIC_CLIENT}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a configured client stays");
-    let token = app
+    assert_eq!(
+        introspect(&app, doomed_access).await,
+        json!({"active": false}),
+        "its grant went with it"
+    );
+    let refresh = app
         .api
         .post(app.url("/oauth/token"))
         .basic_auth(&client_id, registered["client_secret"].as_str())
-        .form(&[("grant_type", "authorization_code"), ("code", "any")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                doomed["refresh_token"].as_str().unwrap_or("none"),
+            ),
+        ])
         .send()
         .await
         .unwrap();
-    assert_eq!(token.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED);
+    let still = app.refresh(public["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        still.status(),
+        StatusCode::OK,
+        "another client's grant stays"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +421,12 @@ async fn the_command_line_lists_and_revokes_through_the_api() {
     assert!(ok, "{err}");
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed["grants"][0]["client_id"], PUBLIC_CLIENT);
+    let (ok, _, err) = command_line("http://192.0.2.1:8080", ADMIN_TOKEN, &["clients"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("use https"),
+        "the token is not sent in clear: {err}"
+    );
     let (ok, _, err) = command_line(&app.origin, "not-the-token", &["clients"]).await;
     assert!(!ok);
     assert!(err.contains("401"), "{err}");

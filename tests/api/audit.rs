@@ -6,9 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Pkce, location, query_of};
-use crate::log_hygiene::{
-    Bridge, LoginForm, browser, cookie_values, free_port, local_login_config, unique,
-};
+use crate::log_hygiene::{Bridge, LoginForm, browser, cookie_values, free_port, unique};
 use crate::oidc_provider::{self, TestProvider};
 
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
@@ -40,8 +38,9 @@ fn only<'a>(trail: &'a [Value], name: &str) -> &'a Value {
     found[0]
 }
 
-/// A sign-in through the consent page to the client's code, by this browser.
-async fn sign_in(
+/// An authorization by this browser, through the consent page (answered with `decision`) when
+/// the bridge shows one; the response that sends the browser on.
+async fn authorize(
     bridge: &Bridge,
     browser: &reqwest::Client,
     client_id: &str,
@@ -63,7 +62,11 @@ async fn sign_in(
         .await
         .unwrap();
     secrets.extend(cookie_values(&authorize));
-    let consent_token = query_of(&location(&authorize))["request"].clone();
+    let next = location(&authorize);
+    if !next.starts_with(&bridge.url("/oauth/consent")) {
+        return authorize;
+    }
+    let consent_token = query_of(&next)["request"].clone();
     secrets.push(consent_token.clone());
     let decided = browser
         .post(bridge.url("/oauth/consent"))
@@ -75,17 +78,39 @@ async fn sign_in(
     decided
 }
 
+/// A whole sign-in at the test provider, approving the client: the code the client gets.
+async fn signed_in_code(
+    bridge: &Bridge,
+    browser: &reqwest::Client,
+    client_id: &str,
+    pkce: &Pkce,
+    secrets: &mut Vec<String>,
+) -> String {
+    let allowed = authorize(bridge, browser, client_id, pkce, "allow", secrets).await;
+    let to_upstream = location(&allowed);
+    secrets.push(query_of(&to_upstream)["state"].clone());
+    let to_callback = location(&browser.get(&to_upstream).send().await.unwrap());
+    let callback = browser.get(&to_callback).send().await.unwrap();
+    secrets.extend(cookie_values(&callback));
+    let code = query_of(&location(&callback))["code"].clone();
+    secrets.push(code.clone());
+    code
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_trail_follows_a_grant_from_registration_to_revocation_and_quotes_no_secret() {
+async fn the_audit_trail_follows_grants_from_registration_to_revocation_and_quotes_no_secret() {
     let provider = TestProvider::start().await;
     let trail_path = audit_file();
     let port = free_port().await;
+    let service_secret = unique("service-client-secret");
     let config = format!(
         r#"
 server:
   address: "127.0.0.1:{port}"
   public_url: "{{origin}}"
 oauth:
+  clients:
+    - {{ id: service, secret: "{service_secret}", grant_types: [client_credentials] }}
   dcr:
     enabled: true
     allowed_redirect_profiles: [loopback]
@@ -102,11 +127,12 @@ audit:
         client_secret = oidc_provider::CLIENT_SECRET,
         trail = trail_path.display(),
     );
-    // The service's log says only warnings: the trail must not depend on it.
-    let bridge = Bridge::start_logging(port, &config, "json", "warn").await;
+    // Everything at info goes to the log: the trail must go to its file instead.
+    let bridge = Bridge::start_logging(port, &config, "json", "info").await;
     let api = reqwest::Client::new();
     let browser = browser();
     let mut secrets: Vec<String> = provider.secrets();
+    secrets.push(service_secret.clone());
 
     let registered: Value = api
         .post(bridge.url("/oauth/register"))
@@ -131,9 +157,9 @@ audit:
     // Denied on the consent page, then refused by the provider, then allowed through.
     let pkce = Pkce::new();
     secrets.push(pkce.verifier.clone());
-    let denied = sign_in(&bridge, &browser, &client_id, &pkce, "deny", &mut secrets).await;
+    let denied = authorize(&bridge, &browser, &client_id, &pkce, "deny", &mut secrets).await;
     assert_eq!(query_of(&location(&denied))["error"], "access_denied");
-    let allowed = sign_in(&bridge, &browser, &client_id, &pkce, "allow", &mut secrets).await;
+    let allowed = authorize(&bridge, &browser, &client_id, &pkce, "allow", &mut secrets).await;
     let state = query_of(&location(&allowed))["state"].clone();
     secrets.push(state.clone());
     let refused = browser
@@ -143,71 +169,91 @@ audit:
         .await
         .unwrap();
     assert_eq!(query_of(&location(&refused))["error"], "access_denied");
-    let allowed = sign_in(&bridge, &browser, &client_id, &pkce, "allow", &mut secrets).await;
-    let to_upstream = location(&allowed);
-    secrets.push(query_of(&to_upstream)["state"].clone());
-    let to_callback = location(&browser.get(&to_upstream).send().await.unwrap());
-    let callback = browser.get(&to_callback).send().await.unwrap();
-    secrets.extend(cookie_values(&callback));
-    let code = query_of(&location(&callback))["code"].clone();
-    secrets.push(code.clone());
 
     let token = |form: Vec<(&'static str, String)>| {
         let request = api
             .post(bridge.url("/oauth/token"))
             .basic_auth(&client_id, Some(&client_secret))
+            // Chosen by the client: not the id the trail files the request under.
+            .header("x-request-id", "forged-request-id")
             .form(&form);
         async move { request.send().await.unwrap() }
     };
-    let code_form = vec![
-        ("grant_type", "authorization_code".to_owned()),
-        ("code", code.clone()),
-        ("redirect_uri", REDIRECT.to_owned()),
-        ("code_verifier", pkce.verifier.clone()),
-    ];
-    let tokens: Value = token(code_form.clone()).await.json().await.unwrap();
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
-    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    secrets.extend([access.clone(), refresh.clone()]);
-    secrets.push(tokens["id_token"].as_str().unwrap().to_owned());
+    let code_form = |code: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", pkce.verifier.clone()),
+        ]
+    };
+    let issued = |tokens: &Value, secrets: &mut Vec<String>| {
+        for name in ["access_token", "refresh_token", "id_token"] {
+            if let Some(value) = tokens[name].as_str() {
+                secrets.push(value.to_owned());
+            }
+        }
+    };
+    // A grant whose code is then replayed: it is revoked.
+    let first = signed_in_code(&bridge, &browser, &client_id, &pkce, &mut secrets).await;
+    let tokens: Value = token(code_form(&first)).await.json().await.unwrap();
+    issued(&tokens, &mut secrets);
+    assert_eq!(
+        token(code_form(&first)).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // A grant refreshed twice, one access token revoked, then the first refresh token reused.
+    let second = signed_in_code(&bridge, &browser, &client_id, &pkce, &mut secrets).await;
+    let tokens: Value = token(code_form(&second)).await.json().await.unwrap();
+    issued(&tokens, &mut secrets);
     let refresh_form = |refresh: &str| {
         vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh.to_owned()),
         ]
     };
-    let refreshed: Value = token(refresh_form(&refresh)).await.json().await.unwrap();
-    secrets.extend([
-        refreshed["access_token"].as_str().unwrap().to_owned(),
-        refreshed["refresh_token"].as_str().unwrap().to_owned(),
-    ]);
-    // The first refresh token again, after its successor was used: a reuse.
-    let successor = refreshed["refresh_token"].as_str().unwrap().to_owned();
-    let again: Value = token(refresh_form(&successor)).await.json().await.unwrap();
-    secrets.extend([
-        again["access_token"].as_str().unwrap().to_owned(),
-        again["refresh_token"].as_str().unwrap().to_owned(),
-    ]);
-    let live_access = again["access_token"].as_str().unwrap().to_owned();
+    let original = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refreshed: Value = token(refresh_form(&original)).await.json().await.unwrap();
+    issued(&refreshed, &mut secrets);
+    let again: Value = token(refresh_form(refreshed["refresh_token"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    issued(&again, &mut secrets);
     let revoked = api
         .post(bridge.url("/oauth/revoke"))
         .basic_auth(&client_id, Some(&client_secret))
         .form(&[
-            ("token", live_access.as_str()),
+            ("token", again["access_token"].as_str().unwrap()),
             ("token_type_hint", "access_token"),
         ])
         .send()
         .await
         .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
-    let reused = token(refresh_form(&refresh)).await;
-    assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
-    // The code again: its grant, revoked already, is revoked again.
     assert_eq!(
-        token(code_form).await.status(),
-        StatusCode::BAD_REQUEST,
-        "a replayed code"
+        token(refresh_form(&original)).await.status(),
+        StatusCode::BAD_REQUEST
     );
+
+    let service: Value = api
+        .post(bridge.url("/oauth/token"))
+        .basic_auth("service", Some(&service_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    issued(&service, &mut secrets);
+
+    // A live grant when the registration is deleted: it goes with it.
+    let third = signed_in_code(&bridge, &browser, &client_id, &pkce, &mut secrets).await;
+    let tokens: Value = token(code_form(&third)).await.json().await.unwrap();
+    issued(&tokens, &mut secrets);
     let deleted = api
         .delete(bridge.url(&format!("/oauth/register/{client_id}")))
         .bearer_auth(&registration_token)
@@ -231,13 +277,19 @@ audit:
             "consent.granted",
             "sign_in.succeeded",
             "token.issued",
+            "grant.revoked",
+            "sign_in.succeeded",
+            "token.issued",
             "token.issued",
             "token.issued",
             "token.revoked",
             "refresh.reuse_detected",
             "grant.revoked",
-            "grant.revoked",
+            "token.issued",
+            "sign_in.succeeded",
+            "token.issued",
             "client.deleted",
+            "grant.revoked",
         ],
         "{trail:#?}"
     );
@@ -249,6 +301,7 @@ audit:
         assert_eq!(line["client_address"], "127.0.0.1", "{line}");
         assert_eq!(line["request_id"].as_str().unwrap().len(), 36, "{line}");
     }
+    assert!(!text.contains("forged-request-id"));
     let registered = only(&trail, "client.registered");
     assert_eq!(registered["client_id"], client_id.as_str());
     assert_eq!(registered["client_name"], "Audited \"App\" <x>");
@@ -268,44 +321,87 @@ audit:
     assert_eq!(failed["reason"], "denied");
     assert_eq!(failed["error"], "access_denied");
     assert_eq!(failed["client_id"], client_id.as_str());
-    let subject = only(&trail, "sign_in.succeeded")["subject"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(subject, "upstream-user-42");
+    let sign_ins = events_named(&trail, "sign_in.succeeded");
+    let subject = "upstream-user-42";
+    assert!(
+        sign_ins
+            .iter()
+            .all(|s| s["subject"] == subject && s["provider"] == "upstream")
+    );
     let granted = only(&trail, "consent.granted");
-    assert_eq!(granted["subject"], subject.as_str());
+    assert_eq!(granted["subject"], subject);
     assert_eq!(granted["redirect_uri"], REDIRECT);
+
     let issued = events_named(&trail, "token.issued");
-    assert_eq!(issued[0]["grant_type"], "authorization_code");
-    assert_eq!(issued[1]["grant_type"], "refresh_token");
-    let family = issued[0]["family_id"].as_str().unwrap();
-    for token in &issued {
-        assert_eq!(token["family_id"], family, "one grant: {token}");
-        assert_eq!(token["subject"], subject.as_str());
+    let grant_types: Vec<&str> = issued
+        .iter()
+        .map(|t| t["grant_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        grant_types,
+        [
+            "authorization_code",
+            "authorization_code",
+            "refresh_token",
+            "refresh_token",
+            "client_credentials",
+            "authorization_code"
+        ]
+    );
+    let families: Vec<&str> = issued
+        .iter()
+        .filter_map(|t| t["family_id"].as_str())
+        .collect();
+    assert_eq!(families.len(), 5, "client_credentials records no grant");
+    let (first, second, third) = (families[0], families[1], families[4]);
+    assert!(first != second && second != third && first != third);
+    assert_eq!(
+        families[2..4],
+        [second, second],
+        "refreshes stay in their grant"
+    );
+    for token in &issued[..4] {
+        assert_eq!(token["subject"], subject);
         assert_eq!(token["client_id"], client_id.as_str());
         assert_eq!(token["audience"], origin.as_str(), "{token}");
-        assert!(!token["jti"].as_str().unwrap().is_empty());
     }
-    let jtis: Vec<&str> = issued.iter().map(|t| t["jti"].as_str().unwrap()).collect();
-    assert_eq!(
-        jtis.iter().collect::<std::collections::HashSet<_>>().len(),
-        3
-    );
-    assert_eq!(only(&trail, "refresh.reuse_detected")["family_id"], family);
+    assert_eq!(issued[4]["client_id"], "service");
+    assert_eq!(issued[4]["subject"], "service");
+    let jtis: std::collections::HashSet<&str> =
+        issued.iter().map(|t| t["jti"].as_str().unwrap()).collect();
+    assert_eq!(jtis.len(), 6);
     let revocations = events_named(&trail, "grant.revoked");
-    assert_eq!(revocations[0]["reason"], "refresh_reuse");
-    assert_eq!(revocations[1]["reason"], "code_replay");
-    assert!(revocations.iter().all(|r| r["family_id"] == family));
+    let revoked: Vec<(&str, &str)> = revocations
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap(),
+                r["family_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        revoked,
+        [
+            ("code_replay", first),
+            ("refresh_reuse", second),
+            ("client_deleted", third)
+        ]
+    );
+    assert_eq!(only(&trail, "refresh.reuse_detected")["family_id"], second);
     let token_revoked = only(&trail, "token.revoked");
-    assert_eq!(token_revoked["jti"], jtis[2]);
-    assert_eq!(token_revoked["subject"], subject.as_str());
+    assert_eq!(token_revoked["jti"], issued[3]["jti"]);
+    assert_eq!(token_revoked["subject"], subject);
     assert_eq!(only(&trail, "client.deleted")["reason"], "client_request");
 
     for secret in &secrets {
         assert!(secret.len() >= 8, "too short to search for: {secret:?}");
         assert!(!text.contains(secret.as_str()), "a secret is in the trail");
     }
+    assert!(
+        log.contains("finished processing request") || log.contains("\"level\":\"INFO\""),
+        "the log has info lines"
+    );
     assert!(
         !log.contains("token.issued") && !log.contains("\"target\":\"audit\""),
         "the trail went to its file, not into the log:\n{log}"
@@ -319,22 +415,37 @@ async fn by_default_the_trail_is_in_the_log_and_a_refused_login_names_only_users
     let typed_password = unique("password-in-the-username-field");
     let hash = bcrypt::hash(&password, 4).unwrap();
     let port = free_port().await;
-    let config = local_login_config(port, &hash);
-    let bridge = Bridge::start_logging(port, &config, "text", "audit=info").await;
+    let config = format!(
+        r#"
+server:
+  address: "127.0.0.1:{port}"
+  public_url: "{{origin}}"
+oauth:
+  clients:
+    - {{ id: cli, redirect_uris: ["http://127.0.0.1/cb"], skip_consent: true }}
+  local_users:
+    - {{ username: ada, subject: user-ada, password_hash: "{hash}" }}
+    - {{ username: bob, subject: user-bob, password_hash: "{hash}" }}
+  login_throttle: {{ slowdown: 0s, max_failures_per_user: 2 }}
+"#
+    );
+    // A RUST_LOG that does not name the trail keeps it.
+    let bridge = Bridge::start_logging(port, &config, "text", "mcp_oauth_bridge=warn").await;
     let browser = browser();
     let pkce = Pkce::new();
     let form = LoginForm::open(&bridge, &browser, &pkce).await;
-    let (state, csrf) = (form.state, form.csrf);
     for (username, attempt) in [
         (typed_password.as_str(), "whatever-it-is"),
         ("ADA", "not-her-password"),
+        ("ada", "still-not-her-password"),
         ("ada", password.as_str()),
+        ("bob", password.as_str()),
     ] {
         browser
             .post(bridge.url("/oauth/login"))
             .form(&[
-                ("state", state.as_str()),
-                ("csrf", csrf.as_str()),
+                ("state", form.state.as_str()),
+                ("csrf", form.csrf.as_str()),
                 ("username", username),
                 ("password", attempt),
             ])
@@ -342,6 +453,18 @@ async fn by_default_the_trail_is_in_the_log_and_a_refused_login_names_only_users
             .await
             .unwrap();
     }
+    let cancelled = LoginForm::open(&bridge, &browser, &pkce).await;
+    let response = browser
+        .post(bridge.url("/oauth/login"))
+        .form(&[
+            ("state", cancelled.state.as_str()),
+            ("csrf", cancelled.csrf.as_str()),
+            ("cancel", "Cancel"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query_of(&location(&response))["error"], "access_denied");
     let log = bridge.stop().await;
     let trail: Vec<Value> = log
         .lines()
@@ -366,10 +489,18 @@ async fn by_default_the_trail_is_in_the_log_and_a_refused_login_names_only_users
                 Some("wrong_credentials"),
                 Some("user-ada")
             ),
-            ("sign_in.succeeded", None, Some("user-ada")),
+            (
+                "sign_in.failed",
+                Some("wrong_credentials"),
+                Some("user-ada")
+            ),
+            ("sign_in.failed", Some("throttled"), Some("user-ada")),
+            ("sign_in.succeeded", None, Some("user-bob")),
+            ("sign_in.failed", Some("denied"), None),
         ],
         "{log}"
     );
+    assert_eq!(trail[5]["error"], "access_denied");
     assert!(
         trail
             .iter()

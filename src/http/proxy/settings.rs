@@ -147,14 +147,7 @@ impl ProxyConfig {
                 self.upstream_url
             )),
         }
-        let reserved = [
-            "/oauth",
-            "/.well-known",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/admin",
-        ];
+        let reserved = ["/oauth", "/.well-known", "/healthz", "/readyz", "/metrics"];
         if !self.path.starts_with('/')
             || self.path.len() < 2
             || self.path.ends_with('/')
@@ -168,7 +161,7 @@ impl ProxyConfig {
                 .any(|r| self.path == *r || self.path.starts_with(&format!("{r}/")))
         {
             problems.push(format!(
-                "proxy.path: {:?} must be a path like /mcp: starting with /, not ending with /, and not under /oauth or /.well-known",
+                "proxy.path: {:?} must be a path like /mcp: starting with /, not ending with /, and not under the bridge's own /oauth, /.well-known, /healthz, /readyz or /metrics",
                 self.path
             ));
         }

@@ -4,6 +4,7 @@
 
 use super::request::CodeGrant;
 use super::{Grant, TokenResponse, check_resource, issue_access_token, issue_id_token};
+use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::{Bridge, Cause, GrantType, OAuthError, pkce};
@@ -82,13 +83,14 @@ pub(super) async fn exchange(
             client_id,
         } => {
             tracing::warn!(client_id = %client_id, presented_by = %client.id, "authorization code replayed; revoking its tokens");
-            bridge.storage.revoke_family(&family_id, now).await?;
-            crate::audit::record(&crate::audit::Event::GrantRevoked {
-                reason: crate::audit::RevocationReason::CodeReplay,
-                family_id: &family_id,
-                client_id: &client_id,
-                subject: None,
-            });
+            if bridge.storage.revoke_family(&family_id, now).await? {
+                audit::record(&audit::Event::GrantRevoked {
+                    reason: audit::RevocationReason::CodeReplay,
+                    family_id: &family_id,
+                    client_id: &client_id,
+                    subject: None,
+                });
+            }
             return Err(OAuthError::invalid_grant(
                 "authorization code was already used",
             ));

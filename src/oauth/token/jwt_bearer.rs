@@ -93,37 +93,35 @@ pub(super) async fn exchange(
         identity: &grant.identity,
         scope: &scope,
         audience: &audience,
-        family_id: refresh.is_some().then_some(family_id.as_str()),
+        family_id: Some(&family_id),
     };
     let (access_token, record) = issue_access_token(bridge, &issued, access_token_id, now)?;
-    let refresh_token = match refresh {
-        Some((token, hash)) => {
-            let mut family = RefreshFamily {
-                id: family_id.clone(),
-                client_id: client.id.clone(),
-                identity: grant.identity.clone(),
-                scope: scope.clone(),
-                audience: audience.clone(),
-                absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
-                current: Some(hash),
-                current_expires_at: record.expires_at,
-                previous: None,
-                revoked: false,
-                access_tokens: vec![IssuedAccessToken {
-                    jti: record.jti.clone(),
-                    expires_at: record.expires_at,
-                }],
-                upstream_refresh: None,
-                created_at: now,
-                last_used_at: None,
-            };
-            family.current_expires_at =
-                family.sliding_expiry(now, bridge.settings.refresh_token_ttl);
-            bridge.storage.create_family(family).await?;
-            Some(token)
-        }
-        None => None,
+    // Recorded with or without a refresh token, as a code's grant is: an administrator who
+    // revokes the user's or the client's grants revokes this access token too.
+    let mut family = RefreshFamily {
+        id: family_id.clone(),
+        client_id: client.id.clone(),
+        identity: grant.identity.clone(),
+        scope: scope.clone(),
+        audience: audience.clone(),
+        absolute_expires_at: now.plus(bridge.settings.refresh_token_max_lifetime),
+        current: refresh.as_ref().map(|(_, hash)| *hash),
+        current_expires_at: record.expires_at,
+        previous: None,
+        revoked: false,
+        access_tokens: vec![IssuedAccessToken {
+            jti: record.jti.clone(),
+            expires_at: record.expires_at,
+        }],
+        upstream_refresh: None,
+        created_at: now,
+        last_used_at: None,
     };
+    if refresh.is_some() {
+        family.current_expires_at = family.sliding_expiry(now, bridge.settings.refresh_token_ttl);
+    }
+    bridge.storage.create_family(family).await?;
+    let refresh_token = refresh.map(|(token, _)| token);
     tracing::info!(
         client_id = %client.id,
         subject = %grant.identity.subject,

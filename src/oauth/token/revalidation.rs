@@ -2,6 +2,7 @@
 //! own refresh token is used, so a user disabled there, or whose session ended, loses access at
 //! the next refresh. The provider's token is only ever stored sealed and never leaves the bridge.
 
+use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
@@ -163,7 +164,17 @@ async fn refuse(
     now: UnixTime,
 ) -> OAuthError {
     match bridge.storage.revoke_family(&family.id, now).await {
-        Ok(()) => OAuthError::invalid_grant(reason),
+        Ok(revoked) => {
+            if revoked {
+                audit::record(&audit::Event::GrantRevoked {
+                    reason: audit::RevocationReason::UpstreamSessionEnded,
+                    family_id: &family.id,
+                    client_id: &family.client_id,
+                    subject: Some(&family.identity.subject),
+                });
+            }
+            OAuthError::invalid_grant(reason)
+        }
         Err(error) => error.into(),
     }
 }

@@ -20,8 +20,8 @@ use tokio_postgres::{NoTls, Row};
 use self::prepared::Prepared;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient, Storage,
-    StorageError,
+    EndedGrant, GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient,
+    Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::{SealedSecret, Sealer};
@@ -141,6 +141,40 @@ fn family_expiry(family: &RefreshFamily) -> i64 {
 }
 
 impl PostgresStorage {
+    /// Revokes every grant of `owner` not revoked yet, `REVOCATION_BATCH` to a transaction, each
+    /// family under its lock taken in one order (by the lock's key), so that two bulk
+    /// revocations never wait on each other; the grants this ended.
+    async fn end_grants(
+        &self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<EndedGrant>, StorageError> {
+        let (sql, value) = granted_sql(owner);
+        let granted = self.query(sql, &[&value]).await?;
+        let mut ended = Vec::new();
+        let mut client = self.client().await?;
+        for batch in granted.chunks(REVOCATION_BATCH) {
+            let transaction = client.transaction().await.map_err(unavailable)?;
+            for row in batch {
+                let grant = |column: usize| -> Result<String, StorageError> {
+                    row.try_get(column).map_err(unavailable)
+                };
+                let family_id = grant(0)?;
+                lock_family(&transaction, &family_id).await?;
+                if let Some(was_live) = revoke_family_in(&transaction, &family_id, now).await? {
+                    ended.push(EndedGrant {
+                        family_id,
+                        client_id: grant(1)?,
+                        subject: grant(2)?,
+                        was_live,
+                    });
+                }
+            }
+            transaction.commit().await.map_err(unavailable)?;
+        }
+        Ok(ended)
+    }
+
     /// A pool for `settings.url`; connections are made on demand, so this does not fail when the
     /// database is down (requests then answer 503 until it is back).
     /// `encryption_key` seals the shared secrets at rest when set.
@@ -324,24 +358,27 @@ impl PostgresStorage {
 }
 
 /// Marks a family revoked inside the caller's transaction: its access tokens join the revoked
-/// list, and a tombstone stops a family not created yet from ever being created.
-/// Revokes the family and its access tokens (or leaves a tombstone for a family to come);
-/// whether the family gave access until now.
+/// list, and a tombstone stops a family not created yet from ever being created. `None` when it
+/// was revoked (or tombstoned) already, else whether it gave access until now.
 async fn revoke_family_in(
     client: &impl GenericClient,
     family_id: &str,
     now: UnixTime,
-) -> Result<bool, StorageError> {
-    client
-        .run(
+) -> Result<Option<bool>, StorageError> {
+    // `xmax = 0` only on a row this statement inserted, not on one it updated.
+    let tombstoned = !client
+        .row(
             "INSERT INTO family_tombstones (id, expires_at) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             RETURNING xmax = 0",
             &[
                 &family_id,
                 &now.plus(REVOKED_FAMILY_TOMBSTONE_TTL).seconds(),
             ],
         )
-        .await?;
+        .await?
+        .try_get::<_, bool>(0)
+        .map_err(unavailable)?;
     let row = client
         .row_opt(
             "SELECT data FROM refresh_families WHERE id = $1 FOR UPDATE",
@@ -349,9 +386,11 @@ async fn revoke_family_in(
         )
         .await?;
     let Some(row) = row else {
-        return Ok(false);
+        return Ok((!tombstoned).then_some(false));
     };
     let Json(mut family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
+    // A reuse has marked the family revoked already, its access tokens not yet: they are, here.
+    let revoked_now = !family.revoked;
     let was_live = family.is_live(now);
     family.revoked = true;
     for token in family.access_tokens.drain(..) {
@@ -363,7 +402,43 @@ async fn revoke_family_in(
             &[&family_id, &Json(&family), &family_expiry(&family)],
         )
         .await?;
-    Ok(was_live)
+    Ok(revoked_now.then_some(was_live))
+}
+
+/// Families revoked per transaction by a bulk revocation: each holds an advisory lock until its
+/// transaction commits, and PostgreSQL's lock table has room for a few thousand at most
+/// (`max_locks_per_transaction` × connections), shared by every session.
+const REVOCATION_BATCH: usize = 200;
+
+/// The grants `owner` holds that are not revoked yet (its families, and the grants its codes not
+/// yet redeemed would start) as `(family, client, subject)`, in the order of their locks' keys.
+fn granted_sql(owner: GrantOwner<'_>) -> (&'static str, &str) {
+    match owner {
+        GrantOwner::Subject(subject) => (
+            "SELECT id, client_id, subject FROM (
+                 SELECT id, data->>'client_id' AS client_id, data->'identity'->>'subject' AS subject
+                 FROM refresh_families
+                 WHERE data->'identity'->>'subject' = $1 AND data->>'revoked' = 'false'
+                 UNION
+                 SELECT data->>'family_id', data->>'client_id', data->'identity'->>'subject'
+                 FROM authorization_codes
+                 WHERE NOT redeemed AND data->'identity'->>'subject' = $1
+             ) AS granted ORDER BY hashtext(id), id",
+            subject,
+        ),
+        GrantOwner::Client(client_id) => (
+            "SELECT id, client_id, subject FROM (
+                 SELECT id, data->>'client_id' AS client_id, data->'identity'->>'subject' AS subject
+                 FROM refresh_families
+                 WHERE data->>'client_id' = $1 AND data->>'revoked' = 'false'
+                 UNION
+                 SELECT data->>'family_id', data->>'client_id', data->'identity'->>'subject'
+                 FROM authorization_codes
+                 WHERE NOT redeemed AND data->>'client_id' = $1
+             ) AS granted ORDER BY hashtext(id), id",
+            client_id,
+        ),
+    }
 }
 
 async fn revoke_access_token(
@@ -701,12 +776,13 @@ impl Storage for PostgresStorage {
             .await
     }
 
-    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<(), StorageError> {
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<bool, StorageError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(unavailable)?;
         lock_family(&transaction, family_id).await?;
-        revoke_family_in(&transaction, family_id, now).await?;
-        transaction.commit().await.map_err(unavailable)
+        let revoked = revoke_family_in(&transaction, family_id, now).await?;
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(revoked.is_some())
     }
 
     async fn is_access_token_revoked(
@@ -939,40 +1015,28 @@ impl Storage for PostgresStorage {
         Ok(())
     }
 
-    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StorageError> {
+    async fn delete_client(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<Vec<EndedGrant>>, StorageError> {
         if !storable(client_id) {
-            return Ok(false);
+            return Ok(None);
         }
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(unavailable)?;
-        let deleted = transaction
-            .run(
+        // First, on its own: from then on the client authenticates nowhere, so it starts no
+        // grant while those it has are revoked batch by batch below.
+        let deleted = self
+            .execute(
                 "DELETE FROM registered_clients WHERE client_id = $1",
                 &[&client_id],
             )
             .await?;
         if deleted == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        // Its families, and those its codes will create: a redemption running now either holds
-        // the family's lock (and its family is found once it commits) or finds the tombstone
-        // left here. In one order, so that two deletions cannot wait on each other's locks.
-        let granted = transaction
-            .rows(
-                "SELECT id FROM refresh_families WHERE data->>'client_id' = $1
-                 UNION
-                 SELECT data->>'family_id' FROM authorization_codes WHERE data->>'client_id' = $1
-                 ORDER BY 1",
-                &[&client_id],
-            )
-            .await?;
-        for row in granted {
-            let family_id: String = row.try_get(0).map_err(unavailable)?;
-            lock_family(&transaction, &family_id).await?;
-            revoke_family_in(&transaction, &family_id, now).await?;
-        }
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(true)
+        Ok(Some(
+            self.end_grants(GrantOwner::Client(client_id), now).await?,
+        ))
     }
 
     async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError> {
@@ -1026,43 +1090,21 @@ impl Storage for PostgresStorage {
         &self,
         owner: GrantOwner<'_>,
         now: UnixTime,
-    ) -> Result<usize, StorageError> {
-        let (granted_sql, consents_sql, value) = match owner {
-            GrantOwner::Subject(subject) => (
-                "SELECT id FROM refresh_families WHERE data->'identity'->>'subject' = $1
-                 UNION
-                 SELECT data->>'family_id' FROM authorization_codes
-                 WHERE NOT redeemed AND data->'identity'->>'subject' = $1
-                 ORDER BY 1",
-                "DELETE FROM consent_grants WHERE subject = $1",
-                subject,
-            ),
-            GrantOwner::Client(client_id) => (
-                "SELECT id FROM refresh_families WHERE data->>'client_id' = $1
-                 UNION
-                 SELECT data->>'family_id' FROM authorization_codes
-                 WHERE NOT redeemed AND data->>'client_id' = $1
-                 ORDER BY 1",
-                "DELETE FROM consent_grants WHERE client_id = $1",
-                client_id,
-            ),
+    ) -> Result<Vec<EndedGrant>, StorageError> {
+        let (consents_sql, value) = match owner {
+            GrantOwner::Subject(subject) => {
+                ("DELETE FROM consent_grants WHERE subject = $1", subject)
+            }
+            GrantOwner::Client(client_id) => {
+                ("DELETE FROM consent_grants WHERE client_id = $1", client_id)
+            }
         };
         if !storable(value) {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(unavailable)?;
-        let mut live = 0;
-        // In one order, as `delete_client` does, so that two revocations never wait on each
-        // other's family locks.
-        for row in transaction.rows(granted_sql, &[&value]).await? {
-            let family_id: String = row.try_get(0).map_err(unavailable)?;
-            lock_family(&transaction, &family_id).await?;
-            live += usize::from(revoke_family_in(&transaction, &family_id, now).await?);
-        }
-        transaction.run(consents_sql, &[&value]).await?;
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(live)
+        let ended = self.end_grants(owner, now).await?;
+        self.execute(consents_sql, &[&value]).await?;
+        Ok(ended)
     }
 
     async fn delete_unused_clients(
