@@ -239,6 +239,7 @@ async fn new_family(bridge: &Bridge, now: UnixTime) -> anyhow::Result<String> {
             revoked: false,
             access_tokens: vec![],
             upstream_refresh: None,
+            upstream_session: None,
             created_at: now,
             last_used_at: None,
         })
@@ -301,6 +302,7 @@ async fn storage_figures(name: &str, bridge: &Bridge, rounds: u32) -> anyhow::Re
                     family_id: mcp_oauth_bridge::tokens::opaque::random_string(16),
                     expires_at: now.plus(Duration::from_secs(600)),
                     upstream_refresh: None,
+                    upstream_session: None,
                 },
             )
             .await?;

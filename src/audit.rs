@@ -80,6 +80,8 @@ pub enum RevocationReason {
     ClientDeleted,
     /// An administrator revoked the grants of its user or client.
     Admin,
+    /// The provider said the user's session there ended (OIDC Back-Channel Logout).
+    BackchannelLogout,
 }
 
 /// Why a registered client was deleted.
@@ -200,6 +202,19 @@ pub enum Event<'a> {
     /// grants they hold: they authenticate nowhere).
     #[serde(rename = "clients.expired")]
     ClientsExpired { count: usize },
+    /// The identity provider ended a user's session there and sent a logout token: every grant
+    /// of that session was revoked (`grant.revoked` for each).
+    #[serde(rename = "logout.backchannel")]
+    BackchannelLogout {
+        provider: &'a str,
+        /// The provider's `sub` and `sid`, as the logout token named them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
+        /// Grants that gave access until then.
+        count: usize,
+    },
     /// A request to the administration API, allowed.
     #[serde(rename = "admin.action")]
     AdminAction {

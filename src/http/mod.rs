@@ -3,6 +3,7 @@
 mod admin;
 pub(crate) use admin::AdminAccess;
 mod authorize;
+mod backchannel_logout;
 mod bearer;
 mod callback;
 pub(crate) mod client_address;
@@ -115,6 +116,10 @@ pub(crate) fn router(state: AppState) -> Router {
     let protocol = Router::new()
         .route(endpoints::AUTHORIZE, get(authorize::authorize_get))
         .route(endpoints::CALLBACK, get(callback::callback_get))
+        .route(
+            endpoints::BACKCHANNEL_LOGOUT,
+            post(backchannel_logout::logout_post),
+        )
         .route(
             endpoints::CONSENT,
             get(consent::consent_get).post(consent::consent_post),

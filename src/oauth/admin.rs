@@ -212,16 +212,15 @@ pub(crate) fn grant_owner<'a>(
     subject: Option<&'a str>,
     client_id: Option<&'a str>,
 ) -> Result<GrantOwner<'a>, OAuthError> {
-    let owner = match (subject, client_id) {
-        (Some(subject), None) => GrantOwner::Subject(subject),
-        (None, Some(client_id)) => GrantOwner::Client(client_id),
+    let (owner, value) = match (subject, client_id) {
+        (Some(subject), None) => (GrantOwner::Subject(subject), subject),
+        (None, Some(client_id)) => (GrantOwner::Client(client_id), client_id),
         _ => {
             return Err(OAuthError::invalid_request(
                 "name exactly one of subject and client_id",
             ));
         }
     };
-    let (GrantOwner::Subject(value) | GrantOwner::Client(value)) = owner;
     if value.len() > MAX_OWNER_LENGTH || value.chars().any(char::is_control) {
         return Err(OAuthError::invalid_request(
             "subject and client_id are at most 1024 bytes, without control characters",
@@ -234,7 +233,7 @@ fn record(admin: &Admin, action: &str, owner: Option<GrantOwner<'_>>, count: Opt
     let (subject, client_id) = match owner {
         Some(GrantOwner::Subject(subject)) => (Some(subject), None),
         Some(GrantOwner::Client(client_id)) => (None, Some(client_id)),
-        None => (None, None),
+        Some(GrantOwner::ProviderSession { .. }) | None => (None, None),
     };
     audit::record(&audit::Event::AdminAction {
         admin: &admin.0,

@@ -142,6 +142,7 @@ async fn sign_in_upstream(
         identity,
         auth_time,
         upstream_refresh: login.refresh_token,
+        upstream_session: upstream_session(claims),
     };
     finish_sign_in(bridge, pending, signed_in, now).await
 }
@@ -179,12 +180,52 @@ fn map_upstream_error(code: &str) -> OAuthError {
     }
 }
 
+/// The provider session an ID token names (`sub`, and `sid` when the provider sends one):
+/// what its back-channel logout will name. Values no provider would make are not kept.
+fn upstream_session(claims: &serde_json::Value) -> Option<crate::identity::UpstreamSession> {
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .filter(|value| !value.is_empty() && value.len() <= MAX_SESSION_CLAIM_BYTES)
+            .filter(|value| !value.contains('\0'))
+            .map(str::to_owned)
+    };
+    Some(crate::identity::UpstreamSession {
+        subject: text("sub")?,
+        session_id: text("sid"),
+    })
+}
+
+/// Longer `sub` or `sid` values are not stored (OIDC Core caps `sub` at 255 ASCII characters).
+const MAX_SESSION_CLAIM_BYTES: usize = 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oauth::test_support::*;
     use std::collections::HashMap;
     use url::Url;
+
+    #[test]
+    fn the_provider_session_is_its_sub_and_sid_as_stored_safely() {
+        use serde_json::json;
+        let session = upstream_session(&json!({"sub": "u-1", "sid": "s-1"})).unwrap();
+        assert_eq!(session.subject, "u-1");
+        assert_eq!(session.session_id.as_deref(), Some("s-1"));
+        let without = upstream_session(&json!({"sub": "u-1"})).unwrap();
+        assert_eq!(without.session_id, None);
+        for sid in [
+            json!("s\u{0}1"),
+            json!("x".repeat(1025)),
+            json!(7),
+            json!(""),
+        ] {
+            let session = upstream_session(&json!({"sub": "u-1", "sid": sid})).unwrap();
+            assert_eq!(session.session_id, None, "{sid}");
+        }
+        assert!(upstream_session(&json!({"sid": "s-1"})).is_none());
+    }
 
     #[test]
     fn only_a_plausible_upstream_auth_time_is_kept() {

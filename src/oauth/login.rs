@@ -148,6 +148,7 @@ pub(crate) async fn submit_login(
         identity,
         auth_time: now,
         upstream_refresh: None,
+        upstream_session: None,
     };
     let signed_in = finish_sign_in(bridge, &pending, user, now).await;
     let outcome = super::sign_in::outcome_of(&signed_in);

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub(crate) mod authorize;
+pub(crate) mod backchannel_logout;
 pub(crate) mod bearer;
 pub(crate) mod callback;
 pub(crate) mod client_assertion;
@@ -53,6 +54,7 @@ use crate::upstream::claims::{AccessPolicy, ClaimsConfig};
 pub(crate) mod endpoints {
     pub(crate) const AUTHORIZE: &str = "/oauth/authorize";
     pub(crate) const CALLBACK: &str = "/oauth/callback";
+    pub(crate) const BACKCHANNEL_LOGOUT: &str = "/oauth/backchannel-logout";
     pub(crate) const CONSENT: &str = "/oauth/consent";
     pub(crate) const LOGIN: &str = "/oauth/login";
     pub(crate) const REGISTER: &str = "/oauth/register";

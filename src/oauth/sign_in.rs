@@ -35,6 +35,8 @@ pub(crate) struct SignedInUser {
     pub(crate) identity: Identity,
     pub(crate) auth_time: UnixTime,
     pub(crate) upstream_refresh: Option<SecretString>,
+    /// Where a back-channel logout will find the grant (none for local users).
+    pub(crate) upstream_session: Option<crate::identity::UpstreamSession>,
 }
 
 /// Consumes the pending authorization a sign-in returns with, if this browser started it.
@@ -154,6 +156,7 @@ pub(crate) async fn finish_sign_in(
     let record_subject = identity.subject.clone();
     let mut record = code_record(pending, identity, user.auth_time, now);
     record.scope = scope;
+    record.upstream_session = user.upstream_session;
     if let Some(sealer) = &bridge.revalidation {
         match &user.upstream_refresh {
             Some(token) => {
@@ -298,6 +301,7 @@ fn code_record(
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),
         upstream_refresh: None,
+        upstream_session: None,
     }
 }
 

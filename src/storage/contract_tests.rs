@@ -277,6 +277,7 @@ fn code(family_id: &str, expires_at: UnixTime) -> AuthorizationCodeRecord {
         family_id: family_id.into(),
         expires_at,
         upstream_refresh: None,
+        upstream_session: None,
     }
 }
 
@@ -297,6 +298,7 @@ pub(crate) fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
             expires_at: NOW.plus(MINUTE * 60),
         }],
         upstream_refresh: None,
+        upstream_session: None,
         created_at: NOW,
         last_used_at: None,
     }

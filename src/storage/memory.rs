@@ -92,14 +92,28 @@ impl Inner {
         let mut ended: Vec<EndedGrant> = self
             .families
             .values()
-            .filter(|family| !family.revoked && owner.owns(&family.client_id, &family.identity))
+            .filter(|family| {
+                !family.revoked
+                    && owner.owns(
+                        &family.client_id,
+                        &family.identity,
+                        family.upstream_session.as_ref(),
+                    )
+            })
             .map(|family| EndedGrant::of_family(family, now))
             .collect();
         ended.extend(
             self.codes
                 .values()
                 .filter(|code| !code.redeemed)
-                .filter(|code| owner.owns(&code.record.client_id, &code.record.identity))
+                .filter(|code| {
+                    let record = &code.record;
+                    owner.owns(
+                        &record.client_id,
+                        &record.identity,
+                        record.upstream_session.as_ref(),
+                    )
+                })
                 .filter(|code| {
                     let family_id = &code.record.family_id;
                     !self.families.contains_key(family_id)
@@ -467,7 +481,13 @@ impl Storage for MemoryStorage {
             .lock()?
             .families
             .values()
-            .filter(|family| owner.owns(&family.client_id, &family.identity))
+            .filter(|family| {
+                owner.owns(
+                    &family.client_id,
+                    &family.identity,
+                    family.upstream_session.as_ref(),
+                )
+            })
             .filter(|family| family.is_live(now))
             .cloned()
             .collect();

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
-use crate::identity::Identity;
+use crate::identity::{Identity, UpstreamSession};
 use crate::sealing::SealedSecret;
 use crate::secret::{FlowSecret, SecretBytes};
 use crate::tokens::TokenHash;
@@ -174,6 +174,9 @@ pub struct AuthorizationCodeRecord {
     /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
     #[serde(default)]
     pub upstream_refresh: Option<SealedSecret>,
+    /// The provider session the user signed in with (none for local users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_session: Option<UpstreamSession>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,20 +240,42 @@ pub enum GrantOwner<'a> {
     Subject(&'a str),
     /// A client, configured or registered.
     Client(&'a str),
+    /// A session at the identity provider, as a back-channel logout names it: by the provider's
+    /// `sub`, its `sid`, or both (at least one).
+    ProviderSession {
+        subject: Option<&'a str>,
+        session_id: Option<&'a str>,
+    },
 }
 
 impl GrantOwner<'_> {
-    pub(crate) fn owns(&self, client_id: &str, identity: &Identity) -> bool {
+    pub(crate) fn owns(
+        &self,
+        client_id: &str,
+        identity: &Identity,
+        session: Option<&UpstreamSession>,
+    ) -> bool {
         match self {
             GrantOwner::Subject(subject) => identity.subject == *subject,
             GrantOwner::Client(client) => client_id == *client,
+            GrantOwner::ProviderSession {
+                subject,
+                session_id,
+            } => session.is_some_and(|session| {
+                (subject.is_some() || session_id.is_some())
+                    && subject.is_none_or(|subject| session.subject == subject)
+                    && session_id.is_none_or(|id| session.session_id.as_deref() == Some(id))
+            }),
         }
     }
 
+    /// Whose remembered consents go with the grants: a user's or a client's; a session's
+    /// ending is no withdrawal of the user's approvals.
     pub(crate) fn owns_consent(&self, subject: &str, client_id: &str) -> bool {
         match self {
             GrantOwner::Subject(owner) => subject == *owner,
             GrantOwner::Client(owner) => client_id == *owner,
+            GrantOwner::ProviderSession { .. } => false,
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct RefreshFamily {
     /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
     #[serde(default)]
     pub upstream_refresh: Option<SealedSecret>,
+    /// The provider session the user signed in with (none for local users and ID-JAGs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_session: Option<crate::identity::UpstreamSession>,
     /// When the grant began; 0 for families stored before it was kept.
     #[serde(default)]
     pub created_at: UnixTime,
@@ -271,6 +274,7 @@ mod tests {
             revoked: false,
             access_tokens: vec![],
             upstream_refresh: None,
+            upstream_session: None,
             created_at: now,
             last_used_at: None,
         }

@@ -1,6 +1,7 @@
 //! The upstream OpenID Connect provider the user logs in with; a trait so tests can swap it.
 
 pub mod claims;
+pub mod logout;
 pub mod oidc;
 pub(crate) mod settings;
 
@@ -82,6 +83,28 @@ pub trait Upstream: Send + Sync + 'static {
         refresh_token: &SecretString,
         now: UnixTime,
     ) -> Result<UpstreamRefresh, UpstreamError>;
+
+    /// Checks a back-channel logout token the provider sent (OpenID Connect Back-Channel Logout
+    /// 1.0 §2.6): signed by the provider's keys, then `logout::check_claims`.
+    async fn verify_logout_token(
+        &self,
+        _token: &str,
+        _now: UnixTime,
+    ) -> Result<logout::LogoutRequest, LogoutError> {
+        Err(LogoutError::Refused(logout::LogoutRefused(
+            "this provider's logout tokens are not accepted",
+        )))
+    }
+}
+
+/// Why a logout token was not acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum LogoutError {
+    #[error(transparent)]
+    Refused(#[from] logout::LogoutRefused),
+    /// The provider's keys are not at hand (not discovered yet, or unreachable).
+    #[error(transparent)]
+    Unavailable(UpstreamError),
 }
 
 /// Whether the provider's discovery succeeded, as a gauge of the metrics (`upstream_discovered`):

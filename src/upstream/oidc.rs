@@ -18,7 +18,10 @@ use openidconnect::{
 };
 use url::Url;
 
-use super::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
+use super::logout::{self, LogoutRefused, LogoutRequest};
+use super::{
+    LogoutError, Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest,
+};
 use crate::clock::UnixTime;
 use crate::error_chain;
 use crate::secret::SecretString;
@@ -69,6 +72,9 @@ type DiscoveredClient = CoreClient<
 struct Discovered {
     client: DiscoveredClient,
     jwks: CoreJsonWebKeySet,
+    /// The same keys for the JWTs that are not ID tokens (logout tokens); `None` when the set
+    /// holds no key `jsonwebtoken` can use.
+    logout_keys: Option<jsonwebtoken::jwk::JwkSet>,
 }
 
 /// Why the provider client could not be built from its settings.
@@ -150,6 +156,9 @@ impl OidcUpstream {
             _ => AuthType::BasicAuth,
         };
         let jwks = metadata.jwks().clone();
+        let logout_keys = serde_json::to_value(&jwks)
+            .ok()
+            .and_then(|set| crate::oauth::client_assertion::published_key_set(&set).ok());
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
@@ -160,7 +169,11 @@ impl OidcUpstream {
         .set_redirect_uri(self.redirect_uri.clone())
         .set_auth_type(auth_type);
         if let Ok(mut slot) = self.discovered.write() {
-            *slot = Some(Arc::new(Discovered { client, jwks }));
+            *slot = Some(Arc::new(Discovered {
+                client,
+                jwks,
+                logout_keys,
+            }));
         }
         Ok(())
     }
@@ -247,6 +260,22 @@ impl OidcUpstream {
         )
     }
 }
+
+impl OidcUpstream {
+    /// A logout token's claims if the provider's current keys sign it.
+    fn logout_claims(&self, token: &str) -> Result<serde_json::Value, LogoutError> {
+        let discovered = self.current().map_err(LogoutError::Unavailable)?;
+        let keys = discovered.logout_keys.as_ref().ok_or(LogoutRefused(
+            "the provider publishes no key the bridge can verify a logout token with",
+        ))?;
+        crate::oauth::client_assertion::signed_claims::<serde_json::Value>(token, keys)
+            .map(|(_, claims)| claims)
+            .map_err(|_| LogoutError::Refused(LogoutRefused(LOGOUT_SIGNATURE)))
+    }
+}
+
+/// Refused for its signature, or for a key the provider may have rotated in since discovery.
+const LOGOUT_SIGNATURE: &str = "the token is not signed by the provider's keys";
 
 #[async_trait]
 impl Upstream for OidcUpstream {
@@ -340,6 +369,40 @@ impl Upstream for OidcUpstream {
             claims,
             refresh_token,
         })
+    }
+
+    async fn verify_logout_token(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<LogoutRequest, LogoutError> {
+        // Nothing is verified, nor any key fetched, for what no provider would send.
+        if token.len() > crate::oauth::client_assertion::MAX_ASSERTION_BYTES {
+            return Err(LogoutRefused("the token is too long").into());
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| LogoutRefused("the logout token is not a signed JWT"))?;
+        logout::check_type(header.typ.as_deref())?;
+        let unverified: serde_json::Value = jsonwebtoken::dangerous::insecure_decode(token)
+            .map_err(|_| LogoutRefused("the logout token's claims cannot be read"))?
+            .claims;
+        let (issuer, client_id) = (self.issuer.as_str(), self.settings.client_id.as_str());
+        logout::check_claims(&unverified, issuer, client_id, now)?;
+        let claims = match self.logout_claims(token) {
+            Err(LogoutError::Refused(LogoutRefused(LOGOUT_SIGNATURE)))
+                if self.claim_forced_refresh() =>
+            {
+                tracing::info!(
+                    "logout token signature did not verify; refreshing the provider's keys"
+                );
+                self.discover().await.map_err(|error| {
+                    LogoutError::Unavailable(UpstreamError::Unreachable(error_chain(&error)))
+                })?;
+                self.logout_claims(token)?
+            }
+            other => other?,
+        };
+        Ok(logout::check_claims(&claims, issuer, client_id, now)?)
     }
 
     async fn refresh(

@@ -141,7 +141,8 @@ fn migrate_applies_the_schema_once_then_says_it_is_up_to_date() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7]")
+        String::from_utf8_lossy(&first.stdout)
+            .contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8]")
     );
     let second = run();
     assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));

@@ -225,6 +225,19 @@ fn the_keycloak_realm_agrees_with_the_bridge_configuration() {
     let callback = config.callback_url().unwrap();
     assert_eq!(client["redirectUris"], serde_json::json!([callback]));
     assert_eq!(client["attributes"]["pkce.code.challenge.method"], "S256");
+    // Keycloak ends the bridge's grants when a session ends there (Back-Channel Logout 1.0).
+    assert_eq!(
+        client["attributes"]["backchannel.logout.url"].as_str(),
+        Some(
+            callback
+                .replace("/oauth/callback", "/oauth/backchannel-logout")
+                .as_str()
+        )
+    );
+    assert_eq!(
+        client["attributes"]["backchannel.logout.session.required"],
+        "true"
+    );
 
     let mapper = client["protocolMappers"]
         .as_array()

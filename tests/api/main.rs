@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod backchannel_logout;
 mod browser;
 mod cli;
 mod client_address;

@@ -109,6 +109,7 @@ impl TestProvider {
             redirect_uri: Mutex::new(String::new()),
             user: Mutex::new(json!({
                 "sub": "upstream-user-42",
+                "sid": "upstream-session-1",
                 "email": "ada@corp.example",
                 "email_verified": true,
                 "name": "Ada Lovelace",
@@ -164,7 +165,49 @@ impl TestProvider {
     pub fn secrets(&self) -> Vec<String> {
         self.state.secrets.lock().unwrap().clone()
     }
+
+    /// The claims of a logout token for the user's session `sid` (OIDC Back-Channel Logout
+    /// 1.0 §2.4), as the provider makes them now.
+    pub fn logout_claims(&self, sid: Option<&str>) -> Value {
+        let now = SystemClock.now().seconds();
+        let mut claims = json!({
+            "iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
+            "jti": URL_SAFE_NO_PAD.encode(rand_bytes()),
+            "sub": self.state.user.lock().unwrap()["sub"],
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        });
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
+        }
+        claims
+    }
+
+    /// `claims` signed as the provider signs (RS256, its published key), typed `logout+jwt`.
+    pub fn sign_logout_token(&self, claims: &Value) -> String {
+        self.sign_with(claims, SIGNING_KEY, "logout+jwt")
+    }
+
+    /// `claims` signed with a key the provider does not publish, under its key id.
+    pub fn sign_with_foreign_key(&self, claims: &Value) -> String {
+        self.sign_with(claims, FOREIGN_KEY, "logout+jwt")
+    }
+
+    /// `claims` signed with the provider's key and a `typ` of the caller's choosing.
+    pub fn sign_with(&self, claims: &Value, pem: &str, typ: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("test-key".into());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
 }
+
+/// The provider's signing key, for tests that sign as it does by hand.
+pub const PROVIDER_KEY: &str = SIGNING_KEY;
 
 impl ProviderState {
     fn saw(&self, secret: &str) {

@@ -4,7 +4,9 @@
 // PKCE required, refresh tokens — and, by default, an issuer with a path (`/realms/test`).
 //
 // usage: node idp.mjs --port N --client-secret S --redirect-uri URL [--issuer-path /realms/test]
-//        [--exit-with-stdin]
+//        [--backchannel-logout-uri URL] [--exit-with-stdin]
+// With --backchannel-logout-uri, ending a session at the provider (its RP-initiated logout page)
+// POSTs a logout token there (OpenID Connect Back-Channel Logout 1.0), naming the session's sid.
 // Prints `ready <issuer>` on stdout once it listens on 127.0.0.1. With --exit-with-stdin it also
 // exits when its standard input closes, so it cannot outlive the process that started it.
 import { createServer } from 'node:http';
@@ -19,6 +21,7 @@ const { values: args } = parseArgs({
     'client-secret': { type: 'string' },
     'redirect-uri': { type: 'string' },
     'issuer-path': { type: 'string', default: '/realms/test' },
+    'backchannel-logout-uri': { type: 'string' },
     'exit-with-stdin': { type: 'boolean', default: false },
   },
 });
@@ -49,6 +52,9 @@ const provider = new Provider(issuer, {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      ...(args['backchannel-logout-uri']
+        ? { backchannel_logout_uri: args['backchannel-logout-uri'], backchannel_logout_session_required: true }
+        : {}),
     },
   ],
   jwks: { keys: [signingKey] },
@@ -60,7 +66,13 @@ const provider = new Provider(issuer, {
     profile: ['name', 'preferred_username'],
     groups: ['groups'],
   },
-  features: { devInteractions: { enabled: false } },
+  features: { devInteractions: { enabled: false }, backchannelLogout: { enabled: true } },
+  // Its requests to relying parties (the logout token) refuse special-use addresses, loopback
+  // included, against SSRF; every server of the suite is on loopback, so that guard is left out.
+  fetch: (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   interactions: { url: (ctx, interaction) => `${mountPath}/interaction/${interaction.uid}` },
   async findAccount(ctx, sub) {
     const account = accountsBySub[sub];
@@ -84,6 +96,12 @@ const provider = new Provider(issuer, {
     ctx.body = page('Error', `<p id="error">${escape(out.error)}: ${escape(out.error_description ?? '')}</p>`);
   },
 });
+
+// The suite reads these in idp.log when a back-channel logout does not arrive.
+provider.on('backchannel.success', (ctx, client, accountId, sid) => console.log(`backchannel logout sent to ${client.clientId} for ${accountId} (sid ${sid})`));
+provider.on('backchannel.error', (ctx, error, client) => console.log(`backchannel logout to ${client.clientId} failed: ${error.message}`));
+provider.on('end_session.success', () => console.log('end_session.success'));
+provider.on('end_session.error', (ctx, error) => console.log(`end_session.error: ${error.message}`));
 
 function escape(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -14,10 +14,16 @@
 // the official MCP TypeScript SDK calls a tool through the bridge's proxy with it.
 // `enterprise-jwks` prints the provider's public keys, for the bridge's configuration.
 //
+// `backchannel-logout`: OpenID Connect Back-Channel Logout 1.0. The relying party signs in for
+// the MCP server behind the bridge's proxy; then the user signs out at the upstream provider
+// (oidc-provider's RP-initiated logout page), which POSTs a logout token to the bridge: the next
+// refresh is refused, and so is the access token at the proxy.
+//
 // The one setting changed from the defaults: plain http is allowed, because every server of the
 // suite listens on loopback without TLS.
 //
-// usage: node oidc_client.mjs flow|private-key-jwt|id-jag --issuer URL [--server-url URL]
+// usage: node oidc_client.mjs flow|private-key-jwt|id-jag|backchannel-logout --issuer URL
+//        [--server-url URL] [--idp-issuer URL]
 //        node oidc_client.mjs enterprise-jwks
 import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -32,7 +38,7 @@ const REDIRECT_URI = 'http://127.0.0.1:33420/callback';
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
-  options: { issuer: { type: 'string' }, 'server-url': { type: 'string' } },
+  options: { issuer: { type: 'string' }, 'server-url': { type: 'string' }, 'idp-issuer': { type: 'string' } },
 });
 const issuer = args.issuer ? new URL(args.issuer) : undefined;
 const insecure = { [oauth.allowInsecureRequests]: true };
@@ -83,7 +89,7 @@ async function register(as, metadata) {
 
 // Authorize (PKCE, state, nonce) through consent and the upstream login, then redeem the code:
 // the validated token response and the nonce it must carry.
-async function signIn(as, client, clientAuth) {
+async function signIn(as, client, clientAuth, { browser = new Browser('alice'), extra = {} } = {}) {
   const codeVerifier = oauth.generateRandomCodeVerifier();
   const state = oauth.generateRandomState();
   const nonce = oauth.generateRandomNonce();
@@ -97,10 +103,11 @@ async function signIn(as, client, clientAuth) {
     code_challenge_method: 'S256',
     state,
     nonce,
+    ...extra,
   })) {
     authorizationUrl.searchParams.set(name, value);
   }
-  const outcome = await new Browser('alice').authorize(authorizationUrl.href, REDIRECT_URI);
+  const outcome = await browser.authorize(authorizationUrl.href, REDIRECT_URI);
   check(JSON.stringify(outcome.pages) === JSON.stringify(['bridge-consent', 'idp-login']), "passed the bridge's consent and the upstream login form");
   const callback = new URL(REDIRECT_URI);
   for (const [name, value] of Object.entries(outcome.params)) callback.searchParams.set(name, value);
@@ -265,6 +272,61 @@ async function scenarioIdJag() {
   await mcp.close();
 }
 
+// A JSON-RPC call through the bridge's proxy with `accessToken`: the HTTP status.
+async function proxiedStatus(accessToken) {
+  const response = await fetch(args['server-url'], {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${accessToken}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+    },
+    body: JSON.stringify({
+      jsonrpc: '2.0', id: 1, method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'interop-logout', version: '1.0.0' } },
+    }),
+  });
+  await response.body?.cancel();
+  return response.status;
+}
+
+async function scenarioBackchannelLogout() {
+  const as = await discover();
+  const registered = await register(as, {});
+  const client = { client_id: registered.client_id, id_token_signed_response_alg: 'RS256' };
+  const clientAuth = oauth.ClientSecretBasic(registered.client_secret);
+  const browser = new Browser('alice');
+  const { tokens } = await signIn(as, client, clientAuth, {
+    browser,
+    extra: { scope: 'openid email mcp:tools', resource: args['server-url'] },
+  });
+  check(typeof tokens.refresh_token === 'string', 'signed in for the MCP server, with a refresh token');
+  check(await proxiedStatus(tokens.access_token) === 200, 'the proxy lets the access token through');
+
+  // The user signs out at the provider, in the browser that signed in there.
+  const endSession = `${args['idp-issuer']}/session/end`;
+  const page = await (await browser.fetch(endSession)).text();
+  const xsrf = page.match(/name="xsrf" value="([^"]+)"/)?.[1];
+  const action = page.match(/<form id="op.logoutForm" method="post" action="([^"]+)"/)?.[1];
+  check(xsrf && action, "the provider's sign-out page asks to confirm");
+  const confirmed = await browser.fetch(new URL(action, endSession).href, { xsrf, logout: 'yes' });
+  check([200, 302, 303].includes(confirmed.status), 'signed out at the provider');
+
+  // The provider has called the bridge's back-channel logout endpoint before answering.
+  let refusedRefresh;
+  try {
+    await oauth.processRefreshTokenResponse(
+      as,
+      client,
+      await oauth.refreshTokenGrantRequest(as, client, clientAuth, tokens.refresh_token, insecure),
+    );
+  } catch (error) {
+    refusedRefresh = error.error ?? error.cause?.error ?? error.message;
+  }
+  check(refusedRefresh === 'invalid_grant', `the next refresh is refused (${refusedRefresh})`);
+  check(await proxiedStatus(tokens.access_token) === 401, 'the proxy refuses the access token');
+}
+
 const started = Date.now();
 try {
   const scenario = positionals[0];
@@ -272,7 +334,12 @@ try {
     console.log(JSON.stringify(enterpriseJwks()));
     process.exit(0);
   }
-  await { flow: scenarioFlow, 'private-key-jwt': scenarioPrivateKeyJwt, 'id-jag': scenarioIdJag }[scenario]();
+  await {
+    flow: scenarioFlow,
+    'private-key-jwt': scenarioPrivateKeyJwt,
+    'id-jag': scenarioIdJag,
+    'backchannel-logout': scenarioBackchannelLogout,
+  }[scenario]();
   console.log(`DONE ${LABEL} ${scenario} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
   process.exit(0);
 } catch (error) {

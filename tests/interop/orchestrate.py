@@ -278,7 +278,8 @@ def main():
     failures = []
     try:
         idp = processes.start("idp", ["node", "idp.mjs", "--port", str(idp_port), "--client-secret", client_secret,
-                                      "--redirect-uri", f"{issuer}oauth/callback"])
+                                      "--redirect-uri", f"{issuer}oauth/callback",
+                                      "--backchannel-logout-uri", f"{issuer}oauth/backchannel-logout"])
         wait_for(f"http://127.0.0.1:{idp_port}/realms/test/.well-known/openid-configuration", "oidc-provider", idp)
         start_bridge()
         mcp = processes.start("mcp-server", [args.mcp_server_python, "mcp_server.py", "--port", str(mcp_port),
@@ -320,6 +321,11 @@ def main():
                              "--issuer", issuer, "--scope", ADMIN_SCOPE, "--tool", GUARDED_TOOL], start_bridge))
             clients.append(("enterprise-id-jag", ["node", "oidc_client.mjs", "id-jag", "--issuer", issuer,
                                                   "--server-url", server_urls["proxied-"]], start_bridge))
+            # The user signs out at the provider: its logout token ends the grant at the bridge.
+            clients.append(("oauth4webapi-backchannel-logout",
+                            ["node", "oidc_client.mjs", "backchannel-logout", "--issuer", issuer,
+                             "--server-url", server_urls["proxied-"],
+                             "--idp-issuer", f"http://127.0.0.1:{idp_port}/realms/test"], start_bridge))
 
         glewlwyd_scenarios = [f"glewlwyd-typescript-sdk-{scenario}" for scenario in ("flow", "denied")]
         # Glewlwyd and its bridge start only when one of their scenarios runs.

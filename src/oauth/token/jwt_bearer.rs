@@ -114,6 +114,7 @@ pub(super) async fn exchange(
             expires_at: record.expires_at,
         }],
         upstream_refresh: None,
+        upstream_session: None,
         created_at: now,
         last_used_at: None,
     };

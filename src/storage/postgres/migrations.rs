@@ -16,7 +16,17 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "refresh families by client", V5),
     (6, "single-use keys", V6),
     (7, "grants and consents by owner", V7),
+    (8, "grants by provider session", V8),
 ];
+
+/// A back-channel logout names the provider's `sub` and usually its `sid`; some providers send
+/// only the `sid`.
+const V8: &str = r#"
+CREATE INDEX refresh_families_provider_session ON refresh_families
+    ((data->'upstream_session'->>'subject'), (data->'upstream_session'->>'session_id'));
+CREATE INDEX refresh_families_provider_session_id ON refresh_families
+    ((data->'upstream_session'->>'session_id'));
+"#;
 
 /// An administrator lists or revokes a user's grants, or a client's remembered consents, without
 /// a scan of every row (grants by client have their index since V5, consents by subject their

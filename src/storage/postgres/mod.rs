@@ -149,8 +149,12 @@ impl PostgresStorage {
         owner: GrantOwner<'_>,
         now: UnixTime,
     ) -> Result<Vec<EndedGrant>, StorageError> {
-        let (sql, value) = granted_sql(owner);
-        let granted = self.query(sql, &[&value]).await?;
+        let Some((condition, values)) = owner_condition(owner) else {
+            return Ok(Vec::new());
+        };
+        let granted = self
+            .query(&granted_sql(condition), &sql_params(&values))
+            .await?;
         let mut ended = Vec::new();
         let mut client = self.client().await?;
         for batch in granted.chunks(REVOCATION_BATCH) {
@@ -410,35 +414,62 @@ async fn revoke_family_in(
 /// (`max_locks_per_transaction` × connections), shared by every session.
 const REVOCATION_BATCH: usize = 200;
 
-/// The grants `owner` holds that are not revoked yet (its families, and the grants its codes not
-/// yet redeemed would start) as `(family, client, subject)`, in the order of their locks' keys.
-fn granted_sql(owner: GrantOwner<'_>) -> (&'static str, &str) {
-    match owner {
-        GrantOwner::Subject(subject) => (
-            "SELECT id, client_id, subject FROM (
-                 SELECT id, data->>'client_id' AS client_id, data->'identity'->>'subject' AS subject
-                 FROM refresh_families
-                 WHERE data->'identity'->>'subject' = $1 AND data->>'revoked' = 'false'
-                 UNION
-                 SELECT data->>'family_id', data->>'client_id', data->'identity'->>'subject'
-                 FROM authorization_codes
-                 WHERE NOT redeemed AND data->'identity'->>'subject' = $1
-             ) AS granted ORDER BY hashtext(id), id",
-            subject,
+/// The condition on a family's or a code's `data` that `owner` holds it, with its parameters
+/// (`$1`, `$2`); `None` when it can hold nothing (a value PostgreSQL cannot store, a session
+/// named by neither `sub` nor `sid`).
+fn owner_condition(owner: GrantOwner<'_>) -> Option<(&'static str, Vec<&str>)> {
+    let (condition, values) = match owner {
+        GrantOwner::Subject(subject) => ("data->'identity'->>'subject' = $1", vec![subject]),
+        GrantOwner::Client(client_id) => ("data->>'client_id' = $1", vec![client_id]),
+        GrantOwner::ProviderSession {
+            subject: Some(subject),
+            session_id: Some(session_id),
+        } => (
+            "data->'upstream_session'->>'subject' = $1 AND data->'upstream_session'->>'session_id' = $2",
+            vec![subject, session_id],
         ),
-        GrantOwner::Client(client_id) => (
-            "SELECT id, client_id, subject FROM (
-                 SELECT id, data->>'client_id' AS client_id, data->'identity'->>'subject' AS subject
-                 FROM refresh_families
-                 WHERE data->>'client_id' = $1 AND data->>'revoked' = 'false'
-                 UNION
-                 SELECT data->>'family_id', data->>'client_id', data->'identity'->>'subject'
-                 FROM authorization_codes
-                 WHERE NOT redeemed AND data->>'client_id' = $1
-             ) AS granted ORDER BY hashtext(id), id",
-            client_id,
+        GrantOwner::ProviderSession {
+            subject: Some(subject),
+            session_id: None,
+        } => ("data->'upstream_session'->>'subject' = $1", vec![subject]),
+        GrantOwner::ProviderSession {
+            subject: None,
+            session_id: Some(session_id),
+        } => (
+            "data->'upstream_session'->>'session_id' = $1",
+            vec![session_id],
         ),
-    }
+        GrantOwner::ProviderSession {
+            subject: None,
+            session_id: None,
+        } => return None,
+    };
+    values
+        .iter()
+        .all(|value| storable(value))
+        .then_some((condition, values))
+}
+
+/// The grants held under `condition` that are not revoked yet (the families, and the grants
+/// codes not yet redeemed would start) as `(family, client, subject)`, in the order of their
+/// locks' keys.
+fn granted_sql(condition: &str) -> String {
+    format!(
+        "SELECT id, client_id, subject FROM (
+             SELECT id, data->>'client_id' AS client_id, data->'identity'->>'subject' AS subject
+             FROM refresh_families WHERE {condition} AND data->>'revoked' = 'false'
+             UNION
+             SELECT data->>'family_id', data->>'client_id', data->'identity'->>'subject'
+             FROM authorization_codes WHERE NOT redeemed AND {condition}
+         ) AS granted ORDER BY hashtext(id), id"
+    )
+}
+
+fn sql_params<'a>(values: &'a [&'a str]) -> Vec<&'a (dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|value| value as &(dyn ToSql + Sync))
+        .collect()
 }
 
 async fn revoke_access_token(
@@ -1062,21 +1093,12 @@ impl Storage for PostgresStorage {
         owner: GrantOwner<'_>,
         now: UnixTime,
     ) -> Result<Vec<RefreshFamily>, StorageError> {
-        let (sql, value) = match owner {
-            GrantOwner::Subject(subject) => (
-                "SELECT data FROM refresh_families WHERE data->'identity'->>'subject' = $1",
-                subject,
-            ),
-            GrantOwner::Client(client_id) => (
-                "SELECT data FROM refresh_families WHERE data->>'client_id' = $1",
-                client_id,
-            ),
-        };
-        if !storable(value) {
+        let Some((condition, values)) = owner_condition(owner) else {
             return Ok(Vec::new());
-        }
+        };
+        let sql = format!("SELECT data FROM refresh_families WHERE {condition}");
         let mut grants = Vec::new();
-        for row in self.query(sql, &[&value]).await? {
+        for row in self.query(&sql, &sql_params(&values)).await? {
             let Json(family): Json<RefreshFamily> = row.try_get(0).map_err(unavailable)?;
             if family.is_live(now) {
                 grants.push(family);
@@ -1091,19 +1113,19 @@ impl Storage for PostgresStorage {
         owner: GrantOwner<'_>,
         now: UnixTime,
     ) -> Result<Vec<EndedGrant>, StorageError> {
-        let (consents_sql, value) = match owner {
+        let ended = self.end_grants(owner, now).await?;
+        let consents = match owner {
             GrantOwner::Subject(subject) => {
-                ("DELETE FROM consent_grants WHERE subject = $1", subject)
+                Some(("DELETE FROM consent_grants WHERE subject = $1", subject))
             }
             GrantOwner::Client(client_id) => {
-                ("DELETE FROM consent_grants WHERE client_id = $1", client_id)
+                Some(("DELETE FROM consent_grants WHERE client_id = $1", client_id))
             }
+            GrantOwner::ProviderSession { .. } => None,
         };
-        if !storable(value) {
-            return Ok(Vec::new());
+        if let Some((sql, value)) = consents.filter(|(_, value)| storable(value)) {
+            self.execute(sql, &[&value]).await?;
         }
-        let ended = self.end_grants(owner, now).await?;
-        self.execute(consents_sql, &[&value]).await?;
         Ok(ended)
     }
 

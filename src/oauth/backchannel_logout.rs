@@ -1,0 +1,66 @@
+//! OpenID Connect Back-Channel Logout 1.0, the bridge as relying party: the identity provider
+//! POSTs a logout token when a user's session there ends (signed out, disabled, session expired
+//! or killed by an administrator), and every grant that session started is revoked with its
+//! access tokens, on every instance. The token is checked in full by the upstream
+//! (`Upstream::verify_logout_token`) and used once.
+
+use super::client_assertion::{remembered_until, single_use_key};
+use super::revoke::record_ended;
+use super::{Bridge, OAuthError, Params, SignIn};
+use crate::audit;
+use crate::clock::UnixTime;
+use crate::storage::GrantOwner;
+use crate::upstream::LogoutError;
+
+/// Ends the provider session `logout_token` names; how many grants gave access until then.
+pub(crate) async fn logout(
+    bridge: &Bridge,
+    params: &Params,
+    now: UnixTime,
+) -> Result<usize, OAuthError> {
+    let token = params.require("logout_token")?;
+    let SignIn::Upstream(upstream) = &bridge.sign_in else {
+        return Err(OAuthError::invalid_request(
+            "this service has no upstream identity provider",
+        ));
+    };
+    let request = match upstream.verify_logout_token(token, now).await {
+        Ok(request) => request,
+        Err(LogoutError::Refused(refused)) => {
+            tracing::warn!(reason = refused.0, "back-channel logout token refused");
+            return Err(OAuthError::invalid_request(format!(
+                "the logout token is not valid: {refused}"
+            )));
+        }
+        Err(LogoutError::Unavailable(error)) => return Err(OAuthError::unavailable(error)),
+    };
+    // Single use, across instances: a replay is refused, not acted on again (§2.6 step 8).
+    let key = single_use_key("logout", "upstream", &request.jti);
+    if !bridge
+        .storage
+        .use_once(&key, remembered_until(request.expires_at), now)
+        .await?
+    {
+        tracing::warn!("back-channel logout token replayed");
+        return Err(OAuthError::invalid_request(
+            "the logout token was used before",
+        ));
+    }
+    let owner = GrantOwner::ProviderSession {
+        subject: request.subject.as_deref(),
+        session_id: request.session_id.as_deref(),
+    };
+    let ended = bridge.storage.revoke_grants(owner, now).await?;
+    let live = record_ended(&ended, audit::RevocationReason::BackchannelLogout);
+    audit::record(&audit::Event::BackchannelLogout {
+        provider: "upstream",
+        subject: request.subject.as_deref(),
+        session_id: request.session_id.as_deref(),
+        count: live,
+    });
+    tracing::info!(
+        revoked = live,
+        "back-channel logout: the provider session's grants revoked"
+    );
+    Ok(live)
+}
