@@ -51,20 +51,6 @@ async fn call(
     (status, body, headers)
 }
 
-/// What `app` says of `token` to the confidential web client (RFC 7662).
-async fn introspect(app: &TestApp, token: &str) -> Value {
-    app.api
-        .post(app.url("/oauth/introspect"))
-        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn admin_get(app: &TestApp, path: &str) -> Value {
     let (status, body, headers) = call(app, reqwest::Method::GET, path, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -193,7 +179,7 @@ async fn a_users_grants_are_listed_and_revoked_and_refused_everywhere_at_once() 
             .unwrap();
         assert_eq!(userinfo.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            introspect(&app, access.as_str().unwrap()).await,
+            app.introspect_as_web_client(access.as_str().unwrap()).await,
             json!({"active": false})
         );
     }
@@ -298,7 +284,10 @@ async fn a_deleted_client_is_gone_with_its_grants_and_a_client_s_grants_go_alone
         .await
         .unwrap();
     let doomed_access = doomed["access_token"].as_str().unwrap();
-    assert_eq!(introspect(&app, doomed_access).await["active"], true);
+    assert_eq!(
+        app.introspect_as_web_client(doomed_access).await["active"],
+        true
+    );
     let (status, body) = admin_delete(&app, &format!("/admin/grants?client_id={WEB_CLIENT}")).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"revoked": 0})));
 
@@ -314,7 +303,7 @@ async fn a_deleted_client_is_gone_with_its_grants_and_a_client_s_grants_go_alone
     let (status, _) = admin_delete(&app, &format!("/admin/clients/{PUBLIC_CLIENT}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a configured client stays");
     assert_eq!(
-        introspect(&app, doomed_access).await,
+        app.introspect_as_web_client(doomed_access).await,
         json!({"active": false}),
         "its grant went with it"
     );
@@ -387,7 +376,10 @@ async fn a_revocation_on_one_instance_is_refused_by_the_other_s_proxy_and_intros
     assert_eq!((status, body), (StatusCode::OK, json!({"revoked": 1})));
     let refused = through_b().await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(introspect(&b, access).await, json!({"active": false}));
+    assert_eq!(
+        b.introspect_as_web_client(access).await,
+        json!({"active": false})
+    );
     let refresh = b.refresh(tokens["refresh_token"].as_str().unwrap()).await;
     oauth_error(refresh, StatusCode::BAD_REQUEST, "invalid_grant").await;
     database.drop_database().await;

@@ -26,18 +26,9 @@ async fn tokens_in_session(app: &TestApp, sid: &str) -> Value {
 }
 
 async fn active(app: &TestApp, access_token: &Value) -> bool {
-    let introspected: Value = app
-        .api
-        .post(app.url("/oauth/introspect"))
-        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
-        .form(&[("token", access_token.as_str().unwrap())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    introspected["active"] == true
+    app.introspect_as_web_client(access_token.as_str().unwrap())
+        .await["active"]
+        == true
 }
 
 async fn refreshes(app: &TestApp, tokens: &Value) -> bool {

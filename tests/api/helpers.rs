@@ -382,6 +382,20 @@ impl TestApp {
         .await
     }
 
+    /// What the bridge says of `token` to the confidential web client (RFC 7662).
+    pub async fn introspect_as_web_client(&self, token: &str) -> Value {
+        self.api
+            .post(self.url("/oauth/introspect"))
+            .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Signs in and redeems the code: the token response body.
     pub async fn tokens(&self) -> Value {
         let pkce = Pkce::new();
