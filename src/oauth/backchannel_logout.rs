@@ -34,7 +34,13 @@ pub(crate) async fn logout(
         }
         Err(LogoutError::Unavailable(error)) => return Err(OAuthError::unavailable(error)),
     };
-    // Single use, across instances: a replay is refused, not acted on again (§2.6 step 8).
+    // Every grant first, then the token spent: a provider whose request failed midway may send
+    // it again, and revoking again changes nothing. A replay is refused, not acted on twice.
+    let owner = GrantOwner::ProviderSession {
+        subject: request.subject.as_deref(),
+        session_id: request.session_id.as_deref(),
+    };
+    let ended = bridge.storage.revoke_grants(owner, now).await?;
     let key = single_use_key("logout", "upstream", &request.jti);
     if !bridge
         .storage
@@ -46,11 +52,6 @@ pub(crate) async fn logout(
             "the logout token was used before",
         ));
     }
-    let owner = GrantOwner::ProviderSession {
-        subject: request.subject.as_deref(),
-        session_id: request.session_id.as_deref(),
-    };
-    let ended = bridge.storage.revoke_grants(owner, now).await?;
     let live = record_ended(&ended, audit::RevocationReason::BackchannelLogout);
     audit::record(&audit::Event::BackchannelLogout {
         provider: "upstream",

@@ -56,7 +56,8 @@ macro_rules! storage_contract {
             a_key_is_used_once_until_it_expires_then_swept,
             registered_clients_are_listed_oldest_first_with_their_last_use,
             a_users_grants_are_listed_then_revoked_with_codes_and_consents_alone,
-            a_clients_grants_are_revoked_with_its_consents_alone;
+            a_clients_grants_are_revoked_with_its_consents_alone,
+            a_provider_session_ends_its_grants_and_those_of_its_user_without_one;
             shared:
             concurrent_redemptions_succeed_exactly_once,
             concurrent_rotations_of_one_token_rotate_exactly_once,
@@ -1505,4 +1506,69 @@ pub(crate) async fn a_clients_grants_are_revoked_with_its_consents_alone(storage
             .await
             .unwrap()
     );
+}
+
+pub(crate) async fn a_provider_session_ends_its_grants_and_those_of_its_user_without_one(
+    storage: &dyn Storage,
+) {
+    let session = |subject: &str, sid: Option<&str>| {
+        Some(crate::identity::UpstreamSession {
+            subject: subject.into(),
+            session_id: sid.map(str::to_owned),
+        })
+    };
+    for (id, upstream) in [
+        ("u1-s1", session("u1", Some("s1"))),
+        ("u1-s2", session("u1", Some("s2"))),
+        ("u1-none", session("u1", None)),
+        ("u2-s1", session("u2", Some("s1"))),
+        ("u2-s3", session("u2", Some("s3"))),
+        ("local", None),
+    ] {
+        let mut grant = family(id, TokenHash::of(id));
+        grant.upstream_session = upstream;
+        assert!(storage.create_family(grant).await.unwrap());
+    }
+    let mut record = code("u1-code", NOW.plus(MINUTE * 10));
+    record.upstream_session = session("u1", Some("s1"));
+    storage
+        .put_code(TokenHash::of("u1-code"), record)
+        .await
+        .unwrap();
+    let end = |subject: Option<&'static str>, session_id: Option<&'static str>| async move {
+        ended_ids(
+            storage
+                .revoke_grants(
+                    GrantOwner::ProviderSession {
+                        subject,
+                        session_id,
+                    },
+                    NOW,
+                )
+                .await
+                .unwrap(),
+        )
+    };
+    assert!(end(None, None).await.is_empty(), "a logout names something");
+    assert!(
+        end(Some("u3"), Some("s1")).await.is_empty(),
+        "sid matches, sub does not"
+    );
+    assert_eq!(
+        end(Some("u1"), Some("s1")).await,
+        ["u1-code", "u1-none (live)", "u1-s1 (live)"]
+    );
+    assert_eq!(end(None, Some("s3")).await, ["u2-s3 (live)"]);
+    assert_eq!(end(Some("u2"), None).await, ["u2-s1 (live)"]);
+    for (jti, revoked) in [
+        ("u1-s2-at-0", false),
+        ("local-at-0", false),
+        ("u1-s1-at-0", true),
+    ] {
+        assert_eq!(
+            storage.is_access_token_revoked(jti, NOW).await.unwrap(),
+            revoked,
+            "{jti}"
+        );
+    }
 }

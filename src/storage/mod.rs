@@ -241,7 +241,8 @@ pub enum GrantOwner<'a> {
     /// A client, configured or registered.
     Client(&'a str),
     /// A session at the identity provider, as a back-channel logout names it: by the provider's
-    /// `sub`, its `sid`, or both (at least one).
+    /// `sub`, its `sid`, or both (at least one). With both, the user's grants recorded without a
+    /// `sid` go too.
     ProviderSession {
         subject: Option<&'a str>,
         session_id: Option<&'a str>,
@@ -261,10 +262,16 @@ impl GrantOwner<'_> {
             GrantOwner::ProviderSession {
                 subject,
                 session_id,
-            } => session.is_some_and(|session| {
-                (subject.is_some() || session_id.is_some())
-                    && subject.is_none_or(|subject| session.subject == subject)
-                    && session_id.is_none_or(|id| session.session_id.as_deref() == Some(id))
+            } => session.is_some_and(|session| match (subject, session_id) {
+                // The session itself, and, of the user's, grants whose ID token named no
+                // session (the provider's logout tokens may carry a `sid` its ID tokens did not).
+                (Some(subject), Some(id)) => {
+                    session.subject == *subject
+                        && session.session_id.as_deref().is_none_or(|own| own == *id)
+                }
+                (Some(subject), None) => session.subject == *subject,
+                (None, Some(id)) => session.session_id.as_deref() == Some(*id),
+                (None, None) => false,
             }),
         }
     }

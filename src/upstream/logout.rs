@@ -59,9 +59,12 @@ pub(crate) fn check_claims(
     if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(LogoutRefused("the token's iss is not the provider"));
     }
+    // As for an ID token: the bridge alone, not one among other audiences it does not know.
     let for_us = match claims.get("aud") {
         Some(Value::String(aud)) => aud == client_id,
-        Some(Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(client_id)),
+        Some(Value::Array(auds)) => {
+            matches!(auds.as_slice(), [only] if only.as_str() == Some(client_id))
+        }
         _ => false,
     };
     if !for_us {
@@ -154,7 +157,7 @@ mod tests {
         assert_eq!(request.jti, "j-1");
         assert_eq!(request.expires_at, UnixTime(NOW.0 + 115 + 60));
         let mut several = token();
-        several["aud"] = json!(["other", "bridge"]);
+        several["aud"] = json!(["bridge"]);
         several.as_object_mut().unwrap().remove("sid");
         let request = check_claims(&several, ISSUER, "bridge", NOW).unwrap();
         assert_eq!(request.session_id, None);
@@ -165,6 +168,7 @@ mod tests {
         assert!(refusal(|c| c["iss"] = json!("https://evil.example")).contains("iss"));
         assert!(refusal(|c| c["aud"] = json!("someone-else")).contains("aud"));
         assert!(refusal(|c| c["aud"] = json!(["a", "b"])).contains("aud"));
+        assert!(refusal(|c| c["aud"] = json!(["bridge", "other"])).contains("aud"));
         assert!(refusal(|c| c["iat"] = json!(NOW.0 + 3600)).contains("iat"));
         assert!(refusal(|c| c["iat"] = json!(NOW.0 - 3600)).contains("iat"));
         assert!(refusal(|c| c["iat"] = json!("now")).contains("iat"));

@@ -105,6 +105,9 @@ pub struct OidcUpstream {
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// When an ID token's signature last forced a re-discovery.
     last_forced_refresh: Mutex<Option<Instant>>,
+    /// When a logout token naming an unknown key last forced one: kept apart, so that anyone
+    /// posting logout tokens cannot spend the ID tokens' allowance.
+    last_logout_refresh: Mutex<Option<Instant>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -131,6 +134,7 @@ impl OidcUpstream {
             http,
             discovered: RwLock::new(None),
             last_forced_refresh: Mutex::new(None),
+            last_logout_refresh: Mutex::new(None),
             metrics,
         })
     }
@@ -156,9 +160,19 @@ impl OidcUpstream {
             _ => AuthType::BasicAuth,
         };
         let jwks = metadata.jwks().clone();
-        let logout_keys = serde_json::to_value(&jwks)
-            .ok()
-            .and_then(|set| crate::oauth::client_assertion::published_key_set(&set).ok());
+        let logout_keys = match serde_json::to_value(&jwks)
+            .map_err(|_| "the key set cannot be read")
+            .and_then(|set| crate::oauth::client_assertion::published_key_set(&set))
+        {
+            Ok(keys) => Some(keys),
+            Err(reason) => {
+                tracing::warn!(
+                    reason,
+                    "the provider's keys cannot verify back-channel logout tokens (RS*, PS*, ES256, ES384 or EdDSA keys, named by kid when there are several); logout tokens will be refused"
+                );
+                None
+            }
+        };
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
@@ -211,7 +225,11 @@ impl OidcUpstream {
 
     /// Claims the right to re-discover because of a failed signature; at most once a minute.
     fn claim_forced_refresh(&self) -> bool {
-        let Ok(mut last) = self.last_forced_refresh.lock() else {
+        Self::claim_refresh(&self.last_forced_refresh)
+    }
+
+    fn claim_refresh(slot: &Mutex<Option<Instant>>) -> bool {
+        let Ok(mut last) = slot.lock() else {
             return false;
         };
         if last.is_some_and(|at| at.elapsed() < MIN_REDISCOVERY_INTERVAL) {
@@ -262,20 +280,29 @@ impl OidcUpstream {
 }
 
 impl OidcUpstream {
-    /// A logout token's claims if the provider's current keys sign it.
-    fn logout_claims(&self, token: &str) -> Result<serde_json::Value, LogoutError> {
+    /// A logout token's claims if the provider's current keys sign it; `Ok(None)` when it names
+    /// a key (`kid`) they do not hold, which the provider may have rotated in since discovery.
+    fn logout_claims(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+    ) -> Result<Option<serde_json::Value>, LogoutError> {
         let discovered = self.current().map_err(LogoutError::Unavailable)?;
-        let keys = discovered.logout_keys.as_ref().ok_or(LogoutRefused(
-            "the provider publishes no key the bridge can verify a logout token with",
-        ))?;
+        let Some(keys) = discovered.logout_keys.as_ref() else {
+            return Ok(None);
+        };
+        if kid.is_some_and(|kid| keys.find(kid).is_none()) {
+            return Ok(None);
+        }
         crate::oauth::client_assertion::signed_claims::<serde_json::Value>(token, keys)
-            .map(|(_, claims)| claims)
-            .map_err(|_| LogoutError::Refused(LogoutRefused(LOGOUT_SIGNATURE)))
+            .map(|(_, claims)| Some(claims))
+            .map_err(|_| {
+                LogoutError::Refused(LogoutRefused(
+                    "the token is not signed by the provider's keys",
+                ))
+            })
     }
 }
-
-/// Refused for its signature, or for a key the provider may have rotated in since discovery.
-const LOGOUT_SIGNATURE: &str = "the token is not signed by the provider's keys";
 
 #[async_trait]
 impl Upstream for OidcUpstream {
@@ -382,25 +409,39 @@ impl Upstream for OidcUpstream {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| LogoutRefused("the logout token is not a signed JWT"))?;
+        if !crate::oauth::client_assertion::SIGNING_ALGORITHMS.contains(&header.alg) {
+            return Err(LogoutRefused(
+                "the logout token is not signed with an asymmetric algorithm the bridge verifies",
+            )
+            .into());
+        }
         logout::check_type(header.typ.as_deref())?;
         let unverified: serde_json::Value = jsonwebtoken::dangerous::insecure_decode(token)
             .map_err(|_| LogoutRefused("the logout token's claims cannot be read"))?
             .claims;
         let (issuer, client_id) = (self.issuer.as_str(), self.settings.client_id.as_str());
         logout::check_claims(&unverified, issuer, client_id, now)?;
-        let claims = match self.logout_claims(token) {
-            Err(LogoutError::Refused(LogoutRefused(LOGOUT_SIGNATURE)))
-                if self.claim_forced_refresh() =>
-            {
+        let kid = header.kid.as_deref();
+        let claims = match self.logout_claims(token, kid)? {
+            Some(claims) => claims,
+            // A key the bridge has not seen: fetched once, at most once a minute whoever asks.
+            None if Self::claim_refresh(&self.last_logout_refresh) => {
                 tracing::info!(
-                    "logout token signature did not verify; refreshing the provider's keys"
+                    "a logout token names a key not yet known; refreshing the provider's keys"
                 );
                 self.discover().await.map_err(|error| {
                     LogoutError::Unavailable(UpstreamError::Unreachable(error_chain(&error)))
                 })?;
-                self.logout_claims(token)?
+                self.logout_claims(token, kid)?.ok_or(LogoutRefused(
+                    "the token names a key the provider does not publish",
+                ))?
             }
-            other => other?,
+            // Asked again too soon: the provider may retry once the keys can be fetched again.
+            None => {
+                return Err(LogoutError::Unavailable(UpstreamError::Unreachable(
+                    "the provider's keys were refreshed less than a minute ago".to_owned(),
+                )));
+            }
         };
         Ok(logout::check_claims(&claims, issuer, client_id, now)?)
     }

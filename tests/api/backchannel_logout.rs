@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::oidc_provider::{self, PROVIDER_KEY};
+use crate::oidc_provider::{self, Behaviour, PROVIDER_KEY, ROTATED_KEY};
 
 const LOGOUT_PATH: &str = "/oauth/backchannel-logout";
 
@@ -197,6 +197,67 @@ async fn anything_but_the_providers_logout_token_for_the_bridge_is_refused_and_e
     // And the good token, refused nowhere above, still works once.
     assert_eq!(post_logout(&app, &good).await.status(), StatusCode::OK);
     assert!(!active(&app, &tokens["access_token"]).await);
+}
+
+#[tokio::test]
+async fn a_session_is_named_by_its_sid_and_its_user_together_or_by_its_sid_alone() {
+    let app = spawn_app().await;
+    let tokens = tokens_in_session(&app, "session-a").await;
+    let provider = &app.provider;
+    let mut someone_else = provider.logout_claims(Some("session-a"));
+    someone_else["sub"] = json!("another-user");
+    assert_eq!(
+        post_logout(&app, &provider.sign_logout_token(&someone_else))
+            .await
+            .status(),
+        StatusCode::OK,
+        "a valid token that ends nothing of ours"
+    );
+    assert!(
+        active(&app, &tokens["access_token"]).await,
+        "the sid alone is not enough"
+    );
+    let mut sid_only = provider.logout_claims(Some("session-a"));
+    sid_only.as_object_mut().unwrap().remove("sub");
+    assert_eq!(
+        post_logout(&app, &provider.sign_logout_token(&sid_only))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert!(!active(&app, &tokens["access_token"]).await);
+}
+
+#[tokio::test]
+async fn a_key_the_provider_rotated_in_is_fetched_once_for_a_logout_token() {
+    let app = spawn_app().await;
+    let tokens = tokens_in_session(&app, "session-a").await;
+    *app.provider.state.behaviour.lock().unwrap() = Behaviour::RotatedKey;
+    let provider = &app.provider;
+    let rotated = |sid: &str| {
+        provider.sign_as(
+            &provider.logout_claims(Some(sid)),
+            ROTATED_KEY,
+            "rotated-key",
+            "logout+jwt",
+        )
+    };
+    assert_eq!(
+        post_logout(&app, &rotated("session-a")).await.status(),
+        StatusCode::OK
+    );
+    assert!(!active(&app, &tokens["access_token"]).await);
+    // A key nobody publishes, right after: not fetched again within the minute, and said so.
+    let unknown = provider.sign_as(
+        &provider.logout_claims(Some("session-b")),
+        PROVIDER_KEY,
+        "never-published",
+        "logout+jwt",
+    );
+    let response = post_logout(&app, &unknown).await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }
 
 fn base64_url(value: &Value) -> String {

@@ -194,8 +194,13 @@ impl TestProvider {
 
     /// `claims` signed with the provider's key and a `typ` of the caller's choosing.
     pub fn sign_with(&self, claims: &Value, pem: &str, typ: &str) -> String {
+        self.sign_as(claims, pem, "test-key", typ)
+    }
+
+    /// `claims` signed with `pem` under the key id `kid`.
+    pub fn sign_as(&self, claims: &Value, pem: &str, kid: &str, typ: &str) -> String {
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("test-key".into());
+        header.kid = Some(kid.into());
         header.typ = Some(typ.into());
         jsonwebtoken::encode(
             &header,
@@ -208,6 +213,8 @@ impl TestProvider {
 
 /// The provider's signing key, for tests that sign as it does by hand.
 pub const PROVIDER_KEY: &str = SIGNING_KEY;
+/// The key `Behaviour::RotatedKey` publishes instead, under `rotated-key`.
+pub const ROTATED_KEY: &str = FOREIGN_KEY;
 
 impl ProviderState {
     fn saw(&self, secret: &str) {

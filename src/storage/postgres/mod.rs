@@ -425,7 +425,7 @@ fn owner_condition(owner: GrantOwner<'_>) -> Option<(&'static str, Vec<&str>)> {
             subject: Some(subject),
             session_id: Some(session_id),
         } => (
-            "data->'upstream_session'->>'subject' = $1 AND data->'upstream_session'->>'session_id' = $2",
+            "data->'upstream_session'->>'subject' = $1 AND coalesce(data->'upstream_session'->>'session_id' = $2, true)",
             vec![subject, session_id],
         ),
         GrantOwner::ProviderSession {
@@ -457,10 +457,10 @@ fn granted_sql(condition: &str) -> String {
     format!(
         "SELECT id, client_id, subject FROM (
              SELECT id, data->>'client_id' AS client_id, data->'identity'->>'subject' AS subject
-             FROM refresh_families WHERE {condition} AND data->>'revoked' = 'false'
+             FROM refresh_families WHERE ({condition}) AND data->>'revoked' = 'false'
              UNION
              SELECT data->>'family_id', data->>'client_id', data->'identity'->>'subject'
-             FROM authorization_codes WHERE NOT redeemed AND {condition}
+             FROM authorization_codes WHERE NOT redeemed AND ({condition})
          ) AS granted ORDER BY hashtext(id), id"
     )
 }
