@@ -34,7 +34,8 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditOutput {
-    /// In the service's own log, as events of target `audit` (subject to `RUST_LOG`).
+    /// In the service's own log, as events of target `audit` (`RUST_LOG` decides only when it
+    /// names `audit`).
     #[default]
     Log,
     Stdout,

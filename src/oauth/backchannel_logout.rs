@@ -34,13 +34,9 @@ pub(crate) async fn logout(
         }
         Err(LogoutError::Unavailable(error)) => return Err(OAuthError::unavailable(error)),
     };
-    // Every grant first, then the token spent: a provider whose request failed midway may send
-    // it again, and revoking again changes nothing. A replay is refused, not acted on twice.
-    let owner = GrantOwner::ProviderSession {
-        subject: request.subject.as_deref(),
-        session_id: request.session_id.as_deref(),
-    };
-    let ended = bridge.storage.revoke_grants(owner, now).await?;
+    // Spent before anything is revoked: a replay (of a token naming only `sub`, which would
+    // also end the user's sessions started since) must change nothing. A storage failure midway
+    // is a 503 the provider cannot retry: it is logged with what was left to end.
     let key = single_use_key("logout", "upstream", &request.jti);
     if !bridge
         .storage
@@ -52,6 +48,21 @@ pub(crate) async fn logout(
             "the logout token was used before",
         ));
     }
+    let owner = GrantOwner::ProviderSession {
+        subject: request.subject.as_deref(),
+        session_id: request.session_id.as_deref(),
+    };
+    let ended = match bridge.storage.revoke_grants(owner, now).await {
+        Ok(ended) => ended,
+        Err(error) => {
+            tracing::error!(
+                subject = request.subject.as_deref(),
+                session_id = request.session_id.as_deref(),
+                "a back-channel logout could not revoke every grant of the session; revoke the rest with DELETE /admin/grants?subject=…"
+            );
+            return Err(error.into());
+        }
+    };
     let live = record_ended(&ended, audit::RevocationReason::BackchannelLogout);
     audit::record(&audit::Event::BackchannelLogout {
         provider: "upstream",

@@ -85,6 +85,15 @@ async fn a_logout_token_ends_the_grants_of_its_session_and_no_other_then_is_spen
     );
     assert!(!active(&app, &refreshed["access_token"]).await);
     assert!(!refreshes(&app, &refreshed).await);
+
+    // The user signs in again; that token, replayed, must not end the new session.
+    let later = tokens_in_session(&app, "session-c").await;
+    let replay = post_logout(&app, &everything).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        active(&app, &later["access_token"]).await,
+        "a replay changes nothing"
+    );
 }
 
 #[tokio::test]
