@@ -993,15 +993,10 @@ pub(crate) async fn deleting_a_client_revokes_its_grants_and_no_other(storage: &
     }
     // Redeemed after the deletion (the token endpoint had authenticated the client before it):
     // the family it stores is revoked at once, its access token with it.
-    let redemption = storage
-        .redeem_code(&in_flight, "leaving", NOW, &mut |record| {
-            let mut grant = family(&record.family_id, TokenHash::of("l-3"));
-            grant.client_id = "leaving".into();
-            Some(grant)
-        })
-        .await
-        .unwrap();
-    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    redeem_in_flight(storage, &in_flight, "leaving", NOW, "l-3", |grant| {
+        grant.client_id = "leaving".into();
+    })
+    .await;
     assert!(
         storage
             .is_access_token_revoked("l-3-at-0", NOW)
@@ -1221,6 +1216,27 @@ pub(crate) async fn registered_clients_are_listed_oldest_first_with_their_last_u
     assert_eq!(listed[1].last_used_at, None);
 }
 
+/// Redeems `code` (not redeemed yet) for `client_id`, storing the grant its record names, with
+/// `first_token` as its refresh token, as `shape` makes it.
+async fn redeem_in_flight(
+    storage: &dyn Storage,
+    code: &TokenHash,
+    client_id: &str,
+    now: UnixTime,
+    first_token: &str,
+    shape: impl Fn(&mut RefreshFamily) + Send + Sync,
+) {
+    let redemption = storage
+        .redeem_code(code, client_id, now, &mut |record| {
+            let mut grant = family(&record.family_id, TokenHash::of(first_token));
+            shape(&mut grant);
+            Some(grant)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+}
+
 /// The ended grants' ids, sorted, each marked `(live)` when it was.
 fn ended_ids(ended: Vec<EndedGrant>) -> Vec<String> {
     let mut ids: Vec<String> = ended
@@ -1364,15 +1380,10 @@ pub(crate) async fn a_users_grants_are_listed_then_revoked_with_codes_and_consen
         .unwrap()
         .expect("known, as revoked");
     assert_eq!(presentation, Presentation::Revoked);
-    let redemption = storage
-        .redeem_code(&in_flight, "client", now, &mut |record| {
-            let mut grant = family(&record.family_id, TokenHash::of("ada-3"));
-            grant.identity.subject = "ada".into();
-            Some(grant)
-        })
-        .await
-        .unwrap();
-    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    redeem_in_flight(storage, &in_flight, "client", now, "ada-3", |grant| {
+        grant.identity.subject = "ada".into();
+    })
+    .await;
     assert!(
         storage
             .is_access_token_revoked("ada-3-at-0", now)
@@ -1408,15 +1419,10 @@ pub(crate) async fn a_users_grants_are_listed_then_revoked_with_codes_and_consen
             .is_empty(),
         "nothing is left to end"
     );
-    let redemption = storage
-        .redeem_code(&bob_code, "client", now, &mut |record| {
-            let mut grant = family(&record.family_id, TokenHash::of("bob-2"));
-            grant.identity.subject = "bob".into();
-            Some(grant)
-        })
-        .await
-        .unwrap();
-    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    redeem_in_flight(storage, &bob_code, "client", now, "bob-2", |grant| {
+        grant.identity.subject = "bob".into();
+    })
+    .await;
     assert!(
         !storage
             .is_access_token_revoked("bob-2-at-0", now)
@@ -1467,15 +1473,10 @@ pub(crate) async fn a_clients_grants_are_revoked_with_its_consents_alone(storage
         ),
         ["c1-ada (live)", "c1-bob (live)", "c1-pending"]
     );
-    let redemption = storage
-        .redeem_code(&in_flight, "c1", NOW, &mut |record| {
-            let mut grant = family(&record.family_id, TokenHash::of("c1-pending"));
-            grant.client_id = "c1".into();
-            Some(grant)
-        })
-        .await
-        .unwrap();
-    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    redeem_in_flight(storage, &in_flight, "c1", NOW, "c1-pending", |grant| {
+        grant.client_id = "c1".into();
+    })
+    .await;
     assert!(
         storage
             .is_access_token_revoked("c1-pending-at-0", NOW)

@@ -115,6 +115,7 @@ pub(super) async fn exchange(
     })??;
 
     let grant = Grant {
+        grant_type: GrantType::AuthorizationCode,
         client_id: &client.id,
         identity: &record.identity,
         scope: &record.scope,

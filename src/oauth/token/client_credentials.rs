@@ -7,6 +7,7 @@ use super::{Grant, TokenResponse, issue_access_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
+use crate::oauth::GrantType;
 use crate::oauth::{Bridge, OAuthError, resource, scope};
 use crate::tokens::opaque::random_string;
 
@@ -50,6 +51,7 @@ pub(super) async fn exchange(
         groups: Vec::new(),
     };
     let grant = Grant {
+        grant_type: GrantType::ClientCredentials,
         client_id: &client.id,
         identity: &identity,
         scope: &granted,

@@ -89,6 +89,7 @@ pub(super) async fn exchange(
     .then(generate_token::<crate::secret::RefreshToken>);
     let family_id = random_string(16);
     let issued = Grant {
+        grant_type: GrantType::JwtBearer,
         client_id: &client.id,
         identity: &grant.identity,
         scope: &scope,

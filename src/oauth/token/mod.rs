@@ -34,25 +34,11 @@ pub struct TokenResponse {
     /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) id_token: Option<String>,
-    /// What the audit trail says of this response; never sent.
-    #[serde(skip)]
-    pub(crate) issued: Issued,
-}
-
-/// The access token of a response as the audit trail names it: by its `jti`, never its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Issued {
-    client_id: String,
-    subject: String,
-    jti: String,
-    scope: Vec<String>,
-    audience: String,
-    expires_at: UnixTime,
-    family_id: Option<String>,
 }
 
 impl TokenResponse {
-    /// The response for `grant`, whose access token `issue_access_token` signed.
+    /// The response for `grant`, whose access token `issue_access_token` signed: the last step
+    /// of every grant, so the audit trail says `token.issued` only of tokens that leave.
     fn of_grant(
         bridge: &Bridge,
         grant: &Grant<'_>,
@@ -60,6 +46,16 @@ impl TokenResponse {
         refresh_token: Option<RefreshToken>,
         id_token: Option<String>,
     ) -> TokenResponse {
+        audit::record(&audit::Event::TokenIssued {
+            grant_type: grant.grant_type.as_str(),
+            client_id: grant.client_id,
+            subject: &grant.identity.subject,
+            jti: &record.jti,
+            scope: grant.scope,
+            audience: grant.audience,
+            expires_at: record.expires_at.seconds(),
+            family_id: grant.family_id,
+        });
         TokenResponse {
             access_token,
             token_type: crate::tokens::BEARER,
@@ -67,30 +63,7 @@ impl TokenResponse {
             refresh_token,
             scope: scope::join(grant.scope),
             id_token,
-            issued: Issued {
-                client_id: grant.client_id.to_owned(),
-                subject: grant.identity.subject.clone(),
-                jti: record.jti,
-                scope: grant.scope.to_vec(),
-                audience: grant.audience.to_owned(),
-                expires_at: record.expires_at,
-                family_id: grant.family_id.map(str::to_owned),
-            },
         }
-    }
-
-    fn audit(&self, grant_type: GrantType) {
-        let issued = &self.issued;
-        audit::record(&audit::Event::TokenIssued {
-            grant_type: grant_type.as_str(),
-            client_id: &issued.client_id,
-            subject: &issued.subject,
-            jti: &issued.jti,
-            scope: &issued.scope,
-            audience: &issued.audience,
-            expires_at: issued.expires_at.seconds(),
-            family_id: issued.family_id.as_deref(),
-        });
     }
 }
 
@@ -111,7 +84,7 @@ pub async fn exchange(
             format!("this client may not use {}", grant.as_str()).into(),
         ));
     }
-    let response = match TokenRequest::read(grant, params)? {
+    match TokenRequest::read(grant, params)? {
         TokenRequest::AuthorizationCode(request) => {
             authorization_code::exchange(bridge, &client, &request, now).await
         }
@@ -124,13 +97,12 @@ pub async fn exchange(
         TokenRequest::JwtBearer(request) => {
             jwt_bearer::exchange(bridge, &client, &request, now).await
         }
-    }?;
-    response.audit(grant);
-    Ok(response)
+    }
 }
 
 /// What an access token is issued for.
 struct Grant<'a> {
+    grant_type: GrantType,
     client_id: &'a str,
     identity: &'a Identity,
     scope: &'a [String],

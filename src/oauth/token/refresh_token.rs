@@ -6,6 +6,7 @@ use super::{Grant, TokenResponse, issue_access_token, wrong_resource};
 use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
+use crate::oauth::GrantType;
 use crate::oauth::{Bridge, OAuthError, scope};
 use crate::secret::RefreshToken;
 use crate::tokens::opaque::random_string;
@@ -94,6 +95,7 @@ pub(super) async fn exchange(
     }
     let scope = requested_scope.unwrap_or_else(|| family.scope.clone());
     let grant = Grant {
+        grant_type: GrantType::RefreshToken,
         client_id: &client.id,
         identity: &family.identity,
         scope: &scope,

@@ -152,11 +152,11 @@ impl PostgresStorage {
         let Some((condition, values)) = owner_condition(owner) else {
             return Ok(Vec::new());
         };
-        let granted = self
-            .query(&granted_sql(condition), &sql_params(&values))
+        let mut client = self.client().await?;
+        let granted = client
+            .rows(&granted_sql(condition), &sql_params(&values))
             .await?;
         let mut ended = Vec::new();
-        let mut client = self.client().await?;
         for batch in granted.chunks(REVOCATION_BATCH) {
             let transaction = client.transaction().await.map_err(unavailable)?;
             for row in batch {
