@@ -24,6 +24,7 @@ use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use mcp_oauth_bridge::tokens::{KeySet, generate_token};
 use mcp_oauth_bridge::upstream::claims::AccessPolicy;
 use mcp_oauth_bridge::upstream::claims::ClaimsConfig;
+use mcp_oauth_bridge::upstream::providers::{Provider, Providers};
 use mcp_oauth_bridge::upstream::{
     Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest,
 };
@@ -34,6 +35,14 @@ struct NoUpstream;
 
 #[async_trait]
 impl Upstream for NoUpstream {
+    fn issuer(&self) -> &str {
+        "https://idp.example.com"
+    }
+
+    fn client_id(&self) -> &str {
+        "bridge"
+    }
+
     fn is_ready(&self) -> bool {
         false
     }
@@ -190,14 +199,23 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             registration_enabled: false,
             metadata_documents_enabled: false,
             introspection_tokens: vec![],
-            claims: ClaimsConfig::default(),
-            access_policy: AccessPolicy::default(),
             access_token_claims: vec![mcp_oauth_bridge::oauth::disclosure::IdentityClaim::Groups],
             jwt_bearer_grant: false,
         },
         clients,
         storage,
-        sign_in: SignIn::Upstream(Arc::new(NoUpstream)),
+        sign_in: SignIn::Upstream(Arc::new(Providers::new(vec![Provider {
+            name: "upstream",
+            display_name: "upstream".into(),
+            callback: None,
+            email_domains: vec![],
+            foreign_domains: vec![],
+            subject_prefix: String::new(),
+            claims: ClaimsConfig::default(),
+            access_policy: AccessPolicy::default(),
+            revalidate_on_refresh: false,
+            upstream: Arc::new(NoUpstream),
+        }]))),
         revalidation: None,
         pending: Arc::new(mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(
             1_000_000,

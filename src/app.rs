@@ -18,6 +18,7 @@ use crate::http::proxy::settings::ProxyConfig;
 use crate::http::proxy::{HeaderPolicy, IdentityHeaders, IdentityJwt, Proxy, PublicOrigin};
 use crate::http::server::ServerConfig;
 use crate::http::{AppState, Registration, router};
+use crate::identity::SINGLE_PROVIDER;
 use crate::key_rotation::{
     KeyWindow, RotationSchedule, spawn_rotation, stored_key, stored_key_keeping,
 };
@@ -41,8 +42,8 @@ use crate::storage::{MemoryStorage, PostgresStorage, Storage};
 use crate::tokens::keys::{KeyRing, SigningAlgorithm};
 use crate::tokens::opaque::random_string;
 use crate::tokens::{KeySet, TokenHash};
-use crate::upstream::claims::{AccessPolicy, ClaimsConfig};
 use crate::upstream::oidc::OidcSettings;
+use crate::upstream::providers::{Provider, Providers};
 use crate::upstream::settings::UpstreamConfig;
 use crate::upstream::{OidcUpstream, Upstream};
 use axum::http::{HeaderName, HeaderValue};
@@ -97,8 +98,8 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     )
     .await?;
     let sign_in = sign_in(config, &metrics).await?;
-    if let SignIn::Upstream(upstream) = &sign_in {
-        metrics.watch(Arc::new(crate::upstream::Discovery(Arc::clone(upstream))));
+    if let SignIn::Upstream(providers) = &sign_in {
+        metrics.watch(Arc::new(crate::upstream::Discovery(Arc::clone(providers))));
     }
 
     let dcr = &config.oauth.dcr;
@@ -143,11 +144,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         generate_id_token_key(Arc::clone(&storage), Arc::clone(&keys));
     }
     let revalidation = config
-        .oauth
-        .upstream
-        .as_ref()
-        .filter(|upstream| upstream.revalidate_on_refresh)
-        .map(|_| match &config.storage.encryption_key {
+        .upstream_providers()
+        .iter()
+        .any(|upstream| upstream.revalidate_on_refresh)
+        .then(|| match &config.storage.encryption_key {
             Some(key) => Sealer::new(key),
             // Only the memory backend gets here (validation requires the key with PostgreSQL),
             // and what it seals dies with the process anyway.
@@ -362,13 +362,19 @@ fn check_id_token_algorithms(
     Ok(())
 }
 
-/// How users prove who they are: at the upstream provider (discovered now, or in the background
-/// while it starts), or at the local login form.
+/// How users prove who they are: at the upstream providers (each discovered now, or in the
+/// background while it starts), or at the local login form.
 async fn sign_in(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<SignIn> {
-    if let Some(upstream_config) = &config.oauth.upstream {
-        return Ok(SignIn::Upstream(
-            connect_upstream(config, upstream_config, metrics).await?,
-        ));
+    let upstreams = config.upstream_providers();
+    if !upstreams.is_empty() {
+        // Discovered side by side: start waits for the slowest, not for their sum.
+        let providers = futures_util::future::try_join_all(
+            upstreams
+                .into_iter()
+                .map(|upstream_config| provider(config, upstream_config, metrics)),
+        )
+        .await?;
+        return Ok(SignIn::Upstream(Arc::new(Providers::new(providers))));
     }
     let users = config.oauth.local_users.clone();
     let users = tokio::task::spawn_blocking(move || LocalUsers::from_config(&users))
@@ -392,12 +398,6 @@ fn protocol_settings(
     protected_resources: &[ProtectedResource],
 ) -> Settings {
     let oauth = &config.oauth;
-    // The claim mapping and access policy speak of the upstream provider's claims; local users
-    // are configured with their identity and are all allowed.
-    let (claims, access_policy) = match &oauth.upstream {
-        Some(upstream) => (upstream.claims.clone(), upstream.access_policy()),
-        None => (ClaimsConfig::default(), AccessPolicy::default()),
-    };
     Settings {
         // The issuer as written, trailing slash and all: a client that names no resource gets it.
         default_audience: oauth.audience.clone().unwrap_or_else(|| issuer.clone()),
@@ -415,8 +415,6 @@ fn protocol_settings(
             .iter()
             .map(|token| TokenHash::of(token.expose()))
             .collect(),
-        claims,
-        access_policy,
         access_token_claims: oauth.access_token_claims.clone(),
         jwt_bearer_grant: !oauth.identity_assertion.trusted_issuers.is_empty(),
     }
@@ -595,19 +593,57 @@ pub fn postgres_storage(config: &Config) -> anyhow::Result<PostgresStorage> {
     )?)
 }
 
-/// The upstream provider's client, discovered now when it answers, else in the background.
+/// A configured provider, its client discovered now when it answers, else in the background.
+async fn provider(
+    config: &Config,
+    upstream_config: &UpstreamConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Provider> {
+    // A metric label lives as long as the process; there are as many names as providers, made
+    // once at start.
+    let name: &'static str = match &upstream_config.name {
+        Some(name) => Box::leak(name.clone().into_boxed_str()),
+        None => SINGLE_PROVIDER,
+    };
+    metrics.prepare_provider(name);
+    let upstream = connect_upstream(config, name, upstream_config, metrics).await?;
+    Ok(Provider {
+        name,
+        display_name: upstream_config
+            .display_name
+            .clone()
+            .unwrap_or_else(|| name.to_owned()),
+        callback: upstream_config.name.clone(),
+        email_domains: upstream_config
+            .email_domains
+            .iter()
+            .map(|domain| domain.to_ascii_lowercase())
+            .collect(),
+        // Filled in by `Providers::new`, which knows them all.
+        foreign_domains: Vec::new(),
+        subject_prefix: upstream_config.effective_subject_prefix(),
+        claims: upstream_config.claims.clone(),
+        access_policy: upstream_config.access_policy(),
+        revalidate_on_refresh: upstream_config.revalidate_on_refresh,
+        upstream,
+    })
+}
+
+/// The provider's client, discovered now when it answers, else in the background.
 async fn connect_upstream(
     config: &Config,
+    name: &'static str,
     upstream_config: &UpstreamConfig,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Arc<dyn Upstream>> {
     let upstream = Arc::new(OidcUpstream::new(
         OidcSettings {
+            name,
             issuer: upstream_config.issuer.clone(),
             client_id: upstream_config.client_id.clone(),
             client_secret: upstream_config.client_secret.clone(),
             redirect_uri: config
-                .callback_url()
+                .callback_url_of(upstream_config)
                 .context("server.public_url is not a URL")?,
             scopes: upstream_config.scopes.clone(),
             wanted_claims: wanted_claims(upstream_config),
@@ -618,11 +654,11 @@ async fn connect_upstream(
     // The provider may still be starting: serve anyway and keep trying in the background.
     match upstream.discover().await {
         Ok(()) => {
-            tracing::info!(issuer = %upstream_config.issuer, "upstream provider discovered");
+            tracing::info!(provider = name, issuer = %upstream_config.issuer, "upstream provider discovered");
         }
         Err(error) => {
             let error = crate::error_chain(&error);
-            tracing::warn!(issuer = %upstream_config.issuer, %error, "upstream discovery failed; retrying in the background");
+            tracing::warn!(provider = name, issuer = %upstream_config.issuer, %error, "upstream discovery failed; retrying in the background");
             upstream.discover_in_background();
         }
     }

@@ -83,6 +83,8 @@ pub enum RevocationReason {
     Admin,
     /// The provider said the user's session there ended (OIDC Back-Channel Logout).
     BackchannelLogout,
+    /// The provider the user signed in at is no longer configured.
+    ProviderRemoved,
 }
 
 /// Why a registered client was deleted.

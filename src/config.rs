@@ -92,6 +92,8 @@ pub struct OAuthConfig {
     pub dcr: DcrConfig,
     pub cimd: CimdConfig,
     pub upstream: Option<UpstreamConfig>,
+    /// Several providers, each named, instead of `upstream`.
+    pub upstreams: Vec<UpstreamConfig>,
     /// Enterprise identity providers whose ID-JAGs the jwt-bearer grant accepts.
     pub identity_assertion: crate::oauth::identity_assertion::IdentityAssertionConfig,
     /// The built-in user directory, instead of `upstream`.
@@ -130,6 +132,7 @@ impl Default for OAuthConfig {
             dcr: DcrConfig::default(),
             cimd: CimdConfig::default(),
             upstream: None,
+            upstreams: Vec::new(),
             identity_assertion: Default::default(),
             local_users: Vec::new(),
             login_throttle: ThrottleSettings::default(),
@@ -185,6 +188,26 @@ impl Config {
         ))
     }
 
+    /// Where `provider` sends the user back: `/oauth/callback` for the single `oauth.upstream`,
+    /// `/oauth/callback/<name>` for each of `oauth.upstreams`, so that a provider's answer can
+    /// only complete a sign-in started with it (RFC 9700 §4.4.2, mix-up attacks).
+    pub fn callback_url_of(&self, provider: &UpstreamConfig) -> Option<String> {
+        let single = self.callback_url()?;
+        Some(match &provider.name {
+            Some(name) => format!("{single}/{name}"),
+            None => single,
+        })
+    }
+
+    /// The providers users sign in at: the single `oauth.upstream`, or `oauth.upstreams`.
+    pub fn upstream_providers(&self) -> Vec<&UpstreamConfig> {
+        self.oauth
+            .upstream
+            .iter()
+            .chain(self.oauth.upstreams.iter())
+            .collect()
+    }
+
     /// The issuer identifier: `public_url` normalised, keeping or leaving its trailing slash as
     /// written. Clients compare issuers as strings (RFC 8414 §3.3, RFC 9207), and an MCP server's
     /// own metadata may name us either way (the Python SDK 1.x always writes `https://host/`),
@@ -230,30 +253,31 @@ impl Config {
                 ));
             }
         }
-        if self
-            .oauth
-            .upstream
-            .as_ref()
-            .is_some_and(|upstream| upstream.revalidate_on_refresh)
-            && self.storage.backend == StorageBackend::Postgres
-            && self.storage.encryption_key.is_none()
-        {
-            problems.push(
-                "oauth.upstream.revalidate_on_refresh: the provider's refresh tokens are kept in the database, so storage.encryption_key is required".to_owned(),
-            );
-        }
-        if let (Some(uri), Some(callback)) = (
-            self.oauth
-                .upstream
-                .as_ref()
-                .and_then(|u| u.redirect_uri.as_ref()),
-            self.callback_url(),
-        ) && Url::parse(uri).map(String::from).ok() != Some(callback.clone())
-        {
-            // The sign-in cookie is scoped to this host: a callback elsewhere would never see it.
-            problems.push(format!(
-                "oauth.upstream.redirect_uri: must be {callback:?}, the bridge's own callback"
-            ));
+        let single = self.oauth.upstream.is_some();
+        for (i, provider) in self.upstream_providers().into_iter().enumerate() {
+            let path = match single {
+                true => "oauth.upstream".to_owned(),
+                false => format!("oauth.upstreams[{i}]"),
+            };
+            if provider.revalidate_on_refresh
+                && self.storage.backend == StorageBackend::Postgres
+                && self.storage.encryption_key.is_none()
+            {
+                problems.push(format!(
+                    "{path}.revalidate_on_refresh: the provider's refresh tokens are kept in the database, so storage.encryption_key is required"
+                ));
+            }
+            if let (Some(uri), Some(callback)) = (
+                provider.redirect_uri.as_ref(),
+                self.callback_url_of(provider),
+            ) && Url::parse(uri).map(String::from).ok() != Some(callback.clone())
+            {
+                // The sign-in cookie is scoped to this host: a callback elsewhere would never
+                // see it.
+                problems.push(format!(
+                    "{path}.redirect_uri: must be {callback:?}, the bridge's own callback"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -373,20 +397,31 @@ impl OAuthConfig {
         if self.max_pending_authorizations == 0 {
             problems.push("oauth.max_pending_authorizations: must be at least 1".to_owned());
         }
-        match (&self.upstream, self.local_users.is_empty()) {
-            (None, true) => problems.push(
-                "oauth: configure exactly one way for users to sign in: oauth.upstream (an OpenID Connect provider) or oauth.local_users (a built-in list); neither is set"
+        let ways = [
+            self.upstream.is_some(),
+            !self.upstreams.is_empty(),
+            !self.local_users.is_empty(),
+        ];
+        match ways.iter().filter(|set| **set).count() {
+            0 => problems.push(
+                "oauth: configure exactly one way for users to sign in: oauth.upstream (an OpenID Connect provider), oauth.upstreams (several) or oauth.local_users (a built-in list); none is set"
                     .to_owned(),
             ),
-            (Some(_), false) => problems.push(
-                "oauth: configure exactly one way for users to sign in: oauth.upstream or oauth.local_users, not both"
+            1 => {}
+            _ => problems.push(
+                "oauth: configure exactly one way for users to sign in: oauth.upstream, oauth.upstreams or oauth.local_users, not more"
                     .to_owned(),
             ),
-            (Some(upstream), true) => upstream.validate(problems),
-            (None, false) => {
-                crate::local_users::validate_configs(&self.local_users, problems);
-                self.login_throttle.validate(problems);
-            }
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.validate_single(problems);
+        }
+        if !self.upstreams.is_empty() {
+            crate::upstream::settings::validate_list(&self.upstreams, problems);
+        }
+        if self.upstream.is_none() && self.upstreams.is_empty() && !self.local_users.is_empty() {
+            crate::local_users::validate_configs(&self.local_users, problems);
+            self.login_throttle.validate(problems);
         }
     }
 }
@@ -908,11 +943,154 @@ oauth:
     #[test]
     fn exactly_one_way_to_sign_in_is_required() {
         let text = error_text("server:\n  public_url: https://mcp.example.com\n", &[]);
-        assert!(text.contains("neither is set"), "{text}");
+        assert!(text.contains("none is set"), "{text}");
         let both = format!("{MINIMAL}{LOCAL_USERS}");
         let text = error_text(&both, &[("UPSTREAM_SECRET", "s3cret")]);
         assert!(
-            text.contains("oauth.upstream or oauth.local_users, not both"),
+            text.contains("oauth.upstream, oauth.upstreams or oauth.local_users, not more"),
+            "{text}"
+        );
+        let single_and_list = format!("{MINIMAL}{TWO_PROVIDERS}");
+        let text = error_text(&single_and_list, &[("UPSTREAM_SECRET", "s3cret")]);
+        assert!(text.contains("not more"), "{text}");
+    }
+
+    /// Two providers under `oauth.upstreams`, to follow a `server` and an `oauth` line.
+    const TWO_PROVIDERS: &str = r#"  upstreams:
+    - name: corp
+      issuer: https://sso.corp.example/realms/staff
+      client_id: bridge
+      client_secret: one
+      email_domains: [corp.example, Corp-Labs.example]
+    - name: partner
+      display_name: Partner Inc.
+      issuer: https://login.partner.example
+      client_id: bridge
+      client_secret: two
+      email_domains: [partner.example]
+"#;
+
+    fn with_providers(providers: &str) -> String {
+        format!("server:\n  public_url: https://mcp.example.com\noauth:\n{providers}")
+    }
+
+    #[test]
+    fn several_providers_each_have_a_name_a_callback_and_subjects_of_their_own() {
+        let config = Config::from_yaml(&with_providers(TWO_PROVIDERS), &|_| None).unwrap();
+        config.validate().unwrap();
+        let providers = config.upstream_providers();
+        assert_eq!(providers.len(), 2);
+        assert_eq!(
+            config.callback_url_of(providers[1]).unwrap(),
+            "https://mcp.example.com/oauth/callback/partner"
+        );
+        assert_eq!(providers[0].effective_subject_prefix(), "corp|");
+    }
+
+    #[test]
+    fn providers_that_could_be_mistaken_for_one_another_are_refused() {
+        let problems =
+            |providers: &str| match Config::from_yaml(&with_providers(providers), &|_| None) {
+                Ok(_) => String::new(),
+                Err(error) => error.to_string(),
+            };
+        let changed = |from: &str, to: &str| problems(&TWO_PROVIDERS.replacen(from, to, 1));
+        let text = changed("name: partner", "name: corp");
+        assert!(
+            text.contains("oauth.upstreams[1].name: \"corp\" names another provider too"),
+            "{text}"
+        );
+        assert!(
+            text.contains("subject_prefix"),
+            "equal prefixes collide: {text}"
+        );
+        let text = changed("name: partner", "name: Partner!");
+        assert!(
+            text.contains("oauth.upstreams[1].name: \"Partner!\" must be"),
+            "{text}"
+        );
+        let text = changed("name: partner", "name: local");
+        assert!(text.contains("the local login form's name"), "{text}");
+        let text = changed(
+            "    - name: partner\n      display_name",
+            "    - display_name",
+        );
+        assert!(text.contains("oauth.upstreams[1].name: required"), "{text}");
+        let text = changed("[partner.example]", "[corp.example]");
+        assert!(
+            text.contains("oauth.upstreams[1].email_domains[0]: \"corp.example\" is served by \"corp\" already"),
+            "{text}"
+        );
+        let text = changed("[partner.example]", "[CORP-labs.EXAMPLE]");
+        assert!(
+            text.contains("is served by \"corp\" already"),
+            "domains compare case-blind: {text}"
+        );
+        let text = changed("[partner.example]", "[\"@partner.example\"]");
+        assert!(text.contains("is not a domain"), "{text}");
+        let text = changed(
+            "https://login.partner.example",
+            "https://sso.corp.example/realms/staff",
+        );
+        assert!(
+            text.contains("oauth.upstreams[1]: the same issuer and client_id"),
+            "{text}"
+        );
+        let text = changed(
+            "      email_domains: [partner.example]\n",
+            "      email_domains: [partner.example]\n      subject_prefix: \"\"\n",
+        );
+        assert!(
+            text.contains("oauth.upstreams[1].subject_prefix: must not be empty"),
+            "{text}"
+        );
+        let text = changed(
+            "      email_domains: [partner.example]\n",
+            "      email_domains: [partner.example]\n      subject_prefix: co\n",
+        );
+        assert!(
+            text.contains("oauth.upstreams[1].subject_prefix: \"co\" begins oauth.upstreams[0]'s"),
+            "{text}"
+        );
+        let text = changed(
+            "      client_secret: two\n",
+            "      client_secret: two\n      redirect_uri: https://mcp.example.com/oauth/callback\n",
+        );
+        assert!(
+            text.contains("oauth.upstreams[1].redirect_uri: must be \"https://mcp.example.com/oauth/callback/partner\""),
+            "{text}"
+        );
+        let text = changed("      client_secret: one\n", "      client_secret: \"\"\n");
+        assert!(
+            text.contains("oauth.upstreams[0].client_secret: must not be empty"),
+            "{text}"
+        );
+        assert!(problems("  upstreams: []\n").contains("none is set"));
+        // One provider in a list may keep the provider's subjects as they are.
+        let alone = TWO_PROVIDERS
+            .split("    - name: partner")
+            .next()
+            .unwrap()
+            .to_owned()
+            + "      subject_prefix: \"\"\n";
+        assert_eq!(problems(&alone), "");
+    }
+
+    #[test]
+    fn the_single_upstream_has_no_name_domains_or_prefix() {
+        let text = error_text(
+            &MINIMAL.replace(
+                "  upstream:\n",
+                "  upstream:\n    name: corp\n    email_domains: [corp.example]\n",
+            ),
+            &[("UPSTREAM_SECRET", "s3cret")],
+        );
+        assert!(
+            text.contains("oauth.upstream.name: only for the providers of oauth.upstreams"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oauth.upstream.email_domains: only"),
             "{text}"
         );
     }

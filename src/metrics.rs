@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -73,24 +74,49 @@ const ERROR_CODES: [&str; 13] = [
     "temporarily_unavailable",
 ];
 
+/// How a sign-in at a provider (or the local form) can end.
+const SIGN_IN_OUTCOMES: [&str; 4] = ["success", "denied", "failed", "invalid_response"];
+
 /// One label, both halves from a fixed set.
 type Label = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
+/// One gauge's value, read at a scrape; readings of one name with different labels are one
+/// metric family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GaugeReading {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A label from a bounded set (the configured providers), if the gauge has one.
+    pub label: Option<(&'static str, &'static str)>,
+    pub value: i64,
+}
+
+impl GaugeReading {
+    pub fn new(name: &'static str, help: &'static str, value: i64) -> Self {
+        GaugeReading {
+            name,
+            help,
+            label: None,
+            value,
+        }
+    }
+}
+
 /// Something whose current value is read at each scrape (pending authorizations, the pool).
 pub trait Gauges: Send + Sync + 'static {
-    /// `(name, help, value)` of each gauge, read now.
-    fn read(&self) -> Vec<(&'static str, &'static str, i64)>;
+    /// Each gauge, read now.
+    fn read(&self) -> Vec<GaugeReading>;
 }
 
 pub struct Metrics {
     registry: Registry,
     /// Read at each scrape; added to after start (`watch`).
     gauges: Arc<std::sync::Mutex<Vec<Arc<dyn Gauges>>>>,
-    upstream_latency: Family<Label, Histogram>,
+    upstream_latency: Family<Labels2, Histogram>,
     storage_latency: Family<Label, Histogram>,
     storage_errors: Family<Label, Counter>,
-    upstream_failures: Family<Label, Counter>,
+    upstream_failures: Family<Labels2, Counter>,
     tokens_issued: Family<Label, Counter>,
     token_errors: Family<Label, Counter>,
     refresh_reuse: Counter,
@@ -172,12 +198,12 @@ impl Metrics {
         );
         registry.register(
             "upstream_request_duration_seconds",
-            "calls to the identity provider, by endpoint",
+            "calls to the identity provider, by endpoint and provider",
             metrics.upstream_latency.clone(),
         );
         registry.register(
             "upstream_failures",
-            "calls to the identity provider that failed, by endpoint",
+            "calls to the identity provider that failed, by endpoint and provider",
             metrics.upstream_failures.clone(),
         );
         registry.register(
@@ -232,20 +258,10 @@ impl Metrics {
                 .token_errors
                 .get_or_create_owned(&[("error", error)]);
         }
-        for endpoint in ["discovery", "token", "refresh", "userinfo"] {
+        for outcome in SIGN_IN_OUTCOMES {
             metrics
-                .upstream_latency
-                .get_or_create_owned(&[("endpoint", endpoint)]);
-            metrics
-                .upstream_failures
-                .get_or_create_owned(&[("endpoint", endpoint)]);
-        }
-        for provider in ["upstream", "local"] {
-            for outcome in ["success", "denied", "failed", "invalid_response"] {
-                metrics
-                    .sign_ins
-                    .get_or_create_owned(&[("outcome", outcome), ("provider", provider)]);
-            }
+                .sign_ins
+                .get_or_create_owned(&[("outcome", outcome), ("provider", "local")]);
         }
         for outcome in ["wrong_credentials", "throttled"] {
             metrics
@@ -303,6 +319,19 @@ impl Metrics {
         }
     }
 
+    /// Shows a provider's series from the start, at zero, as every series with a fixed label is.
+    pub(crate) fn prepare_provider(&self, provider: &'static str) {
+        for endpoint in ["discovery", "token", "refresh", "userinfo"] {
+            let label = [("endpoint", endpoint), ("provider", provider)];
+            self.upstream_latency.get_or_create_owned(&label);
+            self.upstream_failures.get_or_create_owned(&label);
+        }
+        for outcome in SIGN_IN_OUTCOMES {
+            self.sign_ins
+                .get_or_create_owned(&[("outcome", outcome), ("provider", provider)]);
+        }
+    }
+
     /// Adds gauges read at each scrape.
     pub fn watch(&self, gauges: Arc<dyn Gauges>) {
         if let Ok(mut watched) = self.gauges.lock() {
@@ -310,10 +339,16 @@ impl Metrics {
         }
     }
 
-    /// One call to the identity provider: `endpoint` is `discovery`, `token`, `refresh` or
-    /// `userinfo`.
-    pub(crate) fn upstream_call(&self, endpoint: &'static str, took: Duration, succeeded: bool) {
-        let label = [("endpoint", endpoint)];
+    /// One call to the identity provider named `provider`: `endpoint` is `discovery`, `token`,
+    /// `refresh` or `userinfo`.
+    pub(crate) fn upstream_call(
+        &self,
+        provider: &'static str,
+        endpoint: &'static str,
+        took: Duration,
+        succeeded: bool,
+    ) {
+        let label = [("endpoint", endpoint), ("provider", provider)];
         self.upstream_latency
             .get_or_create_owned(&label)
             .observe(took.as_secs_f64());
@@ -360,8 +395,8 @@ impl Metrics {
 
     /// `outcome`: `success`, `denied` (by the user, the provider or the access policy),
     /// `invalid_response` (an ID token or UserInfo answer that did not verify), `failed`, and for
-    /// attempts at the local form `wrong_credentials` and `throttled`; `provider`: `upstream` or
-    /// `local`.
+    /// attempts at the local form `wrong_credentials` and `throttled`; `provider`: the
+    /// provider's name (`upstream` for the single `oauth.upstream`) or `local`.
     pub(crate) fn sign_in(&self, outcome: &'static str, provider: &'static str) {
         self.sign_ins
             .get_or_create(&[("outcome", outcome), ("provider", provider)])
@@ -415,10 +450,29 @@ impl Collector for GaugeCollector {
             Ok(watched) => watched.clone(),
             Err(_) => return Ok(()),
         };
-        for (name, help, value) in watched.iter().flat_map(|gauges| gauges.read()) {
-            let gauge = ConstGauge::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
+        let mut readings: Vec<GaugeReading> =
+            watched.iter().flat_map(|gauges| gauges.read()).collect();
+        // A family is described once, with each of its label sets under it.
+        readings.sort_by_key(|reading| reading.name);
+        for family in readings.chunk_by(|a, b| a.name == b.name) {
+            let Some(first) = family.first() else {
+                continue;
+            };
+            let mut metric =
+                encoder.encode_descriptor(first.name, first.help, None, MetricType::Gauge)?;
+            match first.label {
+                // Written `name 2`: a gauge without labels has one reading.
+                None => {
+                    debug_assert_eq!(family.len(), 1, "{} is read twice", first.name);
+                    ConstGauge::new(first.value).encode(metric)?;
+                }
+                Some(_) => {
+                    for reading in family {
+                        let labels: Vec<(&str, &str)> = reading.label.into_iter().collect();
+                        ConstGauge::new(reading.value).encode(metric.encode_family(&labels)?)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -431,8 +485,8 @@ mod tests {
     struct Two;
 
     impl Gauges for Two {
-        fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
-            vec![("pending_authorizations", "in flight", 2)]
+        fn read(&self) -> Vec<GaugeReading> {
+            vec![GaugeReading::new("pending_authorizations", "in flight", 2)]
         }
     }
 
@@ -466,7 +520,8 @@ mod tests {
     fn counters_and_gauges_render_in_the_text_format() {
         let metrics = Metrics::new();
         metrics.watch(Arc::new(Two));
-        metrics.upstream_call("token", Duration::from_millis(20), false);
+        metrics.upstream_call("corp", "token", Duration::from_millis(20), false);
+        metrics.watch(Arc::new(Discovered));
         metrics.token_issued("refresh_token");
         metrics.token_issued("refresh_token");
         metrics.token_error("invalid_grant");
@@ -478,11 +533,34 @@ mod tests {
             "mcp_oauth_bridge_proxy_requests_total{status=\"2xx\"} 1",
             "mcp_oauth_bridge_proxy_request_duration_seconds_count 1",
             "mcp_oauth_bridge_pending_authorizations 2",
-            "mcp_oauth_bridge_upstream_failures_total{endpoint=\"token\"} 1",
-            "mcp_oauth_bridge_upstream_request_duration_seconds_count{endpoint=\"token\"} 1",
+            "mcp_oauth_bridge_upstream_failures_total{endpoint=\"token\",provider=\"corp\"} 1",
+            "mcp_oauth_bridge_upstream_request_duration_seconds_count{endpoint=\"token\",provider=\"corp\"} 1",
+            "mcp_oauth_bridge_upstream_discovered{provider=\"corp\"} 1",
+            "mcp_oauth_bridge_upstream_discovered{provider=\"partner\"} 0",
             "mcp_oauth_bridge_build_info{version=\"",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("# HELP mcp_oauth_bridge_upstream_discovered ")
+                .count(),
+            1,
+            "one family, a sample per provider:\n{text}"
+        );
+    }
+
+    struct Discovered;
+
+    impl Gauges for Discovered {
+        fn read(&self) -> Vec<GaugeReading> {
+            [("partner", 0), ("corp", 1)]
+                .map(|(provider, value)| GaugeReading {
+                    name: "upstream_discovered",
+                    help: "discovered",
+                    label: Some(("provider", provider)),
+                    value,
+                })
+                .to_vec()
         }
     }
 }

@@ -112,6 +112,10 @@ pub(crate) fn authorize_error(state: &AppState, error: AuthorizeError) -> Respon
             Ok(url) => {
                 let mut response = redirect(&url);
                 super::failures::attach(&to_client.error, &mut response);
+                if let Some(client_id) = &to_client.forget_remembered_consent_of {
+                    let name = remember_cookie_name(state, client_id);
+                    cookies::clear(&mut response, state, &name);
+                }
                 response
             }
             Err(error) => error_page(&error),

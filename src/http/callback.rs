@@ -1,6 +1,6 @@
 //! GET /oauth/callback
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -15,29 +15,50 @@ use crate::oauth::REMEMBERED_CONSENT_TTL;
 use crate::oauth::callback::complete_authorization;
 use crate::oauth::sign_in::SignedIn;
 
+/// The single `oauth.upstream`'s return.
 pub(crate) async fn callback_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match parse_query(query.as_deref()) {
+    callback(&state, None, &headers, query.as_deref()).await
+}
+
+/// The return of one of `oauth.upstreams`, named by the path.
+pub(crate) async fn provider_callback_get(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    callback(&state, Some(&provider), &headers, query.as_deref()).await
+}
+
+async fn callback(
+    state: &AppState,
+    provider: Option<&str>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Response {
+    let params = match parse_query(query) {
         Ok(params) => params,
         Err(error) => return error_page(&error),
     };
     let cookie_name = params
         .get("state")
-        .map(|upstream_state| sign_in_cookie_name(&state, upstream_state));
+        .map(|upstream_state| sign_in_cookie_name(state, upstream_state));
     let binding = cookie_name
         .as_deref()
-        .and_then(|name| cookies::read(&headers, name));
+        .and_then(|name| cookies::read(headers, name));
     let now = state.clock.now();
-    let mut response = match complete_authorization(&state.bridge, &params, binding, now).await {
-        Ok(signed_in) => signed_in_response(&state, &signed_in, now),
-        Err(error) => authorize_error(&state, error),
+    let completed = complete_authorization(&state.bridge, provider, &params, binding, now).await;
+    let mut response = match completed {
+        Ok(signed_in) => signed_in_response(state, &signed_in, now),
+        Err(error) => authorize_error(state, error),
     };
     // A browser that did not start this sign-in has no cookie to clear, and must not clear one.
     if let Some(name) = cookie_name.filter(|_| binding.is_some()) {
-        cookies::clear(&mut response, &state, &name);
+        cookies::clear(&mut response, state, &name);
     }
     response
 }

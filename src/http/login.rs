@@ -15,7 +15,7 @@ use super::params::{parse_query, read_form};
 use super::{AppState, cookies};
 use crate::oauth::authorize::AuthorizeError;
 use crate::oauth::login::{LoginOutcome, cancel_login, check_sign_in, submit_login};
-use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, endpoints};
+use crate::oauth::{OAuthError, PENDING_AUTHORIZATION_TTL, Params, endpoints};
 use crate::rate_limit::bucket_of;
 use crate::secret::SecretString;
 use crate::tokens::TokenHash;
@@ -24,32 +24,74 @@ const CSRF_PURPOSE: &str = "login-form";
 const WRONG_CREDENTIALS: &str = "Wrong username or password.";
 
 /// The cookie the authorization endpoint set for this sign-in, if this browser has it.
-fn binding<'a>(state: &AppState, headers: &'a HeaderMap, sign_in: &str) -> Option<&'a str> {
+pub(super) fn binding<'a>(
+    state: &AppState,
+    headers: &'a HeaderMap,
+    sign_in: &str,
+) -> Option<&'a str> {
     cookies::read(headers, &sign_in_cookie_name(state, sign_in))
 }
 
-/// What the form's anti-forgery token is bound to: the whole sign-in state and this browser's
-/// binding cookie, both hashed.
+/// The sign-in a page's query names (`state`).
+pub(super) fn sign_in_of_query(query: Option<&str>) -> Result<String, OAuthError> {
+    Ok(parse_query(query)?.require("state")?.to_owned())
+}
+
+/// A posted sign-in form (the login form, the chooser): its fields and the sign-in it names,
+/// once its anti-forgery token proves it came from our page (`purpose`) in this browser.
+pub(super) async fn posted_sign_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    purpose: &str,
+) -> Result<(Params, String), OAuthError> {
+    let params = read_form(headers, body).await?;
+    let sign_in = params.require("state")?.to_owned();
+    let cookie = binding(state, headers, &sign_in);
+    if !csrf_valid(state, purpose, &sign_in, cookie, params.get("csrf")) {
+        tracing::warn!(
+            form = purpose,
+            "a sign-in form was posted without a valid anti-forgery token"
+        );
+        return Err(OAuthError::invalid_request(
+            "this page has expired or did not come from this service; start again from the application",
+        ));
+    }
+    Ok((params, sign_in))
+}
+
+/// What a sign-in form's anti-forgery token is bound to: the whole sign-in state and this
+/// browser's binding cookie, both hashed.
 fn csrf_binding(sign_in: &str, cookie: Option<&str>) -> (String, String) {
     let digest = |value: &str| URL_SAFE_NO_PAD.encode(TokenHash::of(value).0);
     (digest(sign_in), cookie.map(digest).unwrap_or_default())
 }
 
-/// The form's anti-forgery token: a MAC over the sign-in and the browser's binding cookie.
-fn csrf_token(state: &AppState, sign_in: &str, cookie: Option<&str>) -> String {
+/// A sign-in form's anti-forgery token: a MAC over the sign-in and the browser's binding
+/// cookie, for one form (`purpose`).
+pub(super) fn csrf_token(
+    state: &AppState,
+    purpose: &str,
+    sign_in: &str,
+    cookie: Option<&str>,
+) -> String {
     let expires = state.clock.now().plus(PENDING_AUTHORIZATION_TTL);
     let (context, value) = csrf_binding(sign_in, cookie);
-    state
-        .cookie_signer
-        .sign(CSRF_PURPOSE, &context, &value, expires)
+    state.cookie_signer.sign(purpose, &context, &value, expires)
 }
 
-fn csrf_valid(state: &AppState, sign_in: &str, cookie: Option<&str>, token: Option<&str>) -> bool {
+pub(super) fn csrf_valid(
+    state: &AppState,
+    purpose: &str,
+    sign_in: &str,
+    cookie: Option<&str>,
+    token: Option<&str>,
+) -> bool {
     let (context, expected) = csrf_binding(sign_in, cookie);
     token.is_some_and(|token| {
         state
             .cookie_signer
-            .verify(token, CSRF_PURPOSE, &context, state.clock.now())
+            .verify(token, purpose, &context, state.clock.now())
             .is_some_and(|value| !expected.is_empty() && value == expected)
     })
 }
@@ -62,7 +104,7 @@ fn form(
     status: StatusCode,
 ) -> Response {
     let action = format!("{}{}", state.base_path, endpoints::LOGIN);
-    let csrf = csrf_token(state, sign_in, cookie);
+    let csrf = csrf_token(state, CSRF_PURPOSE, sign_in, cookie);
     login_page(&action, sign_in, &csrf, message, status)
 }
 
@@ -71,12 +113,8 @@ pub(crate) async fn login_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match parse_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(error) => return error_page(&error),
-    };
-    let sign_in = match params.require("state") {
-        Ok(sign_in) => sign_in.to_owned(),
+    let sign_in = match sign_in_of_query(query.as_deref()) {
+        Ok(sign_in) => sign_in,
         Err(error) => return error_page(&error),
     };
     let cookie = binding(&state, &headers, &sign_in);
@@ -89,21 +127,12 @@ pub(crate) async fn login_get(
 pub(crate) async fn login_post(State(state): State<AppState>, request: Request) -> Response {
     let address = ClientAddress::of(request.extensions()).ip.map(bucket_of);
     let (parts, body) = request.into_parts();
-    let params = match read_form(&parts.headers, Body::new(body)).await {
-        Ok(params) => params,
-        Err(error) => return error_page(&error),
-    };
-    let sign_in = match params.require("state") {
-        Ok(sign_in) => sign_in.to_owned(),
+    let posted = posted_sign_in_form(&state, &parts.headers, Body::new(body), CSRF_PURPOSE).await;
+    let (params, sign_in) = match posted {
+        Ok(posted) => posted,
         Err(error) => return error_page(&error),
     };
     let cookie = binding(&state, &parts.headers, &sign_in);
-    if !csrf_valid(&state, &sign_in, cookie, params.get("csrf")) {
-        tracing::warn!("login form posted without a valid anti-forgery token");
-        return error_page(&OAuthError::invalid_request(
-            "this login form has expired or did not come from this service; start again from the application",
-        ));
-    }
     let now = state.clock.now();
     let clear_binding = |mut response: Response| {
         let name = sign_in_cookie_name(&state, &sign_in);

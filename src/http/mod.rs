@@ -6,6 +6,7 @@ mod authorize;
 mod backchannel_logout;
 mod bearer;
 mod callback;
+mod choose;
 pub(crate) mod client_address;
 mod consent;
 pub(crate) mod cookies;
@@ -116,6 +117,14 @@ pub(crate) fn router(state: AppState) -> Router {
     let protocol = Router::new()
         .route(endpoints::AUTHORIZE, get(authorize::authorize_get))
         .route(endpoints::CALLBACK, get(callback::callback_get))
+        .route(
+            &format!("{}/{{provider}}", endpoints::CALLBACK),
+            get(callback::provider_callback_get),
+        )
+        .route(
+            endpoints::CHOOSE,
+            get(choose::choose_get).post(choose::choose_post),
+        )
         .route(
             endpoints::BACKCHANNEL_LOGOUT,
             post(backchannel_logout::logout_post),

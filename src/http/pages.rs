@@ -184,6 +184,45 @@ pub(crate) fn login_page(
     response
 }
 
+/// The provider chooser: one button per identity provider, in configuration order; same look
+/// and protections as the login form.
+pub(crate) fn chooser_page(
+    action: &str,
+    sign_in: &str,
+    csrf: &str,
+    choices: &[crate::oauth::choose::Choice],
+) -> Response {
+    let buttons: String = choices
+        .iter()
+        .map(|choice| {
+            format!(
+                "<li><button type=\"submit\" name=\"provider\" value=\"{name}\">{label}</button></li>",
+                name = escape(choice.name),
+                label = escape(&choice.display_name),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Choose how to sign in</title><style>{STYLE}{CHOOSER_STYLE}</style></head><body><main>\
+         <h1 id=\"choose-heading\">Where do you have your account?</h1>\
+         <form method=\"post\" action=\"{action}\" id=\"choose\" aria-labelledby=\"choose-heading\">\
+         <input type=\"hidden\" name=\"state\" value=\"{sign_in}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <ul class=\"providers\">{buttons}</ul></form></main></body></html>",
+        action = escape(action),
+        sign_in = escape(sign_in),
+        csrf = escape(csrf),
+    );
+    let mut response = Html(body).into_response();
+    harden(&mut response);
+    response
+}
+
+const CHOOSER_STYLE: &str = "ul.providers{list-style:none;padding:0;display:grid;gap:.8rem}\
+ul.providers button{width:100%;text-align:left}";
+
 const LOGIN_STYLE: &str = "label{display:block;margin-top:1rem;font-weight:600}\
 input[name=username],input[type=password]{display:block;width:100%;box-sizing:border-box;font-size:1rem;\
 padding:.5rem;margin-top:.3rem;border:1px solid #888;border-radius:.3rem}";

@@ -69,23 +69,46 @@ pub(crate) async fn healthz_get() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready when the storage answers and, with an upstream provider, its discovery has succeeded.
+/// Ready when the storage answers and, with upstream providers, the discovery of one at least
+/// has succeeded: one provider's outage must not take the instance (and every other provider's
+/// users, and every refresh) out of the load balancer.
 pub(crate) async fn readyz_get(State(state): State<AppState>) -> Response {
     let storage = state.bridge.storage.ping().await;
     let upstream = match &state.bridge.sign_in {
-        SignIn::Upstream(upstream) => Some(upstream.is_ready()),
+        SignIn::Upstream(providers) => Some(providers.any_ready()),
         SignIn::Local(_) => None,
     };
     let ready = storage.is_ok() && upstream != Some(false);
-    let body = json!({
+    let discovered = |ready: bool| {
+        if ready {
+            "discovered"
+        } else {
+            "not discovered"
+        }
+    };
+    let mut body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "storage": if storage.is_ok() { "ok" } else { "unavailable" },
         "upstream": match upstream {
-            Some(true) => "discovered",
-            Some(false) => "not discovered",
+            Some(ready) => discovered(ready),
             None => "none (local users)",
         },
     });
+    if let SignIn::Upstream(providers) = &state.bridge.sign_in
+        && providers.all().len() > 1
+    {
+        body["providers"] = providers
+            .all()
+            .iter()
+            .map(|provider| {
+                (
+                    provider.name.to_owned(),
+                    json!(discovered(provider.upstream.is_ready())),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     let status = if ready {
         StatusCode::OK
     } else {

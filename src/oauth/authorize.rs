@@ -15,11 +15,12 @@ use crate::storage::{AuthorizationRequest, Consent, ConsentRequest, PendingAutho
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
 use crate::upstream::UpstreamRequest;
+use crate::upstream::providers::Provider;
 
 /// How long (in bytes) each parameter that the bridge stores or echoes may be. Beyond, the
 /// request is refused with a page before any client is looked up or anything is stored, so no
 /// request can make the bridge hold more than these add up to (plus fixed-size fields).
-pub(crate) const PARAMETER_LIMITS: [(&str, usize); 7] = [
+pub(crate) const PARAMETER_LIMITS: [(&str, usize); 8] = [
     ("client_id", 1024),
     ("redirect_uri", 2048),
     ("state", 1024),
@@ -27,6 +28,7 @@ pub(crate) const PARAMETER_LIMITS: [(&str, usize); 7] = [
     ("scope", 1024),
     ("resource", 2048),
     ("code_challenge", 128),
+    ("login_hint", 256),
 ];
 
 /// The first parameter longer than its limit, as an error that names it.
@@ -55,6 +57,9 @@ pub(crate) struct ClientRedirect {
     pub(crate) redirect_uri: String,
     pub(crate) state: Option<String>,
     pub(crate) error: OAuthError,
+    /// The client whose approval this browser remembers for someone else than the user who
+    /// signed in: forgotten, so that starting again shows this user the consent page.
+    pub(crate) forget_remembered_consent_of: Option<String>,
 }
 
 impl ClientRedirect {
@@ -64,6 +69,7 @@ impl ClientRedirect {
             redirect_uri: request.redirect_uri.clone(),
             state: request.client_state.clone(),
             error,
+            forget_remembered_consent_of: None,
         })
     }
 
@@ -188,6 +194,7 @@ pub(crate) async fn start_authorization(
             redirect_uri: redirect_uri.clone(),
             state: client_state.clone(),
             error,
+            forget_remembered_consent_of: None,
         })
     };
     let client_nonce = params.get("nonce").map(str::to_owned);
@@ -250,6 +257,7 @@ pub(crate) async fn start_authorization(
         code_challenge,
         scope,
         audience,
+        login_hint: params.get("login_hint").map(str::to_owned),
     };
     let consent = if client.skip_consent {
         Consent::NotNeeded
@@ -295,12 +303,48 @@ pub(crate) async fn start_authorization(
         .map(AuthorizationStep::Upstream)
 }
 
-/// Parks the request and builds the sign-in URL (the upstream provider's, with our own state,
-/// nonce and PKCE, or our login form's), bound to this browser by a cookie.
+/// Where the browser goes to sign in.
+pub(crate) enum SignInPage<'a> {
+    /// Our login form (`oauth.local_users`).
+    LoginForm,
+    /// The page that asks which identity provider the user has an account at.
+    Chooser,
+    Provider(&'a Provider),
+}
+
+/// Where a sign-in goes: the login form, the provider `login_hint` names (or the only one), or
+/// the chooser.
+pub(crate) fn sign_in_page<'a>(
+    bridge: &'a Bridge,
+    request: &AuthorizationRequest,
+) -> SignInPage<'a> {
+    match &bridge.sign_in {
+        SignIn::Local(_) => SignInPage::LoginForm,
+        SignIn::Upstream(providers) => match providers.chosen_for(request.login_hint.as_deref()) {
+            Some(provider) => SignInPage::Provider(provider),
+            None => SignInPage::Chooser,
+        },
+    }
+}
+
+/// Parks the request and sends the user on to sign in.
 pub(crate) async fn continue_upstream(
     bridge: &Bridge,
     request: AuthorizationRequest,
     consent: Consent,
+    now: UnixTime,
+) -> Result<UpstreamRedirect, AuthorizeError> {
+    let page = sign_in_page(bridge, &request);
+    park_sign_in(bridge, request, consent, &page, now).await
+}
+
+/// Parks the request under a new state and builds the sign-in URL (the provider's, with our own
+/// state, nonce and PKCE; our login form's; or the chooser's), bound to this browser by a cookie.
+pub(crate) async fn park_sign_in(
+    bridge: &Bridge,
+    request: AuthorizationRequest,
+    consent: Consent,
+    page: &SignInPage<'_>,
     now: UnixTime,
 ) -> Result<UpstreamRedirect, AuthorizeError> {
     let (upstream_state, state_hash): (String, _) = generate_token();
@@ -308,10 +352,14 @@ pub(crate) async fn continue_upstream(
     let upstream_verifier = random_string(32);
     let url = sign_in_url(
         bridge,
-        &request.client_id,
-        &upstream_state,
-        &nonce,
-        &upstream_verifier,
+        page,
+        &request,
+        &UpstreamRequest {
+            state: &upstream_state,
+            nonce: &nonce,
+            pkce_verifier: &upstream_verifier,
+            login_hint: passed_hint(bridge, page, &request),
+        },
     )
     .map_err(|error| ClientRedirect::error(&request, error))?;
     let (binding, binding_hash): (String, _) = generate_token();
@@ -320,6 +368,10 @@ pub(crate) async fn continue_upstream(
         consent,
         upstream_nonce: FlowSecret::new(nonce),
         upstream_pkce_verifier: FlowSecret::new(upstream_verifier),
+        provider: match page {
+            SignInPage::Provider(provider) => Some(provider.name.to_owned()),
+            SignInPage::LoginForm | SignInPage::Chooser => None,
+        },
         browser_binding: binding_hash,
         expires_at: now.plus(PENDING_AUTHORIZATION_TTL),
     };
@@ -339,40 +391,63 @@ pub(crate) async fn continue_upstream(
     })
 }
 
+/// The client's `login_hint`, for the provider it picked (or the only one): an address the
+/// hint routes elsewhere is not told to a provider the user chose instead.
+fn passed_hint<'a>(
+    bridge: &Bridge,
+    page: &SignInPage<'_>,
+    request: &'a AuthorizationRequest,
+) -> Option<&'a str> {
+    let (SignIn::Upstream(providers), SignInPage::Provider(provider)) = (&bridge.sign_in, page)
+    else {
+        return None;
+    };
+    let hint = request.login_hint.as_deref()?;
+    providers
+        .chosen_for(Some(hint))
+        .filter(|chosen| chosen.name == provider.name)
+        .map(|_| hint)
+}
+
 fn sign_in_url(
     bridge: &Bridge,
-    client_id: &str,
-    state: &str,
-    nonce: &str,
-    pkce_verifier: &str,
+    page: &SignInPage<'_>,
+    request: &AuthorizationRequest,
+    upstream: &UpstreamRequest<'_>,
 ) -> Result<Url, OAuthError> {
-    let upstream = match &bridge.sign_in {
-        SignIn::Upstream(upstream) => upstream,
-        SignIn::Local(_) => {
-            // Our own form plays the provider's part, found by the same state and cookie.
-            let mut login = Url::parse(&bridge.settings.endpoint(endpoints::LOGIN))
-                .map_err(OAuthError::internal)?;
-            login.query_pairs_mut().append_pair("state", state);
+    let client_id = request.client_id.as_str();
+    // Our own pages play the provider's part, found by the same state and cookie.
+    let own_page = |path: &str| -> Result<Url, OAuthError> {
+        let mut url = Url::parse(&bridge.settings.endpoint(path)).map_err(OAuthError::internal)?;
+        url.query_pairs_mut().append_pair("state", upstream.state);
+        Ok(url)
+    };
+    match page {
+        SignInPage::LoginForm => {
             tracing::info!(
                 client_id,
                 "authorization started; user sent to the login form"
             );
-            return Ok(login);
+            own_page(endpoints::LOGIN)
         }
-    };
-    match upstream.authorization_url(&UpstreamRequest {
-        state,
-        nonce,
-        pkce_verifier,
-    }) {
-        Ok(url) => {
+        SignInPage::Chooser => {
             tracing::info!(
                 client_id,
-                "authorization started; user sent to the upstream provider"
+                "authorization started; user asked to choose an identity provider"
             );
-            Ok(url)
+            own_page(endpoints::CHOOSE)
         }
-        Err(error) => Err(OAuthError::unavailable(error)),
+        SignInPage::Provider(provider) => match provider.upstream.authorization_url(upstream) {
+            Ok(url) => {
+                tracing::info!(
+                    client_id,
+                    provider = provider.name,
+                    "authorization started; user sent to the upstream provider"
+                );
+                Ok(url)
+            }
+            Err(error) => Err(OAuthError::unavailable(error)),
+        },
     }
 }
 

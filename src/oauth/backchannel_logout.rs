@@ -10,7 +10,7 @@ use super::{Bridge, OAuthError, Params, SignIn};
 use crate::audit;
 use crate::clock::UnixTime;
 use crate::storage::GrantOwner;
-use crate::upstream::LogoutError;
+use crate::upstream::{LogoutError, logout};
 
 /// Ends the provider session `logout_token` names; how many grants gave access until then.
 pub(crate) async fn logout(
@@ -19,15 +19,34 @@ pub(crate) async fn logout(
     now: UnixTime,
 ) -> Result<usize, OAuthError> {
     let token = params.require("logout_token")?;
-    let SignIn::Upstream(upstream) = &bridge.sign_in else {
+    let SignIn::Upstream(providers) = &bridge.sign_in else {
         return Err(OAuthError::invalid_request(
             "this service has no upstream identity provider",
         ));
     };
-    let request = match upstream.verify_logout_token(token, now).await {
+    let provider = match providers.all() {
+        // One provider checks everything itself, and says precisely what is wrong.
+        [only] => only,
+        _ => logout::addressed(token)
+            .and_then(|(issuer, audiences)| {
+                let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+                providers.addressed_by(&issuer, &audiences)
+            })
+            .ok_or_else(|| {
+                tracing::warn!("back-channel logout token from no configured provider");
+                OAuthError::invalid_request(
+                    "the logout token is not valid: it is not from a configured identity provider",
+                )
+            })?,
+    };
+    let request = match provider.upstream.verify_logout_token(token, now).await {
         Ok(request) => request,
         Err(LogoutError::Refused(refused)) => {
-            tracing::warn!(reason = refused.0, "back-channel logout token refused");
+            tracing::warn!(
+                provider = provider.name,
+                reason = refused.0,
+                "back-channel logout token refused"
+            );
             return Err(OAuthError::invalid_request(format!(
                 "the logout token is not valid: {refused}"
             )));
@@ -37,7 +56,7 @@ pub(crate) async fn logout(
     // Spent before anything is revoked: a replay (of a token naming only `sub`, which would
     // also end the user's sessions started since) must change nothing. A storage failure midway
     // is a 503 the provider cannot retry: it is logged with what was left to end.
-    let key = single_use_key("logout", "upstream", &request.jti);
+    let key = single_use_key("logout", provider.name, &request.jti);
     if !bridge
         .storage
         .use_once(&key, remembered_until(request.expires_at), now)
@@ -49,6 +68,7 @@ pub(crate) async fn logout(
         ));
     }
     let owner = GrantOwner::ProviderSession {
+        provider: provider.name,
         subject: request.subject.as_deref(),
         session_id: request.session_id.as_deref(),
     };
@@ -56,6 +76,7 @@ pub(crate) async fn logout(
         Ok(ended) => ended,
         Err(error) => {
             tracing::error!(
+                provider = provider.name,
                 subject = request.subject.as_deref(),
                 session_id = request.session_id.as_deref(),
                 "a back-channel logout could not revoke every grant of the session; revoke the rest with DELETE /admin/grants?subject=…"
@@ -65,12 +86,13 @@ pub(crate) async fn logout(
     };
     let live = record_ended(&ended, audit::RevocationReason::BackchannelLogout);
     audit::record(&audit::Event::BackchannelLogout {
-        provider: "upstream",
+        provider: provider.name,
         subject: request.subject.as_deref(),
         session_id: request.session_id.as_deref(),
         count: live,
     });
     tracing::info!(
+        provider = provider.name,
         revoked = live,
         "back-channel logout: the provider session's grants revoked"
     );

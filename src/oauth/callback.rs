@@ -9,18 +9,21 @@ use super::{Bridge, Cause, OAuthError, Params, SignIn};
 use crate::clock::UnixTime;
 use crate::storage::PendingAuthorization;
 use crate::upstream::UpstreamError;
-use crate::upstream::claims::{check_access, map_identity};
+use crate::upstream::claims::check_access;
+use crate::upstream::providers::Provider;
 
 /// Completes the login; on success the URL sends the user back to the client with our code.
-/// `binding` is the value of the browser cookie named after `state`.
+/// `callback` is the provider segment of the callback's path (`/oauth/callback/<name>`), `None`
+/// for `/oauth/callback`; `binding` is the value of the browser cookie named after `state`.
 pub(crate) async fn complete_authorization(
     bridge: &Bridge,
+    callback: Option<&str>,
     params: &Params,
     binding: Option<&str>,
     now: UnixTime,
 ) -> Result<SignedIn, AuthorizeError> {
     let page = AuthorizeError::Page;
-    let SignIn::Upstream(upstream) = &bridge.sign_in else {
+    let SignIn::Upstream(providers) = &bridge.sign_in else {
         return Err(page(OAuthError::invalid_request(
             "this service has no upstream identity provider",
         )));
@@ -29,24 +32,47 @@ pub(crate) async fn complete_authorization(
         .get("state")
         .ok_or_else(|| page(OAuthError::invalid_request("state is missing")))?;
     let pending = take_pending_sign_in(bridge, state, binding, now).await?;
+    let Some(provider) = providers.returning_to(callback, pending.provider.as_deref()) else {
+        // A provider's answer for a sign-in sent elsewhere (a mix-up attack, RFC 9700 §4.4),
+        // or for one still waiting for the user's choice: nothing of it is used.
+        tracing::warn!(
+            client_id = %pending.request.client_id,
+            callback,
+            sent_to = pending.provider.as_deref(),
+            "a sign-in came back to the callback of another identity provider"
+        );
+        let error = ClientRedirect::error(
+            &pending.request,
+            OAuthError::AccessDenied(
+                "the sign-in came back from another identity provider than it was sent to".into(),
+            ),
+        );
+        if let Some(sent_to) = pending
+            .provider
+            .as_deref()
+            .and_then(|name| providers.named(name))
+        {
+            bridge.metrics.sign_in(INVALID_RESPONSE, sent_to.name);
+            record_failed_sign_in(
+                sent_to.name,
+                INVALID_RESPONSE,
+                Some(&pending.request.client_id),
+                None,
+                &error,
+            );
+        }
+        return Err(error);
+    };
     let mut attempt = Attempt::default();
-    let signed_in = sign_in_upstream(
-        bridge,
-        upstream.as_ref(),
-        &pending,
-        params,
-        now,
-        &mut attempt,
-    )
-    .await;
+    let signed_in = sign_in_upstream(bridge, provider, &pending, params, now, &mut attempt).await;
     let outcome = match attempt.unverified {
-        true => "invalid_response",
+        true => INVALID_RESPONSE,
         false => outcome_of(&signed_in),
     };
-    bridge.metrics.sign_in(outcome, UPSTREAM);
+    bridge.metrics.sign_in(outcome, provider.name);
     if let Err(error) = &signed_in {
         record_failed_sign_in(
-            UPSTREAM,
+            provider.name,
             outcome,
             Some(&pending.request.client_id),
             attempt.subject.as_deref(),
@@ -56,8 +82,8 @@ pub(crate) async fn complete_authorization(
     signed_in
 }
 
-/// The provider's name in the metrics and the audit trail.
-const UPSTREAM: &str = "upstream";
+/// The outcome of a sign-in whose answer did not verify, in the metrics and the audit trail.
+const INVALID_RESPONSE: &str = "invalid_response";
 
 /// How far a sign-in that failed got, for the metrics and the audit trail.
 #[derive(Default)]
@@ -71,7 +97,7 @@ struct Attempt {
 /// The provider's answer for `pending`, turned into our code for the client, or the refusal.
 async fn sign_in_upstream(
     bridge: &Bridge,
-    upstream: &dyn crate::upstream::Upstream,
+    provider: &Provider,
     pending: &PendingAuthorization,
     params: &Params,
     now: UnixTime,
@@ -80,6 +106,22 @@ async fn sign_in_upstream(
     let client_id = pending.request.client_id.as_str();
     let redirect = |error: OAuthError| ClientRedirect::error(&pending.request, error);
 
+    // RFC 9207: a provider that names itself in its answer (an error too) must name the one
+    // it was sent to.
+    if params
+        .get("iss")
+        .is_some_and(|iss| iss != provider.upstream.issuer())
+    {
+        attempt.unverified = true;
+        tracing::warn!(
+            client_id,
+            provider = provider.name,
+            "the answer's iss is not the identity provider the sign-in was sent to"
+        );
+        return Err(redirect(OAuthError::AccessDenied(
+            "the identity provider's answer could not be verified".into(),
+        )));
+    }
     if let Some(upstream_error) = params.get("error") {
         let error = map_upstream_error(upstream_error);
         // A failure (with a cause) is logged once with the answer; a refusal is said here, by
@@ -98,7 +140,8 @@ async fn sign_in_upstream(
             "the upstream provider returned neither code nor error",
         )))
     })?;
-    let login = upstream
+    let login = provider
+        .upstream
         .exchange_code(
             code,
             pending.upstream_pkce_verifier.expose(),
@@ -126,23 +169,39 @@ async fn sign_in_upstream(
             })
         })?;
     let claims = &login.claims;
-    let identity = map_identity(claims, &bridge.settings.claims)
+    let identity = provider
+        .identity_of(claims)
         .map_err(|reason| redirect(OAuthError::internal(reason)))?;
     // Known from here on: whatever refuses the sign-in now refuses this user.
     attempt.subject = Some(identity.subject.clone());
-    check_access(&identity, &bridge.settings.access_policy).map_err(|reason| {
+    check_access(&identity, &provider.access_policy).map_err(|reason| {
         tracing::info!(client_id, subject = %identity.subject, %reason, "user refused by policy");
         redirect(OAuthError::AccessDenied(
             "you are not allowed to use this service".into(),
         ))
     })?;
+    // Every grant names the provider session it came from, or no logout could find it: a `sub`
+    // OIDC Core would not allow (control characters, past 1 KiB) is no answer to sign in with.
+    let Some(session) = upstream_session(provider, claims) else {
+        attempt.unverified = true;
+        tracing::warn!(
+            client_id,
+            provider = provider.name,
+            "the ID token's sub cannot be kept"
+        );
+        return Err(redirect(OAuthError::AccessDenied(
+            "the identity provider's answer could not be verified".into(),
+        )));
+    };
     let auth_time = upstream_auth_time(claims.get("auth_time"), now);
     let signed_in = SignedInUser {
-        provider: UPSTREAM,
+        provider: provider.name,
         identity,
         auth_time,
-        upstream_refresh: login.refresh_token,
-        upstream_session: upstream_session(claims),
+        upstream_refresh: provider
+            .revalidate_on_refresh
+            .then_some(login.refresh_token),
+        upstream_session: Some(session),
     };
     finish_sign_in(bridge, pending, signed_in, now).await
 }
@@ -182,7 +241,10 @@ fn map_upstream_error(code: &str) -> OAuthError {
 
 /// The provider session an ID token names (`sub`, and `sid` when the provider sends one):
 /// what its back-channel logout will name. Values no provider would make are not kept.
-fn upstream_session(claims: &serde_json::Value) -> Option<crate::identity::UpstreamSession> {
+fn upstream_session(
+    provider: &Provider,
+    claims: &serde_json::Value,
+) -> Option<crate::identity::UpstreamSession> {
     let text = |name: &str| {
         claims
             .get(name)
@@ -192,10 +254,7 @@ fn upstream_session(claims: &serde_json::Value) -> Option<crate::identity::Upstr
             .filter(|value| !value.chars().any(char::is_control))
             .map(str::to_owned)
     };
-    Some(crate::identity::UpstreamSession {
-        subject: text("sub")?,
-        session_id: text("sid"),
-    })
+    Some(provider.session(text("sub")?, text("sid")))
 }
 
 /// Longer `sub` or `sid` values are not stored (OIDC Core caps `sub` at 255 ASCII characters).
@@ -211,10 +270,14 @@ mod tests {
     #[test]
     fn the_provider_session_is_its_sub_and_sid_as_stored_safely() {
         use serde_json::json;
-        let session = upstream_session(&json!({"sub": "u-1", "sid": "s-1"})).unwrap();
+        let harness = Harness::new();
+        let provider = provider("corp", Some("corp"), harness.upstream.clone());
+        let upstream_session = |claims| upstream_session(&provider, &claims);
+        let session = upstream_session(json!({"sub": "u-1", "sid": "s-1"})).unwrap();
+        assert_eq!(session.provider, "corp");
         assert_eq!(session.subject, "u-1");
         assert_eq!(session.session_id.as_deref(), Some("s-1"));
-        let without = upstream_session(&json!({"sub": "u-1"})).unwrap();
+        let without = upstream_session(json!({"sub": "u-1"})).unwrap();
         assert_eq!(without.session_id, None);
         for sid in [
             json!("s\u{0}1"),
@@ -222,10 +285,10 @@ mod tests {
             json!(7),
             json!(""),
         ] {
-            let session = upstream_session(&json!({"sub": "u-1", "sid": sid})).unwrap();
+            let session = upstream_session(json!({"sub": "u-1", "sid": sid})).unwrap();
             assert_eq!(session.session_id, None, "{sid}");
         }
-        assert!(upstream_session(&json!({"sid": "s-1"})).is_none());
+        assert!(upstream_session(json!({"sid": "s-1"})).is_none());
     }
 
     #[test]
@@ -305,6 +368,7 @@ mod tests {
         let err = page_error(
             complete_authorization(
                 &harness.bridge,
+                None,
                 &params,
                 Some(&login.binding),
                 harness.now(),
@@ -317,6 +381,7 @@ mod tests {
         let err = page_error(
             complete_authorization(
                 &harness.bridge,
+                None,
                 &params,
                 Some(&login.binding),
                 harness.now(),
@@ -340,7 +405,7 @@ mod tests {
         let login = harness.authorize_public().await;
         let params = Params::from([("state", login.state.as_str()), ("code", "c")]);
         let err = page_error(
-            complete_authorization(&harness.bridge, &params, Some("other"), harness.now())
+            complete_authorization(&harness.bridge, None, &params, Some("other"), harness.now())
                 .await
                 .map(|signed_in| signed_in.url),
         );
@@ -399,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn policy_refusal_is_access_denied() {
         let mut harness = Harness::new();
-        harness.bridge.settings.access_policy.allowed_groups = vec!["admins".into()];
+        harness.provider_mut().access_policy.allowed_groups = vec!["admins".into()];
         let login = harness.authorize_public().await;
         let redirect = redirect_error(harness.callback(&login, &[("code", "c")]).await);
         assert_eq!(
@@ -411,8 +476,8 @@ mod tests {
     #[tokio::test]
     async fn mapped_claims_follow_dotted_paths() {
         let mut harness = Harness::new();
-        harness.bridge.settings.claims.groups = "realm_access.roles".into();
-        harness.bridge.settings.access_policy.allowed_groups = vec!["mcp-user".into()];
+        harness.provider_mut().claims.groups = "realm_access.roles".into();
+        harness.provider_mut().access_policy.allowed_groups = vec!["mcp-user".into()];
         harness.upstream.set_claims(serde_json::json!({
             "sub": "kc-1", "email": "k@corp.com", "realm_access": {"roles": ["mcp-user"]}
         }));

@@ -8,13 +8,12 @@ use std::net::IpAddr;
 use super::authorize::{AuthorizeError, ClientRedirect};
 use super::login_throttle::{LoginThrottle, Verdict};
 use super::sign_in::{
-    SignedIn, SignedInUser, finish_sign_in, pending_or_page, take_pending_sign_in,
+    SignedIn, SignedInUser, finish_sign_in, peek_pending_sign_in, take_pending_sign_in,
 };
 use super::{Bridge, OAuthError, SignIn};
 use crate::clock::UnixTime;
 use crate::local_users::LocalUsers;
 use crate::secret::SecretString;
-use crate::tokens::TokenHash;
 
 /// Usernames longer than this are refused before any lookup.
 const MAX_USERNAME_LEN: usize = 256;
@@ -54,13 +53,9 @@ pub(crate) async fn check_sign_in(
     now: UnixTime,
 ) -> Result<String, AuthorizeError> {
     local_login(bridge)?;
-    let binding = binding.map(TokenHash::of);
-    let peeked = bridge
-        .storage
-        .peek_pending(&TokenHash::of(state), binding.as_ref(), now)
+    peek_pending_sign_in(bridge, state, binding, now)
         .await
-        .map_err(|e| AuthorizeError::Page(e.into()))?;
-    pending_or_page(peeked).map(|pending| pending.request.client_id)
+        .map(|pending| pending.request.client_id)
 }
 
 /// The user gave up at the form: the sign-in ends, and the client hears `access_denied`, as

@@ -6,6 +6,7 @@ pub(crate) mod authorize;
 pub(crate) mod backchannel_logout;
 pub(crate) mod bearer;
 pub(crate) mod callback;
+pub(crate) mod choose;
 pub(crate) mod client_assertion;
 pub(crate) mod consent;
 pub mod disclosure;
@@ -47,13 +48,13 @@ pub(crate) use text::for_log;
 use crate::clients::ClientRegistry;
 use crate::storage::Storage;
 use crate::tokens::keys::KeyRing;
-use crate::upstream::Upstream;
-use crate::upstream::claims::{AccessPolicy, ClaimsConfig};
+use crate::upstream::providers::Providers;
 
 /// Endpoint paths below the issuer, shared by the router and the discovery documents.
 pub(crate) mod endpoints {
     pub(crate) const AUTHORIZE: &str = "/oauth/authorize";
     pub(crate) const CALLBACK: &str = "/oauth/callback";
+    pub(crate) const CHOOSE: &str = "/oauth/choose";
     pub(crate) const BACKCHANNEL_LOGOUT: &str = "/oauth/backchannel-logout";
     pub(crate) const CONSENT: &str = "/oauth/consent";
     pub(crate) const LOGIN: &str = "/oauth/login";
@@ -140,8 +141,6 @@ pub struct Settings {
     pub metadata_documents_enabled: bool,
     /// Hashes of the bearer tokens that may call the introspection endpoint.
     pub introspection_tokens: Vec<crate::tokens::TokenHash>,
-    pub claims: ClaimsConfig,
-    pub access_policy: AccessPolicy,
     /// Identity claims every access token carries whatever its scope.
     pub access_token_claims: Vec<disclosure::IdentityClaim>,
     /// Whether the jwt-bearer grant (ID-JAG) is offered, and advertised.
@@ -161,8 +160,8 @@ pub struct Bridge {
     pub storage: Arc<dyn Storage>,
     pub sign_in: SignIn,
     pub keys: Arc<KeyRing>,
-    /// With `upstream.revalidate_on_refresh`: seals the provider's refresh tokens at rest, and
-    /// its presence turns the re-validation of every refresh on.
+    /// With `revalidate_on_refresh` at any provider: seals the providers' refresh tokens at rest,
+    /// and its presence turns the re-validation of the refreshes of those providers' grants on.
     pub revalidation: Option<crate::sealing::Sealer>,
     /// How many authorizations may be in flight at once.
     pub pending: Arc<pending_cap::PendingCap>,
@@ -171,10 +170,28 @@ pub struct Bridge {
     pub identity_assertions: Option<identity_assertion::IdentityAssertions>,
 }
 
+impl Bridge {
+    /// Whether the grants of provider session `session` are checked with their provider at
+    /// each refresh: its `revalidate_on_refresh`, or, for a provider no longer configured,
+    /// yes (no refresh can be vouched for).
+    pub(crate) fn revalidates(&self, session: Option<&crate::identity::UpstreamSession>) -> bool {
+        if self.revalidation.is_none() {
+            return false;
+        }
+        match &self.sign_in {
+            SignIn::Upstream(providers) => providers
+                .of_session(session)
+                .is_none_or(|provider| provider.revalidate_on_refresh),
+            SignIn::Local(_) => false,
+        }
+    }
+}
+
 /// How users prove who they are.
 pub enum SignIn {
-    /// At the upstream OpenID Connect provider, returning to `/oauth/callback`.
-    Upstream(Arc<dyn Upstream>),
+    /// At an upstream OpenID Connect provider (the user's, or the one they choose), returning
+    /// to its `/oauth/callback`.
+    Upstream(Arc<Providers>),
     /// At our own form, `/oauth/login`, against `oauth.local_users`.
     Local(Arc<login::LocalLogin>),
 }

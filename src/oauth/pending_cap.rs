@@ -134,8 +134,8 @@ fn poisoned() -> OAuthError {
 }
 
 impl crate::metrics::Gauges for PendingCap {
-    fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
-        vec![(
+    fn read(&self) -> Vec<crate::metrics::GaugeReading> {
+        vec![crate::metrics::GaugeReading::new(
             "pending_authorizations",
             "authorizations in flight (consent pages and sign-ins), as last counted plus those started since",
             i64::try_from(self.estimate()).unwrap_or(i64::MAX),
@@ -163,6 +163,7 @@ mod tests {
             code_challenge: "x".repeat(43),
             scope: vec![],
             audience: "https://mcp.example.com".into(),
+            login_hint: None,
         }
     }
 
@@ -199,6 +200,7 @@ mod tests {
                     consent: Consent::NotNeeded,
                     upstream_nonce: "n".into(),
                     upstream_pkce_verifier: "v".into(),
+                    provider: None,
                     browser_binding: TokenHash::of("b"),
                     expires_at: later.plus(Duration::from_secs(600)),
                 },

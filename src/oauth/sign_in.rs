@@ -30,11 +30,13 @@ pub(crate) struct SignedIn {
 
 /// Who signed in, when, and the provider's refresh token if it sent one.
 pub(crate) struct SignedInUser {
-    /// `upstream` or `local`, for the audit trail.
+    /// The provider's name or `local`, for the audit trail.
     pub(crate) provider: &'static str,
     pub(crate) identity: Identity,
     pub(crate) auth_time: UnixTime,
-    pub(crate) upstream_refresh: Option<SecretString>,
+    /// With a provider whose grants are re-validated at each refresh: the refresh token it sent,
+    /// if it sent one.
+    pub(crate) upstream_refresh: Option<Option<SecretString>>,
     /// Where a back-channel logout will find the grant (none for local users).
     pub(crate) upstream_session: Option<crate::identity::UpstreamSession>,
 }
@@ -53,6 +55,23 @@ pub(crate) async fn take_pending_sign_in(
         .await
         .map_err(|e| AuthorizeError::Page(e.into()))?;
     pending_or_page(taken).map(|pending| *pending)
+}
+
+/// The pending authorization a sign-in page names, if this browser started it, left in place:
+/// a form may be shown, and submitted wrongly, more than once.
+pub(crate) async fn peek_pending_sign_in(
+    bridge: &Bridge,
+    state: &str,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<Box<PendingAuthorization>, AuthorizeError> {
+    let binding = binding.map(TokenHash::of);
+    let peeked = bridge
+        .storage
+        .peek_pending(&TokenHash::of(state), binding.as_ref(), now)
+        .await
+        .map_err(|e| AuthorizeError::Page(e.into()))?;
+    pending_or_page(peeked)
 }
 
 /// The pending authorization, or the page for a sign-in that is gone or belongs elsewhere.
@@ -125,9 +144,16 @@ pub(crate) async fn finish_sign_in(
                     client_id,
                     "signed-in user differs from the remembered consent"
                 );
-                return Err(redirect(OAuthError::AccessDenied(
-                    "you have not approved this application yet; start again to review it".into(),
-                )));
+                return Err(AuthorizeError::Redirect(ClientRedirect {
+                    redirect_uri: pending.request.redirect_uri.clone(),
+                    state: pending.request.client_state.clone(),
+                    error: OAuthError::AccessDenied(
+                        "you have not approved this application yet; start again to review it"
+                            .into(),
+                    ),
+                    // Remembered, the other user's approval would refuse this one every time.
+                    forget_remembered_consent_of: Some(client_id.to_owned()),
+                }));
             }
             None
         }
@@ -157,8 +183,8 @@ pub(crate) async fn finish_sign_in(
     let mut record = code_record(pending, identity, user.auth_time, now);
     record.scope = scope;
     record.upstream_session = user.upstream_session;
-    if let Some(sealer) = &bridge.revalidation {
-        match &user.upstream_refresh {
+    if let (Some(sealer), Some(sent)) = (&bridge.revalidation, &user.upstream_refresh) {
+        match sent {
             Some(token) => {
                 let sealed = sealer
                     .seal_secret(&upstream_refresh_name(&record.family_id), token)
@@ -320,6 +346,7 @@ mod tests {
             code_challenge: "challenge".into(),
             scope: scope.iter().map(|s| s.to_string()).collect(),
             audience: crate::oauth::test_support::ISSUER.into(),
+            login_hint: None,
         }
     }
 

@@ -16,6 +16,7 @@ use super::{Bridge, OAuthError, Params, Settings, SignIn};
 use crate::clients::ClientConfig;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, FixedClock, UnixTime};
+use crate::identity::SINGLE_PROVIDER;
 use crate::secret::{RefreshToken, SecretString};
 use crate::storage::{MemoryStorage, PendingAuthorization, PendingTake};
 use crate::tokens::jwt::{AccessTokenClaims, verify_access_token};
@@ -23,9 +24,14 @@ use crate::tokens::keys::{KeyRing, SigningKey};
 use crate::tokens::{KeySet, TokenHash};
 use crate::upstream::claims::AccessPolicy;
 use crate::upstream::claims::ClaimsConfig;
+use crate::upstream::providers::{Provider, Providers};
 use crate::upstream::{Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest};
 
 pub(crate) const ISSUER: &str = "https://bridge.example.com";
+/// The scripted provider's issuer.
+pub(crate) const UPSTREAM_ISSUER: &str = "https://idp.example.com";
+/// The second provider's, in the harness with two.
+pub(crate) const PARTNER_ISSUER: &str = "https://login.partner.example";
 pub(crate) const PUBLIC_CLIENT: &str = "public-client";
 pub(crate) const PUBLIC_REDIRECT: &str = "http://127.0.0.1:4321/callback";
 pub(crate) const CONFIDENTIAL_CLIENT: &str = "web-client";
@@ -53,8 +59,6 @@ pub(crate) fn settings() -> Settings {
         registration_enabled: false,
         metadata_documents_enabled: false,
         introspection_tokens: vec![],
-        claims: ClaimsConfig::default(),
-        access_policy: AccessPolicy::default(),
         access_token_claims: vec![crate::oauth::disclosure::IdentityClaim::Groups],
         jwt_bearer_grant: false,
     }
@@ -69,6 +73,7 @@ pub(crate) struct Exchange {
 
 /// An upstream that logs the configured user in, or fails as told.
 pub(crate) struct ScriptedUpstream {
+    issuer: &'static str,
     ready: AtomicBool,
     claims: Mutex<serde_json::Value>,
     failure: Mutex<Option<UpstreamError>>,
@@ -76,6 +81,18 @@ pub(crate) struct ScriptedUpstream {
 }
 
 impl ScriptedUpstream {
+    pub(crate) fn new(issuer: &'static str) -> Self {
+        ScriptedUpstream {
+            issuer,
+            ready: AtomicBool::new(true),
+            claims: Mutex::new(
+                serde_json::json!({"sub": "user-1", "email": "user@corp.com", "name": "User One"}),
+            ),
+            failure: Mutex::new(None),
+            exchanges: Mutex::new(vec![]),
+        }
+    }
+
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
@@ -96,16 +113,27 @@ impl Upstream for ScriptedUpstream {
         self.ready.load(Ordering::SeqCst)
     }
 
+    fn issuer(&self) -> &str {
+        self.issuer
+    }
+
+    fn client_id(&self) -> &str {
+        "bridge"
+    }
+
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
         if !self.ready.load(Ordering::SeqCst) {
             return Err(UpstreamError::NotReady);
         }
-        let mut url = Url::parse("https://idp.example.com/authorize").unwrap();
+        let mut url = Url::parse(&format!("{}/authorize", self.issuer)).unwrap();
         url.query_pairs_mut()
             .append_pair("state", request.state)
             .append_pair("nonce", request.nonce)
             .append_pair("code_challenge", &super::pkce::s256(request.pkce_verifier))
             .append_pair("code_challenge_method", "S256");
+        if let Some(hint) = request.login_hint {
+            url.query_pairs_mut().append_pair("login_hint", hint);
+        }
         Ok(url)
     }
 
@@ -138,6 +166,27 @@ impl Upstream for ScriptedUpstream {
         Err(UpstreamError::RefreshRefused(
             "the scripted provider keeps no sessions".into(),
         ))
+    }
+}
+
+/// A provider that maps the standard claims and lets everyone in; `callback` `None` is the
+/// single `oauth.upstream`'s.
+pub(crate) fn provider(
+    name: &'static str,
+    callback: Option<&str>,
+    upstream: Arc<dyn Upstream>,
+) -> Provider {
+    Provider {
+        name,
+        display_name: name.to_owned(),
+        callback: callback.map(str::to_owned),
+        email_domains: Vec::new(),
+        foreign_domains: Vec::new(),
+        subject_prefix: String::new(),
+        claims: ClaimsConfig::default(),
+        access_policy: AccessPolicy::default(),
+        revalidate_on_refresh: false,
+        upstream,
     }
 }
 
@@ -227,19 +276,16 @@ impl Harness {
             4,
         )
         .unwrap();
-        let upstream = Arc::new(ScriptedUpstream {
-            ready: AtomicBool::new(true),
-            claims: Mutex::new(
-                serde_json::json!({"sub": "user-1", "email": "user@corp.com", "name": "User One"}),
-            ),
-            failure: Mutex::new(None),
-            exchanges: Mutex::new(vec![]),
-        });
+        let upstream = Arc::new(ScriptedUpstream::new(UPSTREAM_ISSUER));
         let bridge = Bridge {
             settings: settings(),
             clients,
             storage: Arc::new(MemoryStorage::new()),
-            sign_in: SignIn::Upstream(upstream.clone()),
+            sign_in: SignIn::Upstream(Arc::new(Providers::new(vec![provider(
+                SINGLE_PROVIDER,
+                None,
+                upstream.clone(),
+            )]))),
             revalidation: None,
             keys: Arc::new(KeyRing::new(
                 KeySet::new(SigningKey::generate_es256().unwrap())
@@ -258,6 +304,31 @@ impl Harness {
 
     pub(crate) fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// Signing in at two providers, `corp` (this harness's `upstream`, for `corp.example`
+    /// addresses) and `partner` (returned), each with its own callback and subject prefix.
+    pub(crate) fn with_two_providers() -> (Harness, Arc<ScriptedUpstream>) {
+        let mut harness = Harness::new();
+        let partner = Arc::new(ScriptedUpstream::new(PARTNER_ISSUER));
+        let mut corp = provider("corp", Some("corp"), harness.upstream.clone());
+        corp.email_domains = vec!["corp.example".into()];
+        corp.subject_prefix = "corp|".into();
+        let mut other = provider("partner", Some("partner"), partner.clone());
+        other.display_name = "Partner Inc.".into();
+        other.subject_prefix = "partner|".into();
+        harness.bridge.sign_in = SignIn::Upstream(Arc::new(Providers::new(vec![corp, other])));
+        (harness, partner)
+    }
+
+    /// The (first) provider, to change what it accepts.
+    pub(crate) fn provider_mut(&mut self) -> &mut Provider {
+        match &mut self.bridge.sign_in {
+            SignIn::Upstream(providers) => Arc::get_mut(providers)
+                .and_then(Providers::first_mut)
+                .expect("the harness has its providers to itself"),
+            SignIn::Local(_) => panic!("the harness signs in upstream"),
+        }
     }
 
     pub(crate) async fn take_pending(
@@ -346,11 +417,28 @@ impl Harness {
         login: &Login,
         extra: &[(&str, &str)],
     ) -> Result<SignedIn, AuthorizeError> {
+        self.return_to(None, login, extra).await
+    }
+
+    /// The provider's answer arriving at the callback of `provider` (`None`: `/oauth/callback`).
+    pub(crate) async fn return_to(
+        &self,
+        provider: Option<&str>,
+        login: &Login,
+        extra: &[(&str, &str)],
+    ) -> Result<SignedIn, AuthorizeError> {
         let mut params = Params::from([("state", login.state.as_str())]);
         for (k, v) in extra {
             params.insert(*k, *v);
         }
-        complete_authorization(&self.bridge, &params, Some(&login.binding), self.now()).await
+        complete_authorization(
+            &self.bridge,
+            provider,
+            &params,
+            Some(&login.binding),
+            self.now(),
+        )
+        .await
     }
 
     pub(crate) async fn code_for_public_client(&self) -> String {

@@ -250,6 +250,7 @@ fn request(scope: &[&str]) -> AuthorizationRequest {
         code_challenge: "c".repeat(43),
         scope: scope.iter().map(|s| s.to_string()).collect(),
         audience: "https://mcp.example.com".into(),
+        login_hint: None,
     }
 }
 
@@ -259,6 +260,7 @@ fn pending(expires_at: UnixTime) -> PendingAuthorization {
         consent: Consent::NotNeeded,
         upstream_nonce: "n".into(),
         upstream_pkce_verifier: "v".into(),
+        provider: None,
         browser_binding: TokenHash::of("binding"),
         expires_at,
     }
@@ -1512,13 +1514,17 @@ pub(crate) async fn a_clients_grants_are_revoked_with_its_consents_alone(storage
 pub(crate) async fn a_provider_session_ends_its_grants_and_those_of_its_user_without_one(
     storage: &dyn Storage,
 ) {
-    let session = |subject: &str, sid: Option<&str>| {
+    let at = |provider: &str, subject: &str, sid: Option<&str>| {
         Some(crate::identity::UpstreamSession {
+            provider: provider.into(),
             subject: subject.into(),
             session_id: sid.map(str::to_owned),
         })
     };
+    let session = |subject: &str, sid: Option<&str>| at("corp", subject, sid);
     for (id, upstream) in [
+        // Another provider's user and session go by the same values: they are someone else.
+        ("partner-u1-s1", at("partner", "u1", Some("s1"))),
         ("u1-s1", session("u1", Some("s1"))),
         ("u1-s2", session("u1", Some("s2"))),
         ("u1-none", session("u1", None)),
@@ -1541,6 +1547,7 @@ pub(crate) async fn a_provider_session_ends_its_grants_and_those_of_its_user_wit
             storage
                 .revoke_grants(
                     GrantOwner::ProviderSession {
+                        provider: "corp",
                         subject,
                         session_id,
                     },
@@ -1565,6 +1572,7 @@ pub(crate) async fn a_provider_session_ends_its_grants_and_those_of_its_user_wit
         ("u1-s2-at-0", false),
         ("local-at-0", false),
         ("u1-s1-at-0", true),
+        ("partner-u1-s1-at-0", false),
     ] {
         assert_eq!(
             storage.is_access_token_revoked(jti, NOW).await.unwrap(),
@@ -1572,4 +1580,14 @@ pub(crate) async fn a_provider_session_ends_its_grants_and_those_of_its_user_wit
             "{jti}"
         );
     }
+    let partner = GrantOwner::ProviderSession {
+        provider: "partner",
+        subject: Some("u1"),
+        session_id: Some("s1"),
+    };
+    assert_eq!(
+        ended_ids(storage.revoke_grants(partner, NOW).await.unwrap()),
+        ["partner-u1-s1 (live)"],
+        "the other provider's logout ends its own session"
+    );
 }

@@ -105,6 +105,10 @@ pub struct AuthorizationRequest {
     pub(crate) code_challenge: String,
     pub(crate) scope: Vec<String>,
     pub(crate) audience: String,
+    /// OpenID Connect's `login_hint`: who the client thinks will sign in. Its email domain picks
+    /// the identity provider, which is told it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) login_hint: Option<String>,
 }
 
 /// How the user's consent to this client was established before the upstream login.
@@ -128,6 +132,11 @@ pub struct PendingAuthorization {
     pub consent: Consent,
     pub(crate) upstream_nonce: FlowSecret,
     pub(crate) upstream_pkce_verifier: FlowSecret,
+    /// The provider the user was sent to (`oauth.upstreams[].name`): its callback alone may
+    /// complete the sign-in. `None` while the user has still to choose one, or with one
+    /// provider configured as `oauth.upstream`, or with the local form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) provider: Option<String>,
     /// Hash of the cookie value that ties the flow to the browser that started it.
     pub(crate) browser_binding: TokenHash,
     pub(crate) expires_at: UnixTime,
@@ -244,6 +253,8 @@ pub enum GrantOwner<'a> {
     /// `sub`, its `sid`, or both (at least one). With both, the user's grants recorded without a
     /// `sid` go too.
     ProviderSession {
+        /// The configured provider's name: two providers' `sub` and `sid` values are unrelated.
+        provider: &'a str,
         subject: Option<&'a str>,
         session_id: Option<&'a str>,
     },
@@ -260,18 +271,11 @@ impl GrantOwner<'_> {
             GrantOwner::Subject(subject) => identity.subject == *subject,
             GrantOwner::Client(client) => client_id == *client,
             GrantOwner::ProviderSession {
+                provider,
                 subject,
                 session_id,
-            } => session.is_some_and(|session| match (subject, session_id) {
-                // The session itself, and, of the user's, grants whose ID token named no
-                // session (the provider's logout tokens may carry a `sid` its ID tokens did not).
-                (Some(subject), Some(id)) => {
-                    session.subject == *subject
-                        && session.session_id.as_deref().is_none_or(|own| own == *id)
-                }
-                (Some(subject), None) => session.subject == *subject,
-                (None, Some(id)) => session.session_id.as_deref() == Some(*id),
-                (None, None) => false,
+            } => session.is_some_and(|session| {
+                session.provider == *provider && session_matches(session, *subject, *session_id)
             }),
         }
     }
@@ -284,6 +288,24 @@ impl GrantOwner<'_> {
             GrantOwner::Client(owner) => client_id == *owner,
             GrantOwner::ProviderSession { .. } => false,
         }
+    }
+}
+
+/// Whether a logout naming `subject` and/or `session_id` ends `session`: the session itself, and,
+/// of the user's, grants whose ID token named no session (the provider's logout tokens may carry
+/// a `sid` its ID tokens did not).
+fn session_matches(
+    session: &UpstreamSession,
+    subject: Option<&str>,
+    session_id: Option<&str>,
+) -> bool {
+    match (subject, session_id) {
+        (Some(subject), Some(id)) => {
+            session.subject == subject && session.session_id.as_deref().is_none_or(|own| own == id)
+        }
+        (Some(subject), None) => session.subject == subject,
+        (None, Some(id)) => session.session_id.as_deref() == Some(id),
+        (None, None) => false,
     }
 }
 

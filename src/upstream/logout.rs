@@ -35,6 +35,26 @@ pub struct LogoutRequest {
 #[error("{0}")]
 pub struct LogoutRefused(pub &'static str);
 
+/// Who a logout token says it comes from and is for (`iss`, `aud`), read without verifying
+/// anything: with several providers, only to know whose keys and rules verify it.
+pub(crate) fn addressed(token: &str) -> Option<(String, Vec<String>)> {
+    if token.len() > crate::oauth::client_assertion::MAX_ASSERTION_BYTES {
+        return None;
+    }
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode(token).ok()?.claims;
+    let issuer = claims.get("iss")?.as_str()?.to_owned();
+    let audiences = match claims.get("aud")? {
+        Value::String(one) => vec![one.clone()],
+        Value::Array(many) => many
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => return None,
+    };
+    Some((issuer, audiences))
+}
+
 /// Its `typ`, when it has one, must not name another kind of JWT (§4.1, cross-JWT confusion):
 /// `logout+jwt` or the generic `JWT`.
 pub(crate) fn check_type(typ: Option<&str>) -> Result<(), LogoutRefused> {
@@ -147,6 +167,49 @@ mod tests {
         let mut claims = token();
         change(&mut claims);
         check_claims(&claims, ISSUER, "bridge", NOW).unwrap_err().0
+    }
+
+    /// An unsigned JWT of `claims`: `addressed` reads claims and nothing else.
+    fn unsigned(claims: &Value) -> String {
+        use base64::Engine;
+        let encode = |value: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            encode(&json!({"alg": "RS256", "typ": "logout+jwt"})),
+            encode(claims)
+        )
+    }
+
+    #[test]
+    fn who_a_logout_token_says_it_is_from_and_for_is_read_without_trusting_it() {
+        let (issuer, audiences) = addressed(&unsigned(&token())).unwrap();
+        assert_eq!(issuer, ISSUER);
+        assert_eq!(audiences, ["bridge"]);
+        let mut several = token();
+        several["aud"] = json!(["other", "bridge", 7]);
+        assert_eq!(
+            addressed(&unsigned(&several)).unwrap().1,
+            ["other", "bridge"]
+        );
+        for change in [
+            |c: &mut Value| c["aud"] = json!({"bridge": true}),
+            |c: &mut Value| c["iss"] = json!(7),
+            |c: &mut Value| {
+                c.as_object_mut().unwrap().remove("aud");
+            },
+            |c: &mut Value| {
+                c.as_object_mut().unwrap().remove("iss");
+            },
+        ] {
+            let mut claims = token();
+            change(&mut claims);
+            assert_eq!(addressed(&unsigned(&claims)), None, "{claims}");
+        }
+        assert_eq!(addressed("not a jwt"), None);
+        let oversized = format!("{}{}", unsigned(&token()), "A".repeat(20_000));
+        assert_eq!(addressed(&oversized), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod claims;
 pub mod logout;
 pub mod oidc;
+pub mod providers;
 pub(crate) mod settings;
 
 use async_trait::async_trait;
@@ -58,12 +59,20 @@ pub struct UpstreamRequest<'a> {
     pub(crate) nonce: &'a str,
     /// The verifier stays with us; the implementation sends its S256 challenge.
     pub(crate) pkce_verifier: &'a str,
+    /// The client's `login_hint`, passed on so the provider can fill in who signs in.
+    pub(crate) login_hint: Option<&'a str>,
 }
 
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
     /// Whether discovery has succeeded, so logins can start (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// The provider's issuer identifier, as configured.
+    fn issuer(&self) -> &str;
+
+    /// Our client id at the provider.
+    fn client_id(&self) -> &str;
 
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError>;
 
@@ -107,16 +116,21 @@ pub enum LogoutError {
     Unavailable(UpstreamError),
 }
 
-/// Whether the provider's discovery succeeded, as a gauge of the metrics (`upstream_discovered`):
-/// until it has, no sign-in can start and `/readyz` answers 503.
-pub(crate) struct Discovery(pub(crate) std::sync::Arc<dyn Upstream>);
+/// Whether each provider's discovery succeeded, as a gauge of the metrics (`upstream_discovered`,
+/// by provider): until it has, no sign-in can start there.
+pub(crate) struct Discovery(pub(crate) std::sync::Arc<providers::Providers>);
 
 impl crate::metrics::Gauges for Discovery {
-    fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
-        vec![(
-            "upstream_discovered",
-            "1 once the identity provider's discovery document was read and sign-ins can start",
-            i64::from(self.0.is_ready()),
-        )]
+    fn read(&self) -> Vec<crate::metrics::GaugeReading> {
+        self.0
+            .all()
+            .iter()
+            .map(|provider| crate::metrics::GaugeReading {
+                name: "upstream_discovered",
+                help: "1 once the identity provider's discovery document was read and sign-ins can start there, by provider",
+                label: Some(("provider", provider.name)),
+                value: i64::from(provider.upstream.is_ready()),
+            })
+            .collect()
     }
 }

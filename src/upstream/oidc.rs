@@ -47,6 +47,8 @@ const ALLOWED_ID_TOKEN_ALGS: [CoreJwsSigningAlgorithm; 10] = [
 
 #[derive(Debug, Clone)]
 pub(crate) struct OidcSettings {
+    /// The provider's name, for the metrics.
+    pub(crate) name: &'static str,
     pub(crate) issuer: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: SecretString,
@@ -144,8 +146,12 @@ impl OidcUpstream {
     pub(crate) async fn discover(&self) -> Result<(), DiscoveryError> {
         let started = Instant::now();
         let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await;
-        self.metrics
-            .upstream_call("discovery", started.elapsed(), metadata.is_ok());
+        self.metrics.upstream_call(
+            self.settings.name,
+            "discovery",
+            started.elapsed(),
+            metadata.is_ok(),
+        );
         let metadata = metadata.map_err(|e| DiscoveryError::Fetch(Box::new(e)))?;
         if metadata.token_endpoint().is_none() {
             return Err(DiscoveryError::NoTokenEndpoint);
@@ -310,6 +316,14 @@ impl Upstream for OidcUpstream {
         self.current().is_ok()
     }
 
+    fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    fn client_id(&self) -> &str {
+        &self.settings.client_id
+    }
+
     fn authorization_url(&self, request: &UpstreamRequest<'_>) -> Result<Url, UpstreamError> {
         let discovered = self.current()?;
         let state = request.state.to_owned();
@@ -330,6 +344,9 @@ impl Upstream for OidcUpstream {
         }
         let verifier = openidconnect::PkceCodeVerifier::new(request.pkce_verifier.to_owned());
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+        if let Some(hint) = request.login_hint {
+            authorize = authorize.set_login_hint(openidconnect::LoginHint::new(hint.to_owned()));
+        }
         let (url, _, _) = authorize.set_pkce_challenge(challenge).url();
         Ok(url)
     }
@@ -353,8 +370,12 @@ impl Upstream for OidcUpstream {
             ));
         let started = Instant::now();
         let response = request.request_async(&self.http).await;
-        self.metrics
-            .upstream_call("token", started.elapsed(), answered(&response));
+        self.metrics.upstream_call(
+            self.settings.name,
+            "token",
+            started.elapsed(),
+            answered(&response),
+        );
         let response = response.map_err(token_request_error)?;
         let refresh_token = response
             .refresh_token()
@@ -461,8 +482,12 @@ impl Upstream for OidcUpstream {
             })?;
         let started = Instant::now();
         let response = request.request_async(&self.http).await;
-        self.metrics
-            .upstream_call("refresh", started.elapsed(), answered(&response));
+        self.metrics.upstream_call(
+            self.settings.name,
+            "refresh",
+            started.elapsed(),
+            answered(&response),
+        );
         let response = response.map_err(|error| match error {
             // RFC 6749 §5.2: the refresh token is no longer valid — the session is over.
             RequestTokenError::ServerResponse(body)
@@ -519,8 +544,12 @@ impl OidcUpstream {
     ) -> Result<serde_json::Map<String, serde_json::Value>, UpstreamError> {
         let started = Instant::now();
         let answer = self.read_userinfo(url, access_token).await;
-        self.metrics
-            .upstream_call("userinfo", started.elapsed(), answer.is_ok());
+        self.metrics.upstream_call(
+            self.settings.name,
+            "userinfo",
+            started.elapsed(),
+            answer.is_ok(),
+        );
         answer
     }
 
@@ -715,6 +744,7 @@ mod tests {
 
     fn settings() -> OidcSettings {
         OidcSettings {
+            name: "upstream",
             issuer: ISSUER.into(),
             client_id: "bridge".into(),
             client_secret: SecretString::new("upstream-secret"),

@@ -509,3 +509,98 @@ oauth:
     assert!(!log.contains(&typed_password), "{log}");
     assert!(!log.contains(&password), "{log}");
 }
+
+/// With several providers, every line about a sign-in or a logout names the provider, and the
+/// subject is the one the provider's prefix made ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_names_the_provider_of_each_sign_in_and_logout() {
+    let corp = TestProvider::start().await;
+    let partner = TestProvider::start().await;
+    let trail_path = audit_file();
+    let port = free_port().await;
+    let provider = |name: &str, issuer: &str, domain: &str| {
+        format!(
+            "    - {{ name: {name}, issuer: \"{issuer}\", client_id: {client_id}, client_secret: \"{secret}\", email_domains: [{domain}] }}\n",
+            client_id = oidc_provider::CLIENT_ID,
+            secret = oidc_provider::CLIENT_SECRET,
+        )
+    };
+    let config = format!(
+        "server:\n  address: \"127.0.0.1:{port}\"\n  public_url: \"{{origin}}\"\noauth:\n  clients:\n    - {{ id: cli, redirect_uris: [\"{REDIRECT}\"], skip_consent: true }}\n  upstreams:\n{corp}{partner}audit:\n  output: file\n  file: \"{trail}\"\n",
+        corp = provider("corp", &corp.issuer, "corp.example"),
+        partner = provider("partner", &partner.issuer, "partner.example"),
+        trail = trail_path.display(),
+    );
+    let bridge = Bridge::start_logging(port, &config, "json", "info").await;
+    let browser = browser();
+    let sign_in = |hint: &'static str| {
+        let (browser, bridge) = (&browser, &bridge);
+        async move {
+            let pkce = Pkce::new();
+            let authorize = browser
+                .get(bridge.url("/oauth/authorize"))
+                .query(&[
+                    ("client_id", "cli"),
+                    ("redirect_uri", REDIRECT),
+                    ("response_type", "code"),
+                    ("code_challenge", &pkce.challenge),
+                    ("code_challenge_method", "S256"),
+                    ("scope", "openid email"),
+                    ("login_hint", hint),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let at_provider = browser.get(location(&authorize)).send().await.unwrap();
+            let back = browser.get(location(&at_provider)).send().await.unwrap();
+            let code = query_of(&location(&back))["code"].clone();
+            let redeemed = reqwest::Client::new()
+                .post(bridge.url("/oauth/token"))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", "cli"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &pkce.verifier),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(redeemed.status(), StatusCode::OK);
+        }
+    };
+    sign_in("ada@corp.example").await;
+    sign_in("ada@partner.example").await;
+    let token = partner.sign_logout_token(&partner.logout_claims(Some("upstream-session-1")));
+    let logout = reqwest::Client::new()
+        .post(bridge.url("/oauth/backchannel-logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+
+    let trail = read_trail(&trail_path);
+    let signed_in = events_named(&trail, "sign_in.succeeded");
+    let named: Vec<(&str, &str)> = signed_in
+        .iter()
+        .map(|line| {
+            (
+                line["provider"].as_str().unwrap(),
+                line["subject"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("corp", "corp|upstream-user-42"),
+            ("partner", "partner|upstream-user-42")
+        ],
+        "{trail:#?}"
+    );
+    let logout = only(&trail, "logout.backchannel");
+    assert_eq!(logout["provider"], "partner");
+    assert_eq!(logout["count"], 1, "the partner's session alone: {logout}");
+    let _ = std::fs::remove_file(&trail_path);
+}

@@ -47,6 +47,7 @@ pub struct TestApp {
     pub server: tokio::task::JoinHandle<()>,
 }
 
+#[derive(Clone)]
 pub struct Pkce {
     pub verifier: String,
     pub challenge: String,

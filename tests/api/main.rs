@@ -29,6 +29,7 @@ mod metrics;
 mod oidc_provider;
 mod postgres;
 mod private_key_jwt;
+mod providers;
 mod proxy;
 mod proxy_tool_scopes;
 mod registration;

@@ -121,7 +121,10 @@ async fn a_scripted_flow_is_counted_without_a_client_id_or_subject_in_a_label() 
 
     let text = scrape(&app).await;
     for (series, expected) in [
-        ("mcp_oauth_bridge_upstream_discovered", 1.0),
+        (
+            "mcp_oauth_bridge_upstream_discovered{provider=\"upstream\"}",
+            1.0,
+        ),
         (
             "mcp_oauth_bridge_tokens_issued_total{grant_type=\"authorization_code\"}",
             3.0,
@@ -158,14 +161,14 @@ async fn a_scripted_flow_is_counted_without_a_client_id_or_subject_in_a_label() 
     assert_eq!(
         value(
             &text,
-            "mcp_oauth_bridge_upstream_request_duration_seconds_count{endpoint=\"token\"}"
+            "mcp_oauth_bridge_upstream_request_duration_seconds_count{endpoint=\"token\",provider=\"upstream\"}"
         ),
         3.0
     );
     assert_eq!(
         value(
             &text,
-            "mcp_oauth_bridge_upstream_failures_total{endpoint=\"token\"}"
+            "mcp_oauth_bridge_upstream_failures_total{endpoint=\"token\",provider=\"upstream\"}"
         ),
         0.0
     );

@@ -44,7 +44,7 @@ pub(super) async fn exchange(
     let access_token_id = random_string(16);
     // A session that is re-validated on refresh needs the provider's refresh token to be.
     let can_refresh = |record: &AuthorizationCodeRecord| {
-        bridge.revalidation.is_none() || record.upstream_refresh.is_some()
+        !bridge.revalidates(record.upstream_session.as_ref()) || record.upstream_refresh.is_some()
     };
     let mut checked = None;
     // Runs inside the storage's atomic redemption, so it only checks and builds; the signing

@@ -7,10 +7,12 @@ use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::oauth::GrantType;
-use crate::oauth::{Bridge, OAuthError, scope};
+use crate::oauth::{Bridge, OAuthError, SignIn, scope};
 use crate::secret::RefreshToken;
 use crate::tokens::opaque::random_string;
-use crate::tokens::refresh::{IssuedAccessToken, Presentation, RefreshRequest, Replacement};
+use crate::tokens::refresh::{
+    IssuedAccessToken, Presentation, RefreshFamily, RefreshRequest, Replacement,
+};
 use crate::tokens::{TokenHash, generate_token};
 
 pub(super) async fn exchange(
@@ -93,6 +95,9 @@ pub(super) async fn exchange(
         }
         Presentation::WrongResource => return Err(wrong_resource()),
     }
+    if let Some(provider) = removed_provider(bridge, &family) {
+        return Err(end_orphaned(bridge, &family, provider, now).await);
+    }
     let scope = requested_scope.unwrap_or_else(|| family.scope.clone());
     let grant = Grant {
         grant_type: GrantType::RefreshToken,
@@ -110,6 +115,45 @@ pub(super) async fn exchange(
         Some(new_refresh),
         None,
     ))
+}
+
+/// The provider a grant's user signed in at, when it is no longer configured (removed, or
+/// renamed): no one can vouch for the user any more, and no back-channel logout can reach them.
+fn removed_provider<'a>(bridge: &Bridge, family: &'a RefreshFamily) -> Option<&'a str> {
+    let SignIn::Upstream(providers) = &bridge.sign_in else {
+        return None;
+    };
+    let session = family.upstream_session.as_ref()?;
+    providers
+        .named(&session.provider)
+        .is_none()
+        .then_some(session.provider.as_str())
+}
+
+/// Ends a grant whose provider is gone; the rotation just stored is never handed out.
+async fn end_orphaned(
+    bridge: &Bridge,
+    family: &RefreshFamily,
+    provider: &str,
+    now: UnixTime,
+) -> OAuthError {
+    tracing::info!(family = %family.id, provider, "grant of a provider no longer configured ended");
+    match bridge.storage.revoke_family(&family.id, now).await {
+        Ok(revoked) => {
+            if revoked {
+                audit::record(&audit::Event::GrantRevoked {
+                    reason: audit::RevocationReason::ProviderRemoved,
+                    family_id: &family.id,
+                    client_id: &family.client_id,
+                    subject: Some(&family.identity.subject),
+                });
+            }
+            OAuthError::invalid_grant(
+                "the identity provider of this sign-in is no longer configured",
+            )
+        }
+        Err(error) => error.into(),
+    }
 }
 
 #[cfg(test)]

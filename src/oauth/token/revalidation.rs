@@ -1,4 +1,4 @@
-//! `upstream.revalidate_on_refresh`: before our refresh grant rotates anything, the provider's
+//! `revalidate_on_refresh` of the provider a grant came from: before our refresh grant rotates anything, the provider's
 //! own refresh token is used, so a user disabled there, or whose session ended, loses access at
 //! the next refresh. The provider's token is only ever stored sealed and never leaves the bridge.
 
@@ -11,7 +11,8 @@ use crate::oauth::{Bridge, OAuthError, SignIn};
 use crate::sealing::Sealer;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{RefreshFamily, RefreshRequest};
-use crate::upstream::claims::{NoSubject, Refusal, check_access, lookup, map_identity};
+use crate::upstream::claims::{NoSubject, Refusal, check_access, lookup};
+use crate::upstream::providers::Provider;
 use crate::upstream::{UpstreamError, UpstreamRefresh};
 
 /// Asks the provider about the session behind `presented`. `Ok` carries the user as the provider
@@ -25,12 +26,19 @@ pub(super) async fn revalidate(
     request: &RefreshRequest<'_>,
     now: UnixTime,
 ) -> Result<Option<Identity>, OAuthError> {
-    let SignIn::Upstream(upstream) = &bridge.sign_in else {
+    let SignIn::Upstream(providers) = &bridge.sign_in else {
         return Ok(None);
     };
     let Some(family) = bridge.storage.refresh_family_of(presented).await? else {
         return Ok(None);
     };
+    let provider = providers.of_session(family.upstream_session.as_ref());
+    match provider {
+        Some(provider) if !provider.revalidate_on_refresh => return Ok(None),
+        // Its provider is no longer configured: the refresh grant ends it, asking no one.
+        None if family.upstream_session.is_some() => return Ok(None),
+        _ => {}
+    }
     // Retired, revoked, expired, foreign or over-reaching requests are the rotation rule's to
     // refuse; only a request that would otherwise rotate is worth the provider's time.
     let would_rotate = family.current == Some(*presented)
@@ -47,10 +55,13 @@ pub(super) async fn revalidate(
         // Issued before re-validation was turned on: the session cannot be checked.
         return Err(refuse(bridge, &family, "no provider session is known for it", now).await);
     };
+    let Some(provider) = provider else {
+        return Err(refuse(bridge, &family, "no provider session is known for it", now).await);
+    };
     let upstream_token = sealer
         .open_secret(&name, sealed)
         .map_err(OAuthError::internal)?;
-    let refreshed = match upstream.refresh(&upstream_token, now).await {
+    let refreshed = match provider.upstream.refresh(&upstream_token, now).await {
         Ok(refreshed) => refreshed,
         Err(UpstreamError::RefreshRefused(reason)) => {
             let current = bridge.storage.refresh_family_of(presented).await?;
@@ -77,7 +88,7 @@ pub(super) async fn revalidate(
     let Some(claims) = &refreshed.claims else {
         return Ok(None);
     };
-    match refreshed_identity(bridge, &family, claims) {
+    match refreshed_identity(provider, &family, claims) {
         Ok(identity) => Ok(Some(identity)),
         Err(reason) => {
             tracing::info!(family = %family.id, %reason, "refreshed identity refused");
@@ -133,12 +144,12 @@ enum IdentityChange {
 /// that release claims only at UserInfo send a bare ID token; what it does not say, we keep
 /// knowing from the sign-in.
 fn refreshed_identity(
-    bridge: &Bridge,
+    provider: &Provider,
     family: &RefreshFamily,
     claims: &serde_json::Value,
 ) -> Result<Identity, IdentityChange> {
-    let mapping = &bridge.settings.claims;
-    let mut identity = map_identity(claims, mapping)?;
+    let mapping = &provider.claims;
+    let mut identity = provider.identity_of(claims)?;
     if identity.subject != family.identity.subject {
         return Err(IdentityChange::AnotherUser);
     }
@@ -152,7 +163,7 @@ fn refreshed_identity(
     if lookup(claims, &mapping.name).is_none() {
         identity.name.clone_from(&family.identity.name);
     }
-    check_access(&identity, &bridge.settings.access_policy)?;
+    check_access(&identity, &provider.access_policy)?;
     Ok(identity)
 }
 

@@ -72,27 +72,27 @@ pub enum MigrateError {
 struct PoolGauges(Pool);
 
 impl crate::metrics::Gauges for PoolGauges {
-    fn read(&self) -> Vec<(&'static str, &'static str, i64)> {
+    fn read(&self) -> Vec<crate::metrics::GaugeReading> {
         let status = self.0.status();
         let idle = i64::try_from(status.available).unwrap_or(i64::MAX);
         let open = i64::try_from(status.size).unwrap_or(i64::MAX);
         vec![
-            (
+            crate::metrics::GaugeReading::new(
                 "storage_pool_in_use",
                 "PostgreSQL connections in use",
                 open.saturating_sub(idle),
             ),
-            (
+            crate::metrics::GaugeReading::new(
                 "storage_pool_idle",
                 "PostgreSQL connections open and idle",
                 idle,
             ),
-            (
+            crate::metrics::GaugeReading::new(
                 "storage_pool_max",
                 "PostgreSQL connections the pool may open",
                 i64::try_from(status.max_size).unwrap_or(i64::MAX),
             ),
-            (
+            crate::metrics::GaugeReading::new(
                 "storage_pool_waiting",
                 "requests waiting for a PostgreSQL connection",
                 i64::try_from(status.waiting).unwrap_or(i64::MAX),
@@ -418,30 +418,38 @@ const REVOCATION_BATCH: usize = 200;
 /// (`$1`, `$2`); `None` when it can hold nothing (a value PostgreSQL cannot store, a session
 /// named by neither `sub` nor `sid`).
 fn owner_condition(owner: GrantOwner<'_>) -> Option<(&'static str, Vec<&str>)> {
+    // Sessions recorded before providers had names are the single provider's (`upstream`).
     let (condition, values) = match owner {
         GrantOwner::Subject(subject) => ("data->'identity'->>'subject' = $1", vec![subject]),
         GrantOwner::Client(client_id) => ("data->>'client_id' = $1", vec![client_id]),
         GrantOwner::ProviderSession {
+            provider,
             subject: Some(subject),
             session_id: Some(session_id),
         } => (
-            "data->'upstream_session'->>'subject' = $1 AND coalesce(data->'upstream_session'->>'session_id' = $2, true)",
-            vec![subject, session_id],
+            "data->'upstream_session'->>'subject' = $1 AND coalesce(data->'upstream_session'->>'session_id' = $2, true) AND coalesce(data->'upstream_session'->>'provider', 'upstream') = $3",
+            vec![subject, session_id, provider],
         ),
         GrantOwner::ProviderSession {
+            provider,
             subject: Some(subject),
             session_id: None,
-        } => ("data->'upstream_session'->>'subject' = $1", vec![subject]),
+        } => (
+            "data->'upstream_session'->>'subject' = $1 AND coalesce(data->'upstream_session'->>'provider', 'upstream') = $2",
+            vec![subject, provider],
+        ),
         GrantOwner::ProviderSession {
+            provider,
             subject: None,
             session_id: Some(session_id),
         } => (
-            "data->'upstream_session'->>'session_id' = $1",
-            vec![session_id],
+            "data->'upstream_session'->>'session_id' = $1 AND coalesce(data->'upstream_session'->>'provider', 'upstream') = $2",
+            vec![session_id, provider],
         ),
         GrantOwner::ProviderSession {
             subject: None,
             session_id: None,
+            ..
         } => return None,
     };
     values

@@ -351,3 +351,48 @@ async fn revoking_more_grants_than_the_lock_table_holds_revokes_them_all() {
     );
     databases.drop_all().await;
 }
+
+#[tokio::test]
+async fn a_session_stored_before_providers_had_names_is_the_single_providers() {
+    use crate::identity::UpstreamSession;
+    use crate::storage::GrantOwner;
+    use crate::storage::contract_tests::family;
+    use crate::tokens::TokenHash;
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    let storage = databases.fresh().await;
+    let now = crate::clock::UnixTime(1_700_000_000);
+    for (id, provider) in [("old", "upstream"), ("partner", "partner")] {
+        let mut grant = family(id, TokenHash::of(id));
+        grant.upstream_session = Some(UpstreamSession {
+            provider: provider.into(),
+            subject: "u1".into(),
+            session_id: Some("s1".into()),
+        });
+        assert!(storage.create_family(grant).await.unwrap());
+    }
+    // As an older release wrote it: no provider in the session.
+    let client = storage.client().await.unwrap();
+    client
+        .execute(
+            "UPDATE refresh_families SET data = data #- '{upstream_session,provider}' WHERE id = 'old'",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let logout = |provider| GrantOwner::ProviderSession {
+        provider,
+        subject: Some("u1"),
+        session_id: Some("s1"),
+    };
+    let ended = storage.revoke_grants(logout("corp"), now).await.unwrap();
+    assert!(ended.is_empty(), "another provider's logout: {ended:?}");
+    let ended = storage
+        .revoke_grants(logout("upstream"), now)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = ended.iter().map(|grant| grant.family_id.as_str()).collect();
+    assert_eq!(ids, ["old"]);
+    databases.drop_all().await;
+}
