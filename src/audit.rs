@@ -177,6 +177,10 @@ pub enum Event<'a> {
         client_id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         subject: Option<&'a str>,
+        /// The identity provider whose answer (or absence) ended it: with re-validation, and
+        /// when the provider was removed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<&'a str>,
     },
     /// One access token revoked on its own (RFC 7009 with an access token).
     #[serde(rename = "token.revoked")]
@@ -287,6 +291,7 @@ mod tests {
             family_id: "f",
             client_id: "c",
             subject: None,
+            provider: None,
         })
         .unwrap();
         assert_eq!(json["event"], "grant.revoked");

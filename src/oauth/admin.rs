@@ -276,7 +276,7 @@ pub(crate) async fn delete_client(
         client_id,
         reason: audit::DeletionReason::Admin,
     });
-    record_ended(&ended, audit::RevocationReason::ClientDeleted);
+    record_ended(&ended, audit::RevocationReason::ClientDeleted, None);
     Ok(true)
 }
 
@@ -302,7 +302,7 @@ pub(crate) async fn revoke_grants(
     now: UnixTime,
 ) -> Result<usize, OAuthError> {
     let ended = bridge.storage.revoke_grants(owner, now).await?;
-    let live = record_ended(&ended, audit::RevocationReason::Admin);
+    let live = record_ended(&ended, audit::RevocationReason::Admin, None);
     record(admin, "grants.revoke", Some(owner), Some(live));
     Ok(live)
 }

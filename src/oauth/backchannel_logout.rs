@@ -84,7 +84,11 @@ pub(crate) async fn logout(
             return Err(error.into());
         }
     };
-    let live = record_ended(&ended, audit::RevocationReason::BackchannelLogout);
+    let live = record_ended(
+        &ended,
+        audit::RevocationReason::BackchannelLogout,
+        Some(provider.name),
+    );
     audit::record(&audit::Event::BackchannelLogout {
         provider: provider.name,
         subject: request.subject.as_deref(),

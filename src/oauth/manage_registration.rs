@@ -80,7 +80,7 @@ pub(crate) async fn delete_registration(
             client_id: &client.client_id,
             reason: audit::DeletionReason::ClientRequest,
         });
-        super::revoke::record_ended(&ended, audit::RevocationReason::ClientDeleted);
+        super::revoke::record_ended(&ended, audit::RevocationReason::ClientDeleted, None);
     }
     Ok(())
 }

@@ -59,6 +59,7 @@ async fn revoke_refresh_token(
             family_id: &family.id,
             client_id: &family.client_id,
             subject: Some(&family.identity.subject),
+            provider: None,
         });
     }
     Ok(true)
@@ -97,10 +98,12 @@ fn not_yours() -> OAuthError {
     OAuthError::UnauthorizedClient("this token was issued to another client".into())
 }
 
-/// Each grant a bulk revocation ended, in the audit trail; how many of them gave access.
+/// Each grant a bulk revocation ended, in the audit trail (with the provider that ended them,
+/// for a back-channel logout); how many of them gave access.
 pub(crate) fn record_ended(
     grants: &[crate::storage::EndedGrant],
     reason: audit::RevocationReason,
+    provider: Option<&str>,
 ) -> usize {
     for grant in grants {
         audit::record(&audit::Event::GrantRevoked {
@@ -108,6 +111,7 @@ pub(crate) fn record_ended(
             family_id: &grant.family_id,
             client_id: &grant.client_id,
             subject: Some(&grant.subject),
+            provider,
         });
     }
     grants.iter().filter(|grant| grant.was_live).count()

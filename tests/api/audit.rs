@@ -602,5 +602,9 @@ async fn the_audit_trail_names_the_provider_of_each_sign_in_and_logout() {
     let logout = only(&trail, "logout.backchannel");
     assert_eq!(logout["provider"], "partner");
     assert_eq!(logout["count"], 1, "the partner's session alone: {logout}");
+    let revoked = only(&trail, "grant.revoked");
+    assert_eq!(revoked["reason"], "backchannel_logout");
+    assert_eq!(revoked["provider"], "partner");
+    assert_eq!(revoked["subject"], "partner|upstream-user-42");
     let _ = std::fs::remove_file(&trail_path);
 }

@@ -89,6 +89,7 @@ pub(super) async fn exchange(
                     family_id: &family_id,
                     client_id: &client_id,
                     subject: None,
+                    provider: None,
                 });
             }
             return Err(OAuthError::invalid_grant(

@@ -71,6 +71,7 @@ pub(super) async fn exchange(
                 family_id: &family.id,
                 client_id: &family.client_id,
                 subject: Some(&family.identity.subject),
+                provider: None,
             });
             return Err(OAuthError::invalid_grant(
                 "refresh token was already used; the grant has been revoked",
@@ -146,6 +147,7 @@ async fn end_orphaned(
                     family_id: &family.id,
                     client_id: &family.client_id,
                     subject: Some(&family.identity.subject),
+                    provider: Some(provider),
                 });
             }
             OAuthError::invalid_grant(

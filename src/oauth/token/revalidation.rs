@@ -72,7 +72,7 @@ pub(super) async fn revalidate(
                     "the grant was refreshed concurrently; use the newest refresh token",
                 ));
             }
-            tracing::info!(family = %family.id, %reason, "the provider refused the session");
+            tracing::info!(family = %family.id, provider = provider.name, %reason, "the provider refused the session");
             return Err(refuse(
                 bridge,
                 &family,
@@ -182,6 +182,10 @@ async fn refuse(
                     family_id: &family.id,
                     client_id: &family.client_id,
                     subject: Some(&family.identity.subject),
+                    provider: family
+                        .upstream_session
+                        .as_ref()
+                        .map(|session| session.provider.as_str()),
                 });
             }
             OAuthError::invalid_grant(reason)
