@@ -142,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
         email: None,
         name: None,
         groups: vec![],
+        sid: None,
+        act: None,
     };
     let rounds = 5_000;
     let started = Instant::now();
@@ -201,6 +203,7 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             introspection_tokens: vec![],
             access_token_claims: vec![mcp_oauth_bridge::oauth::disclosure::IdentityClaim::Groups],
             jwt_bearer_grant: false,
+            token_exchange_grant: false,
         },
         clients,
         storage,
@@ -222,6 +225,7 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
         )),
         metrics: Arc::new(mcp_oauth_bridge::metrics::Metrics::new()),
         identity_assertions: None,
+        token_exchange: None,
         keys: Arc::new(KeyRing::new(
             KeySet::new(SigningKey::generate_es256()?)
                 .with_id_token_keys(vec![SigningKey::generate_rs256()?]),

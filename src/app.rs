@@ -183,6 +183,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         pending,
         metrics,
         identity_assertions,
+        token_exchange: crate::oauth::token_exchange::TokenExchange::configured(
+            &config.oauth.token_exchange,
+            config.proxy_resource().as_deref(),
+        ),
     });
     let cimd = &config.oauth.cimd;
     let admin_tokens = AdminTokens::configured(&config.admin)
@@ -417,6 +421,7 @@ fn protocol_settings(
             .collect(),
         access_token_claims: oauth.access_token_claims.clone(),
         jwt_bearer_grant: !oauth.identity_assertion.trusted_issuers.is_empty(),
+        token_exchange_grant: !oauth.token_exchange.rules.is_empty(),
     }
 }
 

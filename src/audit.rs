@@ -161,6 +161,9 @@ pub enum Event<'a> {
         /// The refresh-token family (grant) the token belongs to, when it has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         family_id: Option<&'a str>,
+        /// For a token exchange: the client that acts for the subject (RFC 8693 `act`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<&'a str>,
     },
     /// A retired refresh token was presented: its family is revoked with every access token.
     #[serde(rename = "refresh.reuse_detected")]
@@ -276,6 +279,7 @@ mod tests {
             audience: "https://mcp.example.com/mcp",
             expires_at: 1_700_003_600,
             family_id: None,
+            actor: None,
         })
         .unwrap();
         assert_eq!(

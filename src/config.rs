@@ -86,7 +86,7 @@ pub struct OAuthConfig {
     /// `aud` of tokens whose request named no `resource`; defaults to `server.public_url`.
     pub(crate) audience: Option<String>,
     /// When non-empty, the only `resource` values (RFC 8707) clients may ask for.
-    pub(crate) resources: Vec<String>,
+    pub resources: Vec<String>,
     pub(crate) scopes_supported: Vec<String>,
     pub clients: Vec<ClientConfig>,
     pub dcr: DcrConfig,
@@ -96,6 +96,8 @@ pub struct OAuthConfig {
     pub upstreams: Vec<UpstreamConfig>,
     /// Enterprise identity providers whose ID-JAGs the jwt-bearer grant accepts.
     pub identity_assertion: crate::oauth::identity_assertion::IdentityAssertionConfig,
+    /// RFC 8693: which configured clients may exchange a user's token, for what.
+    pub token_exchange: crate::oauth::token_exchange::TokenExchangeConfig,
     /// The built-in user directory, instead of `upstream`.
     pub local_users: Vec<LocalUserConfig>,
     pub login_throttle: ThrottleSettings,
@@ -134,6 +136,7 @@ impl Default for OAuthConfig {
             upstream: None,
             upstreams: Vec::new(),
             identity_assertion: Default::default(),
+            token_exchange: Default::default(),
             local_users: Vec::new(),
             login_throttle: ThrottleSettings::default(),
             introspection_tokens: Vec::new(),
@@ -199,6 +202,46 @@ impl Config {
         })
     }
 
+    /// The proxied MCP server's resource, `<issuer><proxy.path>`, when the proxy is configured.
+    pub(crate) fn proxy_resource(&self) -> Option<String> {
+        let issuer = self.issuer().ok()?;
+        let proxy = self.proxy.as_ref()?;
+        Some(format!("{}{}", issuer.trim_end_matches('/'), proxy.path))
+    }
+
+    fn validate_token_exchange(&self, problems: &mut Vec<String>) {
+        let exchange = &self.oauth.token_exchange;
+        if exchange.rules.is_empty() {
+            return;
+        }
+        let grant = crate::oauth::grant_type::TOKEN_EXCHANGE;
+        let proxy_resource = self.proxy_resource();
+        let known = crate::oauth::token_exchange::Known {
+            exchanging_clients: self
+                .oauth
+                .clients
+                .iter()
+                .filter(|client| client.grant_types.iter().flatten().any(|g| g == grant))
+                .map(|client| {
+                    let authenticates = client.secret.is_some()
+                        || client.jwks.is_some()
+                        || client.jwks_uri.is_some();
+                    (client.id.as_str(), authenticates)
+                })
+                .collect(),
+            resources: self
+                .oauth
+                .resources
+                .iter()
+                .cloned()
+                .chain(proxy_resource.clone())
+                .collect(),
+            proxy_resource,
+            scopes_supported: &self.oauth.scopes_supported,
+        };
+        exchange.validate(&known, problems);
+    }
+
     /// The providers users sign in at: the single `oauth.upstream`, or `oauth.upstreams`.
     pub fn upstream_providers(&self) -> Vec<&UpstreamConfig> {
         self.oauth
@@ -253,6 +296,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_token_exchange(&mut problems);
         let single = self.oauth.upstream.is_some();
         for (i, provider) in self.upstream_providers().into_iter().enumerate() {
             let path = match single {

@@ -49,11 +49,12 @@ impl MetricsConfig {
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The grant types of the token endpoint (`GrantType::as_str`) and what an unknown one counts as.
-const GRANT_TYPES: [&str; 5] = [
+const GRANT_TYPES: [&str; 6] = [
     "authorization_code",
     "refresh_token",
     "client_credentials",
     "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
     "unknown",
 ];
 

@@ -598,7 +598,7 @@ impl ClientConfig {
         for (j, grant) in self.grant_types.iter().flatten().enumerate() {
             if GrantType::parse(grant).is_none() {
                 problems.push(format!(
-                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:jwt-bearer)"
+                    "{field}.grant_types[{j}]: {grant:?} is not supported (use authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:jwt-bearer, urn:ietf:params:oauth:grant-type:token-exchange)"
                 ));
             }
         }

@@ -56,6 +56,17 @@ pub(crate) async fn check_access_token(
     {
         return Ok(Err(Inactive("the access token has been revoked")));
     }
+    // An exchanged token (RFC 8693 `act`) stands only while the grant it was exchanged from
+    // does: its family does not track it, so that exchanges never crowd out the user's own.
+    if claims.act.is_some() {
+        let live = match &claims.sid {
+            Some(family_id) => bridge.storage.grant_is_live(family_id).await?,
+            None => false,
+        };
+        if !live {
+            return Ok(Err(Inactive("the access token has been revoked")));
+        }
+    }
     Ok(Ok(claims))
 }
 

@@ -134,6 +134,10 @@ fn access_token_answer(claims: AccessTokenClaims) -> Value {
     if !claims.groups.is_empty() {
         answer.insert("groups".into(), json!(claims.groups));
     }
+    // RFC 8693 §4.1: who acts for the subject, for an exchanged token.
+    if let Some(act) = claims.act {
+        answer.insert("act".into(), json!(act));
+    }
     Value::Object(answer)
 }
 

@@ -14,6 +14,9 @@ pub(crate) fn authorization_server_metadata(settings: &Settings) -> Value {
     if settings.jwt_bearer_grant {
         grant_types.push(super::grant_type::JWT_BEARER);
     }
+    if settings.token_exchange_grant {
+        grant_types.push(super::grant_type::TOKEN_EXCHANGE);
+    }
     let mut document = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.endpoint(endpoints::AUTHORIZE),

@@ -31,6 +31,7 @@ pub(crate) mod scope;
 pub(crate) mod sign_in;
 pub(crate) mod text;
 pub mod token;
+pub mod token_exchange;
 pub mod tool_scopes;
 pub(crate) mod userinfo;
 
@@ -145,6 +146,8 @@ pub struct Settings {
     pub access_token_claims: Vec<disclosure::IdentityClaim>,
     /// Whether the jwt-bearer grant (ID-JAG) is offered, and advertised.
     pub jwt_bearer_grant: bool,
+    /// Whether the token-exchange grant is offered, and advertised.
+    pub token_exchange_grant: bool,
 }
 
 impl Settings {
@@ -168,6 +171,8 @@ pub struct Bridge {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The enterprise identity providers whose ID-JAGs the jwt-bearer grant accepts.
     pub identity_assertions: Option<identity_assertion::IdentityAssertions>,
+    /// The rules of RFC 8693 token exchange, when any is configured.
+    pub token_exchange: Option<token_exchange::TokenExchange>,
 }
 
 impl Bridge {

@@ -61,6 +61,7 @@ pub(crate) fn settings() -> Settings {
         introspection_tokens: vec![],
         access_token_claims: vec![crate::oauth::disclosure::IdentityClaim::Groups],
         jwt_bearer_grant: false,
+        token_exchange_grant: false,
     }
 }
 
@@ -294,6 +295,7 @@ impl Harness {
             pending: Arc::new(super::pending_cap::PendingCap::new(10_000)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             identity_assertions: None,
+            token_exchange: None,
         };
         Harness {
             bridge,

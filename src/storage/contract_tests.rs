@@ -57,7 +57,8 @@ macro_rules! storage_contract {
             registered_clients_are_listed_oldest_first_with_their_last_use,
             a_users_grants_are_listed_then_revoked_with_codes_and_consents_alone,
             a_clients_grants_are_revoked_with_its_consents_alone,
-            a_provider_session_ends_its_grants_and_those_of_its_user_without_one;
+            a_provider_session_ends_its_grants_and_those_of_its_user_without_one,
+            a_grant_is_live_until_revoked;
             shared:
             concurrent_redemptions_succeed_exactly_once,
             concurrent_rotations_of_one_token_rotate_exactly_once,
@@ -1590,4 +1591,17 @@ pub(crate) async fn a_provider_session_ends_its_grants_and_those_of_its_user_wit
         ["partner-u1-s1 (live)"],
         "the other provider's logout ends its own session"
     );
+}
+
+pub(crate) async fn a_grant_is_live_until_revoked(storage: &dyn Storage) {
+    assert!(!storage.grant_is_live("never-stored").await.unwrap());
+    assert!(
+        storage
+            .create_family(family("g1", TokenHash::of("g1")))
+            .await
+            .unwrap()
+    );
+    assert!(storage.grant_is_live("g1").await.unwrap());
+    assert!(storage.revoke_family("g1", NOW).await.unwrap());
+    assert!(!storage.grant_is_live("g1").await.unwrap());
 }

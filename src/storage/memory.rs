@@ -289,6 +289,14 @@ impl Storage for MemoryStorage {
         Ok(self.lock()?.revoke_family(family_id, now))
     }
 
+    async fn grant_is_live(&self, family_id: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .lock()?
+            .families
+            .get(family_id)
+            .is_some_and(|family| !family.revoked))
+    }
+
     async fn is_access_token_revoked(
         &self,
         jti: &str,

@@ -10,7 +10,7 @@ use super::*;
 use crate::metrics::Metrics;
 
 /// Every operation, so that each has its series before its first use.
-const OPERATIONS: [&str; 34] = [
+const OPERATIONS: [&str; 35] = [
     "consented_scopes",
     "count_clients",
     "count_pending",
@@ -21,6 +21,7 @@ const OPERATIONS: [&str; 34] = [
     "existing_shared_secret",
     "get_client",
     "get_consent_request",
+    "grant_is_live",
     "is_access_token_revoked",
     "list_clients",
     "live_grants",
@@ -173,6 +174,14 @@ impl Storage for MeteredStorage {
             self,
             "revoke_family",
             self.inner.revoke_family(family_id, now).await
+        )
+    }
+
+    async fn grant_is_live(&self, family_id: &str) -> Result<bool, StorageError> {
+        timed!(
+            self,
+            "grant_is_live",
+            self.inner.grant_is_live(family_id).await
         )
     }
 

@@ -375,6 +375,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<bool, StorageError>;
     async fn is_access_token_revoked(&self, jti: &str, now: UnixTime)
     -> Result<bool, StorageError>;
+    /// Whether the grant (family) still stands: stored, and not revoked. What a token exchanged
+    /// for one of its access tokens is checked against, so that revoking the grant reaches it.
+    async fn grant_is_live(&self, family_id: &str) -> Result<bool, StorageError>;
     /// Remembers a revoked access token until it would have expired anyway.
     async fn revoke_access_token(
         &self,

@@ -29,6 +29,30 @@ pub struct AccessTokenClaims {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The grant (refresh-token family) the token belongs to, as Keycloak's access tokens name
+    /// their session: what a token exchange follows, so that revoking the grant reaches the
+    /// tokens exchanged for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// RFC 8693 §4.1: who acts for the subject, for a token issued by a token exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// An actor (RFC 8693 §4.1): the client that exchanged a token, and, nested, the actor of the
+/// token it exchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// How many actors the chain names.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |inner| inner.depth())
+    }
 }
 
 /// An OpenID Connect ID token (OIDC Core §2), issued when the grant includes `openid`.
@@ -223,6 +247,8 @@ mod tests {
             email: Some("a@example.com".into()),
             name: None,
             groups: vec!["admins".into()],
+            sid: None,
+            act: None,
         }
     }
 

@@ -529,6 +529,8 @@ mod tests {
                 email: None,
                 name: None,
                 groups: vec![],
+                sid: None,
+                act: None,
             };
             let token = crate::tokens::jwt::sign_access_token(&keys, &claims).unwrap();
             let verified = crate::tokens::jwt::verify_access_token(
@@ -582,6 +584,8 @@ mod tests {
                 email: None,
                 name: None,
                 groups: vec![],
+                sid: None,
+                act: None,
             },
         )
         .unwrap();

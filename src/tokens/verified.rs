@@ -106,6 +106,8 @@ mod tests {
             email: None,
             name: None,
             groups: vec![],
+            sid: None,
+            act: None,
         }
     }
 

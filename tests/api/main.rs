@@ -35,3 +35,4 @@ mod proxy_tool_scopes;
 mod registration;
 mod revalidation;
 mod token_endpoint;
+mod token_exchange;

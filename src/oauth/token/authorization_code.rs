@@ -122,17 +122,19 @@ pub(super) async fn exchange(
         scope: &record.scope,
         audience: &record.audience,
         family_id: Some(&record.family_id),
+        issued_at: now,
+        not_after: None,
+        actor: None,
     };
     // A signing failure now leaves a stored grant nobody holds a token of: harmless, and the
     // code was spent either way.
-    let access_token = issue_access_token(bridge, &grant, access_token_id, now)?;
+    let access_token = issue_access_token(bridge, &grant, access_token_id)?;
     let id_token = issue_id_token(bridge, client, &record, now)?;
     let refresh_token = refresh
         .filter(|_| can_refresh(&record))
         .map(|(token, _)| token);
     tracing::info!(subject = %record.identity.subject, "tokens issued for an authorization code");
     Ok(TokenResponse::of_grant(
-        bridge,
         &grant,
         access_token,
         refresh_token,

@@ -57,14 +57,11 @@ pub(super) async fn exchange(
         scope: &granted,
         audience: &audience,
         family_id: None,
+        issued_at: now,
+        not_after: None,
+        actor: None,
     };
-    let access_token = issue_access_token(bridge, &grant, random_string(16), now)?;
+    let access_token = issue_access_token(bridge, &grant, random_string(16))?;
     tracing::info!("tokens issued for client credentials");
-    Ok(TokenResponse::of_grant(
-        bridge,
-        &grant,
-        access_token,
-        None,
-        None,
-    ))
+    Ok(TokenResponse::of_grant(&grant, access_token, None, None))
 }

@@ -95,8 +95,11 @@ pub(super) async fn exchange(
         scope: &scope,
         audience: &audience,
         family_id: Some(&family_id),
+        issued_at: now,
+        not_after: None,
+        actor: None,
     };
-    let (access_token, record) = issue_access_token(bridge, &issued, access_token_id, now)?;
+    let (access_token, record) = issue_access_token(bridge, &issued, access_token_id)?;
     // Recorded with or without a refresh token, as a code's grant is: an administrator who
     // revokes the user's or the client's grants revokes this access token too.
     let mut family = RefreshFamily {
@@ -131,7 +134,6 @@ pub(super) async fn exchange(
         "tokens issued for an identity assertion"
     );
     Ok(TokenResponse::of_grant(
-        bridge,
         &issued,
         (access_token, record),
         refresh_token,

@@ -7,6 +7,7 @@ mod jwt_bearer;
 mod refresh_token;
 mod request;
 mod revalidation;
+mod token_exchange;
 
 use serde::Serialize;
 
@@ -34,13 +35,15 @@ pub struct TokenResponse {
     /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) id_token: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) issued_token_type: Option<&'static str>,
 }
 
 impl TokenResponse {
     /// The response for `grant`, whose access token `issue_access_token` signed: the last step
     /// of every grant, so the audit trail says `token.issued` only of tokens that leave.
     fn of_grant(
-        bridge: &Bridge,
         grant: &Grant<'_>,
         (access_token, record): (String, IssuedAccessToken),
         refresh_token: Option<RefreshToken>,
@@ -55,14 +58,19 @@ impl TokenResponse {
             audience: grant.audience,
             expires_at: record.expires_at.seconds(),
             family_id: grant.family_id,
+            actor: grant.actor.map(|actor| actor.sub.as_str()),
         });
         TokenResponse {
             access_token,
             token_type: crate::tokens::BEARER,
-            expires_in: bridge.settings.access_token_ttl.as_secs(),
+            expires_in: u64::try_from(record.expires_at.seconds() - grant.issued_at.seconds())
+                .unwrap_or(0),
             refresh_token,
             scope: scope::join(grant.scope),
             id_token,
+            issued_token_type: grant
+                .actor
+                .map(|_| crate::oauth::token_exchange::ACCESS_TOKEN_TYPE),
         }
     }
 }
@@ -97,6 +105,9 @@ pub async fn exchange(
         TokenRequest::JwtBearer(request) => {
             jwt_bearer::exchange(bridge, &client, &request, now).await
         }
+        TokenRequest::TokenExchange(request) => {
+            token_exchange::exchange(bridge, &client, &request, now).await
+        }
     }
 }
 
@@ -109,6 +120,12 @@ struct Grant<'a> {
     audience: &'a str,
     /// The refresh-token family that records the access token, when there is one.
     family_id: Option<&'a str>,
+    /// When it is issued; its access token lives `access_token_ttl` from then, or less.
+    issued_at: UnixTime,
+    /// The access token expires by then at the latest (that of the token it was exchanged for).
+    not_after: Option<UnixTime>,
+    /// Who acts for the subject, for a token exchange (RFC 8693 §4.1).
+    actor: Option<&'a crate::tokens::jwt::Actor>,
 }
 
 /// Signs an access token (RFC 9068) and returns it with the record that lets it be revoked.
@@ -116,10 +133,10 @@ fn issue_access_token(
     bridge: &Bridge,
     grant: &Grant<'_>,
     jti: String,
-    now: UnixTime,
 ) -> Result<(String, IssuedAccessToken), OAuthError> {
-    let ttl = bridge.settings.access_token_ttl;
-    let expires_at = now.plus(ttl);
+    let now = grant.issued_at;
+    let full = now.plus(bridge.settings.access_token_ttl);
+    let expires_at = grant.not_after.map_or(full, |cap| cap.min(full));
     let released = disclosure::released(grant.scope, &bridge.settings.access_token_claims);
     let carries = |claim: IdentityClaim| released.contains(&claim);
     let claims = AccessTokenClaims {
@@ -147,6 +164,8 @@ fn issue_access_token(
         } else {
             Vec::new()
         },
+        sid: grant.family_id.map(str::to_owned),
+        act: grant.actor.cloned(),
     };
     let token = sign_access_token(&bridge.keys.current(), &claims).map_err(OAuthError::internal)?;
     Ok((

@@ -107,10 +107,12 @@ pub(super) async fn exchange(
         scope: &scope,
         audience: &family.audience,
         family_id: Some(&family.id),
+        issued_at: now,
+        not_after: None,
+        actor: None,
     };
-    let access_token = issue_access_token(bridge, &grant, jti, now)?;
+    let access_token = issue_access_token(bridge, &grant, jti)?;
     Ok(TokenResponse::of_grant(
-        bridge,
         &grant,
         access_token,
         Some(new_refresh),

@@ -36,12 +36,24 @@ pub(super) struct JwtBearerGrant {
     pub(crate) resource: Option<String>,
 }
 
+/// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693 §2.1).
+#[derive(Debug)]
+pub(super) struct TokenExchangeGrant<'a> {
+    pub(crate) subject_token: SecretString,
+    pub(crate) subject_token_type: &'a str,
+    pub(crate) requested_token_type: Option<&'a str>,
+    pub(crate) audience: Option<&'a str>,
+    pub(crate) resource: Option<&'a str>,
+    pub(crate) scope: Option<&'a str>,
+}
+
 #[derive(Debug)]
 pub(super) enum TokenRequest<'a> {
     AuthorizationCode(CodeGrant<'a>),
     RefreshToken(RefreshGrant<'a>),
     ClientCredentials(ClientCredentialsGrant<'a>),
     JwtBearer(JwtBearerGrant),
+    TokenExchange(TokenExchangeGrant<'a>),
 }
 
 /// The grant a request names; an unknown one is `unsupported_grant_type` (RFC 6749 §5.2).
@@ -80,6 +92,22 @@ impl<'a> TokenRequest<'a> {
                 scope: scope.map(str::to_owned),
                 resource: resource.map(str::to_owned),
             }),
+            GrantType::TokenExchange => {
+                // Delegation with an actor token is not offered: the client itself is the actor.
+                if params.get("actor_token").is_some() || params.get("actor_token_type").is_some() {
+                    return Err(OAuthError::invalid_request(
+                        "actor_token is not supported: the authenticated client is the actor",
+                    ));
+                }
+                TokenRequest::TokenExchange(TokenExchangeGrant {
+                    subject_token: SecretString::new(params.require("subject_token")?),
+                    subject_token_type: params.require("subject_token_type")?,
+                    requested_token_type: params.get("requested_token_type"),
+                    audience: params.get("audience"),
+                    resource,
+                    scope,
+                })
+            }
         })
     }
 }

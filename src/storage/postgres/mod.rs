@@ -824,6 +824,16 @@ impl Storage for PostgresStorage {
         Ok(revoked.is_some())
     }
 
+    async fn grant_is_live(&self, family_id: &str) -> Result<bool, StorageError> {
+        let row = self
+            .query_opt(
+                "SELECT 1 FROM refresh_families WHERE id = $1 AND NOT (data->>'revoked')::boolean",
+                &[&family_id],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn is_access_token_revoked(
         &self,
         jti: &str,

@@ -1,0 +1,104 @@
+//! `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693): an MCP server,
+//! configured as a client with a rule, trades the access token a user's client sent it for one of
+//! ours to another resource, for the same user, never more than the user granted nor living
+//! longer, naming the server as the actor. The new token follows the original grant: revoking
+//! the grant (reuse, logout, an administrator) refuses it too.
+
+use super::request::TokenExchangeGrant;
+use super::{Grant, TokenResponse, issue_access_token};
+use crate::clients::Client;
+use crate::clock::UnixTime;
+use crate::identity::Identity;
+use crate::oauth::bearer::{Inactive, check_access_token};
+use crate::oauth::token_exchange::ACCESS_TOKEN_TYPE;
+use crate::oauth::{Bridge, GrantType, OAuthError, scope};
+use crate::tokens::opaque::random_string;
+
+pub(super) async fn exchange(
+    bridge: &Bridge,
+    client: &Client,
+    request: &TokenExchangeGrant<'_>,
+    now: UnixTime,
+) -> Result<TokenResponse, OAuthError> {
+    let Some(rules) = &bridge.token_exchange else {
+        return Err(OAuthError::UnsupportedGrantType(
+            "no token exchange is configured here".into(),
+        ));
+    };
+    if client.is_public() {
+        return Err(OAuthError::UnauthorizedClient(
+            "token exchange is for confidential clients".into(),
+        ));
+    }
+    if request.subject_token_type != ACCESS_TOKEN_TYPE {
+        return Err(OAuthError::invalid_request(format!(
+            "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+        )));
+    }
+    if request
+        .requested_token_type
+        .is_some_and(|wanted| wanted != ACCESS_TOKEN_TYPE)
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
+        )));
+    }
+    let target = match (request.audience, request.resource) {
+        (Some(audience), Some(resource)) if audience != resource => {
+            return Err(OAuthError::InvalidTarget(
+                "audience and resource name different targets: name one".into(),
+            ));
+        }
+        (audience, resource) => audience.or(resource),
+    };
+    let requested_scope = request.scope.map(scope::parse).transpose()?;
+    let subject = match check_access_token(bridge, request.subject_token.expose(), now).await? {
+        Ok(claims) => claims,
+        // RFC 8693 §2.2.2: an unusable subject token is `invalid_request`.
+        Err(Inactive(reason)) => {
+            tracing::info!(client_id = %client.id, reason, "token exchange with an unusable subject token");
+            return Err(OAuthError::invalid_request(format!(
+                "the subject token is not valid: {reason}"
+            )));
+        }
+    };
+    let decided = rules.decide(&client.id, &subject, target, requested_scope.as_deref())?;
+    // Only a token of a grant can be followed by revocation; and that grant must still stand.
+    let Some(family_id) = subject.sid.as_deref() else {
+        return Err(OAuthError::invalid_request(
+            "the subject token belongs to no user's grant",
+        ));
+    };
+    if !bridge.storage.grant_is_live(family_id).await? {
+        return Err(OAuthError::invalid_request(
+            "the subject token's grant has been revoked",
+        ));
+    }
+    // What the subject token said of the user, and nothing more.
+    let identity = Identity {
+        subject: subject.sub.clone(),
+        email: subject.email.clone(),
+        email_verified: None,
+        name: subject.name.clone(),
+        groups: subject.groups.clone(),
+    };
+    let grant = Grant {
+        grant_type: GrantType::TokenExchange,
+        client_id: &client.id,
+        identity: &identity,
+        scope: &decided.scope,
+        audience: &decided.audience,
+        family_id: Some(family_id),
+        issued_at: now,
+        not_after: Some(UnixTime(subject.exp)),
+        actor: Some(&decided.actor),
+    };
+    let access_token = issue_access_token(bridge, &grant, random_string(16))?;
+    tracing::info!(
+        client_id = %client.id,
+        subject = %identity.subject,
+        audience = %decided.audience,
+        "access token exchanged"
+    );
+    Ok(TokenResponse::of_grant(&grant, access_token, None, None))
+}
