@@ -483,6 +483,7 @@ fn build_proxy(
         client: crate::http::proxy::upstream_client(timeout),
         tool_scopes: config.tool_scopes.clone(),
         max_message_bytes: config.max_message_bytes,
+        forward_access_token: config.forward_access_token,
     })
 }
 

@@ -58,10 +58,15 @@ pub(crate) async fn check_access_token(
     }
     // An exchanged token (RFC 8693 `act`) stands only while the grant it was exchanged from
     // does: its family does not track it, so that exchanges never crowd out the user's own.
-    if claims.act.is_some() {
+    // Nor past the rule of the client that exchanged it: removing a rule stops its tokens.
+    if let Some(actor) = &claims.act {
+        let allowed = bridge
+            .token_exchange
+            .as_ref()
+            .is_some_and(|rules| rules.has_rule(&actor.sub));
         let live = match &claims.sid {
-            Some(family_id) => bridge.storage.grant_is_live(family_id).await?,
-            None => false,
+            Some(family_id) if allowed => bridge.storage.grant_is_live(family_id).await?,
+            _ => false,
         };
         if !live {
             return Ok(Err(Inactive("the access token has been revoked")));

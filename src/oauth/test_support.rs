@@ -40,6 +40,9 @@ pub(crate) const CONSENTING_CLIENT: &str = "consenting-client";
 /// A public client that may not use refresh tokens.
 pub(crate) const NO_REFRESH_CLIENT: &str = "no-refresh-client";
 pub(crate) const CONFIDENTIAL_SECRET: &str = "web-client-secret";
+/// A confidential client that may exchange tokens (a rule only once a test adds one).
+pub(crate) const EXCHANGING_CLIENT: &str = "exchanging-server";
+pub(crate) const EXCHANGING_SECRET: &str = "exchanging-server-secret";
 // RFC 7636 Appendix B.
 pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 pub(crate) const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -244,6 +247,18 @@ impl Harness {
                     name: Some("Consenting app".into()),
                     scopes: None,
                     grant_types: None,
+                    skip_consent: false,
+                    id_token_signed_response_alg: None,
+                    jwks: None,
+                    jwks_uri: None,
+                },
+                ClientConfig {
+                    id: EXCHANGING_CLIENT.into(),
+                    secret: Some(SecretString::new(EXCHANGING_SECRET)),
+                    redirect_uris: vec![],
+                    name: None,
+                    scopes: None,
+                    grant_types: Some(vec![super::grant_type::TOKEN_EXCHANGE.into()]),
                     skip_consent: false,
                     id_token_signed_response_alg: None,
                     jwks: None,

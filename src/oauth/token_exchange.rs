@@ -20,6 +20,10 @@ pub struct TokenExchangeConfig {
     pub rules: Vec<ExchangeRuleConfig>,
     /// How many actors a chain of exchanges may name (`act` within `act`).
     pub max_depth: usize,
+    /// An exchanged token lives this long at most (and never past the token it was exchanged
+    /// for): an API that checks our tokens itself sees no revocation before they expire.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub max_ttl: std::time::Duration,
 }
 
 impl Default for TokenExchangeConfig {
@@ -27,6 +31,7 @@ impl Default for TokenExchangeConfig {
         TokenExchangeConfig {
             rules: Vec::new(),
             max_depth: 2,
+            max_ttl: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -60,6 +65,9 @@ impl TokenExchangeConfig {
     pub(crate) fn validate(&self, known: &Known<'_>, problems: &mut Vec<String>) {
         if !self.rules.is_empty() && !(1..=8).contains(&self.max_depth) {
             problems.push("oauth.token_exchange.max_depth: must be 1 to 8".to_owned());
+        }
+        if !self.rules.is_empty() && self.max_ttl.as_secs() == 0 {
+            problems.push("oauth.token_exchange.max_ttl: must be a second at least".to_owned());
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let path = format!("oauth.token_exchange.rules[{i}]");
@@ -102,12 +110,37 @@ impl TokenExchangeConfig {
                     ));
                 }
             }
+            if rule.scopes.is_empty() {
+                problems.push(format!("{path}.scopes: name one at least"));
+            }
             for (j, scope) in rule.scopes.iter().enumerate() {
                 if !known.scopes_supported.contains(scope) {
                     problems.push(format!(
                         "{path}.scopes[{j}]: {scope:?} is not in oauth.scopes_supported"
                     ));
+                } else if scope == super::protected_resource::OFFLINE_ACCESS {
+                    problems.push(format!(
+                        "{path}.scopes[{j}]: offline_access asks for refresh tokens, which an exchange never issues"
+                    ));
                 }
+            }
+            // A token sent to one server is that server's to exchange, no other's.
+            let effective = |rule: &ExchangeRuleConfig| -> Vec<String> {
+                match rule.subject_audiences.is_empty() {
+                    true => known.proxy_resource.iter().cloned().collect(),
+                    false => rule.subject_audiences.clone(),
+                }
+            };
+            let own = effective(rule);
+            if let Some(other) = self.rules[..i].iter().find(|other| {
+                effective(other)
+                    .iter()
+                    .any(|audience| own.contains(audience))
+            }) {
+                problems.push(format!(
+                    "{path}.subject_audiences: {:?} exchanges tokens of the same resource; each resource's tokens are one client's to exchange",
+                    other.client
+                ));
             }
             if rule.subject_audiences.is_empty() && known.proxy_resource.is_none() {
                 problems.push(format!(
@@ -130,6 +163,7 @@ impl TokenExchangeConfig {
 pub struct TokenExchange {
     rules: Vec<ExchangeRuleConfig>,
     max_depth: usize,
+    max_ttl: std::time::Duration,
 }
 
 /// What an allowed exchange issues.
@@ -165,7 +199,19 @@ impl TokenExchange {
         Some(TokenExchange {
             rules,
             max_depth: config.max_depth,
+            max_ttl: config.max_ttl,
         })
+    }
+
+    /// Whether `client` has a rule: asked before anything of the subject token is looked at,
+    /// so that a client without one learns nothing of tokens.
+    pub(crate) fn has_rule(&self, client: &str) -> bool {
+        self.rules.iter().any(|rule| rule.client == client)
+    }
+
+    /// The longest an exchanged token lives.
+    pub(crate) fn max_ttl(&self) -> std::time::Duration {
+        self.max_ttl
     }
 
     /// Whether `client` may exchange tokens, and what for. The subject token has been checked
@@ -226,7 +272,9 @@ impl TokenExchange {
                         .into(),
                     ));
                 }
-                asked.to_vec()
+                let mut asked = asked.to_vec();
+                asked.dedup();
+                asked
             }
         };
         Ok(Exchange {
@@ -256,6 +304,7 @@ mod tests {
                 subject_audiences: vec![],
             }],
             max_depth: 2,
+            max_ttl: std::time::Duration::from_secs(300),
         };
         TokenExchange::configured(&config, Some(MCP)).unwrap()
     }
@@ -394,10 +443,10 @@ mod tests {
     #[test]
     fn rules_name_clients_that_can_use_the_grant_and_resources_that_exist() {
         let config: TokenExchangeConfig = serde_yaml::from_str(
-            "rules:\n  - { client: reports-mcp, audiences: [\"https://api.example.com\", upstream, \"https://nowhere.example\"], scopes: [openid, telepathy], subject_audiences: [\"https://x.example\"] }\n  - { client: reports-mcp, audiences: [] }\n  - { client: public-one, audiences: [\"https://api.example.com\"] }\n  - { client: stranger, audiences: [\"https://api.example.com\"] }\n",
+            "rules:\n  - { client: reports-mcp, audiences: [\"https://api.example.com\", upstream, \"https://nowhere.example\"], scopes: [openid, telepathy, offline_access], subject_audiences: [\"https://x.example\", \"https://api.example.com\"] }\n  - { client: reports-mcp, audiences: [] }\n  - { client: public-one, audiences: [\"https://api.example.com\"], scopes: [openid], subject_audiences: [\"https://api.example.com\"] }\n  - { client: stranger, audiences: [\"https://api.example.com\"] }\nmax_ttl: 0s\n",
         )
         .unwrap();
-        let scopes = strings(&["openid", "email"]);
+        let scopes = strings(&["openid", "email", "offline_access"]);
         let known = Known {
             exchanging_clients: vec![("reports-mcp", true), ("public-one", false)],
             resources: strings(&[API]),
@@ -415,6 +464,10 @@ mod tests {
             "rules[1].client: \"reports-mcp\" has a rule already",
             "rules[1].audiences: name one at least",
             "rules[1].subject_audiences: name the resource",
+            "rules[1].scopes: name one at least",
+            "rules[0].scopes[2]: offline_access asks for refresh tokens",
+            "rules[2].subject_audiences: \"reports-mcp\" exchanges tokens of the same resource",
+            "max_ttl: must be a second at least",
             "rules[2].client: \"public-one\" must authenticate",
             "rules[3].client: \"stranger\" is no configured client",
         ] {

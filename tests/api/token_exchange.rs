@@ -5,7 +5,15 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_oauth_bridge::clock::{Clock, FixedClock, SystemClock};
+use mcp_oauth_bridge::config::ProxyConfig;
+
 use crate::helpers::*;
+use crate::mcp_upstream::McpUpstream;
+use crate::proxy::Proxied;
 
 const API: &str = "https://api.example.com";
 const SERVER: &str = "reports-mcp";
@@ -193,4 +201,67 @@ async fn an_exchange_outside_the_rule_is_refused_with_rfc_8693_errors() {
         .await
         .unwrap();
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// The MCP server behind the proxy gets its caller's token (`proxy.forward_access_token`) and
+/// exchanges it; the exchanged token lives `max_ttl` at most, and never past the caller's.
+#[tokio::test]
+async fn the_server_behind_the_proxy_exchanges_the_token_it_was_sent_for_a_short_lived_one() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let upstream = McpUpstream::start().await;
+    let mut proxy = ProxyConfig::forwarding_to(upstream.url.clone());
+    proxy.forward_access_token = true;
+    let app = spawn_app_with(Options {
+        configure: configure(move |config| {
+            config.proxy = Some(proxy);
+            let mut server = client(SERVER);
+            server.secret = Some(mcp_oauth_bridge::secret::SecretString::new(SERVER_SECRET));
+            server.grant_types = Some(strings([TOKEN_EXCHANGE]));
+            config.oauth.clients.push(server);
+            config.oauth.resources = strings([API]);
+            // No subject_audiences: the proxied server's resource.
+            config.oauth.token_exchange = serde_json::from_value(json!({
+                "rules": [{"client": SERVER, "audiences": [API], "scopes": ["openid", "email"]}]
+            }))
+            .unwrap();
+        }),
+        clock: Some(Arc::clone(&clock) as _),
+        ..Options::default()
+    })
+    .await;
+    let resource = app.url("/mcp");
+    let proxied = Proxied {
+        app,
+        upstream,
+        resource,
+    };
+    let user = proxied.tokens_for(&proxied.resource, "openid email").await;
+    let token = user["access_token"].as_str().unwrap();
+    let called = proxied
+        .app
+        .api
+        .post(proxied.app.url("/mcp"))
+        .bearer_auth(token)
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(called.status(), StatusCode::OK);
+    let sent = proxied.upstream.last_headers();
+    assert_eq!(sent["authorization"], format!("Bearer {token}"));
+
+    let app = &proxied.app;
+    let fresh: Value = exchange(app, &form(token, &[])).await.json().await.unwrap();
+    assert_eq!(fresh["expires_in"], 300, "max_ttl: {fresh}");
+    let subject_exp = jwt_payload(token)["exp"].as_i64().unwrap();
+    clock.advance(Duration::from_secs(3_500));
+    let late: Value = exchange(app, &form(token, &[])).await.json().await.unwrap();
+    assert_eq!(
+        late["expires_in"], 100,
+        "the caller's token has 100 s left: {late}"
+    );
+    assert_eq!(
+        jwt_payload(late["access_token"].as_str().unwrap())["exp"],
+        subject_exp
+    );
 }

@@ -58,6 +58,8 @@ pub(crate) struct Proxy {
     /// `proxy.tool_scopes`: when empty, no body is read and only the resource's scopes count.
     pub(crate) tool_scopes: Vec<ToolScopeRule>,
     pub(crate) max_message_bytes: usize,
+    /// `proxy.forward_access_token`: the caller's verified token goes on to the MCP server.
+    pub(crate) forward_access_token: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,6 +182,12 @@ async fn forward(
         }
     };
     let mut headers = forwarded_headers(&parts.headers, proxy);
+    if proxy.forward_access_token
+        && let Some(authorization) = parts.headers.get(header::AUTHORIZATION)
+    {
+        // The header the token was read from and verified for this resource, as it came.
+        headers.insert(header::AUTHORIZATION, authorization.clone());
+    }
     add_forwarding(&mut headers, proxy, peer, parts.headers.get("x-request-id"));
     // The length of what is sent is the length of the body we hold, not what the client's
     // header claimed: a mismatch would make the MCP server read the framing differently.
@@ -366,6 +374,7 @@ pub(super) mod tests {
             client: upstream_client(Duration::from_secs(1)),
             tool_scopes: Vec::new(),
             max_message_bytes: 1 << 20,
+            forward_access_token: false,
         }
     }
 }

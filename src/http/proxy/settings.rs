@@ -41,6 +41,11 @@ pub struct ProxyConfig {
     /// servers read `_` and `-` alike). Spellings of the proxy's own headers are dropped anyway.
     #[serde(default)]
     pub allow_underscore_headers: bool,
+    /// Pass the caller's access token on to the MCP server (its audience is that server): for a
+    /// server that exchanges it (RFC 8693) to call other APIs as the user. Off: MCP servers
+    /// behind the proxy need no token, and one they never hold cannot leak.
+    #[serde(default)]
+    pub forward_access_token: bool,
     /// Added to every proxied answer: the MCP server's pages share the bridge's origin.
     /// An empty string adds none.
     #[serde(default = "default_proxy_csp")]
@@ -124,6 +129,7 @@ impl ProxyConfig {
             identity_headers: IdentityHeadersConfig::default(),
             identity_jwt: None,
             allow_underscore_headers: false,
+            forward_access_token: false,
             content_security_policy: default_proxy_csp(),
         }
     }

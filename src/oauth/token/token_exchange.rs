@@ -25,9 +25,9 @@ pub(super) async fn exchange(
             "no token exchange is configured here".into(),
         ));
     };
-    if client.is_public() {
+    if client.is_public() || !rules.has_rule(&client.id) {
         return Err(OAuthError::UnauthorizedClient(
-            "token exchange is for confidential clients".into(),
+            "no oauth.token_exchange rule names this client".into(),
         ));
     }
     if request.subject_token_type != ACCESS_TOKEN_TYPE {
@@ -90,7 +90,7 @@ pub(super) async fn exchange(
         audience: &decided.audience,
         family_id: Some(family_id),
         issued_at: now,
-        not_after: Some(UnixTime(subject.exp)),
+        not_after: Some(UnixTime(subject.exp).min(now.plus(rules.max_ttl()))),
         actor: Some(&decided.actor),
     };
     let access_token = issue_access_token(bridge, &grant, random_string(16))?;
@@ -101,4 +101,95 @@ pub(super) async fn exchange(
         "access token exchanged"
     );
     Ok(TokenResponse::of_grant(&grant, access_token, None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::bearer::check_access_token;
+    use crate::oauth::test_support::*;
+    use crate::oauth::token::ClientCredentials;
+    use crate::oauth::token_exchange::{TokenExchange, TokenExchangeConfig};
+    use crate::oauth::{Params, grant_type::TOKEN_EXCHANGE};
+    use crate::tokens::jwt::sign_access_token;
+
+    const API: &str = "https://api.example.com";
+
+    fn with_a_rule() -> Harness {
+        let mut harness = Harness::new();
+        let config: TokenExchangeConfig = serde_json::from_value(serde_json::json!({
+            "rules": [{"client": EXCHANGING_CLIENT, "audiences": [API], "scopes": ["openid", "email"],
+                       "subject_audiences": ["https://mcp.example.com/mcp"]}]
+        }))
+        .unwrap();
+        harness.bridge.token_exchange = TokenExchange::configured(&config, None);
+        harness
+    }
+
+    async fn exchanged(harness: &Harness, subject: &str) -> Result<TokenResponse, OAuthError> {
+        let params = Params::from([
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("audience", API),
+        ]);
+        let credentials = ClientCredentials {
+            client_id: EXCHANGING_CLIENT.into(),
+            secret: Some(crate::secret::SecretString::new(EXCHANGING_SECRET)),
+            assertion: None,
+        };
+        crate::oauth::token::exchange(&harness.bridge, &credentials, &params, harness.now()).await
+    }
+
+    async fn active(harness: &Harness, token: &str) -> bool {
+        check_access_token(&harness.bridge, token, harness.now())
+            .await
+            .unwrap()
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_token_of_no_users_grant_is_not_exchanged() {
+        let harness = with_a_rule();
+        let user = harness.tokens_for_public_client().await;
+        let mut claims = harness.verify_access_token(&user.access_token);
+        claims.sid = None;
+        claims.jti = "no-grant".into();
+        let orphan = sign_access_token(&harness.bridge.keys.current(), &claims).unwrap();
+        let error = exchanged(&harness, &orphan).await.unwrap_err();
+        assert_eq!(
+            error,
+            OAuthError::invalid_request("the subject token belongs to no user's grant")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exchanged_token_ends_with_its_grant_or_its_actors_rule() {
+        let mut harness = with_a_rule();
+        let user = harness.tokens_for_public_client().await;
+        let token = exchanged(&harness, &user.access_token).await.unwrap();
+        assert!(active(&harness, &token.access_token).await);
+        // Its grant's refresh token is used twice: the grant ends, and the exchanged token too.
+        let first = user.refresh_token.clone().unwrap();
+        let second = harness
+            .refresh(&first)
+            .await
+            .unwrap()
+            .refresh_token
+            .unwrap();
+        harness.refresh(&second).await.unwrap();
+        assert!(harness.refresh(&first).await.is_err(), "reuse");
+        assert!(!active(&harness, &token.access_token).await);
+
+        // A rule removed: what its client exchanged stops at once.
+        let user = harness.tokens_for_public_client().await;
+        let token = exchanged(&harness, &user.access_token).await.unwrap();
+        assert!(active(&harness, &token.access_token).await);
+        harness.bridge.token_exchange = None;
+        assert!(!active(&harness, &token.access_token).await);
+        assert!(
+            active(&harness, &user.access_token).await,
+            "the user's own stays"
+        );
+    }
 }
