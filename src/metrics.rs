@@ -522,7 +522,9 @@ mod tests {
         let metrics = Metrics::new();
         metrics.watch(Arc::new(Two));
         metrics.upstream_call("corp", "token", Duration::from_millis(20), false);
-        metrics.watch(Arc::new(Discovered));
+        // Two sources of one family: described once, each sample under it.
+        metrics.watch(Arc::new(Discovered(&[("partner", 0)])));
+        metrics.watch(Arc::new(Discovered(&[("corp", 1)])));
         metrics.token_issued("refresh_token");
         metrics.token_issued("refresh_token");
         metrics.token_error("invalid_grant");
@@ -550,18 +552,19 @@ mod tests {
         );
     }
 
-    struct Discovered;
+    struct Discovered(&'static [(&'static str, i64)]);
 
     impl Gauges for Discovered {
         fn read(&self) -> Vec<GaugeReading> {
-            [("partner", 0), ("corp", 1)]
+            self.0
+                .iter()
                 .map(|(provider, value)| GaugeReading {
                     name: "upstream_discovered",
                     help: "discovered",
                     label: Some(("provider", provider)),
-                    value,
+                    value: *value,
                 })
-                .to_vec()
+                .collect()
         }
     }
 }
