@@ -229,13 +229,7 @@ mod tests {
             harness.upstream.last_exchange().is_none(),
             "corp was never asked"
         );
-        let code = signed_in
-            .url
-            .query_pairs()
-            .find(|(name, _)| name == "code")
-            .unwrap()
-            .1
-            .into_owned();
+        let code = code_in(&signed_in.url);
         let tokens = harness.redeem(&code).await.unwrap();
         let claims = harness.verify_access_token(&tokens.access_token);
         assert_eq!(claims.sub, "partner|user-1");
@@ -361,13 +355,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let code = signed_in
-            .url
-            .query_pairs()
-            .find(|(name, _)| name == "code")
-            .unwrap()
-            .1
-            .into_owned();
+        let code = code_in(&signed_in.url);
         let tokens = harness.redeem(&code).await.unwrap();
         let refreshed = harness
             .refresh(tokens.refresh_token.as_ref().unwrap())

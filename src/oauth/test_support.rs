@@ -194,6 +194,14 @@ pub(crate) fn provider(
     }
 }
 
+/// Our authorization code in a redirect back to the client.
+pub(crate) fn code_in(url: &Url) -> String {
+    url.query_pairs()
+        .find(|(name, _)| name == "code")
+        .map(|(_, code)| code.into_owned())
+        .expect("the redirect carries a code")
+}
+
 /// A login parked upstream: what the upstream received, and the browser's binding cookie.
 pub(crate) struct Login {
     pub(crate) state: String,
@@ -468,11 +476,7 @@ impl Harness {
             .callback(&login, &[("code", "upstream-code")])
             .await
             .unwrap();
-        url.query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned()
+        code_in(&url)
     }
 
     pub(crate) async fn redeem_with(

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 use crate::mcp_upstream::McpUpstream;
 
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let response = app.api.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
