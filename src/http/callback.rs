@@ -1,5 +1,6 @@
 //! GET /oauth/callback
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -11,9 +12,9 @@ use super::pages::{error_page, redirect};
 use super::params::parse_query;
 use super::{AppState, cookies};
 use crate::clock::UnixTime;
-use crate::oauth::REMEMBERED_CONSENT_TTL;
 use crate::oauth::callback::complete_authorization;
 use crate::oauth::sign_in::SignedIn;
+use crate::oauth::{OAuthError, REMEMBERED_CONSENT_TTL};
 
 /// The single `oauth.upstream`'s return.
 pub(crate) async fn callback_get(
@@ -27,10 +28,16 @@ pub(crate) async fn callback_get(
 /// The return of one of `oauth.upstreams`, named by the path.
 pub(crate) async fn provider_callback_get(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    provider: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // A segment that is no UTF-8 names no provider: the user sees our page, not axum's text.
+    let Ok(Path(provider)) = provider else {
+        return error_page(&OAuthError::invalid_request(
+            "this is no identity provider's callback",
+        ));
+    };
     callback(&state, Some(&provider), &headers, query.as_deref()).await
 }
 

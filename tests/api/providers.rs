@@ -261,15 +261,7 @@ async fn a_hint_routes_by_domain_else_the_user_chooses_and_each_provider_has_its
         .unwrap();
     assert_eq!(userinfo["sub"], "partner|upstream-user-42");
 
-    let metrics = app
-        .api
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::metrics::scrape(&app).await;
     for line in [
         "mcp_oauth_bridge_sign_ins_total{outcome=\"success\",provider=\"corp\"} 1",
         "mcp_oauth_bridge_sign_ins_total{outcome=\"success\",provider=\"partner\"} 1",
@@ -309,6 +301,16 @@ async fn a_providers_answer_at_another_providers_callback_is_refused() {
     // The sign-in was spent by that answer: the right callback cannot use it now.
     let late = app.browser.get(&back).send().await.unwrap();
     assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+    // A callback segment that is no UTF-8 gets our error page.
+    let garbled = app
+        .browser
+        .get(app.url("/oauth/callback/%FF%FE?state=x&code=y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbled.status(), StatusCode::BAD_REQUEST);
+    let body = garbled.text().await.unwrap();
+    assert!(body.contains("this is no identity provider"), "{body}");
     // The single provider's callback is no way in either.
     let none = back.replace("/oauth/callback/partner", "/oauth/callback");
     assert_eq!(
