@@ -217,9 +217,10 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             claims: ClaimsConfig::default(),
             access_policy: AccessPolicy::default(),
             revalidate_on_refresh: false,
+            keep_tokens: false,
             upstream: Arc::new(NoUpstream),
         }]))),
-        revalidation: None,
+        sealer: None,
         pending: Arc::new(mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(
             1_000_000,
         )),
@@ -261,6 +262,7 @@ async fn new_family(bridge: &Bridge, now: UnixTime) -> anyhow::Result<String> {
             revoked: false,
             access_tokens: vec![],
             upstream_refresh: None,
+            upstream_access: None,
             upstream_session: None,
             created_at: now,
             last_used_at: None,
@@ -324,6 +326,7 @@ async fn storage_figures(name: &str, bridge: &Bridge, rounds: u32) -> anyhow::Re
                     family_id: mcp_oauth_bridge::tokens::opaque::random_string(16),
                     expires_at: now.plus(Duration::from_secs(600)),
                     upstream_refresh: None,
+                    upstream_access: None,
                     upstream_session: None,
                 },
             )

@@ -143,10 +143,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
     if !keys.signs_id_tokens() {
         generate_id_token_key(Arc::clone(&storage), Arc::clone(&keys));
     }
-    let revalidation = config
+    let sealer = config
         .upstream_providers()
         .iter()
-        .any(|upstream| upstream.revalidate_on_refresh)
+        .any(|upstream| upstream.revalidate_on_refresh || upstream.keep_tokens)
         .then(|| match &config.storage.encryption_key {
             Some(key) => Sealer::new(key),
             // Only the memory backend gets here (validation requires the key with PostgreSQL),
@@ -179,7 +179,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         storage,
         sign_in,
         keys,
-        revalidation,
+        sealer,
         pending,
         metrics,
         identity_assertions,
@@ -631,6 +631,7 @@ async fn provider(
         claims: upstream_config.claims.clone(),
         access_policy: upstream_config.access_policy(),
         revalidate_on_refresh: upstream_config.revalidate_on_refresh,
+        keep_tokens: upstream_config.keep_tokens,
         upstream,
     })
 }

@@ -165,6 +165,22 @@ pub enum Event<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         actor: Option<&'a str>,
     },
+    /// A token exchange handed the identity provider's access token for a user to an MCP server
+    /// (`audience=upstream`, RFC 8693).
+    #[serde(rename = "upstream_token.released")]
+    UpstreamTokenReleased {
+        /// The exchanging client (the actor).
+        client_id: &'a str,
+        subject: &'a str,
+        provider: &'a str,
+        family_id: &'a str,
+        /// The provider's scope of the token, when it said.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<&'a str>,
+        expires_at: i64,
+        /// Whether the kept token had expired and was renewed at the provider first.
+        refreshed: bool,
+    },
     /// A retired refresh token was presented: its family is revoked with every access token.
     #[serde(rename = "refresh.reuse_detected")]
     RefreshReuseDetected {
@@ -301,6 +317,24 @@ mod tests {
         assert_eq!(json["event"], "grant.revoked");
         assert_eq!(json["reason"], "refresh_reuse");
         assert!(json.get("subject").is_none());
+        let json = serde_json::to_value(Event::UpstreamTokenReleased {
+            client_id: "reports-mcp",
+            subject: "u-1",
+            provider: "upstream",
+            family_id: "f",
+            scope: None,
+            expires_at: 1_700_000_300,
+            refreshed: true,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "event": "upstream_token.released", "client_id": "reports-mcp", "subject": "u-1",
+                "provider": "upstream", "family_id": "f", "expires_at": 1_700_000_300_i64,
+                "refreshed": true,
+            })
+        );
     }
 
     #[test]

@@ -238,6 +238,10 @@ impl Config {
                 .collect(),
             proxy_resource,
             scopes_supported: &self.oauth.scopes_supported,
+            provider_tokens_kept: self
+                .upstream_providers()
+                .iter()
+                .any(|provider| provider.keep_tokens),
         };
         exchange.validate(&known, problems);
     }
@@ -309,6 +313,14 @@ impl Config {
             {
                 problems.push(format!(
                     "{path}.revalidate_on_refresh: the provider's refresh tokens are kept in the database, so storage.encryption_key is required"
+                ));
+            }
+            if provider.keep_tokens
+                && self.storage.backend == StorageBackend::Postgres
+                && self.storage.encryption_key.is_none()
+            {
+                problems.push(format!(
+                    "{path}.keep_tokens: the provider's tokens are kept in the database, so storage.encryption_key is required"
                 ));
             }
             if let (Some(uri), Some(callback)) = (
@@ -803,18 +815,24 @@ oauth:
     }
 
     #[test]
-    fn revalidation_on_postgres_needs_the_encryption_key() {
-        let yaml = format!(
-            "{MINIMAL}    revalidate_on_refresh: true\nstorage:\n  backend: postgres\n  postgres: {{ url: \"postgres://db/bridge\" }}\n"
-        );
-        let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
-        assert!(
-            text.contains("oauth.upstream.revalidate_on_refresh: the provider's refresh tokens are kept in the database, so storage.encryption_key is required"),
-            "{text}"
-        );
-        let sealed =
-            format!("{yaml}  encryption_key: \"an encryption key of at least 32 characters\"\n");
-        Config::from_yaml(&sealed, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
+    fn provider_tokens_kept_on_postgres_need_the_encryption_key() {
+        for (setting, kept) in [
+            ("revalidate_on_refresh", "the provider's refresh tokens"),
+            ("keep_tokens", "the provider's tokens"),
+        ] {
+            let yaml = format!(
+                "{MINIMAL}    {setting}: true\nstorage:\n  backend: postgres\n  postgres: {{ url: \"postgres://db/bridge\" }}\n"
+            );
+            let text = error_text(&yaml, &[("UPSTREAM_SECRET", "s")]);
+            assert!(
+                text.contains(&format!("oauth.upstream.{setting}: {kept} are kept in the database, so storage.encryption_key is required")),
+                "{text}"
+            );
+            let sealed = format!(
+                "{yaml}  encryption_key: \"an encryption key of at least 32 characters\"\n"
+            );
+            Config::from_yaml(&sealed, &env(&[("UPSTREAM_SECRET", "s")])).unwrap();
+        }
     }
 
     #[test]

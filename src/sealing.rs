@@ -30,6 +30,8 @@ pub enum SealError {
     NotBase64 { name: String },
     #[error("{name}: the stored value is not text")]
     NotText { name: String },
+    #[error("{name}: the stored value opens, but not to what was sealed there")]
+    Malformed { name: String },
 }
 
 pub struct Sealer {

@@ -3,7 +3,8 @@
 
 use super::authorize::{AuthorizeError, ClientRedirect};
 use super::sign_in::{
-    SignedIn, SignedInUser, finish_sign_in, outcome_of, record_failed_sign_in, take_pending_sign_in,
+    ProviderTokens, SignedIn, SignedInUser, finish_sign_in, outcome_of, record_failed_sign_in,
+    take_pending_sign_in,
 };
 use super::{Bridge, Cause, OAuthError, Params, SignIn};
 use crate::clock::UnixTime;
@@ -198,9 +199,14 @@ async fn sign_in_upstream(
         provider: provider.name,
         identity,
         auth_time,
-        upstream_refresh: provider
-            .revalidate_on_refresh
-            .then_some(login.refresh_token),
+        provider_tokens: (provider.revalidate_on_refresh || provider.keep_tokens).then(|| {
+            ProviderTokens {
+                refresh: login.refresh_token,
+                access: login.access_token.filter(|_| provider.keep_tokens),
+                revalidated: provider.revalidate_on_refresh,
+                kept: provider.keep_tokens,
+            }
+        }),
         upstream_session: Some(session),
     };
     finish_sign_in(bridge, pending, signed_in, now).await

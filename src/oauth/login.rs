@@ -142,7 +142,7 @@ pub(crate) async fn submit_login(
         provider: LOCAL,
         identity,
         auth_time: now,
-        upstream_refresh: None,
+        provider_tokens: None,
         upstream_session: None,
     };
     let signed_in = finish_sign_in(bridge, &pending, user, now).await;

@@ -163,9 +163,9 @@ pub struct Bridge {
     pub storage: Arc<dyn Storage>,
     pub sign_in: SignIn,
     pub keys: Arc<KeyRing>,
-    /// With `revalidate_on_refresh` at any provider: seals the providers' refresh tokens at rest,
-    /// and its presence turns the re-validation of the refreshes of those providers' grants on.
-    pub revalidation: Option<crate::sealing::Sealer>,
+    /// With `revalidate_on_refresh` or `keep_tokens` at any provider: seals the providers'
+    /// tokens kept for a grant.
+    pub sealer: Option<crate::sealing::Sealer>,
     /// How many authorizations may be in flight at once.
     pub pending: Arc<pending_cap::PendingCap>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -180,7 +180,7 @@ impl Bridge {
     /// each refresh: its `revalidate_on_refresh`, or, for a provider no longer configured,
     /// yes (no refresh can be vouched for).
     pub(crate) fn revalidates(&self, session: Option<&crate::identity::UpstreamSession>) -> bool {
-        if self.revalidation.is_none() {
+        if !self.revalidates_any() {
             return false;
         }
         match &self.sign_in {
@@ -189,6 +189,19 @@ impl Bridge {
                 .is_none_or(|provider| provider.revalidate_on_refresh),
             SignIn::Local(_) => false,
         }
+    }
+
+    /// Whether any provider re-validates its grants at each refresh (and the sealer is there to
+    /// keep their refresh tokens).
+    pub(crate) fn revalidates_any(&self) -> bool {
+        self.sealer.is_some()
+            && match &self.sign_in {
+                SignIn::Upstream(providers) => providers
+                    .all()
+                    .iter()
+                    .any(|provider| provider.revalidate_on_refresh),
+                SignIn::Local(_) => false,
+            }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::audit;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::oauth::protected_resource::OFFLINE_ACCESS;
+use crate::sealing::{SealError, Sealer};
 use crate::secret::{AuthorizationCode, SecretString};
 use crate::storage::{
     AuthorizationCodeRecord, AuthorizationRequest, Consent, ConsentGrant, PendingAuthorization,
@@ -18,6 +19,7 @@ use crate::storage::{
 };
 use crate::tokens::opaque::random_string;
 use crate::tokens::{TokenHash, generate_token};
+use crate::upstream::{ProviderAccessToken, kept};
 
 /// A completed sign-in: where the browser goes, and whom to remember as having approved the
 /// client when the approval was given during this sign-in.
@@ -34,11 +36,22 @@ pub(crate) struct SignedInUser {
     pub(crate) provider: &'static str,
     pub(crate) identity: Identity,
     pub(crate) auth_time: UnixTime,
-    /// With a provider whose grants are re-validated at each refresh: the refresh token it sent,
-    /// if it sent one.
-    pub(crate) upstream_refresh: Option<Option<SecretString>>,
+    /// With a provider whose grants are re-validated at each refresh, or whose tokens are kept:
+    /// what it sent.
+    pub(crate) provider_tokens: Option<ProviderTokens>,
     /// Where a back-channel logout will find the grant (none for local users).
     pub(crate) upstream_session: Option<crate::identity::UpstreamSession>,
+}
+
+/// The provider's tokens a grant keeps (sealed), and why.
+pub(crate) struct ProviderTokens {
+    pub(crate) refresh: Option<SecretString>,
+    /// Only with `keep_tokens`; none when the provider's was not a bearer token.
+    pub(crate) access: Option<ProviderAccessToken>,
+    /// `revalidate_on_refresh`: without the provider's refresh token, the grant gets none of ours.
+    pub(crate) revalidated: bool,
+    /// `keep_tokens`.
+    pub(crate) kept: bool,
 }
 
 /// Consumes the pending authorization a sign-in returns with, if this browser started it.
@@ -183,19 +196,9 @@ pub(crate) async fn finish_sign_in(
     let mut record = code_record(pending, identity, user.auth_time, now);
     record.scope = scope;
     record.upstream_session = user.upstream_session;
-    if let (Some(sealer), Some(sent)) = (&bridge.revalidation, &user.upstream_refresh) {
-        match sent {
-            Some(token) => {
-                let sealed = sealer
-                    .seal_secret(&upstream_refresh_name(&record.family_id), token)
-                    .map_err(|error| redirect(OAuthError::internal(error)))?;
-                record.upstream_refresh = Some(sealed);
-            }
-            None => tracing::warn!(
-                client_id,
-                "the provider sent no refresh token, so this session cannot be re-validated: no refresh token will be issued (does upstream.scopes need offline_access?)"
-            ),
-        }
+    if let (Some(sealer), Some(tokens)) = (&bridge.sealer, &user.provider_tokens) {
+        keep_provider_tokens(sealer, &mut record, tokens, client_id)
+            .map_err(|error| redirect(OAuthError::internal(error)))?;
     }
     let granted = record.scope.clone();
     bridge
@@ -303,9 +306,41 @@ pub(crate) fn record_failed_sign_in(
     });
 }
 
-/// What a sealed upstream refresh token is bound to: its family, so it opens nowhere else.
-pub(crate) fn upstream_refresh_name(family_id: &str) -> String {
-    format!("upstream-refresh-token/{family_id}")
+/// Seals what the grant keeps of the provider's tokens into its code's record, from which the
+/// grant's family takes them.
+fn keep_provider_tokens(
+    sealer: &Sealer,
+    record: &mut AuthorizationCodeRecord,
+    tokens: &ProviderTokens,
+    client_id: &str,
+) -> Result<(), SealError> {
+    match &tokens.refresh {
+        Some(token) => {
+            record.upstream_refresh =
+                Some(sealer.seal_secret(&kept::refresh_name(&record.family_id), token)?);
+        }
+        None if tokens.revalidated => tracing::warn!(
+            client_id,
+            "the provider sent no refresh token, so this session cannot be re-validated: no refresh token will be issued (does upstream.scopes need offline_access?)"
+        ),
+        None => tracing::warn!(
+            client_id,
+            "the provider sent no refresh token: its access token is handed out until it expires, not after (does upstream.scopes need offline_access?)"
+        ),
+    }
+    if !tokens.kept {
+        return Ok(());
+    }
+    match &tokens.access {
+        Some(token) => {
+            record.upstream_access = Some(kept::seal_access(sealer, &record.family_id, token)?);
+        }
+        None => tracing::warn!(
+            client_id,
+            "the provider's access token is no bearer token, so it is not kept"
+        ),
+    }
+    Ok(())
 }
 
 fn code_record(
@@ -327,6 +362,7 @@ fn code_record(
         family_id: random_string(16),
         expires_at: now.plus(AUTHORIZATION_CODE_TTL),
         upstream_refresh: None,
+        upstream_access: None,
         upstream_session: None,
     }
 }

@@ -159,6 +159,7 @@ impl Upstream for ScriptedUpstream {
         Ok(UpstreamLogin {
             claims: self.claims.lock().unwrap().clone(),
             refresh_token: None,
+            access_token: None,
         })
     }
 
@@ -190,6 +191,7 @@ pub(crate) fn provider(
         claims: ClaimsConfig::default(),
         access_policy: AccessPolicy::default(),
         revalidate_on_refresh: false,
+        keep_tokens: false,
         upstream,
     }
 }
@@ -310,7 +312,7 @@ impl Harness {
                 None,
                 upstream.clone(),
             )]))),
-            revalidation: None,
+            sealer: None,
             keys: Arc::new(KeyRing::new(
                 KeySet::new(SigningKey::generate_es256().unwrap())
                     .with_id_token_keys(vec![id_token_key()]),

@@ -10,7 +10,7 @@ use crate::tokens::jwt::{AccessTokenClaims, Actor};
 
 /// `subject_token_type` and `issued_token_type` of an access token (RFC 8693 §3).
 pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// The audience naming the identity provider's own tokens (not offered yet).
+/// The audience naming the identity provider's own access token for the user.
 pub(crate) const UPSTREAM_AUDIENCE: &str = "upstream";
 
 /// `oauth.token_exchange`.
@@ -58,6 +58,8 @@ pub(crate) struct Known<'a> {
     pub(crate) resources: Vec<String>,
     pub(crate) proxy_resource: Option<String>,
     pub(crate) scopes_supported: &'a [String],
+    /// Whether any provider keeps its tokens (`keep_tokens`), so that `upstream` can be asked for.
+    pub(crate) provider_tokens_kept: bool,
 }
 
 impl TokenExchangeConfig {
@@ -101,16 +103,21 @@ impl TokenExchangeConfig {
             }
             for (j, audience) in rule.audiences.iter().enumerate() {
                 if audience == UPSTREAM_AUDIENCE {
-                    problems.push(format!(
-                        "{path}.audiences[{j}]: the provider's own tokens are not offered yet; name a resource"
-                    ));
+                    if !known.provider_tokens_kept {
+                        problems.push(format!(
+                            "{path}.audiences[{j}]: the provider's tokens are handed on only when they are kept; set keep_tokens: true on the provider"
+                        ));
+                    }
                 } else if !known.resources.contains(audience) {
                     problems.push(format!(
                         "{path}.audiences[{j}]: {audience:?} is not a configured resource (oauth.resources or the proxy's)"
                     ));
                 }
             }
-            if rule.scopes.is_empty() {
+            // The provider's token goes as the provider issued it: our scopes are for ours.
+            let issues_ours =
+                rule.audiences.is_empty() || rule.audiences.iter().any(|a| a != UPSTREAM_AUDIENCE);
+            if rule.scopes.is_empty() && issues_ours {
                 problems.push(format!("{path}.scopes: name one at least"));
             }
             for (j, scope) in rule.scopes.iter().enumerate() {
@@ -166,7 +173,16 @@ pub struct TokenExchange {
     max_ttl: std::time::Duration,
 }
 
-/// What an allowed exchange issues.
+/// What an allowed exchange hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// An access token of ours, for another resource.
+    Ours(Exchange),
+    /// The identity provider's access token for the user's session, as the provider issued it.
+    ProviderToken,
+}
+
+/// An access token of ours an exchange issues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Exchange {
     pub(crate) audience: String,
@@ -216,14 +232,15 @@ impl TokenExchange {
 
     /// Whether `client` may exchange tokens, and what for. The subject token has been checked
     /// (signature, issuer, expiry, revocation) before; `target` is the `audience` or
-    /// `resource` asked for, `scope` the scope asked for.
+    /// `resource` asked for (`upstream` for the provider's token, whichever provider was named),
+    /// `scope` the scope asked for.
     pub(crate) fn decide(
         &self,
         client: &str,
         subject: &AccessTokenClaims,
         target: Option<&str>,
         scope: Option<&[String]>,
-    ) -> Result<Exchange, OAuthError> {
+    ) -> Result<Decision, OAuthError> {
         let rule = self
             .rules
             .iter()
@@ -246,6 +263,14 @@ impl TokenExchange {
             return Err(OAuthError::InvalidTarget(
                 "this client may not ask for tokens for that audience".into(),
             ));
+        }
+        if target == UPSTREAM_AUDIENCE {
+            if scope.is_some() {
+                return Err(OAuthError::InvalidScope(
+                    "the provider's token is handed on with the scope the provider gave it; ask for it without scope".into(),
+                ));
+            }
+            return Ok(Decision::ProviderToken);
         }
         let depth = subject.act.as_ref().map_or(0, Actor::depth) + 1;
         if depth > self.max_depth {
@@ -277,14 +302,14 @@ impl TokenExchange {
                 asked
             }
         };
-        Ok(Exchange {
+        Ok(Decision::Ours(Exchange {
             audience: target.to_owned(),
             scope,
             actor: Actor {
                 sub: client.to_owned(),
                 act: subject.act.clone().map(Box::new),
             },
-        })
+        }))
     }
 }
 
@@ -332,11 +357,20 @@ mod tests {
         values.iter().map(|v| v.to_string()).collect()
     }
 
+    fn ours(decision: Decision) -> Exchange {
+        match decision {
+            Decision::Ours(exchange) => exchange,
+            Decision::ProviderToken => panic!("the provider's token, not ours"),
+        }
+    }
+
     #[test]
     fn an_allowed_exchange_gets_the_target_the_granted_scopes_the_rule_allows_and_an_actor() {
-        let exchange = rules()
-            .decide("reports-mcp", &subject(), Some(API), None)
-            .unwrap();
+        let exchange = ours(
+            rules()
+                .decide("reports-mcp", &subject(), Some(API), None)
+                .unwrap(),
+        );
         assert_eq!(exchange.audience, API);
         assert_eq!(
             exchange.scope,
@@ -350,21 +384,25 @@ mod tests {
                 act: None
             }
         );
-        let narrower = rules()
-            .decide(
-                "reports-mcp",
-                &subject(),
-                Some(API),
-                Some(&strings(&["email"])),
-            )
-            .unwrap();
+        let narrower = ours(
+            rules()
+                .decide(
+                    "reports-mcp",
+                    &subject(),
+                    Some(API),
+                    Some(&strings(&["email"])),
+                )
+                .unwrap(),
+        );
         assert_eq!(narrower.scope, ["email"]);
         // Exchanged again, the chain names both actors, the latest outermost.
         let mut exchanged = subject();
         exchanged.act = Some(exchange.actor);
-        let again = rules()
-            .decide("reports-mcp", &exchanged, Some(API), None)
-            .unwrap();
+        let again = ours(
+            rules()
+                .decide("reports-mcp", &exchanged, Some(API), None)
+                .unwrap(),
+        );
         assert_eq!(again.actor.depth(), 2);
         assert_eq!(again.actor.act.unwrap().sub, "reports-mcp");
     }
@@ -452,12 +490,13 @@ mod tests {
             resources: strings(&[API]),
             proxy_resource: None,
             scopes_supported: &scopes,
+            provider_tokens_kept: false,
         };
         let mut problems = Vec::new();
         config.validate(&known, &mut problems);
         let text = problems.join("\n");
         for expected in [
-            "rules[0].audiences[1]: the provider's own tokens are not offered yet",
+            "rules[0].audiences[1]: the provider's tokens are handed on only when they are kept; set keep_tokens: true",
             "rules[0].audiences[2]: \"https://nowhere.example\" is not a configured resource",
             "rules[0].scopes[1]: \"telepathy\" is not in oauth.scopes_supported",
             "rules[0].subject_audiences[0]: \"https://x.example\" is not a configured resource",
@@ -473,5 +512,57 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_providers_token_is_for_rules_that_name_upstream_and_comes_as_issued() {
+        let config: TokenExchangeConfig = serde_yaml::from_str(
+            "rules:\n  - { client: reports-mcp, audiences: [upstream] }\n  - { client: other-mcp, audiences: [upstream, \"https://api.example.com\"], subject_audiences: [\"https://api.example.com\"] }\n",
+        )
+        .unwrap();
+        let scopes = strings(&["openid"]);
+        let known = Known {
+            exchanging_clients: vec![("reports-mcp", true), ("other-mcp", true)],
+            resources: strings(&[API, MCP]),
+            proxy_resource: Some(MCP.into()),
+            scopes_supported: &scopes,
+            provider_tokens_kept: true,
+        };
+        let mut problems = Vec::new();
+        config.validate(&known, &mut problems);
+        assert_eq!(
+            problems,
+            ["oauth.token_exchange.rules[1].scopes: name one at least"],
+            "scopes are for our tokens only"
+        );
+
+        let rules = TokenExchange::configured(&config, Some(MCP)).unwrap();
+        let decision = rules
+            .decide("reports-mcp", &subject(), Some(UPSTREAM_AUDIENCE), None)
+            .unwrap();
+        assert_eq!(decision, Decision::ProviderToken);
+        let error = rules
+            .decide(
+                "reports-mcp",
+                &subject(),
+                Some(UPSTREAM_AUDIENCE),
+                Some(&strings(&["openid"])),
+            )
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_scope");
+        // A rule without it does not get it, nor a token sent to another server.
+        let mut elsewhere = subject();
+        elsewhere.aud = "https://elsewhere.example.com/mcp".into();
+        let error = rules
+            .decide("reports-mcp", &elsewhere, Some(UPSTREAM_AUDIENCE), None)
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_request");
+        assert_eq!(
+            rules
+                .decide("reports-mcp", &subject(), Some(API), None)
+                .unwrap_err()
+                .code(),
+            "invalid_target"
+        );
     }
 }

@@ -58,7 +58,8 @@ macro_rules! storage_contract {
             a_users_grants_are_listed_then_revoked_with_codes_and_consents_alone,
             a_clients_grants_are_revoked_with_its_consents_alone,
             a_provider_session_ends_its_grants_and_those_of_its_user_without_one,
-            a_grant_is_live_until_revoked;
+            a_grant_is_live_until_revoked,
+            the_providers_tokens_kept_for_a_grant_are_replaced_only_from_the_current_ones;
             shared:
             concurrent_redemptions_succeed_exactly_once,
             concurrent_rotations_of_one_token_rotate_exactly_once,
@@ -281,6 +282,7 @@ fn code(family_id: &str, expires_at: UnixTime) -> AuthorizationCodeRecord {
         family_id: family_id.into(),
         expires_at,
         upstream_refresh: None,
+        upstream_access: None,
         upstream_session: None,
     }
 }
@@ -302,6 +304,7 @@ pub(crate) fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
             expires_at: NOW.plus(MINUTE * 60),
         }],
         upstream_refresh: None,
+        upstream_access: None,
         upstream_session: None,
         created_at: NOW,
         last_used_at: None,
@@ -1604,4 +1607,86 @@ pub(crate) async fn a_grant_is_live_until_revoked(storage: &dyn Storage) {
     assert!(storage.grant_is_live("g1").await.unwrap());
     assert!(storage.revoke_family("g1", NOW).await.unwrap());
     assert!(!storage.grant_is_live("g1").await.unwrap());
+}
+
+pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from_the_current_ones(
+    storage: &dyn Storage,
+) {
+    let sealer = crate::sealing::Sealer::new(&crate::secret::SecretString::new(
+        "contract-test-encryption-key-0123456789",
+    ));
+    let seal = |value: &str| {
+        sealer
+            .seal_secret("kept", &crate::secret::SecretString::new(value))
+            .unwrap()
+    };
+    let (first_refresh, first_access) = (seal("rt-1"), seal("at-1"));
+    let mut kept = family("kept", TokenHash::of("kept"));
+    kept.upstream_refresh = Some(first_refresh.clone());
+    kept.upstream_access = Some(first_access.clone());
+    assert!(storage.create_family(kept).await.unwrap());
+    assert!(
+        storage
+            .refresh_family("never-stored")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stored = storage.refresh_family("kept").await.unwrap().unwrap();
+    assert_eq!(stored.upstream_access.as_ref(), Some(&first_access));
+
+    let (second_refresh, second_access) = (seal("rt-2"), seal("at-2"));
+    assert!(
+        storage
+            .replace_upstream_tokens(
+                "kept",
+                &first_refresh,
+                second_refresh.clone(),
+                Some(second_access.clone())
+            )
+            .await
+            .unwrap()
+    );
+    // A renewal that started from the first tokens lost the race: nothing of it is stored.
+    assert!(
+        !storage
+            .replace_upstream_tokens(
+                "kept",
+                &first_refresh,
+                seal("rt-late"),
+                Some(seal("at-late"))
+            )
+            .await
+            .unwrap()
+    );
+    let stored = storage.refresh_family("kept").await.unwrap().unwrap();
+    assert_eq!(stored.upstream_refresh.as_ref(), Some(&second_refresh));
+    assert_eq!(stored.upstream_access.as_ref(), Some(&second_access));
+
+    // Without an access token (re-validation alone), the one kept stays.
+    let third_refresh = seal("rt-3");
+    assert!(
+        storage
+            .replace_upstream_tokens("kept", &second_refresh, third_refresh.clone(), None)
+            .await
+            .unwrap()
+    );
+    let stored = storage.refresh_family("kept").await.unwrap().unwrap();
+    assert_eq!(stored.upstream_refresh.as_ref(), Some(&third_refresh));
+    assert_eq!(stored.upstream_access.as_ref(), Some(&second_access));
+    // Rotating the grant keeps them.
+    let rotated = storage
+        .rotate_refresh(&TokenHash::of("kept"), &CLIENT, replacement("kept-2"), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Some((Presentation::Rotated, _))));
+    let stored = storage.refresh_family("kept").await.unwrap().unwrap();
+    assert_eq!(stored.upstream_refresh.as_ref(), Some(&third_refresh));
+    assert_eq!(stored.upstream_access.as_ref(), Some(&second_access));
+    assert!(
+        !storage
+            .replace_upstream_tokens("unknown", &third_refresh, seal("x"), None)
+            .await
+            .unwrap()
+    );
 }

@@ -321,11 +321,12 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn replace_upstream_refresh(
+    async fn replace_upstream_tokens(
         &self,
         family_id: &str,
         previous: &SealedSecret,
-        next: SealedSecret,
+        refresh: SealedSecret,
+        access: Option<SealedSecret>,
     ) -> Result<bool, StorageError> {
         let mut inner = self.lock()?;
         let Some(family) = inner.families.get_mut(family_id) else {
@@ -334,8 +335,15 @@ impl Storage for MemoryStorage {
         if family.upstream_refresh.as_ref() != Some(previous) {
             return Ok(false);
         }
-        family.upstream_refresh = Some(next);
+        family.upstream_refresh = Some(refresh);
+        if access.is_some() {
+            family.upstream_access = access;
+        }
         Ok(true)
+    }
+
+    async fn refresh_family(&self, family_id: &str) -> Result<Option<RefreshFamily>, StorageError> {
+        Ok(self.lock()?.families.get(family_id).cloned())
     }
 
     async fn refresh_family_of(

@@ -10,7 +10,7 @@ use super::*;
 use crate::metrics::Metrics;
 
 /// Every operation, so that each has its series before its first use.
-const OPERATIONS: [&str; 35] = [
+const OPERATIONS: [&str; 36] = [
     "consented_scopes",
     "count_clients",
     "count_pending",
@@ -32,9 +32,10 @@ const OPERATIONS: [&str; 35] = [
     "put_consent_request",
     "put_pending",
     "redeem_code",
+    "refresh_family",
     "refresh_family_of",
     "register_client",
-    "replace_upstream_refresh",
+    "replace_upstream_tokens",
     "revoke_access_token",
     "revoke_family",
     "revoke_grants",
@@ -209,19 +210,28 @@ impl Storage for MeteredStorage {
         )
     }
 
-    async fn replace_upstream_refresh(
+    async fn replace_upstream_tokens(
         &self,
         family_id: &str,
         previous: &SealedSecret,
-        next: SealedSecret,
+        refresh: SealedSecret,
+        access: Option<SealedSecret>,
     ) -> Result<bool, StorageError> {
         let started = Instant::now();
         let result = self
             .inner
-            .replace_upstream_refresh(family_id, previous, next)
+            .replace_upstream_tokens(family_id, previous, refresh, access)
             .await;
-        self.observe("replace_upstream_refresh", started, result.is_err());
+        self.observe("replace_upstream_tokens", started, result.is_err());
         result
+    }
+
+    async fn refresh_family(&self, family_id: &str) -> Result<Option<RefreshFamily>, StorageError> {
+        timed!(
+            self,
+            "refresh_family",
+            self.inner.refresh_family(family_id).await
+        )
     }
 
     async fn refresh_family_of(

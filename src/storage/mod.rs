@@ -180,9 +180,13 @@ pub struct AuthorizationCodeRecord {
     /// Chosen when the code is minted, so a replay can revoke the family even mid-issue.
     pub family_id: String,
     pub expires_at: UnixTime,
-    /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
+    /// The provider's refresh token, sealed, when sessions are re-validated on refresh or the
+    /// provider's tokens are kept.
     #[serde(default)]
     pub upstream_refresh: Option<SealedSecret>,
+    /// The provider's access token and its lifetime, sealed, when its tokens are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_access: Option<SealedSecret>,
     /// The provider session the user signed in with (none for local users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_session: Option<UpstreamSession>,
@@ -384,14 +388,18 @@ pub trait Storage: Send + Sync + 'static {
         jti: &str,
         expires_at: UnixTime,
     ) -> Result<(), StorageError>;
-    /// Replaces the family's sealed provider refresh token, if it still is `previous`; `false`
-    /// when another refresh replaced it first.
-    async fn replace_upstream_refresh(
+    /// Replaces the provider's tokens kept for the family, if its sealed refresh token still is
+    /// `previous`: the refresh token with `refresh`, and the access token with `access` when
+    /// given. `false` when another refresh replaced them first.
+    async fn replace_upstream_tokens(
         &self,
         family_id: &str,
         previous: &SealedSecret,
-        next: SealedSecret,
+        refresh: SealedSecret,
+        access: Option<SealedSecret>,
     ) -> Result<bool, StorageError>;
+    /// The family (grant) of that id, revoked or not.
+    async fn refresh_family(&self, family_id: &str) -> Result<Option<RefreshFamily>, StorageError>;
     /// The family a refresh token belongs to, whether it is the current token or a retired one;
     /// nothing changes (revocation and introspection decide from the family's state).
     async fn refresh_family_of(

@@ -52,9 +52,13 @@ pub struct RefreshFamily {
     pub revoked: bool,
     /// Access tokens issued from this family that may still be live; revoked with it.
     pub access_tokens: Vec<IssuedAccessToken>,
-    /// The provider's refresh token, sealed, when sessions are re-validated on refresh.
+    /// The provider's refresh token, sealed, when sessions are re-validated on refresh or the
+    /// provider's tokens are kept.
     #[serde(default)]
     pub upstream_refresh: Option<SealedSecret>,
+    /// The provider's access token and its lifetime, sealed, when its tokens are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_access: Option<SealedSecret>,
     /// The provider session the user signed in with (none for local users and ID-JAGs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_session: Option<crate::identity::UpstreamSession>,
@@ -274,6 +278,7 @@ mod tests {
             revoked: false,
             access_tokens: vec![],
             upstream_refresh: None,
+            upstream_access: None,
             upstream_session: None,
             created_at: now,
             last_used_at: None,

@@ -1,6 +1,7 @@
 //! The upstream OpenID Connect provider the user logs in with; a trait so tests can swap it.
 
 pub mod claims;
+pub(crate) mod kept;
 pub mod logout;
 pub mod oidc;
 pub mod providers;
@@ -39,9 +40,25 @@ pub enum UpstreamError {
 pub struct UpstreamLogin {
     /// The validated ID token's claims, completed from UserInfo where needed.
     pub claims: serde_json::Value,
-    /// Kept (sealed) only when sessions are re-validated on refresh.
+    /// Kept (sealed) only when sessions are re-validated on refresh or tokens are kept.
     pub(crate) refresh_token: Option<SecretString>,
+    /// Kept (sealed) only with `keep_tokens`; none when it is not a bearer token.
+    pub(crate) access_token: Option<ProviderAccessToken>,
 }
+
+/// The provider's access token for the user, as it answered it.
+#[derive(Debug, Clone)]
+pub struct ProviderAccessToken {
+    pub(crate) token: SecretString,
+    pub(crate) expires_at: UnixTime,
+    /// What the provider said the token's scope is, if it said.
+    pub(crate) scope: Option<String>,
+}
+
+/// How long a provider's access token is taken to live when its answer did not say
+/// (`expires_in` is only RECOMMENDED, RFC 6749 §5.1): short, so that an unknown lifetime costs a
+/// refresh at the provider rather than an API call with a dead token.
+pub(crate) const ASSUMED_ACCESS_TOKEN_LIFETIME_SECS: u64 = 300;
 
 /// The provider's answer to a refresh: the session is still alive.
 #[derive(Debug)]
@@ -50,6 +67,8 @@ pub struct UpstreamRefresh {
     pub refresh_token: Option<SecretString>,
     /// The claims of a new ID token, when the provider sent one (validated, nonce aside).
     pub(crate) claims: Option<serde_json::Value>,
+    /// The new access token; none when it is not a bearer token.
+    pub(crate) access_token: Option<ProviderAccessToken>,
 }
 
 /// What the bridge sends along with the user: its own state, nonce and PKCE challenge.

@@ -20,7 +20,8 @@ use url::Url;
 
 use super::logout::{self, LogoutRefused, LogoutRequest};
 use super::{
-    LogoutError, Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh, UpstreamRequest,
+    LogoutError, ProviderAccessToken, Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh,
+    UpstreamRequest,
 };
 use crate::clock::UnixTime;
 use crate::error_chain;
@@ -380,6 +381,7 @@ impl Upstream for OidcUpstream {
         let refresh_token = response
             .refresh_token()
             .map(|token| SecretString::new(token.secret()));
+        let access_token = provider_access_token(&response, now);
         let id_token = response.id_token().ok_or_else(|| {
             UpstreamError::Rejected("the token response has no id_token".to_owned())
         })?;
@@ -400,6 +402,7 @@ impl Upstream for OidcUpstream {
             return Ok(UpstreamLogin {
                 claims,
                 refresh_token,
+                access_token,
             });
         };
         let claims = match self
@@ -416,6 +419,7 @@ impl Upstream for OidcUpstream {
         Ok(UpstreamLogin {
             claims,
             refresh_token,
+            access_token,
         })
     }
 
@@ -513,8 +517,37 @@ impl Upstream for OidcUpstream {
                 .refresh_token()
                 .map(|token| SecretString::new(token.secret())),
             claims,
+            access_token: provider_access_token(&response, now),
         })
     }
+}
+
+/// The access token of a token response, as the bridge can hand it on: a bearer token (one
+/// bound to our key by DPoP or mTLS is of no use to anyone else).
+fn provider_access_token(
+    response: &openidconnect::core::CoreTokenResponse,
+    now: UnixTime,
+) -> Option<ProviderAccessToken> {
+    if *response.token_type() != openidconnect::core::CoreTokenType::Bearer {
+        return None;
+    }
+    let lifetime = response
+        .expires_in()
+        .map_or(super::ASSUMED_ACCESS_TOKEN_LIFETIME_SECS, |lifetime| {
+            lifetime.as_secs()
+        });
+    let scope = response.scopes().map(|scopes| {
+        scopes
+            .iter()
+            .map(|scope| scope.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    Some(ProviderAccessToken {
+        token: SecretString::new(response.access_token().secret()),
+        expires_at: now.plus(std::time::Duration::from_secs(lifetime)),
+        scope,
+    })
 }
 
 fn token_request_error<E: std::error::Error + 'static>(

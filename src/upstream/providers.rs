@@ -29,6 +29,8 @@ pub struct Provider {
     pub access_policy: AccessPolicy,
     /// Whether its grants are checked with it at each refresh (`revalidate_on_refresh`).
     pub revalidate_on_refresh: bool,
+    /// Whether its tokens are kept for token exchanges (`keep_tokens`).
+    pub keep_tokens: bool,
     pub upstream: Arc<dyn Upstream>,
 }
 

@@ -52,6 +52,10 @@ pub struct UpstreamConfig {
     /// so a user disabled or logged out upstream loses access at the next refresh.
     #[serde(default)]
     pub revalidate_on_refresh: bool,
+    /// Keep the provider's access and refresh tokens (sealed), so that an MCP server with a
+    /// token-exchange rule naming `upstream` can get the provider's token for its user.
+    #[serde(default)]
+    pub keep_tokens: bool,
 }
 
 fn default_upstream_scopes() -> Vec<String> {

@@ -61,6 +61,8 @@ pub struct ProviderState {
     pub userinfo_requests: Mutex<u32>,
     /// Live refresh tokens (rotated on every use, as Keycloak can be set to).
     refresh_tokens: Mutex<HashSet<String>>,
+    /// Live access tokens, each new (UserInfo accepts these).
+    access_tokens: Mutex<HashSet<String>>,
     pub refresh_requests: Mutex<u32>,
     /// The token endpoint answers refreshes with a bare 503, as a provider behind a failing
     /// load balancer does.
@@ -120,12 +122,10 @@ impl TestProvider {
             token_requests: Mutex::new(0),
             userinfo_requests: Mutex::new(0),
             refresh_tokens: Mutex::new(HashSet::new()),
+            access_tokens: Mutex::new(HashSet::new()),
             refresh_requests: Mutex::new(0),
             refresh_outage: Mutex::new(false),
-            secrets: Mutex::new(vec![
-                CLIENT_SECRET.to_owned(),
-                UPSTREAM_ACCESS_TOKEN.to_owned(),
-            ]),
+            secrets: Mutex::new(vec![CLIENT_SECRET.to_owned()]),
             eddsa,
         });
         let routes = Router::new()
@@ -151,6 +151,7 @@ impl TestProvider {
     /// refresh tokens stop working.
     pub fn end_sessions(&self) {
         self.state.refresh_tokens.lock().unwrap().clear();
+        self.state.access_tokens.lock().unwrap().clear();
     }
 
     pub fn set_refresh_outage(&self, down: bool) {
@@ -428,8 +429,18 @@ fn token_response(state: &ProviderState, claims: &Value, pem: &str, kid: &str) -
         }
     };
     state.saw(&id_token);
+    let access_token = format!(
+        "{UPSTREAM_ACCESS_TOKEN}-{}",
+        URL_SAFE_NO_PAD.encode(rand_bytes())
+    );
+    state.saw(&access_token);
+    state
+        .access_tokens
+        .lock()
+        .unwrap()
+        .insert(access_token.clone());
     Json(json!({
-        "access_token": UPSTREAM_ACCESS_TOKEN,
+        "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": 300,
         "id_token": id_token,
@@ -468,12 +479,12 @@ fn refresh(state: &ProviderState, form: &HashMap<String, String>) -> Response {
 const UPSTREAM_ACCESS_TOKEN: &str = "upstream-access-token";
 
 async fn userinfo(State(state): State<Arc<ProviderState>>, headers: HeaderMap) -> Response {
-    let bearer = format!("Bearer {UPSTREAM_ACCESS_TOKEN}");
-    if headers
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        != Some(bearer.as_str())
-    {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !state.access_tokens.lock().unwrap().contains(presented) {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_token");
     }
     *state.userinfo_requests.lock().unwrap() += 1;

@@ -21,13 +21,18 @@ const SERVER_SECRET: &str = "reports-mcp-secret-0123456789";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
+/// The MCP server, as a confidential client allowed the grant.
+fn add_exchanging_server(config: &mut mcp_oauth_bridge::config::Config) {
+    let mut server = client(SERVER);
+    server.secret = Some(mcp_oauth_bridge::secret::SecretString::new(SERVER_SECRET));
+    server.grant_types = Some(strings([TOKEN_EXCHANGE]));
+    config.oauth.clients.push(server);
+}
+
 async fn exchanging_app() -> TestApp {
     spawn_app_with(Options {
         configure: configure(|config| {
-            let mut server = client(SERVER);
-            server.secret = Some(mcp_oauth_bridge::secret::SecretString::new(SERVER_SECRET));
-            server.grant_types = Some(strings([TOKEN_EXCHANGE]));
-            config.oauth.clients.push(server);
+            add_exchanging_server(config);
             config.oauth.resources = strings([RESOURCE, API]);
             config.oauth.token_exchange = serde_json::from_value(json!({
                 "rules": [{"client": SERVER, "audiences": [API], "scopes": ["openid", "email"],
@@ -48,6 +53,33 @@ async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// The user's client revokes its refresh token, and so the whole grant.
+async fn revoke_users_grant(app: &TestApp, user: &Value) {
+    let revoked = app
+        .api
+        .post(app.url("/oauth/revoke"))
+        .form(&[
+            ("token", user["refresh_token"].as_str().unwrap()),
+            ("client_id", PUBLIC_CLIENT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+}
+
+/// RFC 8693 §2.2.2: the subject token's grant is gone, so the subject token is not valid.
+async fn refused_as_revoked(response: reqwest::Response) {
+    let body = oauth_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
 }
 
 fn form<'a>(subject: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -102,34 +134,12 @@ async fn a_server_exchanges_its_callers_token_for_one_to_another_resource_that_g
     assert_eq!(introspected["act"]["sub"], SERVER);
 
     // The user's client revokes its grant: the exchanged token goes with it, and no more.
-    let revoked = app
-        .api
-        .post(app.url("/oauth/revoke"))
-        .form(&[
-            ("token", user["refresh_token"].as_str().unwrap()),
-            ("client_id", PUBLIC_CLIENT),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), StatusCode::OK);
+    revoke_users_grant(&app, &user).await;
     assert_eq!(
         app.introspect_as_web_client(exchanged).await["active"],
         false
     );
-    let body = oauth_error(
-        exchange(&app, &form(subject_token, &[])).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    )
-    .await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("revoked"),
-        "{body}"
-    );
+    refused_as_revoked(exchange(&app, &form(subject_token, &[])).await).await;
 }
 
 #[tokio::test]
@@ -214,10 +224,7 @@ async fn the_server_behind_the_proxy_exchanges_the_token_it_was_sent_for_a_short
     let app = spawn_app_with(Options {
         configure: configure(move |config| {
             config.proxy = Some(proxy);
-            let mut server = client(SERVER);
-            server.secret = Some(mcp_oauth_bridge::secret::SecretString::new(SERVER_SECRET));
-            server.grant_types = Some(strings([TOKEN_EXCHANGE]));
-            config.oauth.clients.push(server);
+            add_exchanging_server(config);
             config.oauth.resources = strings([API]);
             // No subject_audiences: the proxied server's resource.
             config.oauth.token_exchange = serde_json::from_value(json!({
@@ -264,4 +271,182 @@ async fn the_server_behind_the_proxy_exchanges_the_token_it_was_sent_for_a_short
         jwt_payload(late["access_token"].as_str().unwrap())["exp"],
         subject_exp
     );
+}
+
+/// A server whose rule names `upstream`, in front of a provider whose tokens are kept.
+async fn keeping_app(clock: Arc<FixedClock>) -> TestApp {
+    spawn_app_with(Options {
+        configure: configure(|config| {
+            upstream(config).keep_tokens = true;
+            add_exchanging_server(config);
+            config.oauth.resources = strings([RESOURCE, API]);
+            config.oauth.token_exchange = serde_json::from_value(json!({
+                "rules": [{"client": SERVER, "audiences": [API, "upstream"], "scopes": ["openid", "email"],
+                           "subject_audiences": [RESOURCE]}]
+            }))
+            .unwrap();
+        }),
+        clock: Some(clock as _),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The provider's UserInfo, called with `token` as any API of the provider would be.
+async fn providers_userinfo(app: &TestApp, token: &str) -> reqwest::Response {
+    app.api
+        .get(format!(
+            "{}/protocol/openid-connect/userinfo",
+            app.provider.issuer
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn providers_token(app: &TestApp, subject: &str) -> Value {
+    let response = exchange(app, &form(subject, &[("audience", "upstream")])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_server_gets_the_providers_token_for_its_user_renewed_at_the_provider_once_it_expires() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = keeping_app(Arc::clone(&clock)).await;
+    let user = app.tokens().await;
+    assert!(
+        !user.to_string().contains("upstream-access-token"),
+        "the user's client never sees the provider's token"
+    );
+    let subject = user["access_token"].as_str().unwrap();
+
+    let first = providers_token(&app, subject).await;
+    assert_eq!(first["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(first["token_type"], "Bearer");
+    assert_eq!(first["expires_in"], 300, "as the provider said: {first}");
+    assert!(first.get("refresh_token").is_none());
+    assert!(first.get("scope").is_none(), "the provider named none");
+    let provider_token = first["access_token"].as_str().unwrap();
+    assert!(provider_token.starts_with("upstream-access-token-"));
+    let userinfo = providers_userinfo(&app, provider_token).await;
+    assert_eq!(userinfo.status(), StatusCode::OK);
+    let userinfo: Value = userinfo.json().await.unwrap();
+    assert_eq!(userinfo["sub"], "upstream-user-42");
+
+    // Still fresh: the same token, and the provider is not asked.
+    clock.advance(Duration::from_secs(100));
+    let again = providers_token(&app, subject).await;
+    assert_eq!(again["access_token"], provider_token);
+    assert_eq!(again["expires_in"], 200);
+    assert_eq!(app.provider.refresh_requests(), 0);
+
+    // Less than 30 s left: renewed at the provider with the refresh token kept at sign-in.
+    clock.advance(Duration::from_secs(180));
+    let renewed = providers_token(&app, subject).await;
+    let renewed_token = renewed["access_token"].as_str().unwrap();
+    assert_ne!(renewed_token, provider_token);
+    assert_eq!(renewed["expires_in"], 300);
+    assert_eq!(app.provider.refresh_requests(), 1);
+    assert_eq!(
+        providers_userinfo(&app, renewed_token).await.status(),
+        StatusCode::OK
+    );
+    // The renewal was kept (with the provider's rotated refresh token) for the next exchange.
+    assert_eq!(
+        providers_token(&app, subject).await["access_token"],
+        renewed_token
+    );
+    assert_eq!(app.provider.refresh_requests(), 1);
+    // Our refresh grant goes on as before, and keeps what was kept.
+    let refreshed = app.refresh(user["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert!(!refreshed.to_string().contains("upstream-"));
+    let newer_subject = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(
+        providers_token(&app, newer_subject).await["access_token"],
+        renewed_token
+    );
+
+    // The provider ends the session: once the token expires, it is not renewed.
+    app.provider.end_sessions();
+    clock.advance(Duration::from_secs(290));
+    let body = oauth_error(
+        exchange(&app, &form(newer_subject, &[("audience", "upstream")])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    assert_eq!(
+        body["error_description"],
+        "the identity provider ended the user's session; the user must sign in again"
+    );
+}
+
+#[tokio::test]
+async fn the_providers_token_follows_the_grant_and_the_rule() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = keeping_app(clock).await;
+    let user = app.tokens().await;
+    let subject = user["access_token"].as_str().unwrap();
+    // Our scopes do not narrow the provider's token.
+    let body = oauth_error(
+        exchange(
+            &app,
+            &form(subject, &[("audience", "upstream"), ("scope", "openid")]),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_scope",
+    )
+    .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("without scope")
+    );
+    // `resource` must be a URI (RFC 8707): `upstream` is an audience only.
+    oauth_error(
+        exchange(&app, &form(subject, &[("resource", "upstream")])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    // A client without a rule, and a token sent to another resource, get nothing.
+    let other = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&form(subject, &[("audience", "upstream")]))
+        .send()
+        .await
+        .unwrap();
+    oauth_error(other, StatusCode::BAD_REQUEST, "unauthorized_client").await;
+    let ours: Value = exchange(&app, &form(subject, &[]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    oauth_error(
+        exchange(
+            &app,
+            &form(
+                ours["access_token"].as_str().unwrap(),
+                &[("audience", "upstream")],
+            ),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+
+    // The user's grant revoked: no provider token for it any more.
+    assert_eq!(providers_token(&app, subject).await["token_type"], "Bearer");
+    revoke_users_grant(&app, &user).await;
+    refused_as_revoked(exchange(&app, &form(subject, &[("audience", "upstream")])).await).await;
 }

@@ -85,7 +85,7 @@ pub(super) async fn exchange(
     let refresh = (grant.refresh_tokens
         && client.allows_grant(GrantType::RefreshToken)
         // Re-validation needs the provider's refresh token, which this grant has not.
-        && bridge.revalidation.is_none())
+        && !bridge.revalidates_any())
     .then(generate_token::<crate::secret::RefreshToken>);
     let family_id = random_string(16);
     let issued = Grant {
@@ -118,6 +118,7 @@ pub(super) async fn exchange(
             expires_at: record.expires_at,
         }],
         upstream_refresh: None,
+        upstream_access: None,
         upstream_session: None,
         created_at: now,
         last_used_at: None,

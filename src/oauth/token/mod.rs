@@ -4,6 +4,7 @@
 mod authorization_code;
 mod client_credentials;
 mod jwt_bearer;
+mod provider_token;
 mod refresh_token;
 mod request;
 mod revalidation;
@@ -31,6 +32,8 @@ pub struct TokenResponse {
     pub(crate) expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<RefreshToken>,
+    /// Left out when empty: no scope was granted, or (for the provider's token) none is known.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub(crate) scope: String,
     /// OIDC Core §3.1.3.3: present when the grant includes `openid`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +74,21 @@ impl TokenResponse {
             issued_token_type: grant
                 .actor
                 .map(|_| crate::oauth::token_exchange::ACCESS_TOKEN_TYPE),
+        }
+    }
+}
+
+impl TokenResponse {
+    /// The identity provider's access token handed on by a token exchange, as it was issued.
+    fn of_provider(token: crate::upstream::ProviderAccessToken, now: UnixTime) -> TokenResponse {
+        TokenResponse {
+            access_token: token.token.expose().to_owned(),
+            token_type: crate::tokens::BEARER,
+            expires_in: u64::try_from(token.expires_at.seconds() - now.seconds()).unwrap_or(0),
+            refresh_token: None,
+            scope: token.scope.unwrap_or_default(),
+            id_token: None,
+            issued_token_type: Some(crate::oauth::token_exchange::ACCESS_TOKEN_TYPE),
         }
     }
 }

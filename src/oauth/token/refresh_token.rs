@@ -29,9 +29,12 @@ pub(super) async fn exchange(
         resource: grant.resource,
     };
 
-    let identity = match &bridge.revalidation {
-        Some(sealer) => revalidate(bridge, sealer, client, &presented, &request, now).await?,
-        None => None,
+    // Kept tokens alone (`keep_tokens`) cost a refresh nothing: no lookup before the rotation.
+    let identity = match &bridge.sealer {
+        Some(sealer) if bridge.revalidates_any() => {
+            revalidate(bridge, sealer, client, &presented, &request, now).await?
+        }
+        _ => None,
     };
     // The access token's id and expiry are fixed before rotation so the family records it atomically.
     let (new_refresh, new_hash): (RefreshToken, _) = generate_token();

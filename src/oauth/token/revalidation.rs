@@ -6,12 +6,12 @@ use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
-use crate::oauth::sign_in::upstream_refresh_name;
 use crate::oauth::{Bridge, OAuthError, SignIn};
-use crate::sealing::Sealer;
+use crate::sealing::{SealedSecret, Sealer};
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{RefreshFamily, RefreshRequest};
 use crate::upstream::claims::{NoSubject, Refusal, check_access, lookup};
+use crate::upstream::kept;
 use crate::upstream::providers::Provider;
 use crate::upstream::{UpstreamError, UpstreamRefresh};
 
@@ -50,7 +50,7 @@ pub(super) async fn revalidate(
     if !would_rotate {
         return Ok(None);
     }
-    let name = upstream_refresh_name(&family.id);
+    let name = kept::refresh_name(&family.id);
     let Some(sealed) = &family.upstream_refresh else {
         // Issued before re-validation was turned on: the session cannot be checked.
         return Err(refuse(bridge, &family, "no provider session is known for it", now).await);
@@ -84,7 +84,7 @@ pub(super) async fn revalidate(
         // The refresh is deferred, not refused: the session may well stand.
         Err(error) => return Err(OAuthError::unavailable(error)),
     };
-    store_successor(bridge, sealer, &family, sealed, &refreshed, &name).await?;
+    store_successor(bridge, sealer, provider, &family, sealed, &refreshed).await?;
     let Some(claims) = &refreshed.claims else {
         return Ok(None);
     };
@@ -103,30 +103,38 @@ pub(super) async fn revalidate(
     }
 }
 
-/// Stores the provider's new refresh token at once, whatever becomes of our rotation: the old
-/// one is spent at the provider either way.
-async fn store_successor(
+/// Stores the provider's new tokens at once, whatever becomes of our rotation: the old refresh
+/// token is spent at the provider either way.
+pub(super) async fn store_successor(
     bridge: &Bridge,
     sealer: &Sealer,
+    provider: &Provider,
     family: &RefreshFamily,
-    used: &crate::sealing::SealedSecret,
+    used: &SealedSecret,
     refreshed: &UpstreamRefresh,
-    name: &str,
-) -> Result<(), OAuthError> {
-    let Some(token) = &refreshed.refresh_token else {
-        return Ok(());
+) -> Result<bool, OAuthError> {
+    let access = match (&refreshed.access_token, provider.keep_tokens) {
+        (Some(token), true) => {
+            Some(kept::seal_access(sealer, &family.id, token).map_err(OAuthError::internal)?)
+        }
+        _ => None,
     };
-    let sealed = sealer
-        .seal_secret(name, token)
-        .map_err(OAuthError::internal)?;
-    if !bridge
+    let refresh = match &refreshed.refresh_token {
+        Some(token) => sealer
+            .seal_secret(&kept::refresh_name(&family.id), token)
+            .map_err(OAuthError::internal)?,
+        // The provider does not rotate its refresh tokens: the one used stays.
+        None if access.is_some() => used.clone(),
+        None => return Ok(true),
+    };
+    let stored = bridge
         .storage
-        .replace_upstream_refresh(&family.id, used, sealed)
-        .await?
-    {
-        tracing::info!(family = %family.id, "a concurrent refresh stored the provider's token first");
+        .replace_upstream_tokens(&family.id, used, refresh, access)
+        .await?;
+    if !stored {
+        tracing::info!(family = %family.id, "a concurrent refresh stored the provider's tokens first");
     }
-    Ok(())
+    Ok(stored)
 }
 
 /// Why the identity of a refreshed ID token is not accepted.

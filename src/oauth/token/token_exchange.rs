@@ -4,14 +4,15 @@
 //! longer, naming the server as the actor. The new token follows the original grant: revoking
 //! the grant (reuse, logout, an administrator) refuses it too.
 
+use super::provider_token;
 use super::request::TokenExchangeGrant;
 use super::{Grant, TokenResponse, issue_access_token};
 use crate::clients::Client;
 use crate::clock::UnixTime;
 use crate::identity::Identity;
 use crate::oauth::bearer::{Inactive, check_access_token};
-use crate::oauth::token_exchange::ACCESS_TOKEN_TYPE;
-use crate::oauth::{Bridge, GrantType, OAuthError, scope};
+use crate::oauth::token_exchange::{ACCESS_TOKEN_TYPE, Decision, UPSTREAM_AUDIENCE};
+use crate::oauth::{Bridge, GrantType, OAuthError, SignIn, scope};
 use crate::tokens::opaque::random_string;
 
 pub(super) async fn exchange(
@@ -51,6 +52,19 @@ pub(super) async fn exchange(
         }
         (audience, resource) => audience.or(resource),
     };
+    // RFC 8707: a resource is an absolute URI; the provider's token is named by audience only.
+    if request.audience.is_none() && request.resource == Some(UPSTREAM_AUDIENCE) {
+        return Err(OAuthError::InvalidTarget(
+            "ask for the identity provider's token with audience=upstream; resource names a URI"
+                .into(),
+        ));
+    }
+    // With several providers, the provider's name asks for its token, as `upstream` does.
+    let named_provider = request.audience.filter(|name| {
+        *name != UPSTREAM_AUDIENCE
+            && matches!(&bridge.sign_in, SignIn::Upstream(providers) if providers.named(name).is_some())
+    });
+    let target = named_provider.map_or(target, |_| Some(UPSTREAM_AUDIENCE));
     let requested_scope = request.scope.map(scope::parse).transpose()?;
     let subject = match check_access_token(bridge, request.subject_token.expose(), now).await? {
         Ok(claims) => claims,
@@ -68,6 +82,12 @@ pub(super) async fn exchange(
         return Err(OAuthError::invalid_request(
             "the subject token belongs to no user's grant",
         ));
+    };
+    let decided = match decided {
+        Decision::Ours(exchange) => exchange,
+        Decision::ProviderToken => {
+            return provider_token::release(bridge, client, &subject, named_provider, now).await;
+        }
     };
     if !bridge.storage.grant_is_live(family_id).await? {
         return Err(OAuthError::invalid_request(

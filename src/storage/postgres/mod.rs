@@ -856,18 +856,32 @@ impl Storage for PostgresStorage {
         revoke_access_token(&self.client().await?, jti, expires_at).await
     }
 
-    async fn replace_upstream_refresh(
+    async fn replace_upstream_tokens(
         &self,
         family_id: &str,
         previous: &SealedSecret,
-        next: SealedSecret,
+        refresh: SealedSecret,
+        access: Option<SealedSecret>,
     ) -> Result<bool, StorageError> {
+        // One statement, so that a rotation of the family (which rewrites `data` under a row
+        // lock) sees both tokens replaced or neither; a null access token keeps the one there.
         let updated = self.execute(
-                "UPDATE refresh_families SET data = jsonb_set(data, '{upstream_refresh}', to_jsonb($3::text))
+                "UPDATE refresh_families
+                 SET data = data || jsonb_strip_nulls(jsonb_build_object('upstream_refresh', $3::text, 'upstream_access', $4::text))
                  WHERE id = $1 AND data->>'upstream_refresh' = $2",
-                &[&family_id, &previous.as_str(), &next.as_str()],
+                &[&family_id, &previous.as_str(), &refresh.as_str(), &access.as_ref().map(SealedSecret::as_str)],
             ).await?;
         Ok(updated == 1)
+    }
+
+    async fn refresh_family(&self, family_id: &str) -> Result<Option<RefreshFamily>, StorageError> {
+        let row = self
+            .query_opt(
+                "SELECT data FROM refresh_families WHERE id = $1",
+                &[&family_id],
+            )
+            .await?;
+        row.as_ref().map(family_of_row).transpose()
     }
 
     async fn refresh_family_of(
@@ -881,12 +895,7 @@ impl Storage for PostgresStorage {
                 &[&hash(token)],
             )
             .await?;
-        row.map(|row| {
-            row.try_get::<_, Json<RefreshFamily>>(0)
-                .map(|Json(family)| family)
-                .map_err(unavailable)
-        })
-        .transpose()
+        row.as_ref().map(family_of_row).transpose()
     }
 
     async fn put_consent_request(
@@ -1375,4 +1384,11 @@ async fn sweep(client: &impl GenericClient, now: UnixTime) -> Result<usize, Stor
         }
     }
     Ok(removed)
+}
+
+/// The family a row's first column holds.
+fn family_of_row(row: &Row) -> Result<RefreshFamily, StorageError> {
+    row.try_get::<_, Json<RefreshFamily>>(0)
+        .map(|Json(family)| family)
+        .map_err(unavailable)
 }
