@@ -220,13 +220,16 @@ async fn nothing_secret_reaches_the_log_of_a_sign_in_and_every_way_it_fails() {
     let database = database_with_password().await;
     let mut secrets: Vec<String> = Vec::new();
     let yaml_secret = unique("yaml-client-secret");
+    let exchanger_secret = unique("exchanger-secret");
     let introspection_token = unique("introspection-token");
     let encryption_key = unique("storage-encryption-key");
     secrets.extend([
         yaml_secret.clone(),
+        exchanger_secret.clone(),
         introspection_token.clone(),
         encryption_key.clone(),
         STANDARD.encode(format!("service:{yaml_secret}")),
+        STANDARD.encode(format!("exchanger:{exchanger_secret}")),
     ]);
     let storage = match &database {
         Some(ScanDatabase { url, password, .. }) => {
@@ -249,6 +252,11 @@ oauth:
     - id: service
       secret: "{yaml_secret}"
       grant_types: [client_credentials]
+    - id: exchanger
+      secret: "{exchanger_secret}"
+      grant_types: ["urn:ietf:params:oauth:grant-type:token-exchange"]
+  token_exchange:
+    rules: [{{ client: exchanger, audiences: [upstream] }}]
   dcr:
     enabled: true
     allowed_redirect_profiles: [loopback]
@@ -257,6 +265,7 @@ oauth:
     client_id: {client_id}
     client_secret: "{client_secret}"
     revalidate_on_refresh: true
+    keep_tokens: true
 storage:
   {storage}
 proxy:
@@ -392,6 +401,26 @@ proxy:
         .unwrap()
         .to_owned();
     secrets.push(identity);
+    // The provider's token, kept sealed and handed on by an exchange (the provider lists it).
+    let handed_on = api
+        .post(bridge.url("/oauth/token"))
+        .basic_auth("exchanger", Some(&exchanger_secret))
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", next_access.as_str()),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("audience", "upstream"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handed_on.status(), StatusCode::OK);
     let introspected: Value = api
         .post(bridge.url("/oauth/introspect"))
         .bearer_auth(&introspection_token)

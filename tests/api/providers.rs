@@ -430,3 +430,76 @@ async fn one_provider_down_leaves_the_bridge_ready_for_the_other() {
     assert!(to_client.starts_with(PUBLIC_REDIRECT), "{to_client}");
     assert_eq!(query_of(&to_client)["error"], "temporarily_unavailable");
 }
+
+/// With `keep_tokens` at corp alone, a token exchange hands on the provider's token of the user's
+/// own provider: by `upstream`, or by that provider's name, never another's.
+#[tokio::test]
+async fn an_exchange_hands_on_the_token_of_the_users_own_provider_only() {
+    use crate::token_exchange::{add_exchanging_server, exchange, form, providers_userinfo};
+    let partner = TestProvider::start().await;
+    let partner_issuer = partner.issuer.clone();
+    let app = spawn_app_with(Options {
+        configure: configure(move |config| {
+            let mut corp = config.oauth.upstream.take().unwrap();
+            corp.name = Some("corp".into());
+            corp.email_domains = strings(["corp.example"]);
+            corp.keep_tokens = true;
+            let mut other = config_of(&corp);
+            other.name = Some("partner".into());
+            other.issuer = partner_issuer;
+            config.oauth.upstreams = vec![corp, other];
+            add_exchanging_server(config);
+            config.oauth.resources = strings([RESOURCE]);
+            config.oauth.token_exchange = serde_json::from_value(json!({
+                "rules": [{"client": crate::token_exchange::SERVER, "audiences": ["upstream"],
+                           "subject_audiences": [RESOURCE]}]
+            }))
+            .unwrap();
+        }),
+        ..Options::default()
+    })
+    .await;
+    let corp = corp_tokens(&app).await;
+    let corp_token = corp["access_token"].as_str().unwrap();
+    for audience in ["upstream", "corp"] {
+        let response = exchange(&app, &form(corp_token, &[("audience", audience)])).await;
+        assert_eq!(response.status(), StatusCode::OK, "{audience}");
+        let body: Value = response.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(
+            providers_userinfo(&app, token).await.status(),
+            StatusCode::OK,
+            "corp's own token"
+        );
+    }
+    let body = oauth_error(
+        exchange(&app, &form(corp_token, &[("audience", "partner")])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    assert_eq!(
+        body["error_description"],
+        "the user signed in at another identity provider than the one named"
+    );
+
+    // The partner keeps no tokens: its users' grants have none to hand on.
+    let partner_user = partner_tokens(&app, &partner).await;
+    let body = oauth_error(
+        exchange(
+            &app,
+            &form(
+                partner_user["access_token"].as_str().unwrap(),
+                &[("audience", "upstream")],
+            ),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    assert_eq!(
+        body["error_description"],
+        "the tokens of the user's identity provider are not kept (upstream.keep_tokens)"
+    );
+}

@@ -16,13 +16,13 @@ use crate::mcp_upstream::McpUpstream;
 use crate::proxy::Proxied;
 
 const API: &str = "https://api.example.com";
-const SERVER: &str = "reports-mcp";
+pub const SERVER: &str = "reports-mcp";
 const SERVER_SECRET: &str = "reports-mcp-secret-0123456789";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// The MCP server, as a confidential client allowed the grant.
-fn add_exchanging_server(config: &mut mcp_oauth_bridge::config::Config) {
+pub fn add_exchanging_server(config: &mut mcp_oauth_bridge::config::Config) {
     let mut server = client(SERVER);
     server.secret = Some(mcp_oauth_bridge::secret::SecretString::new(SERVER_SECRET));
     server.grant_types = Some(strings([TOKEN_EXCHANGE]));
@@ -45,7 +45,7 @@ async fn exchanging_app() -> TestApp {
     .await
 }
 
-async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+pub async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
     app.api
         .post(app.url("/oauth/token"))
         .basic_auth(SERVER, Some(SERVER_SECRET))
@@ -82,7 +82,7 @@ async fn refused_as_revoked(response: reqwest::Response) {
     );
 }
 
-fn form<'a>(subject: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub fn form<'a>(subject: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut form = vec![
         ("grant_type", TOKEN_EXCHANGE),
         ("subject_token", subject),
@@ -293,7 +293,7 @@ async fn keeping_app(clock: Arc<FixedClock>) -> TestApp {
 }
 
 /// The provider's UserInfo, called with `token` as any API of the provider would be.
-async fn providers_userinfo(app: &TestApp, token: &str) -> reqwest::Response {
+pub async fn providers_userinfo(app: &TestApp, token: &str) -> reqwest::Response {
     app.api
         .get(format!(
             "{}/protocol/openid-connect/userinfo",

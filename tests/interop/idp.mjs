@@ -4,7 +4,9 @@
 // PKCE required, refresh tokens — and, by default, an issuer with a path (`/realms/test`).
 //
 // usage: node idp.mjs --port N --client-secret S --redirect-uri URL [--issuer-path /realms/test]
-//        [--backchannel-logout-uri URL] [--exit-with-stdin]
+//        [--backchannel-logout-uri URL] [--access-token-ttl SECONDS] [--exit-with-stdin]
+// --access-token-ttl shortens its access tokens' lifetime (an hour by default), so that the suite
+// sees the bridge renew a kept one.
 // With --backchannel-logout-uri, ending a session at the provider (its RP-initiated logout page)
 // POSTs a logout token there (OpenID Connect Back-Channel Logout 1.0), naming the session's sid.
 // Prints `ready <issuer>` on stdout once it listens on 127.0.0.1. With --exit-with-stdin it also
@@ -22,6 +24,7 @@ const { values: args } = parseArgs({
     'redirect-uri': { type: 'string' },
     'issuer-path': { type: 'string', default: '/realms/test' },
     'backchannel-logout-uri': { type: 'string' },
+    'access-token-ttl': { type: 'string' },
     'exit-with-stdin': { type: 'boolean', default: false },
   },
 });
@@ -60,6 +63,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
   cookies: { keys: ['interop-suite-cookie-key-not-secret'] },
   pkce: { required: () => true },
+  ...(args['access-token-ttl'] ? { ttl: { AccessToken: Number(args['access-token-ttl']) } } : {}),
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   claims: {
     email: ['email', 'email_verified'],

@@ -33,6 +33,12 @@ GUARDED_TOOL = "purge_cache"
 EXPECTED_REREGISTRATION = {"python-sdk-1": "no", "python-sdk-2": "no", "typescript-sdk": "yes"}
 # Short enough that the suite sees tokens expire; long enough for a sign-in to finish first.
 ACCESS_TOKEN_TTL_SECONDS = 8
+# The provider's access tokens: the bridge renews one it keeps once under 30 s are left, so the
+# token-exchange scenario sees a renewal after some 10 s.
+PROVIDER_ACCESS_TOKEN_TTL_SECONDS = 40
+# The proxied MCP server's credentials at the bridge, for its token exchanges.
+EXCHANGING_SERVER = "reports-mcp"
+EXCHANGING_SECRET = "reports-mcp-secret-0123456789"
 CLIENT_TIMEOUT_SECONDS = 240
 
 
@@ -132,10 +138,10 @@ class Processes:
 
 
 def common_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret, oauth_extra="",
-                         proxy_extra="", scopes=(SCOPE,)):
+                         proxy_extra="", scopes=(SCOPE,), upstream_extra=""):
     """What both bridges share: the port, a configured key, DCR, the provider, memory storage and a
-    proxy to an MCP server of their own; `oauth_extra` and `proxy_extra` are YAML lines added to
-    those sections."""
+    proxy to an MCP server of their own; `oauth_extra`, `upstream_extra` and `proxy_extra` are YAML
+    lines added to those sections."""
     # With the trailing slash: the MCP server (Python SDK 1.x) names its authorization server
     # `http://host:port/` in its metadata, and SDK 2.x clients require the identical string.
     issuer = f"http://127.0.0.1:{bridge_port}/"
@@ -163,7 +169,7 @@ oauth:
     scopes: [openid, email, profile, groups]
     claims: {{ groups: groups }}
     allowed_groups: [mcp-users]
-storage:
+{upstream_extra}storage:
   backend: memory
 proxy:
   upstream_url: "http://127.0.0.1:{proxied_mcp_port}"
@@ -175,21 +181,31 @@ proxy:
 
 def bridge_config(bridge_port, idp_port, mcp_port, proxied_mcp_port, client_secret, enterprise_jwks):
     """The main bridge: panva's oidc-provider upstream, a resource that validates tokens itself,
-    an enterprise IdP's ID-JAGs, and a guarded tool behind its proxy."""
+    an enterprise IdP's ID-JAGs, a guarded tool behind its proxy, and the MCP server there acting
+    for its callers downstream by token exchange."""
     oauth_extra = f"""  resources: ["http://127.0.0.1:{mcp_port}/mcp"]
   clients:
     # Enterprise-Managed Authorization: trades ID-JAGs from the enterprise IdP of oidc_client.mjs.
     - {{ id: enterprise-agent, secret: "enterprise-agent-secret-0123456789",
         grant_types: ["urn:ietf:params:oauth:grant-type:jwt-bearer"] }}
+    # The proxied MCP server, exchanging its callers' tokens (RFC 8693).
+    - {{ id: {EXCHANGING_SERVER}, secret: "{EXCHANGING_SECRET}",
+        grant_types: ["urn:ietf:params:oauth:grant-type:token-exchange"] }}
+  token_exchange:
+    rules:
+      - {{ client: {EXCHANGING_SERVER}, audiences: ["http://127.0.0.1:{mcp_port}/mcp", upstream],
+          scopes: [openid, email, "{SCOPE}"] }}
   identity_assertion:
     trusted_issuers:
       - {{ issuer: "https://idp.corp.example", jwks: {enterprise_jwks}, allowed_groups: [mcp-users] }}
 """
     proxy_extra = f"""  tool_scopes:
     - {{ method: tools/call, name: {GUARDED_TOOL}, scopes: ["{ADMIN_SCOPE}"] }}
+  forward_access_token: true
 """
     return common_bridge_config(bridge_port, f"http://127.0.0.1:{idp_port}/realms/test", proxied_mcp_port,
-                                client_secret, oauth_extra, proxy_extra, scopes=(SCOPE, ADMIN_SCOPE))
+                                client_secret, oauth_extra, proxy_extra, scopes=(SCOPE, ADMIN_SCOPE),
+                                upstream_extra="    keep_tokens: true\n")
 
 
 def glewlwyd_bridge_config(bridge_port, provider_issuer, proxied_mcp_port, client_secret):
@@ -279,6 +295,7 @@ def main():
     try:
         idp = processes.start("idp", ["node", "idp.mjs", "--port", str(idp_port), "--client-secret", client_secret,
                                       "--redirect-uri", f"{issuer}oauth/callback",
+                                      "--access-token-ttl", str(PROVIDER_ACCESS_TOKEN_TTL_SECONDS),
                                       "--backchannel-logout-uri", f"{issuer}oauth/backchannel-logout"])
         wait_for(f"http://127.0.0.1:{idp_port}/realms/test/.well-known/openid-configuration", "oidc-provider", idp)
         start_bridge()
@@ -287,7 +304,9 @@ def main():
         wait_for(f"http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp", "the MCP server", mcp)
         proxied = processes.start("proxied-mcp-server", [
             args.mcp_server_python, "mcp_server.py", "--port", str(proxied_mcp_port), "--issuer", issuer,
-            "--jwks-uri", f"{issuer}oauth/jwks", "--scope", SCOPE, "--behind-proxy"])
+            "--jwks-uri", f"{issuer}oauth/jwks", "--scope", SCOPE, "--behind-proxy",
+            "--exchange-as", f"{EXCHANGING_SERVER}:{EXCHANGING_SECRET}",
+            "--provider-issuer", f"http://127.0.0.1:{idp_port}/realms/test", "--api-url", server_urls[""]])
         wait_for(f"http://127.0.0.1:{proxied_mcp_port}/mcp", "the MCP server behind the proxy", proxied,
                  accept=(200, 400, 405, 406))
 
@@ -304,6 +323,12 @@ def main():
                 clients.append((f"{prefix}resource-server",
                                 [python, "py_client.py", "resource-server", "--server-url", server_url,
                                  "--issuer", issuer], start_bridge))
+        if args.python_sdk:
+            # The proxied server calls the provider and a second resource as its caller (RFC 8693).
+            label, python = args.python_sdk[0].split("=", 1)
+            clients.append(("proxied-token-exchange",
+                            [python, "py_client.py", "exchange", "--server-url", server_urls["proxied-"],
+                             "--issuer", issuer, "--api-url", server_urls[""]], start_bridge))
             if not args.no_typescript:
                 for scenario in ("flow", "denied"):
                     clients.append((f"{prefix}typescript-sdk-{scenario}",

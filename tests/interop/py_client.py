@@ -9,6 +9,9 @@ Scenarios (one per run, see orchestrate.py):
            client registers again.
   denied   a user the bridge's policy refuses, and a user who cancels the upstream login: both
            reach the client as `access_denied` with `state` and `iss`.
+  exchange the MCP server behind the proxy acts for the user downstream (RFC 8693): its tool
+           `act_as_user` shows the user as the identity provider's UserInfo and a second resource
+           (--api-url) see them, with tokens the bridge exchanged for the user's.
 
 Prints one `PASS ...` line per check and exits non-zero on the first failure.
 """
@@ -16,6 +19,7 @@ Prints one `PASS ...` line per check and exits non-zero on the first failure.
 import argparse
 import asyncio
 import base64
+import hashlib
 import importlib.metadata
 import json
 import sys
@@ -188,16 +192,21 @@ class Client:
                     yield session
 
 
-async def whoami(session):
-    result = await session.call_tool("whoami", {})
+async def call_tool(session, name):
+    """A tool's structured result, in either SDK line."""
+    result = await session.call_tool(name, {})
     # 2.x names the result's fields in snake_case, 1.x as on the wire.
     is_error = getattr(result, "is_error", None) if SDK_MAJOR >= 2 else result.isError
     structured = getattr(result, "structured_content", None) if SDK_MAJOR >= 2 else result.structuredContent
     if is_error:
-        raise AssertionError(f"whoami failed: {result.content}")
+        raise AssertionError(f"{name} failed: {result.content}")
     if structured:
         return structured.get("result", structured)
     return json.loads(result.content[0].text)
+
+
+async def whoami(session):
+    return await call_tool(session, "whoami")
 
 
 def check_identity(identity, username, client_id, resource):
@@ -416,14 +425,53 @@ async def scenario_denied(args):
     await expect_refusal(args, "alice", "cancel", "a user who cancels the upstream login")
 
 
+async def act_as_user(client, session):
+    """The tool, called with an access token that still has seconds to live: the server exchanges
+    it after the proxy checked it, and a token that expires in between would be refused."""
+    if token_expiry(client) - time.time() < 3:
+        await sleep_until_expired(client)
+    return await call_tool(session, "act_as_user")
+
+
+async def scenario_exchange(args):
+    client = Client(args.server_url, args.issuer, "alice")
+    user = USERS["alice"]
+    async with client.session() as session:
+        acted = await act_as_user(client, session)
+        check(acted["caller"] == user["sub"], "the MCP server behind the proxy was called by alice")
+        provider = acted["provider"]
+        check(provider.get("sub") == user["sub"] and provider.get("email") == user["email"],
+              "the provider's UserInfo, called with the provider's token the bridge handed on, names alice")
+        api = acted["api"]
+        check(api["sub"] == user["sub"] and api["aud"] == args.api_url,
+              "the second resource, called with the bridge's exchanged token, sees alice, and itself as audience")
+        check(api["client_id"] == "reports-mcp" and api["act"] == {"sub": "reports-mcp"},
+              "the exchanged token names the MCP server as the actor (act)")
+        check("mcp:tools" in (api["scope"] or "").split() and 0 < acted["api_token_expires_in"] <= 300,
+              "within the rule's scopes, for max_ttl at most")
+        tokens = client.storage.tokens
+        check(acted["provider_token_sha256"] != hashlib.sha256(tokens.access_token.encode()).hexdigest(),
+              "the provider's token is not the client's")
+
+        # The provider's token kept at sign-in is renewed at the provider once under 30 s are left.
+        kept = acted["provider_token_sha256"]
+        await asyncio.sleep(max(acted["provider_token_expires_in"] - 30, 0) + 1.5)
+        again = await act_as_user(client, session)
+        check(again["provider_token_sha256"] != kept and again["provider_token_expires_in"] > 30
+              and again["provider"].get("sub") == user["sub"],
+              "the expiring provider token was renewed at the provider, and UserInfo accepts the new one")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["flow", "denied", "resource-server"])
+    parser.add_argument("scenario", choices=["flow", "denied", "resource-server", "exchange"])
     parser.add_argument("--server-url", required=True)
     parser.add_argument("--issuer", required=True)
+    parser.add_argument("--api-url", help="exchange: the second resource")
     args = parser.parse_args()
     started = time.monotonic()
-    scenarios = {"flow": scenario_flow, "denied": scenario_denied, "resource-server": scenario_resource_server}
+    scenarios = {"flow": scenario_flow, "denied": scenario_denied, "resource-server": scenario_resource_server,
+                 "exchange": scenario_exchange}
     asyncio.run(scenarios[args.scenario](args))
     print(f"DONE {LABEL} {args.scenario} in {time.monotonic() - started:.1f}s", flush=True)
 
