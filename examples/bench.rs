@@ -221,6 +221,7 @@ fn bridge_on(clients: ClientRegistry, storage: Arc<dyn Storage>) -> anyhow::Resu
             upstream: Arc::new(NoUpstream),
         }]))),
         sealer: None,
+        renewals: Default::default(),
         pending: Arc::new(mcp_oauth_bridge::oauth::pending_cap::PendingCap::new(
             1_000_000,
         )),

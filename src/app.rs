@@ -180,6 +180,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         sign_in,
         keys,
         sealer,
+        renewals: Default::default(),
         pending,
         metrics,
         identity_assertions,

@@ -166,6 +166,8 @@ pub struct Bridge {
     /// With `revalidate_on_refresh` or `keep_tokens` at any provider: seals the providers'
     /// tokens kept for a grant.
     pub sealer: Option<crate::sealing::Sealer>,
+    /// Whose kept refresh token is being used at the provider (one use per grant at a time).
+    pub renewals: crate::upstream::kept::Renewals,
     /// How many authorizations may be in flight at once.
     pub pending: Arc<pending_cap::PendingCap>,
     pub metrics: Arc<crate::metrics::Metrics>,

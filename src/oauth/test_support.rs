@@ -313,6 +313,7 @@ impl Harness {
                 upstream.clone(),
             )]))),
             sealer: None,
+            renewals: Default::default(),
             keys: Arc::new(KeyRing::new(
                 KeySet::new(SigningKey::generate_es256().unwrap())
                     .with_id_token_keys(vec![id_token_key()]),

@@ -264,6 +264,14 @@ impl TokenExchange {
                 "this client may not ask for tokens for that audience".into(),
             ));
         }
+        // The provider's token names no actor, but a chain stays bounded whatever it ends in.
+        let depth = subject.act.as_ref().map_or(0, Actor::depth) + 1;
+        if depth > self.max_depth {
+            return Err(OAuthError::invalid_request(format!(
+                "the subject token was exchanged too often already (at most {} actors)",
+                self.max_depth
+            )));
+        }
         if target == UPSTREAM_AUDIENCE {
             if scope.is_some() {
                 return Err(OAuthError::InvalidScope(
@@ -271,13 +279,6 @@ impl TokenExchange {
                 ));
             }
             return Ok(Decision::ProviderToken);
-        }
-        let depth = subject.act.as_ref().map_or(0, Actor::depth) + 1;
-        if depth > self.max_depth {
-            return Err(OAuthError::invalid_request(format!(
-                "the subject token was exchanged too often already (at most {} actors)",
-                self.max_depth
-            )));
         }
         // Never more than the user granted, nor than the rule allows.
         let grantable: Vec<String> = super::scope::parse(&subject.scope)
@@ -541,6 +542,18 @@ mod tests {
             .decide("reports-mcp", &subject(), Some(UPSTREAM_AUDIENCE), None)
             .unwrap();
         assert_eq!(decision, Decision::ProviderToken);
+        let mut deep = subject();
+        deep.act = Some(Actor {
+            sub: "a".into(),
+            act: Some(Box::new(Actor {
+                sub: "b".into(),
+                act: None,
+            })),
+        });
+        let error = rules
+            .decide("reports-mcp", &deep, Some(UPSTREAM_AUDIENCE), None)
+            .unwrap_err();
+        assert!(error.description().contains("exchanged too often"));
         let error = rules
             .decide(
                 "reports-mcp",

@@ -1607,6 +1607,8 @@ pub(crate) async fn a_grant_is_live_until_revoked(storage: &dyn Storage) {
     assert!(storage.grant_is_live("g1").await.unwrap());
     assert!(storage.revoke_family("g1", NOW).await.unwrap());
     assert!(!storage.grant_is_live("g1").await.unwrap());
+    let revoked = storage.refresh_family("g1").await.unwrap().unwrap();
+    assert!(revoked.revoked, "read as it is, revoked");
 }
 
 pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from_the_current_ones(
@@ -1686,6 +1688,16 @@ pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from
     assert!(
         !storage
             .replace_upstream_tokens("unknown", &third_refresh, seal("x"), None)
+            .await
+            .unwrap()
+    );
+    // Revoked, the grant lets go of them: nothing may use them for it again.
+    assert!(storage.revoke_family("kept", NOW).await.unwrap());
+    let stored = storage.refresh_family("kept").await.unwrap().unwrap();
+    assert!(stored.upstream_refresh.is_none() && stored.upstream_access.is_none());
+    assert!(
+        !storage
+            .replace_upstream_tokens("kept", &third_refresh, seal("y"), Some(seal("z")))
             .await
             .unwrap()
     );

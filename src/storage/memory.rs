@@ -78,7 +78,7 @@ impl Inner {
             return !tombstoned;
         };
         let revoked_now = !family.revoked;
-        family.revoked = true;
+        family.revoke();
         for token in family.access_tokens.drain(..) {
             self.revoked_access_tokens
                 .insert(token.jti, token.expires_at);

@@ -140,6 +140,14 @@ pub struct Replacement {
 pub(crate) const MAX_TRACKED_ACCESS_TOKENS: usize = 32;
 
 impl RefreshFamily {
+    /// Marks the grant revoked, and lets go of the provider's tokens it kept: nothing may use
+    /// them for it again.
+    pub(crate) fn revoke(&mut self) {
+        self.revoked = true;
+        self.upstream_refresh = None;
+        self.upstream_access = None;
+    }
+
     /// Removes the oldest tracked access tokens beyond the limit; the caller revokes them.
     pub(crate) fn evict_excess_access_tokens(&mut self) -> Vec<IssuedAccessToken> {
         let excess = self
@@ -210,7 +218,7 @@ impl RefreshFamily {
                     && retired.retries < MAX_RETRIES
             });
             if !retry_allowed {
-                self.revoked = true;
+                self.revoke();
                 return Presentation::Reused;
             }
         }

@@ -2,6 +2,10 @@
 //! `keep_tokens`): only ever stored sealed, each bound to its grant's family so that it opens
 //! for no other.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
 use serde::{Deserialize, Serialize};
 
 use super::ProviderAccessToken;
@@ -22,10 +26,11 @@ fn access_name(family_id: &str) -> String {
 /// changed at rest either.
 #[derive(Serialize, Deserialize)]
 struct Sealed<'a> {
-    token: &'a str,
+    #[serde(borrow)]
+    token: Cow<'a, str>,
     expires_at: UnixTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    scope: Option<Cow<'a, str>>,
 }
 
 pub(crate) fn seal_access(
@@ -35,9 +40,9 @@ pub(crate) fn seal_access(
 ) -> Result<SealedSecret, SealError> {
     let name = access_name(family_id);
     let plain = serde_json::to_string(&Sealed {
-        token: token.token.expose(),
+        token: Cow::Borrowed(token.token.expose()),
         expires_at: token.expires_at,
-        scope: token.scope.as_deref(),
+        scope: token.scope.as_deref().map(Cow::Borrowed),
     })
     .map_err(|_| SealError::Encrypt { name: name.clone() })?;
     sealer.seal_secret(&name, &SecretString::new(plain))
@@ -55,8 +60,34 @@ pub(crate) fn open_access(
     Ok(ProviderAccessToken {
         token: SecretString::new(opened.token),
         expires_at: opened.expires_at,
-        scope: opened.scope.map(str::to_owned),
+        scope: opened.scope.map(Cow::into_owned),
     })
+}
+
+/// One use of a grant's kept refresh token at a time, in this process: a provider that detects
+/// refresh-token reuse (Keycloak's "revoke refresh token", Auth0, Okta) ends the user's session
+/// when the same token is spent twice, as concurrent renewals would.
+#[derive(Debug, Default)]
+pub struct Renewals(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
+
+impl Renewals {
+    /// Waits for the grant's renewal in progress, if any; holds the grant's turn until dropped.
+    pub(crate) async fn turn_of(&self, family_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only renewals in progress are held here.
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            match locks.get(family_id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(family_id.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +104,46 @@ mod tests {
             expires_at: UnixTime(1_700_000_300),
             scope: Some("openid email".into()),
         }
+    }
+
+    #[tokio::test]
+    async fn renewals_of_one_grant_take_turns_and_others_do_not_wait() {
+        let renewals = Renewals::default();
+        let first = renewals.turn_of("family-1").await;
+        let other = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            renewals.turn_of("family-2"),
+        )
+        .await;
+        assert!(other.is_ok(), "another grant does not wait");
+        let same = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            renewals.turn_of("family-1"),
+        )
+        .await;
+        assert!(same.is_err(), "the same grant waits for its turn");
+        drop(first);
+        drop(other);
+        let again = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            renewals.turn_of("family-1"),
+        )
+        .await;
+        assert!(again.is_ok(), "and gets it once the renewal is done");
+    }
+
+    #[test]
+    fn a_token_with_quotes_and_backslashes_opens_as_sealed() {
+        let sealer = sealer();
+        let odd = ProviderAccessToken {
+            token: SecretString::new("a\"b\\c"),
+            expires_at: UnixTime(1),
+            scope: None,
+        };
+        let sealed = seal_access(&sealer, "family-1", &odd).unwrap();
+        let opened = open_access(&sealer, "family-1", &sealed).unwrap();
+        assert_eq!(opened.token.expose(), "a\"b\\c");
+        assert_eq!(opened.scope, None);
     }
 
     #[test]

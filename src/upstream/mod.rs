@@ -1,7 +1,7 @@
 //! The upstream OpenID Connect provider the user logs in with; a trait so tests can swap it.
 
 pub mod claims;
-pub(crate) mod kept;
+pub mod kept;
 pub mod logout;
 pub mod oidc;
 pub mod providers;

@@ -67,6 +67,8 @@ pub struct ProviderState {
     /// The token endpoint answers refreshes with a bare 503, as a provider behind a failing
     /// load balancer does.
     refresh_outage: Mutex<bool>,
+    /// The `token_type` of its token responses (`Bearer`; `DPoP` for a token bound to a key).
+    token_type: Mutex<&'static str>,
     /// Every code, token and PKCE verifier that crossed the wire, for tests that check the
     /// bridge's logs hold none of them.
     secrets: Mutex<Vec<String>>,
@@ -125,6 +127,7 @@ impl TestProvider {
             access_tokens: Mutex::new(HashSet::new()),
             refresh_requests: Mutex::new(0),
             refresh_outage: Mutex::new(false),
+            token_type: Mutex::new("Bearer"),
             secrets: Mutex::new(vec![CLIENT_SECRET.to_owned()]),
             eddsa,
         });
@@ -156,6 +159,10 @@ impl TestProvider {
 
     pub fn set_refresh_outage(&self, down: bool) {
         *self.state.refresh_outage.lock().unwrap() = down;
+    }
+
+    pub fn set_token_type(&self, token_type: &'static str) {
+        *self.state.token_type.lock().unwrap() = token_type;
     }
 
     pub fn refresh_requests(&self) -> u32 {
@@ -441,7 +448,7 @@ fn token_response(state: &ProviderState, claims: &Value, pem: &str, kid: &str) -
         .insert(access_token.clone());
     Json(json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": *state.token_type.lock().unwrap(),
         "expires_in": 300,
         "id_token": id_token,
         "refresh_token": new_refresh_token(state),

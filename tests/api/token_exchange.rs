@@ -275,9 +275,18 @@ async fn the_server_behind_the_proxy_exchanges_the_token_it_was_sent_for_a_short
 
 /// A server whose rule names `upstream`, in front of a provider whose tokens are kept.
 async fn keeping_app(clock: Arc<FixedClock>) -> TestApp {
+    keeping_app_with(clock, |_| {}).await
+}
+
+/// As `keeping_app`, the provider's section changed by `change`.
+async fn keeping_app_with(
+    clock: Arc<FixedClock>,
+    change: impl FnOnce(&mut mcp_oauth_bridge::config::UpstreamConfig) + Send + 'static,
+) -> TestApp {
     spawn_app_with(Options {
-        configure: configure(|config| {
+        configure: configure(move |config| {
             upstream(config).keep_tokens = true;
+            change(upstream(config));
             add_exchanging_server(config);
             config.oauth.resources = strings([RESOURCE, API]);
             config.oauth.token_exchange = serde_json::from_value(json!({
@@ -410,12 +419,21 @@ async fn the_providers_token_follows_the_grant_and_the_rule() {
             .contains("without scope")
     );
     // `resource` must be a URI (RFC 8707): `upstream` is an audience only.
-    oauth_error(
-        exchange(&app, &form(subject, &[("resource", "upstream")])).await,
+    let mut by_resource = form(subject, &[("resource", "upstream")]);
+    by_resource.retain(|(name, _)| *name != "audience");
+    let body = oauth_error(
+        exchange(&app, &by_resource).await,
         StatusCode::BAD_REQUEST,
         "invalid_target",
     )
     .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("audience=upstream"),
+        "{body}"
+    );
     // A client without a rule, and a token sent to another resource, get nothing.
     let other = app
         .api
@@ -449,4 +467,130 @@ async fn the_providers_token_follows_the_grant_and_the_rule() {
     assert_eq!(providers_token(&app, subject).await["token_type"], "Bearer");
     revoke_users_grant(&app, &user).await;
     refused_as_revoked(exchange(&app, &form(subject, &[("audience", "upstream")])).await).await;
+}
+
+fn revalidating(upstream: &mut mcp_oauth_bridge::config::UpstreamConfig) {
+    upstream.revalidate_on_refresh = true;
+}
+
+/// Renewals of one grant take turns: the provider sees its refresh token once, however many
+/// exchanges and refreshes arrive together; and a renewal it answers with a token that is not a
+/// bearer token still keeps the refresh token it rotated.
+#[tokio::test]
+async fn concurrent_renewals_spend_the_providers_refresh_token_once() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = keeping_app_with(Arc::clone(&clock), revalidating).await;
+    let user = app.tokens().await;
+    let subject = user["access_token"].as_str().unwrap();
+    clock.advance(Duration::from_secs(280));
+    let upstream_form = form(subject, &[("audience", "upstream")]);
+    let (a, b, c, refreshed) = tokio::join!(
+        exchange(&app, &upstream_form),
+        exchange(&app, &upstream_form),
+        exchange(&app, &upstream_form),
+        app.refresh(user["refresh_token"].as_str().unwrap()),
+    );
+    assert_eq!(
+        refreshed.status(),
+        StatusCode::OK,
+        "re-validated and rotated"
+    );
+    let mut handed_on = Vec::new();
+    for response in [a, b, c] {
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        handed_on.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        handed_on.windows(2).all(|pair| pair[0] == pair[1]),
+        "{handed_on:?}"
+    );
+    assert_eq!(app.provider.refresh_requests(), 1);
+}
+
+/// A renewal the provider answers with a token bound to a key (DPoP) hands nothing on, yet keeps
+/// the refresh token the provider rotated: the next renewal works.
+#[tokio::test]
+async fn a_renewal_that_brings_no_bearer_token_keeps_the_rotated_refresh_token() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = keeping_app_with(Arc::clone(&clock), revalidating).await;
+    let user = app.tokens().await;
+    let subject = user["access_token"].as_str().unwrap();
+    app.provider.set_token_type("DPoP");
+    clock.advance(Duration::from_secs(280));
+    let body = oauth_error(
+        exchange(&app, &form(subject, &[("audience", "upstream")])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    assert_eq!(
+        body["error_description"],
+        "the identity provider renewed its token, but not as a bearer token"
+    );
+    app.provider.set_token_type("Bearer");
+    let renewed = exchange(&app, &form(subject, &[("audience", "upstream")])).await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    assert_eq!(app.provider.refresh_requests(), 2);
+    // And our refresh grant, re-validated with the same kept token, goes on.
+    let refreshed = app.refresh(user["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(app.provider.refresh_requests(), 3);
+}
+
+/// With `revalidate_on_refresh`, a provider that refuses to renew ends the grant at the exchange
+/// as it would at the next refresh.
+#[tokio::test]
+async fn with_revalidation_a_refused_renewal_ends_the_grant() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = keeping_app_with(Arc::clone(&clock), revalidating).await;
+    let user = app.tokens().await;
+    let subject = user["access_token"].as_str().unwrap();
+    app.provider.end_sessions();
+    clock.advance(Duration::from_secs(280));
+    oauth_error(
+        exchange(&app, &form(subject, &[("audience", "upstream")])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    assert_eq!(app.provider.refresh_requests(), 1);
+    oauth_error(
+        app.refresh(user["refresh_token"].as_str().unwrap()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        app.provider.refresh_requests(),
+        1,
+        "the grant had ended: the provider is not asked again"
+    );
+}
+
+/// At a renewal the provider speaks for the user again: a user it no longer puts in an allowed
+/// group gets no token of it (without re-validation, the grant itself stays until it ends).
+#[tokio::test]
+async fn a_renewal_for_a_user_no_longer_allowed_hands_nothing_on() {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = keeping_app_with(Arc::clone(&clock), |upstream| {
+        upstream.allowed_groups = strings(["mcp-users"]);
+    })
+    .await;
+    let user = app.tokens().await;
+    let subject = user["access_token"].as_str().unwrap();
+    assert_eq!(providers_token(&app, subject).await["token_type"], "Bearer");
+    app.provider.state.user.lock().unwrap()["realm_access"]["roles"] = json!(["analysts"]);
+    clock.advance(Duration::from_secs(280));
+    let body = oauth_error(
+        exchange(&app, &form(subject, &[("audience", "upstream")])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    )
+    .await;
+    assert_eq!(
+        body["error_description"],
+        "the user is no longer allowed to use this service"
+    );
+    assert_eq!(app.provider.refresh_requests(), 1);
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::TokenResponse;
-use super::revalidation::store_successor;
+use super::revalidation::{refreshed_identity, refuse, store_successor};
 use crate::audit;
 use crate::clients::Client;
 use crate::clock::UnixTime;
@@ -49,14 +49,7 @@ pub(super) async fn release(
             "the subject token belongs to no user's grant",
         ));
     };
-    let family = match bridge.storage.refresh_family(family_id).await? {
-        Some(family) if !family.revoked => family,
-        _ => {
-            return Err(OAuthError::invalid_request(
-                "the subject token's grant has been revoked",
-            ));
-        }
-    };
+    let family = current(bridge, family_id).await?;
     let Some(session) = &family.upstream_session else {
         return Err(unable(
             "the user's grant did not come from a sign-in at an identity provider",
@@ -77,16 +70,14 @@ pub(super) async fn release(
             "the tokens of the user's identity provider are not kept (upstream.keep_tokens)",
         ));
     }
-    let Some(sealed) = &family.upstream_access else {
+    if family.upstream_access.is_none() {
         return Err(unable(
             "no token of the identity provider was kept at the user's sign-in (was keep_tokens turned on since?)",
         ));
-    };
-    let kept_token = kept::open_access(sealer, &family.id, sealed).map_err(OAuthError::internal)?;
-    let (token, refreshed) = if now.plus(LEAST_REMAINING) < kept_token.expires_at {
-        (kept_token, false)
-    } else {
-        (renewed(bridge, sealer, provider, &family, now).await?, true)
+    }
+    let (token, refreshed) = match fresh_kept(sealer, &family, now)? {
+        Some(token) => (token, false),
+        None => (renewed(bridge, sealer, provider, &family, now).await?, true),
     };
     audit::record(&audit::Event::UpstreamTokenReleased {
         client_id: &client.id,
@@ -106,8 +97,22 @@ pub(super) async fn release(
     Ok(TokenResponse::of_provider(token, now))
 }
 
-/// A new access token from the provider, with the refresh token kept at sign-in; both kept again
-/// for the next exchange (and the next re-validation).
+/// The kept access token, if it has time enough left.
+fn fresh_kept(
+    sealer: &Sealer,
+    family: &RefreshFamily,
+    now: UnixTime,
+) -> Result<Option<ProviderAccessToken>, OAuthError> {
+    let Some(sealed) = &family.upstream_access else {
+        return Ok(None);
+    };
+    let token = kept::open_access(sealer, &family.id, sealed).map_err(OAuthError::internal)?;
+    Ok((now.plus(LEAST_REMAINING) < token.expires_at).then_some(token))
+}
+
+/// A new access token from the provider, with the kept refresh token; both kept again for the
+/// next exchange (and the next re-validation). One renewal per grant at a time: a request that
+/// waited for another's takes its result.
 async fn renewed(
     bridge: &Bridge,
     sealer: &Sealer,
@@ -115,56 +120,95 @@ async fn renewed(
     family: &RefreshFamily,
     now: UnixTime,
 ) -> Result<ProviderAccessToken, OAuthError> {
+    let _turn = bridge.renewals.turn_of(&family.id).await;
+    let family = current(bridge, &family.id).await?;
+    if let Some(token) = fresh_kept(sealer, &family, now)? {
+        return Ok(token);
+    }
     let Some(sealed_refresh) = &family.upstream_refresh else {
         return Err(unable(
-            "the identity provider's token has expired, and it gave no refresh token to renew it; the user must sign in again",
+            "the identity provider's token has run out, and it gave no refresh token to renew it; the user must sign in again",
         ));
     };
     let refresh_token = sealer
         .open_secret(&kept::refresh_name(&family.id), sealed_refresh)
         .map_err(OAuthError::internal)?;
-    match provider.upstream.refresh(&refresh_token, now).await {
-        Ok(refreshed) => {
-            let Some(token) = refreshed.access_token.clone() else {
-                return Err(unable(
-                    "the identity provider renewed its token, but not as a bearer token",
-                ));
-            };
-            // Stored or not (a concurrent renewal stored its own first), this token is valid.
-            store_successor(bridge, sealer, provider, family, sealed_refresh, &refreshed).await?;
-            Ok(token)
-        }
+    let refreshed = match provider.upstream.refresh(&refresh_token, now).await {
+        Ok(refreshed) => refreshed,
         Err(UpstreamError::RefreshRefused(reason)) => {
-            // A concurrent exchange or refresh of this grant may have spent the refresh token
-            // first: its renewal is as good.
-            if let Some(token) = renewed_concurrently(bridge, sealer, family, now).await? {
+            // Another instance may have spent the refresh token first: its renewal is as good.
+            let latest = current(bridge, &family.id).await?;
+            if latest.upstream_refresh != family.upstream_refresh
+                && let Some(token) = fresh_kept(sealer, &latest, now)?
+            {
                 return Ok(token);
             }
             tracing::info!(family = %family.id, provider = provider.name, %reason, "the provider refused to renew its token");
-            Err(unable(
+            return Err(ended(
+                bridge,
+                provider,
+                &family,
                 "the identity provider ended the user's session; the user must sign in again",
-            ))
+                now,
+            )
+            .await);
         }
         // The provider may well answer in a moment.
-        Err(error) => Err(OAuthError::unavailable(error)),
+        Err(error) => return Err(OAuthError::unavailable(error)),
+    };
+    // First of all: the refresh token used is spent at the provider whatever comes next.
+    store_successor(
+        bridge,
+        sealer,
+        provider,
+        &family,
+        sealed_refresh,
+        &refreshed,
+    )
+    .await?;
+    // The provider spoke for the user again: the same user, still allowed, or nothing.
+    if let Some(claims) = &refreshed.claims
+        && let Err(reason) = refreshed_identity(provider, &family, claims)
+    {
+        tracing::info!(family = %family.id, %reason, "renewed identity refused");
+        return Err(ended(
+            bridge,
+            provider,
+            &family,
+            "the user is no longer allowed to use this service",
+            now,
+        )
+        .await);
+    }
+    refreshed
+        .access_token
+        .ok_or_else(|| unable("the identity provider renewed its token, but not as a bearer token"))
+}
+
+/// The grant as stored now, while it stands.
+async fn current(bridge: &Bridge, family_id: &str) -> Result<RefreshFamily, OAuthError> {
+    match bridge.storage.refresh_family(family_id).await? {
+        Some(family) if !family.revoked => Ok(family),
+        _ => Err(OAuthError::invalid_request(
+            "the subject token's grant has been revoked",
+        )),
     }
 }
 
-async fn renewed_concurrently(
+/// The provider no longer vouches for the user: no token, and with `revalidate_on_refresh` the
+/// grant ends here as its next refresh would end it.
+async fn ended(
     bridge: &Bridge,
-    sealer: &Sealer,
+    provider: &Provider,
     family: &RefreshFamily,
+    why: &'static str,
     now: UnixTime,
-) -> Result<Option<ProviderAccessToken>, OAuthError> {
-    let Some(current) = bridge.storage.refresh_family(&family.id).await? else {
-        return Ok(None);
-    };
-    if current.upstream_refresh == family.upstream_refresh {
-        return Ok(None);
+) -> OAuthError {
+    if provider.revalidate_on_refresh {
+        let revoked = refuse(bridge, family, why, now).await;
+        if revoked.cause().is_some() {
+            return revoked;
+        }
     }
-    let Some(sealed) = &current.upstream_access else {
-        return Ok(None);
-    };
-    let token = kept::open_access(sealer, &current.id, sealed).map_err(OAuthError::internal)?;
-    Ok((now.plus(LEAST_REMAINING) < token.expires_at).then_some(token))
+    unable(why)
 }

@@ -58,19 +58,22 @@ pub(super) async fn revalidate(
     let Some(provider) = provider else {
         return Err(refuse(bridge, &family, "no provider session is known for it", now).await);
     };
+    let _turn = bridge.renewals.turn_of(&family.id).await;
+    if renewed_meanwhile(bridge, presented, sealed).await? {
+        // A token exchange (or a concurrent refresh) of this grant renewed at the provider
+        // while this request waited: the session stood moments ago. Our rotation decides the
+        // rest (a revoked or rotated grant is refused there).
+        return Ok(None);
+    }
     let upstream_token = sealer
         .open_secret(&name, sealed)
         .map_err(OAuthError::internal)?;
     let refreshed = match provider.upstream.refresh(&upstream_token, now).await {
         Ok(refreshed) => refreshed,
         Err(UpstreamError::RefreshRefused(reason)) => {
-            let current = bridge.storage.refresh_family_of(presented).await?;
-            if current.is_some_and(|f| f.upstream_refresh.as_ref() != Some(sealed)) {
-                // A concurrent refresh of this grant used the provider's token first and
-                // stored its successor: this request lost the race, the session is fine.
-                return Err(OAuthError::invalid_grant(
-                    "the grant was refreshed concurrently; use the newest refresh token",
-                ));
+            // Another instance renewed first: the session is fine, as above.
+            if renewed_meanwhile(bridge, presented, sealed).await? {
+                return Ok(None);
             }
             tracing::info!(family = %family.id, provider = provider.name, %reason, "the provider refused the session");
             return Err(refuse(
@@ -101,6 +104,16 @@ pub(super) async fn revalidate(
             .await)
         }
     }
+}
+
+/// Whether the grant's kept refresh token is no longer `used`: another renewal spent it.
+async fn renewed_meanwhile(
+    bridge: &Bridge,
+    presented: &TokenHash,
+    used: &SealedSecret,
+) -> Result<bool, OAuthError> {
+    let current = bridge.storage.refresh_family_of(presented).await?;
+    Ok(current.is_some_and(|family| family.upstream_refresh.as_ref() != Some(used)))
 }
 
 /// Stores the provider's new tokens at once, whatever becomes of our rotation: the old refresh
@@ -139,7 +152,7 @@ pub(super) async fn store_successor(
 
 /// Why the identity of a refreshed ID token is not accepted.
 #[derive(Debug, thiserror::Error)]
-enum IdentityChange {
+pub(super) enum IdentityChange {
     #[error(transparent)]
     Unmapped(#[from] NoSubject),
     #[error("the refreshed ID token is about another user")]
@@ -151,7 +164,7 @@ enum IdentityChange {
 /// The provider spoke for the user again: it must be the same user, and still allowed. Providers
 /// that release claims only at UserInfo send a bare ID token; what it does not say, we keep
 /// knowing from the sign-in.
-fn refreshed_identity(
+pub(super) fn refreshed_identity(
     provider: &Provider,
     family: &RefreshFamily,
     claims: &serde_json::Value,
@@ -176,7 +189,7 @@ fn refreshed_identity(
 }
 
 /// Revokes the family and says why; a storage failure while revoking is what the client hears.
-async fn refuse(
+pub(super) async fn refuse(
     bridge: &Bridge,
     family: &RefreshFamily,
     reason: &'static str,

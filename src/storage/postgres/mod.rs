@@ -396,7 +396,7 @@ async fn revoke_family_in(
     // A reuse has marked the family revoked already, its access tokens not yet: they are, here.
     let revoked_now = !family.revoked;
     let was_live = family.is_live(now);
-    family.revoked = true;
+    family.revoke();
     for token in family.access_tokens.drain(..) {
         revoke_access_token(client, &token.jti, token.expires_at).await?;
     }
