@@ -273,6 +273,15 @@ async fn the_server_behind_the_proxy_exchanges_the_token_it_was_sent_for_a_short
     );
 }
 
+/// The provider's token refused (`invalid_target`), saying `why` (when not empty).
+async fn refused_upstream(app: &TestApp, subject: &str, why: &str) {
+    let response = exchange(app, &form(subject, &[("audience", "upstream")])).await;
+    let body = oauth_error(response, StatusCode::BAD_REQUEST, "invalid_target").await;
+    if !why.is_empty() {
+        assert_eq!(body["error_description"], why);
+    }
+}
+
 /// A server whose rule names `upstream`, in front of a provider whose tokens are kept.
 async fn keeping_app(clock: Arc<FixedClock>) -> TestApp {
     keeping_app_with(clock, |_| {}).await
@@ -383,16 +392,12 @@ async fn a_server_gets_the_providers_token_for_its_user_renewed_at_the_provider_
     // The provider ends the session: once the token expires, it is not renewed.
     app.provider.end_sessions();
     clock.advance(Duration::from_secs(290));
-    let body = oauth_error(
-        exchange(&app, &form(newer_subject, &[("audience", "upstream")])).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
+    refused_upstream(
+        &app,
+        newer_subject,
+        "the identity provider ended the user's session; the user must sign in again",
     )
     .await;
-    assert_eq!(
-        body["error_description"],
-        "the identity provider ended the user's session; the user must sign in again"
-    );
 }
 
 #[tokio::test]
@@ -518,16 +523,12 @@ async fn a_renewal_that_brings_no_bearer_token_keeps_the_rotated_refresh_token()
     let subject = user["access_token"].as_str().unwrap();
     app.provider.set_token_type("DPoP");
     clock.advance(Duration::from_secs(280));
-    let body = oauth_error(
-        exchange(&app, &form(subject, &[("audience", "upstream")])).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
+    refused_upstream(
+        &app,
+        subject,
+        "the identity provider renewed its token, but not as a bearer token",
     )
     .await;
-    assert_eq!(
-        body["error_description"],
-        "the identity provider renewed its token, but not as a bearer token"
-    );
     app.provider.set_token_type("Bearer");
     let renewed = exchange(&app, &form(subject, &[("audience", "upstream")])).await;
     assert_eq!(renewed.status(), StatusCode::OK);
@@ -548,12 +549,7 @@ async fn with_revalidation_a_refused_renewal_ends_the_grant() {
     let subject = user["access_token"].as_str().unwrap();
     app.provider.end_sessions();
     clock.advance(Duration::from_secs(280));
-    oauth_error(
-        exchange(&app, &form(subject, &[("audience", "upstream")])).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
-    )
-    .await;
+    refused_upstream(&app, subject, "").await;
     assert_eq!(app.provider.refresh_requests(), 1);
     oauth_error(
         app.refresh(user["refresh_token"].as_str().unwrap()).await,
@@ -582,15 +578,11 @@ async fn a_renewal_for_a_user_no_longer_allowed_hands_nothing_on() {
     assert_eq!(providers_token(&app, subject).await["token_type"], "Bearer");
     app.provider.state.user.lock().unwrap()["realm_access"]["roles"] = json!(["analysts"]);
     clock.advance(Duration::from_secs(280));
-    let body = oauth_error(
-        exchange(&app, &form(subject, &[("audience", "upstream")])).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
+    refused_upstream(
+        &app,
+        subject,
+        "the user is no longer allowed to use this service",
     )
     .await;
-    assert_eq!(
-        body["error_description"],
-        "the user is no longer allowed to use this service"
-    );
     assert_eq!(app.provider.refresh_requests(), 1);
 }
