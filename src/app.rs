@@ -194,6 +194,11 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         .map_err(|problem| anyhow::anyhow!("admin.tokens: {problem}"))?;
     let admin_tokens =
         (!admin_tokens.is_empty()).then(|| crate::http::AdminAccess::new(admin_tokens));
+    let ui = crate::ui::Ui::configured(
+        &config.ui,
+        &format!("{base_path}{}", crate::oauth::endpoints::UI_LOGO),
+    )
+    .map_err(|problem| anyhow::anyhow!("ui: {problem}"))?;
     let state = AppState {
         bridge: Arc::clone(&bridge),
         clock,
@@ -214,6 +219,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> anyhow::Result<Servic
         serve_metrics: config.metrics.enabled && config.metrics.address.is_none(),
         admin: admin_tokens.clone(),
         serve_admin: admin_tokens.is_some() && config.admin.address.is_none(),
+        ui: Arc::new(ui),
     };
     let admin = match (config.admin.address, &admin_tokens) {
         (Some(address), Some(_)) => Some((address, crate::http::admin_router(state.clone()))),

@@ -69,6 +69,9 @@ pub struct Config {
     /// The administration API under `/admin/`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The pages' brand, scope descriptions and languages.
+    #[serde(default)]
+    pub ui: crate::ui::UiConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +285,7 @@ impl Config {
         self.oauth.validate(&mut problems);
         self.metrics.validate(&self.server.address, &mut problems);
         self.audit.validate(&mut problems);
+        self.ui.validate(&mut problems);
         self.admin.validate(&self.server.address, &mut problems);
         if let (Some(admin), Some(metrics)) = (self.admin.address, self.metrics.address)
             && admin == metrics

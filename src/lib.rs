@@ -42,6 +42,8 @@ pub mod storage;
 pub mod testing;
 /// Access tokens, signing keys, opaque codes and refresh-token families.
 pub mod tokens;
+/// The pages' look and words: brand, scope descriptions, languages.
+pub mod ui;
 /// The upstream OpenID Connect provider.
 pub mod upstream;
 

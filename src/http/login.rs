@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::authorize::{authorize_error, sign_in_cookie_name};
 use super::callback::signed_in_response;
 use super::client_address::ClientAddress;
-use super::pages::{error_page, login_page};
+use super::pages::{LoginMessage, error_page, login_page};
 use super::params::{parse_query, read_form};
 use super::{AppState, cookies};
 use crate::oauth::authorize::AuthorizeError;
@@ -21,7 +21,6 @@ use crate::secret::SecretString;
 use crate::tokens::TokenHash;
 
 const CSRF_PURPOSE: &str = "login-form";
-const WRONG_CREDENTIALS: &str = "Wrong username or password.";
 
 /// The cookie the authorization endpoint set for this sign-in, if this browser has it.
 pub(super) fn binding<'a>(
@@ -100,7 +99,7 @@ fn form(
     state: &AppState,
     sign_in: &str,
     cookie: Option<&str>,
-    message: Option<&str>,
+    message: Option<LoginMessage>,
     status: StatusCode,
 ) -> Response {
     let action = format!("{}{}", state.base_path, endpoints::LOGIN);
@@ -163,21 +162,17 @@ pub(crate) async fn login_post(State(state): State<AppState>, request: Request) 
             &state,
             &sign_in,
             cookie,
-            Some(WRONG_CREDENTIALS),
+            Some(LoginMessage::WrongCredentials),
             StatusCode::OK,
         ),
         Ok(LoginOutcome::Throttled { retry_after }) => {
             state.bridge.metrics.rate_limited("login");
             let minutes = retry_after.div_ceil(60);
-            let message = format!(
-                "Too many failed attempts. Try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            );
             let mut response = form(
                 &state,
                 &sign_in,
                 cookie,
-                Some(&message),
+                Some(LoginMessage::Throttled { minutes }),
                 StatusCode::TOO_MANY_REQUESTS,
             );
             if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {

@@ -68,6 +68,8 @@ pub(crate) struct AppState {
     pub(crate) admin: Option<Arc<admin::AdminAccess>>,
     /// `/admin/` on this listener (admin tokens without `admin.address`).
     pub(crate) serve_admin: bool,
+    /// The pages' look and words.
+    pub(crate) ui: Arc<crate::ui::Ui>,
 }
 
 impl AppState {
@@ -114,7 +116,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .allow_methods(Any)
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(3600));
-    let protocol = Router::new()
+    // Where people see pages: each speaks its browser's language.
+    let pages = Router::new()
         .route(endpoints::AUTHORIZE, get(authorize::authorize_get))
         .route(endpoints::CALLBACK, get(callback::callback_get))
         .route(
@@ -126,16 +129,26 @@ pub(crate) fn router(state: AppState) -> Router {
             get(choose::choose_get).post(choose::choose_post),
         )
         .route(
-            endpoints::BACKCHANNEL_LOGOUT,
-            post(backchannel_logout::logout_post),
-        )
-        .route(
             endpoints::CONSENT,
             get(consent::consent_get).post(consent::consent_post),
         )
         .route(
             endpoints::LOGIN,
             get(login::login_get).post(login::login_post),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::in_the_browsers_language,
+        ));
+    let protocol = Router::new()
+        .merge(pages)
+        .route(
+            endpoints::UI_LOGO,
+            get(|State(state): State<AppState>| async move { pages::logo(&state.ui) }),
+        )
+        .route(
+            endpoints::BACKCHANNEL_LOGOUT,
+            post(backchannel_logout::logout_post),
         )
         .route(
             endpoints::TOKEN,
@@ -385,6 +398,7 @@ mod tests {
             serve_metrics: false,
             admin: None,
             serve_admin: false,
+            ui: Default::default(),
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
             base_path: Arc::from(""),
@@ -472,6 +486,7 @@ mod tests {
             serve_metrics: false,
             admin: None,
             serve_admin: false,
+            ui: Default::default(),
             bridge: Arc::new(harness.bridge),
             clock: harness.clock,
             base_path: Arc::from(""),

@@ -18,12 +18,13 @@ pub(crate) struct ConsentPage {
     pub(crate) client_id: String,
     pub(crate) client_name: Option<String>,
     /// Where the result goes, as the user should read it.
-    pub(crate) destination: String,
+    pub(crate) destination: Destination,
     /// The host (or, for an app's own scheme, the scheme) the user is sent back to: what a
     /// phishing client cannot hide, so the page shows it large.
     pub(crate) destination_host: String,
-    /// Set when the destination is neither https nor this computer.
-    pub(crate) warning: Option<String>,
+    /// For a client identified by its metadata document's URL: that URL's host, which stands
+    /// behind the document (the client's name is only what the document says).
+    pub(crate) publisher: Option<String>,
     /// What the request adds to what the user approved before: all the page asks for.
     pub(crate) scope: Vec<String>,
     /// Approved for this client before, by the user this browser remembers; kept in the grant.
@@ -40,29 +41,40 @@ fn expired() -> OAuthError {
     )
 }
 
+/// Where the result of a sign-in goes, as a person deciding whether to trust it reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Destination {
+    /// A secure web address: its host.
+    Web(String),
+    /// A loopback address: a native application on this computer.
+    ThisComputer,
+    /// An application's own scheme (`cursor:`), which anything installed may claim: the page
+    /// warns.
+    AppScheme(String),
+    /// Not an address at all: the page warns.
+    Invalid(String),
+}
+
 /// Describes a redirect URI for a person deciding whether to trust it.
-fn describe_destination(redirect_uri: &str) -> (String, Option<String>) {
+fn describe_destination(redirect_uri: &str) -> Destination {
     let Ok(url) = Url::parse(redirect_uri) else {
-        return (
-            redirect_uri.to_owned(),
-            Some("The destination is not a valid address.".to_owned()),
-        );
+        return Destination::Invalid(redirect_uri.to_owned());
     };
     match (url.scheme(), url.host()) {
-        ("https", Some(host)) => (host.to_string(), None),
+        ("https", Some(host)) => Destination::Web(host.to_string()),
         ("http", Some(Host::Domain(_) | Host::Ipv4(_) | Host::Ipv6(_)))
             if super::redirect_uri::is_loopback_host(&url) =>
         {
-            ("an application on this computer".to_owned(), None)
+            Destination::ThisComputer
         }
-        (scheme, _) => (
-            format!("{scheme}:"),
-            Some(format!(
-                "The result goes to the \"{scheme}:\" address of an application, not a secure web \
-                 address. Allow only if you started this from an application you trust."
-            )),
-        ),
+        (scheme, _) => Destination::AppScheme(format!("{scheme}:")),
     }
+}
+
+/// The host behind a client identified by an https URL (a Client ID Metadata Document).
+fn publisher_of(client_id: &str) -> Option<String> {
+    let url = Url::parse(client_id).ok()?;
+    (url.scheme() == "https").then(|| url.host_str().map(str::to_owned))?
 }
 
 /// The authority of a redirect URI as a person can check it: `claude.ai`, `127.0.0.1:53682`,
@@ -102,7 +114,7 @@ pub(crate) async fn consent_page(
         .ok()
         .flatten()
         .ok_or_else(expired)?;
-    let (destination, warning) = describe_destination(&request.redirect_uri);
+    let destination = describe_destination(&request.redirect_uri);
     let new_scope: Vec<String> = request
         .scope
         .iter()
@@ -116,11 +128,11 @@ pub(crate) async fn consent_page(
         .cloned()
         .collect();
     Ok(ConsentPage {
+        publisher: publisher_of(&client.id),
         client_id: client.id.clone(),
         client_name: client.name.clone(),
         destination,
         destination_host: destination_host(&request.redirect_uri),
-        warning,
         claims: released(&whole_grant, &bridge.settings.access_token_claims),
         scope: new_scope,
         already_approved: pending.already_approved,
@@ -178,14 +190,30 @@ mod tests {
     fn destinations_read_as_a_person_would_read_them() {
         assert_eq!(
             describe_destination("https://claude.ai/api/mcp/auth_callback"),
-            ("claude.ai".to_owned(), None)
+            Destination::Web("claude.ai".to_owned())
         );
-        let (text, warning) = describe_destination("http://127.0.0.1:4000/callback");
-        assert_eq!(text, "an application on this computer");
-        assert!(warning.is_none());
-        let (text, warning) = describe_destination("cursor://anysphere.cursor-mcp/oauth/callback");
-        assert_eq!(text, "cursor:");
-        assert!(warning.unwrap().contains("not a secure web address"));
+        assert_eq!(
+            describe_destination("http://127.0.0.1:4000/callback"),
+            Destination::ThisComputer
+        );
+        assert_eq!(
+            describe_destination("cursor://anysphere.cursor-mcp/oauth/callback"),
+            Destination::AppScheme("cursor:".to_owned())
+        );
+        assert_eq!(
+            describe_destination("not a uri"),
+            Destination::Invalid("not a uri".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_metadata_document_clients_publisher_is_its_host() {
+        assert_eq!(
+            publisher_of("https://app.example.com/client.json").as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(publisher_of("dcr_0123456789"), None);
+        assert_eq!(publisher_of("http://app.example.com/client.json"), None);
     }
 
     #[test]
@@ -238,7 +266,7 @@ mod flow_tests {
             .unwrap();
         assert_eq!(page.client_name.as_deref(), Some("Consenting app"));
         assert_eq!(page.scope, vec!["openid", "email"]);
-        assert_eq!(page.destination, "an application on this computer");
+        assert_eq!(page.destination, Destination::ThisComputer);
         assert!(harness.upstream.last_exchange().is_none());
     }
 

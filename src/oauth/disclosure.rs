@@ -30,15 +30,6 @@ impl IdentityClaim {
             IdentityClaim::Groups => "groups",
         }
     }
-
-    /// The claim as the consent page names it to a person.
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            IdentityClaim::Email => "your email address",
-            IdentityClaim::Name => "your name",
-            IdentityClaim::Groups => "the groups you belong to",
-        }
-    }
 }
 
 /// The identity claims the tokens of a grant with `scope` carry.

@@ -59,6 +59,8 @@ pub(crate) mod endpoints {
     pub(crate) const BACKCHANNEL_LOGOUT: &str = "/oauth/backchannel-logout";
     pub(crate) const CONSENT: &str = "/oauth/consent";
     pub(crate) const LOGIN: &str = "/oauth/login";
+    /// The logo file of `ui.logo_file`.
+    pub(crate) const UI_LOGO: &str = "/ui/logo";
     pub(crate) const REGISTER: &str = "/oauth/register";
     pub(crate) const TOKEN: &str = "/oauth/token";
     pub(crate) const REVOKE: &str = "/oauth/revoke";

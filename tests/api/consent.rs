@@ -249,7 +249,7 @@ async fn a_step_up_asks_only_for_what_is_new_and_the_token_keeps_what_was_grante
     let (html, claims, tokens) = consent_and_tokens(&app, "profile").await;
     assert!(
         html.contains(
-            "Beyond what you allowed before, it now asks for:</p><ul class=\"asks\"><li><code>profile</code></li></ul>"
+            "Beyond what you allowed before, it now asks for:</p><ul class=\"asks\"><li><span class=\"what\">See your name</span> <small class=\"fine\"><code>profile</code></small></li></ul>"
         ),
         "{html}"
     );

@@ -586,7 +586,7 @@ async fn a_registered_scope_does_not_stop_a_step_up_beyond_it() {
     let next = location(&app.get_authorize(&params).await);
     let (html, _) = app.consent_page(&next).await;
     assert!(
-        html.contains("<ul class=\"asks\"><li><code>openid</code></li></ul>"),
+        html.contains("<ul class=\"asks\"><li><span class=\"what\">Know who you are</span> <small class=\"fine\"><code>openid</code></small></li></ul>"),
         "{html}"
     );
     // What the bridge does not support stays refused.
