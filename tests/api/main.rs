@@ -27,6 +27,7 @@ mod mcp_upstream;
 mod metadata_documents;
 mod metrics;
 mod oidc_provider;
+mod pages;
 mod postgres;
 mod private_key_jwt;
 mod providers;
