@@ -10,6 +10,8 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/.fingerprint/mcp-oauth-bridge-* target/release/deps/mcp_oauth_bridge-* target/release/deps/libmcp_oauth_bridge-*
 COPY src ./src
+# The pages' shipped translations, compiled into the binary.
+COPY locales ./locales
 RUN cargo build --release --locked --bin mcp-oauth-bridge \
     && strip target/release/mcp-oauth-bridge
 

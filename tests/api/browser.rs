@@ -130,3 +130,123 @@ async fn browser_approves_the_consent_page_and_reaches_the_client() {
     let response = app.redeem_code(&query["code"], &pkce).await;
     assert_eq!(response.status(), reqwest::StatusCode::OK);
 }
+
+/// How the README's deployment dresses its pages.
+const BRANDED: &str = "title: Example Corp\nsupport_url: https://help.example.com/\n";
+
+fn branded(config: &mut mcp_oauth_bridge::config::Config) {
+    config.ui = serde_yaml::from_str(BRANDED).unwrap();
+}
+
+/// An authorization URL of the web client (no consent page: it is first-party).
+fn web_authorize(app: &TestApp) -> String {
+    let pkce = Pkce::new();
+    let mut url = url::Url::parse(&app.url("/oauth/authorize")).unwrap();
+    url.query_pairs_mut().extend_pairs([
+        ("client_id", WEB_CLIENT),
+        ("redirect_uri", WEB_REDIRECT),
+        ("response_type", "code"),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("state", "s"),
+        ("scope", "openid email"),
+    ]);
+    url.to_string()
+}
+
+/// The consent, login, chooser and error pages in English and German, light and dark: axe-core
+/// finds no WCAG 2.1 A or AA violation, each page says its language, runs no script, fits 320 px
+/// and shows where the focus is; the screenshots the README shows are saved in docs/screenshots.
+#[tokio::test]
+#[ignore = "needs Chromium and tests/browser/node_modules; .ci/run installs both and runs it"]
+async fn every_page_passes_axe_in_two_languages_and_both_colour_schemes() {
+    let consenting = spawn_app_with(Options {
+        configure: configure(branded),
+        ..Options::default()
+    })
+    .await;
+    let mut consent = url::Url::parse(&consenting.url("/oauth/authorize")).unwrap();
+    let mut params = consenting.authorize_params(&Pkce::new());
+    params.retain(|(name, _)| *name != "scope");
+    params.push(("scope", "openid email profile offline_access".into()));
+    consent.query_pairs_mut().extend_pairs(params);
+    let local = spawn_app_with(Options {
+        configure: configure(|config| {
+            crate::local_login::local_users(config);
+            branded(config);
+        }),
+        ..Options::default()
+    })
+    .await;
+    let (choosing, _partner) = crate::providers::two_providers_configured(|_| {}, branded).await;
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let plan = serde_json::json!({
+        "pages": [
+            {"name": "consent", "url": consent.to_string()},
+            {"name": "login", "url": web_authorize(&local)},
+            {"name": "chooser", "url": web_authorize(&choosing)},
+            {"name": "error", "url": consenting.url("/oauth/authorize?client_id=nobody")},
+        ],
+        "languages": ["en", "de"],
+        "schemes": ["light", "dark"],
+        "screenshots": screenshots.display().to_string(),
+        "client_redirect": PUBLIC_REDIRECT,
+    });
+    let plan_path =
+        std::env::temp_dir().join(format!("mob-pages-{:x}.json", rand::random::<u64>()));
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let report = run_browser_script("pages.mjs", vec![plan_path.display().to_string()]).await;
+    let _ = std::fs::remove_file(&plan_path);
+
+    let headings = [
+        (
+            "consent",
+            "en",
+            "Allow MCP command line to access your account?",
+        ),
+        (
+            "consent",
+            "de",
+            "Darf MCP command line auf Ihr Konto zugreifen?",
+        ),
+        ("login", "en", "Sign in"),
+        ("login", "de", "Anmelden"),
+        ("chooser", "en", "Where do you have your account?"),
+        ("chooser", "de", "Wo haben Sie Ihr Konto?"),
+        ("error", "en", "Sign-in failed"),
+        ("error", "de", "Anmeldung fehlgeschlagen"),
+    ];
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 16, "{report}");
+    for result in results {
+        let (page, language) = (
+            result["page"].as_str().unwrap(),
+            result["language"].as_str().unwrap(),
+        );
+        let what = format!("{page} in {language}, {}: {result}", result["scheme"]);
+        let heading = headings
+            .iter()
+            .find(|(p, l, _)| *p == page && *l == language)
+            .map(|(_, _, heading)| *heading)
+            .unwrap();
+        assert_eq!(result["heading"], heading, "{what}");
+        assert_eq!(result["lang"], language, "{what}");
+        let status = if page == "error" { 400 } else { 200 };
+        assert_eq!(result["status"], status, "{what}");
+        assert_eq!(result["violations"], serde_json::json!([]), "{what}");
+        assert!(
+            result["rulesPassed"].as_u64().unwrap() > 5,
+            "axe ran: {what}"
+        );
+        assert_eq!(result["scripts"], 0, "{what}");
+        assert_eq!(result["overflowsAt320"], false, "{what}");
+        assert_eq!(result["focusRing"], true, "{what}");
+    }
+    for page in ["consent", "login", "chooser", "error"] {
+        for scheme in ["light", "dark"] {
+            let png = std::fs::read(screenshots.join(format!("{page}-{scheme}.png"))).unwrap();
+            assert!(png.starts_with(b"\x89PNG"), "{page}-{scheme}");
+        }
+    }
+}

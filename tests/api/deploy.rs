@@ -294,6 +294,53 @@ fn the_dockerfile_builds_in_two_stages_and_runs_unprivileged_with_a_health_check
     }
 }
 
+/// A file the sources compile in (`include_str!`) outside `src/` must reach the image's build:
+/// the image is built where only the Dockerfile's copies are.
+#[test]
+fn every_file_the_sources_compile_in_is_copied_into_the_image() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = read("Dockerfile");
+    let ignored = read(".dockerignore");
+    let mut pending = vec![root.join("src")];
+    let mut folders = std::collections::BTreeSet::new();
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            // Modules only tests compile (by name), and test modules at the end of a file, may
+            // include fixtures.
+            let name = path.file_name().unwrap().to_string_lossy();
+            if ["test_support.rs", "contract_tests.rs", "tests.rs"].contains(&name.as_ref()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for part in shipped.split("include_str!(\"").skip(1) {
+                let relative = part.split('"').next().unwrap();
+                let included = dir.join(relative).canonicalize().unwrap();
+                let inside = included.strip_prefix(root.canonicalize().unwrap()).unwrap();
+                let top = inside.components().next().unwrap();
+                folders.insert(top.as_os_str().to_string_lossy().into_owned());
+            }
+        }
+    }
+    folders.remove("src");
+    assert!(folders.contains("locales"), "{folders:?}");
+    for folder in folders {
+        assert!(
+            dockerfile.contains(&format!("COPY {folder} ./{folder}\n")),
+            "the Dockerfile does not copy {folder}/"
+        );
+        assert!(
+            !ignored.lines().any(|l| l.trim_end_matches('/') == folder),
+            "{folder}/ is in .dockerignore"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_healthcheck_command_asks_a_running_bridge() {
     let app = spawn_app().await;

@@ -13,7 +13,7 @@ pub const DEMO_PASSWORD: &str = "correct horse battery staple";
 
 /// `local_users` with one user whose hash is made here (cost 4: tests stay fast), and a
 /// throttle of three failures per user in a ten-minute window, slowing by 50 ms per failure.
-fn local_users(config: &mut Config) {
+pub fn local_users(config: &mut Config) {
     let hash = bcrypt::hash(DEMO_PASSWORD, 4).unwrap();
     config.oauth.upstream = None;
     config.oauth.local_users = vec![LocalUserConfig {

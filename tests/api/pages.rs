@@ -145,7 +145,9 @@ async fn a_deployment_brands_the_pages_describes_its_scopes_and_adds_words() {
 async fn the_login_form_speaks_the_browsers_language() {
     let app = crate::local_login::spawn_local(None).await;
     let pkce = Pkce::new();
-    let login = app.authorize_to_upstream(&app.authorize_params(&pkce)).await;
+    let login = app
+        .authorize_to_upstream(&app.authorize_params(&pkce))
+        .await;
     assert!(
         login.starts_with(&app.url("/oauth/login?state=")),
         "{login}"

@@ -13,6 +13,14 @@ use crate::oidc_provider::TestProvider;
 async fn two_providers_with(
     change: impl FnOnce(&mut Vec<mcp_oauth_bridge::config::UpstreamConfig>) + Send + 'static,
 ) -> (TestApp, TestProvider) {
+    two_providers_configured(change, |_| {}).await
+}
+
+/// As `two_providers_with`, the rest of the configuration then changed by `rest`.
+pub async fn two_providers_configured(
+    change: impl FnOnce(&mut Vec<mcp_oauth_bridge::config::UpstreamConfig>) + Send + 'static,
+    rest: impl FnOnce(&mut mcp_oauth_bridge::config::Config) + Send + 'static,
+) -> (TestApp, TestProvider) {
     let partner = TestProvider::start().await;
     let partner_issuer = partner.issuer.clone();
     let app = spawn_app_with(Options {
@@ -30,6 +38,7 @@ async fn two_providers_with(
             let mut providers = vec![corp, other];
             change(&mut providers);
             config.oauth.upstreams = providers;
+            rest(config);
         }),
         ..Options::default()
     })
