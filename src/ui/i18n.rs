@@ -41,7 +41,8 @@ impl Catalog {
             }
         }
         if let Some(dir) = dir {
-            read_dir(dir, &mut languages, &mut problems);
+            let english = languages.get(FALLBACK).cloned().unwrap_or_default();
+            read_dir(dir, &english, &mut languages, &mut problems);
         }
         let default = normalise(default);
         if !languages.contains_key(&default) {
@@ -79,10 +80,14 @@ impl Catalog {
             .filter_map(|(position, item)| {
                 let mut parts = item.split(';');
                 let range = normalise(parts.next()?.trim());
-                let quality = parts
-                    .filter_map(|p| p.trim().strip_prefix("q="))
-                    .find_map(quality)
-                    .unwrap_or(1000);
+                // A weight that is no qvalue drops its range rather than ranking it first.
+                let quality = match parts.find_map(|p| {
+                    let (name, value) = p.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("q").then_some(value)
+                }) {
+                    Some(value) => quality(value)?,
+                    None => 1000,
+                };
                 (!range.is_empty() && quality > 0).then_some((quality, position, range))
             })
             .collect();
@@ -104,11 +109,21 @@ impl Catalog {
 
     /// The words of `key` in `language`, else in the default language, else in English; the key
     /// itself when nobody has it (a page never fails for a missing word).
-    pub(crate) fn text<'a>(&'a self, language: &str, key: &'a str) -> &'a str {
+    pub(crate) fn text<'a>(&'a self, language: &'a str, key: &'a str) -> &'a str {
+        self.text_with_language(language, key).0
+    }
+
+    /// As `text`, with the language the words are in (for a page to mark words it had to take
+    /// from another language, WCAG 3.1.2).
+    pub(crate) fn text_with_language<'a>(
+        &'a self,
+        language: &'a str,
+        key: &'a str,
+    ) -> (&'a str, &'a str) {
         [language, self.default.as_str(), FALLBACK]
-            .iter()
-            .find_map(|tag| self.languages.get(*tag)?.get(key))
-            .map_or(key, String::as_str)
+            .into_iter()
+            .find_map(|tag| Some((self.languages.get(tag)?.get(key)?.as_str(), tag)))
+            .unwrap_or((key, FALLBACK))
     }
 
     #[cfg(test)]
@@ -133,7 +148,47 @@ fn quality(text: &str) -> Option<u16> {
         .then(|| (value * 1000.0).round() as u16)
 }
 
-fn read_dir(dir: &Path, languages: &mut BTreeMap<String, Messages>, problems: &mut Vec<String>) {
+/// The `{name}`s of a text, in order.
+fn placeholders(text: &str) -> Vec<&str> {
+    text.split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        .collect()
+}
+
+/// A deployment's words must be for keys the pages have, and keep every fact English states:
+/// a translation that drops `{host}` from "Sends you back to {host}" hides what the page is
+/// there to show.
+fn check_against_english(path: &Path, messages: &Messages, english: &Messages) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, text) in messages {
+        match english.get(key) {
+            None => problems.push(format!(
+                "{}: {key:?} is no key of the pages' words (locales/en.json)",
+                path.display()
+            )),
+            Some(original) => {
+                let (mut want, mut have) = (placeholders(original), placeholders(text));
+                want.sort_unstable();
+                have.sort_unstable();
+                if want != have {
+                    problems.push(format!(
+                        "{}: {key:?} must use the placeholders {want:?}, as English does",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn read_dir(
+    dir: &Path,
+    english: &Messages,
+    languages: &mut BTreeMap<String, Messages>,
+    problems: &mut Vec<String>,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
@@ -162,7 +217,13 @@ fn read_dir(dir: &Path, languages: &mut BTreeMap<String, Messages>, problems: &m
                 serde_json::from_str::<Messages>(&text).map_err(|error| error.to_string())
             });
         match parsed {
-            Ok(messages) => languages.entry(tag).or_default().extend(messages),
+            Ok(messages) => {
+                let found = check_against_english(&path, &messages, english);
+                if found.is_empty() {
+                    languages.entry(tag).or_default().extend(messages);
+                }
+                problems.extend(found);
+            }
             Err(error) => problems.push(format!(
                 "{}: {error} (one JSON object of strings)",
                 path.display()
@@ -190,12 +251,6 @@ mod tests {
         let catalog = Catalog::shipped();
         let english = catalog.keys_of("en");
         assert!(english.len() > 30, "{english:?}");
-        let placeholders = |text: &str| -> Vec<String> {
-            text.split('{')
-                .skip(1)
-                .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
-                .collect()
-        };
         for (tag, _) in SHIPPED {
             assert_eq!(catalog.keys_of(tag), english, "{tag} has other keys");
             for key in &english {
@@ -219,7 +274,12 @@ mod tests {
         assert_eq!(catalog.negotiate(Some("FR_ca")), "fr");
         assert_eq!(catalog.negotiate(Some("de;q=0, es")), "es");
         assert_eq!(catalog.negotiate(Some("*")), "en");
-        assert_eq!(catalog.negotiate(Some("xx, ;;;, q=2, de;q=abc")), "de");
+        assert_eq!(
+            catalog.negotiate(Some("xx, ;;;, q=2, de;q=abc, fr;q=NaN, ja;q=-1")),
+            "en",
+            "a broken weight drops its range"
+        );
+        assert_eq!(catalog.negotiate(Some("es;q=0.2, de;Q=0.5")), "de");
         let long = "zz,".repeat(10_000) + "de";
         assert_eq!(
             catalog.negotiate(Some(&long)),
@@ -251,9 +311,27 @@ mod tests {
         );
         assert_eq!(catalog.negotiate(Some("it")), "de");
 
+        assert_eq!(
+            catalog.text_with_language("pt-br", "consent.deny"),
+            ("Ablehnen", "de")
+        );
+
         std::fs::write(dir.join("fr.json"), r#"{"consent.allow": 3}"#).unwrap();
+        std::fs::write(
+            dir.join("es.json"),
+            r#"{"consent.sent_back": "Le devuelve", "consent.alow": "Permitir"}"#,
+        )
+        .unwrap();
         let problems = Catalog::load(Some(&dir), "xx").unwrap_err().join("\n");
         assert!(problems.contains("fr.json"), "{problems}");
+        assert!(
+            problems.contains("\"consent.sent_back\" must use the placeholders [\"host\"]"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("\"consent.alow\" is no key of the pages' words"),
+            "{problems}"
+        );
         assert!(problems.contains("ui.default_locale: \"xx\""), "{problems}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -81,9 +81,15 @@ impl UiConfig {
         if self
             .title
             .as_deref()
-            .is_some_and(|t| t.trim().is_empty() || t.len() > 100)
+            .is_some_and(|t| t.trim().is_empty() || t.chars().count() > 100)
         {
             problems.push("ui.title: 1 to 100 characters".to_owned());
+        }
+        if (self.logo_url.is_some() || self.logo_file.is_some()) && self.title.is_none() {
+            problems.push(
+                "ui.title: required with a logo, whose text alternative it is (screen readers say it)"
+                    .to_owned(),
+            );
         }
         for (scope, text) in &self.scope_descriptions {
             let texts: Vec<&String> = match text {
@@ -158,16 +164,22 @@ fn read_logo(path: &std::path::Path) -> Result<Logo, String> {
             ));
         }
     };
-    let size = std::fs::metadata(path)
-        .map_err(|error| format!("{}: {error}", path.display()))?
-        .len();
-    if size > MAX_LOGO_BYTES {
+    // Read up to one byte over the limit, whatever the file claims to be.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, MAX_LOGO_BYTES + 1),
+                &mut bytes,
+            )
+        })
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if bytes.len() as u64 > MAX_LOGO_BYTES {
         return Err(format!(
-            "{}: {size} bytes; at most {MAX_LOGO_BYTES}",
+            "{}: more than {MAX_LOGO_BYTES} bytes",
             path.display()
         ));
     }
-    let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
     Ok(Logo {
         bytes: bytes.into(),
         media_type,
@@ -208,6 +220,31 @@ impl Ui {
         let catalog = Catalog::load(config.translations_dir.as_deref(), config.language())
             .map_err(|problems| problems.join("; "))?;
         let logo_file = config.logo_file.as_deref().map(read_logo).transpose()?;
+        // Checked again where it is used: it is written into the pages' style.
+        if let Some(color) = &config.primary_color
+            && parse_color(color).is_none()
+        {
+            return Err(format!("ui.primary_color: {color:?} is no #rrggbb colour"));
+        }
+        // Language tags are matched in lower case, as the browser's are.
+        let scope_descriptions = config
+            .scope_descriptions
+            .iter()
+            .map(|(scope, text)| {
+                let text = match text {
+                    ScopeText::PerLanguage(texts) => ScopeText::PerLanguage(
+                        texts
+                            .iter()
+                            .map(|(tag, text)| {
+                                (tag.to_ascii_lowercase().replace('_', "-"), text.clone())
+                            })
+                            .collect(),
+                    ),
+                    other => other.clone(),
+                };
+                (scope.clone(), text)
+            })
+            .collect();
         let logo_src = match (&config.logo_url, &logo_file) {
             (Some(url), _) => Some(url.clone()),
             (None, Some(_)) => Some(logo_path.to_owned()),
@@ -219,28 +256,36 @@ impl Ui {
             logo_file,
             primary_color: config.primary_color.clone(),
             support_url: config.support_url.clone(),
-            scope_descriptions: config.scope_descriptions.clone(),
+            scope_descriptions,
             catalog,
         })
     }
 
-    /// What `scope` lets the client do, in `language`: the deployment's words, else the shipped
-    /// ones for a standard scope; none for a scope nobody described.
-    pub(crate) fn describe_scope<'a>(&'a self, language: &str, scope: &str) -> Option<&'a str> {
+    /// What `scope` lets the client do, in `language` if it can: the deployment's words, else the
+    /// shipped ones for a standard scope; none for a scope nobody described. With the words, the
+    /// language they are in, when known and another one.
+    pub(crate) fn describe_scope<'a>(
+        &'a self,
+        language: &'a str,
+        scope: &str,
+    ) -> Option<(&'a str, Option<&'a str>)> {
         match self.scope_descriptions.get(scope) {
-            Some(ScopeText::Everywhere(text)) => return Some(text),
+            Some(ScopeText::Everywhere(text)) => return Some((text, None)),
             Some(ScopeText::PerLanguage(texts)) => {
                 let found = [language, self.catalog.default_language(), "en"]
-                    .iter()
-                    .find_map(|tag| texts.get(*tag))
-                    .or_else(|| texts.values().next());
-                if let Some(text) = found {
-                    return Some(text);
+                    .into_iter()
+                    .find_map(|tag| texts.get_key_value(tag))
+                    .or_else(|| texts.iter().next());
+                if let Some((tag, text)) = found {
+                    return Some((text, (tag != language).then_some(tag.as_str())));
                 }
             }
             None => {}
         }
-        shipped_key(scope).map(|key| self.catalog.text(language, key))
+        shipped_key(scope).map(|key| {
+            let (text, tag) = self.catalog.text_with_language(language, key);
+            (text, (tag != language).then_some(tag))
+        })
     }
 
     /// The origin a configured logo URL is loaded from, for the pages' CSP `img-src`.
@@ -276,6 +321,15 @@ mod tests {
     #[test]
     fn every_setting_is_checked_and_named() {
         assert_eq!(problems("title: Acme\nprimary_color: \"#1f5fbf\"\n"), "");
+        assert!(
+            problems("logo_url: https://cdn.example.com/logo.png\n")
+                .contains("ui.title: required with a logo"),
+        );
+        assert_eq!(
+            problems(&format!("title: \"{}\"\n", "会".repeat(100))),
+            "",
+            "characters, not bytes"
+        );
         let text = problems(
             "logo_url: http://cdn.example.com/logo.png\nlogo_file: /nonexistent/logo.gif\nprimary_color: \"#ffcc00\"\nsupport_url: javascript:alert(1)\ndefault_locale: xx\nscope_descriptions: { \"mcp:tools\": \"\" }\n",
         );
@@ -296,26 +350,35 @@ mod tests {
     #[test]
     fn scopes_are_described_in_the_deployments_words_then_the_shipped_ones() {
         let config: UiConfig = serde_yaml::from_str(
-            "scope_descriptions:\n  \"mcp:tools\": { en: Use the reports tools, de: Die Berichtswerkzeuge nutzen }\n  email: Read your address\n  \"mcp:admin\": Manage the reports\n",
+            "scope_descriptions:\n  \"mcp:tools\": { en: Use the reports tools, de: Die Berichtswerkzeuge nutzen, pt_BR: Usar as ferramentas }\n  email: Read your address\n  \"mcp:admin\": Manage the reports\n",
         )
         .unwrap();
         let ui = Ui::configured(&config, "/ui/logo").unwrap();
         assert_eq!(
             ui.describe_scope("de", "mcp:tools"),
-            Some("Die Berichtswerkzeuge nutzen")
+            Some(("Die Berichtswerkzeuge nutzen", None))
         );
         assert_eq!(
             ui.describe_scope("ja", "mcp:tools"),
-            Some("Use the reports tools")
+            Some(("Use the reports tools", Some("en"))),
+            "marked as English on a Japanese page"
+        );
+        assert_eq!(
+            ui.describe_scope("pt-br", "mcp:tools"),
+            Some(("Usar as ferramentas", None)),
+            "a tag written pt_BR matches the browser's pt-br"
         );
         assert_eq!(
             ui.describe_scope("de", "mcp:admin"),
-            Some("Manage the reports")
+            Some(("Manage the reports", None))
         );
-        assert_eq!(ui.describe_scope("de", "email"), Some("Read your address"));
+        assert_eq!(
+            ui.describe_scope("de", "email"),
+            Some(("Read your address", None))
+        );
         assert_eq!(
             ui.describe_scope("de", "profile"),
-            Some("Ihren Namen sehen")
+            Some(("Ihren Namen sehen", None))
         );
         assert_eq!(ui.describe_scope("en", "unknown:scope"), None);
     }

@@ -131,11 +131,14 @@ async fn browser_approves_the_consent_page_and_reaches_the_client() {
     assert_eq!(response.status(), reqwest::StatusCode::OK);
 }
 
-/// How the README's deployment dresses its pages.
-const BRANDED: &str = "title: Example Corp\nsupport_url: https://help.example.com/\n";
-
+/// How the README's deployment dresses its pages: a name, a logo file, a support link.
 fn branded(config: &mut mcp_oauth_bridge::config::Config) {
-    config.ui = serde_yaml::from_str(BRANDED).unwrap();
+    let logo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logo.svg");
+    config.ui = serde_yaml::from_str(&format!(
+        "title: Example Corp\nlogo_file: \"{}\"\nsupport_url: https://help.example.com/\n",
+        logo.display()
+    ))
+    .unwrap();
 }
 
 /// An authorization URL of the web client (no consent page: it is first-party).
@@ -185,6 +188,7 @@ async fn every_page_passes_axe_in_two_languages_and_both_colour_schemes() {
         "pages": [
             {"name": "consent", "url": consent.to_string()},
             {"name": "login", "url": web_authorize(&local)},
+            {"name": "login-error", "url": web_authorize(&local), "wrong_password": true},
             {"name": "chooser", "url": web_authorize(&choosing)},
             {"name": "error", "url": consenting.url("/oauth/authorize?client_id=nobody")},
         ],
@@ -212,13 +216,15 @@ async fn every_page_passes_axe_in_two_languages_and_both_colour_schemes() {
         ),
         ("login", "en", "Sign in"),
         ("login", "de", "Anmelden"),
+        ("login-error", "en", "Sign in"),
+        ("login-error", "de", "Anmelden"),
         ("chooser", "en", "Where do you have your account?"),
         ("chooser", "de", "Wo haben Sie Ihr Konto?"),
         ("error", "en", "Sign-in failed"),
         ("error", "de", "Anmeldung fehlgeschlagen"),
     ];
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 16, "{report}");
+    assert_eq!(results.len(), 20, "{report}");
     for result in results {
         let (page, language) = (
             result["page"].as_str().unwrap(),
@@ -242,7 +248,17 @@ async fn every_page_passes_axe_in_two_languages_and_both_colour_schemes() {
         assert_eq!(result["scripts"], 0, "{what}");
         assert_eq!(result["overflowsAt320"], false, "{what}");
         assert_eq!(result["focusRing"], true, "{what}");
+        assert_eq!(result["violationsAt320"], serde_json::json!([]), "{what}");
+        assert_eq!(result["logoShown"], true, "{what}");
+        if page == "login-error" {
+            assert_eq!(result["announced"], true, "{what}");
+        }
     }
+    // Without JavaScript, a person signs in all the same (the form posts; the error comes back).
+    assert_eq!(
+        report["withoutScript"]["error"], "Wrong username or password.",
+        "{report}"
+    );
     for page in ["consent", "login", "chooser", "error"] {
         for scheme in ["light", "dark"] {
             let png = std::fs::read(screenshots.join(format!("{page}-{scheme}.png"))).unwrap();

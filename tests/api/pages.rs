@@ -61,7 +61,14 @@ async fn the_consent_page_speaks_the_browsers_language_and_says_what_scopes_mean
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let html = response.text().await.unwrap();
     assert!(html.contains("<h1>Échec de la connexion</h1>"), "{html}");
-    assert!(html.contains("<p lang=\"en\">"), "{html}");
+    assert!(
+        html.contains("<p>L’application a fait une demande que ce service de connexion ne peut pas accepter.</p>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Détails\u{202f}: <span lang=\"en\">"),
+        "{html}"
+    );
 }
 
 #[tokio::test]
@@ -141,32 +148,69 @@ async fn a_deployment_brands_the_pages_describes_its_scopes_and_adds_words() {
     );
 }
 
-#[tokio::test]
-async fn the_login_form_speaks_the_browsers_language() {
+/// A local-login app and the login form its browser was sent to (consent approved on the way).
+async fn login_form() -> (TestApp, String) {
     let app = crate::local_login::spawn_local(None).await;
-    let pkce = Pkce::new();
     let login = app
-        .authorize_to_upstream(&app.authorize_params(&pkce))
+        .authorize_to_upstream(&app.authorize_params(&Pkce::new()))
         .await;
     assert!(
         login.starts_with(&app.url("/oauth/login?state=")),
         "{login}"
     );
-    let html = app
-        .browser
-        .get(&login)
-        .header("accept-language", "es-MX")
+    (app, login)
+}
+
+async fn page_text(request: reqwest::RequestBuilder, accept_language: &str) -> String {
+    let response = request
+        .header("accept-language", accept_language)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_login_form_speaks_the_browsers_language() {
+    let (app, login) = login_form().await;
+    let html = page_text(app.browser.get(&login), "es-MX").await;
     for expected in [
         "<html lang=\"es\">",
         "<label for=\"username\">Nombre de usuario</label>",
         "<label for=\"password\">Contraseña</label>",
     ] {
         assert!(html.contains(expected), "{expected} in {html}");
+    }
+}
+
+/// A wrong password is said above the fields, announced (`role="alert"`) and tied to them
+/// (`aria-describedby`); the first view has neither.
+#[tokio::test]
+async fn the_login_error_is_announced_and_tied_to_the_fields() {
+    let (app, login) = login_form().await;
+    let html = page_text(app.browser.get(&login), "en").await;
+    assert!(
+        !html.contains("aria-describedby") && !html.contains("role=\"alert\""),
+        "{html}"
+    );
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap() + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    let (state, csrf) = (field("state"), field("csrf"));
+    let posted = app.browser.post(app.url("/oauth/login")).form(&[
+        ("state", state.as_str()),
+        ("csrf", csrf.as_str()),
+        ("username", "demo"),
+        ("password", "not-the-password"),
+    ]);
+    let refused = page_text(posted, "de").await;
+    for expected in [
+        "<p class=\"warning\" role=\"alert\" id=\"login-error\">Benutzername oder Passwort ist falsch.</p>",
+        "autofocus aria-describedby=\"login-error\">",
+        "required aria-describedby=\"login-error\">",
+    ] {
+        assert!(refused.contains(expected), "{expected} in {refused}");
     }
 }

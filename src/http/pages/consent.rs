@@ -7,6 +7,7 @@ use axum::response::Response;
 use super::{PageContext, escape, page};
 use crate::oauth::consent::{ConsentPage, Destination};
 use crate::oauth::disclosure::IdentityClaim;
+use crate::ui::i18n::fill;
 
 fn claim_key(claim: IdentityClaim) -> &'static str {
     match claim {
@@ -19,8 +20,11 @@ fn claim_key(claim: IdentityClaim) -> &'static str {
 /// One scope: what it lets the client do, then its name; only the name when nobody said more.
 fn scope_item(context: &PageContext, scope: &str) -> String {
     match context.ui.describe_scope(&context.language, scope) {
-        Some(description) => format!(
-            "<li><span class=\"what\">{}</span> <small class=\"fine\"><code>{}</code></small></li>",
+        Some((description, language)) => format!(
+            "<li><span class=\"what\"{}>{}</span> <small class=\"fine\"><code>{}</code></small></li>",
+            language
+                .map(|tag| format!(" lang=\"{}\"", escape(tag)))
+                .unwrap_or_default(),
             escape(description),
             escape(scope)
         ),
@@ -116,7 +120,7 @@ pub(crate) fn consent_page(page_data: &ConsentPage, action: &str, token: &str) -
          <input type=\"hidden\" name=\"request\" value=\"{token}\">\
          <div class=\"actions\"><button class=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">{allow}</button>\
          <button type=\"submit\" name=\"decision\" value=\"deny\">{deny}</button></div></form>\
-         <p class=\"fine\">{client_id_label}: <code>{client_id}</code></p>",
+         <p class=\"fine\">{client_id_label} <code>{client_id}</code></p>",
         heading = context.fill("consent.heading", &[("client", &strong(&name))]),
         sent_back = context.fill("consent.sent_back", &[("host", &host)]),
         resource = context.fill(
@@ -136,6 +140,68 @@ pub(crate) fn consent_page(page_data: &ConsentPage, action: &str, token: &str) -
         client_id_label = context.text("consent.client_id"),
         client_id = escape(&page_data.client_id),
     );
-    let title = context.fill("consent.title", &[("client", &name)]);
+    let title = fill(&context.plain("consent.title"), &[("client", &name)]);
     page(&context, &title, &main, "", StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::Ui;
+    use std::sync::Arc;
+
+    async fn rendered(page_data: ConsentPage, language: &str) -> String {
+        let context = PageContext {
+            ui: Arc::new(Ui::default()),
+            language: language.to_owned(),
+        };
+        let response = super::super::PAGE
+            .scope(context, async {
+                consent_page(&page_data, "/oauth/consent", "t")
+            })
+            .await;
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    fn page_data(destination: Destination) -> ConsentPage {
+        ConsentPage {
+            client_id: "https://tools.example.org/client.json".into(),
+            client_name: Some("Tools <script>".into()),
+            destination,
+            destination_host: "cursor://anysphere.cursor-mcp".into(),
+            publisher: Some("tools.example.org".into()),
+            scope: vec!["openid".into(), "mcp:tools".into()],
+            already_approved: vec![],
+            claims: vec![IdentityClaim::Email],
+            resource: "https://mcp.example.com/mcp".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_app_scheme_is_warned_of_and_a_documents_publisher_named() {
+        let html = rendered(page_data(Destination::AppScheme("cursor:".into())), "de").await;
+        for expected in [
+            "<h1>Darf <strong>Tools &lt;script&gt;</strong> auf Ihr Konto zugreifen?</h1>",
+            "<p class=\"publisher\">Herausgegeben von <strong>tools.example.org</strong></p>",
+            "<p class=\"warning\" role=\"alert\">Das Ergebnis geht an die „cursor:“-Adresse einer Anwendung",
+            "<strong class=\"host\">cursor://anysphere.cursor-mcp</strong>",
+            "<li>Ihre E-Mail-Adresse</li>",
+            "<li><code>mcp:tools</code></li>",
+        ] {
+            assert!(html.contains(expected), "{expected} in {html}");
+        }
+        assert!(!html.contains("<script>"), "{html}");
+        let html = rendered(page_data(Destination::Invalid("::".into())), "en").await;
+        assert!(
+            html.contains(
+                "<p class=\"warning\" role=\"alert\">The destination is not a valid address.</p>"
+            ),
+            "{html}"
+        );
+        let html = rendered(page_data(Destination::Web("claude.ai".into())), "en").await;
+        assert!(!html.contains("class=\"warning\""), "{html}");
+    }
 }

@@ -46,9 +46,9 @@ pub(crate) fn login_page(
     } else {
         " aria-describedby=\"login-error\""
     };
-    let title = context.text("login.title");
+    let title = context.plain("login.title");
     let main = format!(
-        "<h1>{title}</h1>{message}\
+        "<h1>{heading}</h1>{message}\
          <form method=\"post\" action=\"{action}\" id=\"login\">\
          <input type=\"hidden\" name=\"state\" value=\"{sign_in}\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
@@ -66,6 +66,7 @@ pub(crate) fn login_page(
         password = context.text("login.password"),
         submit = context.text("login.submit"),
         cancel = context.text("login.cancel"),
+        heading = context.text("login.title"),
     );
     page(&context, &title, &main, LOGIN_STYLE, status)
 }
@@ -104,9 +105,43 @@ pub(crate) fn chooser_page(
     );
     page(
         &context,
-        &context.text("chooser.title"),
+        &context.plain("chooser.title"),
         &main,
         CHOOSER_STYLE,
         StatusCode::OK,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::Ui;
+    use std::sync::Arc;
+
+    async fn login_html(message: Option<LoginMessage>, language: &str) -> String {
+        let context = PageContext {
+            ui: Arc::new(Ui::default()),
+            language: language.to_owned(),
+        };
+        let response = super::super::PAGE
+            .scope(context, async {
+                login_page("/oauth/login", "s", "c", message, StatusCode::OK)
+            })
+            .await;
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_throttled_login_says_how_long_in_the_users_language() {
+        let one = login_html(Some(LoginMessage::Throttled { minutes: 1 }), "en").await;
+        assert!(one.contains("Try again in 1 minute."), "{one}");
+        let many = login_html(Some(LoginMessage::Throttled { minutes: 10 }), "fr").await;
+        assert!(many.contains("Réessayez dans 10 minutes."), "{many}");
+        assert!(many.contains("aria-describedby=\"login-error\""), "{many}");
+        let none = login_html(None, "en").await;
+        assert!(!none.contains("aria-describedby"), "{none}");
+    }
 }

@@ -45,8 +45,22 @@ impl PageContext {
         })
     }
 
-    /// The words of `key`, escaped for HTML.
+    /// The words of `key`, escaped for HTML; marked with their language when they had to be
+    /// taken from another one (a deployment's language that lacks some words).
     fn text(&self, key: &str) -> String {
+        let (text, language) = self.ui.catalog.text_with_language(&self.language, key);
+        match language == self.language {
+            true => escape(text),
+            false => format!(
+                "<span lang=\"{}\">{}</span>",
+                escape(language),
+                escape(text)
+            ),
+        }
+    }
+
+    /// The words of `key`, escaped, without markup: for the page's `<title>`.
+    fn plain(&self, key: &str) -> String {
         escape(self.ui.catalog.text(&self.language, key))
     }
 
@@ -199,9 +213,9 @@ fn page(
     });
     harden(&mut response, images.as_deref());
     if let Ok(language) = HeaderValue::from_str(&context.language) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LANGUAGE, language);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_LANGUAGE, language);
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     }
     response
 }
@@ -210,13 +224,27 @@ fn page(
 /// protocol's description of what went wrong is English, and marked so.
 pub(crate) fn error_page(error: &OAuthError) -> Response {
     let context = PageContext::current();
-    let title = context.text("error.title");
+    let title = context.plain("error.title");
+    let explanation = match error.code() {
+        "invalid_request" => "error.invalid_request",
+        "unauthorized_client" | "invalid_client" => "error.unauthorized_client",
+        "access_denied" => "error.access_denied",
+        "invalid_scope" => "error.invalid_scope",
+        "invalid_target" => "error.invalid_target",
+        "server_error" => "error.server_error",
+        "temporarily_unavailable" => "error.temporarily_unavailable",
+        _ => "error.other",
+    };
     let main = format!(
-        "<h1>{title}</h1><p lang=\"en\">{}</p><p>{}</p><p class=\"fine\">{}: <code>{}</code></p>",
-        escape(error.description()),
+        "<h1>{heading}</h1><p>{}</p><p>{}</p>\
+         <p class=\"fine\">{} <span lang=\"en\">{}</span></p><p class=\"fine\">{} <code>{}</code></p>",
+        context.text(explanation),
         context.text("error.retry"),
+        context.text("error.details"),
+        escape(error.description()),
         context.text("error.code"),
         escape(error.code()),
+        heading = context.text("error.title"),
     );
     let status = match status_of(error) {
         StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
@@ -321,7 +349,8 @@ mod tests {
             "<img src=\"https://cdn.acme.example/logo.svg\" alt=\"\">",
             ":root{--primary:#123456}",
             "<a href=\"https://help.acme.example/\">Brauchen Sie Hilfe?",
-            "<p lang=\"en\">bad &lt;input&gt;</p>",
+            "<p>Die Anwendung hat eine Anfrage gestellt, die dieser Anmeldedienst nicht annehmen kann.</p>",
+            "Details: <span lang=\"en\">bad &lt;input&gt;</span>",
         ] {
             assert!(html.contains(expected), "{expected} in {html}");
         }
