@@ -1625,7 +1625,7 @@ pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from
     let (first_refresh, first_access) = (seal("rt-1"), seal("at-1"));
     let mut kept = family("kept", TokenHash::of("kept"));
     kept.upstream_refresh = Some(first_refresh.clone());
-    kept.upstream_access = Some(first_access.clone());
+    kept.upstream_access = Some(Box::new(first_access.clone()));
     assert!(storage.create_family(kept).await.unwrap());
     assert!(
         storage
@@ -1635,7 +1635,7 @@ pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from
             .is_none()
     );
     let stored = storage.refresh_family("kept").await.unwrap().unwrap();
-    assert_eq!(stored.upstream_access.as_ref(), Some(&first_access));
+    assert_eq!(stored.upstream_access.as_deref(), Some(&first_access));
 
     let (second_refresh, second_access) = (seal("rt-2"), seal("at-2"));
     assert!(
@@ -1663,7 +1663,7 @@ pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from
     );
     let stored = storage.refresh_family("kept").await.unwrap().unwrap();
     assert_eq!(stored.upstream_refresh.as_ref(), Some(&second_refresh));
-    assert_eq!(stored.upstream_access.as_ref(), Some(&second_access));
+    assert_eq!(stored.upstream_access.as_deref(), Some(&second_access));
 
     // Without an access token (re-validation alone), the one kept stays.
     let third_refresh = seal("rt-3");
@@ -1675,7 +1675,7 @@ pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from
     );
     let stored = storage.refresh_family("kept").await.unwrap().unwrap();
     assert_eq!(stored.upstream_refresh.as_ref(), Some(&third_refresh));
-    assert_eq!(stored.upstream_access.as_ref(), Some(&second_access));
+    assert_eq!(stored.upstream_access.as_deref(), Some(&second_access));
     // Rotating the grant keeps them.
     let rotated = storage
         .rotate_refresh(&TokenHash::of("kept"), &CLIENT, replacement("kept-2"), NOW)
@@ -1684,7 +1684,7 @@ pub(crate) async fn the_providers_tokens_kept_for_a_grant_are_replaced_only_from
     assert!(matches!(rotated, Some((Presentation::Rotated, _))));
     let stored = storage.refresh_family("kept").await.unwrap().unwrap();
     assert_eq!(stored.upstream_refresh.as_ref(), Some(&third_refresh));
-    assert_eq!(stored.upstream_access.as_ref(), Some(&second_access));
+    assert_eq!(stored.upstream_access.as_deref(), Some(&second_access));
     assert!(
         !storage
             .replace_upstream_tokens("unknown", &third_refresh, seal("x"), None)

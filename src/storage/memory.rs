@@ -337,7 +337,7 @@ impl Storage for MemoryStorage {
         }
         family.upstream_refresh = Some(refresh);
         if access.is_some() {
-            family.upstream_access = access;
+            family.upstream_access = access.map(Box::new);
         }
         Ok(true)
     }

@@ -56,9 +56,10 @@ pub struct RefreshFamily {
     /// provider's tokens are kept.
     #[serde(default)]
     pub upstream_refresh: Option<SealedSecret>,
-    /// The provider's access token and its lifetime, sealed, when its tokens are kept.
+    /// The provider's access token and its lifetime, sealed, when its tokens are kept. Boxed: most
+    /// grants have none, and a million of them in memory should not pay for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_access: Option<SealedSecret>,
+    pub upstream_access: Option<Box<SealedSecret>>,
     /// The provider session the user signed in with (none for local users and ID-JAGs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_session: Option<crate::identity::UpstreamSession>,

@@ -17,6 +17,31 @@ class BrowserError(Exception):
     pass
 
 
+class _TextOf(HTMLParser):
+    """A page's visible words: no tags, no style, no script."""
+
+    def __init__(self):
+        super().__init__()
+        self.words, self._hidden = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self._hidden += tag in ("style", "script", "head")
+
+    def handle_endtag(self, tag):
+        self._hidden -= tag in ("style", "script", "head")
+
+    def handle_data(self, data):
+        if not self._hidden and data.strip():
+            self.words.append(data.strip())
+
+
+def visible_text(body: str) -> str:
+    """What a person reads on an error page, for the message of the error raised."""
+    parser = _TextOf()
+    parser.feed(body)
+    return " ".join(parser.words)
+
+
 @dataclass
 class Form:
     attrs: dict
@@ -92,7 +117,7 @@ class Browser:
                 url, form = target, None
                 continue
             if status != 200:
-                raise BrowserError(f"{status} at {url.split('?')[0]}: {body[:500]}")
+                raise BrowserError(f"{status} at {url.split('?')[0]}: {visible_text(body)[:500]}")
             page = PageParser()
             page.feed(body)
             url, form = self._answer(url, page, pages, body)

@@ -3,6 +3,15 @@
 // application, which it drives through the API that application calls).
 import { readFileSync } from 'node:fs';
 
+// What a person reads on a page (no head, style or script), for the message of an error.
+function visibleText(body) {
+  return body
+    .replace(/<(head|style|script)[\s\S]*?<\/\1>/gi, ' ')
+    .replace(/<[^>]+>/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
 export const USERS = JSON.parse(readFileSync(new URL('./users.json', import.meta.url), 'utf8'));
 const MAX_STEPS = 20;
 
@@ -61,7 +70,7 @@ export class Browser {
         continue;
       }
       const body = await response.text();
-      if (response.status !== 200) throw new Error(`${response.status} at ${url.split('?')[0]}: ${body.slice(0, 500)}`);
+      if (response.status !== 200) throw new Error(`${response.status} at ${url.split('?')[0]}: ${visibleText(body).slice(0, 500)}`);
       [url, form] = this.answer(url, body, pages);
     }
     throw new Error(`more than ${MAX_STEPS} steps without reaching ${redirectUri}`);
@@ -115,6 +124,6 @@ export class Browser {
       const user = USERS[this.username];
       return [new URL(unescape(attr(formTag, 'action')), url).href, { username: this.username, password: user.password, login: 'login' }];
     }
-    throw new Error(`unexpected page at ${url.split('?')[0]}: ${body.slice(0, 500)}`);
+    throw new Error(`unexpected page at ${url.split('?')[0]}: ${visibleText(body).slice(0, 500)}`);
   }
 }

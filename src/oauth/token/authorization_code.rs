@@ -191,7 +191,7 @@ fn new_family(
         revoked: false,
         access_tokens: vec![issued],
         upstream_refresh: record.upstream_refresh.clone(),
-        upstream_access: record.upstream_access.clone(),
+        upstream_access: record.upstream_access.clone().map(Box::new),
         upstream_session: record.upstream_session.clone(),
         created_at: now,
         last_used_at: None,
