@@ -233,12 +233,30 @@ fn read_dir(
 }
 
 /// `template` with each `{name}` replaced by its value; values are inserted as given (the caller
-/// escapes them for HTML first).
+/// escapes them for HTML first), in one pass, so a value that itself reads `{other}` stays as it
+/// is.
 pub(crate) fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut text = template.to_owned();
-    for (name, value) in values {
-        text = text.replace(&format!("{{{name}}}"), value);
+    let mut text = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.split_once('}').and_then(|(name, tail)| {
+            let (_, value) = values.iter().find(|(wanted, _)| *wanted == name)?;
+            Some((value, tail))
+        });
+        match value {
+            Some((value, tail)) => {
+                text.push_str(value);
+                rest = tail;
+            }
+            None => {
+                text.push('{');
+                rest = after;
+            }
+        }
     }
+    text.push_str(rest);
     text
 }
 
@@ -337,13 +355,21 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_are_filled_by_name() {
+    fn placeholders_are_filled_by_name_once() {
         assert_eq!(
             fill(
                 "Allow {client} to use {resource}?",
                 &[("client", "A"), ("resource", "B")]
             ),
             "Allow A to use B?"
+        );
+        assert_eq!(
+            fill(
+                "{client} / {resource} {unknown} {",
+                &[("client", "{resource}"), ("resource", "B")]
+            ),
+            "{resource} / B {unknown} {",
+            "a value naming a placeholder is not filled again"
         );
     }
 }
