@@ -109,9 +109,11 @@ fn harden(response: &mut Response, image_origin: Option<&str>) {
     let policy =
         format!("default-src 'none'; style-src 'unsafe-inline'{images}; frame-ancestors 'none'");
     let headers = response.headers_mut();
-    if let Ok(policy) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    // An origin that makes no header value costs the logo, never the policy.
+    let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    ));
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -162,15 +164,11 @@ fn page(
         Some(product) => format!("{title} – {product}"),
         None => title.to_owned(),
     };
-    let logo = ui.logo_src.as_deref().map(|src| {
-        // With a product name beside it, the logo says nothing more: decorative.
-        let alt = if product.is_some() {
-            String::new()
-        } else {
-            context.text("brand.logo")
-        };
-        format!("<img src=\"{}\" alt=\"{alt}\">", escape(src))
-    });
+    // The product's name stands beside it (validation requires one with a logo): decorative.
+    let logo = ui
+        .logo_src
+        .as_deref()
+        .map(|src| format!("<img src=\"{}\" alt=\"\">", escape(src)));
     let brand = match (&logo, &product) {
         (None, None) => String::new(),
         (logo, product) => format!(
