@@ -4,6 +4,13 @@ use reqwest::StatusCode;
 
 use crate::helpers::*;
 
+/// Every one of `expected` is in `html`.
+fn assert_has_all(html: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(html.contains(expected), "{expected} in {html}");
+    }
+}
+
 /// The consent page of a fresh authorization, its browser asking for `accept_language`.
 async fn consent_in(app: &TestApp, accept_language: Option<&str>) -> reqwest::Response {
     let next = location(&app.get_authorize(&app.authorize_params(&Pkce::new())).await);
@@ -25,17 +32,18 @@ async fn the_consent_page_speaks_the_browsers_language_and_says_what_scopes_mean
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-language"], "de");
     let html = response.text().await.unwrap();
-    for expected in [
-        "<html lang=\"de\">",
-        "Darf <strong>MCP command line</strong> auf Ihr Konto zugreifen?",
-        "<span class=\"what\">Wissen, wer Sie sind</span> <small class=\"fine\"><code>openid</code></small>",
-        "<span class=\"what\">Ihre E-Mail-Adresse sehen</span>",
-        "eine Anwendung auf diesem Computer",
-        "<button class=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">Erlauben</button>",
-        "Client-ID: <code>mcp-cli</code>",
-    ] {
-        assert!(html.contains(expected), "{expected} in {html}");
-    }
+    assert_has_all(
+        &html,
+        &[
+            "<html lang=\"de\">",
+            "Darf <strong>MCP command line</strong> auf Ihr Konto zugreifen?",
+            "<span class=\"what\">Wissen, wer Sie sind</span> <small class=\"fine\"><code>openid</code></small>",
+            "<span class=\"what\">Ihre E-Mail-Adresse sehen</span>",
+            "eine Anwendung auf diesem Computer",
+            "<button class=\"allow\" type=\"submit\" name=\"decision\" value=\"allow\">Erlauben</button>",
+            "Client-ID: <code>mcp-cli</code>",
+        ],
+    );
     // Japanese, and a language the bridge does not have: English.
     let html = consent_in(&app, Some("ja")).await.text().await.unwrap();
     assert!(
@@ -105,18 +113,19 @@ async fn a_deployment_brands_the_pages_describes_its_scopes_and_adds_words() {
     assert!(csp.contains("img-src 'self'"), "{csp}");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let html = response.text().await.unwrap();
-    for expected in [
-        "<html lang=\"de\">",
-        "– Acme Reports</title>",
-        "<img src=\"/ui/logo\" alt=\"\"><span class=\"product\">Acme Reports</span>",
-        ":root{--primary:#7a1f5c}",
-        "<a href=\"mailto:help@acme.example\">",
-        ">Zugriff erlauben</button>",
-        ">Ablehnen</button>",
-        "<span class=\"what\">Sie erkennen</span>",
-    ] {
-        assert!(html.contains(expected), "{expected} in {html}");
-    }
+    assert_has_all(
+        &html,
+        &[
+            "<html lang=\"de\">",
+            "– Acme Reports</title>",
+            "<img src=\"/ui/logo\" alt=\"\"><span class=\"product\">Acme Reports</span>",
+            ":root{--primary:#7a1f5c}",
+            "<a href=\"mailto:help@acme.example\">",
+            ">Zugriff erlauben</button>",
+            ">Ablehnen</button>",
+            "<span class=\"what\">Sie erkennen</span>",
+        ],
+    );
     let html = consent_in(&app, Some("en")).await.text().await.unwrap();
     assert!(
         html.contains("<span class=\"what\">Recognise you</span>"),
@@ -174,13 +183,14 @@ async fn page_text(request: reqwest::RequestBuilder, accept_language: &str) -> S
 async fn the_login_form_speaks_the_browsers_language() {
     let (app, login) = login_form().await;
     let html = page_text(app.browser.get(&login), "es-MX").await;
-    for expected in [
-        "<html lang=\"es\">",
-        "<label for=\"username\">Nombre de usuario</label>",
-        "<label for=\"password\">Contraseña</label>",
-    ] {
-        assert!(html.contains(expected), "{expected} in {html}");
-    }
+    assert_has_all(
+        &html,
+        &[
+            "<html lang=\"es\">",
+            "<label for=\"username\">Nombre de usuario</label>",
+            "<label for=\"password\">Contraseña</label>",
+        ],
+    );
 }
 
 /// A wrong password is said above the fields, announced (`role="alert"`) and tied to them
@@ -206,11 +216,12 @@ async fn the_login_error_is_announced_and_tied_to_the_fields() {
         ("password", "not-the-password"),
     ]);
     let refused = page_text(posted, "de").await;
-    for expected in [
-        "<p class=\"warning\" role=\"alert\" id=\"login-error\">Benutzername oder Passwort ist falsch.</p>",
-        "autofocus aria-describedby=\"login-error\">",
-        "required aria-describedby=\"login-error\">",
-    ] {
-        assert!(refused.contains(expected), "{expected} in {refused}");
-    }
+    assert_has_all(
+        &refused,
+        &[
+            "<p class=\"warning\" role=\"alert\" id=\"login-error\">Benutzername oder Passwort ist falsch.</p>",
+            "autofocus aria-describedby=\"login-error\">",
+            "required aria-describedby=\"login-error\">",
+        ],
+    );
 }

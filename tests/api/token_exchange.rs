@@ -274,7 +274,7 @@ async fn the_server_behind_the_proxy_exchanges_the_token_it_was_sent_for_a_short
 }
 
 /// The provider's token refused (`invalid_target`), saying `why` (when not empty).
-async fn refused_upstream(app: &TestApp, subject: &str, why: &str) {
+pub async fn refused_upstream(app: &TestApp, subject: &str, why: &str) {
     let response = exchange(app, &form(subject, &[("audience", "upstream")])).await;
     let body = oauth_error(response, StatusCode::BAD_REQUEST, "invalid_target").await;
     if !why.is_empty() {
@@ -283,16 +283,17 @@ async fn refused_upstream(app: &TestApp, subject: &str, why: &str) {
 }
 
 /// A server whose rule names `upstream`, in front of a provider whose tokens are kept.
-async fn keeping_app(clock: Arc<FixedClock>) -> TestApp {
-    keeping_app_with(clock, |_| {}).await
+/// It runs on a clock of its own, returned with it, set to now.
+async fn keeping_app() -> (Arc<FixedClock>, TestApp) {
+    keeping_app_with(|_| {}).await
 }
 
 /// As `keeping_app`, the provider's section changed by `change`.
 async fn keeping_app_with(
-    clock: Arc<FixedClock>,
     change: impl FnOnce(&mut mcp_oauth_bridge::config::UpstreamConfig) + Send + 'static,
-) -> TestApp {
-    spawn_app_with(Options {
+) -> (Arc<FixedClock>, TestApp) {
+    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
+    let app = spawn_app_with(Options {
         configure: configure(move |config| {
             upstream(config).keep_tokens = true;
             change(upstream(config));
@@ -304,10 +305,11 @@ async fn keeping_app_with(
             }))
             .unwrap();
         }),
-        clock: Some(clock as _),
+        clock: Some(Arc::clone(&clock) as _),
         ..Options::default()
     })
-    .await
+    .await;
+    (clock, app)
 }
 
 /// The provider's UserInfo, called with `token` as any API of the provider would be.
@@ -332,8 +334,7 @@ async fn providers_token(app: &TestApp, subject: &str) -> Value {
 
 #[tokio::test]
 async fn a_server_gets_the_providers_token_for_its_user_renewed_at_the_provider_once_it_expires() {
-    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
-    let app = keeping_app(Arc::clone(&clock)).await;
+    let (clock, app) = keeping_app().await;
     let user = app.tokens().await;
     assert!(
         !user.to_string().contains("upstream-access-token"),
@@ -402,8 +403,7 @@ async fn a_server_gets_the_providers_token_for_its_user_renewed_at_the_provider_
 
 #[tokio::test]
 async fn the_providers_token_follows_the_grant_and_the_rule() {
-    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
-    let app = keeping_app(clock).await;
+    let (_, app) = keeping_app().await;
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
     // Our scopes do not narrow the provider's token.
@@ -483,8 +483,7 @@ fn revalidating(upstream: &mut mcp_oauth_bridge::config::UpstreamConfig) {
 /// bearer token still keeps the refresh token it rotated.
 #[tokio::test]
 async fn concurrent_renewals_spend_the_providers_refresh_token_once() {
-    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
-    let app = keeping_app_with(Arc::clone(&clock), revalidating).await;
+    let (clock, app) = keeping_app_with(revalidating).await;
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
     clock.advance(Duration::from_secs(280));
@@ -517,8 +516,7 @@ async fn concurrent_renewals_spend_the_providers_refresh_token_once() {
 /// the refresh token the provider rotated: the next renewal works.
 #[tokio::test]
 async fn a_renewal_that_brings_no_bearer_token_keeps_the_rotated_refresh_token() {
-    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
-    let app = keeping_app_with(Arc::clone(&clock), revalidating).await;
+    let (clock, app) = keeping_app_with(revalidating).await;
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
     app.provider.set_token_type("DPoP");
@@ -543,8 +541,7 @@ async fn a_renewal_that_brings_no_bearer_token_keeps_the_rotated_refresh_token()
 /// as it would at the next refresh.
 #[tokio::test]
 async fn with_revalidation_a_refused_renewal_ends_the_grant() {
-    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
-    let app = keeping_app_with(Arc::clone(&clock), revalidating).await;
+    let (clock, app) = keeping_app_with(revalidating).await;
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
     app.provider.end_sessions();
@@ -568,8 +565,7 @@ async fn with_revalidation_a_refused_renewal_ends_the_grant() {
 /// group gets no token of it (without re-validation, the grant itself stays until it ends).
 #[tokio::test]
 async fn a_renewal_for_a_user_no_longer_allowed_hands_nothing_on() {
-    let clock = Arc::new(FixedClock::at(SystemClock.now().seconds()));
-    let app = keeping_app_with(Arc::clone(&clock), |upstream| {
+    let (clock, app) = keeping_app_with(|upstream| {
         upstream.allowed_groups = strings(["mcp-users"]);
     })
     .await;

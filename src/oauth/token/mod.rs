@@ -76,9 +76,7 @@ impl TokenResponse {
                 .map(|_| crate::oauth::token_exchange::ACCESS_TOKEN_TYPE),
         }
     }
-}
 
-impl TokenResponse {
     /// The identity provider's access token handed on by a token exchange, as it was issued.
     fn of_provider(token: crate::upstream::ProviderAccessToken, now: UnixTime) -> TokenResponse {
         TokenResponse {

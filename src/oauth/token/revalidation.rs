@@ -125,7 +125,7 @@ pub(super) async fn store_successor(
     family: &RefreshFamily,
     used: &SealedSecret,
     refreshed: &UpstreamRefresh,
-) -> Result<bool, OAuthError> {
+) -> Result<(), OAuthError> {
     let access = match (&refreshed.access_token, provider.keep_tokens) {
         (Some(token), true) => {
             Some(kept::seal_access(sealer, &family.id, token).map_err(OAuthError::internal)?)
@@ -138,16 +138,16 @@ pub(super) async fn store_successor(
             .map_err(OAuthError::internal)?,
         // The provider does not rotate its refresh tokens: the one used stays.
         None if access.is_some() => used.clone(),
-        None => return Ok(true),
+        None => return Ok(()),
     };
-    let stored = bridge
+    if !bridge
         .storage
         .replace_upstream_tokens(&family.id, used, refresh, access)
-        .await?;
-    if !stored {
+        .await?
+    {
         tracing::info!(family = %family.id, "a concurrent refresh stored the provider's tokens first");
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// Why the identity of a refreshed ID token is not accepted.
