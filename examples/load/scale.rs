@@ -1,14 +1,14 @@
 //! `--families N`: the refresh grant with N live refresh families beside the ones being refreshed,
 //! the process's resident memory once they are in, and the refresh grant while the sweep deletes
-//! N expired families. The families are copies of one made by a real sign-in, stored through the
-//! storage the bridge itself uses.
+//! N expired families. The families are copies of one made by a real sign-in, each for a user and
+//! a session of its own, stored through the storage the bridge itself uses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mcp_oauth_bridge::clock::{Clock, SystemClock, UnixTime};
-use mcp_oauth_bridge::storage::Storage;
+use mcp_oauth_bridge::storage::{GrantOwner, Storage};
 use mcp_oauth_bridge::tokens::TokenHash;
 use mcp_oauth_bridge::tokens::refresh::RefreshFamily;
 use serde_json::Value;
@@ -55,6 +55,11 @@ impl<'a> Scale<'a> {
             .await?;
         let name = self.name(&format!("{small} families"));
         report(refresh_row(name, self.issuer, connections, run).await?);
+        println!(
+            "  {small} live families stored ({}); resident memory of the whole process: {}",
+            self.backend,
+            resident_memory()
+        );
         self.fill(&template, "live", small..self.families, Lifetime::Live)
             .await?;
         println!(
@@ -63,6 +68,7 @@ impl<'a> Scale<'a> {
             self.backend,
             resident_memory()
         );
+        self.revoke_one_user().await?;
         let name = self.name(&format!("{} families", self.families));
         report(refresh_row(name, self.issuer, connections, run).await?);
 
@@ -95,6 +101,42 @@ impl<'a> Scale<'a> {
             "  the sweep removed {removed} expired entries in {:.2} s",
             started.elapsed().as_secs_f64()
         );
+        Ok(())
+    }
+
+    /// Ends the grants of one user among all the families, as an administrator does, and those
+    /// of one provider session, as a back-channel logout does; in memory each is a walk over
+    /// every family under the lock.
+    async fn revoke_one_user(&self) -> anyhow::Result<()> {
+        let owners = [
+            (
+                "one user's grant revoked",
+                GrantOwner::Subject("user-live-7"),
+            ),
+            (
+                "one provider session's grant ended",
+                GrantOwner::ProviderSession {
+                    provider: "upstream",
+                    subject: None,
+                    session_id: Some("session-live-8"),
+                },
+            ),
+        ];
+        for (what, owner) in owners {
+            let started = Instant::now();
+            let ended = self.storage.revoke_grants(owner, SystemClock.now()).await?;
+            anyhow::ensure!(
+                ended.len() == 1,
+                "{what}: {} grants ended, not 1",
+                ended.len()
+            );
+            println!(
+                "  {what} among {} ({}) in {:.1} ms",
+                self.families,
+                self.backend,
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         Ok(())
     }
 
@@ -162,9 +204,32 @@ fn copy(
     lifetime: Lifetime,
 ) -> anyhow::Result<RefreshFamily> {
     let mut family = template.clone();
-    family["id"] = Value::from(format!("scale-{kind}-{n}"));
-    family["access_tokens"][0]["jti"] = Value::from(format!("scale-{kind}-{n}-at"));
+    family["id"] = Value::from(random_like(&format!("scale-{kind}-{n}")));
+    family["access_tokens"][0]["jti"] = Value::from(random_like(&format!("scale-{kind}-{n}-at")));
     family["previous"] = Value::Null;
+    // Each family a user of its own, with a session of its own: nothing that the grants of one
+    // user share makes the figure smaller than a deployment's would be.
+    let user = format!("user-{kind}-{n}");
+    let session_is_user = family["upstream_session"]["subject"] == family["identity"]["subject"];
+    let session = &mut family["upstream_session"];
+    if session.is_object() {
+        if session_is_user {
+            session["subject"] = Value::from(user.clone());
+        } else {
+            session["subject"] = Value::from(format!("provider-{user}"));
+        }
+        if session["session_id"].is_string() {
+            session["session_id"] = Value::from(format!("session-{kind}-{n}"));
+        }
+    }
+    let identity = &mut family["identity"];
+    identity["subject"] = Value::from(user.clone());
+    if identity["email"].is_string() {
+        identity["email"] = Value::from(format!("{user}@corp.example"));
+    }
+    if identity["name"].is_string() {
+        identity["name"] = Value::from(format!("User {kind} {n}"));
+    }
     if let Lifetime::Expired = lifetime {
         let past = Value::from(now.seconds() - 1);
         family["absolute_expires_at"] = past.clone();
@@ -173,6 +238,13 @@ fn copy(
     let mut family: RefreshFamily = serde_json::from_value(family)?;
     family.current = Some(hash_of(&format!("scale-{kind}-{n}-refresh")));
     Ok(family)
+}
+
+/// 16 bytes in base64url, as the bridge's own ids are, the same for the same `seed`.
+fn random_like(seed: &str) -> String {
+    use base64::Engine;
+    let digest = Sha256::digest(seed.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 /// What the bridge's storage keys a refresh token on.

@@ -36,6 +36,9 @@ pub enum StorageError {
     Sealing(#[from] crate::sealing::SealError),
     #[error("storage unavailable: {name} is stored encrypted: set storage.encryption_key")]
     EncryptionKeyMissing { name: String },
+    /// A record the memory storage packed does not read back: a bug, reported, never guessed at.
+    #[error("storage unavailable: memory storage holds a record it cannot read")]
+    Corrupt,
 }
 
 /// A client registered through RFC 7591 Dynamic Client Registration.
@@ -268,11 +271,11 @@ impl GrantOwner<'_> {
     pub(crate) fn owns(
         &self,
         client_id: &str,
-        identity: &Identity,
-        session: Option<&UpstreamSession>,
+        subject_of_grant: &str,
+        session: Option<SessionRef<'_>>,
     ) -> bool {
         match self {
-            GrantOwner::Subject(subject) => identity.subject == *subject,
+            GrantOwner::Subject(subject) => subject_of_grant == *subject,
             GrantOwner::Client(client) => client_id == *client,
             GrantOwner::ProviderSession {
                 provider,
@@ -299,17 +302,35 @@ impl GrantOwner<'_> {
 /// of the user's, grants whose ID token named no session (the provider's logout tokens may carry
 /// a `sid` its ID tokens did not).
 fn session_matches(
-    session: &UpstreamSession,
+    session: SessionRef<'_>,
     subject: Option<&str>,
     session_id: Option<&str>,
 ) -> bool {
     match (subject, session_id) {
         (Some(subject), Some(id)) => {
-            session.subject == subject && session.session_id.as_deref().is_none_or(|own| own == id)
+            session.subject == subject && session.session_id.is_none_or(|own| own == id)
         }
         (Some(subject), None) => session.subject == subject,
-        (None, Some(id)) => session.session_id.as_deref() == Some(id),
+        (None, Some(id)) => session.session_id == Some(id),
         (None, None) => false,
+    }
+}
+
+/// A grant's session at its provider, borrowed from wherever the grant is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionRef<'a> {
+    pub(crate) provider: &'a str,
+    pub(crate) subject: &'a str,
+    pub(crate) session_id: Option<&'a str>,
+}
+
+impl<'a> SessionRef<'a> {
+    pub(crate) fn of(session: &'a UpstreamSession) -> Self {
+        SessionRef {
+            provider: &session.provider,
+            subject: &session.subject,
+            session_id: session.session_id.as_deref(),
+        }
     }
 }
 

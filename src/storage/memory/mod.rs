@@ -1,6 +1,11 @@
 //! In-memory storage for a single instance: one mutex over plain maps, never held across `.await`.
 //! The maps that expire are `IndexMap`s, so that the sweep can walk them by position a chunk at a
-//! time and let requests in between.
+//! time and let requests in between. Refresh families, of which there may be millions, are kept
+//! packed (`families.rs`).
+
+mod families;
+mod packed;
+mod symbols;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -9,10 +14,12 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use indexmap::IndexMap;
 
+use self::families::Families;
+use self::packed::PackedFamily;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
     EndedGrant, GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient,
-    Storage, StorageError,
+    SessionRef, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::SealedSecret;
@@ -31,9 +38,8 @@ pub struct MemoryStorage {
 struct Inner {
     pending: IndexMap<TokenHash, PendingAuthorization>,
     codes: IndexMap<TokenHash, CodeEntry>,
-    families: IndexMap<String, RefreshFamily>,
-    /// Every refresh token a family ever had, current or retired, so reuse can be recognised.
-    refresh_index: IndexMap<TokenHash, String>,
+    /// With every refresh token each ever had, current or retired, so reuse can be recognised.
+    families: Families,
     family_tombstones: IndexMap<String, UnixTime>,
     revoked_access_tokens: IndexMap<String, UnixTime>,
     consent_requests: IndexMap<TokenHash, ConsentRequest>,
@@ -60,22 +66,15 @@ impl MemoryStorage {
 }
 
 impl Inner {
-    fn insert_family(&mut self, family: RefreshFamily) {
-        if let Some(current) = family.current {
-            self.refresh_index.insert(current, family.id.clone());
-        }
-        self.families.insert(family.id.clone(), family);
-    }
-
     /// Revokes the family, or leaves a tombstone that revokes it when it is created; false
     /// when it was revoked (or tombstoned) already.
-    fn revoke_family(&mut self, family_id: &str, now: UnixTime) -> bool {
+    fn revoke_family(&mut self, family_id: &str, now: UnixTime) -> Result<bool, StorageError> {
         let tombstoned = self
             .family_tombstones
             .insert(family_id.to_owned(), now.plus(REVOKED_FAMILY_TOMBSTONE_TTL))
             .is_some();
-        let Some(family) = self.families.get_mut(family_id) else {
-            return !tombstoned;
+        let Some(mut family) = self.families.get(family_id)? else {
+            return Ok(!tombstoned);
         };
         let revoked_now = !family.revoked;
         family.revoke();
@@ -83,23 +82,22 @@ impl Inner {
             self.revoked_access_tokens
                 .insert(token.jti, token.expires_at);
         }
-        revoked_now
+        self.families.put(&family)?;
+        Ok(revoked_now)
     }
 
     /// Ends every grant of `owner` not ended yet: its families, and the grants its codes not
     /// yet redeemed would start.
-    fn end_grants(&mut self, owner: GrantOwner<'_>, now: UnixTime) -> Vec<EndedGrant> {
+    fn end_grants(
+        &mut self,
+        owner: GrantOwner<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<EndedGrant>, StorageError> {
         let mut ended: Vec<EndedGrant> = self
             .families
-            .values()
-            .filter(|family| {
-                !family.revoked
-                    && owner.owns(
-                        &family.client_id,
-                        &family.identity,
-                        family.upstream_session.as_ref(),
-                    )
-            })
+            .owned_by(owner)?
+            .iter()
+            .filter(|family| !family.revoked)
             .map(|family| EndedGrant::of_family(family, now))
             .collect();
         ended.extend(
@@ -110,21 +108,21 @@ impl Inner {
                     let record = &code.record;
                     owner.owns(
                         &record.client_id,
-                        &record.identity,
-                        record.upstream_session.as_ref(),
+                        &record.identity.subject,
+                        record.upstream_session.as_ref().map(SessionRef::of),
                     )
                 })
                 .filter(|code| {
                     let family_id = &code.record.family_id;
-                    !self.families.contains_key(family_id)
+                    !self.families.contains(family_id)
                         && !self.family_tombstones.contains_key(family_id)
                 })
                 .map(|code| EndedGrant::of_code(&code.record)),
         );
         for grant in &ended {
-            self.revoke_family(&grant.family_id, now);
+            self.revoke_family(&grant.family_id, now)?;
         }
-        ended
+        Ok(ended)
     }
 }
 
@@ -232,10 +230,9 @@ impl Storage for MemoryStorage {
         entry.redeemed = true;
         let record = entry.record.clone();
         if let Some(family) = issue(&record) {
-            let family_id = family.id.clone();
-            inner.insert_family(family);
-            if inner.family_tombstones.contains_key(&family_id) {
-                inner.revoke_family(&family_id, now);
+            inner.families.put(&family)?;
+            if inner.family_tombstones.contains_key(&family.id) {
+                inner.revoke_family(&family.id, now)?;
             }
         }
         Ok(CodeRedemption::Redeemed(Box::new(record)))
@@ -246,7 +243,7 @@ impl Storage for MemoryStorage {
         if inner.family_tombstones.contains_key(&family.id) {
             return Ok(false);
         }
-        inner.insert_family(family);
+        inner.families.put(&family)?;
         Ok(true)
     }
 
@@ -258,43 +255,33 @@ impl Storage for MemoryStorage {
         now: UnixTime,
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
         let mut inner = self.lock()?;
-        let Some(family_id) = inner.refresh_index.get(presented).cloned() else {
+        let Some(mut family) = inner.families.get_by_token(presented)? else {
             return Ok(None);
         };
-        let Some(family) = inner.families.get_mut(&family_id) else {
-            return Ok(None);
-        };
-        let new_hash = replacement.hash;
         let outcome = family.present(presented, request, replacement, now);
         let evicted = family.evict_excess_access_tokens();
-        let snapshot = family.clone();
         for token in evicted {
             inner
                 .revoked_access_tokens
                 .insert(token.jti, token.expires_at);
         }
+        // Storing the family indexes its new token, and keeps the one it replaced known as its.
+        inner.families.put(&family)?;
         match outcome.persist() {
-            Persist::IndexReplacement => {
-                inner.refresh_index.insert(new_hash, family_id);
-            }
+            Persist::IndexReplacement | Persist::Nothing => {}
             Persist::RevokeFamily => {
-                inner.revoke_family(&family_id, now);
+                inner.revoke_family(&family.id, now)?;
             }
-            Persist::Nothing => {}
         }
-        Ok(Some((outcome, snapshot)))
+        Ok(Some((outcome, family)))
     }
 
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<bool, StorageError> {
-        Ok(self.lock()?.revoke_family(family_id, now))
+        self.lock()?.revoke_family(family_id, now)
     }
 
     async fn grant_is_live(&self, family_id: &str) -> Result<bool, StorageError> {
-        Ok(self
-            .lock()?
-            .families
-            .get(family_id)
-            .is_some_and(|family| !family.revoked))
+        Ok(self.lock()?.families.is_live_grant(family_id)?)
     }
 
     async fn is_access_token_revoked(
@@ -329,7 +316,7 @@ impl Storage for MemoryStorage {
         access: Option<SealedSecret>,
     ) -> Result<bool, StorageError> {
         let mut inner = self.lock()?;
-        let Some(family) = inner.families.get_mut(family_id) else {
+        let Some(mut family) = inner.families.get(family_id)? else {
             return Ok(false);
         };
         if family.upstream_refresh.as_ref() != Some(previous) {
@@ -339,23 +326,19 @@ impl Storage for MemoryStorage {
         if access.is_some() {
             family.upstream_access = access.map(Box::new);
         }
+        inner.families.put(&family)?;
         Ok(true)
     }
 
     async fn refresh_family(&self, family_id: &str) -> Result<Option<RefreshFamily>, StorageError> {
-        Ok(self.lock()?.families.get(family_id).cloned())
+        Ok(self.lock()?.families.get(family_id)?)
     }
 
     async fn refresh_family_of(
         &self,
         token: &TokenHash,
     ) -> Result<Option<RefreshFamily>, StorageError> {
-        let inner = self.lock()?;
-        Ok(inner
-            .refresh_index
-            .get(token)
-            .and_then(|id| inner.families.get(id))
-            .cloned())
+        Ok(self.lock()?.families.get_by_token(token)?)
     }
 
     async fn put_consent_request(
@@ -476,7 +459,7 @@ impl Storage for MemoryStorage {
         if inner.registered_clients.remove(client_id).is_none() {
             return Ok(None);
         }
-        Ok(Some(inner.end_grants(GrantOwner::Client(client_id), now)))
+        Ok(Some(inner.end_grants(GrantOwner::Client(client_id), now)?))
     }
 
     async fn list_clients(&self) -> Result<Vec<RegisteredClient>, StorageError> {
@@ -493,20 +476,8 @@ impl Storage for MemoryStorage {
         owner: GrantOwner<'_>,
         now: UnixTime,
     ) -> Result<Vec<RefreshFamily>, StorageError> {
-        let mut grants: Vec<RefreshFamily> = self
-            .lock()?
-            .families
-            .values()
-            .filter(|family| {
-                owner.owns(
-                    &family.client_id,
-                    &family.identity,
-                    family.upstream_session.as_ref(),
-                )
-            })
-            .filter(|family| family.is_live(now))
-            .cloned()
-            .collect();
+        let mut grants = self.lock()?.families.owned_by(owner)?;
+        grants.retain(|family| family.is_live(now));
         grants.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(grants)
     }
@@ -517,7 +488,7 @@ impl Storage for MemoryStorage {
         now: UnixTime,
     ) -> Result<Vec<EndedGrant>, StorageError> {
         let mut inner = self.lock()?;
-        let ended = inner.end_grants(owner, now);
+        let ended = inner.end_grants(owner, now)?;
         inner
             .consent_grants
             .retain(|(subject, client_id), _| !owner.owns_consent(subject, client_id));
@@ -618,23 +589,20 @@ impl Storage for MemoryStorage {
                 })
             })
             .await?;
-        // A revoked family is kept to its absolute end so that its tokens keep failing as revoked.
         removed += self
-            .sweep(|inner, at, garbage| {
-                sweep_chunk(&mut inner.families, at, garbage, |_, f| {
-                    f.absolute_expires_at <= now || (!f.revoked && f.current_expires_at <= now)
-                })
+            .sweep(|inner, at, garbage: &mut Vec<PackedFamily>| {
+                let whole = inner
+                    .families
+                    .sweep_chunk(at, SWEEP_CHUNK, garbage, |family| {
+                        families::expired(family, now)
+                    })?;
+                Ok(Walked::from(whole))
             })
             .await?;
-        self.sweep(|inner, at, garbage| {
-            let Inner {
-                families,
-                refresh_index,
-                ..
-            } = inner;
-            sweep_chunk(refresh_index, at, garbage, |_, family_id| {
-                !families.contains_key(family_id)
-            })
+        self.sweep(|inner, at, _: &mut Vec<()>| {
+            Ok(Walked::from(
+                inner.families.sweep_retired_chunk(at, SWEEP_CHUNK),
+            ))
         })
         .await?;
         removed += self
@@ -687,13 +655,13 @@ impl MemoryStorage {
     /// chunk. How many entries it removed.
     async fn sweep<V>(
         &self,
-        mut chunk: impl FnMut(&mut Inner, &mut usize, &mut Vec<V>) -> Walked,
+        mut chunk: impl FnMut(&mut Inner, &mut usize, &mut Vec<V>) -> Result<Walked, StorageError>,
     ) -> Result<usize, StorageError> {
         let mut position = 0;
         let mut removed = 0;
         let mut garbage = Vec::new();
         loop {
-            let walked = chunk(&mut *self.lock()?, &mut position, &mut garbage);
+            let walked = chunk(&mut *self.lock()?, &mut position, &mut garbage)?;
             removed += garbage.len();
             garbage.clear();
             if walked == Walked::Whole {
@@ -710,6 +678,12 @@ enum Walked {
     Whole,
 }
 
+impl From<bool> for Walked {
+    fn from(whole: bool) -> Self {
+        if whole { Walked::Whole } else { Walked::Chunk }
+    }
+}
+
 /// Moves the expired entries among the next `SWEEP_CHUNK` from `position` into `removed`. An
 /// entry removed takes the last one's place, which is looked at next. Between chunks, requests
 /// may remove entries (moving others behind `position`) or add them: the next sweep sees those.
@@ -718,10 +692,10 @@ fn sweep_chunk<K: Hash + Eq, V>(
     position: &mut usize,
     removed: &mut Vec<V>,
     mut expired: impl FnMut(&K, &mut V) -> bool,
-) -> Walked {
+) -> Result<Walked, StorageError> {
     for _ in 0..SWEEP_CHUNK {
         let Some((key, value)) = map.get_index_mut(*position) else {
-            return Walked::Whole;
+            return Ok(Walked::Whole);
         };
         if expired(key, value) {
             removed.extend(map.swap_remove_index(*position).map(|(_, value)| value));
@@ -729,11 +703,7 @@ fn sweep_chunk<K: Hash + Eq, V>(
             *position += 1;
         }
     }
-    if *position >= map.len() {
-        Walked::Whole
-    } else {
-        Walked::Chunk
-    }
+    Ok(Walked::from(*position >= map.len()))
 }
 
 #[cfg(test)]
@@ -788,17 +758,18 @@ mod tests {
         assert_eq!(storage.sweep_expired(NOW).await.unwrap(), n.div_ceil(2));
         let inner = storage.lock().unwrap();
         assert_eq!(inner.families.len(), n / 2);
-        assert_eq!(inner.refresh_index.len(), n / 2);
         for i in 0..n {
             assert_eq!(
-                inner.families.contains_key(&format!("many-{i}")),
+                inner.families.contains(&format!("many-{i}")),
                 i % 2 == 1,
                 "family {i}"
             );
             assert_eq!(
                 inner
-                    .refresh_index
-                    .contains_key(&TokenHash::of(&format!("many-token-{i}"))),
+                    .families
+                    .get_by_token(&TokenHash::of(&format!("many-token-{i}")))
+                    .unwrap()
+                    .is_some(),
                 i % 2 == 1,
                 "token {i}"
             );
