@@ -95,9 +95,8 @@ impl Inner {
     ) -> Result<Vec<EndedGrant>, StorageError> {
         let mut ended: Vec<EndedGrant> = self
             .families
-            .owned_by(owner)?
+            .unrevoked_of(owner)?
             .iter()
-            .filter(|family| !family.revoked)
             .map(|family| EndedGrant::of_family(family, now))
             .collect();
         ended.extend(
@@ -265,13 +264,15 @@ impl Storage for MemoryStorage {
                 .revoked_access_tokens
                 .insert(token.jti, token.expires_at);
         }
-        // Storing the family indexes its new token, and keeps the one it replaced known as its.
-        inner.families.put(&family)?;
         match outcome.persist() {
-            Persist::IndexReplacement | Persist::Nothing => {}
+            // Storing the family indexes its new token and keeps the one it replaced known as its.
+            Persist::IndexReplacement => inner.families.put(&family)?,
+            // The rule revoked it, as `revoke_family` does again to the stored one.
             Persist::RevokeFamily => {
                 inner.revoke_family(&family.id, now)?;
             }
+            // Refused before the rule changed anything (and so nothing was evicted).
+            Persist::Nothing => {}
         }
         Ok(Some((outcome, family)))
     }
@@ -476,7 +477,7 @@ impl Storage for MemoryStorage {
         owner: GrantOwner<'_>,
         now: UnixTime,
     ) -> Result<Vec<RefreshFamily>, StorageError> {
-        let mut grants = self.lock()?.families.owned_by(owner)?;
+        let mut grants = self.lock()?.families.unrevoked_of(owner)?;
         grants.retain(|family| family.is_live(now));
         grants.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(grants)

@@ -51,7 +51,7 @@ const FIXED: usize = 18;
 
 /// The symbols a packed family holds a use of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Uses {
+pub(super) struct Uses {
     client: Symbol,
     audience: Symbol,
     scope: Symbol,
@@ -59,16 +59,27 @@ struct Uses {
     provider: Option<Symbol>,
 }
 
+impl Uses {
+    /// Gives the uses back.
+    pub(super) fn release<S: BuildHasher>(self, symbols: &mut Symbols<S>) {
+        for symbol in [self.client, self.audience, self.scope, self.groups]
+            .into_iter()
+            .chain(self.provider)
+        {
+            symbols.release(symbol);
+        }
+    }
+}
+
 impl PackedFamily {
-    /// Packs `family`, taking a use of each symbol it names. `before`, the family as it was, lets
-    /// a rotation (which names what it named) take its symbols without looking them up.
+    /// Packs `family`, taking a use of each symbol it names. `before`, the uses of the family as it
+    /// was, lets a rotation (which names what it named) take its symbols without looking them up.
     pub(super) fn pack<S: BuildHasher>(
         family: &RefreshFamily,
-        before: Option<&PackedFamily>,
+        before: Option<Uses>,
         symbols: &mut Symbols<S>,
         scratch: &mut Vec<u8>,
     ) -> Self {
-        let before = before.and_then(|packed| packed.read().ok()?.uses().ok());
         let identity = &family.identity;
         let session = family.upstream_session.as_ref();
         let mut flags = 0;
@@ -157,16 +168,9 @@ impl PackedFamily {
         PackedFamily(Box::from(out.as_slice()))
     }
 
-    /// Gives back the uses `pack` took.
-    pub(super) fn release<S: BuildHasher>(&self, symbols: &mut Symbols<S>) -> Result<(), Corrupt> {
-        let uses = self.read()?.uses()?;
-        for symbol in [uses.client, uses.audience, uses.scope, uses.groups]
-            .into_iter()
-            .chain(uses.provider)
-        {
-            symbols.release(symbol);
-        }
-        Ok(())
+    /// The symbols `pack` took a use of.
+    pub(super) fn uses(&self) -> Result<Uses, Corrupt> {
+        self.read()?.uses()
     }
 
     pub(super) fn unpack<S: BuildHasher>(
@@ -745,9 +749,9 @@ mod tests {
             held >= 5,
             "client, audience, scope, groups, provider: {held}"
         );
-        first.release(&mut symbols).unwrap();
+        first.uses().unwrap().release(&mut symbols);
         assert_eq!(symbols.len(), held, "the second family still names them");
-        second.release(&mut symbols).unwrap();
+        second.uses().unwrap().release(&mut symbols);
         assert_eq!(symbols.len(), 0);
     }
 
