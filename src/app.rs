@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::clients::client_keys::RemoteKeySets;
 use crate::clients::metadata_documents::{CimdSettings, MetadataDocuments};
 use crate::clients::{Assertions, ClientRegistry};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{SharedClock, SystemClock, UnixTime};
 use crate::config::Config;
 use crate::http::client_address::TrustedProxies;
 use crate::http::cookies::CookieSigner;
@@ -696,6 +696,18 @@ fn wanted_claims(upstream: &UpstreamConfig) -> Vec<String> {
 /// How long a registered client that never reached the token endpoint is kept.
 const NEVER_USED_CLIENT_TTL: Duration = Duration::from_secs(3600);
 
+/// What `delete_unused_clients` is given: clients last used before the first time, or never used
+/// and registered before the second, are deleted.
+fn unused_client_bounds(now: UnixTime, ttl: Duration) -> (UnixTime, UnixTime) {
+    // A last use is recorded to `LAST_USE_PRECISION`: the real one may be up to that much later,
+    // and a client is never deleted within the TTL of it.
+    let used_before = now.minus(ttl + crate::storage::LAST_USE_PRECISION);
+    // A client that never came back after registering is not kept for the whole TTL: otherwise
+    // a burst of registrations could fill the cap for weeks.
+    let never_used = now.minus(NEVER_USED_CLIENT_TTL.min(ttl));
+    (used_before, never_used)
+}
+
 /// Deletes expired entries, and registered clients unused for `unused_client_ttl`.
 fn spawn_sweeper(
     storage: Arc<dyn Storage>,
@@ -715,13 +727,8 @@ fn spawn_sweeper(
                 Err(error) => tracing::warn!(%error, "sweep of expired entries failed"),
             }
             if let Some(ttl) = unused_client_ttl {
-                // A client that never came back after registering is not kept for the whole TTL:
-                // otherwise a burst of registrations could fill the cap for weeks.
-                let never_used = now.minus(NEVER_USED_CLIENT_TTL.min(ttl));
-                match storage
-                    .delete_unused_clients(now.minus(ttl), never_used)
-                    .await
-                {
+                let (used_before, never_used) = unused_client_bounds(now, ttl);
+                match storage.delete_unused_clients(used_before, never_used).await {
                     Ok(0) => {}
                     Ok(removed) => {
                         tracing::info!(removed, "unused registered clients deleted");
@@ -815,4 +822,35 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod unused_client_tests {
+    use super::*;
+    use crate::storage::LAST_USE_PRECISION;
+
+    #[test]
+    fn a_client_used_within_the_ttl_is_kept_whatever_its_recorded_use_missed() {
+        let now = UnixTime(1_700_000_000);
+        let ttl = Duration::from_secs(600);
+        let (used_before, _) = unused_client_bounds(now, ttl);
+        // Recorded at `r`, the client may have been used until just before r + precision
+        // without a write; deleted only when even that was more than the TTL ago.
+        let recorded_last_kept = now.minus(ttl + LAST_USE_PRECISION);
+        assert!(
+            recorded_last_kept >= used_before,
+            "kept: not before the bound"
+        );
+        let recorded_too_old = now.minus(ttl + LAST_USE_PRECISION + Duration::from_secs(1));
+        assert!(recorded_too_old < used_before, "deleted");
+    }
+
+    #[test]
+    fn a_never_used_client_goes_after_an_hour_or_the_ttl_if_shorter() {
+        let now = UnixTime(1_700_000_000);
+        let (_, never_used) = unused_client_bounds(now, Duration::from_secs(30 * 86400));
+        assert_eq!(never_used, now.minus(NEVER_USED_CLIENT_TTL));
+        let (_, never_used) = unused_client_bounds(now, Duration::from_secs(60));
+        assert_eq!(never_used, now.minus(Duration::from_secs(60)));
+    }
 }

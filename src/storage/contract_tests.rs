@@ -55,6 +55,7 @@ macro_rules! storage_contract {
             shared_secrets_are_listed_by_prefix_and_deleted,
             a_key_is_used_once_until_it_expires_then_swept,
             registered_clients_are_listed_oldest_first_with_their_last_use,
+            a_clients_last_use_is_written_at_most_once_per_precision,
             a_users_grants_are_listed_then_revoked_with_codes_and_consents_alone,
             a_clients_grants_are_revoked_with_its_consents_alone,
             a_provider_session_ends_its_grants_and_those_of_its_user_without_one,
@@ -918,7 +919,7 @@ pub(crate) async fn consent_grants_cover_their_subject_client_redirect_and_scope
     );
 }
 
-fn registered(id: &str) -> RegisteredClient {
+pub(crate) fn registered(id: &str) -> RegisteredClient {
     RegisteredClient {
         issued_at: NOW,
         registration_token_hash: Some(TokenHash::of("registration-token")),
@@ -1194,6 +1195,40 @@ pub(crate) async fn sweep_removes_only_expired_entries(storage: &dyn Storage) {
             .unwrap()
             .is_none()
     );
+}
+
+/// Every token request of a registered client touches it; most of them write nothing.
+pub(crate) async fn a_clients_last_use_is_written_at_most_once_per_precision(
+    storage: &dyn Storage,
+) {
+    use crate::storage::LAST_USE_PRECISION;
+    assert!(
+        storage
+            .register_client(registered("busy"), 10)
+            .await
+            .unwrap()
+    );
+    let last_use = || async {
+        storage
+            .get_client("busy")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+    storage.touch_client("busy", NOW).await.unwrap();
+    assert_eq!(last_use().await, Some(NOW));
+    let just_short = UnixTime(NOW.0 + LAST_USE_PRECISION.as_secs() as i64 - 1);
+    storage.touch_client("busy", just_short).await.unwrap();
+    assert_eq!(last_use().await, Some(NOW), "within the precision");
+    let later = NOW.plus(LAST_USE_PRECISION);
+    storage.touch_client("busy", later).await.unwrap();
+    assert_eq!(last_use().await, Some(later));
+    // An instance whose clock is behind does not move the last use back.
+    storage.touch_client("busy", NOW).await.unwrap();
+    assert_eq!(last_use().await, Some(later));
+    storage.touch_client("nobody", later).await.unwrap();
+    assert!(storage.get_client("nobody").await.unwrap().is_none());
 }
 
 pub(crate) async fn registered_clients_are_listed_oldest_first_with_their_last_use(

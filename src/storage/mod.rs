@@ -249,6 +249,10 @@ impl EndedGrant {
     }
 }
 
+/// How precisely a registered client's last use is kept: enough for deleting clients unused for
+/// days (`clients.registration.delete_unused_after`), without a write per token request.
+pub(crate) const LAST_USE_PRECISION: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Whose grants an administrator looks at or revokes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantOwner<'a> {
@@ -483,6 +487,9 @@ pub trait Storage: Send + Sync + 'static {
         max_clients: usize,
     ) -> Result<bool, StorageError>;
     async fn get_client(&self, client_id: &str) -> Result<Option<RegisteredClient>, StorageError>;
+    /// Records that a registered client was used at `now`, unless its recorded use is later or
+    /// less than `LAST_USE_PRECISION` earlier: every token request of a registered client
+    /// touches it, and on PostgreSQL each write would be a commit of its own.
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError>;
     /// Deletes a registered client and revokes every grant it holds (its refresh families and
     /// their access tokens, and the grants its codes not yet redeemed would start); the grants

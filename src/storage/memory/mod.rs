@@ -18,8 +18,8 @@ use self::families::Families;
 use self::packed::PackedFamily;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    EndedGrant, GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient,
-    SessionRef, Storage, StorageError,
+    EndedGrant, GrantOwner, IssueGrant, LAST_USE_PRECISION, PendingAuthorization, PendingTake,
+    RegisteredClient, SessionRef, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::SealedSecret;
@@ -445,8 +445,12 @@ impl Storage for MemoryStorage {
     }
 
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError> {
-        if let Some(client) = self.lock()?.registered_clients.get_mut(client_id) {
-            client.last_used_at = Some(client.last_used_at.map_or(now, |last| last.max(now)));
+        if let Some(client) = self.lock()?.registered_clients.get_mut(client_id)
+            && client
+                .last_used_at
+                .is_none_or(|last| last.plus(LAST_USE_PRECISION) <= now)
+        {
+            client.last_used_at = Some(now);
         }
         Ok(())
     }

@@ -20,8 +20,8 @@ use tokio_postgres::{NoTls, Row};
 use self::prepared::Prepared;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
-    EndedGrant, GrantOwner, IssueGrant, PendingAuthorization, PendingTake, RegisteredClient,
-    Storage, StorageError,
+    EndedGrant, GrantOwner, IssueGrant, LAST_USE_PRECISION, PendingAuthorization, PendingTake,
+    RegisteredClient, Storage, StorageError,
 };
 use crate::clock::UnixTime;
 use crate::sealing::{SealedSecret, Sealer};
@@ -1064,10 +1064,13 @@ impl Storage for PostgresStorage {
     }
 
     async fn touch_client(&self, client_id: &str, now: UnixTime) -> Result<(), StorageError> {
+        let precision = i64::try_from(LAST_USE_PRECISION.as_secs()).unwrap_or(i64::MAX);
+        // A statement that matches no row writes nothing, and its commit flushes nothing.
         self.execute(
-            "UPDATE registered_clients SET last_used_at = greatest(coalesce(last_used_at, $2), $2)
-                 WHERE client_id = $1",
-            &[&client_id, &now.seconds()],
+            "UPDATE registered_clients SET last_used_at = $2
+                 WHERE client_id = $1
+                   AND (last_used_at IS NULL OR last_used_at <= $2::bigint - $3::bigint)",
+            &[&client_id, &now.seconds(), &precision],
         )
         .await?;
         Ok(())

@@ -396,3 +396,40 @@ async fn a_session_stored_before_providers_had_names_is_the_single_providers() {
     assert_eq!(ids, ["old"]);
     databases.drop_all().await;
 }
+
+/// A touch within the precision of the recorded use leaves the row as it was: no new row
+/// version, nothing for the commit to flush.
+#[tokio::test]
+async fn a_touch_within_the_precision_writes_no_row() {
+    use crate::clock::UnixTime;
+    let Some(url) = admin_url() else { return };
+    let databases = Databases::new(url);
+    let storage = databases.fresh().await;
+    let client = crate::storage::contract_tests::registered("busy");
+    assert!(storage.register_client(client, 10).await.unwrap());
+    let now = UnixTime(1_700_000_000);
+    let version = || async {
+        let connection = storage.client().await.unwrap();
+        let row = connection
+            .query_one(
+                "SELECT xmin::text FROM registered_clients WHERE client_id = 'busy'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+    storage.touch_client("busy", now).await.unwrap();
+    let written = version().await;
+    storage
+        .touch_client("busy", now.plus(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(version().await, written);
+    storage
+        .touch_client("busy", now.plus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_ne!(version().await, written);
+    databases.drop_all().await;
+}
