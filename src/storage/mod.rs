@@ -250,7 +250,7 @@ impl EndedGrant {
 }
 
 /// How precisely a registered client's last use is kept: enough for deleting clients unused for
-/// days (`clients.registration.delete_unused_after`), without a write per token request.
+/// days (`oauth.dcr.unused_client_ttl`), without a write per token request.
 pub(crate) const LAST_USE_PRECISION: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whose grants an administrator looks at or revokes.

@@ -1,7 +1,8 @@
 //! A refresh family as the memory backend keeps it: one allocation of bytes instead of a struct
 //! of ten heap strings, so that a million live grants fit in a few hundred megabytes. Values that
-//! families share are symbols (`symbols.rs`); times are varints; ids and access-token ids that
-//! are the bridge's own 16 random bytes in base64url are kept as those bytes.
+//! families share are symbols (`symbols.rs`); times are varints; a family id that is the bridge's
+//! own 16 random bytes in base64url is kept as those bytes (access-token ids stay text: a rotation
+//! packs up to 32 of them, and base64 each time would cost more than the bytes it saves).
 //!
 //! What the sweep and the owner walks read (expiry, revocation, the current token, the id, the
 //! client, the subject, the provider session) comes first, so that they stop reading early.
