@@ -203,12 +203,16 @@ impl PackedFamily {
 
     /// The family's id, as it compares and hashes with `TokenText::of` an id asked for.
     pub(super) fn id(&self) -> Result<TokenText<'_>, Corrupt> {
+        self.after_current()?.token_text()
+    }
+
+    /// A reader at what follows the current token: the id.
+    fn after_current(&self) -> Result<Reader<'_>, Corrupt> {
         let current = if self.flags()? & CURRENT != 0 { 32 } else { 0 };
-        Reader {
+        Ok(Reader {
             bytes: &self.0,
             at: FIXED + current,
-        }
-        .token_text()
+        })
     }
 
     /// What `GrantOwner` looks at, as bytes, the texts unchecked: what a walk over every family
@@ -252,23 +256,12 @@ impl PackedFamily {
         )))
     }
 
-    /// Reads what the walks need, and no further; the texts unchecked, the id skipped.
+    /// Reads what the walks need, and no further; the texts unchecked.
     fn raw_head(&self) -> Result<(RawHead<'_>, Reader<'_>), Corrupt> {
         let flags = self.flags()?;
-        let mut reader = Reader {
-            bytes: &self.0,
-            at: FIXED,
-        };
-        let current = if flags & CURRENT != 0 {
-            Some(TokenHash(reader.array()?))
-        } else {
-            None
-        };
-        let id_at = reader.at;
-        match reader.varint()? {
-            0 => reader.take(16)?,
-            tag => reader.take(usize::try_from(tag - 1).map_err(|_| Corrupt)?)?,
-        };
+        let current = self.current()?;
+        let mut reader = self.after_current()?;
+        let id = reader.token_text()?;
         let client = reader.symbol()?;
         let subject = reader.bytes()?;
         let session = if flags & SESSION != 0 {
@@ -294,7 +287,7 @@ impl PackedFamily {
         let head = RawHead {
             flags,
             current,
-            id_at,
+            id,
             client,
             subject,
             session,
@@ -319,11 +312,7 @@ impl PackedFamily {
         let head = Head {
             flags: raw.flags,
             current: raw.current,
-            id: Reader {
-                bytes: &self.0,
-                at: raw.id_at,
-            }
-            .token_text()?,
+            id: raw.id,
             client: raw.client,
             subject: text(raw.subject)?,
             session,
@@ -399,8 +388,7 @@ struct ReadSession<'a, T: ?Sized> {
 struct RawHead<'a> {
     flags: u16,
     current: Option<TokenHash>,
-    /// Where the id begins.
-    id_at: usize,
+    id: TokenText<'a>,
     client: Symbol,
     subject: &'a [u8],
     session: Option<ReadSession<'a, [u8]>>,

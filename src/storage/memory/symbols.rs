@@ -37,15 +37,9 @@ impl<S: BuildHasher> Symbols<S> {
     /// The symbol of `value`, counted as one more use.
     pub(super) fn acquire<T: AsRef<str>>(&mut self, value: &[T]) -> Symbol {
         let hash = self.hash(value);
-        let entries = &self.entries;
-        if let Some(symbol) = self
-            .by_value
-            .find(hash, |symbol| Self::holds(entries, *symbol, value))
-        {
-            if let Some(Some(entry)) = self.entries.get_mut(*symbol as usize) {
-                entry.uses += 1;
-            }
-            return *symbol;
+        if let Some(symbol) = self.find_hashed(hash, value) {
+            self.count_use(symbol);
+            return symbol;
         }
         let entry = Entry {
             value: value.iter().map(|part| Box::from(part.as_ref())).collect(),
@@ -74,10 +68,8 @@ impl<S: BuildHasher> Symbols<S> {
     /// The symbol of `value` when it is `was` (one more use of it, found without hashing),
     /// else as `acquire` finds it.
     pub(super) fn acquire_again<T: AsRef<str>>(&mut self, was: Symbol, value: &[T]) -> Symbol {
-        if Self::holds(&self.entries, was, value)
-            && let Some(Some(entry)) = self.entries.get_mut(was as usize)
-        {
-            entry.uses += 1;
+        if Self::holds(&self.entries, was, value) {
+            self.count_use(was);
             return was;
         }
         self.acquire(value)
@@ -120,11 +112,19 @@ impl<S: BuildHasher> Symbols<S> {
 
     /// The symbol of `value`, if a family names it.
     pub(super) fn find<T: AsRef<str>>(&self, value: &[T]) -> Option<Symbol> {
+        self.find_hashed(self.hash(value), value)
+    }
+
+    fn find_hashed<T: AsRef<str>>(&self, hash: u64, value: &[T]) -> Option<Symbol> {
         self.by_value
-            .find(self.hash(value), |symbol| {
-                Self::holds(&self.entries, *symbol, value)
-            })
+            .find(hash, |symbol| Self::holds(&self.entries, *symbol, value))
             .copied()
+    }
+
+    fn count_use(&mut self, symbol: Symbol) {
+        if let Some(Some(entry)) = self.entries.get_mut(symbol as usize) {
+            entry.uses += 1;
+        }
     }
 
     /// Distinct values held.
