@@ -15,7 +15,7 @@ pub(crate) const SHIPPED: [(&str, &str); 5] = [
 ];
 
 /// Where a key missing in the chosen language and the default one is looked up last.
-const FALLBACK: &str = "en";
+pub(crate) const FALLBACK: &str = "en";
 
 type Messages = BTreeMap<String, String>;
 
@@ -136,7 +136,7 @@ impl Catalog {
 }
 
 /// `en-US` and `EN_us` alike: lower case, hyphens.
-fn normalise(tag: &str) -> String {
+pub(crate) fn normalise(tag: &str) -> String {
     tag.trim().to_ascii_lowercase().replace('_', "-")
 }
 

@@ -142,7 +142,8 @@ fn contrast_with_white(rgb: [u8; 3]) -> f64 {
 /// A logo the bridge serves: its bytes and media type.
 #[derive(Debug, Clone)]
 pub struct Logo {
-    pub bytes: std::sync::Arc<[u8]>,
+    /// Shared with every response that serves it, not copied.
+    pub bytes: axum::body::Bytes,
     pub media_type: &'static str,
 }
 
@@ -181,7 +182,7 @@ fn read_logo(path: &std::path::Path) -> Result<Logo, String> {
         ));
     }
     Ok(Logo {
-        bytes: bytes.into(),
+        bytes: axum::body::Bytes::from(bytes),
         media_type,
     })
 }
@@ -235,9 +236,7 @@ impl Ui {
                     ScopeText::PerLanguage(texts) => ScopeText::PerLanguage(
                         texts
                             .iter()
-                            .map(|(tag, text)| {
-                                (tag.to_ascii_lowercase().replace('_', "-"), text.clone())
-                            })
+                            .map(|(tag, text)| (i18n::normalise(tag), text.clone()))
                             .collect(),
                     ),
                     other => other.clone(),
@@ -272,7 +271,7 @@ impl Ui {
         match self.scope_descriptions.get(scope) {
             Some(ScopeText::Everywhere(text)) => return Some((text, None)),
             Some(ScopeText::PerLanguage(texts)) => {
-                let found = [language, self.catalog.default_language(), "en"]
+                let found = [language, self.catalog.default_language(), i18n::FALLBACK]
                     .into_iter()
                     .find_map(|tag| texts.get_key_value(tag))
                     .or_else(|| texts.iter().next());

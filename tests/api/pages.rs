@@ -203,11 +203,7 @@ async fn the_login_error_is_announced_and_tied_to_the_fields() {
         !html.contains("aria-describedby") && !html.contains("role=\"alert\""),
         "{html}"
     );
-    let field = |name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = html.find(&marker).unwrap() + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
+    let field = |name: &str| crate::local_login::hidden(&html, name);
     let (state, csrf) = (field("state"), field("csrf"));
     let posted = app.browser.post(app.url("/oauth/login")).form(&[
         ("state", state.as_str()),

@@ -94,11 +94,7 @@ async fn chooser(app: &TestApp, url: &str) -> (String, String, String) {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(response.headers()["cache-control"], "no-store");
     let html = response.text().await.unwrap();
-    let field = |name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = html.find(&marker).expect("chooser form") + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
+    let field = |name: &str| crate::local_login::hidden(&html, name);
     let (state, csrf) = (field("state"), field("csrf"));
     (html, state, csrf)
 }

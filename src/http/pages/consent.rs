@@ -151,19 +151,11 @@ mod tests {
     use std::sync::Arc;
 
     async fn rendered(page_data: ConsentPage, language: &str) -> String {
-        let context = PageContext {
-            ui: Arc::new(Ui::default()),
-            language: language.to_owned(),
-        };
-        let response = super::super::PAGE
-            .scope(context, async {
-                consent_page(&page_data, "/oauth/consent", "t")
-            })
-            .await;
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        String::from_utf8(body.to_vec()).unwrap()
+        let response = super::super::rendered_in(Arc::new(Ui::default()), language, || {
+            consent_page(&page_data, "/oauth/consent", "t")
+        })
+        .await;
+        super::super::body_text(response).await
     }
 
     fn page_data(destination: Destination) -> ConsentPage {

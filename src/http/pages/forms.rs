@@ -119,19 +119,11 @@ mod tests {
     use std::sync::Arc;
 
     async fn login_html(message: Option<LoginMessage>, language: &str) -> String {
-        let context = PageContext {
-            ui: Arc::new(Ui::default()),
-            language: language.to_owned(),
-        };
-        let response = super::super::PAGE
-            .scope(context, async {
-                login_page("/oauth/login", "s", "c", message, StatusCode::OK)
-            })
-            .await;
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        String::from_utf8(body.to_vec()).unwrap()
+        let response = super::super::rendered_in(Arc::new(Ui::default()), language, || {
+            login_page("/oauth/login", "s", "c", message, StatusCode::OK)
+        })
+        .await;
+        super::super::body_text(response).await
     }
 
     #[tokio::test]

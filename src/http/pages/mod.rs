@@ -279,7 +279,7 @@ pub(crate) fn logo(ui: &Ui) -> Response {
                 "default-src 'none'; style-src 'unsafe-inline'; sandbox",
             ),
         ],
-        logo.bytes.to_vec(),
+        logo.bytes.clone(),
     )
         .into_response()
 }
@@ -294,6 +294,28 @@ pub(crate) fn redirect(location: &Url) -> Response {
     }
     harden(&mut response, None);
     response
+}
+
+/// A page as `page` renders it in `language` with `ui`, as the pages' layer would have it.
+#[cfg(test)]
+pub(crate) async fn rendered_in(
+    ui: std::sync::Arc<crate::ui::Ui>,
+    language: &str,
+    page: impl FnOnce() -> Response,
+) -> Response {
+    let context = PageContext {
+        ui,
+        language: language.to_owned(),
+    };
+    PAGE.scope(context, async { page() }).await
+}
+
+#[cfg(test)]
+pub(crate) async fn body_text(response: Response) -> String {
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
 }
 
 #[cfg(test)]
@@ -321,25 +343,17 @@ mod tests {
         )
         .unwrap();
         let ui = Arc::new(Ui::configured(&config, "/ui/logo").unwrap());
-        let context = PageContext {
-            ui,
-            language: "de".to_owned(),
-        };
-        let response = PAGE
-            .scope(context, async {
-                error_page(&OAuthError::invalid_request("bad <input>"))
-            })
-            .await;
+        let response = rendered_in(ui, "de", || {
+            error_page(&OAuthError::invalid_request("bad <input>"))
+        })
+        .await;
         let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
             .to_str()
             .unwrap()
             .to_owned();
         assert!(csp.contains("img-src https://cdn.acme.example;"), "{csp}");
         assert_eq!(response.headers()[header::CONTENT_LANGUAGE], "de");
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let html = String::from_utf8(body.to_vec()).unwrap();
+        let html = body_text(response).await;
         for expected in [
             "<html lang=\"de\">",
             "<title>Anmeldung fehlgeschlagen – Acme &lt;Reports&gt;</title>",
