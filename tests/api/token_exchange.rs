@@ -581,4 +581,12 @@ async fn a_renewal_for_a_user_no_longer_allowed_hands_nothing_on() {
     )
     .await;
     assert_eq!(app.provider.refresh_requests(), 1);
+    // Asking again must not hand on the token that refused renewal brought.
+    refused_upstream(
+        &app,
+        subject,
+        "the user is no longer allowed to use this service",
+    )
+    .await;
+    assert_eq!(app.provider.refresh_requests(), 2);
 }

@@ -156,7 +156,14 @@ async fn renewed(
         // The provider may well answer in a moment.
         Err(error) => return Err(OAuthError::unavailable(error)),
     };
-    // First of all: the refresh token used is spent at the provider whatever comes next.
+    // The provider spoke for the user again: the same user, still allowed, or nothing. Asked
+    // before anything is kept, so that a refused user's new token is not kept for a later ask.
+    let refused = match &refreshed.claims {
+        Some(claims) => refreshed_identity(provider, &family, claims).err(),
+        None => None,
+    };
+    // The refresh token used is spent at the provider whatever comes next.
+    let keep_access = refused.is_none();
     store_successor(
         bridge,
         sealer,
@@ -164,12 +171,10 @@ async fn renewed(
         &family,
         sealed_refresh,
         &refreshed,
+        keep_access,
     )
     .await?;
-    // The provider spoke for the user again: the same user, still allowed, or nothing.
-    if let Some(claims) = &refreshed.claims
-        && let Err(reason) = refreshed_identity(provider, &family, claims)
-    {
+    if let Some(reason) = refused {
         tracing::info!(family = %family.id, %reason, "renewed identity refused");
         return Err(ended(
             bridge,

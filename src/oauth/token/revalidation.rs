@@ -87,7 +87,7 @@ pub(super) async fn revalidate(
         // The refresh is deferred, not refused: the session may well stand.
         Err(error) => return Err(OAuthError::unavailable(error)),
     };
-    store_successor(bridge, sealer, provider, &family, sealed, &refreshed).await?;
+    store_successor(bridge, sealer, provider, &family, sealed, &refreshed, true).await?;
     let Some(claims) = &refreshed.claims else {
         return Ok(None);
     };
@@ -117,7 +117,8 @@ async fn renewed_meanwhile(
 }
 
 /// Stores the provider's new tokens at once, whatever becomes of our rotation: the old refresh
-/// token is spent at the provider either way.
+/// token is spent at the provider either way. Without `keep_access`, its new access token is not
+/// kept (the user it was renewed for was refused).
 pub(super) async fn store_successor(
     bridge: &Bridge,
     sealer: &Sealer,
@@ -125,8 +126,9 @@ pub(super) async fn store_successor(
     family: &RefreshFamily,
     used: &SealedSecret,
     refreshed: &UpstreamRefresh,
+    keep_access: bool,
 ) -> Result<(), OAuthError> {
-    let access = match (&refreshed.access_token, provider.keep_tokens) {
+    let access = match (&refreshed.access_token, provider.keep_tokens && keep_access) {
         (Some(token), true) => {
             Some(kept::seal_access(sealer, &family.id, token).map_err(OAuthError::internal)?)
         }
