@@ -118,7 +118,8 @@ def add_act_as_user(server, proxy_identity, args) -> None:
             raise ValueError(f"the exchange for {audience} was refused: {response.status_code} {response.text}")
         answer = response.json()
         if answer.get("issued_token_type") != ACCESS_TOKEN_TYPE or answer.get("token_type") != "Bearer":
-            raise ValueError(f"the exchange for {audience} issued something else: {answer}")
+            # The answer's keys only: its values include the token.
+            raise ValueError(f"the exchange for {audience} issued something else: {sorted(answer)}")
         return answer
 
     async def call_whoami(token):
