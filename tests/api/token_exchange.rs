@@ -478,6 +478,10 @@ fn revalidating(upstream: &mut mcp_oauth_bridge::config::UpstreamConfig) {
     upstream.revalidate_on_refresh = true;
 }
 
+/// From a sign-in to when the test provider's access token (300 s) has under the 30 s left that
+/// an exchange wants of it: the next exchange renews it.
+const UNTIL_RENEWAL: Duration = Duration::from_secs(300 - 30 + 10);
+
 /// Renewals of one grant take turns: the provider sees its refresh token once, however many
 /// exchanges and refreshes arrive together; and a renewal it answers with a token that is not a
 /// bearer token still keeps the refresh token it rotated.
@@ -486,7 +490,7 @@ async fn concurrent_renewals_spend_the_providers_refresh_token_once() {
     let (clock, app) = keeping_app_with(revalidating).await;
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
-    clock.advance(Duration::from_secs(280));
+    clock.advance(UNTIL_RENEWAL);
     let upstream_form = form(subject, &[("audience", "upstream")]);
     let (a, b, c, refreshed) = tokio::join!(
         exchange(&app, &upstream_form),
@@ -520,7 +524,7 @@ async fn a_renewal_that_brings_no_bearer_token_keeps_the_rotated_refresh_token()
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
     app.provider.set_token_type("DPoP");
-    clock.advance(Duration::from_secs(280));
+    clock.advance(UNTIL_RENEWAL);
     refused_upstream(
         &app,
         subject,
@@ -545,7 +549,7 @@ async fn with_revalidation_a_refused_renewal_ends_the_grant() {
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
     app.provider.end_sessions();
-    clock.advance(Duration::from_secs(280));
+    clock.advance(UNTIL_RENEWAL);
     refused_upstream(&app, subject, "").await;
     assert_eq!(app.provider.refresh_requests(), 1);
     oauth_error(
@@ -573,7 +577,7 @@ async fn a_renewal_for_a_user_no_longer_allowed_hands_nothing_on() {
     let subject = user["access_token"].as_str().unwrap();
     assert_eq!(providers_token(&app, subject).await["token_type"], "Bearer");
     app.provider.state.user.lock().unwrap()["realm_access"]["roles"] = json!(["analysts"]);
-    clock.advance(Duration::from_secs(280));
+    clock.advance(UNTIL_RENEWAL);
     refused_upstream(
         &app,
         subject,
