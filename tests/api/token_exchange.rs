@@ -147,6 +147,7 @@ async fn an_exchange_outside_the_rule_is_refused_with_rfc_8693_errors() {
     let app = exchanging_app().await;
     let user = app.tokens().await;
     let subject = user["access_token"].as_str().unwrap();
+    let long_audience = "a".repeat(8192);
     for (extra, error) in [
         (
             vec![(
@@ -168,6 +169,9 @@ async fn an_exchange_outside_the_rule_is_refused_with_rfc_8693_errors() {
         ),
         (vec![("audience", RESOURCE)], "invalid_target"),
         (vec![("resource", RESOURCE)], "invalid_target"),
+        // Neither a resource of the rule nor a configured provider's name.
+        (vec![("audience", "no-such-provider")], "invalid_target"),
+        (vec![("audience", long_audience.as_str())], "invalid_target"),
         (vec![("scope", "openid profile")], "invalid_scope"),
         (vec![("subject_token", "not-a-token")], "invalid_request"),
         (
@@ -178,6 +182,7 @@ async fn an_exchange_outside_the_rule_is_refused_with_rfc_8693_errors() {
         let response = exchange(&app, &form(subject, &extra)).await;
         let body = oauth_error(response, StatusCode::BAD_REQUEST, error).await;
         assert!(body["error_description"].is_string(), "{extra:?}: {body}");
+        assert!(!body.to_string().contains(&long_audience), "not echoed");
     }
     // A token exchanged once was issued for the API, not for this server: not exchangeable here.
     let exchanged: Value = exchange(&app, &form(subject, &[]))
