@@ -7,10 +7,10 @@ use super::*;
 use crate::tokens::refresh::IssuedAccessToken;
 use tokio::sync::Barrier;
 
-const NOW: UnixTime = UnixTime(1_700_000_000);
+pub(crate) const NOW: UnixTime = UnixTime(1_700_000_000);
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86400);
-const CLIENT: RefreshRequest<'static> = RefreshRequest {
+pub(crate) const CLIENT: RefreshRequest<'static> = RefreshRequest {
     client_id: "client",
     scope: None,
     resource: None,
@@ -312,7 +312,7 @@ pub(crate) fn family(id: &str, first_token: TokenHash) -> RefreshFamily {
     }
 }
 
-fn replacement(token: &str) -> Replacement {
+pub(crate) fn replacement(token: &str) -> Replacement {
     Replacement {
         hash: TokenHash::of(token),
         access_token: IssuedAccessToken {

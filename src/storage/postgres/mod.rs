@@ -3,6 +3,7 @@
 //! row lock, so it holds whichever instance a request reaches. Records are JSON documents next to
 //! the columns the statements select on; secrets are stored as hashes only.
 
+mod coalesced;
 pub(crate) mod migrations;
 mod prepared;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use self::coalesced::{FamilyWrite, Rotations, Written};
 use self::prepared::Prepared;
 use super::{
     AuthorizationCodeRecord, AuthorizationRequest, CodeRedemption, ConsentGrant, ConsentRequest,
@@ -103,6 +105,8 @@ impl crate::metrics::Gauges for PoolGauges {
 
 pub struct PostgresStorage {
     pool: Pool,
+    /// The optimistic rotation's statements, shared by the rotations at the same moment.
+    rotations: Rotations,
     sealer: Option<Sealer>,
 }
 
@@ -234,7 +238,11 @@ impl PostgresStorage {
             .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(PoolError::Build)?;
-        Ok(PostgresStorage { pool, sealer: None })
+        Ok(PostgresStorage {
+            rotations: Rotations::new(pool.clone()),
+            pool,
+            sealer: None,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
@@ -517,27 +525,26 @@ enum Optimistic {
 /// A rotation in two statements and no transaction: read the family, apply the rule, write it
 /// back only if no one else wrote it in between. The row's `xmin` (the transaction that wrote
 /// this version) changes with every write to it, whoever makes it, so no writer can be
-/// overwritten unseen. Refusals change nothing and are answered from the read.
+/// overwritten unseen. Refusals change nothing and are answered from the read. Both statements
+/// are shared with the rotations of other families at the same moment (`coalesced`).
 async fn rotate_if_unchanged(
-    client: &impl GenericClient,
+    rotations: &Rotations,
     presented: &TokenHash,
     request: &RefreshRequest<'_>,
     replacement: Replacement,
     now: UnixTime,
 ) -> Result<Optimistic, StorageError> {
-    let row = client
-        .row_opt(
-            "SELECT f.id, f.data, f.xmin::text FROM refresh_tokens t
-             JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
-            &[&hash(presented)],
-        )
-        .await?;
-    let Some(row) = row else {
+    let Some(read) = rotations.read(*presented).await? else {
         return Ok(Optimistic::Done(None));
     };
-    let family_id: String = row.try_get(0).map_err(unavailable)?;
-    let Json(mut family): Json<RefreshFamily> = row.try_get(1).map_err(unavailable)?;
-    let version: String = row.try_get(2).map_err(unavailable)?;
+    let mut family: RefreshFamily = serde_json::from_str(&read.data).map_err(|error| {
+        // The position only: serde's message can quote the document.
+        StorageError::Database(format!(
+            "a refresh family does not read back (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
+    })?;
     let new_hash = replacement.hash;
     let outcome = family.present(presented, request, replacement, now);
     match outcome.persist() {
@@ -545,41 +552,26 @@ async fn rotate_if_unchanged(
         Persist::RevokeFamily => return Ok(Optimistic::NeedsLock),
         Persist::IndexReplacement => {}
     }
-    let evicted = family.evict_excess_access_tokens();
-    let (evicted_jtis, evicted_expiries) = revocation_columns(&evicted);
-    // The family, its new token's index and the access tokens it no longer tracks, all or
-    // nothing: the inserts only follow an update that found the version read.
-    let written: i64 = client
-        .row(
-            "WITH family AS (
-                 UPDATE refresh_families SET data = $2, expires_at = $3
-                 WHERE id = $1 AND xmin::text = $4 RETURNING id),
-             replacement AS (
-                 INSERT INTO refresh_tokens (token_hash, family_id)
-                 SELECT $5, id FROM family
-                 ON CONFLICT (token_hash) DO NOTHING),
-             evicted AS (
-                 INSERT INTO revoked_access_tokens (jti, expires_at)
-                 SELECT * FROM unnest($6::text[], $7::bigint[]) WHERE EXISTS (SELECT 1 FROM family)
-                 ON CONFLICT (jti) DO NOTHING)
-             SELECT count(*) FROM family",
-            &[
-                &family_id,
-                &Json(&family),
-                &family_expiry(&family),
-                &version,
-                &hash(&new_hash),
-                &evicted_jtis,
-                &evicted_expiries,
-            ],
-        )
-        .await?
-        .try_get(0)
-        .map_err(unavailable)?;
-    Ok(if written == 1 {
-        Optimistic::Done(Some((outcome, family)))
-    } else {
-        Optimistic::Changed
+    let evicted = family
+        .evict_excess_access_tokens()
+        .into_iter()
+        .map(|token| (token.jti, token.expires_at.seconds()))
+        .collect();
+    let data = serde_json::to_string(&family)
+        .map_err(|error| StorageError::Database(format!("a refresh family: {error}")))?;
+    let written = rotations
+        .write(FamilyWrite {
+            family_id: read.family_id,
+            data,
+            expires_at: family_expiry(&family),
+            version: read.version,
+            new_token: new_hash,
+            evicted,
+        })
+        .await?;
+    Ok(match written {
+        Written::Yes => Optimistic::Done(Some((outcome, family))),
+        Written::Changed => Optimistic::Changed,
     })
 }
 
@@ -801,16 +793,21 @@ impl Storage for PostgresStorage {
         replacement: Replacement,
         now: UnixTime,
     ) -> Result<Option<(Presentation, RefreshFamily)>, StorageError> {
-        let client = self.client().await?;
         for _ in 0..OPTIMISTIC_ROTATION_ATTEMPTS {
-            match rotate_if_unchanged(&client, presented, request, replacement.clone(), now).await?
+            match rotate_if_unchanged(
+                &self.rotations,
+                presented,
+                request,
+                replacement.clone(),
+                now,
+            )
+            .await?
             {
                 Optimistic::Done(done) => return Ok(done),
                 Optimistic::Changed => continue,
                 Optimistic::NeedsLock => break,
             }
         }
-        drop(client);
         self.rotate_refresh_locked(presented, request, replacement, now)
             .await
     }

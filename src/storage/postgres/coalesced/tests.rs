@@ -1,0 +1,410 @@
+//! Shared statements against a real PostgreSQL: what each request is answered, what is written,
+//! and that rotations racing over many families still rotate each token exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Barrier, oneshot};
+
+use super::{FamilyWrite, Job, Written, read, write};
+use crate::storage::Storage;
+use crate::storage::contract_tests::{CLIENT, NOW, family, replacement};
+use crate::storage::postgres::PostgresStorage;
+use crate::storage::postgres::tests::Databases;
+use crate::tokens::TokenHash;
+use crate::tokens::refresh::{MAX_RETRIES, Presentation};
+
+fn databases() -> Option<Databases> {
+    Some(Databases::new(crate::testing::postgres_url().unwrap()?))
+}
+
+/// `families` families, `family-0`…, each with its first token `token-N-0`.
+async fn families(storage: &PostgresStorage, families: usize) {
+    for n in 0..families {
+        let created = storage
+            .create_family(family(
+                &format!("family-{n}"),
+                TokenHash::of(&format!("token-{n}-0")),
+            ))
+            .await
+            .unwrap();
+        assert!(created);
+    }
+}
+
+fn job<Q, A>(
+    request: Q,
+) -> (
+    Job<Q, A>,
+    oneshot::Receiver<Result<A, crate::storage::StorageError>>,
+) {
+    let (answer, answered) = oneshot::channel();
+    (Job { request, answer }, answered)
+}
+
+/// A write of `family-N` at `version` that makes `token` its current one and evicts `jti`.
+fn rotated(storage_family: &str, version: &str, token: &str, jti: &str) -> FamilyWrite {
+    let mut data = family(storage_family, TokenHash::of(token));
+    data.scope = vec![format!("written-as-{token}")];
+    FamilyWrite {
+        family_id: storage_family.into(),
+        data: serde_json::to_string(&data).unwrap(),
+        expires_at: NOW.seconds() + 3600,
+        version: version.into(),
+        new_token: TokenHash::of(token),
+        evicted: vec![(jti.into(), NOW.seconds() + 3600)],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_of_many_families_at_once_share_statements_and_each_rotates() {
+    let Some(databases) = databases() else { return };
+    let storage = Arc::new(databases.fresh().await);
+    let count = 48;
+    families(&storage, count).await;
+    let start = Arc::new(Barrier::new(count));
+    let rotations: Vec<_> = (0..count)
+        .map(|n| {
+            let storage = Arc::clone(&storage);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                let presented = TokenHash::of(&format!("token-{n}-0"));
+                let next = replacement(&format!("token-{n}-1"));
+                let (outcome, family) = storage
+                    .rotate_refresh(&presented, &CLIENT, next, NOW)
+                    .await
+                    .unwrap()
+                    .expect("the family exists");
+                assert_eq!(outcome, Presentation::Rotated);
+                assert_eq!(family.id, format!("family-{n}"));
+            })
+        })
+        .collect();
+    for rotation in rotations {
+        rotation.await.unwrap();
+    }
+    for n in 0..count {
+        // The new token was indexed with its own family, and that family was written.
+        let found = storage
+            .refresh_family_of(&TokenHash::of(&format!("token-{n}-1")))
+            .await
+            .unwrap()
+            .expect("the new token names its family");
+        assert_eq!(found.id, format!("family-{n}"));
+        assert_eq!(found.current, Some(TokenHash::of(&format!("token-{n}-1"))));
+    }
+    let reads = storage
+        .rotations
+        .reads
+        .largest_batch
+        .load(Ordering::Relaxed);
+    let writes = storage
+        .rotations
+        .writes
+        .largest_batch
+        .load(Ordering::Relaxed);
+    assert!(
+        reads > 1 && writes > 1,
+        "{count} rotations at once shared no statement (largest read {reads}, write {writes})"
+    );
+    drop(storage);
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_read_answers_each_token_known_unknown_or_asked_twice() {
+    let Some(databases) = databases() else { return };
+    let storage = databases.fresh().await;
+    families(&storage, 2).await;
+    let asked = [
+        TokenHash::of("token-0-0"),
+        TokenHash::of("no-such-token"),
+        TokenHash::of("token-1-0"),
+        TokenHash::of("token-0-0"),
+    ];
+    let (jobs, answers): (Vec<_>, Vec<_>) = asked.into_iter().map(job).unzip();
+    read(storage.pool.clone(), jobs).await;
+    let mut named = Vec::new();
+    for answer in answers {
+        let found = answer.await.unwrap().unwrap();
+        named.push(found.map(|read| {
+            assert!(!read.version.is_empty());
+            let family: crate::tokens::refresh::RefreshFamily =
+                serde_json::from_str(&read.data).unwrap();
+            assert_eq!(family.id, read.family_id);
+            read.family_id
+        }));
+    }
+    assert_eq!(
+        named,
+        [
+            Some("family-0".to_string()),
+            None,
+            Some("family-1".to_string()),
+            Some("family-0".to_string())
+        ]
+    );
+    drop(storage);
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_write_writes_only_families_found_at_their_version_and_each_once() {
+    let Some(databases) = databases() else { return };
+    let storage = databases.fresh().await;
+    families(&storage, 2).await;
+    let version = |token: &'static str| {
+        let storage = &storage;
+        async move {
+            storage
+                .rotations
+                .read(TokenHash::of(token))
+                .await
+                .unwrap()
+                .unwrap()
+                .version
+        }
+    };
+    let version_0 = version("token-0-0").await;
+    // family-1 is written by someone else after its version was read.
+    let stale_1 = version("token-1-0").await;
+    storage
+        .rotate_refresh(
+            &TokenHash::of("token-1-0"),
+            &CLIENT,
+            replacement("token-1-1"),
+            NOW,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (jobs, answers): (Vec<_>, Vec<_>) = [
+        rotated(
+            "family-0",
+            &version_0,
+            "first-of-0",
+            "evicted-by-first-of-0",
+        ),
+        rotated("family-1", &stale_1, "stale-of-1", "evicted-by-stale-of-1"),
+        // The same family again in the same statement: which of two input rows an update
+        // takes is not said, so the second is not tried.
+        rotated(
+            "family-0",
+            &version_0,
+            "second-of-0",
+            "evicted-by-second-of-0",
+        ),
+    ]
+    .into_iter()
+    .map(job)
+    .unzip();
+    write(storage.pool.clone(), jobs).await;
+    let mut written = Vec::new();
+    for answer in answers {
+        written.push(answer.await.unwrap().unwrap());
+    }
+    assert_eq!(written, [Written::Yes, Written::Changed, Written::Changed]);
+
+    let family_0 = storage
+        .refresh_family_of(&TokenHash::of("first-of-0"))
+        .await
+        .unwrap()
+        .expect("the written family's new token is indexed");
+    assert_eq!(family_0.scope, ["written-as-first-of-0"]);
+    for not_indexed in ["stale-of-1", "second-of-0"] {
+        assert!(
+            storage
+                .refresh_family_of(&TokenHash::of(not_indexed))
+                .await
+                .unwrap()
+                .is_none(),
+            "{not_indexed} must not be indexed"
+        );
+    }
+    let family_1 = storage
+        .refresh_family_of(&TokenHash::of("token-1-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(family_1.current, Some(TokenHash::of("token-1-1")));
+    assert!(
+        storage
+            .is_access_token_revoked("evicted-by-first-of-0", NOW)
+            .await
+            .unwrap()
+    );
+    for kept in ["evicted-by-stale-of-1", "evicted-by-second-of-0"] {
+        assert!(
+            !storage.is_access_token_revoked(kept, NOW).await.unwrap(),
+            "{kept} belongs to a write that did not happen"
+        );
+    }
+    drop(storage);
+    databases.drop_all().await;
+}
+
+/// A token presented many times at once, for many families together: the presentations of one
+/// family meet in shared statements, are answered `Changed` and read again, or take the
+/// family's locks; each family still rotates exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_presentations_of_many_families_rotate_each_exactly_once() {
+    let Some(databases) = databases() else { return };
+    let storage = Arc::new(databases.fresh().await);
+    let (count, contenders) = (16, 6);
+    families(&storage, count).await;
+    let start = Arc::new(Barrier::new(count * contenders));
+    let mut racers = Vec::new();
+    for n in 0..count {
+        for c in 0..contenders {
+            let storage = Arc::clone(&storage);
+            let start = Arc::clone(&start);
+            racers.push(tokio::spawn(async move {
+                start.wait().await;
+                let presented = TokenHash::of(&format!("token-{n}-0"));
+                let next = replacement(&format!("token-{n}-by-{c}"));
+                let (outcome, _) = storage
+                    .rotate_refresh(&presented, &CLIENT, next, NOW)
+                    .await
+                    .expect("a race is no failure")
+                    .expect("the family exists");
+                (n, outcome)
+            }));
+        }
+    }
+    let mut rotated = vec![0; count];
+    let mut retried = vec![0; count];
+    let mut reused = vec![0; count];
+    for racer in racers {
+        let (n, outcome) = racer.await.unwrap();
+        match outcome {
+            Presentation::Rotated => rotated[n] += 1,
+            Presentation::RetriedLostResponse => retried[n] += 1,
+            Presentation::Reused | Presentation::Revoked => reused[n] += 1,
+            other => panic!("a presentation inside the window must not be {other:?}"),
+        }
+    }
+    for n in 0..count {
+        assert_eq!(rotated[n], 1, "family-{n} rotates exactly once");
+        assert_eq!(retried[n], MAX_RETRIES as usize, "family-{n}");
+        assert_eq!(
+            reused[n],
+            contenders - 1 - MAX_RETRIES as usize,
+            "family-{n}"
+        );
+    }
+    drop(storage);
+    databases.drop_all().await;
+}
+
+/// The workers live on the runtime of the first rotation. A storage that outlives it (a test's
+/// runtime, a runtime rebuilt by an embedding program) starts them again on the next one.
+#[test]
+fn rotations_go_on_after_the_runtime_that_ran_the_workers_is_gone() {
+    let Some(databases) = databases() else { return };
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let storage = first.block_on(async {
+        let storage = databases.fresh().await;
+        families(&storage, 1).await;
+        let (outcome, _) = storage
+            .rotate_refresh(
+                &TokenHash::of("token-0-0"),
+                &CLIENT,
+                replacement("token-0-1"),
+                NOW,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, Presentation::Rotated);
+        storage
+    });
+    drop(first);
+    let second = runtime();
+    second.block_on(async {
+        let (outcome, _) = storage
+            .rotate_refresh(
+                &TokenHash::of("token-0-1"),
+                &CLIENT,
+                replacement("token-0-2"),
+                NOW,
+            )
+            .await
+            .expect("the next runtime runs the statements")
+            .unwrap();
+        assert_eq!(outcome, Presentation::Rotated);
+        drop(storage);
+        databases.drop_all().await;
+    });
+}
+
+/// An administrator revokes a user's grants while the user's clients refresh them. The bulk
+/// revocation holds many families' rows at once, and so does a shared write: taken in different
+/// orders, the two would deadlock and PostgreSQL would fail one of them, maybe the revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_grants_revoked_while_they_refresh_are_all_revoked_and_nothing_fails() {
+    let Some(databases) = databases() else { return };
+    let storage = Arc::new(databases.fresh().await);
+    let count = 64;
+    for round in 0..4 {
+        for n in 0..count {
+            let created = storage
+                .create_family(family(
+                    &format!("round-{round}-family-{n}"),
+                    TokenHash::of(&format!("round-{round}-token-{n}-0")),
+                ))
+                .await
+                .unwrap();
+            assert!(created);
+        }
+        let start = Arc::new(Barrier::new(count + 1));
+        let mut refreshes = Vec::new();
+        for n in 0..count {
+            let storage = Arc::clone(&storage);
+            let start = Arc::clone(&start);
+            refreshes.push(tokio::spawn(async move {
+                start.wait().await;
+                let presented = TokenHash::of(&format!("round-{round}-token-{n}-0"));
+                let next = replacement(&format!("round-{round}-token-{n}-1"));
+                let (outcome, _) = storage
+                    .rotate_refresh(&presented, &CLIENT, next, NOW)
+                    .await
+                    .expect("a refresh racing a revocation must not fail")
+                    .unwrap();
+                assert!(
+                    matches!(outcome, Presentation::Rotated | Presentation::Revoked),
+                    "{outcome:?}"
+                );
+            }));
+        }
+        start.wait().await;
+        storage
+            .revoke_grants(crate::storage::GrantOwner::Subject("user-1"), NOW)
+            .await
+            .expect("a revocation racing refreshes must not fail");
+        for refresh in refreshes {
+            refresh.await.unwrap();
+        }
+        for n in 0..count {
+            for token in [0, 1] {
+                let presented = TokenHash::of(&format!("round-{round}-token-{n}-{token}"));
+                let Some(found) = storage.refresh_family_of(&presented).await.unwrap() else {
+                    continue;
+                };
+                assert!(
+                    found.revoked,
+                    "round-{round}-family-{n} outlived its revocation"
+                );
+            }
+        }
+    }
+    drop(storage);
+    databases.drop_all().await;
+}
