@@ -4,17 +4,22 @@
 //! database's work. Here a few workers per kind of statement each take every request waiting,
 //! run one statement for all of them and answer each. The rule does not change: every family is
 //! still written only if its row is the version the rotation read (`xmin`), row by row, so a
-//! shared statement decides nothing a statement of its own would not have.
+//! shared statement decides nothing a statement of its own would not have. Nor does one request
+//! make the others wait or fail: a family whose row another transaction holds is passed over
+//! (that rotation reads again), and a statement the server refuses is run again for each
+//! rotation alone.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::error::SqlState;
 
 use super::unavailable;
 use crate::storage::StorageError;
@@ -62,6 +67,7 @@ type Statement<Q, A> = fn(Pool, Vec<Job<Q, A>>) -> Pin<Box<dyn Future<Output = (
 pub(super) struct Job<Q, A> {
     request: Q,
     answer: oneshot::Sender<Answer<A>>,
+    queued: Instant,
 }
 
 impl<Q, A> Job<Q, A> {
@@ -74,6 +80,8 @@ impl<Q, A> Job<Q, A> {
 /// Requests of one kind, queued for the workers that run them together.
 struct Coalescer<Q, A> {
     pool: Pool,
+    /// How long a request may wait for its statement: as long as for a pooled connection.
+    patience: Duration,
     statement: Statement<Q, A>,
     /// Made by the first request, inside the runtime that serves it; made again if the workers
     /// went away with their runtime.
@@ -83,9 +91,10 @@ struct Coalescer<Q, A> {
 }
 
 impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
-    fn new(pool: Pool, statement: Statement<Q, A>) -> Self {
+    fn new(pool: Pool, patience: Duration, statement: Statement<Q, A>) -> Self {
         Coalescer {
             pool,
+            patience,
             statement,
             queue: Mutex::new(None),
             largest_batch: Arc::new(AtomicUsize::new(0)),
@@ -96,7 +105,11 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
     /// (a worker stopped while running it), so that whether it took effect is unknown.
     async fn submit(&self, request: Q) -> Option<Answer<A>> {
         let (answer, answered) = oneshot::channel();
-        let job = Job { request, answer };
+        let job = Job {
+            request,
+            answer,
+            queued: Instant::now(),
+        };
         let unsent = match self.queue() {
             Some(queue) => queue.send(job).err().map(|refused| refused.0),
             None => Some(job),
@@ -125,6 +138,7 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
                 self.pool.clone(),
                 Arc::clone(&receiver),
                 self.statement,
+                self.patience,
                 Arc::clone(&self.largest_batch),
             ));
         }
@@ -139,16 +153,34 @@ async fn work<Q, A>(
     pool: Pool,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job<Q, A>>>>,
     statement: Statement<Q, A>,
+    patience: Duration,
     largest_batch: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let taken = jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await;
-        if taken == 0 {
+        if jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        largest_batch.fetch_max(taken, Ordering::Relaxed);
-        statement(pool.clone(), std::mem::take(&mut batch)).await;
+        // A requester gone (its client hung up or timed out) is not rotated for: its client
+        // never sees the new token, and each such rotation spends one of the retries the rule
+        // allows a lost response. One that waited longer than it would have for a connection is
+        // told the storage is busy, as the pool would have told it, and nothing is written.
+        batch.retain(|job| !job.answer.is_closed());
+        let (late, due): (Vec<_>, Vec<_>) = std::mem::take(&mut batch)
+            .into_iter()
+            .partition(|job| job.queued.elapsed() > patience);
+        fail_each(late, &StorageError::Database("the storage is busy".into()));
+        if due.is_empty() {
+            continue;
+        }
+        largest_batch.fetch_max(due.len(), Ordering::Relaxed);
+        // A panic (a bug) loses the answers of this statement's requests, not the worker.
+        let ran = std::panic::AssertUnwindSafe(statement(pool.clone(), due))
+            .catch_unwind()
+            .await;
+        if ran.is_err() {
+            tracing::error!("a shared storage statement panicked; its requests were not answered");
+        }
     }
 }
 
@@ -159,10 +191,13 @@ pub(super) struct Rotations {
 }
 
 impl Rotations {
-    pub(super) fn new(pool: Pool) -> Self {
+    /// `patience`: how long a rotation may wait for its statement to start.
+    pub(super) fn new(pool: Pool, patience: Duration) -> Self {
         Rotations {
-            reads: Coalescer::new(pool.clone(), |pool, jobs| Box::pin(read(pool, jobs))),
-            writes: Coalescer::new(pool, |pool, jobs| Box::pin(write(pool, jobs))),
+            reads: Coalescer::new(pool.clone(), patience, |pool, jobs| {
+                Box::pin(read(pool, jobs))
+            }),
+            writes: Coalescer::new(pool, patience, |pool, jobs| Box::pin(write(pool, jobs))),
         }
     }
 
@@ -181,9 +216,9 @@ impl Rotations {
     /// Writes the family, indexes its new token and revokes what it evicted, all or nothing,
     /// only if its row is still the version read.
     pub(super) async fn write(&self, family: FamilyWrite) -> Result<Written, StorageError> {
-        // A lost answer may hide a committed rotation: reading again would take the client's
-        // own rotation for a reuse and revoke its grant, so it is an error, as a lost reply to
-        // a statement of its own would be.
+        // A lost answer may hide a committed rotation, so it is an error, as a lost reply to a
+        // statement of its own would be: taken for `Changed`, the read again would find the
+        // token retired and count the client's own rotation as a retry, or as a reuse.
         self.writes
             .submit(family)
             .await
@@ -248,49 +283,69 @@ async fn read(pool: Pool, jobs: Vec<Job<TokenHash, Option<FamilyRead>>>) {
 async fn write(pool: Pool, jobs: Vec<Job<FamilyWrite, Written>>) {
     // A target row updated from two rows of the input takes one of them, which one not said:
     // a family goes once into a statement. Two rotations of one family at once read the same
-    // version, so the second would not find it written; it reads again at once instead.
+    // version, so the second would not find it written; it reads again once the first is.
     let mut families = HashSet::with_capacity(jobs.len());
     let (jobs, again): (Vec<_>, Vec<_>) = jobs
         .into_iter()
         .partition(|job| families.insert(job.request.family_id.clone()));
-    for job in again {
-        job.answer(Ok(Written::Changed));
-    }
-    let written = async {
-        let client = pool
-            .get()
-            .await
-            .map_err(|error| Failure::Other(unavailable(error)))?;
-        write_all(&client, &jobs).await
-    }
-    .await;
-    match written {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(error) => {
+            let error = unavailable(error);
+            fail_each(jobs, &error);
+            fail_each(again, &error);
+            return;
+        }
+    };
+    match write_all(&client, &jobs).await {
         Ok(written) => {
             for job in jobs {
-                let answer = if written.contains(&job.request.family_id) {
-                    Written::Yes
-                } else {
-                    Written::Changed
-                };
+                let answer = written_answer(&written, &job);
                 job.answer(Ok(answer));
             }
         }
-        // Rolled back as a whole, nothing written: each rotation reads again.
-        Err(Failure::RolledBack) => {
+        // One family can make the server refuse the whole statement (a value PostgreSQL cannot
+        // store); refused, it changed nothing, so each rotation is tried alone and only that
+        // one fails.
+        Err(Failure::Refused(_)) if jobs.len() > 1 => {
             for job in jobs {
-                job.answer(Ok(Written::Changed));
+                let answer = match write_all(&client, std::slice::from_ref(&job)).await {
+                    Ok(written) => Ok(written_answer(&written, &job)),
+                    Err(Failure::Refused(error) | Failure::Lost(error)) => Err(error),
+                };
+                job.answer(answer);
             }
         }
-        Err(Failure::Other(error)) => fail_each(jobs, &error),
+        Err(Failure::Refused(error) | Failure::Lost(error)) => fail_each(jobs, &error),
+    }
+    for job in again {
+        job.answer(Ok(Written::Changed));
+    }
+}
+
+fn written_answer(written: &HashSet<String>, job: &Job<FamilyWrite, Written>) -> Written {
+    if written.contains(&job.request.family_id) {
+        Written::Yes
+    } else {
+        Written::Changed
     }
 }
 
 enum Failure {
-    /// PostgreSQL ended the statement to break a deadlock. The statement locks its rows in the
-    /// order every bulk revocation does, so none is expected; should one happen, the rotations
-    /// must not fail for it.
-    RolledBack,
-    Other(StorageError),
+    /// The server answered with an error: the statement, its own transaction, changed nothing.
+    Refused(StorageError),
+    /// No answer: whether it was written is unknown.
+    Lost(StorageError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.as_db_error().is_some() {
+            Failure::Refused(unavailable(error))
+        } else {
+            Failure::Lost(unavailable(error))
+        }
+    }
 }
 
 /// The shared write; the families it found at their version and wrote.
@@ -321,10 +376,12 @@ async fn write_all(
             evicted_families.push(family.family_id.as_str());
         }
     }
-    // The rows are locked first, in the order of the families' lock keys, which is the order a
-    // bulk revocation takes them in: a statement holding several rows never waits for one held
-    // by a transaction that waits for one of its own. The token index and the revocations join
-    // the families the update wrote, so they follow only a family found at its version.
+    // The rows are locked first, passing over those another transaction holds (a revocation, a
+    // reuse under the family's locks, another shared statement): those rotations read again,
+    // and the statement never waits, so it can neither hold up the rotations of other families
+    // nor close a cycle of waits with a transaction that locks several families. The token index
+    // and the revocations join the families the update wrote, so they follow only a family found
+    // at its version.
     let statement = client
         .prepare_cached(
             "WITH input AS MATERIALIZED (
@@ -332,7 +389,7 @@ async fn write_all(
                      AS i(id, data, expires_at, version, token_hash)),
              locked AS MATERIALIZED (
                  SELECT f.id FROM refresh_families f JOIN input i ON f.id = i.id
-                 ORDER BY hashtext(f.id), f.id FOR UPDATE OF f),
+                 FOR UPDATE OF f SKIP LOCKED),
              family AS (
                  UPDATE refresh_families f SET data = i.data::jsonb, expires_at = i.expires_at
                  FROM input i JOIN locked l ON l.id = i.id
@@ -350,7 +407,7 @@ async fn write_all(
              SELECT id FROM family",
         )
         .await
-        .map_err(|error| Failure::Other(unavailable(error)))?;
+        .map_err(Failure::from)?;
     let rows = client
         .query(
             &statement,
@@ -366,17 +423,11 @@ async fn write_all(
             ],
         )
         .await
-        .map_err(|error| {
-            if error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) {
-                Failure::RolledBack
-            } else {
-                Failure::Other(unavailable(error))
-            }
-        })?;
+        .map_err(Failure::from)?;
     rows.iter()
         .map(|row| row.try_get::<_, String>(0))
         .collect::<Result<_, _>>()
-        .map_err(|error| Failure::Other(unavailable(error)))
+        .map_err(|error| Failure::Lost(unavailable(error)))
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ impl PostgresStorage {
             .build()
             .map_err(PoolError::Build)?;
         Ok(PostgresStorage {
-            rotations: Rotations::new(pool.clone()),
+            rotations: Rotations::new(pool.clone(), connect_timeout),
             pool,
             sealer: None,
         })

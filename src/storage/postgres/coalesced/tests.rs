@@ -2,17 +2,54 @@
 //! and that rotations racing over many families still rotate each token exactly once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::{Barrier, mpsc, oneshot};
 
-use super::{FamilyWrite, Job, Written, read, write};
+use super::{FamilyWrite, Job, Written, read, work, write};
 use crate::storage::Storage;
 use crate::storage::contract_tests::{CLIENT, NOW, family, replacement};
 use crate::storage::postgres::PostgresStorage;
 use crate::storage::postgres::tests::Databases;
 use crate::tokens::TokenHash;
 use crate::tokens::refresh::{MAX_RETRIES, Presentation};
+
+/// A write for each of the first `count` families, at the version its token `token-N-{current}`
+/// reads, that makes `next-of-N` its current token and evicts `evicted-by-N`.
+async fn next_writes(storage: &PostgresStorage, count: usize, current: usize) -> Vec<FamilyWrite> {
+    let mut writes = Vec::new();
+    for n in 0..count {
+        let version = version_of(storage, &format!("token-{n}-{current}")).await;
+        writes.push(rotated(
+            &format!("family-{n}"),
+            &version,
+            &format!("next-of-{n}"),
+            &format!("evicted-by-{n}"),
+        ));
+    }
+    writes
+}
+
+/// Whether `token` names a family.
+async fn indexed(storage: &PostgresStorage, token: &str) -> bool {
+    storage
+        .refresh_family_of(&TokenHash::of(token))
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// The version of the family `token` names, as a rotation reads it.
+async fn version_of(storage: &PostgresStorage, token: &str) -> String {
+    storage
+        .rotations
+        .read(TokenHash::of(token))
+        .await
+        .unwrap()
+        .expect("the token names a family")
+        .version
+}
 
 fn databases() -> Option<Databases> {
     Some(Databases::new(crate::testing::postgres_url().unwrap()?))
@@ -32,22 +69,25 @@ async fn families(storage: &PostgresStorage, families: usize) {
     }
 }
 
-fn job<Q, A>(
-    request: Q,
-) -> (
-    Job<Q, A>,
-    oneshot::Receiver<Result<A, crate::storage::StorageError>>,
-) {
+type Answered<A> = oneshot::Receiver<Result<A, crate::storage::StorageError>>;
+
+fn job<Q, A>(request: Q) -> (Job<Q, A>, Answered<A>) {
     let (answer, answered) = oneshot::channel();
-    (Job { request, answer }, answered)
+    let queued = Instant::now();
+    let job = Job {
+        request,
+        answer,
+        queued,
+    };
+    (job, answered)
 }
 
-/// A write of `family-N` at `version` that makes `token` its current one and evicts `jti`.
-fn rotated(storage_family: &str, version: &str, token: &str, jti: &str) -> FamilyWrite {
-    let mut data = family(storage_family, TokenHash::of(token));
+/// A write of `family_id` at `version` that makes `token` its current one and evicts `jti`.
+fn rotated(family_id: &str, version: &str, token: &str, jti: &str) -> FamilyWrite {
+    let mut data = family(family_id, TokenHash::of(token));
     data.scope = vec![format!("written-as-{token}")];
     FamilyWrite {
-        family_id: storage_family.into(),
+        family_id: family_id.into(),
         data: serde_json::to_string(&data).unwrap(),
         expires_at: NOW.seconds() + 3600,
         version: version.into(),
@@ -108,6 +148,22 @@ async fn rotations_of_many_families_at_once_share_statements_and_each_rotates() 
         reads > 1 && writes > 1,
         "{count} rotations at once shared no statement (largest read {reads}, write {writes})"
     );
+    // The rotations above may have reached their end through the locked path as well; one
+    // shared statement writes every family found at its version.
+    let writes = next_writes(&storage, count, 1).await;
+    let (jobs, answers): (Vec<_>, Vec<_>) = writes.into_iter().map(job).unzip();
+    write(storage.pool.clone(), jobs).await;
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().unwrap(), Written::Yes);
+    }
+    for n in 0..count {
+        assert!(
+            storage
+                .is_access_token_revoked(&format!("evicted-by-{n}"), NOW)
+                .await
+                .unwrap()
+        );
+    }
     drop(storage);
     databases.drop_all().await;
 }
@@ -154,21 +210,9 @@ async fn a_shared_write_writes_only_families_found_at_their_version_and_each_onc
     let Some(databases) = databases() else { return };
     let storage = databases.fresh().await;
     families(&storage, 2).await;
-    let version = |token: &'static str| {
-        let storage = &storage;
-        async move {
-            storage
-                .rotations
-                .read(TokenHash::of(token))
-                .await
-                .unwrap()
-                .unwrap()
-                .version
-        }
-    };
-    let version_0 = version("token-0-0").await;
+    let version_0 = version_of(&storage, "token-0-0").await;
     // family-1 is written by someone else after its version was read.
-    let stale_1 = version("token-1-0").await;
+    let stale_1 = version_of(&storage, "token-1-0").await;
     storage
         .rotate_refresh(
             &TokenHash::of("token-1-0"),
@@ -214,11 +258,7 @@ async fn a_shared_write_writes_only_families_found_at_their_version_and_each_onc
     assert_eq!(family_0.scope, ["written-as-first-of-0"]);
     for not_indexed in ["stale-of-1", "second-of-0"] {
         assert!(
-            storage
-                .refresh_family_of(&TokenHash::of(not_indexed))
-                .await
-                .unwrap()
-                .is_none(),
+            !indexed(&storage, not_indexed).await,
             "{not_indexed} must not be indexed"
         );
     }
@@ -327,6 +367,11 @@ fn rotations_go_on_after_the_runtime_that_ran_the_workers_is_gone() {
         storage
     });
     drop(first);
+    storage
+        .rotations
+        .writes
+        .largest_batch
+        .store(0, Ordering::Relaxed);
     let second = runtime();
     second.block_on(async {
         let (outcome, _) = storage
@@ -340,6 +385,15 @@ fn rotations_go_on_after_the_runtime_that_ran_the_workers_is_gone() {
             .expect("the next runtime runs the statements")
             .unwrap();
         assert_eq!(outcome, Presentation::Rotated);
+        assert!(
+            storage
+                .rotations
+                .writes
+                .largest_batch
+                .load(Ordering::Relaxed)
+                > 0,
+            "workers of the next runtime ran the write, not a statement alone"
+        );
         drop(storage);
         databases.drop_all().await;
     });
@@ -382,6 +436,7 @@ async fn a_users_grants_revoked_while_they_refresh_are_all_revoked_and_nothing_f
                     matches!(outcome, Presentation::Rotated | Presentation::Revoked),
                     "{outcome:?}"
                 );
+                outcome
             }));
         }
         start.wait().await;
@@ -389,8 +444,17 @@ async fn a_users_grants_revoked_while_they_refresh_are_all_revoked_and_nothing_f
             .revoke_grants(crate::storage::GrantOwner::Subject("user-1"), NOW)
             .await
             .expect("a revocation racing refreshes must not fail");
-        for refresh in refreshes {
-            refresh.await.unwrap();
+        for (n, refresh) in refreshes.into_iter().enumerate() {
+            let mut revoked = vec![format!("round-{round}-family-{n}-at-0")];
+            if refresh.await.unwrap() == Presentation::Rotated {
+                revoked.push(format!("round-{round}-token-{n}-1-at"));
+            }
+            for jti in revoked {
+                assert!(
+                    storage.is_access_token_revoked(&jti, NOW).await.unwrap(),
+                    "{jti} outlived its grant's revocation"
+                );
+            }
         }
         for n in 0..count {
             for token in [0, 1] {
@@ -404,6 +468,145 @@ async fn a_users_grants_revoked_while_they_refresh_are_all_revoked_and_nothing_f
                 );
             }
         }
+    }
+    drop(storage);
+    databases.drop_all().await;
+}
+
+/// A family whose row another transaction holds is passed over at once: the other rotations in
+/// the statement are written without waiting for it, and it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_locked_elsewhere_is_passed_over_without_holding_up_the_others() {
+    let Some(databases) = databases() else { return };
+    let storage = databases.fresh().await;
+    families(&storage, 2).await;
+    let version_0 = version_of(&storage, "token-0-0").await;
+    let version_1 = version_of(&storage, "token-1-0").await;
+    let mut holder = databases.fresh_connection_to(&storage).await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM refresh_families WHERE id = 'family-1' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (jobs, answers): (Vec<_>, Vec<_>) = [
+        rotated("family-0", &version_0, "next-of-0", "evicted-by-0"),
+        rotated("family-1", &version_1, "next-of-1", "evicted-by-1"),
+    ]
+    .into_iter()
+    .map(job)
+    .unzip();
+    tokio::time::timeout(Duration::from_secs(3), write(storage.pool.clone(), jobs))
+        .await
+        .expect("a shared write does not wait for a row held elsewhere");
+    let mut written = Vec::new();
+    for answer in answers {
+        written.push(answer.await.unwrap().unwrap());
+    }
+    assert_eq!(written, [Written::Yes, Written::Changed]);
+    holding.commit().await.unwrap();
+    assert!(!indexed(&storage, "next-of-1").await);
+    assert!(
+        !storage
+            .is_access_token_revoked("evicted-by-1", NOW)
+            .await
+            .unwrap()
+    );
+    // Once the row is free, the same write goes through.
+    let (retry, answer) = job(rotated("family-1", &version_1, "next-of-1", "evicted-by-1"));
+    write(storage.pool.clone(), vec![retry]).await;
+    assert_eq!(answer.await.unwrap().unwrap(), Written::Yes);
+    drop(storage);
+    databases.drop_all().await;
+}
+
+/// A family PostgreSQL refuses to store (here a NUL, which `jsonb` cannot hold) fails its own
+/// rotation only; the statement it shared is run again for each rotation alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_the_database_refuses_fails_alone() {
+    let Some(databases) = databases() else { return };
+    let storage = databases.fresh().await;
+    families(&storage, 3).await;
+    let mut writes = next_writes(&storage, 3, 0).await;
+    let mut refused = family("family-1", TokenHash::of("next-of-1"));
+    refused.scope = vec!["nul\u{0}inside".into()];
+    writes[1].data = serde_json::to_string(&refused).unwrap();
+    let (jobs, answers): (Vec<_>, Vec<_>) = writes.into_iter().map(job).unzip();
+    write(storage.pool.clone(), jobs).await;
+    let mut written = Vec::new();
+    for answer in answers {
+        written.push(answer.await.unwrap().map_err(|error| error.to_string()));
+    }
+    assert_eq!(written[0], Ok(Written::Yes));
+    assert!(
+        written[1]
+            .as_ref()
+            .is_err_and(|error| error.contains("22P05")),
+        "{:?}",
+        written[1]
+    );
+    assert_eq!(written[2], Ok(Written::Yes));
+    assert!(!indexed(&storage, "next-of-1").await);
+    assert!(
+        !storage
+            .is_access_token_revoked("evicted-by-1", NOW)
+            .await
+            .unwrap()
+    );
+    drop(storage);
+    databases.drop_all().await;
+}
+
+/// What a worker does with what it takes from the queue: a request whose requester is gone is
+/// not written, one that waited past its patience is told the storage is busy and not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_writes_nothing_for_a_requester_gone_or_a_request_too_late() {
+    let Some(databases) = databases() else { return };
+    let storage = databases.fresh().await;
+    families(&storage, 3).await;
+    let (queue, queued) = mpsc::unbounded_channel();
+    let mut answers = Vec::new();
+    for (n, write) in next_writes(&storage, 3, 0).await.into_iter().enumerate() {
+        let (mut job, answer) = job(write);
+        match n {
+            // Its client hung up.
+            1 => drop(answer),
+            // It waited a minute.
+            2 => {
+                job.queued = Instant::now() - Duration::from_secs(60);
+                answers.push(answer);
+            }
+            _ => answers.push(answer),
+        }
+        queue.send(job).unwrap();
+    }
+    drop(queue);
+    let largest = Arc::new(AtomicUsize::new(0));
+    work(
+        storage.pool.clone(),
+        Arc::new(tokio::sync::Mutex::new(queued)),
+        |pool, jobs| Box::pin(write(pool, jobs)),
+        Duration::from_secs(5),
+        Arc::clone(&largest),
+    )
+    .await;
+    let mut answers = answers.into_iter();
+    let first = answers.next().unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), Written::Yes);
+    let late = answers.next().unwrap().await.unwrap().unwrap_err();
+    assert!(late.to_string().contains("busy"), "{late}");
+    assert_eq!(
+        largest.load(Ordering::Relaxed),
+        1,
+        "one request was written"
+    );
+    for n in [1, 2] {
+        assert!(
+            !indexed(&storage, &format!("next-of-{n}")).await,
+            "family-{n} was written"
+        );
     }
     drop(storage);
     databases.drop_all().await;
