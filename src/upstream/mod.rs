@@ -4,6 +4,7 @@ pub mod claims;
 pub mod kept;
 pub mod logout;
 pub mod oidc;
+mod provider_http;
 pub mod providers;
 pub(crate) mod settings;
 

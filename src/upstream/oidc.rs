@@ -19,6 +19,7 @@ use openidconnect::{
 use url::Url;
 
 use super::logout::{self, LogoutRefused, LogoutRequest};
+use super::provider_http::ProviderHttp;
 use super::{
     LogoutError, ProviderAccessToken, Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh,
     UpstreamRequest,
@@ -104,7 +105,7 @@ pub struct OidcUpstream {
     settings: OidcSettings,
     issuer: IssuerUrl,
     redirect_uri: RedirectUrl,
-    http: reqwest::Client,
+    http: ProviderHttp,
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// When an ID token's signature last forced a re-discovery.
     last_forced_refresh: Mutex<Option<Instant>>,
@@ -130,6 +131,7 @@ impl OidcUpstream {
             .connect_timeout(timeout)
             .build()
             .map_err(OidcSetupError::HttpClient)?;
+        let http = ProviderHttp::new(http);
         Ok(OidcUpstream {
             settings,
             issuer,
@@ -593,6 +595,7 @@ impl OidcUpstream {
     ) -> Result<serde_json::Map<String, serde_json::Value>, UpstreamError> {
         let mut response = self
             .http
+            .client()
             .get(url.clone())
             .bearer_auth(access_token)
             .header(reqwest::header::ACCEPT, "application/json")

@@ -1,0 +1,148 @@
+//! How the bridge asks an identity provider for its discovery document, its keys and tokens.
+//! Each answer is read up to `MAX_RESPONSE_BYTES`: the client library would otherwise read
+//! whatever arrives into memory, so one answer (from a provider gone wrong, or whoever answers at
+//! its address) could take the process's memory, and a token that large would then be kept in
+//! every grant's record and rewritten at every rotation.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
+
+/// Discovery documents, key sets and token responses are a few kilobytes; an ID token with a
+/// few hundred groups a few tens.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub(crate) struct ProviderHttp(reqwest::Client);
+
+impl ProviderHttp {
+    pub(crate) fn new(client: reqwest::Client) -> Self {
+        ProviderHttp(client)
+    }
+
+    /// The client itself, for the requests the bridge reads on its own (UserInfo, with a
+    /// smaller limit of its own).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.0
+    }
+}
+
+fn too_large() -> HttpClientError<reqwest::Error> {
+    HttpClientError::Other(format!(
+        "the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"
+    ))
+}
+
+impl<'c> AsyncHttpClient<'c> for ProviderHttp {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let mut response = self
+                .0
+                .execute(request.try_into().map_err(Box::new)?)
+                .await
+                .map_err(Box::new)?;
+            // A declared length is refused before anything is read; without one (chunked), or
+            // with one that lies, the count below stops the read.
+            if response
+                .content_length()
+                .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
+            {
+                return Err(too_large());
+            }
+            let mut answer = openidconnect::http::Response::builder()
+                .status(response.status())
+                .version(response.version());
+            for (name, value) in response.headers() {
+                answer = answer.header(name, value);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            answer.body(body).map_err(HttpClientError::Http)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use futures_util::stream;
+
+    use super::*;
+
+    /// A server at 127.0.0.1 answering `/declared/N` with N bytes and a Content-Length, and
+    /// `/chunked/N` with N bytes in 16 KiB chunks and none.
+    async fn server() -> String {
+        let app = Router::new()
+            .route(
+                "/declared/{size}",
+                get(
+                    |axum::extract::Path(size): axum::extract::Path<usize>| async move {
+                        vec![b'a'; size]
+                    },
+                ),
+            )
+            .route(
+                "/chunked/{size}",
+                get(
+                    |axum::extract::Path(size): axum::extract::Path<usize>| async move {
+                        let chunks = (0..size.div_ceil(16 * 1024)).map(move |n| {
+                            let length = (size - n * 16 * 1024).min(16 * 1024);
+                            Ok::<_, std::io::Error>(vec![b'a'; length])
+                        });
+                        Body::from_stream(stream::iter(chunks))
+                    },
+                ),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    async fn fetch(url: String) -> Result<HttpResponse, HttpClientError<reqwest::Error>> {
+        let http = ProviderHttp::new(reqwest::Client::new());
+        let request = openidconnect::http::Request::get(url)
+            .body(Vec::new())
+            .unwrap();
+        http.call(request).await
+    }
+
+    #[tokio::test]
+    async fn an_answer_up_to_the_limit_is_read_whole_declared_or_chunked() {
+        let base = server().await;
+        for way in ["declared", "chunked"] {
+            let response = fetch(format!("{base}/{way}/{MAX_RESPONSE_BYTES}"))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.body().len(), MAX_RESPONSE_BYTES, "{way}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_declared_or_chunked() {
+        let base = server().await;
+        for (way, size) in [
+            ("declared", MAX_RESPONSE_BYTES + 1),
+            ("chunked", MAX_RESPONSE_BYTES + 1),
+            ("chunked", 64 * 1024 * 1024),
+        ] {
+            let error = fetch(format!("{base}/{way}/{size}")).await.unwrap_err();
+            assert!(
+                error.to_string().contains("larger than 262144 bytes"),
+                "{way} {size}: {error}"
+            );
+        }
+    }
+}
