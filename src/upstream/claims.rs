@@ -15,9 +15,13 @@ pub(crate) fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(claims, |value, segment| value.get(segment))
 }
 
+/// A claim's value as text; `None` for one no provider would make and no store of ours can
+/// hold: PostgreSQL refuses a NUL in text and JSON, so a grant naming one could never be
+/// written, and the user would meet a `503` instead of a refusal. A subject with one is no usable
+/// subject; a name, email or group with one is left out, as an absent one would be.
 fn as_text(value: &Value) -> Option<String> {
     match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if !s.is_empty() && !s.contains('\0') => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -175,6 +179,29 @@ mod tests {
         assert_eq!(identity.subject, "u1");
         assert_eq!(identity.groups, vec!["admin", "dev"]);
         assert_eq!(identity.email.as_deref(), Some("a@corp.com"));
+    }
+
+    #[test]
+    fn a_claim_holding_a_nul_is_no_value() {
+        let mapping = ClaimsConfig::default();
+        let claims = json!({"sub": "u1\u{0}admin"});
+        assert_eq!(
+            map_identity(&claims, &mapping).unwrap_err(),
+            NoSubject {
+                claim: "sub".into()
+            }
+        );
+        let claims = json!({
+            "sub": "u1",
+            "email": "a@corp.com\u{0}",
+            "name": "\u{0}",
+            "groups": ["ops", "admin\u{0}"]
+        });
+        let identity = map_identity(&claims, &mapping).unwrap();
+        assert_eq!(identity.subject, "u1");
+        assert_eq!(identity.email, None);
+        assert_eq!(identity.name, None);
+        assert_eq!(identity.groups, vec!["ops"]);
     }
 
     #[test]
