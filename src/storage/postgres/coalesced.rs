@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-
 use deadpool_postgres::{GenericClient, Pool};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::unavailable;
@@ -28,9 +27,9 @@ use crate::tokens::TokenHash;
 /// Requests in one statement at most: enough that a busy instance's waiting rotations go
 /// together, few enough that one statement stays short.
 const MAX_BATCH: usize = 64;
-/// Statements of one kind in flight at once. More than one, so that a statement waiting on a
-/// family's row lock (held by a revocation's transaction) does not hold up every rotation; one
-/// was a few per cent faster in the load benchmark, four slower.
+/// Statements of one kind in flight at once. More than one, so that one slow statement (a new
+/// connection being made, a busy database) does not hold up every rotation; one was a few per
+/// cent faster in the load benchmark, four slower.
 const WORKERS: usize = 2;
 
 /// A family as a rotation reads it: its JSON document (decoded by the rotation's own task, not
@@ -378,8 +377,8 @@ async fn write_all(
     }
     // The rows are locked first, passing over those another transaction holds (a revocation, a
     // reuse under the family's locks, another shared statement): those rotations read again,
-    // and the statement never waits, so it can neither hold up the rotations of other families
-    // nor close a cycle of waits with a transaction that locks several families. The token index
+    // and the statement never waits for a family's row, so it can neither hold up the rotations
+    // of other families nor close a cycle of waits with a transaction that locks several. The token index
     // and the revocations join the families the update wrote, so they follow only a family found
     // at its version.
     let statement = client
