@@ -18,7 +18,8 @@ pub(crate) fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
 /// A claim's value as text; `None` for one no provider would make and no store of ours can
 /// hold: PostgreSQL refuses a NUL in text and JSON, so a grant naming one could never be
 /// written, and the user would meet a `503` instead of a refusal. A subject with one is no usable
-/// subject; a name, email or group with one is left out, as an absent one would be.
+/// subject; a name, email or group with one is left out (at a re-validation, where an absent
+/// claim keeps what the grant had, such a value clears it: it fails closed either way).
 fn as_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() && !s.contains('\0') => Some(s.clone()),

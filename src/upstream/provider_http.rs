@@ -130,6 +130,43 @@ mod tests {
         }
     }
 
+    /// A length over the limit is refused from the headers: here no body follows them, and a
+    /// client that waited for it would wait for ever.
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut connection, _) = listener.accept().await.unwrap();
+            // The request first: an answer before it would be no answer to it.
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0; 1];
+                connection.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                MAX_RESPONSE_BYTES + 1
+            );
+            connection.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            drop(connection);
+        });
+        let error = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            fetch(format!("http://{address}/token")),
+        )
+        .await
+        .expect("refused from the headers, without waiting for the body")
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("larger than 262144 bytes"),
+            "{error:?}"
+        );
+    }
+
     #[tokio::test]
     async fn an_answer_over_the_limit_is_refused_declared_or_chunked() {
         let base = server().await;

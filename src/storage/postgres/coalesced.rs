@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{GenericClient, Pool};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::Severity;
 
 use super::unavailable;
 use crate::storage::StorageError;
@@ -56,7 +57,8 @@ pub(super) struct FamilyWrite {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Written {
     Yes,
-    /// Another writer came first, or the write could not share its statement: read again.
+    /// Another writer came first, another transaction holds the family's row, or the write
+    /// could not share its statement: read again.
     Changed,
 }
 
@@ -66,7 +68,9 @@ type Statement<Q, A> = fn(Pool, Vec<Job<Q, A>>) -> Pin<Box<dyn Future<Output = (
 pub(super) struct Job<Q, A> {
     request: Q,
     answer: oneshot::Sender<Answer<A>>,
-    queued: Instant,
+    /// Until when it may still be run: as long as its request would have waited for a pooled
+    /// connection.
+    deadline: Instant,
 }
 
 impl<Q, A> Job<Q, A> {
@@ -74,6 +78,20 @@ impl<Q, A> Job<Q, A> {
         // The requester gone (its client hung up) has nothing left to be told.
         let _ = self.answer.send(answer);
     }
+}
+
+/// The jobs still worth running. A requester gone (its client hung up or timed out) is not
+/// rotated for: its client never sees the new token, and each such rotation spends one of the
+/// retries the rule allows a lost response. One past its deadline is told the storage is busy,
+/// as the pool would have told it, and nothing is written.
+fn still_wanted<Q, A>(jobs: Vec<Job<Q, A>>) -> Vec<Job<Q, A>> {
+    let now = Instant::now();
+    let (late, due): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .filter(|job| !job.answer.is_closed())
+        .partition(|job| job.deadline < now);
+    fail_each(late, &StorageError::Database("the storage is busy".into()));
+    due
 }
 
 /// Requests of one kind, queued for the workers that run them together.
@@ -107,7 +125,7 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
         let job = Job {
             request,
             answer,
-            queued: Instant::now(),
+            deadline: Instant::now() + self.patience,
         };
         let unsent = match self.queue() {
             Some(queue) => queue.send(job).err().map(|refused| refused.0),
@@ -137,7 +155,6 @@ impl<Q: Send + 'static, A: Send + 'static> Coalescer<Q, A> {
                 self.pool.clone(),
                 Arc::clone(&receiver),
                 self.statement,
-                self.patience,
                 Arc::clone(&self.largest_batch),
             ));
         }
@@ -152,7 +169,6 @@ async fn work<Q, A>(
     pool: Pool,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job<Q, A>>>>,
     statement: Statement<Q, A>,
-    patience: Duration,
     largest_batch: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -160,15 +176,7 @@ async fn work<Q, A>(
         if jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        // A requester gone (its client hung up or timed out) is not rotated for: its client
-        // never sees the new token, and each such rotation spends one of the retries the rule
-        // allows a lost response. One that waited longer than it would have for a connection is
-        // told the storage is busy, as the pool would have told it, and nothing is written.
-        batch.retain(|job| !job.answer.is_closed());
-        let (late, due): (Vec<_>, Vec<_>) = std::mem::take(&mut batch)
-            .into_iter()
-            .partition(|job| job.queued.elapsed() > patience);
-        fail_each(late, &StorageError::Database("the storage is busy".into()));
+        let due = still_wanted(std::mem::take(&mut batch));
         if due.is_empty() {
             continue;
         }
@@ -304,18 +312,18 @@ async fn write(pool: Pool, jobs: Vec<Job<FamilyWrite, Written>>) {
             }
         }
         // One family can make the server refuse the whole statement (a value PostgreSQL cannot
-        // store); refused, it changed nothing, so each rotation is tried alone and only that
-        // one fails.
-        Err(Failure::Refused(_)) if jobs.len() > 1 => {
-            for job in jobs {
+        // store); refused, it changed nothing, so each rotation still wanted is tried alone and
+        // only that one fails.
+        Err(Failure::RefusedAValue(_)) if jobs.len() > 1 => {
+            for job in still_wanted(jobs) {
                 let answer = match write_all(&client, std::slice::from_ref(&job)).await {
                     Ok(written) => Ok(written_answer(&written, &job)),
-                    Err(Failure::Refused(error) | Failure::Lost(error)) => Err(error),
+                    Err(Failure::RefusedAValue(error) | Failure::Failed(error)) => Err(error),
                 };
                 job.answer(answer);
             }
         }
-        Err(Failure::Refused(error) | Failure::Lost(error)) => fail_each(jobs, &error),
+        Err(Failure::RefusedAValue(error) | Failure::Failed(error)) => fail_each(jobs, &error),
     }
     for job in again {
         job.answer(Ok(Written::Changed));
@@ -331,18 +339,25 @@ fn written_answer(written: &HashSet<String>, job: &Job<FamilyWrite, Written>) ->
 }
 
 enum Failure {
-    /// The server answered with an error: the statement, its own transaction, changed nothing.
-    Refused(StorageError),
-    /// No answer: whether it was written is unknown.
-    Lost(StorageError),
+    /// The server ended the statement, its own transaction, with an error about a value in it
+    /// (a data exception, a limit): nothing was written, and the other rotations' values may
+    /// be fine.
+    RefusedAValue(StorageError),
+    /// Anything else: a timeout, a database going away (whose FATAL can come after a commit),
+    /// no answer at all. Each rotation is answered the error, never `Changed`.
+    Failed(StorageError),
 }
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(error: tokio_postgres::Error) -> Self {
-        if error.as_db_error().is_some() {
-            Failure::Refused(unavailable(error))
+        let about_a_value = error.as_db_error().is_some_and(|db| {
+            db.parsed_severity() == Some(Severity::Error)
+                && matches!(db.code().code().get(..2), Some("22" | "54"))
+        });
+        if about_a_value {
+            Failure::RefusedAValue(unavailable(error))
         } else {
-            Failure::Lost(unavailable(error))
+            Failure::Failed(unavailable(error))
         }
     }
 }
@@ -426,7 +441,7 @@ async fn write_all(
     rows.iter()
         .map(|row| row.try_get::<_, String>(0))
         .collect::<Result<_, _>>()
-        .map_err(|error| Failure::Lost(unavailable(error)))
+        .map_err(|error| Failure::Failed(unavailable(error)))
 }
 
 #[cfg(test)]

@@ -73,11 +73,11 @@ type Answered<A> = oneshot::Receiver<Result<A, crate::storage::StorageError>>;
 
 fn job<Q, A>(request: Q) -> (Job<Q, A>, Answered<A>) {
     let (answer, answered) = oneshot::channel();
-    let queued = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let job = Job {
         request,
         answer,
-        queued,
+        deadline,
     };
     (job, answered)
 }
@@ -484,9 +484,10 @@ async fn a_family_locked_elsewhere_is_passed_over_without_holding_up_the_others(
     let version_1 = version_of(&storage, "token-1-0").await;
     let mut holder = databases.fresh_connection_to(&storage).await;
     let holding = holder.transaction().await.unwrap();
+    // A write under way elsewhere: it holds the row, and changes its version when it commits.
     holding
         .execute(
-            "SELECT 1 FROM refresh_families WHERE id = 'family-1' FOR UPDATE",
+            "UPDATE refresh_families SET expires_at = expires_at WHERE id = 'family-1'",
             &[],
         )
         .await
@@ -514,7 +515,13 @@ async fn a_family_locked_elsewhere_is_passed_over_without_holding_up_the_others(
             .await
             .unwrap()
     );
-    // Once the row is free, the same write goes through.
+    // Once the row is free, the write passed over finds the version it read gone; read again,
+    // it goes through.
+    let (retry, answer) = job(rotated("family-1", &version_1, "next-of-1", "evicted-by-1"));
+    write(storage.pool.clone(), vec![retry]).await;
+    assert_eq!(answer.await.unwrap().unwrap(), Written::Changed);
+    assert!(!indexed(&storage, "next-of-1").await);
+    let version_1 = version_of(&storage, "token-1-0").await;
     let (retry, answer) = job(rotated("family-1", &version_1, "next-of-1", "evicted-by-1"));
     write(storage.pool.clone(), vec![retry]).await;
     assert_eq!(answer.await.unwrap().unwrap(), Written::Yes);
@@ -573,9 +580,9 @@ async fn a_worker_writes_nothing_for_a_requester_gone_or_a_request_too_late() {
         match n {
             // Its client hung up.
             1 => drop(answer),
-            // It waited a minute.
+            // It waited past its deadline.
             2 => {
-                job.queued = Instant::now() - Duration::from_secs(60);
+                job.deadline = Instant::now();
                 answers.push(answer);
             }
             _ => answers.push(answer),
@@ -583,12 +590,12 @@ async fn a_worker_writes_nothing_for_a_requester_gone_or_a_request_too_late() {
         queue.send(job).unwrap();
     }
     drop(queue);
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let largest = Arc::new(AtomicUsize::new(0));
     work(
         storage.pool.clone(),
         Arc::new(tokio::sync::Mutex::new(queued)),
         |pool, jobs| Box::pin(write(pool, jobs)),
-        Duration::from_secs(5),
         Arc::clone(&largest),
     )
     .await;
@@ -610,4 +617,41 @@ async fn a_worker_writes_nothing_for_a_requester_gone_or_a_request_too_late() {
     }
     drop(storage);
     databases.drop_all().await;
+}
+
+/// A bug that panics inside a statement loses that statement's answers (its requesters get an
+/// error), not the worker: the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_panics_loses_its_answers_not_the_worker() {
+    let config: tokio_postgres::Config = "host=127.0.0.1 user=nobody".parse().unwrap();
+    // Never connected: the statement below does not use it.
+    let storage = PostgresStorage::with_config(config, 1, Duration::from_secs(1)).unwrap();
+    let (queue, queued) = mpsc::unbounded_channel::<Job<u32, u32>>();
+    let worker = tokio::spawn(work(
+        storage.pool.clone(),
+        Arc::new(tokio::sync::Mutex::new(queued)),
+        |_, jobs| {
+            Box::pin(async move {
+                assert!(jobs.iter().all(|job| job.request != 0), "a bug");
+                for job in jobs {
+                    let request = job.request;
+                    job.answer(Ok(request + 1));
+                }
+            })
+        },
+        Arc::new(AtomicUsize::new(0)),
+    ));
+    let (panicking, lost) = job(0);
+    queue.send(panicking).unwrap();
+    assert!(
+        lost.await.is_err(),
+        "the panicking statement's answer is lost"
+    );
+    let (next, answer) = job(1);
+    queue.send(next).unwrap();
+    assert_eq!(answer.await.unwrap().unwrap(), 2);
+    drop(queue);
+    worker
+        .await
+        .expect("the worker ends when its queue does, not by the panic");
 }
