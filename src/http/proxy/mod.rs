@@ -275,8 +275,8 @@ fn add_identity(
     if let Some(email) = &claims.email {
         set(&proxy.identity.email, email);
     }
-    if !claims.groups.is_empty() {
-        set(&proxy.identity.groups, &claims.groups.join(","));
+    if let Some(groups) = groups_header(&claims.groups) {
+        set(&proxy.identity.groups, &groups);
     }
     let Some(jwt) = &proxy.identity_jwt else {
         return Ok(());
@@ -333,6 +333,23 @@ fn gateway_timeout() -> Response {
     answer
 }
 
+/// The groups header's value: the names joined with commas, so a name holding one would reach
+/// the MCP server as two groups, one of them of the name's choosing (a group a user may name
+/// at the provider, `eng,admins`, would make them `admins` downstream). Such a name is left
+/// out; the signed identity token, an array, carries it as it is.
+fn groups_header(groups: &[String]) -> Option<String> {
+    let (plain, split): (Vec<&String>, Vec<&String>) =
+        groups.iter().partition(|group| !group.contains(','));
+    if !split.is_empty() {
+        tracing::warn!(
+            left_out = split.len(),
+            "group names holding a comma are left out of the groups header"
+        );
+    }
+    let plain: Vec<&str> = plain.into_iter().map(String::as_str).collect();
+    (!plain.is_empty()).then(|| plain.join(","))
+}
+
 fn gateway_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body = json!({"error": error, "error_description": description});
     (status, axum::Json(body)).into_response()
@@ -341,6 +358,22 @@ fn gateway_error(status: StatusCode, error: &str, description: &str) -> Response
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_name_holding_a_comma_is_left_out_of_the_groups_header() {
+        let groups = |names: &[&str]| {
+            groups_header(
+                &names
+                    .iter()
+                    .map(|name| name.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(groups(&["eng", "ops"]).as_deref(), Some("eng,ops"));
+        assert_eq!(groups(&["eng,admins", "ops"]).as_deref(), Some("ops"));
+        assert_eq!(groups(&[",admins"]), None);
+        assert_eq!(groups(&[]), None);
+    }
 
     pub(crate) fn proxy(upstream: &str) -> Proxy {
         Proxy {
