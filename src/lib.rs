@@ -5,6 +5,8 @@
 pub mod app;
 /// The audit trail: security events as JSON lines.
 pub mod audit;
+
+mod bounded_read;
 /// Client registry: YAML clients, registered clients, metadata documents, and their
 /// authentication.
 pub mod clients;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::{Host, Url};
 
 use super::client::Client;
+use crate::bounded_read::{BodyError, read_at_most};
 use crate::clock::UnixTime;
 use crate::duration::{ConfigDuration, whole_seconds};
 use crate::oauth::client_assertion::PRIVATE_KEY_JWT;
@@ -529,15 +530,6 @@ pub(crate) async fn guarded_fetch(
         )));
     }
     let max = settings.max_bytes;
-    if response
-        .content_length()
-        .is_some_and(|length| length > max as u64)
-    {
-        return Err(unreachable(format!(
-            "{d} is larger than {max} bytes",
-            d = labels.document
-        )));
-    }
     let lifetime = cache_lifetime(
         response
             .headers()
@@ -546,20 +538,17 @@ pub(crate) async fn guarded_fetch(
         settings.min_cache,
         settings.max_cache,
     );
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = read_at_most(&mut response, max)
         .await
-        .map_err(|_| unreachable(format!("{d} could not be read", d = labels.document)))?
-    {
-        if body.len() + chunk.len() > max {
-            return Err(unreachable(format!(
+        .map_err(|error| match error {
+            BodyError::TooLarge => unreachable(format!(
                 "{d} is larger than {max} bytes",
                 d = labels.document
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+            )),
+            BodyError::Read(_) => {
+                unreachable(format!("{d} could not be read", d = labels.document))
+            }
+        })?;
     Ok((body, lifetime))
 }
 

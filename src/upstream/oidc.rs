@@ -24,6 +24,7 @@ use super::{
     LogoutError, ProviderAccessToken, Upstream, UpstreamError, UpstreamLogin, UpstreamRefresh,
     UpstreamRequest,
 };
+use crate::bounded_read::{BodyError, read_at_most};
 use crate::clock::UnixTime;
 use crate::error_chain;
 use crate::secret::SecretString;
@@ -621,19 +622,20 @@ impl OidcUpstream {
                 "the userinfo endpoint answered {media_type:?}, not application/json"
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| UpstreamError::Unreachable(format!("userinfo: {}", error_chain(&e))))?
-        {
-            if body.len() + chunk.len() > MAX_USERINFO_BYTES {
+        let body = match read_at_most(&mut response, MAX_USERINFO_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
                 return Err(UpstreamError::Rejected(format!(
                     "the userinfo response is larger than {MAX_USERINFO_BYTES} bytes"
                 )));
             }
-            body.extend_from_slice(&chunk);
-        }
+            Err(BodyError::Read(e)) => {
+                return Err(UpstreamError::Unreachable(format!(
+                    "userinfo: {}",
+                    error_chain(&e)
+                )));
+            }
+        };
         match serde_json::from_slice(&body) {
             Ok(serde_json::Value::Object(claims)) => Ok(claims),
             _ => Err(UpstreamError::Rejected(

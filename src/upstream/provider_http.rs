@@ -9,6 +9,8 @@ use std::pin::Pin;
 
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 
+use crate::bounded_read::{BodyError, read_at_most};
+
 /// Discovery documents, key sets and token responses are a few kilobytes; an ID token with a
 /// few hundred groups a few tens.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -45,27 +47,19 @@ impl<'c> AsyncHttpClient<'c> for ProviderHttp {
                 .execute(request.try_into().map_err(Box::new)?)
                 .await
                 .map_err(Box::new)?;
-            // A declared length is refused before anything is read; without one (chunked), or
-            // with one that lies, the count below stops the read.
-            if response
-                .content_length()
-                .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
-            {
-                return Err(too_large());
-            }
             let mut answer = openidconnect::http::Response::builder()
                 .status(response.status())
                 .version(response.version());
             for (name, value) in response.headers() {
                 answer = answer.header(name, value);
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(too_large());
+            let body = match read_at_most(&mut response, MAX_RESPONSE_BYTES).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => return Err(too_large()),
+                Err(BodyError::Read(error)) => {
+                    return Err(HttpClientError::Reqwest(Box::new(error)));
                 }
-                body.extend_from_slice(&chunk);
-            }
+            };
             answer.body(body).map_err(HttpClientError::Http)
         })
     }
