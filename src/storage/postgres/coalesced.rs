@@ -21,9 +21,10 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::Severity;
 
-use super::unavailable;
+use super::{hash, unavailable};
 use crate::storage::StorageError;
 use crate::tokens::TokenHash;
+use crate::tokens::refresh::IssuedAccessToken;
 
 /// Requests in one statement at most: enough that a busy instance's waiting rotations go
 /// together, few enough that one statement stays short.
@@ -49,8 +50,8 @@ pub(super) struct FamilyWrite {
     pub(super) expires_at: i64,
     pub(super) version: String,
     pub(super) new_token: TokenHash,
-    /// Access tokens the family no longer tracks, revoked with the write: (jti, expiry).
-    pub(super) evicted: Vec<(String, i64)>,
+    /// Access tokens the family no longer tracks, revoked with the write.
+    pub(super) evicted: Vec<IssuedAccessToken>,
 }
 
 /// Whether a write found the version it was read at.
@@ -249,7 +250,7 @@ fn fail_each<Q, A>(jobs: Vec<Job<Q, A>>, error: &StorageError) {
 }
 
 async fn read(pool: Pool, jobs: Vec<Job<TokenHash, Option<FamilyRead>>>) {
-    let hashes: Vec<&[u8]> = jobs.iter().map(|job| &job.request.0[..]).collect();
+    let hashes: Vec<&[u8]> = jobs.iter().map(|job| hash(&job.request)).collect();
     let found = async {
         let client = pool.get().await.map_err(unavailable)?;
         let statement = client
@@ -279,7 +280,7 @@ async fn read(pool: Pool, jobs: Vec<Job<TokenHash, Option<FamilyRead>>>) {
     match found {
         Ok(found) => {
             for job in jobs {
-                let family = found.get(&job.request.0[..]).cloned();
+                let family = found.get(hash(&job.request)).cloned();
                 job.answer(Ok(family));
             }
         }
@@ -383,10 +384,10 @@ async fn write_all(
         data.push(family.data.as_str());
         expiries.push(family.expires_at);
         versions.push(family.version.as_str());
-        tokens.push(&family.new_token.0[..]);
-        for (jti, expires_at) in &family.evicted {
-            evicted_jtis.push(jti.as_str());
-            evicted_expiries.push(*expires_at);
+        tokens.push(hash(&family.new_token));
+        for token in &family.evicted {
+            evicted_jtis.push(token.jti.as_str());
+            evicted_expiries.push(token.expires_at.seconds());
             evicted_families.push(family.family_id.as_str());
         }
     }

@@ -552,11 +552,7 @@ async fn rotate_if_unchanged(
         Persist::RevokeFamily => return Ok(Optimistic::NeedsLock),
         Persist::IndexReplacement => {}
     }
-    let evicted = family
-        .evict_excess_access_tokens()
-        .into_iter()
-        .map(|token| (token.jti, token.expires_at.seconds()))
-        .collect();
+    let evicted = family.evict_excess_access_tokens();
     let data = serde_json::to_string(&family)
         .map_err(|error| StorageError::Database(format!("a refresh family: {error}")))?;
     let written = rotations

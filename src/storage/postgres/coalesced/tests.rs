@@ -13,7 +13,7 @@ use crate::storage::contract_tests::{CLIENT, NOW, family, replacement};
 use crate::storage::postgres::PostgresStorage;
 use crate::storage::postgres::tests::Databases;
 use crate::tokens::TokenHash;
-use crate::tokens::refresh::{MAX_RETRIES, Presentation};
+use crate::tokens::refresh::{IssuedAccessToken, MAX_RETRIES, Presentation};
 
 /// A write for each of the first `count` families, at the version its token `token-N-{current}`
 /// reads, that makes `next-of-N` its current token and evicts `evicted-by-N`.
@@ -38,6 +38,11 @@ async fn indexed(storage: &PostgresStorage, token: &str) -> bool {
         .await
         .unwrap()
         .is_some()
+}
+
+/// Whether the access token `jti` is revoked.
+async fn revoked(storage: &PostgresStorage, jti: &str) -> bool {
+    storage.is_access_token_revoked(jti, NOW).await.unwrap()
 }
 
 /// The version of the family `token` names, as a rotation reads it.
@@ -92,7 +97,10 @@ fn rotated(family_id: &str, version: &str, token: &str, jti: &str) -> FamilyWrit
         expires_at: NOW.seconds() + 3600,
         version: version.into(),
         new_token: TokenHash::of(token),
-        evicted: vec![(jti.into(), NOW.seconds() + 3600)],
+        evicted: vec![IssuedAccessToken {
+            jti: jti.into(),
+            expires_at: NOW.plus(Duration::from_secs(3600)),
+        }],
     }
 }
 
@@ -157,12 +165,7 @@ async fn rotations_of_many_families_at_once_share_statements_and_each_rotates() 
         assert_eq!(answer.await.unwrap().unwrap(), Written::Yes);
     }
     for n in 0..count {
-        assert!(
-            storage
-                .is_access_token_revoked(&format!("evicted-by-{n}"), NOW)
-                .await
-                .unwrap()
-        );
+        assert!(revoked(&storage, &format!("evicted-by-{n}")).await);
     }
     drop(storage);
     databases.drop_all().await;
@@ -268,15 +271,10 @@ async fn a_shared_write_writes_only_families_found_at_their_version_and_each_onc
         .unwrap()
         .unwrap();
     assert_eq!(family_1.current, Some(TokenHash::of("token-1-1")));
-    assert!(
-        storage
-            .is_access_token_revoked("evicted-by-first-of-0", NOW)
-            .await
-            .unwrap()
-    );
+    assert!(revoked(&storage, "evicted-by-first-of-0").await);
     for kept in ["evicted-by-stale-of-1", "evicted-by-second-of-0"] {
         assert!(
-            !storage.is_access_token_revoked(kept, NOW).await.unwrap(),
+            !revoked(&storage, kept).await,
             "{kept} belongs to a write that did not happen"
         );
     }
@@ -445,13 +443,13 @@ async fn a_users_grants_revoked_while_they_refresh_are_all_revoked_and_nothing_f
             .await
             .expect("a revocation racing refreshes must not fail");
         for (n, refresh) in refreshes.into_iter().enumerate() {
-            let mut revoked = vec![format!("round-{round}-family-{n}-at-0")];
+            let mut issued = vec![format!("round-{round}-family-{n}-at-0")];
             if refresh.await.unwrap() == Presentation::Rotated {
-                revoked.push(format!("round-{round}-token-{n}-1-at"));
+                issued.push(format!("round-{round}-token-{n}-1-at"));
             }
-            for jti in revoked {
+            for jti in issued {
                 assert!(
-                    storage.is_access_token_revoked(&jti, NOW).await.unwrap(),
+                    revoked(&storage, &jti).await,
                     "{jti} outlived its grant's revocation"
                 );
             }
@@ -509,12 +507,7 @@ async fn a_family_locked_elsewhere_is_passed_over_without_holding_up_the_others(
     assert_eq!(written, [Written::Yes, Written::Changed]);
     holding.commit().await.unwrap();
     assert!(!indexed(&storage, "next-of-1").await);
-    assert!(
-        !storage
-            .is_access_token_revoked("evicted-by-1", NOW)
-            .await
-            .unwrap()
-    );
+    assert!(!revoked(&storage, "evicted-by-1").await);
     // Once the row is free, the write passed over finds the version it read gone; read again,
     // it goes through.
     let (retry, answer) = job(rotated("family-1", &version_1, "next-of-1", "evicted-by-1"));
@@ -556,12 +549,7 @@ async fn a_family_the_database_refuses_fails_alone() {
     );
     assert_eq!(written[2], Ok(Written::Yes));
     assert!(!indexed(&storage, "next-of-1").await);
-    assert!(
-        !storage
-            .is_access_token_revoked("evicted-by-1", NOW)
-            .await
-            .unwrap()
-    );
+    assert!(!revoked(&storage, "evicted-by-1").await);
     drop(storage);
     databases.drop_all().await;
 }
